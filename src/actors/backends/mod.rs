@@ -1,0 +1,270 @@
+//! State store backends. A backend is one file exporting a `DESCRIPTOR`; to add one, write
+//! `foo.rs` and add `foo` to the `backends!` line below. Everything else (component loading,
+//! metadata validation, `mecha check`, `/v1.0/metadata`, the README matrix) works from the
+//! descriptor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actors::StoreFactory;
+use crate::capabilities::CapabilitySet;
+
+/// Declares each backend module and lists it in [`REGISTRY`], so the two cannot drift.
+macro_rules! backends {
+    ($($name:ident),+ $(,)?) => {
+        $(pub mod $name;)+
+        /// Every backend Mecha knows, in the order the matrix lists them.
+        pub static REGISTRY: &[&Descriptor] = &[$(&$name::DESCRIPTOR),+];
+    };
+}
+
+backends![in_memory];
+
+/// How a backend describes itself.
+pub struct Descriptor {
+    /// Dapr component type, e.g. `state.redis`.
+    pub component_type: &'static str,
+    /// Other accepted type names.
+    pub aliases: &'static [&'static str],
+    /// Accepted `spec.version` values; the first is the default.
+    pub versions: &'static [&'static str],
+    /// Capabilities the backend can have natively (a configured store may have fewer).
+    pub capabilities: CapabilitySet,
+    /// Component metadata the backend reads (in addition to [`COMMON_FIELDS`]).
+    pub metadata: &'static [Field],
+    /// Builds the store factory from validated component metadata.
+    pub build: fn(&ComponentConfig) -> Result<Arc<dyn StoreFactory>, String>,
+}
+
+impl Descriptor {
+    /// Whether `type_name` (lower-cased) names this backend.
+    pub fn matches(&self, type_name: &str) -> bool {
+        self.component_type == type_name || self.aliases.contains(&type_name)
+    }
+
+    /// Looks up the schema of a metadata field (names match case-insensitively, as Dapr's
+    /// metadata decoding does).
+    pub fn field(&self, name: &str) -> Option<&'static Field> {
+        COMMON_FIELDS
+            .iter()
+            .chain(self.metadata.iter())
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Finds the backend for a component type (case-insensitive).
+pub fn lookup(type_name: &str) -> Option<&'static Descriptor> {
+    let lower = type_name.to_ascii_lowercase();
+    REGISTRY.iter().copied().find(|d| d.matches(&lower))
+}
+
+/// The kind of value a metadata field takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Any string.
+    String,
+    /// A decimal integer within the bounds.
+    Integer {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+    },
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, case-insensitive).
+    Bool,
+    /// A duration such as `10s`, `500ms`, `1m`, or a bare number of seconds.
+    Duration,
+    /// One of a fixed set of values (case-insensitive).
+    OneOf(&'static [&'static str]),
+}
+
+/// Schema of one component metadata field.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// Name as written in `spec.metadata[].name`.
+    pub name: &'static str,
+    /// Value kind.
+    pub kind: FieldKind,
+    /// Whether a value must be given.
+    pub required: bool,
+    /// Whether the value is a secret (never logged).
+    pub sensitive: bool,
+    /// One line for humans.
+    pub description: &'static str,
+}
+
+impl Field {
+    /// An optional field.
+    pub const fn new(name: &'static str, kind: FieldKind, description: &'static str) -> Field {
+        Field {
+            name,
+            kind,
+            required: false,
+            sensitive: false,
+            description,
+        }
+    }
+
+    /// The same field, required.
+    pub const fn required(self) -> Field {
+        Field {
+            required: true,
+            ..self
+        }
+    }
+
+    /// The same field, secret.
+    pub const fn sensitive(self) -> Field {
+        Field {
+            sensitive: true,
+            ..self
+        }
+    }
+
+    /// Checks one value against the kind.
+    pub fn validate(&self, value: &str) -> Result<(), String> {
+        match self.kind {
+            FieldKind::String => Ok(()),
+            FieldKind::Integer { min, max } => match value.trim().parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(()),
+                Ok(n) => Err(format!("{n} is outside {min}..={max}")),
+                Err(_) => Err(format!("'{value}' is not an integer")),
+            },
+            FieldKind::Bool => parse_bool(value).map(|_| ()),
+            FieldKind::Duration => parse_duration(value).map(|_| ()),
+            FieldKind::OneOf(allowed) => {
+                if allowed.iter().any(|a| a.eq_ignore_ascii_case(value)) {
+                    Ok(())
+                } else {
+                    Err(format!("'{value}' is not one of {}", allowed.join(", ")))
+                }
+            }
+        }
+    }
+}
+
+/// Metadata every component accepts.
+pub const COMMON_FIELDS: &[Field] = &[
+    Field::new(
+        "keyPrefix",
+        FieldKind::String,
+        "key prefix strategy: appid (default), name, none, or a custom prefix",
+    ),
+    Field::new(
+        "actorStateStore",
+        FieldKind::Bool,
+        "marks the actor state store (accepted for compatibility; Mecha serves no actors)",
+    ),
+];
+
+/// Parses a boolean as Dapr's `utils.IsTruthy` does, but rejects garbage instead of reading it as false.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" | "on" => Ok(true),
+        "false" | "0" | "no" | "n" | "off" | "" => Ok(false),
+        _ => Err(format!("'{value}' is not a boolean")),
+    }
+}
+
+/// Parses a duration: Go-style (`500ms`, `10s`, `1m30s`, `2h`) or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v).map_err(|e| format!("'{value}' is not a duration: {e}"))
+}
+
+/// A validated component, as a backend's `build` function sees it.
+#[derive(Debug, Clone)]
+pub struct ComponentConfig {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.type`, lower-cased.
+    pub component_type: String,
+    /// `spec.version` (the backend's default when absent).
+    pub version: String,
+    /// `spec.metadata`, keyed by the schema's canonical field name when known.
+    pub metadata: HashMap<String, String>,
+}
+
+impl ComponentConfig {
+    /// A value by canonical field name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.metadata.get(name).map(String::as_str)
+    }
+
+    /// A validated boolean, or `default`.
+    pub fn bool_or(&self, name: &str, default: bool) -> bool {
+        self.get(name)
+            .and_then(|v| parse_bool(v).ok())
+            .unwrap_or(default)
+    }
+
+    /// A validated duration, or `default`.
+    pub fn duration_or(&self, name: &str, default: Duration) -> Duration {
+        self.get(name)
+            .and_then(|v| parse_duration(v).ok())
+            .unwrap_or(default)
+    }
+
+    /// A validated integer, or `default`.
+    pub fn int_or(&self, name: &str, default: i64) -> i64 {
+        self.get(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_types_and_aliases_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for d in REGISTRY {
+            assert!(
+                !d.versions.is_empty(),
+                "{} has no version",
+                d.component_type
+            );
+            for name in std::iter::once(&d.component_type).chain(d.aliases) {
+                assert!(seen.insert(*name), "duplicate type {name}");
+                assert_eq!(*name, name.to_ascii_lowercase());
+            }
+            let mut fields = std::collections::HashSet::new();
+            for f in COMMON_FIELDS.iter().chain(d.metadata) {
+                assert!(
+                    fields.insert(f.name.to_ascii_lowercase()),
+                    "duplicate field {}",
+                    f.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn field_kinds_validate() {
+        let int = Field::new("n", FieldKind::Integer { min: 0, max: 10 }, "");
+        assert!(int.validate("3").is_ok());
+        assert!(int.validate("11").is_err());
+        assert!(int.validate("x").is_err());
+        let b = Field::new("b", FieldKind::Bool, "");
+        assert!(b.validate("TRUE").is_ok() && b.validate("maybe").is_err());
+        let d = Field::new("d", FieldKind::Duration, "");
+        assert!(
+            d.validate("10s").is_ok() && d.validate("15").is_ok() && d.validate("soon").is_err()
+        );
+        let e = Field::new("e", FieldKind::OneOf(&["a", "b"]), "");
+        assert!(e.validate("A").is_ok() && e.validate("c").is_err());
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive() {
+        assert!(lookup("State.In-Memory").is_some());
+        assert!(lookup("state.nope").is_none());
+    }
+}

@@ -1,0 +1,105 @@
+//! `StoreHandle`: the typed, timeout-bounded way to reach a store actor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, MailboxError};
+use futures::FutureExt;
+
+use super::store::{BulkGetItem, StateStore, StoreError};
+use super::store_actor::{Call, StoreActor};
+use crate::model::{
+    DeleteRequest, GetRequest, QueryRequest, QueryResponse, SetRequest, StateEntry,
+    TransactionRequest,
+};
+
+/// The gateway's view of one store shard. Cloning is cheap.
+#[derive(Clone)]
+pub struct StoreHandle {
+    addr: Addr<StoreActor>,
+    timeout: Duration,
+}
+
+impl StoreHandle {
+    /// Wraps a shard's address with the per-request timeout.
+    pub fn new(addr: Addr<StoreActor>, timeout: Duration) -> StoreHandle {
+        StoreHandle { addr, timeout }
+    }
+
+    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send + 'static,
+    {
+        match self
+            .addr
+            .send(Call(Box::new(f)))
+            .timeout(self.timeout)
+            .await
+        {
+            Ok(r) => r,
+            Err(MailboxError::Timeout) => Err(StoreError::Timeout(self.timeout)),
+            Err(MailboxError::Closed) => Err(StoreError::Unavailable(
+                "the store actor is not running".into(),
+            )),
+        }
+    }
+
+    /// Reads one key.
+    pub async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
+        self.call(move |s| async move { s.get(req).await }.boxed())
+            .await?
+    }
+
+    /// Reads several keys.
+    pub async fn bulk_get(
+        &self,
+        reqs: Vec<GetRequest>,
+        parallelism: usize,
+    ) -> Result<Vec<BulkGetItem>, StoreError> {
+        self.call(move |s| async move { s.bulk_get(reqs, parallelism).await }.boxed())
+            .await
+    }
+
+    /// Writes one key.
+    pub async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
+        self.call(move |s| async move { s.set(req).await }.boxed())
+            .await?
+    }
+
+    /// Writes several keys.
+    pub async fn bulk_set(
+        &self,
+        reqs: Vec<SetRequest>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.call(move |s| async move { s.bulk_set(reqs).await }.boxed())
+            .await
+    }
+
+    /// Deletes one key.
+    pub async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
+        self.call(move |s| async move { s.delete(req).await }.boxed())
+            .await?
+    }
+
+    /// Deletes several keys.
+    pub async fn bulk_delete(
+        &self,
+        reqs: Vec<DeleteRequest>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.call(move |s| async move { s.bulk_delete(reqs).await }.boxed())
+            .await
+    }
+
+    /// Runs a transaction.
+    pub async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
+        self.call(move |s| async move { s.transact(req).await }.boxed())
+            .await?
+    }
+
+    /// Runs a query.
+    pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
+        self.call(move |s| async move { s.query(req).await }.boxed())
+            .await?
+    }
+}

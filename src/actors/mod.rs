@@ -1,0 +1,16 @@
+//! Store backends and the actors that run them.
+//!
+//! A backend implements [`StateStore`] (plain async Rust, testable without actors) and is
+//! described by a [`Descriptor`] in [`backends`]. At start-up each configured store gets one
+//! supervised [`StoreActor`] per serving thread; the gateway reaches it only through a
+//! [`StoreHandle`], which owns the per-request timeout and maps mailbox failures. Nothing here
+//! knows about HTTP, gRPC or Dapr error codes.
+
+pub mod backends;
+mod handle;
+mod store;
+mod store_actor;
+
+pub use handle::StoreHandle;
+pub use store::{BulkGetItem, StateStore, StoreError, StoreFactory};
+pub use store_actor::{ActorSettings, StoreActor, StoreHealth};

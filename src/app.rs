@@ -1,0 +1,150 @@
+//! Wiring: build the catalog, start the HTTP door (one gateway pipeline per worker thread),
+//! the metrics endpoint and, later, the gRPC door; stop them gracefully.
+//!
+//! Must run inside an actix system (`actix_rt::System`), which `main` and the test harness
+//! provide.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpResponse, HttpServer, web};
+
+use crate::config::Config;
+use crate::gateway::http::{HttpState, dispatch};
+use crate::gateway::{Catalog, Gateway};
+
+/// Where and as whom to serve.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address every listener binds.
+    pub listen_address: IpAddr,
+    /// HTTP API port (0 = any free port).
+    pub http_port: u16,
+    /// gRPC API port (0 = any free port).
+    pub grpc_port: u16,
+    /// Prometheus metrics port (0 = any free port).
+    pub metrics_port: u16,
+    /// The app id used when no apps are configured.
+    pub app_id: String,
+    /// Whether SIGINT/SIGTERM trigger a graceful shutdown (off for embedded use and tests).
+    pub handle_signals: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            listen_address: IpAddr::from([127, 0, 0, 1]),
+            http_port: 3500,
+            grpc_port: 50001,
+            metrics_port: 9090,
+            app_id: "default".into(),
+            handle_signals: true,
+        }
+    }
+}
+
+/// A running Mecha.
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Where `/metrics` listens.
+    pub metrics_addr: SocketAddr,
+    /// The shared catalog.
+    pub catalog: Arc<Catalog>,
+    http: ServerHandle,
+    metrics: ServerHandle,
+    http_task: actix_rt::task::JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Stops every listener; `graceful` waits (up to the shutdown timeout) for in-flight requests.
+    pub async fn stop(&self, graceful: bool) {
+        self.http.stop(graceful).await;
+        self.metrics.stop(graceful).await;
+    }
+
+    /// Waits until the HTTP server ends (on a signal, or after [`Running::stop`]), then
+    /// stops the other listeners.
+    pub async fn wait(self) -> io::Result<()> {
+        let result = self.http_task.await.map_err(io::Error::other)?;
+        self.metrics.stop(true).await;
+        result
+    }
+}
+
+/// Starts Mecha with validated configuration.
+pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
+    let settings = config.settings;
+    let catalog = Arc::new(Catalog::new(
+        &config.components,
+        &settings.apps,
+        &opts.app_id,
+        settings.limits.clone(),
+    ));
+    let prometheus = crate::metrics::install();
+
+    let actor_settings = settings.actors.clone();
+    let c = catalog.clone();
+    let mut http = HttpServer::new(move || {
+        // Runs once per worker thread: each worker gets its own gateway and store shards.
+        let gateway = Gateway::start_local(c.clone(), &actor_settings);
+        App::new()
+            .app_data(web::Data::new(HttpState { gateway }))
+            .default_service(web::to(dispatch))
+    })
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
+    if settings.server.workers > 0 {
+        http = http.workers(settings.server.workers);
+    }
+    if !opts.handle_signals {
+        http = http.disable_signals();
+    }
+    let http = http.bind((opts.listen_address, opts.http_port))?;
+    let http_addr = http.addrs()[0];
+    let http = http.run();
+    let http_handle = http.handle();
+
+    let metrics = HttpServer::new(move || {
+        let handle = prometheus.clone();
+        App::new().route(
+            "/metrics",
+            web::get().to(move || {
+                let body = handle.render();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4")
+                        .body(body)
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind((opts.listen_address, opts.metrics_port))?;
+    let metrics_addr = metrics.addrs()[0];
+    let metrics = metrics.run();
+    let metrics_handle = metrics.handle();
+    actix_rt::spawn(metrics);
+    let http_task = actix_rt::spawn(http);
+
+    tracing::info!(http = %http_addr, metrics = %metrics_addr, app_id = %opts.app_id, "mecha listening");
+    for s in catalog.stores() {
+        tracing::info!(
+            store = %s.name, r#type = %s.component_type, version = %s.version,
+            capabilities = %s.capabilities.to_list_string(), "state store ready"
+        );
+    }
+    if catalog.stores().is_empty() {
+        tracing::warn!("no state store is configured: every state call will fail");
+    }
+    Ok(Running {
+        http_addr,
+        metrics_addr,
+        catalog,
+        http: http_handle,
+        metrics: metrics_handle,
+        http_task,
+    })
+}

@@ -1,0 +1,58 @@
+//! Renders the capability matrix as a markdown table (for `mecha check` and the README).
+
+use super::{Capability, CapabilitySet};
+
+/// One row of the matrix: a component type (or a configured store) and what it does natively.
+#[derive(Debug, Clone)]
+pub struct MatrixRow {
+    /// First column: a component type such as `state.redis`, or a store name.
+    pub name: String,
+    /// Second column: versions or the store's type.
+    pub detail: String,
+    /// Native capabilities.
+    pub capabilities: CapabilitySet,
+}
+
+/// Renders rows as a GitHub markdown table with one column per capability.
+pub fn render_matrix(first_header: &str, second_header: &str, rows: &[MatrixRow]) -> String {
+    let mut out = format!("| {first_header} | {second_header} |");
+    for c in Capability::ALL {
+        out.push_str(&format!(" {} |", c.as_str()));
+    }
+    out.push_str("\n| --- | --- |");
+    for _ in Capability::ALL {
+        out.push_str(" :-: |");
+    }
+    out.push('\n');
+    for row in rows {
+        out.push_str(&format!("| `{}` | {} |", row.name, row.detail));
+        for c in Capability::ALL {
+            out.push_str(if row.capabilities.has(c) {
+                " ✔ |"
+            } else {
+                " – |"
+            });
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_one_column_per_capability() {
+        let rows = [MatrixRow {
+            name: "state.x".into(),
+            detail: "v1".into(),
+            capabilities: CapabilitySet::of(&[Capability::Etag]),
+        }];
+        let table = render_matrix("type", "versions", &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("ETAG") && lines[0].contains("STRONG_CONSISTENCY"));
+        assert!(lines[2].starts_with("| `state.x` | v1 | ✔ | – |"));
+    }
+}

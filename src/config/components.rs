@@ -1,0 +1,502 @@
+//! Dapr component files (`kind: Component`) → validated state stores.
+//!
+//! Accepts Dapr's own format so files copy over from a Dapr project: every `*.yaml`/`*.yml`
+//! in the resources path, multi-document files included. Documents of other kinds, and
+//! components that are not state stores, are skipped with a warning.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::ConfigError;
+use crate::actors::StoreFactory;
+use crate::actors::backends::{self, ComponentConfig, Descriptor};
+use crate::capabilities::CapabilitySet;
+use crate::keys::KeyPrefix;
+
+/// Where components come from.
+#[derive(Debug, Clone)]
+pub enum ComponentSource {
+    /// Every YAML file in a directory (not recursive, sorted by name).
+    Dir(PathBuf),
+    /// The embedded default (one in-memory `statestore`).
+    Embedded,
+}
+
+/// A state store ready to start.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.type` as written in the registry (lower case).
+    pub component_type: String,
+    /// `spec.version`.
+    pub version: String,
+    /// The key prefix strategy.
+    pub key_prefix: KeyPrefix,
+    /// App ids allowed to use the store; empty means every app.
+    pub scopes: Vec<String>,
+    /// Builds store instances.
+    pub factory: Arc<dyn StoreFactory>,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+impl LoadedComponent {
+    /// A store from a hand-built factory (embedding and tests).
+    pub fn custom(
+        name: &str,
+        component_type: &str,
+        factory: Arc<dyn StoreFactory>,
+    ) -> LoadedComponent {
+        LoadedComponent {
+            name: name.to_owned(),
+            component_type: component_type.to_owned(),
+            version: "v1".to_owned(),
+            key_prefix: KeyPrefix::AppId,
+            scopes: Vec::new(),
+            factory,
+            file: PathBuf::from("<custom>"),
+        }
+    }
+
+    /// What the store does natively.
+    pub fn capabilities(&self) -> CapabilitySet {
+        self.factory.capabilities()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDoc {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<RawObjectMeta>,
+    spec: Option<RawSpec>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawObjectMeta {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    version: Option<String>,
+    #[serde(default)]
+    metadata: Vec<RawMetadataItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMetadataItem {
+    name: Option<String>,
+    value: Option<Value>,
+    secret_key_ref: Option<Value>,
+    env_ref: Option<String>,
+}
+
+/// Loads and validates every component; returns the stores and the warnings, or every error.
+pub fn load_components(
+    source: &ComponentSource,
+) -> Result<(Vec<LoadedComponent>, Vec<ConfigError>), Vec<ConfigError>> {
+    let files: Vec<(PathBuf, String)> = match source {
+        ComponentSource::Embedded => vec![(
+            PathBuf::from("<embedded default>"),
+            super::EMBEDDED_DEFAULT_COMPONENT.to_owned(),
+        )],
+        ComponentSource::Dir(dir) => {
+            let entries = std::fs::read_dir(dir).map_err(|e| {
+                vec![ConfigError::new(
+                    dir,
+                    "",
+                    format!("cannot read the resources path: {e}"),
+                )]
+            })?;
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                })
+                .collect();
+            paths.sort();
+            let mut files = Vec::new();
+            let mut errors = Vec::new();
+            for p in paths {
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => files.push((p, t)),
+                    Err(e) => errors.push(ConfigError::new(&p, "", format!("cannot read: {e}"))),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+            files
+        }
+    };
+    let refs: Vec<(&Path, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_path(), t.as_str()))
+        .collect();
+    parse_components(&refs, &|k| std::env::var(k).ok())
+}
+
+/// Parses and validates component files given as `(path, text)`; `env` resolves `envRef`.
+pub fn parse_components(
+    files: &[(&Path, &str)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<LoadedComponent>, Vec<ConfigError>), Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut out: Vec<LoadedComponent> = Vec::new();
+    for (file, text) in files {
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = match Value::deserialize(doc) {
+                Ok(Value::Null) => continue,
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        file,
+                        "",
+                        format!("document {}: {e}", i + 1),
+                    ));
+                    break;
+                }
+            };
+            let raw: RawDoc = match serde_yaml::from_value(value) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        file,
+                        "",
+                        format!("document {}: {e}", i + 1),
+                    ));
+                    continue;
+                }
+            };
+            match raw.kind.as_deref() {
+                Some("Component") => {}
+                other => {
+                    warnings.push(ConfigError::new(
+                        file,
+                        "kind",
+                        format!(
+                            "document {} of kind {:?} skipped",
+                            i + 1,
+                            other.unwrap_or("<none>")
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            if let Some(v) = &raw.api_version
+                && v != "dapr.io/v1alpha1"
+            {
+                warnings.push(ConfigError::new(
+                    file,
+                    "apiVersion",
+                    format!("unexpected apiVersion {v}"),
+                ));
+            }
+            let before = errors.len();
+            if let Some(c) = validate(file, raw, env, &mut errors, &mut warnings)
+                && errors.len() == before
+            {
+                if let Some(first) = out.iter().find(|o| o.name == c.name) {
+                    errors.push(ConfigError::new(
+                        file,
+                        "metadata.name",
+                        format!(
+                            "duplicate component name '{}' (also in {})",
+                            c.name,
+                            first.file.display()
+                        ),
+                    ));
+                } else {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok((out, warnings))
+    } else {
+        Err(errors)
+    }
+}
+
+fn scalar_to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn validate(
+    file: &Path,
+    raw: RawDoc,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<LoadedComponent> {
+    let mut err = |field: &str, msg: String| errors.push(ConfigError::new(file, field, msg));
+    let name = raw.metadata.and_then(|m| m.name).unwrap_or_default();
+    if name.is_empty() {
+        err("metadata.name", "is required".into());
+    } else if name.contains('/') || name.chars().any(char::is_whitespace) {
+        err(
+            "metadata.name",
+            format!("'{name}' must not contain '/' or white space"),
+        );
+    }
+    let Some(spec) = raw.spec else {
+        err("spec", "is required".into());
+        return None;
+    };
+    let Some(type_name) = spec.type_.filter(|t| !t.is_empty()) else {
+        err("spec.type", "is required".into());
+        return None;
+    };
+    let lower = type_name.to_ascii_lowercase();
+    if !lower.starts_with("state.") {
+        warnings.push(ConfigError::new(
+            file,
+            "spec.type",
+            format!(
+                "component '{name}' of type {type_name} skipped: Mecha serves state stores only"
+            ),
+        ));
+        return None;
+    }
+    let Some(desc) = backends::lookup(&lower) else {
+        let known: Vec<&str> = backends::REGISTRY
+            .iter()
+            .map(|d| d.component_type)
+            .collect();
+        err(
+            "spec.type",
+            format!(
+                "unknown state store type '{type_name}' (known: {})",
+                known.join(", ")
+            ),
+        );
+        return None;
+    };
+    let version = match spec.version.filter(|v| !v.is_empty()) {
+        None => desc.versions[0].to_owned(),
+        Some(v) if desc.versions.contains(&v.as_str()) => v,
+        Some(v) => {
+            err(
+                "spec.version",
+                format!(
+                    "{type_name} has no version '{v}' (supported: {})",
+                    desc.versions.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    let metadata = validate_metadata(file, desc, spec.metadata, env, &mut err, warnings);
+    for f in crate::actors::backends::COMMON_FIELDS
+        .iter()
+        .chain(desc.metadata)
+    {
+        if f.required && !metadata.contains_key(f.name) {
+            err(
+                "spec.metadata",
+                format!("'{}' is required for {}", f.name, desc.component_type),
+            );
+        }
+    }
+    let key_prefix = match KeyPrefix::parse(metadata.get("keyPrefix").map(String::as_str)) {
+        Ok(k) => k,
+        Err(e) => {
+            err("spec.metadata.keyPrefix", e);
+            return None;
+        }
+    };
+    let cfg = ComponentConfig {
+        name: name.clone(),
+        component_type: desc.component_type.to_owned(),
+        version: version.clone(),
+        metadata,
+    };
+    let factory = match (desc.build)(&cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            err("spec.metadata", e);
+            return None;
+        }
+    };
+    Some(LoadedComponent {
+        name,
+        component_type: desc.component_type.to_owned(),
+        version,
+        key_prefix,
+        scopes: raw.scopes,
+        factory,
+        file: file.to_owned(),
+    })
+}
+
+fn validate_metadata(
+    file: &Path,
+    desc: &Descriptor,
+    items: Vec<RawMetadataItem>,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(&str, String),
+    warnings: &mut Vec<ConfigError>,
+) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("spec.metadata[{i}]");
+        let Some(name) = item.name.filter(|n| !n.is_empty()) else {
+            err(&format!("{at}.name"), "is required".into());
+            continue;
+        };
+        let value = if item.secret_key_ref.is_some() {
+            err(
+                &format!("{at}.secretKeyRef"),
+                format!("'{name}': secret stores are not supported; use value or envRef"),
+            );
+            continue;
+        } else if let Some(var) = item.env_ref {
+            match env(&var) {
+                Some(v) => v,
+                None => {
+                    err(
+                        &format!("{at}.envRef"),
+                        format!("'{name}': environment variable {var} is not set"),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            match item.value.as_ref().map(scalar_to_string) {
+                Some(Some(v)) => v,
+                None => String::new(),
+                Some(None) => {
+                    err(
+                        &format!("{at}.value"),
+                        format!("'{name}' must be a string, number or boolean"),
+                    );
+                    continue;
+                }
+            }
+        };
+        match desc.field(&name) {
+            Some(field) => {
+                if let Err(e) = field.validate(&value) {
+                    err(&format!("{at}.value"), format!("'{}': {e}", field.name));
+                    continue;
+                }
+                if out.insert(field.name.to_owned(), value).is_some() {
+                    err(&format!("{at}.name"), format!("'{name}' is given twice"));
+                }
+            }
+            None => {
+                warnings.push(ConfigError::new(
+                    file,
+                    &format!("{at}.name"),
+                    format!(
+                        "'{name}' is not a metadata field of {}; it is ignored",
+                        desc.component_type
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(
+        files: &[(&str, &str)],
+    ) -> Result<(Vec<LoadedComponent>, Vec<ConfigError>), Vec<ConfigError>> {
+        let files: Vec<(&Path, &str)> = files.iter().map(|(p, t)| (Path::new(*p), *t)).collect();
+        parse_components(&files, &|k| (k == "PREFIX").then(|| "fromenv".to_owned()))
+    }
+
+    const MEM: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n";
+
+    #[test]
+    fn loads_a_dapr_component() {
+        let (c, w) = parse(&[("a.yaml", MEM)]).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].name, "statestore");
+        assert_eq!(c[0].version, "v1");
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn multi_document_files_and_other_kinds() {
+        let text = format!(
+            "{MEM}---\napiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cfg\n---\nkind: Component\nmetadata:\n  name: second\nspec:\n  type: State.In-Memory\n  metadata:\n  - name: keyPrefix\n    envRef: PREFIX\n  - name: sweepInterval\n    value: 2\nscopes: [app1]\n---\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n"
+        );
+        let (c, w) = parse(&[("multi.yaml", &text)]).unwrap();
+        assert_eq!(
+            c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["statestore", "second"]
+        );
+        assert_eq!(c[1].key_prefix, KeyPrefix::Custom("fromenv".into()));
+        assert_eq!(c[1].scopes, ["app1"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_and_field() {
+        let bad = "kind: Component\nmetadata:\n  name: x\nspec:\n  type: state.nope\n---\nkind: Component\nmetadata: {}\nspec:\n  type: state.in-memory\n  version: v9\n---\nkind: Component\nmetadata:\n  name: y\nspec:\n  type: state.in-memory\n  metadata:\n  - name: sweepInterval\n    value: soon\n  - name: keyPrefix\n    value: a||b\n";
+        let errs = parse(&[("bad.yaml", bad), ("dup1.yaml", MEM), ("dup2.yaml", MEM)]).unwrap_err();
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let want = [
+            "bad.yaml: spec.type: unknown state store type 'state.nope'",
+            "bad.yaml: metadata.name: is required",
+            "bad.yaml: spec.version: state.in-memory has no version 'v9'",
+            "bad.yaml: spec.metadata[0].value: 'sweepInterval'",
+            "bad.yaml: spec.metadata.keyPrefix: keyPrefix 'a||b'",
+            "dup2.yaml: metadata.name: duplicate component name 'statestore' (also in dup1.yaml)",
+        ];
+        assert_eq!(shown.len(), want.len(), "{shown:#?}");
+        for (got, want) in shown.iter().zip(want) {
+            assert!(got.starts_with(want), "{got} does not start with {want}");
+        }
+    }
+
+    #[test]
+    fn unknown_metadata_is_a_warning_and_secrets_an_error() {
+        let text = "kind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  metadata:\n  - name: sweepIntervall\n    value: 1s\n";
+        let (_, w) = parse(&[("w.yaml", text)]).unwrap();
+        assert!(w[0].message.contains("sweepIntervall"));
+        let text = "kind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  metadata:\n  - name: keyPrefix\n    secretKeyRef: {name: a, key: b}\n";
+        assert!(
+            parse(&[("s.yaml", text)]).unwrap_err()[0]
+                .field
+                .ends_with("secretKeyRef")
+        );
+    }
+
+    #[test]
+    fn embedded_default_is_one_in_memory_store() {
+        let (c, _) = load_components(&ComponentSource::Embedded).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].name.as_str(), c[0].component_type.as_str()),
+            ("statestore", "state.in-memory")
+        );
+    }
+}

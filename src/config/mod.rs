@@ -1,0 +1,138 @@
+//! Configuration: Mecha's own file (`config/mecha.yaml`) and Dapr component files.
+//!
+//! Loading is split from parsing (tests feed strings), and validation collects every
+//! problem before failing, each naming its file and field. The result is a [`Config`]
+//! that cannot hold an invalid value.
+
+pub mod components;
+mod settings;
+
+use std::path::{Path, PathBuf};
+
+pub use components::{ComponentSource, LoadedComponent, load_components, parse_components};
+pub use settings::{AppConfig, Limits, ServerSettings, Settings, parse_size};
+
+/// The component file used when the resources path does not exist and was not given
+/// explicitly: one in-memory store named `statestore`.
+pub const EMBEDDED_DEFAULT_COMPONENT: &str =
+    include_str!("../../config/components/statestore.yaml");
+
+/// One configuration problem, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// The field, as a path such as `spec.metadata[2].value`; empty for the whole file.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem in `file` at `field`.
+    pub fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.message
+            )
+        }
+    }
+}
+
+/// Everything Mecha needs to start, validated.
+pub struct Config {
+    /// Mecha's own settings.
+    pub settings: Settings,
+    /// The state stores, in load order.
+    pub components: Vec<LoadedComponent>,
+    /// Non-fatal findings (unknown metadata keys, skipped documents).
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Where to load configuration from.
+#[derive(Debug, Clone)]
+pub struct ConfigSources {
+    /// `--config`: Mecha's own file; `None` means the default path, which may be absent.
+    pub config_file: Option<PathBuf>,
+    /// `--resources-path`: `None` means the default path, falling back to the embedded
+    /// default store when that directory does not exist.
+    pub resources_path: Option<PathBuf>,
+}
+
+/// The default `--config` path.
+pub const DEFAULT_CONFIG_FILE: &str = "config/mecha.yaml";
+/// The default `--resources-path`.
+pub const DEFAULT_RESOURCES_PATH: &str = "config/components";
+
+impl Config {
+    /// Reads and validates everything; on failure returns every problem found.
+    pub fn load(sources: &ConfigSources) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let settings = match &sources.config_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Settings::parse(path, &text),
+                Err(e) => Err(vec![ConfigError::new(
+                    path,
+                    "",
+                    format!("cannot read: {e}"),
+                )]),
+            },
+            None => {
+                let path = Path::new(DEFAULT_CONFIG_FILE);
+                match std::fs::read_to_string(path) {
+                    Ok(text) => Settings::parse(path, &text),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+                    Err(e) => Err(vec![ConfigError::new(
+                        path,
+                        "",
+                        format!("cannot read: {e}"),
+                    )]),
+                }
+            }
+        }
+        .unwrap_or_else(|e| {
+            errors.extend(e);
+            Settings::default()
+        });
+
+        let source = match &sources.resources_path {
+            Some(dir) => ComponentSource::Dir(dir.clone()),
+            None if Path::new(DEFAULT_RESOURCES_PATH).is_dir() => {
+                ComponentSource::Dir(PathBuf::from(DEFAULT_RESOURCES_PATH))
+            }
+            None => ComponentSource::Embedded,
+        };
+        let (components, warnings) = match load_components(&source) {
+            Ok(ok) => ok,
+            Err(e) => {
+                errors.extend(e);
+                (Vec::new(), Vec::new())
+            }
+        };
+        if errors.is_empty() {
+            Ok(Config {
+                settings,
+                components,
+                warnings,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! `config/mecha.yaml`: apps, limits, actor and server tunables.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::actors::ActorSettings;
+use crate::actors::backends::parse_duration;
+
+/// An app allowed to call Mecha, identified by its API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConfig {
+    /// The app id (used for key prefixes, scopes and metrics).
+    pub id: String,
+    /// The `dapr-api-token` the app sends.
+    pub token: String,
+}
+
+/// Request limits. Every one is enforced on both protocols and answered with a Dapr-shaped error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body (HTTP) or message (gRPC), in bytes.
+    pub max_body_size: usize,
+    /// Longest key, in bytes (before prefixing).
+    pub max_key_length: usize,
+    /// Most keys in one bulk get, items in one save, or keys in one bulk delete.
+    pub max_bulk_items: usize,
+    /// Most operations in one transaction (a store's own lower maximum wins).
+    pub max_transaction_ops: usize,
+    /// Default fan-out of a bulk get that does not say (`parallelism` ≤ 0).
+    pub default_bulk_parallelism: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_size: 4 * 1024 * 1024,
+            max_key_length: 4096,
+            max_bulk_items: 1000,
+            max_transaction_ops: 1000,
+            default_bulk_parallelism: 16,
+        }
+    }
+}
+
+/// Server tunables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads (0 = one per CPU).
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            shutdown_timeout: Duration::from_secs(10),
+            workers: 0,
+        }
+    }
+}
+
+/// Mecha's validated settings.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Configured apps; empty means every caller is the `--app-id` app and no token is needed.
+    pub apps: Vec<AppConfig>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Store actor tunables.
+    pub actors: ActorSettings,
+    /// Server tunables.
+    pub server: ServerSettings,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSettings {
+    #[serde(default)]
+    apps: Vec<RawApp>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    actors: RawActors,
+    #[serde(default)]
+    server: RawServer,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawApp {
+    id: String,
+    token: Option<String>,
+    token_env: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLimits {
+    max_body_size: Option<serde_yaml::Value>,
+    max_key_length: Option<usize>,
+    max_bulk_items: Option<usize>,
+    max_transaction_ops: Option<usize>,
+    default_bulk_parallelism: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawActors {
+    mailbox_capacity: Option<usize>,
+    request_timeout: Option<String>,
+    health_interval: Option<String>,
+    restart_after_failed_pings: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawServer {
+    shutdown_timeout: Option<String>,
+    workers: Option<usize>,
+}
+
+/// Parses a size: a byte count, or a number with `Ki`/`Mi`/`Gi` (also `KiB`, `K`, `KB`, ...).
+pub fn parse_size(raw: &str) -> Result<usize, String> {
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("'{raw}' is not a size"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kb" | "kib" => 1024,
+        "m" | "mi" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gi" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(format!("'{raw}' has an unknown unit")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{raw}' is too large"))
+}
+
+impl Settings {
+    /// Parses and validates `mecha.yaml` text; `file` only names errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Settings, Vec<ConfigError>> {
+        Self::parse_with_env(file, text, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Settings::parse`], reading `tokenEnv` variables through `env`.
+    pub fn parse_with_env(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Vec<ConfigError>> {
+        let raw: RawSettings = if text.trim().is_empty() {
+            RawSettings::default()
+        } else {
+            serde_yaml::from_str(text)
+                .map_err(|e| vec![ConfigError::new(file, "", e.to_string())])?
+        };
+        let mut errors = Vec::new();
+        let mut s = Settings::default();
+        let mut err = |field: &str, msg: String| errors.push(ConfigError::new(file, field, msg));
+
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            let field = format!("apps[{i}]");
+            if app.id.is_empty() || app.id.contains("||") {
+                err(
+                    &format!("{field}.id"),
+                    "must be non-empty and must not contain '||'".into(),
+                );
+            }
+            let token = match (app.token, app.token_env) {
+                (Some(t), None) => Some(t),
+                (None, Some(var)) => match env(&var) {
+                    Some(t) => Some(t),
+                    None => {
+                        err(
+                            &format!("{field}.tokenEnv"),
+                            format!("environment variable {var} is not set"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    err(&field, "give exactly one of token or tokenEnv".into());
+                    None
+                }
+            };
+            if let Some(token) = token {
+                if token.is_empty() {
+                    err(&format!("{field}.token"), "must not be empty".into());
+                } else if s.apps.iter().any(|a| a.token == token) {
+                    err(
+                        &format!("{field}.token"),
+                        "the same token is given to two apps".into(),
+                    );
+                } else if s.apps.iter().any(|a| a.id == app.id) {
+                    err(
+                        &format!("{field}.id"),
+                        format!("app '{}' is listed twice", app.id),
+                    );
+                } else {
+                    s.apps.push(AppConfig { id: app.id, token });
+                }
+            }
+        }
+
+        let l = raw.limits;
+        if let Some(v) = l.max_body_size {
+            let text = match &v {
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::String(s) => s.clone(),
+                _ => String::from("?"),
+            };
+            match parse_size(&text) {
+                Ok(n) if n >= 1024 => s.limits.max_body_size = n,
+                Ok(_) => err("limits.maxBodySize", "must be at least 1Ki".into()),
+                Err(e) => err("limits.maxBodySize", e),
+            }
+        }
+        let mut positive = |field: &str, v: Option<usize>, target: &mut usize| match v {
+            Some(0) => err(field, "must be greater than zero".into()),
+            Some(n) => *target = n,
+            None => {}
+        };
+        positive(
+            "limits.maxKeyLength",
+            l.max_key_length,
+            &mut s.limits.max_key_length,
+        );
+        positive(
+            "limits.maxBulkItems",
+            l.max_bulk_items,
+            &mut s.limits.max_bulk_items,
+        );
+        positive(
+            "limits.maxTransactionOps",
+            l.max_transaction_ops,
+            &mut s.limits.max_transaction_ops,
+        );
+        positive(
+            "limits.defaultBulkParallelism",
+            l.default_bulk_parallelism,
+            &mut s.limits.default_bulk_parallelism,
+        );
+        positive(
+            "actors.mailboxCapacity",
+            raw.actors.mailbox_capacity,
+            &mut s.actors.mailbox_capacity,
+        );
+        if let Some(n) = raw.actors.restart_after_failed_pings {
+            if n == 0 {
+                err(
+                    "actors.restartAfterFailedPings",
+                    "must be greater than zero".into(),
+                );
+            } else {
+                s.actors.restart_after_failed_pings = n;
+            }
+        }
+        let mut duration = |field: &str, v: Option<String>, target: &mut Duration| {
+            if let Some(v) = v {
+                match parse_duration(&v) {
+                    Ok(d) if !d.is_zero() => *target = d,
+                    Ok(_) => err(field, "must be greater than zero".into()),
+                    Err(e) => err(field, e),
+                }
+            }
+        };
+        duration(
+            "actors.requestTimeout",
+            raw.actors.request_timeout,
+            &mut s.actors.request_timeout,
+        );
+        duration(
+            "actors.healthInterval",
+            raw.actors.health_interval,
+            &mut s.actors.health_interval,
+        );
+        duration(
+            "server.shutdownTimeout",
+            raw.server.shutdown_timeout,
+            &mut s.server.shutdown_timeout,
+        );
+        if let Some(w) = raw.server.workers {
+            s.server.workers = w;
+        }
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
+        Settings::parse_with_env(Path::new("mecha.yaml"), text, &|k| {
+            (k == "TOKEN_A").then(|| "secret-a".to_owned())
+        })
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let s = parse("").unwrap();
+        assert_eq!(s.limits, Limits::default());
+        assert!(s.apps.is_empty());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let s = parse(
+            "apps:\n  - id: orders\n    tokenEnv: TOKEN_A\n  - id: billing\n    token: t2\nlimits:\n  maxBodySize: 1Mi\n  maxKeyLength: 10\nactors:\n  requestTimeout: 250ms\n  mailboxCapacity: 8\nserver:\n  shutdownTimeout: 3s\n  workers: 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.apps[0],
+            AppConfig {
+                id: "orders".into(),
+                token: "secret-a".into()
+            }
+        );
+        assert_eq!(s.limits.max_body_size, 1024 * 1024);
+        assert_eq!(s.limits.max_key_length, 10);
+        assert_eq!(s.actors.request_timeout, Duration::from_millis(250));
+        assert_eq!(s.actors.mailbox_capacity, 8);
+        assert_eq!(s.server.workers, 2);
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let errs = parse(
+            "apps:\n  - id: a\n    tokenEnv: MISSING\n  - id: ''\n    token: x\nlimits:\n  maxBodySize: lots\n  maxKeyLength: 0\nactors:\n  requestTimeout: soon\n",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "apps[0].tokenEnv",
+                "apps[1].id",
+                "limits.maxBodySize",
+                "limits.maxKeyLength",
+                "actors.requestTimeout"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let errs = parse("limitz: {}\n").unwrap_err();
+        assert!(errs[0].message.contains("unknown field"), "{errs:?}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4Mi"), Ok(4 * 1024 * 1024));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("2 KiB"), Ok(2048));
+        assert!(parse_size("4Xi").is_err());
+    }
+}

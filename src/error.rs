@@ -1,0 +1,582 @@
+//! The one place that decides how a failure looks on the wire.
+//!
+//! Every failure becomes an [`Error`]: a [`ErrorKind`], the [`Operation`] it happened in,
+//! and its context (store, key, app). [`Error::wire`] maps `(kind, operation, protocol)` to
+//! the HTTP status, gRPC code, Dapr `errorCode`, message and rich-error details that Dapr
+//! itself would produce (spec §1.10, §2.5). The HTTP and gRPC front doors only render the
+//! resulting [`Wire`]; neither decides anything. This module has no protocol types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::actors::StoreError;
+
+/// The API operation a failure happened in; it picks the `errorCode` of store failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// GetState.
+    Get,
+    /// GetBulkState.
+    BulkGet,
+    /// SaveState (single or bulk).
+    Save,
+    /// DeleteState.
+    Delete,
+    /// DeleteBulkState (gRPC only).
+    BulkDelete,
+    /// ExecuteStateTransaction.
+    Transaction,
+    /// QueryStateAlpha1.
+    Query,
+    /// Metadata and health routes, and anything outside the state API.
+    Other,
+}
+
+impl Operation {
+    /// Dapr's metric label for the operation (`dapr_component_state_count{operation}`).
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::BulkGet => "bulk_get",
+            Operation::Save => "set",
+            Operation::Delete => "delete",
+            Operation::BulkDelete => "bulk_delete",
+            Operation::Transaction => "transaction",
+            Operation::Query => "query",
+            Operation::Other => "other",
+        }
+    }
+
+    /// The operation's name as the gRPC method and HTTP route name.
+    pub const fn method_name(self) -> &'static str {
+        match self {
+            Operation::Get => "GetState",
+            Operation::BulkGet => "GetBulkState",
+            Operation::Save => "SaveState",
+            Operation::Delete => "DeleteState",
+            Operation::BulkDelete => "DeleteBulkState",
+            Operation::Transaction => "ExecuteStateTransaction",
+            Operation::Query => "QueryStateAlpha1",
+            Operation::Other => "Other",
+        }
+    }
+}
+
+/// Which front door renders the error; a few messages and details differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The HTTP API.
+    Http,
+    /// The gRPC API.
+    Grpc,
+}
+
+/// gRPC status codes used by Mecha (numbering as in `google.rpc.Code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum GrpcCode {
+    /// `UNKNOWN`.
+    Unknown = 2,
+    /// `INVALID_ARGUMENT`.
+    InvalidArgument = 3,
+    /// `DEADLINE_EXCEEDED`.
+    DeadlineExceeded = 4,
+    /// `NOT_FOUND`.
+    NotFound = 5,
+    /// `RESOURCE_EXHAUSTED`.
+    ResourceExhausted = 8,
+    /// `FAILED_PRECONDITION`.
+    FailedPrecondition = 9,
+    /// `ABORTED`.
+    Aborted = 10,
+    /// `UNIMPLEMENTED`.
+    Unimplemented = 12,
+    /// `INTERNAL`.
+    Internal = 13,
+    /// `UNAVAILABLE`.
+    Unavailable = 14,
+    /// `UNAUTHENTICATED`.
+    Unauthenticated = 16,
+}
+
+/// The ErrorInfo domain of every Dapr error.
+pub const ERROR_DOMAIN: &str = "dapr.io";
+/// The Help link Dapr attaches to "transactions not supported".
+pub const HELP_URL: &str =
+    "https://docs.dapr.io/reference/components-reference/supported-state-stores/";
+/// The Help link's description.
+pub const HELP_DESCRIPTION: &str = "Check the list of state stores and the features they support";
+
+/// One `google.rpc` error detail, protocol-neutral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// `google.rpc.ErrorInfo` (domain is always [`ERROR_DOMAIN`]).
+    ErrorInfo {
+        /// The reason, e.g. `DAPR_STATE_NOT_FOUND`.
+        reason: String,
+        /// Metadata; `None` renders as JSON `null`.
+        metadata: Option<BTreeMap<String, String>>,
+    },
+    /// `google.rpc.ResourceInfo`.
+    ResourceInfo {
+        /// Always `state` here.
+        resource_type: String,
+        /// The store name.
+        resource_name: String,
+    },
+    /// `google.rpc.BadRequest` with one field violation.
+    BadRequest {
+        /// The offending field (the key).
+        field: String,
+        /// What is wrong with it.
+        description: String,
+    },
+    /// `google.rpc.Help` with one link.
+    Help {
+        /// Link description.
+        description: String,
+        /// Link URL.
+        url: String,
+    },
+}
+
+/// How one error looks on one protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wire {
+    /// HTTP status code.
+    pub http_status: u16,
+    /// gRPC status code.
+    pub grpc_code: GrpcCode,
+    /// Dapr's `errorCode`.
+    pub error_code: &'static str,
+    /// The message for this protocol.
+    pub message: String,
+    /// Rich details. On HTTP, an empty list means the legacy shape (no `details` key).
+    pub details: Vec<Detail>,
+}
+
+/// What went wrong, independent of protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No state store is configured at all.
+    StoreNotConfigured,
+    /// The named store is not configured (or not visible to the app).
+    StoreNotFound,
+    /// The key contains `||`.
+    IllegalKey,
+    /// The body or a field is malformed (legacy `ERR_MALFORMED_REQUEST`).
+    Malformed,
+    /// The body could not be read.
+    BodyRead,
+    /// The body is larger than the configured limit.
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A request option or request-level value is invalid (bad `consistency`, `ttlInSeconds`, ...).
+    InvalidOption,
+    /// A configured limit (bulk size, key length) was exceeded.
+    LimitExceeded,
+    /// The store does not do transactions.
+    TransactionsNotSupported,
+    /// The store does not do queries.
+    QueryNotSupported,
+    /// More transaction operations than the store (or Mecha's limit) allows.
+    TooManyTransactionOps {
+        /// Operations in the request.
+        count: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// An unknown transaction operation type.
+    UnsupportedOperation,
+    /// gRPC SaveState with an empty key.
+    EmptyKey,
+    /// The request's ETag does not match.
+    EtagMismatch,
+    /// The request's ETag is not one the store could have issued.
+    EtagInvalid,
+    /// The store did not answer within the request timeout.
+    StoreTimeout,
+    /// The query failed to parse or run.
+    QueryFailed,
+    /// Any other store failure.
+    StoreFailure,
+    /// The API token is missing or wrong.
+    Unauthorized,
+    /// No route matches (daprd's service-invocation fallback).
+    RouteNotFound,
+    /// `/v1.0/healthz` while not ready.
+    HealthNotReady,
+    /// `/v1.0/healthz?appid=` with another app id.
+    HealthAppIdMismatch,
+}
+
+/// A failure, with enough context to render it exactly as Dapr would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    op: Operation,
+    store: String,
+    key: String,
+    app_id: String,
+    detail: String,
+}
+
+impl Error {
+    /// A new error of `kind` in operation `op`.
+    pub fn new(kind: ErrorKind, op: Operation) -> Error {
+        Error {
+            kind,
+            op,
+            store: String::new(),
+            key: String::new(),
+            app_id: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    /// Sets the store name.
+    pub fn store(mut self, store: impl Into<String>) -> Error {
+        self.store = store.into();
+        self
+    }
+
+    /// Sets the (unprefixed) key.
+    pub fn key(mut self, key: impl Into<String>) -> Error {
+        self.key = key.into();
+        self
+    }
+
+    /// Sets the calling app id.
+    pub fn app(mut self, app_id: impl Into<String>) -> Error {
+        self.app_id = app_id.into();
+        self
+    }
+
+    /// Sets the detail text (the inner error, or the whole message for `Malformed`).
+    pub fn detail(mut self, detail: impl Into<String>) -> Error {
+        self.detail = detail.into();
+        self
+    }
+
+    /// A legacy malformed-request error with `message`.
+    pub fn malformed(op: Operation, message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Malformed, op).detail(message)
+    }
+
+    /// Converts a backend error met while running `op` on `store`.
+    pub fn from_store(err: StoreError, op: Operation, store: &str, key: &str) -> Error {
+        let kind = match &err {
+            StoreError::EtagMismatch(_) => ErrorKind::EtagMismatch,
+            StoreError::EtagInvalid(_) => ErrorKind::EtagInvalid,
+            StoreError::Timeout(_) => ErrorKind::StoreTimeout,
+            StoreError::Unsupported(crate::capabilities::Capability::Transactional) => {
+                ErrorKind::TransactionsNotSupported
+            }
+            StoreError::Unsupported(crate::capabilities::Capability::QueryApi) => {
+                ErrorKind::QueryNotSupported
+            }
+            StoreError::InvalidQuery(_) => ErrorKind::QueryFailed,
+            _ if op == Operation::Query => ErrorKind::QueryFailed,
+            _ => ErrorKind::StoreFailure,
+        };
+        Error::new(kind, op)
+            .store(store)
+            .key(key)
+            .detail(err.to_string())
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The operation.
+    pub fn operation(&self) -> Operation {
+        self.op
+    }
+
+    /// Whether the failure is the client's (4xx) rather than Mecha's or the store's.
+    pub fn is_client_error(&self) -> bool {
+        self.wire(Protocol::Http).http_status < 500
+    }
+
+    /// The Dapr error-code metric category (`state` or `common`).
+    pub fn category(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Malformed | ErrorKind::BodyRead | ErrorKind::BodyTooLarge { .. } => "common",
+            ErrorKind::Unauthorized | ErrorKind::RouteNotFound => "common",
+            ErrorKind::HealthNotReady | ErrorKind::HealthAppIdMismatch => "health",
+            _ => "state",
+        }
+    }
+
+    fn op_code(&self) -> &'static str {
+        match self.op {
+            Operation::Get => "ERR_STATE_GET",
+            Operation::BulkGet => "ERR_STATE_BULK_GET",
+            Operation::Save => "ERR_STATE_SAVE",
+            Operation::Delete => "ERR_STATE_DELETE",
+            Operation::BulkDelete => "ERR_STATE_BULK_DELETE",
+            Operation::Transaction => "ERR_STATE_TRANSACTION",
+            Operation::Query => "ERR_STATE_QUERY",
+            Operation::Other => "ERR_INTERNAL",
+        }
+    }
+
+    /// The message of a store failure in this operation, as Dapr words it.
+    fn op_message(&self) -> String {
+        let (store, key, detail) = (&self.store, &self.key, &self.detail);
+        match self.op {
+            Operation::Get => format!("fail to get {key} from state store {store}: {detail}"),
+            Operation::BulkGet => detail.clone(),
+            Operation::Save => format!("failed saving state in state store {store}: {detail}"),
+            Operation::Delete => format!("failed deleting state with key {key}: {detail}"),
+            Operation::BulkDelete => {
+                format!("failed deleting state in state store {store}: {detail}")
+            }
+            Operation::Transaction => format!("error while executing state transaction: {detail}"),
+            Operation::Query => format!("state store {store} query failed: {detail}"),
+            Operation::Other => detail.clone(),
+        }
+    }
+
+    fn error_info(&self, reason: &str, metadata: Option<BTreeMap<String, String>>) -> Detail {
+        Detail::ErrorInfo {
+            reason: reason.to_owned(),
+            metadata,
+        }
+    }
+
+    fn resource_info(&self) -> Detail {
+        Detail::ResourceInfo {
+            resource_type: "state".into(),
+            resource_name: self.store.clone(),
+        }
+    }
+
+    /// How this error looks on `protocol`. This is the whole error table of the project.
+    pub fn wire(&self, protocol: Protocol) -> Wire {
+        use ErrorKind as K;
+        use GrpcCode as G;
+        let http = protocol == Protocol::Http;
+        // Legacy errors have no details on HTTP; on gRPC Dapr attaches an ErrorInfo whose
+        // reason is the error code.
+        let legacy = |status: u16, grpc: GrpcCode, code: &'static str, message: String| Wire {
+            http_status: status,
+            grpc_code: grpc,
+            error_code: code,
+            message,
+            details: if http {
+                Vec::new()
+            } else {
+                vec![self.error_info(code, None)]
+            },
+        };
+        // ErrorInfo metadata carries the app id on HTTP (but not on the query route), never on gRPC.
+        let app_metadata = || {
+            (http && self.op != Operation::Query)
+                .then(|| BTreeMap::from([("appID".to_owned(), self.app_id.clone())]))
+        };
+        match &self.kind {
+            K::StoreNotConfigured => Wire {
+                http_status: 500,
+                grpc_code: G::FailedPrecondition,
+                error_code: "ERR_STATE_STORE_NOT_CONFIGURED",
+                message: format!("state store {} is not configured", self.store),
+                details: vec![self.error_info("DAPR_STATE_NOT_CONFIGURED", app_metadata())],
+            },
+            K::StoreNotFound => Wire {
+                http_status: 400,
+                grpc_code: G::InvalidArgument,
+                error_code: "ERR_STATE_STORE_NOT_FOUND",
+                message: format!("state store {} is not found", self.store),
+                details: vec![self.error_info("DAPR_STATE_NOT_FOUND", app_metadata())],
+            },
+            K::IllegalKey => {
+                let plain = format!("input key/keyPrefix '{}' can't contain '||'", self.key);
+                Wire {
+                    http_status: 400,
+                    grpc_code: G::InvalidArgument,
+                    error_code: "ERR_MALFORMED_REQUEST",
+                    message: if http {
+                        format!("api error: code = InvalidArgument desc = {plain}")
+                    } else {
+                        plain.clone()
+                    },
+                    details: vec![
+                        Detail::BadRequest {
+                            field: self.key.clone(),
+                            description: plain,
+                        },
+                        self.resource_info(),
+                        self.error_info("DAPR_STATE_ILLEGAL_KEY", None),
+                    ],
+                }
+            }
+            K::Malformed | K::LimitExceeded => legacy(
+                400,
+                G::InvalidArgument,
+                "ERR_MALFORMED_REQUEST",
+                self.detail.clone(),
+            ),
+            K::BodyRead => legacy(
+                400,
+                G::InvalidArgument,
+                "ERR_BODY_READ",
+                format!("failed to read request body: {}", self.detail),
+            ),
+            K::BodyTooLarge { limit } => legacy(
+                413,
+                G::ResourceExhausted,
+                "ERR_MALFORMED_REQUEST",
+                format!("request body is larger than the limit of {limit} bytes"),
+            ),
+            K::InvalidOption => legacy(400, G::InvalidArgument, self.op_code(), self.op_message()),
+            K::TransactionsNotSupported => Wire {
+                http_status: 500,
+                grpc_code: G::Unimplemented,
+                error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
+                message: format!("state store {} doesn't support transactions", self.store),
+                details: vec![
+                    Detail::Help {
+                        description: HELP_DESCRIPTION.into(),
+                        url: HELP_URL.into(),
+                    },
+                    self.resource_info(),
+                    self.error_info("DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED", None),
+                ],
+            },
+            K::QueryNotSupported => Wire {
+                http_status: 500,
+                grpc_code: G::Internal,
+                error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
+                message: "state store does not support querying".into(),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info("DAPR_STATE_QUERYING_NOT_SUPPORTED", None),
+                ],
+            },
+            K::TooManyTransactionOps { count, max } => Wire {
+                http_status: 400,
+                grpc_code: G::InvalidArgument,
+                error_code: "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS",
+                message: format!(
+                    "the transaction contains {count} operations, which is more than what the state store supports: {max}"
+                ),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info(
+                        "DAPR_STATE_TOO_MANY_TRANSACTIONS",
+                        Some(BTreeMap::from([
+                            ("currentOpsTransaction".to_owned(), count.to_string()),
+                            ("maxOpsPerTransaction".to_owned(), max.to_string()),
+                        ])),
+                    ),
+                ],
+            },
+            K::UnsupportedOperation => legacy(
+                400,
+                G::Unimplemented,
+                "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                format!("operation type {} not supported", self.detail),
+            ),
+            K::EmptyKey => Wire {
+                http_status: 400,
+                grpc_code: G::InvalidArgument,
+                error_code: if http {
+                    "ERR_MALFORMED_REQUEST"
+                } else {
+                    "ERR_STATE_SAVE"
+                },
+                message: if http {
+                    "\"key\" is a required field".into()
+                } else {
+                    "state key cannot be empty".into()
+                },
+                details: if http {
+                    Vec::new()
+                } else {
+                    vec![self.error_info("ERR_STATE_SAVE", None)]
+                },
+            },
+            K::QueryFailed => Wire {
+                http_status: 500,
+                grpc_code: G::Internal,
+                error_code: "ERR_STATE_QUERY",
+                message: self.op_message_for(Operation::Query),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info("DAPR_STATE_QUERY_FAILED", None),
+                ],
+            },
+            // A transaction never answers 409: every failure in it is ERR_STATE_TRANSACTION/500.
+            K::EtagMismatch | K::EtagInvalid if self.op == Operation::Transaction => {
+                legacy(500, G::Internal, self.op_code(), self.op_message())
+            }
+            K::EtagMismatch => legacy(409, G::Aborted, self.op_code(), self.op_message()),
+            K::EtagInvalid => legacy(400, G::InvalidArgument, self.op_code(), self.op_message()),
+            K::StoreTimeout => legacy(504, G::DeadlineExceeded, self.op_code(), self.op_message()),
+            K::StoreFailure if self.op == Operation::BulkGet => Wire {
+                details: Vec::new(),
+                ..legacy(500, G::Unknown, self.op_code(), self.op_message())
+            },
+            K::StoreFailure => legacy(500, G::Internal, self.op_code(), self.op_message()),
+            K::Unauthorized => Wire {
+                http_status: 401,
+                grpc_code: G::Unauthenticated,
+                error_code: "ERR_UNAUTHORIZED",
+                message: if http {
+                    "invalid api token".into()
+                } else {
+                    "Unauthorized".into()
+                },
+                details: vec![self.error_info(
+                    "Unauthorized",
+                    Some(BTreeMap::from([
+                        ("http.code".to_owned(), "401".to_owned()),
+                        (
+                            "http.error_message".to_owned(),
+                            self.detail.chars().take(63).collect(),
+                        ),
+                    ])),
+                )],
+            },
+            K::RouteNotFound => legacy(
+                404,
+                G::Unimplemented,
+                "ERR_DIRECT_INVOKE",
+                "failed getting app id either from the URL path or the header dapr-app-id".into(),
+            ),
+            K::HealthNotReady => legacy(
+                500,
+                G::Unavailable,
+                "ERR_HEALTH_NOT_READY",
+                format!("dapr is not ready: [{}]", self.detail),
+            ),
+            K::HealthAppIdMismatch => legacy(
+                500,
+                G::FailedPrecondition,
+                "ERR_HEALTH_APPID_NOT_MATCH",
+                "dapr app-id does not match".into(),
+            ),
+        }
+    }
+
+    fn op_message_for(&self, op: Operation) -> String {
+        Error { op, ..self.clone() }.op_message()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let wire = self.wire(Protocol::Grpc);
+        write!(f, "{}: {}", wire.error_code, wire.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests;

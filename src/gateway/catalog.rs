@@ -1,0 +1,189 @@
+//! The catalog: which stores exist, which app is calling, and the limits. Immutable after
+//! start-up (except extended metadata) and shared by every gateway actor and front door.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::RwLock;
+
+use crate::actors::{StoreFactory, StoreHealth};
+use crate::capabilities::{Capability, CapabilitySet};
+use crate::config::{AppConfig, Limits, LoadedComponent};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::keys::KeyPrefix;
+
+/// The calling app's id (used for key prefixes, scopes and metrics).
+pub type AppId = Arc<str>;
+
+/// One configured store as the gateway sees it.
+pub struct StoreInfo {
+    /// Component name.
+    pub name: String,
+    /// Component type.
+    pub component_type: String,
+    /// Component version.
+    pub version: String,
+    /// Native capabilities.
+    pub capabilities: CapabilitySet,
+    /// Key prefix strategy.
+    pub key_prefix: KeyPrefix,
+    /// Allowed apps (empty: all).
+    pub scopes: Vec<String>,
+    /// Effective maximum operations per transaction.
+    pub max_transaction_ops: usize,
+    /// Shared health, updated by the store's actors.
+    pub health: Arc<StoreHealth>,
+    /// Builds store instances (one per shard).
+    pub factory: Arc<dyn StoreFactory>,
+    /// Set by the first pipeline, whose shard runs housekeeping.
+    pub(crate) primary_claimed: AtomicBool,
+}
+
+impl StoreInfo {
+    /// Whether `app` may use this store.
+    pub fn visible_to(&self, app: &str) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| s == app)
+    }
+}
+
+/// Every store and app, plus limits.
+pub struct Catalog {
+    stores: Vec<StoreInfo>,
+    by_name: HashMap<String, usize>,
+    default_app: AppId,
+    apps_by_token: HashMap<String, AppId>,
+    /// Request limits.
+    pub limits: Limits,
+    extended: RwLock<BTreeMap<String, String>>,
+}
+
+impl Catalog {
+    /// Builds the catalog from validated configuration.
+    pub fn new(
+        components: &[LoadedComponent],
+        apps: &[AppConfig],
+        default_app: &str,
+        limits: Limits,
+    ) -> Catalog {
+        let stores: Vec<StoreInfo> = components
+            .iter()
+            .map(|c| StoreInfo {
+                name: c.name.clone(),
+                component_type: c.component_type.clone(),
+                version: c.version.clone(),
+                capabilities: c.capabilities(),
+                key_prefix: c.key_prefix.clone(),
+                scopes: c.scopes.clone(),
+                max_transaction_ops: c
+                    .factory
+                    .max_transaction_ops()
+                    .map_or(limits.max_transaction_ops, |m| {
+                        m.min(limits.max_transaction_ops)
+                    }),
+                health: Arc::new(StoreHealth::default()),
+                factory: c.factory.clone(),
+                primary_claimed: AtomicBool::new(false),
+            })
+            .collect();
+        let by_name = stores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let apps_by_token = apps
+            .iter()
+            .map(|a| (a.token.clone(), AppId::from(a.id.as_str())))
+            .collect();
+        Catalog {
+            stores,
+            by_name,
+            default_app: AppId::from(default_app),
+            apps_by_token,
+            limits,
+            extended: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Every store.
+    pub fn stores(&self) -> &[StoreInfo] {
+        &self.stores
+    }
+
+    /// One store by index (from [`Catalog::resolve`]).
+    pub fn store(&self, index: usize) -> &StoreInfo {
+        &self.stores[index]
+    }
+
+    /// The app id used when no apps are configured.
+    pub fn default_app(&self) -> &AppId {
+        &self.default_app
+    }
+
+    /// Whether callers must present an API token.
+    pub fn requires_token(&self) -> bool {
+        !self.apps_by_token.is_empty()
+    }
+
+    /// The calling app, from its `dapr-api-token` (ignored when no apps are configured).
+    pub fn authenticate(&self, token: Option<&str>) -> Result<AppId, Error> {
+        if self.apps_by_token.is_empty() {
+            return Ok(self.default_app.clone());
+        }
+        match token {
+            None | Some("") => Err(Error::new(ErrorKind::Unauthorized, Operation::Other)
+                .detail("missing api token in request metadata")),
+            Some(t) => self.apps_by_token.get(t).cloned().ok_or_else(|| {
+                Error::new(ErrorKind::Unauthorized, Operation::Other)
+                    .detail("authentication error: api token mismatch")
+            }),
+        }
+    }
+
+    /// Finds the store `name` for `app`, with daprd's checks in daprd's order: no stores at
+    /// all, unknown (or out-of-scope) store, then the capability the operation needs.
+    pub fn resolve(&self, app: &AppId, name: &str, op: Operation) -> Result<usize, Error> {
+        let fail = |kind| Error::new(kind, op).store(name).app(app.as_ref());
+        if self.stores.is_empty() {
+            return Err(fail(ErrorKind::StoreNotConfigured));
+        }
+        let index = *self
+            .by_name
+            .get(name)
+            .filter(|i| self.stores[**i].visible_to(app))
+            .ok_or_else(|| fail(ErrorKind::StoreNotFound))?;
+        let caps = self.stores[index].capabilities;
+        match op {
+            Operation::Transaction if !caps.has(Capability::Transactional) => {
+                Err(fail(ErrorKind::TransactionsNotSupported))
+            }
+            Operation::Query if !caps.has(Capability::QueryApi) => {
+                Err(fail(ErrorKind::QueryNotSupported))
+            }
+            _ => Ok(index),
+        }
+    }
+
+    /// Sets an extended metadata attribute (`PUT /v1.0/metadata/{key}`, gRPC `SetMetadata`).
+    pub fn set_extended(&self, key: &str, value: &str) {
+        if !key.is_empty() {
+            self.extended
+                .write()
+                .insert(key.to_owned(), value.to_owned());
+        }
+    }
+
+    /// Extended metadata: user attributes plus Mecha's own.
+    pub fn extended(&self, runtime_version: &str) -> BTreeMap<String, String> {
+        let mut out = self.extended.read().clone();
+        out.insert("daprRuntimeVersion".into(), runtime_version.into());
+        out.insert("mechaVersion".into(), env!("CARGO_PKG_VERSION").into());
+        for s in &self.stores {
+            out.insert(
+                format!("mecha.capabilities.{}", s.name),
+                s.capabilities.to_list_string(),
+            );
+        }
+        out
+    }
+}

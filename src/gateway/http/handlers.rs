@@ -1,0 +1,460 @@
+//! Thin handlers: route → extract → gateway → respond, in daprd's order of checks
+//! (auth, store lookup, capability, body, empty shortcut, keys, store call).
+
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde_json::json;
+
+use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
+use super::{body, respond};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::gateway::{
+    AppId, DeleteState, ExecuteTransaction, Gateway, GetBulkState, GetState, QueryState,
+    RUNTIME_VERSION, SaveState, Target,
+};
+use crate::metrics;
+use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
+
+/// Per-worker state of the HTTP door.
+pub struct HttpState {
+    /// This worker's gateway.
+    pub gateway: Gateway,
+}
+
+/// The query string, split once.
+struct Query {
+    metadata: Metadata,
+    consistency: Option<String>,
+    concurrency: Option<String>,
+    appid: Option<String>,
+}
+
+impl Query {
+    fn parse(raw: &str) -> Query {
+        let mut q = Query {
+            metadata: Metadata::new(),
+            consistency: None,
+            concurrency: None,
+            appid: None,
+        };
+        // Only the first value of a repeated parameter counts.
+        for (k, v) in query_pairs(raw) {
+            if let Some(name) = k.strip_prefix("metadata.") {
+                q.metadata.entry(name.to_owned()).or_insert(v);
+            } else if k == "consistency" {
+                q.consistency.get_or_insert(v);
+            } else if k == "concurrency" {
+                q.concurrency.get_or_insert(v);
+            } else if k == "appid" {
+                q.appid.get_or_insert(v);
+            }
+        }
+        q
+    }
+
+    fn options(&self, op: Operation) -> Result<StateOptions, Error> {
+        let invalid = |e: String| Error::new(ErrorKind::InvalidOption, op).detail(e);
+        Ok(StateOptions {
+            concurrency: Concurrency::parse(self.concurrency.as_deref().unwrap_or(""))
+                .map_err(invalid)?,
+            consistency: Consistency::parse(self.consistency.as_deref().unwrap_or(""))
+                .map_err(invalid)?,
+        })
+    }
+}
+
+/// What a handler produced, and the app to label metrics with.
+enum Outcome {
+    Response(HttpResponse),
+    Error(Error),
+    /// A path parameter that does not unescape: daprd answers in plain text.
+    BadParam(&'static str, String),
+}
+
+impl From<Result<HttpResponse, Error>> for Outcome {
+    fn from(r: Result<HttpResponse, Error>) -> Self {
+        r.map_or_else(Outcome::Error, Outcome::Response)
+    }
+}
+
+/// The catch-all service: every request of the HTTP door comes through here.
+pub async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let start = Instant::now();
+    let raw_path = req.uri().path().to_owned();
+    let segments = clean_segments(&raw_path);
+    let route = route(req.method(), &segments);
+    let gw = &state.gateway;
+    let token = req
+        .headers()
+        .get("dapr-api-token")
+        .and_then(|v| v.to_str().ok());
+    let mut app: Option<AppId> = None;
+    let outcome = match route {
+        Route::Healthz => healthz(gw, &Query::parse(req.query_string())).into(),
+        Route::HealthzOutbound => Outcome::Response(respond::no_content()),
+        Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
+        _ => match gw.catalog().authenticate(token) {
+            Err(e) => Outcome::Error(e),
+            Ok(a) => {
+                app = Some(a.clone());
+                serve(gw, &req, payload, &route, a).await
+            }
+        },
+    };
+    let resp = match outcome {
+        Outcome::Response(r) => r,
+        Outcome::Error(e) => {
+            if e.is_client_error() {
+                tracing::debug!(error = %e, "request rejected");
+            } else {
+                tracing::warn!(error = %e, "request failed");
+            }
+            respond::error(&e)
+        }
+        Outcome::BadParam(name, why) => respond::text(
+            StatusCode::BAD_REQUEST,
+            &format!("failed to unescape request parameter \"{name}\". Error: {why}"),
+        ),
+    };
+    let elapsed = start.elapsed();
+    let app_label = app.as_deref().unwrap_or_else(|| gw.catalog().default_app());
+    let metric_path = metrics::http_path_label(&segments);
+    metrics::record_http(
+        app_label,
+        req.method().as_str(),
+        &metric_path,
+        resp.status().as_u16(),
+        elapsed,
+    );
+    tracing::debug!(
+        method = %req.method(), path = %raw_path, route = route.name(), status = resp.status().as_u16(),
+        micros = elapsed.as_micros() as u64, "http request"
+    );
+    resp
+}
+
+fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
+    query_unescape(raw).map_err(|e| Outcome::BadParam(name, e))
+}
+
+async fn serve(
+    gw: &Gateway,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    route: &Route<'_>,
+    app: AppId,
+) -> Outcome {
+    let q = Query::parse(req.query_string());
+    let limit = gw.catalog().limits.max_body_size;
+    let resolve = |store: &str, op| {
+        gw.catalog().resolve(&app, store, op).map(|store| Target {
+            app: app.clone(),
+            store,
+        })
+    };
+    macro_rules! param {
+        ($name:literal, $raw:expr) => {
+            match unescape($name, $raw) {
+                Ok(v) => v,
+                Err(o) => return o,
+            }
+        };
+    }
+    macro_rules! tri {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => return Outcome::Error(e),
+            }
+        };
+    }
+    match *route {
+        Route::Save(store) => {
+            let op = Operation::Save;
+            let target = tri!(resolve(&param!("storeName", store), op));
+            let body = tri!(read_body(req, &mut payload, limit, op).await);
+            let items = tri!(body::parse_save(&body, &q.metadata));
+            if items.is_empty() {
+                return Outcome::Response(respond::no_content());
+            }
+            gw.call(op, SaveState { target, items })
+                .await
+                .map(|()| respond::no_content())
+                .into()
+        }
+        Route::Get(store, key) => {
+            let op = Operation::Get;
+            let target = tri!(resolve(&param!("storeName", store), op));
+            let key = param!("key", key);
+            let consistency = tri!(q.options(op)).consistency;
+            let msg = GetState {
+                target,
+                key,
+                consistency,
+                metadata: q.metadata,
+            };
+            match tri!(gw.call(op, msg).await) {
+                None => Outcome::Response(respond::no_content()),
+                Some(entry) => {
+                    let mut headers = Vec::with_capacity(1 + entry.metadata.len());
+                    if let Some(etag) = entry
+                        .etag
+                        .as_deref()
+                        .and_then(|e| HeaderValue::from_str(e).ok())
+                    {
+                        headers.push((HeaderName::from_static("etag"), etag));
+                    }
+                    for (k, v) in &entry.metadata {
+                        let name =
+                            HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
+                        if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
+                            headers.push((n, v));
+                        }
+                    }
+                    Outcome::Response(respond::json_bytes(entry.data.to_vec(), &headers))
+                }
+            }
+        }
+        Route::Delete(store, key) => {
+            let op = Operation::Delete;
+            let target = tri!(resolve(&param!("storeName", store), op));
+            let key = param!("key", key);
+            let etag = req
+                .headers()
+                .get("if-match")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned);
+            let options = tri!(q.options(op));
+            let item = DeleteRequest {
+                key,
+                etag,
+                options,
+                metadata: q.metadata,
+            };
+            let msg = DeleteState {
+                target,
+                items: vec![item],
+                bulk: false,
+            };
+            gw.call(op, msg)
+                .await
+                .map(|()| respond::no_content())
+                .into()
+        }
+        Route::BulkGet(store) => {
+            let op = Operation::BulkGet;
+            let target = tri!(resolve(&param!("storeName", store), op));
+            let body = tri!(read_body(req, &mut payload, limit, op).await);
+            let b = tri!(body::parse_bulk(&body, &q.metadata));
+            let msg = GetBulkState {
+                target,
+                keys: b.keys,
+                parallelism: b.parallelism,
+                metadata: b.metadata,
+            };
+            let items = tri!(gw.call(op, msg).await);
+            Outcome::Response(respond::json_bytes(bulk_json(&items), &[]))
+        }
+        Route::Transaction(store) => {
+            let op = Operation::Transaction;
+            // The capability check runs before the body is parsed, as in daprd.
+            let target = tri!(resolve(&param!("storeName", store), op));
+            let body = tri!(read_body(req, &mut payload, limit, op).await);
+            let request = tri!(body::parse_transaction(&body, &q.metadata));
+            if request.operations.is_empty() {
+                return Outcome::Response(respond::no_content());
+            }
+            gw.call(op, ExecuteTransaction { target, request })
+                .await
+                .map(|()| respond::no_content())
+                .into()
+        }
+        Route::Query(store) => {
+            let op = Operation::Query;
+            let target = tri!(resolve(&param!("storeName", store), op));
+            let body = tri!(read_body(req, &mut payload, limit, op).await);
+            let query =
+                tri!(String::from_utf8(body.to_vec()).map_err(|_| {
+                    Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
+                }));
+            let resp = tri!(
+                gw.call(
+                    op,
+                    QueryState {
+                        target,
+                        query,
+                        metadata: q.metadata
+                    }
+                )
+                .await
+            );
+            if resp.results.is_empty() {
+                return Outcome::Response(respond::no_content());
+            }
+            Outcome::Response(respond::json_bytes(query_json(&resp), &[]))
+        }
+        Route::GetMetadata => Outcome::Response(metadata(gw, &app)),
+        Route::PutMetadata(key) => {
+            let key = param!("key", key);
+            let body = tri!(read_body(req, &mut payload, limit, Operation::Other).await);
+            gw.catalog()
+                .set_extended(&key, &String::from_utf8_lossy(&body));
+            Outcome::Response(respond::no_content())
+        }
+        Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
+            unreachable!("handled in dispatch")
+        }
+    }
+}
+
+/// Reads the whole body, failing fast (413) once it passes `limit`.
+async fn read_body(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    limit: usize,
+    op: Operation,
+) -> Result<Bytes, Error> {
+    let too_large = || Error::new(ErrorKind::BodyTooLarge { limit }, op);
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn bulk_json(items: &[crate::gateway::BulkItem]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * items.len() + 2);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        respond::push_str(&mut out, &item.key);
+        match &item.result {
+            Ok(Some(entry)) => {
+                out.extend_from_slice(b",\"data\":");
+                respond::push_raw_json(&mut out, &entry.data);
+                if let Some(etag) = &entry.etag {
+                    out.extend_from_slice(b",\"etag\":");
+                    respond::push_str(&mut out, etag);
+                }
+                if !entry.metadata.is_empty() {
+                    out.extend_from_slice(b",\"metadata\":");
+                    let sorted: std::collections::BTreeMap<_, _> = entry.metadata.iter().collect();
+                    out.extend_from_slice(&serde_json::to_vec(&sorted).unwrap_or_default());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                out.extend_from_slice(b",\"error\":");
+                respond::push_str(&mut out, e);
+            }
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]\n");
+    out
+}
+
+fn query_json(resp: &crate::model::QueryResponse) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * resp.results.len() + 16);
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, item) in resp.results.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        respond::push_str(&mut out, &item.key);
+        out.extend_from_slice(b",\"data\":");
+        if item.data.is_empty() {
+            out.extend_from_slice(b"null");
+        } else {
+            respond::push_raw_json(&mut out, &item.data);
+        }
+        if let Some(etag) = item.etag.as_deref().filter(|e| !e.is_empty()) {
+            out.extend_from_slice(b",\"etag\":");
+            respond::push_str(&mut out, etag);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    if let Some(token) = resp.token.as_deref().filter(|t| !t.is_empty()) {
+        out.extend_from_slice(b",\"token\":");
+        respond::push_str(&mut out, token);
+    }
+    if !resp.metadata.is_empty() {
+        out.extend_from_slice(b",\"metadata\":");
+        let sorted: std::collections::BTreeMap<_, _> = resp.metadata.iter().collect();
+        out.extend_from_slice(&serde_json::to_vec(&sorted).unwrap_or_default());
+    }
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+fn healthz(gw: &Gateway, q: &Query) -> Result<HttpResponse, Error> {
+    let catalog = gw.catalog();
+    if let Some(id) = q.appid.as_deref().filter(|id| !id.is_empty())
+        && id != catalog.default_app().as_ref()
+        && !catalog.requires_token()
+    {
+        return Err(Error::new(ErrorKind::HealthAppIdMismatch, Operation::Other));
+    }
+    let unhealthy: Vec<String> = catalog
+        .stores()
+        .iter()
+        .filter(|s| !s.health.is_healthy())
+        .map(|s| format!("{} ({})", s.name, s.health.last_error().unwrap_or_default()))
+        .collect();
+    if unhealthy.is_empty() {
+        Ok(respond::no_content())
+    } else {
+        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other).detail(unhealthy.join(", ")))
+    }
+}
+
+fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
+    let catalog = gw.catalog();
+    let components: Vec<serde_json::Value> = catalog
+        .stores()
+        .iter()
+        .filter(|s| s.visible_to(app))
+        .map(|s| {
+            let mut c = json!({"name": s.name, "type": s.component_type, "version": s.version});
+            let caps = s.capabilities.dapr_strings();
+            if !caps.is_empty() {
+                c["capabilities"] = json!(caps);
+            }
+            c
+        })
+        .collect();
+    let body = json!({
+        "id": app.as_ref(),
+        "runtimeVersion": RUNTIME_VERSION,
+        "components": components,
+        "extended": catalog.extended(RUNTIME_VERSION),
+    });
+    respond::json_bytes(serde_json::to_vec(&body).unwrap_or_default(), &[])
+}

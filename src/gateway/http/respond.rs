@@ -1,0 +1,109 @@
+//! Rendering results and errors as daprd writes them.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::error::{Detail, Error, Protocol, Wire};
+
+const JSON: &str = "application/json";
+
+/// A JSON object for one rich-error detail (`google.rpc.*`, proto snake_case field names).
+fn detail_json(d: &Detail) -> Value {
+    const T: &str = "type.googleapis.com/google.rpc.";
+    match d {
+        Detail::ErrorInfo { reason, metadata } => json!({
+            "@type": format!("{T}ErrorInfo"),
+            "domain": crate::error::ERROR_DOMAIN,
+            "metadata": metadata,
+            "reason": reason,
+        }),
+        Detail::ResourceInfo {
+            resource_type,
+            resource_name,
+        } => json!({
+            "@type": format!("{T}ResourceInfo"),
+            "description": "",
+            "owner": "",
+            "resource_name": resource_name,
+            "resource_type": resource_type,
+        }),
+        Detail::BadRequest { field, description } => json!({
+            "@type": format!("{T}BadRequest"),
+            "field_violations": [{"description": description, "field": field}],
+        }),
+        Detail::Help { description, url } => json!({
+            "@type": format!("{T}Help"),
+            "links": [{"description": description, "url": url}],
+        }),
+    }
+}
+
+/// The JSON error body: legacy `{errorCode, message}`, or rich with `details`.
+pub fn error_body(wire: &Wire) -> Value {
+    let mut body = json!({"errorCode": wire.error_code, "message": wire.message});
+    if !wire.details.is_empty() {
+        body["details"] = Value::Array(wire.details.iter().map(detail_json).collect());
+    }
+    body
+}
+
+/// An HTTP response for an error.
+pub fn error(err: &Error) -> HttpResponse {
+    let wire = err.wire(Protocol::Http);
+    let status =
+        StatusCode::from_u16(wire.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if matches!(err.kind(), crate::error::ErrorKind::Unauthorized) {
+        // daprd answers a bad token with Go's http.Error: plain text, not JSON.
+        return text(status, "invalid api token\n");
+    }
+    let mut resp = HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, JSON))
+        .body(serde_json::to_vec(&error_body(&wire)).unwrap_or_default());
+    resp.head_mut().set_camel_case_headers(true);
+    resp
+}
+
+/// A plain-text response (daprd's `http.Error` shape).
+pub fn text(status: StatusCode, body: &str) -> HttpResponse {
+    let mut resp = HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .body(body.to_owned());
+    resp.head_mut().set_camel_case_headers(true);
+    resp
+}
+
+/// `204 No Content`.
+pub fn no_content() -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}
+
+/// A 200 with a JSON body and extra headers, written with Go-style canonical header names.
+pub fn json_bytes(body: Vec<u8>, headers: &[(HeaderName, HeaderValue)]) -> HttpResponse {
+    let mut b = HttpResponse::Ok();
+    b.insert_header((CONTENT_TYPE, JSON));
+    for h in headers {
+        b.insert_header(h.clone());
+    }
+    let mut resp = b.body(body);
+    resp.head_mut().set_camel_case_headers(true);
+    resp
+}
+
+/// Appends stored bytes as a JSON value: embedded raw when they are JSON (as daprd does), or
+/// as a JSON string otherwise (daprd's encoder would fail halfway; we stay well-formed).
+pub fn push_raw_json(out: &mut Vec<u8>, data: &[u8]) {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() {
+        out.extend_from_slice(data);
+    } else {
+        let s = String::from_utf8_lossy(data);
+        out.extend_from_slice(&serde_json::to_vec(&s).unwrap_or_else(|_| b"null".to_vec()));
+    }
+}
+
+/// Appends a JSON string.
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
+}

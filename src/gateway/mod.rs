@@ -1,0 +1,79 @@
+//! The front doors and the gateway actor.
+//!
+//! [`Gateway::start_local`] starts, on the current thread's arbiter, one [`GatewayActor`]
+//! and one supervised shard of every store; each HTTP worker thread (and the gRPC thread)
+//! gets its own, so a request is parsed, routed and served without hopping threads, while
+//! all shards of a store share its data or connection pool. The HTTP door (`http`) only
+//! translates wire shapes; everything protocol-neutral happens in the actor.
+
+mod actor;
+mod catalog;
+pub mod http;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actix::prelude::*;
+
+pub use actor::{
+    BulkItem, DeleteState, ExecuteTransaction, GatewayActor, GetBulkState, GetState, QueryState,
+    SaveState, Target,
+};
+pub use catalog::{AppId, Catalog, StoreInfo};
+
+use crate::actors::{ActorSettings, StoreActor, StoreHandle};
+use crate::error::{Error, ErrorKind, Operation};
+
+/// The runtime version reported in metadata.
+pub const RUNTIME_VERSION: &str = concat!("mecha-", env!("CARGO_PKG_VERSION"));
+
+/// A front door's handle to its thread's gateway actor. Cloning is cheap.
+#[derive(Clone)]
+pub struct Gateway {
+    addr: Addr<GatewayActor>,
+    catalog: Arc<Catalog>,
+}
+
+impl Gateway {
+    /// Starts a gateway actor and one shard of every store on the current arbiter.
+    pub fn start_local(catalog: Arc<Catalog>, settings: &ActorSettings) -> Gateway {
+        let stores = catalog
+            .stores()
+            .iter()
+            .map(|info| {
+                let primary = !info.primary_claimed.swap(true, Ordering::SeqCst);
+                let addr = StoreActor::start_supervised(
+                    Arc::from(info.name.as_str()),
+                    info.factory.clone(),
+                    info.health.clone(),
+                    settings.clone(),
+                    primary,
+                );
+                StoreHandle::new(addr, settings.request_timeout)
+            })
+            .collect();
+        let addr = GatewayActor::new(catalog.clone(), stores).start();
+        Gateway { addr, catalog }
+    }
+
+    /// The shared catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Sends one request to the gateway actor.
+    pub async fn call<M, T>(&self, op: Operation, msg: M) -> Result<T, Error>
+    where
+        M: Message<Result = Result<T, Error>> + Send + 'static,
+        T: Send + 'static,
+        GatewayActor: Handler<M>,
+    {
+        match self.addr.send(msg).await {
+            Ok(r) => r,
+            Err(e) => {
+                Err(Error::new(ErrorKind::StoreFailure, op)
+                    .detail(format!("gateway unavailable: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Key prefixing, exactly as daprd does it (`state_config.go`): keys are stored as
+//! `<prefix>||<key>` according to the component's `keyPrefix` strategy, and un-prefixed
+//! in bulk and query responses. Pure code.
+
+/// The separator between prefix and key.
+pub const SEPARATOR: &str = "||";
+
+/// The `keyPrefix` strategy of one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPrefix {
+    /// `appid` (the default): `<appID>||<key>`, or the bare key when there is no app id.
+    AppId,
+    /// `name`: `<storeName>||<key>`, so several apps share keys.
+    StoreName,
+    /// `none`: the bare key.
+    None,
+    /// Any other value: a fixed, lower-cased prefix.
+    Custom(String),
+}
+
+impl KeyPrefix {
+    /// Parses the component metadata value. The value is lower-cased as Dapr does; a value
+    /// containing `||` is rejected, as it makes a Dapr component fail to initialise.
+    pub fn parse(raw: Option<&str>) -> Result<KeyPrefix, String> {
+        let Some(raw) = raw else {
+            return Ok(KeyPrefix::AppId);
+        };
+        let value = raw.to_lowercase();
+        if value.contains(SEPARATOR) {
+            return Err(format!("keyPrefix '{raw}' can't contain '{SEPARATOR}'"));
+        }
+        Ok(match value.as_str() {
+            "" | "appid" => KeyPrefix::AppId,
+            "name" => KeyPrefix::StoreName,
+            "none" => KeyPrefix::None,
+            // `namespace` needs a Kubernetes namespace; outside one, daprd falls back to the
+            // app id, and so do we.
+            "namespace" => KeyPrefix::AppId,
+            _ => KeyPrefix::Custom(value),
+        })
+    }
+
+    /// The prefix (without separator) for an app and store, or `None` for bare keys.
+    pub fn prefix<'a>(&'a self, app_id: &'a str, store: &'a str) -> Option<&'a str> {
+        match self {
+            KeyPrefix::AppId if app_id.is_empty() => None,
+            KeyPrefix::AppId => Some(app_id),
+            KeyPrefix::StoreName => Some(store),
+            KeyPrefix::None => None,
+            KeyPrefix::Custom(p) => Some(p),
+        }
+    }
+
+    /// The stored form of `key`. The caller has checked that `key` has no `||`.
+    pub fn apply(&self, app_id: &str, store: &str, key: &str) -> String {
+        match self.prefix(app_id, store) {
+            Some(p) => {
+                let mut out = String::with_capacity(p.len() + SEPARATOR.len() + key.len());
+                out.push_str(p);
+                out.push_str(SEPARATOR);
+                out.push_str(key);
+                out
+            }
+            None => key.to_owned(),
+        }
+    }
+
+    /// The start of every key this app sees in the store (`"<prefix>||"`, or empty).
+    pub fn scan_prefix(&self, app_id: &str, store: &str) -> String {
+        self.prefix(app_id, store)
+            .map(|p| format!("{p}{SEPARATOR}"))
+            .unwrap_or_default()
+    }
+}
+
+/// Whether a user key is legal (it must not contain `||`).
+pub fn is_legal(key: &str) -> bool {
+    !key.contains(SEPARATOR)
+}
+
+/// The user's key from a stored key: daprd's `GetOriginalStateKey` (split on `||` into at most
+/// three parts and return the second when there is more than one).
+pub fn original_key(stored: &str) -> &str {
+    let mut parts = stored.splitn(3, SEPARATOR);
+    let first = parts.next().unwrap_or_default();
+    parts.next().unwrap_or(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_match_dapr() {
+        let cases: &[(Option<&str>, &str, &str)] = &[
+            (None, "app", "app||k"),
+            (Some("appid"), "app", "app||k"),
+            (Some("AppId"), "app", "app||k"),
+            (Some("name"), "app", "store||k"),
+            (Some("none"), "app", "k"),
+            (Some("Shared"), "app", "shared||k"),
+            (None, "", "k"),
+        ];
+        for (raw, app, want) in cases {
+            let p = KeyPrefix::parse(*raw).unwrap();
+            assert_eq!(p.apply(app, "store", "k"), *want, "{raw:?}");
+        }
+        assert!(KeyPrefix::parse(Some("a||b")).is_err());
+    }
+
+    #[test]
+    fn original_key_strips_one_prefix() {
+        assert_eq!(original_key("app||k"), "k");
+        assert_eq!(original_key("k"), "k");
+        assert_eq!(original_key("a||b||c"), "b");
+        assert_eq!(original_key("app||"), "");
+    }
+
+    #[test]
+    fn illegal_keys() {
+        assert!(is_legal("a|b"));
+        assert!(!is_legal("ke||y"));
+    }
+}

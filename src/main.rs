@@ -1,0 +1,148 @@
+//! The `mecha` binary: parse the command line, load configuration, run or check.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mecha::capabilities::{MatrixRow, render_matrix};
+use mecha::config::{Config, ConfigSources};
+
+/// Mecha: a Dapr State API proxy with explicit portability.
+#[derive(Parser)]
+#[command(name = "mecha", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Dapr state API (the default).
+    Run(RunArgs),
+    /// Load and validate the configuration, print the stores and exit.
+    Check(RunArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Directory of Dapr component files [default: config/components, or the embedded
+    /// in-memory store when that directory does not exist].
+    #[arg(long, env = "MECHA_RESOURCES_PATH")]
+    resources_path: Option<PathBuf>,
+    /// Mecha's own configuration file [default: config/mecha.yaml, optional].
+    #[arg(long, env = "MECHA_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP API port (0 picks a free port).
+    #[arg(long, env = "MECHA_HTTP_PORT", default_value_t = 3500)]
+    http_port: u16,
+    /// gRPC API port (0 picks a free port).
+    #[arg(long, env = "MECHA_GRPC_PORT", default_value_t = 50001)]
+    grpc_port: u16,
+    /// Prometheus metrics port (0 picks a free port).
+    #[arg(long, env = "MECHA_METRICS_PORT", default_value_t = 9090)]
+    metrics_port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "MECHA_LISTEN_ADDRESS", default_value = "127.0.0.1")]
+    listen_address: IpAddr,
+    /// App id of callers when no apps are configured (used in key prefixes and metrics).
+    #[arg(long, env = "MECHA_APP_ID", default_value = "default")]
+    app_id: String,
+    /// Log filter (tracing syntax, e.g. `info` or `mecha=debug`).
+    #[arg(long, env = "MECHA_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+impl RunArgs {
+    fn sources(&self) -> ConfigSources {
+        ConfigSources {
+            config_file: self.config.clone(),
+            resources_path: self.resources_path.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => check(&args),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn load(args: &RunArgs) -> Result<Config, ExitCode> {
+    Config::load(&args.sources()).map_err(|errors| {
+        eprintln!("configuration has {} problem(s):", errors.len());
+        for e in &errors {
+            eprintln!("  - {e}");
+        }
+        ExitCode::FAILURE
+    })
+}
+
+fn check(args: &RunArgs) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rows: Vec<MatrixRow> = config
+        .components
+        .iter()
+        .map(|c| MatrixRow {
+            name: c.name.clone(),
+            detail: format!("{} {}", c.component_type, c.version),
+            capabilities: c.capabilities(),
+        })
+        .collect();
+    println!("{}", render_matrix("store", "type", &rows));
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "configuration OK: {} state store(s)",
+        config.components.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let opts = mecha::app::Options {
+        listen_address: args.listen_address,
+        http_port: args.http_port,
+        grpc_port: args.grpc_port,
+        metrics_port: args.metrics_port,
+        app_id: args.app_id,
+        handle_signals: true,
+    };
+    let result = actix_rt::System::new().block_on(async move {
+        let running = mecha::app::start(config, opts).await?;
+        running.wait().await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("mecha stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "mecha failed");
+            eprintln!("mecha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
