@@ -1,0 +1,70 @@
+# Sourced by scripts/test.sh: make sure each external service the tests need is reachable on
+# loopback, starting it (or installing it from Debian's packages) when it is not. Every
+# function fails loudly instead of letting a test skip.
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; return 1; fi
+}
+
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    log "cannot install $* automatically (no apt-get): install it and re-run"; return 1
+  fi
+  if [ -z "${MECHA_APT_UPDATED:-}" ]; then
+    as_root apt-get update -qq; export MECHA_APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for() { # wait_for NAME SECONDS COMMAND...
+  local name=$1 secs=$2; shift 2
+  for _ in $(seq 1 $((secs * 10))); do "$@" && return 0; sleep 0.1; done
+  log "$name did not come up within ${secs}s"; return 1
+}
+
+redis_ping() { # redis_ping HOST PORT
+  local reply
+  exec 3<>"/dev/tcp/$1/$2" || return 1
+  printf 'PING\r\n' >&3
+  IFS= read -r -t 2 reply <&3 || true
+  exec 3<&- 3>&-
+  [[ "$reply" == +PONG* ]]
+}
+
+ensure_redis() {
+  local host=127.0.0.1 port=${REDIS_PORT:-6379}
+  if redis_ping "$host" "$port" 2>/dev/null; then log "redis: up on $host:$port"; return 0; fi
+  command -v redis-server >/dev/null || { log "redis: installing"; apt_install redis-server; }
+  log "redis: starting on $host:$port"
+  redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no \
+    --logfile "${TMPDIR:-/tmp}/mecha-redis-$port.log" >/dev/null
+  wait_for redis 15 redis_ping "$host" "$port"
+}
+
+pg_ready() { tcp_open 127.0.0.1 "${PGPORT:-5432}"; }
+
+ensure_postgres() {
+  if ! pg_ready; then
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then log "postgres: installing"; apt_install postgresql; fi
+    local version; version=$(ls /etc/postgresql | sort -V | tail -n1)
+    log "postgres: starting cluster $version/main"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || as_root pg_ctlcluster "$version" main start
+    wait_for postgres 30 pg_ready
+  fi
+  # A fresh Debian cluster uses password auth on TCP: give the postgres role a known
+  # password and make sure the test database exists (both no-ops under trust auth).
+  if command -v psql >/dev/null; then
+    if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+      as_root su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+    fi
+    if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select 1 from pg_database where datname='test'" | grep -q 1; then
+      PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -qc 'CREATE DATABASE test' >/dev/null
+    fi
+  fi
+  log "postgres: up on 127.0.0.1:${PGPORT:-5432}"
+}
