@@ -1,5 +1,6 @@
 //! The `mecha` binary: parse the command line, load configuration, run or check.
 
+use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,8 @@ fn run(args: RunArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
         .init();
     let config = match load(&args) {
         Ok(c) => c,
