@@ -69,6 +69,20 @@ impl LoadedComponent {
     }
 }
 
+// The factory is a trait object without `Debug`; show what identifies the store.
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("component_type", &self.component_type)
+            .field("version", &self.version)
+            .field("key_prefix", &self.key_prefix)
+            .field("scopes", &self.scopes)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawDoc {
@@ -409,7 +423,7 @@ fn validate_metadata(
             None => {
                 warnings.push(ConfigError::new(
                     file,
-                    &format!("{at}.name"),
+                    format!("{at}.name"),
                     format!(
                         "'{name}' is not a metadata field of {}; it is ignored",
                         desc.component_type
