@@ -1,0 +1,7 @@
+//! gRPC door integration tests: every RPC and error row (`api`), HTTP/gRPC parity
+//! (`parity`), and both doors driven concurrently against one store (`runtime`).
+
+mod api;
+mod parity;
+mod runtime;
+mod support;
