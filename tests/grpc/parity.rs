@@ -13,7 +13,7 @@ use crate::support::runtime::{
     DeleteStateRequest, ExecuteStateTransactionRequest, GetStateRequest, QueryStateRequest,
     SaveStateRequest, TransactionalStateOperation,
 };
-use crate::support::{Mecha, etag_only_store, item, item_etag, reason};
+use crate::support::{Mecha, etag_only_store, flaky_store, item, item_etag, reason};
 
 fn get(store: &str, key: &str) -> GetStateRequest {
     GetStateRequest {
@@ -218,6 +218,28 @@ async fn query_not_supported_is_500_and_internal() {
         reason(&st).as_deref(),
         Some("DAPR_STATE_QUERYING_NOT_SUPPORTED")
     );
+    m.stop().await;
+}
+
+/// A store failure on get: 500 `ERR_STATE_GET` over HTTP, Internal with the same reason and
+/// message over gRPC.
+#[actix_rt::test]
+async fn store_failure_is_500_and_internal() {
+    let m = Mecha::with(vec![flaky_store("flaky")], Settings::default()).await;
+    let mut c = m.grpc().await;
+    let (status, body) = http(&m, "GET", "/v1.0/state/flaky/bad1", None).await;
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (500, Some("ERR_STATE_GET"))
+    );
+    let st = c.get_state(get("flaky", "bad1")).await.unwrap_err();
+    assert_eq!(st.code(), Code::Internal);
+    assert_eq!(reason(&st).as_deref(), Some("ERR_STATE_GET"));
+    assert_eq!(
+        st.message(),
+        "fail to get bad1 from state store flaky: boom"
+    );
+    assert_eq!(body["message"], st.message());
     m.stop().await;
 }
 
