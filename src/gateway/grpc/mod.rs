@@ -2,8 +2,8 @@
 //! wire-compatible with daprd for the official SDKs.
 //!
 //! Like the HTTP door it only translates: proto messages become the gateway messages of
-//! [`crate::gateway`] ([`convert`]), failures are rendered from [`crate::error::Error::wire`]
-//! ([`status()`]), and auth, message-size errors and metrics wrap every call ([`door`]).
+//! [`crate::gateway`] (`convert`), failures are rendered from [`crate::error::Error::wire`]
+//! ([`status()`]), and auth, message-size errors and metrics wrap every call (`door`).
 //!
 //! # Runtime arrangement
 //!
