@@ -611,3 +611,6 @@ impl std::error::Error for Error {}
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod grpc_table;

@@ -2,17 +2,16 @@
 
 use std::collections::HashMap;
 
-use mecha::config::{AppConfig, Settings};
 use tonic::Code;
 use tonic_types::{ErrorDetail, StatusExt};
 
-use crate::support::common::{Etag, StateItem, StateOptions, state_options};
-use crate::support::runtime::{
+use crate::client::common::{Etag, StateItem, StateOptions, state_options};
+use crate::client::runtime::{
     DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
     GetBulkStateRequest, GetMetadataRequest, GetMetadataResponse, GetStateRequest,
     QueryStateRequest, SaveStateRequest, SetMetadataRequest, TransactionalStateOperation,
 };
-use crate::support::{Mecha, etag_only_store, flaky_store, item, item_etag, reason};
+use crate::client::{GrpcExt, TestMecha, etag_only_store, flaky_store, item, item_etag, reason};
 
 const S: &str = "statestore";
 
@@ -41,7 +40,7 @@ fn op(kind: &str, item: StateItem) -> TransactionalStateOperation {
 /// GetState of a missing key is an empty success, not an error.
 #[actix_rt::test]
 async fn get_missing_key_is_empty_success() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let r = c.get_state(get("nope")).await.unwrap().into_inner();
     assert!(r.data.is_empty() && r.etag.is_empty() && r.metadata.is_empty());
@@ -51,7 +50,7 @@ async fn get_missing_key_is_empty_success() {
 /// Raw bytes are stored as they are; reads return them with an ETag and TTL metadata.
 #[actix_rt::test]
 async fn save_then_get_returns_raw_bytes_etag_and_ttl() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let mut it = item("k", b"\x00raw\xffbytes");
     it.metadata.insert("ttlInSeconds".into(), "100".into());
@@ -69,7 +68,7 @@ async fn save_then_get_returns_raw_bytes_etag_and_ttl() {
 /// `Etag{value:""}` counts as no ETag.
 #[actix_rt::test]
 async fn etags_on_save() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.save_state(save(vec![item("k", b"1")])).await.unwrap();
     let e1 = c.get_state(get("k")).await.unwrap().into_inner().etag;
@@ -104,7 +103,7 @@ async fn etags_on_save() {
 /// Options present but all UNSPECIFIED are unspecified (last-write); FIRST_WRITE is honoured.
 #[actix_rt::test]
 async fn options_unspecified_and_first_write() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.save_state(save(vec![item("k", b"1")])).await.unwrap();
     let unspecified = StateItem {
@@ -136,7 +135,7 @@ async fn options_unspecified_and_first_write() {
 /// SaveState with an empty key is InvalidArgument "state key cannot be empty".
 #[actix_rt::test]
 async fn save_empty_key_is_invalid_argument() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let st = c.save_state(save(vec![item("", b"x")])).await.unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument);
@@ -149,7 +148,7 @@ async fn save_empty_key_is_invalid_argument() {
 /// `Unknown` error without details.
 #[actix_rt::test]
 async fn save_with_json_content_type() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let mut it = item("j", br#"{ "b": 1, "a": "x" }"#);
     it.metadata
@@ -167,7 +166,7 @@ async fn save_with_json_content_type() {
 /// GetBulkState keeps request order, leaves missing keys empty and strips prefixes.
 #[actix_rt::test]
 async fn bulk_get_in_order_with_missing_keys() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.save_state(save(vec![item("a", b"A"), item("b", b"B")]))
         .await
@@ -210,7 +209,10 @@ async fn bulk_get_in_order_with_missing_keys() {
 /// Per-key failures come back in `BulkStateItem.error`, the call itself succeeds.
 #[actix_rt::test]
 async fn bulk_get_reports_per_item_errors() {
-    let m = Mecha::with(vec![flaky_store("flaky")], Settings::default()).await;
+    let m = TestMecha::empty()
+        .custom("flaky", flaky_store())
+        .start()
+        .await;
     let mut c = m.grpc().await;
     c.save_state(SaveStateRequest {
         store_name: "flaky".into(),
@@ -238,7 +240,7 @@ async fn bulk_get_reports_per_item_errors() {
 /// DeleteState: ETag match deletes, stale ETag is Aborted, a missing key is fine.
 #[actix_rt::test]
 async fn delete_with_etags() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.save_state(save(vec![item("k", b"1")])).await.unwrap();
     let e1 = c.get_state(get("k")).await.unwrap().into_inner().etag;
@@ -277,7 +279,7 @@ async fn delete_with_etags() {
 /// deleted anyway (partial success).
 #[actix_rt::test]
 async fn delete_bulk_partial_success() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.save_state(save(vec![
         item("a", b"1"),
@@ -315,7 +317,7 @@ async fn delete_bulk_partial_success() {
 /// together; an unknown operation is Unimplemented; an ETag mismatch is Internal.
 #[actix_rt::test]
 async fn transactions() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.save_state(save(vec![item("gone", b"x")])).await.unwrap();
     let mut raw = item("t1", b"{ \"raw\": true }");
@@ -379,11 +381,10 @@ async fn transactions() {
 /// More operations than the limit: InvalidArgument with the counts in ErrorInfo metadata.
 #[actix_rt::test]
 async fn too_many_transaction_operations() {
-    let mut settings = Settings::default();
-    settings.limits.max_transaction_ops = 2;
-    let (components, _) =
-        mecha::config::load_components(&mecha::config::ComponentSource::Embedded).unwrap();
-    let m = Mecha::with(components, settings).await;
+    let m = TestMecha::memory()
+        .settings("limits:\n  maxTransactionOps: 2\n")
+        .start()
+        .await;
     let mut c = m.grpc().await;
     let ops = (0..3)
         .map(|i| op("upsert", item(&format!("k{i}"), b"v")))
@@ -408,7 +409,7 @@ async fn too_many_transaction_operations() {
 /// Query on a store without QUERY_API: Internal, ResourceInfo + ErrorInfo.
 #[actix_rt::test]
 async fn query_not_supported_is_internal() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let st = c
         .query_state_alpha1(QueryStateRequest {
@@ -432,7 +433,7 @@ async fn query_not_supported_is_internal() {
 /// FailedPrecondition; ErrorInfo metadata is empty on gRPC.
 #[actix_rt::test]
 async fn store_lookup_errors() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     for name in ["nope", ""] {
         let st = c
@@ -450,7 +451,7 @@ async fn store_lookup_errors() {
     }
     m.stop().await;
 
-    let m = Mecha::with(Vec::new(), Settings::default()).await;
+    let m = TestMecha::empty().start().await;
     let mut c = m.grpc().await;
     let st = c.save_state(save(vec![item("k", b"v")])).await.unwrap_err();
     assert_eq!(st.code(), Code::FailedPrecondition);
@@ -461,7 +462,7 @@ async fn store_lookup_errors() {
 /// A key with `||`: InvalidArgument with BadRequest, ResourceInfo and ErrorInfo.
 #[actix_rt::test]
 async fn illegal_key_details() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let st = c.get_state(get("a||b")).await.unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument);
@@ -481,16 +482,10 @@ async fn illegal_key_details() {
 /// an attribute; `google.protobuf.Empty` works as the request.
 #[actix_rt::test]
 async fn metadata_rpcs() {
-    let m = Mecha::with(
-        {
-            let (mut c, _) =
-                mecha::config::load_components(&mecha::config::ComponentSource::Embedded).unwrap();
-            c.push(etag_only_store("plain"));
-            c
-        },
-        Settings::default(),
-    )
-    .await;
+    let m = TestMecha::memory()
+        .custom("plain", etag_only_store())
+        .start()
+        .await;
     let mut c = m.grpc().await;
     c.set_metadata(SetMetadataRequest {
         key: "owner".into(),
@@ -503,7 +498,7 @@ async fn metadata_rpcs() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(md.id, "default");
+    assert_eq!(md.id, "testapp");
     assert!(md.runtime_version.starts_with("mecha-"));
     let comps: HashMap<&str, (&str, &str, &[String])> = md
         .registered_components
@@ -545,7 +540,7 @@ async fn metadata_rpcs() {
 /// Methods of the Dapr service that Mecha does not serve answer Unimplemented.
 #[actix_rt::test]
 async fn unknown_methods_are_unimplemented() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut grpc = tonic::client::Grpc::new(m.channel().await);
     for path in [
         "/dapr.proto.runtime.v1.Dapr/InvokeService",
@@ -567,22 +562,10 @@ async fn unknown_methods_are_unimplemented() {
 /// Unauthenticated, and each app sees only its own keys.
 #[actix_rt::test]
 async fn api_token_selects_the_app() {
-    let settings = Settings {
-        apps: vec![
-            AppConfig {
-                id: "app-a".into(),
-                token: "token-a".into(),
-            },
-            AppConfig {
-                id: "app-b".into(),
-                token: "token-b".into(),
-            },
-        ],
-        ..Settings::default()
-    };
-    let (components, _) =
-        mecha::config::load_components(&mecha::config::ComponentSource::Embedded).unwrap();
-    let m = Mecha::with(components, settings).await;
+    let m = TestMecha::memory()
+        .settings("apps:\n  - id: app-a\n    token: token-a\n  - id: app-b\n    token: token-b\n")
+        .start()
+        .await;
     let mut c = m.grpc().await;
     fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
@@ -626,11 +609,10 @@ async fn api_token_selects_the_app() {
 /// not a dropped connection), and so does a response; HTTP answers 413 for the same body.
 #[actix_rt::test]
 async fn message_size_limit_is_shared_with_http() {
-    let mut settings = Settings::default();
-    settings.limits.max_body_size = 2048;
-    let (components, _) =
-        mecha::config::load_components(&mecha::config::ComponentSource::Embedded).unwrap();
-    let m = Mecha::with(components, settings).await;
+    let m = TestMecha::memory()
+        .settings("limits:\n  maxBodySize: 2048\n")
+        .start()
+        .await;
     let mut c = m.grpc().await;
 
     let st = c
@@ -659,7 +641,7 @@ async fn message_size_limit_is_shared_with_http() {
 
     let body = format!(r#"[{{"key":"big","value":"{}"}}]"#, "x".repeat(4096));
     let resp = m
-        .http
+        .client
         .post(m.url("/v1.0/state/statestore"))
         .body(body)
         .send()
@@ -672,7 +654,7 @@ async fn message_size_limit_is_shared_with_http() {
 /// Completed calls are counted per method and status, with Dapr's metric names.
 #[actix_rt::test]
 async fn grpc_metrics_are_recorded() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.get_state(get("k")).await.unwrap();
     let _ = c
@@ -682,7 +664,7 @@ async fn grpc_metrics_are_recorded() {
         })
         .await;
     let text = m
-        .http
+        .client
         .get(format!("http://{}/metrics", m.running.metrics_addr))
         .send()
         .await

@@ -2,6 +2,8 @@
 //! (`parity`), and both doors driven concurrently against one store (`runtime`).
 
 mod api;
+mod client;
 mod parity;
 mod runtime;
+#[path = "../support/mod.rs"]
 mod support;

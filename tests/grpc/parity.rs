@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 
-use mecha::config::{ComponentSource, Settings, load_components};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::support::common::Etag;
-use crate::support::runtime::{
+use crate::client::common::Etag;
+use crate::client::runtime::{
     DeleteStateRequest, ExecuteStateTransactionRequest, GetStateRequest, QueryStateRequest,
     SaveStateRequest, TransactionalStateOperation,
 };
-use crate::support::{Mecha, etag_only_store, flaky_store, item, item_etag, reason};
+use crate::client::{
+    GrpcExt, Mecha, TestMecha, etag_only_store, flaky_store, item, item_etag, reason,
+};
 
 fn get(store: &str, key: &str) -> GetStateRequest {
     GetStateRequest {
@@ -26,7 +27,7 @@ fn get(store: &str, key: &str) -> GetStateRequest {
 /// An HTTP call's status and JSON body (`Null` when empty).
 async fn http(m: &Mecha, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = m.http.request(method, m.url(path));
+    let mut req = m.client.request(method, m.url(path));
     if let Some(b) = body {
         req = req.body(b.to_string());
     }
@@ -42,7 +43,7 @@ async fn http(m: &Mecha, method: &str, path: &str, body: Option<Value>) -> (u16,
 /// HTTP's ETag header for a key.
 async fn http_etag(m: &Mecha, key: &str) -> String {
     let resp = m
-        .http
+        .client
         .get(m.url(&format!("/v1.0/state/statestore/{key}")))
         .send()
         .await
@@ -53,7 +54,7 @@ async fn http_etag(m: &Mecha, key: &str) -> String {
 /// A stale ETag on save and delete: 409 over HTTP, Aborted over gRPC.
 #[actix_rt::test]
 async fn stale_etag_is_409_over_http_and_aborted_over_grpc() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let save = json!([{"key": "k", "value": 1}]);
     assert_eq!(
@@ -93,7 +94,7 @@ async fn stale_etag_is_409_over_http_and_aborted_over_grpc() {
     assert_eq!(reason(&st).as_deref(), Some("ERR_STATE_SAVE"));
 
     let resp = m
-        .http
+        .client
         .delete(m.url("/v1.0/state/statestore/k"))
         .header("if-match", &stale)
         .send()
@@ -120,7 +121,7 @@ async fn stale_etag_is_409_over_http_and_aborted_over_grpc() {
 /// same ErrorInfo reasons.
 #[actix_rt::test]
 async fn client_errors_are_400_and_invalid_argument() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let cases = [
         ("statestore", "a||b", "DAPR_STATE_ILLEGAL_KEY"),
@@ -152,7 +153,10 @@ async fn client_errors_are_400_and_invalid_argument() {
 /// Transactions on a store without TRANSACTIONAL: 500 over HTTP, Unimplemented over gRPC.
 #[actix_rt::test]
 async fn transactions_not_supported_is_500_and_unimplemented() {
-    let m = Mecha::with(vec![etag_only_store("plain")], Settings::default()).await;
+    let m = TestMecha::empty()
+        .custom("plain", etag_only_store())
+        .start()
+        .await;
     let mut c = m.grpc().await;
     let (status, body) = http(
         &m,
@@ -192,7 +196,7 @@ async fn transactions_not_supported_is_500_and_unimplemented() {
 /// Query on a store without QUERY_API: 500 over HTTP, Internal over gRPC.
 #[actix_rt::test]
 async fn query_not_supported_is_500_and_internal() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let (status, body) = http(
         &m,
@@ -225,7 +229,10 @@ async fn query_not_supported_is_500_and_internal() {
 /// message over gRPC.
 #[actix_rt::test]
 async fn store_failure_is_500_and_internal() {
-    let m = Mecha::with(vec![flaky_store("flaky")], Settings::default()).await;
+    let m = TestMecha::empty()
+        .custom("flaky", flaky_store())
+        .start()
+        .await;
     let mut c = m.grpc().await;
     let (status, body) = http(&m, "GET", "/v1.0/state/flaky/bad1", None).await;
     assert_eq!(
@@ -246,7 +253,7 @@ async fn store_failure_is_500_and_internal() {
 /// Written over HTTP, read over gRPC: the stored JSON bytes, quotes included, same ETag.
 #[actix_rt::test]
 async fn http_write_reads_the_same_over_grpc() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let save = json!([
         {"key": "s", "value": "hello"},
@@ -278,7 +285,7 @@ async fn http_write_reads_the_same_over_grpc() {
 /// JSON content type on SaveState stores what HTTP would have stored.
 #[actix_rt::test]
 async fn grpc_write_reads_the_same_over_http() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     let mut json_item = item("j", br#"{"b": 1, "a": 2}"#);
     json_item
@@ -291,7 +298,7 @@ async fn grpc_write_reads_the_same_over_http() {
     .await
     .unwrap();
     let resp = m
-        .http
+        .client
         .get(m.url("/v1.0/state/statestore/raw"))
         .send()
         .await
@@ -319,11 +326,4 @@ async fn grpc_write_reads_the_same_over_http() {
     assert_eq!(bulk[0]["data"], json!({"a": 2, "b": 1}));
     assert_eq!(bulk[1], json!({"key": "missing"}));
     m.stop().await;
-}
-
-/// The default component file and the embedded store agree (guards the harness itself).
-#[test]
-fn embedded_store_is_named_statestore() {
-    let (c, _) = load_components(&ComponentSource::Embedded).unwrap();
-    assert_eq!(c[0].name, "statestore");
 }

@@ -8,8 +8,8 @@ use futures::future::join_all;
 use serde_json::json;
 use tonic::Code;
 
-use crate::support::runtime::{GetBulkStateRequest, GetStateRequest, SaveStateRequest};
-use crate::support::{Mecha, item, item_etag};
+use crate::client::runtime::{GetBulkStateRequest, GetStateRequest, SaveStateRequest};
+use crate::client::{GrpcExt, TestMecha, item, item_etag};
 
 const INCREMENTS: usize = 20;
 
@@ -17,7 +17,7 @@ const INCREMENTS: usize = 20;
 /// 409/Aborted; no increment is lost, so the ETag check is atomic across the threads.
 #[actix_rt::test]
 async fn both_doors_increment_one_counter_concurrently() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let mut c = m.grpc().await;
     c.save_state(SaveStateRequest {
         store_name: "statestore".into(),
@@ -60,7 +60,7 @@ async fn both_doors_increment_one_counter_concurrently() {
         for _ in 0..INCREMENTS {
             loop {
                 let resp = m
-                    .http
+                    .client
                     .get(m.url("/v1.0/state/statestore/counter"))
                     .send()
                     .await
@@ -69,7 +69,7 @@ async fn both_doors_increment_one_counter_concurrently() {
                 let n: u64 = resp.text().await.unwrap().parse().unwrap();
                 // Over HTTP the value is JSON: a number stays a number.
                 let status = m
-                    .http
+                    .client
                     .post(m.url("/v1.0/state/statestore"))
                     .body(json!([{"key": "counter", "value": n + 1, "etag": etag}]).to_string())
                     .send()
@@ -102,7 +102,7 @@ async fn both_doors_increment_one_counter_concurrently() {
 /// Many writes through both doors at once, each read back through the other door.
 #[actix_rt::test]
 async fn concurrent_writes_are_visible_across_doors() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let grpc_writes = (0..50).map(|i| {
         let m = &m;
         async move {
@@ -119,7 +119,7 @@ async fn concurrent_writes_are_visible_across_doors() {
         let m = &m;
         async move {
             let status = m
-                .http
+                .client
                 .post(m.url("/v1.0/state/statestore"))
                 .body(json!([{"key": format!("h{i}"), "value": i}]).to_string())
                 .send()
@@ -148,7 +148,7 @@ async fn concurrent_writes_are_visible_across_doors() {
     }
     let (status, body) = {
         let resp = m
-            .http
+            .client
             .post(m.url("/v1.0/state/statestore/bulk"))
             .body(json!({"keys": (0..50).map(|i| format!("g{i}")).collect::<Vec<_>>()}).to_string())
             .send()
@@ -170,7 +170,7 @@ async fn concurrent_writes_are_visible_across_doors() {
 /// Stopping Mecha stops the gRPC door too: new connections are refused.
 #[actix_rt::test]
 async fn grpc_stops_with_http() {
-    let m = Mecha::start().await;
+    let m = TestMecha::memory().start().await;
     let addr = m.running.grpc_addr;
     let mut c = m.grpc().await;
     c.get_state(GetStateRequest {
@@ -183,6 +183,6 @@ async fn grpc_stops_with_http() {
     drop(c);
     m.stop().await;
     let url = format!("http://{addr}");
-    let refused = crate::support::runtime::dapr_client::DaprClient::connect(url).await;
+    let refused = crate::client::runtime::dapr_client::DaprClient::connect(url).await;
     assert!(refused.is_err());
 }

@@ -1,5 +1,5 @@
-//! A small harness for the gRPC integration tests: start Mecha in-process on port 0, talk to
-//! it with the generated tonic client and with reqwest.
+//! gRPC helpers on top of the shared harness (`tests/support`): the generated tonic client,
+//! request builders, and stores with fewer capabilities than the in-memory one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,58 +7,31 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
 use mecha::actors::{StateStore, StoreError, StoreFactory};
-use mecha::app::{Options, Running};
 use mecha::capabilities::{Capability, CapabilitySet};
-use mecha::config::{ComponentSource, Config, LoadedComponent, Settings, load_components};
 use mecha::gateway::grpc::proto::common::{Etag, StateItem};
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use tonic::transport::Channel;
 
+pub use crate::support::{Mecha, TestMecha};
 pub use mecha::gateway::grpc::proto::{common, runtime};
 
-/// A running Mecha plus clients.
-pub struct Mecha {
-    pub running: Running,
-    pub http: reqwest::Client,
+/// gRPC access to a running test instance of the shared harness.
+pub trait GrpcExt {
+    /// A gRPC client (a fresh connection).
+    async fn grpc(&self) -> DaprClient<Channel>;
+    /// A raw channel, for calls the generated client cannot express.
+    async fn channel(&self) -> Channel;
+    /// Stops every listener (gRPC with HTTP).
+    async fn stop(self);
 }
 
-impl Mecha {
-    /// Mecha with the embedded default store (`statestore`, in memory).
-    pub async fn start() -> Mecha {
-        let (components, _) = load_components(&ComponentSource::Embedded).unwrap();
-        Mecha::with(components, Settings::default()).await
+impl GrpcExt for Mecha {
+    async fn grpc(&self) -> DaprClient<Channel> {
+        DaprClient::new(self.channel().await)
     }
 
-    /// Mecha with these stores and settings.
-    pub async fn with(components: Vec<LoadedComponent>, settings: Settings) -> Mecha {
-        let config = Config {
-            settings,
-            components,
-            warnings: Vec::new(),
-        };
-        let opts = Options {
-            http_port: 0,
-            grpc_port: 0,
-            metrics_port: 0,
-            handle_signals: false,
-            ..Options::default()
-        };
-        let running = mecha::app::start(config, opts).await.unwrap();
-        Mecha {
-            running,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// A gRPC client (a fresh connection).
-    pub async fn grpc(&self) -> DaprClient<Channel> {
-        let url = format!("http://{}", self.running.grpc_addr);
-        DaprClient::connect(url).await.unwrap()
-    }
-
-    /// A raw channel, for calls the generated client cannot express.
-    pub async fn channel(&self) -> Channel {
+    async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.running.grpc_addr))
             .unwrap()
             .connect()
@@ -66,13 +39,7 @@ impl Mecha {
             .unwrap()
     }
 
-    /// `http://addr/path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.http_addr)
-    }
-
-    /// Stops every listener.
-    pub async fn stop(self) {
+    async fn stop(self) {
         self.running.stop(true).await;
     }
 }
@@ -104,7 +71,7 @@ pub fn reason(st: &tonic::Status) -> Option<String> {
 }
 
 /// A store with ETags but without transactions or queries (wraps the in-memory store).
-pub fn etag_only_store(name: &str) -> LoadedComponent {
+pub fn etag_only_store() -> Arc<dyn StoreFactory> {
     struct Factory(Arc<InMemoryStore>);
     impl StoreFactory for Factory {
         fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
@@ -115,12 +82,12 @@ pub fn etag_only_store(name: &str) -> LoadedComponent {
         }
     }
     let store = InMemoryStore::new(Arc::new(SystemClock), std::time::Duration::from_secs(60));
-    LoadedComponent::custom(name, "state.etag-only", Arc::new(Factory(Arc::new(store))))
+    Arc::new(Factory(Arc::new(store)))
 }
 
 /// A store without ETags whose every read fails for keys starting with `bad` (per-item
 /// errors in bulk get).
-pub fn flaky_store(name: &str) -> LoadedComponent {
+pub fn flaky_store() -> Arc<dyn StoreFactory> {
     #[derive(Default)]
     struct Flaky(Mutex<HashMap<String, bytes::Bytes>>);
     #[async_trait]
@@ -153,5 +120,5 @@ pub fn flaky_store(name: &str) -> LoadedComponent {
             CapabilitySet::EMPTY
         }
     }
-    LoadedComponent::custom(name, "state.flaky", Arc::new(Factory(Arc::default())))
+    Arc::new(Factory(Arc::default()))
 }
