@@ -1,5 +1,6 @@
 //! Wiring: build the catalog, start the HTTP door (one gateway pipeline per worker thread),
-//! the metrics endpoint and, later, the gRPC door; stop them gracefully.
+//! the gRPC door (one more pipeline, on its own arbiter; see [`crate::gateway::grpc`]) and
+//! the metrics endpoint; stop them gracefully, gRPC together with HTTP.
 //!
 //! Must run inside an actix system (`actix_rt::System`), which `main` and the test harness
 //! provide.
@@ -12,6 +13,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 use crate::config::Config;
+use crate::gateway::grpc::GrpcServer;
 use crate::gateway::http::{HttpState, dispatch};
 use crate::gateway::{Catalog, Gateway};
 
@@ -49,11 +51,14 @@ impl Default for Options {
 pub struct Running {
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
     /// Where `/metrics` listens.
     pub metrics_addr: SocketAddr,
     /// The shared catalog.
     pub catalog: Arc<Catalog>,
     http: ServerHandle,
+    grpc: GrpcServer,
     metrics: ServerHandle,
     http_task: actix_rt::task::JoinHandle<io::Result<()>>,
 }
@@ -62,13 +67,15 @@ impl Running {
     /// Stops every listener; `graceful` waits (up to the shutdown timeout) for in-flight requests.
     pub async fn stop(&self, graceful: bool) {
         self.http.stop(graceful).await;
+        self.grpc.stop(graceful).await;
         self.metrics.stop(graceful).await;
     }
 
     /// Waits until the HTTP server ends (on a signal, or after [`Running::stop`]), then
-    /// stops the other listeners.
+    /// stops the other listeners (gRPC gracefully).
     pub async fn wait(self) -> io::Result<()> {
         let result = self.http_task.await.map_err(io::Error::other)?;
+        self.grpc.stop(true).await;
         self.metrics.stop(true).await;
         result
     }
@@ -85,6 +92,7 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     ));
     let prometheus = crate::metrics::install();
 
+    let grpc_listener = GrpcServer::bind(SocketAddr::new(opts.listen_address, opts.grpc_port))?;
     let actor_settings = settings.actors.clone();
     let c = catalog.clone();
     let mut http = HttpServer::new(move || {
@@ -128,8 +136,15 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let metrics_handle = metrics.handle();
     actix_rt::spawn(metrics);
     let http_task = actix_rt::spawn(http);
+    let grpc = GrpcServer::start(
+        catalog.clone(),
+        settings.actors.clone(),
+        grpc_listener,
+        settings.server.shutdown_timeout,
+    )?;
+    let grpc_addr = grpc.local_addr();
 
-    tracing::info!(http = %http_addr, metrics = %metrics_addr, app_id = %opts.app_id, "mecha listening");
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id, "mecha listening");
     for s in catalog.stores() {
         tracing::info!(
             store = %s.name, r#type = %s.component_type, version = %s.version,
@@ -141,9 +156,11 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     }
     Ok(Running {
         http_addr,
+        grpc_addr,
         metrics_addr,
         catalog,
         http: http_handle,
+        grpc,
         metrics: metrics_handle,
         http_task,
     })

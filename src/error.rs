@@ -192,6 +192,16 @@ pub enum ErrorKind {
     UnsupportedOperation,
     /// gRPC SaveState with an empty key.
     EmptyKey,
+    /// gRPC SaveState with item metadata `contentType=application/json` whose value is not
+    /// JSON (daprd returns the raw decoder error, so gRPC sees a plain `Unknown`).
+    ValueNotJson,
+    /// A gRPC response would be larger than the message-size limit.
+    ResponseTooLarge {
+        /// The encoded response size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The request's ETag does not match.
     EtagMismatch,
     /// The request's ETag is not one the store could have issued.
@@ -305,7 +315,10 @@ impl Error {
     /// The Dapr error-code metric category (`state` or `common`).
     pub fn category(&self) -> &'static str {
         match self.kind {
-            ErrorKind::Malformed | ErrorKind::BodyRead | ErrorKind::BodyTooLarge { .. } => "common",
+            ErrorKind::Malformed
+            | ErrorKind::BodyRead
+            | ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::ResponseTooLarge { .. } => "common",
             ErrorKind::Unauthorized | ErrorKind::RouteNotFound => "common",
             ErrorKind::HealthNotReady | ErrorKind::HealthAppIdMismatch => "health",
             _ => "state",
@@ -501,6 +514,24 @@ impl Error {
                     vec![self.error_info("ERR_STATE_SAVE", None)]
                 },
             },
+            // daprd hands the JSON decoder's error back as is: no code, no details (Unknown).
+            K::ValueNotJson => Wire {
+                http_status: 400,
+                grpc_code: G::Unknown,
+                error_code: "ERR_MALFORMED_REQUEST",
+                message: self.detail.clone(),
+                details: Vec::new(),
+            },
+            // Ours: daprd's gRPC server refuses to send such a message with grpc-go's
+            // ResourceExhausted; we say so before encoding, with our own code.
+            K::ResponseTooLarge { size, limit } => legacy(
+                500,
+                G::ResourceExhausted,
+                "ERR_RESPONSE_TOO_LARGE",
+                format!(
+                    "the response is {size} bytes, larger than the message size limit of {limit} bytes"
+                ),
+            ),
             K::QueryFailed => Wire {
                 http_status: 500,
                 grpc_code: G::Internal,
@@ -580,3 +611,6 @@ impl std::error::Error for Error {}
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod grpc_table;

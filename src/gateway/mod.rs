@@ -3,11 +3,13 @@
 //! [`Gateway::start_local`] starts, on the current thread's arbiter, one [`GatewayActor`]
 //! and one supervised shard of every store; each HTTP worker thread (and the gRPC thread)
 //! gets its own, so a request is parsed, routed and served without hopping threads, while
-//! all shards of a store share its data or connection pool. The HTTP door (`http`) only
-//! translates wire shapes; everything protocol-neutral happens in the actor.
+//! all shards of a store share its data or connection pool. The HTTP door (`http`) and the
+//! gRPC door (`grpc`, on its own arbiter) only translate wire shapes; everything
+//! protocol-neutral happens in the actor.
 
 mod actor;
 mod catalog;
+pub mod grpc;
 pub mod http;
 
 use std::sync::Arc;

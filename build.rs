@@ -1,0 +1,32 @@
+//! Compiles `proto/` into the gRPC server and client (tonic + prost).
+//!
+//! protoc comes from the `protoc-bin-vendored` crate, together with the well-known-type
+//! includes (`google/protobuf/empty.proto`), so a fresh machine needs nothing outside cargo.
+
+use std::io;
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "proto/dapr/proto/common/v1/common.proto",
+    "proto/dapr/proto/runtime/v1/state.proto",
+    "proto/dapr/proto/runtime/v1/metadata.proto",
+    "proto/dapr/proto/runtime/v1/dapr.proto",
+];
+
+fn main() -> io::Result<()> {
+    let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;
+    let well_known = protoc_bin_vendored::include_path().map_err(io::Error::other)?;
+    let mut config = tonic_prost_build::Config::new();
+    // Pass protoc explicitly rather than through the PROTOC variable: setting process
+    // environment is `unsafe` in edition 2024, and a configured path cannot be overridden
+    // by a stray PROTOC on the build machine.
+    config.protoc_executable(protoc);
+    let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
+    let includes = [PathBuf::from("proto"), well_known];
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(config, &protos, &includes)?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The door around the generated `DaprServer`: what every call goes through before and after
+//! its handler, at the HTTP/2 level (so it also covers calls tonic rejects itself).
+//!
+//! * Auth: `dapr-api-token` picks the app ([`Catalog::authenticate`]); a failure answers
+//!   `Unauthenticated` without reaching the handler. The token is removed, and the app
+//!   passed to the handler as [`Caller`].
+//! * Message size: tonic's decoder rejects an oversized request with `OutOfRange`; the door
+//!   turns that into [`ErrorKind::BodyTooLarge`], rendered by the error table like every
+//!   other failure (`ResourceExhausted`).
+//! * Metrics: `dapr_grpc_io_server_*` per full method name and status code name.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::NamedService;
+use tonic::{Code, Status};
+
+use super::status::{code_name, status};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::gateway::{AppId, Catalog};
+use crate::metrics;
+
+/// The authenticated app of a call (a request extension set by the door).
+#[derive(Debug, Clone)]
+pub struct Caller(pub AppId);
+
+/// Wraps a generated tonic server with auth, size-error mapping and metrics.
+#[derive(Clone)]
+pub struct Door<S> {
+    inner: S,
+    catalog: Arc<Catalog>,
+}
+
+impl<S> Door<S> {
+    /// The door in front of `inner`.
+    pub fn new(inner: S, catalog: Arc<Catalog>) -> Door<S> {
+        Door { inner, catalog }
+    }
+}
+
+impl<S: NamedService> NamedService for Door<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The operation of a full method name (`/dapr.proto.runtime.v1.Dapr/GetState`).
+fn operation(path: &str) -> Operation {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    [
+        Operation::Get,
+        Operation::BulkGet,
+        Operation::Save,
+        Operation::Delete,
+        Operation::BulkDelete,
+        Operation::Transaction,
+        Operation::Query,
+    ]
+    .into_iter()
+    .find(|op| op.method_name() == name)
+    .unwrap_or(Operation::Other)
+}
+
+/// Whether a trailers-only response is tonic's "decoded message length too large".
+fn is_decode_limit(st: &Status) -> bool {
+    st.code() == Code::OutOfRange && st.message().contains("decoded message length too large")
+}
+
+impl<S> tonic::codegen::Service<http::Request<Body>> for Door<S>
+where
+    S: tonic::codegen::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let start = Instant::now();
+        let method = req.uri().path().to_owned();
+        let catalog = self.catalog.clone();
+        // daprd removes the token before the handler runs.
+        let token = req.headers_mut().remove("dapr-api-token");
+        let token = token.as_ref().and_then(|v| v.to_str().ok());
+        let app = match catalog.authenticate(token) {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::debug!(error = %e, method = %method, "grpc call unauthenticated");
+                let st = status(&e);
+                let app = catalog.default_app().clone();
+                metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
+                return Box::pin(async move { Ok(st.into_http()) });
+            }
+        };
+        req.extensions_mut().insert(Caller(app.clone()));
+        // The ready service is the one polled; leave a fresh clone in its place (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut resp = inner.call(req).await?;
+            // Errors of unary calls are trailers-only: the status is in the headers.
+            let mut code = Code::Ok;
+            if let Some(st) = Status::from_header_map(resp.headers()) {
+                code = st.code();
+                if is_decode_limit(&st) {
+                    let limit = catalog.limits.max_body_size;
+                    let err = Error::new(ErrorKind::BodyTooLarge { limit }, operation(&method));
+                    tracing::debug!(error = %err, method = %method, "grpc message too large");
+                    let st = status(&err);
+                    code = st.code();
+                    resp = st.into_http();
+                }
+            }
+            metrics::record_grpc(&app, &method, code_name(code), start.elapsed());
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_paths_map_to_operations() {
+        assert_eq!(
+            operation("/dapr.proto.runtime.v1.Dapr/SaveState"),
+            Operation::Save
+        );
+        assert_eq!(
+            operation("/dapr.proto.runtime.v1.Dapr/DeleteBulkState"),
+            Operation::BulkDelete
+        );
+        assert_eq!(
+            operation("/dapr.proto.runtime.v1.Dapr/GetMetadata"),
+            Operation::Other
+        );
+    }
+}

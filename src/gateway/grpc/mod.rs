@@ -1,0 +1,162 @@
+//! The gRPC front door: `dapr.proto.runtime.v1.Dapr` (the state and metadata RPCs) on tonic,
+//! wire-compatible with daprd for the official SDKs.
+//!
+//! Like the HTTP door it only translates: proto messages become the gateway messages of
+//! [`crate::gateway`] (`convert`), failures are rendered from [`crate::error::Error::wire`]
+//! ([`status()`]), and auth, message-size errors and metrics wrap every call (`door`).
+//!
+//! # Runtime arrangement
+//!
+//! actix-web runs N worker threads, each a current-thread tokio runtime with a `LocalSet`,
+//! and each worker starts its own gateway actor and store-actor shards
+//! ([`Gateway::start_local`]). tonic runs the same way, on one more thread:
+//!
+//! ```text
+//!  actix System thread ── app::start, metrics server, Running
+//!  HTTP worker 1..N    ── actix-web  ─► GatewayActor ─► StoreActor shards ─┐
+//!  gRPC arbiter        ── tonic      ─► GatewayActor ─► StoreActor shards ─┼─► shared store
+//!                                                                          │   (map / pool)
+//! ```
+//!
+//! * [`GrpcServer::start`] creates a dedicated actix [`Arbiter`] (a thread with a
+//!   current-thread tokio runtime and a `LocalSet`). On it, it calls
+//!   [`Gateway::start_local`] and serves tonic with `serve_with_incoming_shutdown` on a
+//!   listener bound beforehand on the caller's thread (so port 0 works and the address is
+//!   known at once).
+//! * tonic spawns its connection tasks with `tokio::spawn` on that runtime; handlers are
+//!   `Send` futures that `.await` `gateway.call(..)`, which is an actix `Addr::send` to the
+//!   gateway actor living on the same thread. A gRPC call therefore never hops threads, just
+//!   like an HTTP request on its worker.
+//! * The shards of a store share its data or connection pool (the store factory's job), so
+//!   both doors see the same state; ETag checks and transactions are atomic in the backend,
+//!   not in a mailbox. `tests/grpc/runtime.rs` drives both protocols concurrently against
+//!   one store to prove it.
+//! * Shutdown: [`GrpcServer::stop`] signals tonic (no new connections, GOAWAY, in-flight
+//!   calls finish, bounded by the shutdown timeout), then stops the arbiter.
+//!   `app::Running` stops gRPC when HTTP stops.
+
+mod convert;
+mod door;
+pub mod proto;
+mod service;
+mod status;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_rt::Arbiter;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use door::Caller;
+pub use status::{code_name, status};
+
+use self::door::Door;
+use self::proto::runtime::dapr_server::DaprServer;
+use self::service::DaprService;
+use crate::actors::ActorSettings;
+use crate::gateway::{Catalog, Gateway};
+
+/// A running gRPC door on its own arbiter.
+pub struct GrpcServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    finished: watch::Receiver<bool>,
+    arbiter: Arbiter,
+    shutdown_timeout: Duration,
+}
+
+impl GrpcServer {
+    /// Binds `addr` (port 0 picks a free port) with `SO_REUSEADDR`, as actix-web does.
+    /// Must be called inside a tokio runtime (the listener is registered there briefly).
+    pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)?.into_std()
+    }
+
+    /// Starts serving on `listener` from a new arbiter, with that arbiter's own gateway
+    /// and store shards. Must be called inside a running actix system.
+    pub fn start(
+        catalog: Arc<Catalog>,
+        settings: ActorSettings,
+        listener: std::net::TcpListener,
+        shutdown_timeout: Duration,
+    ) -> io::Result<GrpcServer> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (finished_tx, finished) = watch::channel(false);
+        let arbiter = Arbiter::new();
+        let spawned = arbiter.spawn(async move {
+            if let Err(e) = serve(catalog, settings, listener, shutdown_rx).await {
+                tracing::error!(error = %e, "grpc server failed");
+            }
+            let _ = finished_tx.send(true);
+        });
+        if !spawned {
+            return Err(io::Error::other("the gRPC arbiter is not running"));
+        }
+        Ok(GrpcServer {
+            addr,
+            shutdown,
+            finished,
+            arbiter,
+            shutdown_timeout,
+        })
+    }
+
+    /// Where the server listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight calls finish (if `graceful`, up to the shutdown
+    /// timeout), then stops the arbiter with its actors. Idempotent.
+    pub async fn stop(&self, graceful: bool) {
+        let _ = self.shutdown.send(true);
+        let wait = if graceful {
+            self.shutdown_timeout
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut finished = self.finished.clone();
+        if tokio::time::timeout(wait, finished.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            tracing::warn!("grpc server did not finish within {wait:?}; dropping remaining calls");
+        }
+        self.arbiter.stop();
+    }
+}
+
+async fn serve(
+    catalog: Arc<Catalog>,
+    settings: ActorSettings,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let gateway = Gateway::start_local(catalog.clone(), &settings);
+    let limit = catalog.limits.max_body_size;
+    let dapr = DaprServer::new(DaprService::new(gateway))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_service(Door::new(dapr, catalog))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await?;
+    Ok(())
+}

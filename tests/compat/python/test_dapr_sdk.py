@@ -1,0 +1,238 @@
+"""Compatibility test: the official Python SDK (dapr 1.19.0, DaprClient over gRPC) against
+the mecha binary, unchanged. Started by run.sh; exits non-zero on any failure.
+
+Mecha runs on free ports (port 0, read back from its "mecha listening" log line) with one
+in-memory store and one configured app, so every call also carries the SDK's
+dapr-api-token (DAPR_API_TOKEN) and the HTTP health probe runs without one.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+STORE = "statestore"
+APP_ID = "py-compat"
+TOKEN = "py-compat-token"
+
+COMPONENT = """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.in-memory
+  version: v1
+"""
+
+CONFIG = f"""\
+apps:
+  - id: {APP_ID}
+    token: {TOKEN}
+"""
+
+LISTENING = re.compile(r"mecha listening.*?http=(\S+).*?grpc=(\S+)")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def start_mecha(binary, workdir):
+    """Starts mecha on free ports; returns (process, http_addr, grpc_addr, log lines)."""
+    components = os.path.join(workdir, "components")
+    os.makedirs(components)
+    with open(os.path.join(components, "statestore.yaml"), "w") as f:
+        f.write(COMPONENT)
+    config = os.path.join(workdir, "mecha.yaml")
+    with open(config, "w") as f:
+        f.write(CONFIG)
+    env = dict(os.environ, NO_COLOR="1")
+    proc = subprocess.Popen(
+        [binary, "--resources-path", components, "--config", config,
+         "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+         "--log-level", "info"],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    log = []
+    found = {}
+    ready = threading.Event()
+
+    def pump():
+        for line in proc.stdout:
+            line = ANSI.sub("", line.rstrip("\n"))
+            log.append(line)
+            m = LISTENING.search(line)
+            if m and not ready.is_set():
+                found["http"], found["grpc"] = m.group(1), m.group(2)
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(60) or "grpc" not in found:
+        proc.kill()
+        raise RuntimeError("mecha did not report its ports:\n" + "\n".join(log))
+    return proc, found["http"], found["grpc"], log
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mecha", required=True, help="path to the mecha binary")
+    args = parser.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix="mecha-pycompat-")
+    proc, http_addr, grpc_addr, log = start_mecha(args.mecha, workdir)
+    print(f"mecha: http={http_addr} grpc={grpc_addr}", flush=True)
+    # Set before importing dapr: 1.19 reads settings lazily, <= 1.18 once at import.
+    os.environ["DAPR_HTTP_ENDPOINT"] = f"http://{http_addr}"
+    os.environ["DAPR_GRPC_ENDPOINT"] = grpc_addr
+    os.environ["DAPR_HEALTH_TIMEOUT"] = "20"
+    os.environ["DAPR_API_TOKEN"] = TOKEN
+    try:
+        passed, failed = run_tests()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        print("--- mecha log ---")
+        print("\n".join(log[-50:]))
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
+
+
+def run_tests():
+    import dapr
+    from dapr.clients import DaprClient
+    from dapr.clients.exceptions import DaprGrpcError
+    from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
+    from dapr.clients.grpc._state import Concurrency, Consistency, StateItem, StateOptions
+
+    def expect_error(code, reason, fn, *a, **kw):
+        try:
+            fn(*a, **kw)
+        except DaprGrpcError as e:
+            assert e.code().name == code, f"expected {code}, got {e.code().name}: {e.details()}"
+            if reason is not None:
+                assert e.error_code() == reason, f"expected reason {reason}, got {e.error_code()}"
+            return e
+        raise AssertionError(f"expected {code}, but the call succeeded")
+
+    def t_save_get(d):
+        d.save_state(STORE, "k1", "v1", state_metadata={"ttlInSeconds": "600"})
+        r = d.get_state(STORE, "k1")
+        assert r.data == b"v1", r.data
+        assert r.etag, "no etag"
+
+    def t_etag_success_and_stale(d):
+        d.save_state(STORE, "e1", "a")
+        cur = d.get_state(STORE, "e1")
+        opts = StateOptions(concurrency=Concurrency.first_write, consistency=Consistency.strong)
+        d.save_state(STORE, "e1", "b", etag=cur.etag, options=opts)
+        assert d.get_state(STORE, "e1").data == b"b"
+        e = expect_error("ABORTED", "ERR_STATE_SAVE", d.save_state, STORE, "e1", "c", etag=cur.etag)
+        assert "etag mismatch" in e.details(), e.details()
+
+    def t_bulk_save_and_get(d):
+        opts = StateOptions(concurrency=Concurrency.last_write).get_proto()  # SDK bug workaround
+        d.save_bulk_state(STORE, [
+            StateItem("b1", "one"),
+            StateItem("b2", b"two", options=opts, metadata={"ttlInSeconds": "600"}),
+        ])
+        items = d.get_bulk_state(STORE, ["b2", "missing", "b1"], parallelism=4).items
+        got = [(i.key, i.data, bool(i.etag), i.error) for i in items]
+        assert got == [("b2", b"two", True, ""), ("missing", b"", False, ""), ("b1", b"one", True, "")], got
+
+    def t_transaction(d):
+        d.save_state(STORE, "t2", "old")
+        d.execute_state_transaction(STORE, [
+            TransactionalStateOperation(key="t1", data="new"),
+            TransactionalStateOperation(key="t2", operation_type=TransactionOperationType.delete),
+        ], transactional_metadata={"partitionKey": "p1"})
+        assert d.get_state(STORE, "t1").data == b"new"
+        assert d.get_state(STORE, "t2").data == b""
+
+    def t_delete_with_etag(d):
+        d.save_state(STORE, "d1", "x")
+        stale = d.get_state(STORE, "d1").etag
+        d.save_state(STORE, "d1", "y")
+        expect_error("ABORTED", "ERR_STATE_DELETE", d.delete_state, STORE, "d1", etag=stale)
+        d.delete_state(STORE, "d1", etag=d.get_state(STORE, "d1").etag)
+        assert d.get_state(STORE, "d1").data == b""
+
+    def t_missing_key(d):
+        r = d.get_state(STORE, "never-written")
+        assert r.data == b"" and r.etag == "", (r.data, r.etag)
+
+    def t_unknown_store(d):
+        expect_error("INVALID_ARGUMENT", "DAPR_STATE_NOT_FOUND", d.get_state, "no-such-store", "k")
+        expect_error("INVALID_ARGUMENT", "DAPR_STATE_NOT_FOUND", d.save_state, "no-such-store", "k", "v")
+
+    def t_illegal_key(d):
+        e = expect_error("INVALID_ARGUMENT", "DAPR_STATE_ILLEGAL_KEY", d.save_state, STORE, "a||b", "v")
+        details = e.status_details()
+        assert details.bad_request and details.resource_info, details.as_dict()
+
+    def t_query_not_supported(d):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expect_error("INTERNAL", "DAPR_STATE_QUERYING_NOT_SUPPORTED",
+                         d.query_state, STORE, '{"filter":{}}')
+
+    def t_metadata(d):
+        md = d.get_metadata()
+        assert md.application_id == APP_ID, md.application_id
+        comps = {c.name: c for c in md.registered_components}
+        c = comps[STORE]
+        assert (c.type, c.version) == ("state.in-memory", "v1"), (c.type, c.version)
+        caps = set(c.capabilities)
+        for want in ("ETAG", "TRANSACTIONAL", "TTL", "ACTOR"):
+            assert want in caps, caps
+        assert "daprRuntimeVersion" in md.extended_metadata, md.extended_metadata
+
+    def t_no_token_is_unauthenticated(_d):
+        # A raw stub without the token: the door answers UNAUTHENTICATED.
+        import grpc
+        from dapr.proto.runtime.v1 import dapr_pb2_grpc
+        try:  # state messages moved to state_pb2 with the v1.17 protos
+            from dapr.proto.runtime.v1 import state_pb2 as api
+        except ImportError:
+            from dapr.proto.runtime.v1 import dapr_pb2 as api
+        with grpc.insecure_channel(os.environ["DAPR_GRPC_ENDPOINT"]) as ch:
+            stub = dapr_pb2_grpc.DaprStub(ch)
+            try:
+                stub.GetState(api.GetStateRequest(store_name=STORE, key="k1"))
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e.code()
+                return
+            raise AssertionError("expected UNAUTHENTICATED")
+
+    tests = [
+        t_save_get, t_etag_success_and_stale, t_bulk_save_and_get, t_transaction,
+        t_delete_with_etag, t_missing_key, t_unknown_store, t_illegal_key,
+        t_query_not_supported, t_metadata, t_no_token_is_unauthenticated,
+    ]
+    print(f"dapr SDK {dapr.__name__} from {os.path.dirname(dapr.__file__)}", flush=True)
+    passed = failed = 0
+    with DaprClient() as d:
+        for t in tests:
+            try:
+                t(d)
+                passed += 1
+                print(f"PASS {t.__name__}", flush=True)
+            except Exception:
+                failed += 1
+                print(f"FAIL {t.__name__}", flush=True)
+                traceback.print_exc()
+    return passed, failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
