@@ -45,6 +45,17 @@ pub struct LoadedComponent {
     pub file: PathBuf,
 }
 
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("component_type", &self.component_type)
+            .field("version", &self.version)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LoadedComponent {
     /// A store from a hand-built factory (embedding and tests).
     pub fn custom(
