@@ -39,12 +39,14 @@
 //! check a connection out of a deadpool pool (`poolSize`), run the script and `WAIT` on it,
 //! and give it back.
 //!
-//! Measured with the ignored test `connection_strategies` (release build, 2 cores shared,
-//! local Redis 7.0, 64 concurrent tasks, 20 000 `EVALSHA` reads): one multiplexed connection
-//! per shard reached about 2.9 times the throughput of a pool checkout per request (the
-//! checkout sends `UNWATCH` + `PING` on recycle, a second round trip per call). The issue's
-//! prototype saw the same (0.28x for the pool against 0.93x for multiplexing), so the pool
-//! is kept for the one command that needs exclusivity.
+//! Measured with the ignored test `connection_strategies` (release build, 2 shared cores,
+//! local Redis 7.0, 64 concurrent tasks, 20 000 read-script calls, four runs): one
+//! multiplexed connection used directly did 185 000 to 223 000 calls/s; `RedisStore::get`
+//! on its per-shard multiplexed connection 147 000 to 212 000 (0.66x to 1.13x, mostly about
+//! 1.1x: noise on a shared machine); a deadpool checkout per request 60 000 to 79 000
+//! (0.27x to 0.42x), since recycling sends `UNWATCH` + `PING`, a second round trip per call.
+//! The prototype saw the same (0.28x for the pool against 0.93x for multiplexing),
+//! so the pool is kept for the one command that needs a connection to itself.
 //!
 //! # Failures
 //!
@@ -52,9 +54,10 @@
 //! (defaults 2 s each, below the actor's 5 s request timeout). Unreachable Redis answers
 //! [`StoreError::Unavailable`], a timeout [`StoreError::Timeout`]. A failed connect is retried
 //! up to `maxRetries` times with exponential backoff capped by `maxRetryBackoff`, within one
-//! `dialTimeout` in total. A command whose connection broke is retried only if it is a read:
-//! a write may or may not have been applied, and repeating it could report a false ETag
-//! mismatch. `ping` sends `PING` with a short timeout and no retries.
+//! `dialTimeout` in total. A command whose connection broke is retried only when repeating it
+//! is harmless: reads, and writes without ETags or first-write. A guarded write may or may not
+//! have been applied, and repeating it could report a false ETag mismatch, so its error is
+//! returned. `ping` sends `PING` with a short timeout and no retries.
 //!
 //! # Differences from Dapr's Redis store
 //!
@@ -451,10 +454,14 @@ pub struct RedisStore {
 /// Whether a failed command may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Reads: repeatable after a broken connection.
+    /// Reads: repeated after a broken connection.
     Read,
-    /// Writes: only repeated when they were never sent (the connect failed).
+    /// Writes without ETags or first-write: repeating one leaves the same state, so they are
+    /// repeated after a broken connection too.
     Write,
+    /// Guarded writes: repeated only when they were never sent (the connect failed), since
+    /// a repeat of an applied write would report a false ETag mismatch.
+    GuardedWrite,
 }
 
 /// How a command failed.
@@ -600,7 +607,7 @@ impl RedisStore {
         let s = &self.shared.settings;
         let timeout = match kind {
             Kind::Read => s.read_timeout,
-            Kind::Write => s.write_timeout,
+            Kind::Write | Kind::GuardedWrite => s.write_timeout,
         };
         let started = Instant::now();
         let mut attempt = 0u32;
@@ -614,7 +621,7 @@ impl RedisStore {
                             self.discard(generation).await;
                         }
                         let err = map_redis_error(&e, timeout);
-                        if kind == Kind::Read && is_broken(&e) && !e.is_timeout() {
+                        if kind != Kind::GuardedWrite && is_broken(&e) && !e.is_timeout() {
                             Failure::Connect(err)
                         } else {
                             Failure::Command(err)
@@ -691,8 +698,10 @@ impl RedisStore {
     async fn write(&self, mode: &str, ops: &[&WriteOp<'_>], strong: bool) -> Result<Value, StoreError> {
         let s = &self.shared.settings;
         if !(strong && s.replicas > 0) {
+            let guarded = ops.iter().any(|o| o.etag.is_some() || o.first_write);
+            let kind = if guarded { Kind::GuardedWrite } else { Kind::Write };
             return self
-                .run(Kind::Write, |mut conn| async move { self.invoke_write(&mut conn, mode, ops).await })
+                .run(kind, |mut conn| async move { self.invoke_write(&mut conn, mode, ops).await })
                 .await;
         }
         let deadline = s.pool_timeout + s.write_timeout + s.wait_timeout;

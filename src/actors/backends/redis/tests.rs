@@ -411,7 +411,7 @@ async fn connection_strategies() {
     let key = format!("bench-{:016x}", rand::random::<u64>());
     let store = RedisStore::new(shared.clone());
     store.set(set(&key, "v")).await.unwrap();
-    let read = Script::new(READ_SCRIPT);
+    let read = Arc::new(Script::new(READ_SCRIPT));
     let _: Value = read.key(&key).invoke_async(&mut store.connection().await.unwrap().1).await.unwrap();
 
     async fn timed<F, Fut>(name: &str, f: F) -> f64
@@ -439,12 +439,12 @@ async fn connection_strategies() {
 
     let direct = {
         let (_, conn) = store.connection().await.unwrap();
-        let key = key.clone();
+        let (key, read) = (key.clone(), read.clone());
         timed("one multiplexed connection (direct)", move || {
             let mut conn = conn.clone();
-            let key = key.clone();
+            let (key, read) = (key.clone(), read.clone());
             async move {
-                let _: Value = Script::new(READ_SCRIPT).key(&key).invoke_async(&mut conn).await.unwrap();
+                let _: Value = read.key(&key).invoke_async(&mut conn).await.unwrap();
             }
         })
         .await
@@ -464,13 +464,13 @@ async fn connection_strategies() {
     };
     let pooled = {
         let pool = shared.pool.clone();
-        let key = key.clone();
+        let (key, read) = (key.clone(), read.clone());
         timed("deadpool checkout per request", move || {
             let pool = pool.clone();
-            let key = key.clone();
+            let (key, read) = (key.clone(), read.clone());
             async move {
                 let mut conn = pool.get().await.unwrap();
-                let _: Value = Script::new(READ_SCRIPT).key(&key).invoke_async(&mut conn).await.unwrap();
+                let _: Value = read.key(&key).invoke_async(&mut conn).await.unwrap();
             }
         })
         .await
