@@ -25,8 +25,16 @@ fn assert_loads(dir: &str) -> Vec<String> {
         let text = std::fs::read_to_string(&file).unwrap();
         let (components, warnings) = parse_components(&[(&file, &text)], &|_| None)
             .unwrap_or_else(|e| panic!("{} does not load: {e:?}", file.display()));
-        assert!(!components.is_empty(), "{} holds no component", file.display());
-        assert!(warnings.is_empty(), "{} loads with warnings: {warnings:?}", file.display());
+        assert!(
+            !components.is_empty(),
+            "{} holds no component",
+            file.display()
+        );
+        assert!(
+            warnings.is_empty(),
+            "{} loads with warnings: {warnings:?}",
+            file.display()
+        );
         types.extend(components.into_iter().map(|c| c.component_type));
     }
     types
@@ -35,11 +43,17 @@ fn assert_loads(dir: &str) -> Vec<String> {
 #[test]
 fn example_components_load() {
     let types = assert_loads("config/examples");
-    assert!(types.iter().any(|t| t == "state.redis"), "no Redis example: {types:?}");
+    assert!(
+        types.iter().any(|t| t == "state.redis"),
+        "no Redis example: {types:?}"
+    );
 }
 
 #[test]
 fn default_components_load_and_need_no_service() {
     let types = assert_loads("config/components");
-    assert!(types.iter().all(|t| t == "state.in-memory"), "config/components must stay external-service-free: {types:?}");
+    assert!(
+        types.iter().all(|t| t == "state.in-memory"),
+        "config/components must stay external-service-free: {types:?}"
+    );
 }

@@ -24,7 +24,11 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut r = PrivateRedis { port, child: None };
         r.restart();
         r
@@ -33,22 +37,39 @@ impl PrivateRedis {
     /// Starts the server (again) on the same port and waits until it answers.
     fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}); scripts/test.sh installs it"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); scripts/test.sh installs it")
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers() {
-            assert!(Instant::now() < deadline, "redis-server on port {} did not come up", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not come up",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn answers(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
@@ -63,7 +84,11 @@ impl PrivateRedis {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        let ok = Command::new("kill").args([sig, &pid]).status().expect("kill").success();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success();
         assert!(ok, "kill {sig} {pid}");
     }
 }
@@ -113,14 +138,23 @@ async fn redis_outage_fails_fast_shows_in_health_and_recovers() {
     let r = m.get("/v1.0/state/cache/k").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), r#"{"n":1}"#);
-    assert_eq!(healthz_until(&m, true, Duration::from_secs(2)).await.status(), 204);
+    assert_eq!(
+        healthz_until(&m, true, Duration::from_secs(2))
+            .await
+            .status(),
+        204
+    );
 
     // Down: every call fails well within the 1 s request timeout, with Dapr's error codes.
     redis.kill();
     for _ in 0..3 {
         let started = Instant::now();
         let (status, code, message, _) = error_of(m.get("/v1.0/state/cache/k").await).await;
-        assert!(started.elapsed() < Duration::from_millis(1500), "get took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "get took {:?}",
+            started.elapsed()
+        );
         assert!(
             (status, code.as_str()) == (500, "ERR_STATE_GET") || status == 504,
             "{status} {code} {message}"
@@ -128,15 +162,27 @@ async fn redis_outage_fails_fast_shows_in_health_and_recovers() {
         let started = Instant::now();
         let body = json!([{"key": "k", "value": 2}]).to_string();
         let (status, code, message, _) = error_of(m.post("/v1.0/state/cache", body).await).await;
-        assert!(started.elapsed() < Duration::from_millis(1500), "save took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "save took {:?}",
+            started.elapsed()
+        );
         assert!(
             (status, code.as_str()) == (500, "ERR_STATE_SAVE") || status == 504,
             "{status} {code} {message}"
         );
     }
-    let (status, code, message, _) = error_of(healthz_until(&m, false, Duration::from_secs(3)).await).await;
-    assert_eq!((status, code.as_str()), (500, "ERR_HEALTH_NOT_READY"), "{message}");
-    assert!(message.contains("cache"), "health does not name the store: {message}");
+    let (status, code, message, _) =
+        error_of(healthz_until(&m, false, Duration::from_secs(3)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_HEALTH_NOT_READY"),
+        "{message}"
+    );
+    assert!(
+        message.contains("cache"),
+        "health does not name the store: {message}"
+    );
 
     // Back (empty, as it saves nothing): the next calls work, no Mecha restart.
     redis.restart();
@@ -146,18 +192,33 @@ async fn redis_outage_fails_fast_shows_in_health_and_recovers() {
     let r = m.get("/v1.0/state/cache/k").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), r#""again""#);
-    assert_eq!(healthz_until(&m, true, Duration::from_secs(3)).await.status(), 204);
+    assert_eq!(
+        healthz_until(&m, true, Duration::from_secs(3))
+            .await
+            .status(),
+        204
+    );
 
     // Frozen (accepts nothing, answers nothing): a timeout, not a hang.
     redis.signal("-STOP");
     let started = Instant::now();
     let (status, code, message, _) = error_of(m.get("/v1.0/state/cache/k").await).await;
-    assert!(started.elapsed() < Duration::from_millis(1500), "get took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "get took {:?}",
+        started.elapsed()
+    );
     assert_eq!(status, 504, "{code} {message}");
-    let (status, _, message, _) = error_of(healthz_until(&m, false, Duration::from_secs(3)).await).await;
+    let (status, _, message, _) =
+        error_of(healthz_until(&m, false, Duration::from_secs(3)).await).await;
     assert_eq!(status, 500, "{message}");
     redis.signal("-CONT");
-    assert_eq!(healthz_until(&m, true, Duration::from_secs(5)).await.status(), 204);
+    assert_eq!(
+        healthz_until(&m, true, Duration::from_secs(5))
+            .await
+            .status(),
+        204
+    );
     let r = m.get("/v1.0/state/cache/k").await;
     assert_eq!(r.status(), 200);
 }
@@ -176,21 +237,45 @@ async fn etag_errors_have_daprs_status_codes() {
     );
     let m = TestMecha::empty().yaml(&yaml).start().await;
     let r = m.get("/v1.0/healthz").await;
-    assert_eq!(r.status(), 204, "Redis at {} is unreachable: {}", redis_url(), r.text().await.unwrap_or_default());
+    assert_eq!(
+        r.status(),
+        204,
+        "Redis at {} is unreachable: {}",
+        redis_url(),
+        r.text().await.unwrap_or_default()
+    );
 
     m.save("redis", "k", json!(1)).await;
     let r = m.get("/v1.0/state/redis/k").await;
     let stale = r.headers()["etag"].to_str().unwrap().to_owned();
     m.save("redis", "k", json!(2)).await;
-    let fresh = m.get("/v1.0/state/redis/k").await.headers()["etag"].to_str().unwrap().to_owned();
+    let fresh = m.get("/v1.0/state/redis/k").await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(stale, fresh);
 
     let save = |etag: &str| json!([{"key": "k", "value": 3, "etag": etag}]).to_string();
-    let (status, code, message, _) = error_of(m.post("/v1.0/state/redis", save(&stale)).await).await;
-    assert_eq!((status, code.as_str()), (409, "ERR_STATE_SAVE"), "{message}");
-    let (status, code, message, _) = error_of(m.post("/v1.0/state/redis", save("not-a-number")).await).await;
-    assert_eq!((status, code.as_str()), (400, "ERR_STATE_SAVE"), "{message}");
-    let del = |etag: &str| m.client.delete(m.url("/v1.0/state/redis/k")).header("If-Match", etag).send();
+    let (status, code, message, _) =
+        error_of(m.post("/v1.0/state/redis", save(&stale)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (409, "ERR_STATE_SAVE"),
+        "{message}"
+    );
+    let (status, code, message, _) =
+        error_of(m.post("/v1.0/state/redis", save("not-a-number")).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_STATE_SAVE"),
+        "{message}"
+    );
+    let del = |etag: &str| {
+        m.client
+            .delete(m.url("/v1.0/state/redis/k"))
+            .header("If-Match", etag)
+            .send()
+    };
     let (status, code, _, _) = error_of(del(&stale).await.unwrap()).await;
     assert_eq!((status, code.as_str()), (409, "ERR_STATE_DELETE"));
     let (status, code, _, _) = error_of(del("x").await.unwrap()).await;
@@ -203,8 +288,13 @@ async fn etag_errors_have_daprs_status_codes() {
         {"operation": "upsert", "request": {"key": "k", "value": 4, "etag": stale}},
     ]})
     .to_string();
-    let (status, code, message, _) = error_of(m.post("/v1.0/state/redis/transaction", tx).await).await;
-    assert_eq!((status, code.as_str()), (500, "ERR_STATE_TRANSACTION"), "{message}");
+    let (status, code, message, _) =
+        error_of(m.post("/v1.0/state/redis/transaction", tx).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_STATE_TRANSACTION"),
+        "{message}"
+    );
     assert_eq!(m.get("/v1.0/state/redis/new").await.status(), 204);
     let r = m.get("/v1.0/state/redis/k").await;
     assert_eq!(r.headers()["etag"].to_str().unwrap(), fresh);
@@ -218,9 +308,13 @@ async fn etag_errors_have_daprs_status_codes() {
     .to_string();
     let r = m.post("/v1.0/state/redis", body).await;
     assert_eq!(r.status(), 204);
-    let body = json!([{"key": "k", "value": 6, "etag": fresh}, {"key": "c", "value": "c"}]).to_string();
+    let body =
+        json!([{"key": "k", "value": 6, "etag": fresh}, {"key": "c", "value": "c"}]).to_string();
     let (status, _, _, _) = error_of(m.post("/v1.0/state/redis", body).await).await;
     assert_eq!(status, 409);
     assert_eq!(m.get("/v1.0/state/redis/c").await.status(), 200);
-    assert_eq!(m.get("/v1.0/state/redis/k").await.text().await.unwrap(), "5");
+    assert_eq!(
+        m.get("/v1.0/state/redis/k").await.text().await.unwrap(),
+        "5"
+    );
 }
