@@ -1,4 +1,4 @@
-//! `state.redis`: Dapr-compatible state on Redis (single node, Redis 6.2 or newer).
+//! `state.redis`: Dapr-compatible state on Redis (one node; Redis 4 or newer, 6 for ACL users).
 //!
 //! # Data layout
 //!
@@ -6,7 +6,9 @@
 //! by Dapr can be read here. The version is the ETag, written as a decimal number. Versions
 //! come from one counter key (`mecha||etag||counter`, which no prefixed state key can equal:
 //! state keys contain `||` at most once), so a key that is deleted and created again never
-//! gets an earlier version back and an old ETag can never match a new value.
+//! gets an earlier version back and an old ETag can never match a new value (as long as the
+//! counter itself is not deleted, e.g. by `FLUSHDB`). A key written by Dapr keeps its version
+//! and continues above it.
 //!
 //! # Atomicity
 //!
