@@ -83,8 +83,8 @@ use bytes::Bytes;
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    RedisError, Script, Value,
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
+    Script, Value,
 };
 
 use super::{ComponentConfig, Descriptor, Field, FieldKind, parse_duration};
@@ -129,7 +129,10 @@ const METADATA: &[Field] = &[
     Field::new("redisUsername", STRING, "ACL user name (Redis 6 or newer)"),
     Field::new(
         "redisDB",
-        FieldKind::Integer { min: 0, max: i32::MAX as i64 },
+        FieldKind::Integer {
+            min: 0,
+            max: i32::MAX as i64,
+        },
         "database number to SELECT (default 0)",
     ),
     Field::new(
@@ -139,7 +142,10 @@ const METADATA: &[Field] = &[
     ),
     Field::new(
         "ttlInSeconds",
-        FieldKind::Integer { min: -1, max: i32::MAX as i64 },
+        FieldKind::Integer {
+            min: -1,
+            max: i32::MAX as i64,
+        },
         "default TTL of writes that give none (-1 or 0: no default)",
     ),
     Field::new(
@@ -147,7 +153,11 @@ const METADATA: &[Field] = &[
         BOOL,
         "TLS to Redis; not supported by this build, so true is rejected",
     ),
-    Field::new("clientCert", STRING, "client certificate for TLS; rejected (no TLS)"),
+    Field::new(
+        "clientCert",
+        STRING,
+        "client certificate for TLS; rejected (no TLS)",
+    ),
     Field::new("clientKey", STRING, "client key for TLS; rejected (no TLS)").sensitive(),
     Field::new("useEntraID", BOOL, "Azure Entra ID auth; true is rejected"),
     Field::new(
@@ -186,7 +196,11 @@ const METADATA: &[Field] = &[
         "same as maxRetryBackoff (overrides it)",
     ),
     Field::new("dialTimeout", DURATION, "connect timeout (default 2s)"),
-    Field::new("readTimeout", DURATION, "timeout of reads and pings (default 2s)"),
+    Field::new(
+        "readTimeout",
+        DURATION,
+        "timeout of reads and pings (default 2s)",
+    ),
     Field::new(
         "writeTimeout",
         DURATION,
@@ -194,7 +208,10 @@ const METADATA: &[Field] = &[
     ),
     Field::new(
         "poolSize",
-        FieldKind::Integer { min: 1, max: 10_000 },
+        FieldKind::Integer {
+            min: 1,
+            max: 10_000,
+        },
         "connections of the pool used for WAIT (default 10)",
     ),
     Field::new(
@@ -219,7 +236,10 @@ const METADATA: &[Field] = &[
     ),
     Field::new(
         "maxTransactionOps",
-        FieldKind::Integer { min: 1, max: 100_000 },
+        FieldKind::Integer {
+            min: 1,
+            max: 100_000,
+        },
         "Mecha: most operations in one transaction (default 1000)",
     ),
 ];
@@ -281,7 +301,8 @@ fn connection_info(cfg: &ComponentConfig) -> Result<ConnectionInfo, String> {
             return Err("rediss:// (TLS) is not supported by this build".into());
         }
         host.into_connection_info()
-            .map_err(|e| format!("redisHost '{host}' is not a valid Redis URL: {e}"))?
+            // The URL may hold a password: leave it out of the message.
+            .map_err(|e| format!("redisHost is not a valid Redis URL: {e}"))?
     } else {
         let (name, port) = split_host_port(host)?;
         ConnectionAddr::Tcp(name, port)
@@ -323,22 +344,35 @@ fn split_host_port(host: &str) -> Result<(String, u16), String> {
 }
 
 fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
-    if cfg.bool_or("failover", false) || cfg.get("sentinelMasterName").is_some_and(|s| !s.is_empty()) {
+    if cfg.bool_or("failover", false)
+        || cfg.get("sentinelMasterName").is_some_and(|s| !s.is_empty())
+    {
         return Err("failover/sentinelMasterName: Redis Sentinel is not supported; point redisHost at the primary".into());
     }
-    if cfg.get("redisType").is_some_and(|t| t.eq_ignore_ascii_case("cluster")) {
-        return Err("redisType cluster is not supported; Mecha's redis store needs one node".into());
+    if cfg
+        .get("redisType")
+        .is_some_and(|t| t.eq_ignore_ascii_case("cluster"))
+    {
+        return Err(
+            "redisType cluster is not supported; Mecha's redis store needs one node".into(),
+        );
     }
     if cfg.bool_or("enableTLS", false) {
         return Err("enableTLS: TLS is not supported by this build of Mecha; use a TLS tunnel (e.g. stunnel) to a local port".into());
     }
-    if ["clientCert", "clientKey"].iter().any(|k| cfg.get(k).is_some_and(|v| !v.is_empty())) {
+    if ["clientCert", "clientKey"]
+        .iter()
+        .any(|k| cfg.get(k).is_some_and(|v| !v.is_empty()))
+    {
         return Err("clientCert/clientKey need TLS, which this build does not support".into());
     }
     if cfg.bool_or("useEntraID", false) {
         return Err("useEntraID is not supported; use redisUsername/redisPassword".into());
     }
-    if cfg.get("queryIndexes").is_some_and(|q| !q.trim().is_empty()) {
+    if cfg
+        .get("queryIndexes")
+        .is_some_and(|q| !q.trim().is_empty())
+    {
         tracing::warn!(
             store = %cfg.name,
             "queryIndexes ignored: Mecha's redis store has no query API (queries answer 'not supported')"
@@ -365,13 +399,19 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
         max_backoff,
         pool_size: cfg.int_or("poolSize", 10) as usize,
         pool_timeout: cfg.duration_or("poolTimeout", read_timeout),
-        default_ttl: u32::try_from(cfg.int_or("ttlInSeconds", 0)).ok().filter(|t| *t > 0),
+        default_ttl: u32::try_from(cfg.int_or("ttlInSeconds", 0))
+            .ok()
+            .filter(|t| *t > 0),
         replicas: cfg.int_or("redisReplicas", 0) as u32,
         wait_timeout: cfg.duration_or("waitTimeout", Duration::from_secs(1)),
         max_transaction_ops: cfg.int_or("maxTransactionOps", DEFAULT_MAX_TRANSACTION_OPS as i64)
             as usize,
     };
-    for (name, d) in [("dialTimeout", s.dial_timeout), ("readTimeout", s.read_timeout), ("writeTimeout", s.write_timeout)] {
+    for (name, d) in [
+        ("dialTimeout", s.dial_timeout),
+        ("readTimeout", s.read_timeout),
+        ("writeTimeout", s.write_timeout),
+    ] {
         if d.is_zero() {
             return Err(format!("{name} must be greater than zero"));
         }
@@ -385,7 +425,9 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
 fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let settings = settings(cfg)?;
     let info = connection_info(cfg)?;
-    Ok(Arc::new(RedisFactory { shared: Arc::new(Shared::new(info, settings)?) }))
+    Ok(Arc::new(RedisFactory {
+        shared: Arc::new(Shared::new(info, settings)?),
+    }))
 }
 
 /// What all instances of one configured store share.
@@ -404,7 +446,8 @@ impl Shared {
             .set_connection_timeout(Some(settings.dial_timeout))
             .set_response_timeout(Some(settings.read_timeout.max(settings.write_timeout)));
         let client = Client::open(info.clone()).map_err(|e| e.to_string())?;
-        let manager = Manager::new_with_config(info, conn_config.clone()).map_err(|e| e.to_string())?;
+        let manager =
+            Manager::new_with_config(info, conn_config.clone()).map_err(|e| e.to_string())?;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)
@@ -520,7 +563,9 @@ fn write_result(v: &Value) -> Result<(), StoreError> {
     match v {
         Value::Int(n) if *n >= 0 => Ok(()),
         Value::Int(-1) => Err(StoreError::EtagMismatch(None)),
-        Value::Int(-2) => Err(StoreError::EtagMismatch(Some("the key does not exist".into()))),
+        Value::Int(-2) => Err(StoreError::EtagMismatch(Some(
+            "the key does not exist".into(),
+        ))),
         Value::Int(-3) => Err(StoreError::EtagMismatch(Some(
             "first-write: the key already exists".into(),
         ))),
@@ -529,7 +574,9 @@ fn write_result(v: &Value) -> Result<(), StoreError> {
             String::from_utf8_lossy(b)
         ))),
         Value::SimpleString(s) => Err(StoreError::Internal(format!("redis: {s}"))),
-        other => Err(StoreError::Internal(format!("redis: unexpected script reply {other:?}"))),
+        other => Err(StoreError::Internal(format!(
+            "redis: unexpected script reply {other:?}"
+        ))),
     }
 }
 
@@ -539,7 +586,9 @@ fn unexpected(v: &Value) -> StoreError {
 
 /// Interprets one entry of the read script's reply.
 fn read_result(v: &Value) -> Result<Option<StateEntry>, StoreError> {
-    let Value::Array(items) = v else { return Err(unexpected(v)) };
+    let Value::Array(items) = v else {
+        return Err(unexpected(v));
+    };
     match items.as_slice() {
         [Value::Int(0)] => Ok(None),
         [Value::Int(1), data, version, Value::Int(pttl)] => {
@@ -557,7 +606,11 @@ fn read_result(v: &Value) -> Result<Option<StateEntry>, StoreError> {
                 let at = SystemTime::now() + Duration::from_millis(*pttl as u64);
                 metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(at));
             }
-            Ok(Some(StateEntry { data, etag, metadata }))
+            Ok(Some(StateEntry {
+                data,
+                etag,
+                metadata,
+            }))
         }
         [Value::Int(-1), Value::BulkString(msg)] => Err(StoreError::Internal(format!(
             "redis: {}",
@@ -569,7 +622,11 @@ fn read_result(v: &Value) -> Result<Option<StateEntry>, StoreError> {
 
 impl RedisStore {
     fn new(shared: Arc<Shared>) -> RedisStore {
-        RedisStore { shared, conn: tokio::sync::Mutex::new(None), generation: AtomicU64::new(0) }
+        RedisStore {
+            shared,
+            conn: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
     }
 
     /// This instance's connection, opened on first use. Concurrent callers wait for one
@@ -580,7 +637,10 @@ impl RedisStore {
         if let Some((g, c)) = slot.as_ref() {
             return Ok((*g, c.clone()));
         }
-        let connect = self.shared.client.get_multiplexed_async_connection_with_config(&self.shared.conn_config);
+        let connect = self
+            .shared
+            .client
+            .get_multiplexed_async_connection_with_config(&self.shared.conn_config);
         let conn = match tokio::time::timeout(dial, connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(map_redis_error(&e, dial)),
@@ -639,7 +699,10 @@ impl RedisStore {
                 Failure::Command(e) => return Err(e),
                 Failure::Connect(e) => e,
             };
-            let backoff = s.min_backoff.saturating_mul(1 << attempt.min(16)).min(s.max_backoff);
+            let backoff = s
+                .min_backoff
+                .saturating_mul(1 << attempt.min(16))
+                .min(s.max_backoff);
             if attempt >= s.max_retries
                 || matches!(err, StoreError::Timeout(_))
                 || started.elapsed() + backoff >= s.dial_timeout
@@ -697,13 +760,24 @@ impl RedisStore {
     /// Runs the write script. With `strong` (and replicas configured) it runs on a pooled
     /// connection of its own followed by `WAIT`, which fails the call when too few replicas
     /// acknowledge in time (the write itself stays applied on the primary).
-    async fn write(&self, mode: &str, ops: &[&WriteOp<'_>], strong: bool) -> Result<Value, StoreError> {
+    async fn write(
+        &self,
+        mode: &str,
+        ops: &[&WriteOp<'_>],
+        strong: bool,
+    ) -> Result<Value, StoreError> {
         let s = &self.shared.settings;
         if !(strong && s.replicas > 0) {
             let guarded = ops.iter().any(|o| o.etag.is_some() || o.first_write);
-            let kind = if guarded { Kind::GuardedWrite } else { Kind::Write };
+            let kind = if guarded {
+                Kind::GuardedWrite
+            } else {
+                Kind::Write
+            };
             return self
-                .run(kind, |mut conn| async move { self.invoke_write(&mut conn, mode, ops).await })
+                .run(kind, |mut conn| async move {
+                    self.invoke_write(&mut conn, mode, ops).await
+                })
                 .await;
         }
         let deadline = s.pool_timeout + s.write_timeout + s.wait_timeout;
@@ -800,19 +874,28 @@ fn strong(consistency: Consistency) -> bool {
 #[async_trait]
 impl StateStore for RedisStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.read(&[&req.key]).await?.pop().expect("one result per key")
+        self.read(&[&req.key])
+            .await?
+            .pop()
+            .expect("one result per key")
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
         let strong = strong(req.options.consistency);
         let op = self.set_op(&req);
-        self.write_each(vec![op], strong).await.pop().expect("one result")
+        self.write_each(vec![op], strong)
+            .await
+            .pop()
+            .expect("one result")
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
         let strong = strong(req.options.consistency);
         let op = Self::delete_op(&req);
-        self.write_each(vec![op], strong).await.pop().expect("one result")
+        self.write_each(vec![op], strong)
+            .await
+            .pop()
+            .expect("one result")
     }
 
     async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
@@ -861,17 +944,25 @@ impl StateStore for RedisStore {
         }
         let refs: Vec<&WriteOp<'_>> = ops.iter().collect();
         let reply = self.write("all", &refs, strong_any).await?;
-        let Value::Array(items) = &reply else { return Err(unexpected(&reply)) };
+        let Value::Array(items) = &reply else {
+            return Err(unexpected(&reply));
+        };
         match items.as_slice() {
             [Value::Int(0)] => Ok(()),
             [Value::Int(i), code] => {
                 let i = *i as usize;
-                let key = req.operations.get(i.wrapping_sub(1)).map(TransactionOp::key).unwrap_or("?");
+                let key = req
+                    .operations
+                    .get(i.wrapping_sub(1))
+                    .map(TransactionOp::key)
+                    .unwrap_or("?");
                 match write_result(code) {
-                    Err(StoreError::EtagMismatch(why)) => Err(StoreError::EtagMismatch(Some(format!(
-                        "operation {i} (key {key}){}; nothing was written",
-                        why.map(|w| format!(": {w}")).unwrap_or_default()
-                    )))),
+                    Err(StoreError::EtagMismatch(why)) => {
+                        Err(StoreError::EtagMismatch(Some(format!(
+                            "operation {i} (key {key}){}; nothing was written",
+                            why.map(|w| format!(": {w}")).unwrap_or_default()
+                        ))))
+                    }
                     Err(e) => Err(StoreError::Internal(format!(
                         "operation {i} (key {key}) failed, nothing was written: {e}"
                     ))),
