@@ -95,9 +95,9 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            // A frozen server must be thawed to die promptly.
-            self.signal("-CONT");
+        if let Some(c) = &self.child {
+            // A frozen server must be thawed to die promptly; never panic while unwinding.
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
         }
         self.kill();
     }
