@@ -97,7 +97,9 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         if let Some(c) = &self.child {
             // A frozen server must be thawed to die promptly; never panic while unwinding.
-            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
         }
         self.kill();
     }
