@@ -38,8 +38,10 @@ redis_ping() { # redis_ping HOST PORT
 
 ensure_redis() {
   local host=127.0.0.1 port=${REDIS_PORT:-6379}
-  if redis_ping "$host" "$port" 2>/dev/null; then log "redis: up on $host:$port"; return 0; fi
+  # The binary is needed even when a server already answers: the failure tests start,
+  # kill and restart private redis-servers of their own.
   command -v redis-server >/dev/null || { log "redis: installing"; apt_install redis-server; }
+  if redis_ping "$host" "$port" 2>/dev/null; then log "redis: up on $host:$port"; return 0; fi
   log "redis: starting on $host:$port"
   redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no \
     --logfile "${TMPDIR:-/tmp}/mecha-redis-$port.log" >/dev/null

@@ -41,3 +41,4 @@ macro_rules! conformance {
 }
 
 conformance!(in_memory, conformance::harness::in_memory());
+conformance!(redis, conformance::harness::redis());

@@ -26,6 +26,8 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::RouteNotFound,
         ErrorKind::HealthNotReady,
         ErrorKind::HealthAppIdMismatch,
+        ErrorKind::ValueNotJson,
+        ErrorKind::ResponseTooLarge { size: 20, limit: 10 },
     ]
 }
 

@@ -48,3 +48,21 @@ pub fn from_component(component_type: &str, metadata: &[(&str, String)]) -> Back
 pub async fn in_memory() -> Backend {
     from_component("state.in-memory", &[("sweepInterval", "100ms".into())])
 }
+
+/// The Redis URL tests use: `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis store on `REDIS_URL`. Fails (never skips) when Redis is unreachable:
+/// `scripts/test.sh` starts one.
+pub async fn redis() -> Backend {
+    let backend = from_component("state.redis", &[("redisHost", redis_url())]);
+    if let Err(e) = backend.store.ping().await {
+        panic!(
+            "Redis at {} is unreachable ({e}); run scripts/test.sh, which starts one",
+            redis_url()
+        );
+    }
+    backend
+}

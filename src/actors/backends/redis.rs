@@ -1,0 +1,1009 @@
+//! `state.redis`: Dapr-compatible state on Redis (one node; Redis 4 or newer, 6 for ACL users).
+//!
+//! # Data layout
+//!
+//! Each key is a hash `{data, version}`, the layout Dapr's Redis store uses, so data written
+//! by Dapr can be read here. The version is the ETag, written as a decimal number. Versions
+//! come from one counter key (`mecha||etag||counter`, which no prefixed state key can equal:
+//! state keys contain `||` at most once), so a key that is deleted and created again never
+//! gets an earlier version back and an old ETag can never match a new value (as long as the
+//! counter itself is not deleted, e.g. by `FLUSHDB`). A key written by Dapr keeps its version
+//! and continues above it.
+//!
+//! # Atomicity
+//!
+//! Every write goes through one Lua script ([`WRITE_SCRIPT`]) and every read through another
+//! ([`READ_SCRIPT`]), each loaded once and called by SHA (`EVALSHA`; `redis::Script` loads it
+//! again after `NOSCRIPT`, for example after a Redis restart). Redis runs a script without
+//! interleaving other commands, so:
+//!
+//! * the ETag or first-write check and the write happen in one step;
+//! * the TTL (`PEXPIRE`, or `PERSIST` when there is none) is set in the same step as the
+//!   value: there is no moment where the key exists without its expiry;
+//! * a read returns value, version and remaining TTL from one consistent moment;
+//! * bulk get, bulk save and bulk delete are one round trip each, with one result per key
+//!   (an ETag failure only fails its own item);
+//! * a transaction first checks every operation (ETags, first-write, key types, seeing the
+//!   effect of its own earlier operations), and writes only if all checks pass. Dapr's Redis
+//!   store uses `MULTI`, which cannot roll back; here nothing is written when any check
+//!   fails. The one way to get a partial transaction is Redis itself dying in the middle of
+//!   the script (or being killed by `SCRIPT KILL`, which Redis refuses once a script wrote).
+//!
+//! # Connections
+//!
+//! Each store instance (one per serving thread, rebuilt by the supervisor after failures)
+//! keeps one multiplexed connection, opened lazily on the first call and replaced after an
+//! I/O error or a timeout, so a broken connection is never reused. All ordinary commands are
+//! pipelined over it: they need no connection state of their own.
+//!
+//! Only `WAIT` needs a connection to itself: it blocks the connection it is sent on and
+//! counts the writes of that connection. Writes asking for `consistency: strong` therefore
+//! check a connection out of a deadpool pool (`poolSize`), run the script and `WAIT` on it,
+//! and give it back.
+//!
+//! Measured with the ignored test `connection_strategies` (release build, 2 shared cores,
+//! local Redis 7.0, 64 concurrent tasks, 20 000 read-script calls, four runs): one
+//! multiplexed connection used directly did 185 000 to 223 000 calls/s; `RedisStore::get`
+//! on its per-shard multiplexed connection 147 000 to 212 000 (0.66x to 1.13x, mostly about
+//! 1.1x: noise on a shared machine); a deadpool checkout per request 60 000 to 79 000
+//! (0.27x to 0.42x), since recycling sends `UNWATCH` + `PING`, a second round trip per call.
+//! The prototype saw the same (0.28x for the pool against 0.93x for multiplexing),
+//! so the pool is kept for the one command that needs a connection to itself.
+//!
+//! # Failures
+//!
+//! Connecting is bounded by `dialTimeout`, reads by `readTimeout`, writes by `writeTimeout`
+//! (defaults 2 s each, below the actor's 5 s request timeout). Unreachable Redis answers
+//! [`StoreError::Unavailable`], a timeout [`StoreError::Timeout`]. A failed connect is retried
+//! up to `maxRetries` times with exponential backoff capped by `maxRetryBackoff`, within one
+//! `dialTimeout` in total. A command whose connection broke is retried only when repeating it
+//! is harmless: reads, and writes without ETags or first-write. A guarded write may or may not
+//! have been applied, and repeating it could report a false ETag mismatch, so its error is
+//! returned. `ping` sends `PING` with a short timeout and no retries.
+//!
+//! # Differences from Dapr's Redis store
+//!
+//! * An ETag is enforced with `concurrency: last-write` too (Dapr's Redis ignores it there),
+//!   as on the in-memory store and the SQL stores.
+//! * A first-write conflict is an ETag mismatch (409), not a plain error (500).
+//! * A write without `ttlInSeconds` and without a component default clears an earlier TTL
+//!   (Dapr's Redis keeps it); this is the portable rule of the SQL and in-memory stores.
+//! * Reads return `ttlExpireTime`.
+//! * `strong` consistency is declared and honoured only when `redisReplicas` is set (Dapr
+//!   counts the connected replicas at start-up instead).
+//! * No RedisJSON query API, cluster or Sentinel mode, and no TLS in this build.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
+    Script, Value,
+};
+
+use super::{ComponentConfig, Descriptor, Field, FieldKind, parse_duration};
+use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
+use crate::capabilities::{Capability, CapabilitySet};
+use crate::model::{
+    Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry,
+    TTL_EXPIRE_TIME, TransactionOp, TransactionRequest, Ttl, format_expire_time,
+};
+
+/// The backend's self-description.
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    component_type: "state.redis",
+    aliases: &[],
+    versions: &["v1"],
+    capabilities: CAPABILITIES.with(Capability::StrongConsistency),
+    metadata: METADATA,
+    build,
+};
+
+/// What every Redis store does; `StrongConsistency` is added when replicas are configured.
+const CAPABILITIES: CapabilitySet = CapabilitySet::of(&[
+    Capability::Etag,
+    Capability::Transactional,
+    Capability::Ttl,
+    Capability::FirstWrite,
+    Capability::BulkNative,
+]);
+
+const DURATION: FieldKind = FieldKind::Duration;
+const BOOL: FieldKind = FieldKind::Bool;
+const STRING: FieldKind = FieldKind::String;
+
+const METADATA: &[Field] = &[
+    Field::new(
+        "redisHost",
+        STRING,
+        "address as host:port (port 6379 when left out), or a redis:// URL",
+    )
+    .required(),
+    Field::new("redisPassword", STRING, "password (AUTH)").sensitive(),
+    Field::new("redisUsername", STRING, "ACL user name (Redis 6 or newer)"),
+    Field::new(
+        "redisDB",
+        FieldKind::Integer {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        "database number to SELECT (default 0)",
+    ),
+    Field::new(
+        "redisType",
+        FieldKind::OneOf(&["node", "cluster"]),
+        "node (default); cluster is not supported and is rejected",
+    ),
+    Field::new(
+        "ttlInSeconds",
+        FieldKind::Integer {
+            min: -1,
+            max: i32::MAX as i64,
+        },
+        "default TTL of writes that give none (-1 or 0: no default)",
+    ),
+    Field::new(
+        "enableTLS",
+        BOOL,
+        "TLS to Redis; not supported by this build, so true is rejected",
+    ),
+    Field::new(
+        "clientCert",
+        STRING,
+        "client certificate for TLS; rejected (no TLS)",
+    ),
+    Field::new("clientKey", STRING, "client key for TLS; rejected (no TLS)").sensitive(),
+    Field::new("useEntraID", BOOL, "Azure Entra ID auth; true is rejected"),
+    Field::new(
+        "failover",
+        BOOL,
+        "Redis Sentinel; not supported, so true is rejected",
+    ),
+    Field::new(
+        "sentinelMasterName",
+        STRING,
+        "Sentinel master name; rejected (no Sentinel support)",
+    ),
+    Field::new(
+        "maxRetries",
+        FieldKind::Integer { min: -1, max: 100 },
+        "reconnect attempts after a failed connect (default 3; -1 or 0: none)",
+    ),
+    Field::new(
+        "maxRetryBackoff",
+        STRING,
+        "longest wait between reconnects (default 2s; -1: no wait; bare numbers of 1000000 or more are nanoseconds as in Dapr's docs)",
+    ),
+    Field::new(
+        "redisMaxRetries",
+        FieldKind::Integer { min: -1, max: 100 },
+        "same as maxRetries (overrides it)",
+    ),
+    Field::new(
+        "redisMinRetryInterval",
+        STRING,
+        "first wait between reconnects (default 8ms; -1: no wait)",
+    ),
+    Field::new(
+        "redisMaxRetryInterval",
+        STRING,
+        "same as maxRetryBackoff (overrides it)",
+    ),
+    Field::new("dialTimeout", DURATION, "connect timeout (default 2s)"),
+    Field::new(
+        "readTimeout",
+        DURATION,
+        "timeout of reads and pings (default 2s)",
+    ),
+    Field::new(
+        "writeTimeout",
+        DURATION,
+        "timeout of writes (default: readTimeout)",
+    ),
+    Field::new(
+        "poolSize",
+        FieldKind::Integer {
+            min: 1,
+            max: 10_000,
+        },
+        "connections of the pool used for WAIT (default 10)",
+    ),
+    Field::new(
+        "poolTimeout",
+        DURATION,
+        "wait for a pooled connection (default: readTimeout)",
+    ),
+    Field::new(
+        "queryIndexes",
+        STRING,
+        "RedisJSON query indexes; ignored with a warning (no query API)",
+    ),
+    Field::new(
+        "redisReplicas",
+        FieldKind::Integer { min: 0, max: 1000 },
+        "Mecha: replicas that must acknowledge a consistency=strong write (WAIT); 0 (default) = strong is not declared",
+    ),
+    Field::new(
+        "waitTimeout",
+        DURATION,
+        "Mecha: how long a strong write waits for replicas (default 1s, as Dapr)",
+    ),
+    Field::new(
+        "maxTransactionOps",
+        FieldKind::Integer {
+            min: 1,
+            max: 100_000,
+        },
+        "Mecha: most operations in one transaction (default 1000)",
+    ),
+];
+
+/// The Lua script every write runs.
+pub const WRITE_SCRIPT: &str = include_str!("redis/write.lua");
+/// The Lua script every read runs.
+pub const READ_SCRIPT: &str = include_str!("redis/read.lua");
+
+/// The counter all versions come from. It contains `||` twice, which no state key does.
+pub const VERSION_COUNTER_KEY: &str = "mecha||etag||counter";
+
+const DEFAULT_MAX_TRANSACTION_OPS: usize = 1000;
+
+/// Settings read from component metadata.
+#[derive(Debug, Clone)]
+struct Settings {
+    dial_timeout: Duration,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    max_retries: u32,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    pool_size: usize,
+    pool_timeout: Duration,
+    default_ttl: Option<u32>,
+    replicas: u32,
+    wait_timeout: Duration,
+    max_transaction_ops: usize,
+}
+
+/// A retry interval: a Go duration, bare seconds (bare nanoseconds from 1 000 000 up, as in
+/// Dapr's docs), or `-1` for none.
+fn parse_interval(raw: &str) -> Result<Duration, String> {
+    let v = raw.trim();
+    if v == "-1" {
+        return Ok(Duration::ZERO);
+    }
+    if let Ok(n) = v.parse::<u64>()
+        && n >= 1_000_000
+    {
+        return Ok(Duration::from_nanos(n));
+    }
+    parse_duration(v)
+}
+
+fn connection_info(cfg: &ComponentConfig) -> Result<ConnectionInfo, String> {
+    let host = cfg.get("redisHost").unwrap_or_default().trim();
+    if host.is_empty() {
+        return Err("redisHost must not be empty".into());
+    }
+    if host.contains(',') {
+        return Err(format!(
+            "redisHost '{host}' lists several hosts, which needs cluster or Sentinel mode; Mecha supports one Redis node"
+        ));
+    }
+    let info = if host.contains("://") {
+        if host.starts_with("rediss://") {
+            return Err("rediss:// (TLS) is not supported by this build".into());
+        }
+        host.into_connection_info()
+            // The URL may hold a password: leave it out of the message.
+            .map_err(|e| format!("redisHost is not a valid Redis URL: {e}"))?
+    } else {
+        let (name, port) = split_host_port(host)?;
+        ConnectionAddr::Tcp(name, port)
+            .into_connection_info()
+            .map_err(|e| e.to_string())?
+    };
+    let mut redis = info.redis_settings().clone();
+    if let Some(user) = cfg.get("redisUsername").filter(|u| !u.is_empty()) {
+        redis = redis.set_username(user);
+    }
+    if let Some(pass) = cfg.get("redisPassword").filter(|p| !p.is_empty()) {
+        redis = redis.set_password(pass);
+    }
+    if cfg.get("redisDB").is_some() {
+        redis = redis.set_db(cfg.int_or("redisDB", 0));
+    }
+    Ok(info.set_redis_settings(redis))
+}
+
+fn split_host_port(host: &str) -> Result<(String, u16), String> {
+    let bad = || format!("redisHost '{host}' is not host:port");
+    if let Some(rest) = host.strip_prefix('[') {
+        let (name, tail) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if tail.is_empty() => 6379,
+            None => return Err(bad()),
+        };
+        return Ok((name.to_owned(), port));
+    }
+    match host.rsplit_once(':') {
+        Some((name, _)) if name.contains(':') => Ok((host.to_owned(), 6379)),
+        Some((name, port)) if !name.is_empty() => {
+            Ok((name.to_owned(), port.parse().map_err(|_| bad())?))
+        }
+        Some(_) => Err(bad()),
+        None => Ok((host.to_owned(), 6379)),
+    }
+}
+
+fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
+    if cfg.bool_or("failover", false)
+        || cfg.get("sentinelMasterName").is_some_and(|s| !s.is_empty())
+    {
+        return Err("failover/sentinelMasterName: Redis Sentinel is not supported; point redisHost at the primary".into());
+    }
+    if cfg
+        .get("redisType")
+        .is_some_and(|t| t.eq_ignore_ascii_case("cluster"))
+    {
+        return Err(
+            "redisType cluster is not supported; Mecha's redis store needs one node".into(),
+        );
+    }
+    if cfg.bool_or("enableTLS", false) {
+        return Err("enableTLS: TLS is not supported by this build of Mecha; use a TLS tunnel (e.g. stunnel) to a local port".into());
+    }
+    if ["clientCert", "clientKey"]
+        .iter()
+        .any(|k| cfg.get(k).is_some_and(|v| !v.is_empty()))
+    {
+        return Err("clientCert/clientKey need TLS, which this build does not support".into());
+    }
+    if cfg.bool_or("useEntraID", false) {
+        return Err("useEntraID is not supported; use redisUsername/redisPassword".into());
+    }
+    if cfg
+        .get("queryIndexes")
+        .is_some_and(|q| !q.trim().is_empty())
+    {
+        tracing::warn!(
+            store = %cfg.name,
+            "queryIndexes ignored: Mecha's redis store has no query API (queries answer 'not supported')"
+        );
+    }
+    let interval = |name: &str, default: Duration| -> Result<Duration, String> {
+        match cfg.get(name) {
+            None | Some("") => Ok(default),
+            Some(v) => parse_interval(v).map_err(|e| format!("{name}: {e}")),
+        }
+    };
+    let read_timeout = cfg.duration_or("readTimeout", Duration::from_secs(2));
+    let retries = cfg.int_or("redisMaxRetries", cfg.int_or("maxRetries", 3));
+    let max_backoff = match cfg.get("redisMaxRetryInterval") {
+        Some(v) if !v.is_empty() => interval("redisMaxRetryInterval", Duration::ZERO)?,
+        _ => interval("maxRetryBackoff", Duration::from_secs(2))?,
+    };
+    let s = Settings {
+        dial_timeout: cfg.duration_or("dialTimeout", Duration::from_secs(2)),
+        read_timeout,
+        write_timeout: cfg.duration_or("writeTimeout", read_timeout),
+        max_retries: u32::try_from(retries).unwrap_or(0),
+        min_backoff: interval("redisMinRetryInterval", Duration::from_millis(8))?,
+        max_backoff,
+        pool_size: cfg.int_or("poolSize", 10) as usize,
+        pool_timeout: cfg.duration_or("poolTimeout", read_timeout),
+        default_ttl: u32::try_from(cfg.int_or("ttlInSeconds", 0))
+            .ok()
+            .filter(|t| *t > 0),
+        replicas: cfg.int_or("redisReplicas", 0) as u32,
+        wait_timeout: cfg.duration_or("waitTimeout", Duration::from_secs(1)),
+        max_transaction_ops: cfg.int_or("maxTransactionOps", DEFAULT_MAX_TRANSACTION_OPS as i64)
+            as usize,
+    };
+    for (name, d) in [
+        ("dialTimeout", s.dial_timeout),
+        ("readTimeout", s.read_timeout),
+        ("writeTimeout", s.write_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(format!("{name} must be greater than zero"));
+        }
+    }
+    if s.replicas > 0 && s.wait_timeout.is_zero() {
+        return Err("waitTimeout must be greater than zero (WAIT 0 blocks forever)".into());
+    }
+    Ok(s)
+}
+
+fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
+    let settings = settings(cfg)?;
+    let info = connection_info(cfg)?;
+    Ok(Arc::new(RedisFactory {
+        shared: Arc::new(Shared::new(info, settings)?),
+    }))
+}
+
+/// What all instances of one configured store share.
+struct Shared {
+    client: Client,
+    conn_config: AsyncConnectionConfig,
+    pool: Pool,
+    settings: Settings,
+    write: Script,
+    read: Script,
+}
+
+impl Shared {
+    fn new(info: ConnectionInfo, settings: Settings) -> Result<Shared, String> {
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.dial_timeout))
+            .set_response_timeout(Some(settings.read_timeout.max(settings.write_timeout)));
+        let client = Client::open(info.clone()).map_err(|e| e.to_string())?;
+        let manager =
+            Manager::new_with_config(info, conn_config.clone()).map_err(|e| e.to_string())?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.pool_timeout))
+            .create_timeout(Some(settings.dial_timeout))
+            .recycle_timeout(Some(settings.read_timeout))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Shared {
+            client,
+            conn_config,
+            pool,
+            settings,
+            write: Script::new(WRITE_SCRIPT),
+            read: Script::new(READ_SCRIPT),
+        })
+    }
+}
+
+struct RedisFactory {
+    shared: Arc<Shared>,
+}
+
+impl StoreFactory for RedisFactory {
+    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
+        Ok(Arc::new(RedisStore::new(self.shared.clone())))
+    }
+
+    fn capabilities(&self) -> CapabilitySet {
+        if self.shared.settings.replicas > 0 {
+            CAPABILITIES.with(Capability::StrongConsistency)
+        } else {
+            CAPABILITIES
+        }
+    }
+
+    fn max_transaction_ops(&self) -> Option<usize> {
+        Some(self.shared.settings.max_transaction_ops)
+    }
+}
+
+/// One store instance: the shared settings plus this instance's multiplexed connection.
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    conn: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+}
+
+/// Whether a failed command may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Reads: repeated after a broken connection.
+    Read,
+    /// Writes without ETags or first-write: repeating one leaves the same state, so they are
+    /// repeated after a broken connection too.
+    Write,
+    /// Guarded writes: repeated only when they were never sent (the connect failed), since
+    /// a repeat of an applied write would report a false ETag mismatch.
+    GuardedWrite,
+}
+
+/// How a command failed.
+enum Failure {
+    /// Could not get a connection: nothing was sent.
+    Connect(StoreError),
+    /// The command failed.
+    Command(StoreError),
+}
+
+fn map_redis_error(e: &RedisError, timeout: Duration) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind};
+    if e.is_timeout() {
+        return StoreError::Timeout(timeout);
+    }
+    match e.kind() {
+        ErrorKind::Io | ErrorKind::AuthenticationFailed => StoreError::Unavailable(e.to_string()),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::ClusterDown,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ if e.code() == Some("BUSY") => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(format!("redis: {e}")),
+    }
+}
+
+/// Whether the connection a command failed on must be replaced.
+fn is_broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+/// One operation for the write script, its ETag already checked for format.
+struct WriteOp<'a> {
+    key: &'a str,
+    del: bool,
+    etag: Option<String>,
+    first_write: bool,
+    ttl_ms: i64,
+    data: &'a [u8],
+}
+
+/// The canonical form of an ETag, or [`StoreError::EtagInvalid`].
+fn canonical_etag(raw: &str) -> Result<String, StoreError> {
+    raw.parse::<u64>()
+        .map(|v| v.to_string())
+        .map_err(|_| StoreError::EtagInvalid(raw.to_owned()))
+}
+
+/// Interprets one result code of the write script.
+fn write_result(v: &Value) -> Result<(), StoreError> {
+    match v {
+        Value::Int(n) if *n >= 0 => Ok(()),
+        Value::Int(-1) => Err(StoreError::EtagMismatch(None)),
+        Value::Int(-2) => Err(StoreError::EtagMismatch(Some(
+            "the key does not exist".into(),
+        ))),
+        Value::Int(-3) => Err(StoreError::EtagMismatch(Some(
+            "first-write: the key already exists".into(),
+        ))),
+        Value::BulkString(b) => Err(StoreError::Internal(format!(
+            "redis: {}",
+            String::from_utf8_lossy(b)
+        ))),
+        Value::SimpleString(s) => Err(StoreError::Internal(format!("redis: {s}"))),
+        other => Err(StoreError::Internal(format!(
+            "redis: unexpected script reply {other:?}"
+        ))),
+    }
+}
+
+fn unexpected(v: &Value) -> StoreError {
+    StoreError::Internal(format!("redis: unexpected script reply {v:?}"))
+}
+
+/// Interprets one entry of the read script's reply.
+fn read_result(v: &Value) -> Result<Option<StateEntry>, StoreError> {
+    let Value::Array(items) = v else {
+        return Err(unexpected(v));
+    };
+    match items.as_slice() {
+        [Value::Int(0)] => Ok(None),
+        [Value::Int(1), data, version, Value::Int(pttl)] => {
+            let data = match data {
+                Value::BulkString(b) => Bytes::copy_from_slice(b),
+                other => return Err(unexpected(other)),
+            };
+            let etag = match version {
+                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                Value::Nil => None,
+                other => return Err(unexpected(other)),
+            };
+            let mut metadata = Metadata::new();
+            if *pttl >= 0 {
+                let at = SystemTime::now() + Duration::from_millis(*pttl as u64);
+                metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(at));
+            }
+            Ok(Some(StateEntry {
+                data,
+                etag,
+                metadata,
+            }))
+        }
+        [Value::Int(-1), Value::BulkString(msg)] => Err(StoreError::Internal(format!(
+            "redis: {}",
+            String::from_utf8_lossy(msg)
+        ))),
+        _ => Err(unexpected(v)),
+    }
+}
+
+impl RedisStore {
+    fn new(shared: Arc<Shared>) -> RedisStore {
+        RedisStore {
+            shared,
+            conn: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// This instance's connection, opened on first use. Concurrent callers wait for one
+    /// connect instead of each opening their own.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
+        let dial = self.shared.settings.dial_timeout;
+        let mut slot = self.conn.lock().await;
+        if let Some((g, c)) = slot.as_ref() {
+            return Ok((*g, c.clone()));
+        }
+        let connect = self
+            .shared
+            .client
+            .get_multiplexed_async_connection_with_config(&self.shared.conn_config);
+        let conn = match tokio::time::timeout(dial, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(map_redis_error(&e, dial)),
+            Err(_) => return Err(StoreError::Timeout(dial)),
+        };
+        let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *slot = Some((g, conn.clone()));
+        Ok((g, conn))
+    }
+
+    /// Forgets connection `generation` so the next call opens a fresh one.
+    async fn discard(&self, generation: u64) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *slot = None;
+        }
+    }
+
+    /// Runs `f` on this instance's connection within the kind's timeout, replacing a broken
+    /// connection and retrying as the module doc describes.
+    async fn run<T, F, Fut>(&self, kind: Kind, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let s = &self.shared.settings;
+        let timeout = match kind {
+            Kind::Read => s.read_timeout,
+            Kind::Write | Kind::GuardedWrite => s.write_timeout,
+        };
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let failure = match self.connection().await {
+                Err(e) => Failure::Connect(e),
+                Ok((generation, conn)) => match tokio::time::timeout(timeout, f(conn)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => {
+                        if is_broken(&e) {
+                            self.discard(generation).await;
+                        }
+                        let err = map_redis_error(&e, timeout);
+                        if kind != Kind::GuardedWrite && is_broken(&e) && !e.is_timeout() {
+                            Failure::Connect(err)
+                        } else {
+                            Failure::Command(err)
+                        }
+                    }
+                    Err(_) => {
+                        self.discard(generation).await;
+                        return Err(StoreError::Timeout(timeout));
+                    }
+                },
+            };
+            let err = match failure {
+                Failure::Command(e) => return Err(e),
+                Failure::Connect(e) => e,
+            };
+            let backoff = s
+                .min_backoff
+                .saturating_mul(1 << attempt.min(16))
+                .min(s.max_backoff);
+            if attempt >= s.max_retries
+                || matches!(err, StoreError::Timeout(_))
+                || started.elapsed() + backoff >= s.dial_timeout
+            {
+                return Err(err);
+            }
+            attempt += 1;
+            tracing::debug!(attempt, error = %err, "redis: retrying after a connection failure");
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Reads `keys` with the read script, one result per key.
+    async fn read(&self, keys: &[&str]) -> Result<Vec<BulkGetItem>, StoreError> {
+        let script = &self.shared.read;
+        let reply: Vec<Value> = self
+            .run(Kind::Read, |mut conn| async move {
+                let mut inv = script.prepare_invoke();
+                for k in keys {
+                    inv.key(*k);
+                }
+                inv.invoke_async(&mut conn).await
+            })
+            .await?;
+        if reply.len() != keys.len() {
+            return Err(StoreError::Internal(format!(
+                "redis: read script answered {} items for {} keys",
+                reply.len(),
+                keys.len()
+            )));
+        }
+        Ok(reply.iter().map(read_result).collect())
+    }
+
+    /// Sends the write script over `ops` in `mode` (`each` or `all`) on `conn`.
+    async fn invoke_write<C: redis::aio::ConnectionLike>(
+        &self,
+        conn: &mut C,
+        mode: &str,
+        ops: &[&WriteOp<'_>],
+    ) -> Result<Value, RedisError> {
+        let mut inv = self.shared.write.prepare_invoke();
+        inv.key(VERSION_COUNTER_KEY).arg(mode);
+        for op in ops {
+            inv.key(op.key)
+                .arg(if op.del { "del" } else { "set" })
+                .arg(op.etag.as_deref().unwrap_or(""))
+                .arg(if op.first_write { "1" } else { "0" })
+                .arg(op.ttl_ms)
+                .arg(op.data);
+        }
+        inv.invoke_async(conn).await
+    }
+
+    /// Runs the write script. With `strong` (and replicas configured) it runs on a pooled
+    /// connection of its own followed by `WAIT`, which fails the call when too few replicas
+    /// acknowledge in time (the write itself stays applied on the primary).
+    async fn write(
+        &self,
+        mode: &str,
+        ops: &[&WriteOp<'_>],
+        strong: bool,
+    ) -> Result<Value, StoreError> {
+        let s = &self.shared.settings;
+        if !(strong && s.replicas > 0) {
+            let guarded = ops.iter().any(|o| o.etag.is_some() || o.first_write);
+            let kind = if guarded {
+                Kind::GuardedWrite
+            } else {
+                Kind::Write
+            };
+            return self
+                .run(kind, |mut conn| async move {
+                    self.invoke_write(&mut conn, mode, ops).await
+                })
+                .await;
+        }
+        let deadline = s.pool_timeout + s.write_timeout + s.wait_timeout;
+        let strong_write = async {
+            let mut conn = self.shared.pool.get().await.map_err(|e| match e {
+                deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout(s.pool_timeout),
+                deadpool_redis::PoolError::Backend(e) => map_redis_error(&e, s.dial_timeout),
+                other => StoreError::Unavailable(other.to_string()),
+            })?;
+            let reply = self
+                .invoke_write(&mut conn, mode, ops)
+                .await
+                .map_err(|e| map_redis_error(&e, s.write_timeout))?;
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(s.replicas)
+                .arg(s.wait_timeout.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| map_redis_error(&e, s.wait_timeout))?;
+            if acked < i64::from(s.replicas) {
+                return Err(StoreError::Internal(format!(
+                    "strong consistency: {acked} of {} replicas acknowledged the write within {}ms (it is applied on the primary)",
+                    s.replicas,
+                    s.wait_timeout.as_millis()
+                )));
+            }
+            Ok(reply)
+        };
+        tokio::time::timeout(deadline, strong_write)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(deadline)))
+    }
+
+    fn ttl_ms(&self, ttl: Option<Ttl>) -> i64 {
+        match ttl.or(self.shared.settings.default_ttl.map(Ttl::Seconds)) {
+            Some(Ttl::Seconds(s)) => i64::from(s) * 1000,
+            Some(Ttl::Never) | None => -1,
+        }
+    }
+
+    fn set_op<'a>(&self, r: &'a SetRequest) -> Result<WriteOp<'a>, StoreError> {
+        Ok(WriteOp {
+            key: &r.key,
+            del: false,
+            etag: r.etag.as_deref().map(canonical_etag).transpose()?,
+            first_write: r.options.concurrency == Concurrency::FirstWrite,
+            ttl_ms: self.ttl_ms(r.ttl),
+            data: &r.value,
+        })
+    }
+
+    fn delete_op(r: &DeleteRequest) -> Result<WriteOp<'_>, StoreError> {
+        Ok(WriteOp {
+            key: &r.key,
+            del: true,
+            etag: r.etag.as_deref().map(canonical_etag).transpose()?,
+            first_write: false,
+            ttl_ms: -1,
+            data: b"",
+        })
+    }
+
+    /// Runs independent writes in one round trip: one result per request, in order.
+    /// Requests that failed before reaching Redis (an invalid ETag) keep their error.
+    async fn write_each(
+        &self,
+        ops: Vec<Result<WriteOp<'_>, StoreError>>,
+        strong: bool,
+    ) -> Vec<Result<(), StoreError>> {
+        let valid: Vec<&WriteOp<'_>> = ops.iter().filter_map(|o| o.as_ref().ok()).collect();
+        if valid.is_empty() {
+            return ops.into_iter().map(|o| o.map(|_| ())).collect();
+        }
+        let reply = self.write("each", &valid, strong).await;
+        let codes = match &reply {
+            Ok(Value::Array(codes)) if codes.len() == valid.len() => codes.as_slice(),
+            Ok(other) => {
+                let e = unexpected(other);
+                return ops.into_iter().map(|o| o.and(Err(e.clone()))).collect();
+            }
+            Err(e) => return ops.into_iter().map(|o| o.and(Err(e.clone()))).collect(),
+        };
+        let mut codes = codes.iter();
+        ops.into_iter()
+            .map(|o| o.and_then(|_| write_result(codes.next().expect("one code per valid op"))))
+            .collect()
+    }
+}
+
+fn strong(consistency: Consistency) -> bool {
+    consistency == Consistency::Strong
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
+        self.read(&[&req.key])
+            .await?
+            .pop()
+            .expect("one result per key")
+    }
+
+    async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
+        let strong = strong(req.options.consistency);
+        let op = self.set_op(&req);
+        self.write_each(vec![op], strong)
+            .await
+            .pop()
+            .expect("one result")
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
+        let strong = strong(req.options.consistency);
+        let op = Self::delete_op(&req);
+        self.write_each(vec![op], strong)
+            .await
+            .pop()
+            .expect("one result")
+    }
+
+    async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
+        match self.read(&keys).await {
+            Ok(items) => items,
+            Err(e) => reqs.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    async fn bulk_set(&self, reqs: Vec<SetRequest>) -> Vec<Result<(), StoreError>> {
+        let strong = reqs.iter().any(|r| strong(r.options.consistency));
+        let ops = reqs.iter().map(|r| self.set_op(r)).collect();
+        self.write_each(ops, strong).await
+    }
+
+    async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
+        let strong = reqs.iter().any(|r| strong(r.options.consistency));
+        let ops = reqs.iter().map(Self::delete_op).collect();
+        self.write_each(ops, strong).await
+    }
+
+    async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
+        if req.operations.is_empty() {
+            return Ok(());
+        }
+        let max = self.shared.settings.max_transaction_ops;
+        if req.operations.len() > max {
+            return Err(StoreError::InvalidRequest(format!(
+                "the transaction has {} operations; this store allows at most {max}",
+                req.operations.len()
+            )));
+        }
+        let mut strong_any = false;
+        let mut ops = Vec::with_capacity(req.operations.len());
+        for op in &req.operations {
+            let (w, c) = match op {
+                TransactionOp::Upsert(r) => (self.set_op(r)?, r.options.consistency),
+                TransactionOp::Delete(r) => (Self::delete_op(r)?, r.options.consistency),
+            };
+            strong_any |= strong(c);
+            ops.push(w);
+        }
+        let refs: Vec<&WriteOp<'_>> = ops.iter().collect();
+        let reply = self.write("all", &refs, strong_any).await?;
+        let Value::Array(items) = &reply else {
+            return Err(unexpected(&reply));
+        };
+        match items.as_slice() {
+            [Value::Int(0)] => Ok(()),
+            [Value::Int(i), code] => {
+                let i = *i as usize;
+                let key = req
+                    .operations
+                    .get(i.wrapping_sub(1))
+                    .map(TransactionOp::key)
+                    .unwrap_or("?");
+                match write_result(code) {
+                    Err(StoreError::EtagMismatch(why)) => {
+                        Err(StoreError::EtagMismatch(Some(format!(
+                            "operation {i} (key {key}){}; nothing was written",
+                            why.map(|w| format!(": {w}")).unwrap_or_default()
+                        ))))
+                    }
+                    Err(e) => Err(StoreError::Internal(format!(
+                        "operation {i} (key {key}) failed, nothing was written: {e}"
+                    ))),
+                    Ok(()) => Err(unexpected(&reply)),
+                }
+            }
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let s = &self.shared.settings;
+        let limit = (s.dial_timeout + s.read_timeout).min(PING_TIMEOUT);
+        let ping = async {
+            let (generation, mut conn) = self.connection().await?;
+            let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+            match pong {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    if is_broken(&e) {
+                        self.discard(generation).await;
+                    }
+                    Err(map_redis_error(&e, limit))
+                }
+            }
+        };
+        match tokio::time::timeout(limit, ping).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Whatever connection hung is replaced on the next call.
+                if let Ok(mut slot) = self.conn.try_lock() {
+                    *slot = None;
+                }
+                Err(StoreError::Timeout(limit))
+            }
+        }
+    }
+}
+
+/// The most a ping may take, whatever the component's timeouts say.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests;

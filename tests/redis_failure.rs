@@ -1,0 +1,322 @@
+//! The Redis store through Mecha's HTTP door, against real Redis servers.
+//!
+//! * Failure behaviour: a private `redis-server` on a free port is killed, frozen and
+//!   restarted under a running Mecha; calls fail fast with Dapr errors, `/v1.0/healthz`
+//!   names the store, and Mecha recovers without a restart.
+//! * ETag status codes over HTTP, on `REDIS_URL`.
+//!
+//! Both fail (never skip) when `redis-server` is missing or Redis is unreachable:
+//! `scripts/test.sh` installs and starts it.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Mecha, TestMecha, error_of, unique};
+
+/// A `redis-server` this test owns; killed on drop.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.restart();
+        r
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); scripts/test.sh installs it")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not come up",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A frozen server must be thawed to die promptly; never panic while unwinding.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn component(name: &str, host: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: \"{host}\"\n{extra}"
+    )
+}
+
+async fn healthz_until(m: &Mecha, healthy: bool, within: Duration) -> reqwest::Response {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = m.get("/v1.0/healthz").await;
+        if (r.status() == 204) == healthy || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn redis_outage_fails_fast_shows_in_health_and_recovers() {
+    let mut redis = PrivateRedis::start();
+    let yaml = component(
+        "cache",
+        &format!("127.0.0.1:{}", redis.port),
+        "  - name: dialTimeout\n    value: 300ms\n  - name: readTimeout\n    value: 300ms\n",
+    );
+    let m = TestMecha::empty()
+        .yaml(&yaml)
+        .settings("actors:\n  requestTimeout: 1s\n  healthInterval: 200ms\n")
+        .start()
+        .await;
+
+    m.save("cache", "k", json!({"n": 1})).await;
+    let r = m.get("/v1.0/state/cache/k").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), r#"{"n":1}"#);
+    assert_eq!(
+        healthz_until(&m, true, Duration::from_secs(2))
+            .await
+            .status(),
+        204
+    );
+
+    // Down: every call fails well within the 1 s request timeout, with Dapr's error codes.
+    redis.kill();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (status, code, message, _) = error_of(m.get("/v1.0/state/cache/k").await).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "get took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            (status, code.as_str()) == (500, "ERR_STATE_GET") || status == 504,
+            "{status} {code} {message}"
+        );
+        let started = Instant::now();
+        let body = json!([{"key": "k", "value": 2}]).to_string();
+        let (status, code, message, _) = error_of(m.post("/v1.0/state/cache", body).await).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "save took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            (status, code.as_str()) == (500, "ERR_STATE_SAVE") || status == 504,
+            "{status} {code} {message}"
+        );
+    }
+    let (status, code, message, _) =
+        error_of(healthz_until(&m, false, Duration::from_secs(3)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_HEALTH_NOT_READY"),
+        "{message}"
+    );
+    assert!(
+        message.contains("cache"),
+        "health does not name the store: {message}"
+    );
+
+    // Back (empty, as it saves nothing): the next calls work, no Mecha restart.
+    redis.restart();
+    let r = m.get("/v1.0/state/cache/k").await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
+    m.save("cache", "k", json!("again")).await;
+    let r = m.get("/v1.0/state/cache/k").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), r#""again""#);
+    assert_eq!(
+        healthz_until(&m, true, Duration::from_secs(3))
+            .await
+            .status(),
+        204
+    );
+
+    // Frozen (accepts nothing, answers nothing): a timeout, not a hang.
+    redis.signal("-STOP");
+    let started = Instant::now();
+    let (status, code, message, _) = error_of(m.get("/v1.0/state/cache/k").await).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "get took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 504, "{code} {message}");
+    let (status, _, message, _) =
+        error_of(healthz_until(&m, false, Duration::from_secs(3)).await).await;
+    assert_eq!(status, 500, "{message}");
+    redis.signal("-CONT");
+    assert_eq!(
+        healthz_until(&m, true, Duration::from_secs(5))
+            .await
+            .status(),
+        204
+    );
+    let r = m.get("/v1.0/state/cache/k").await;
+    assert_eq!(r.status(), 200);
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[actix_rt::test]
+async fn etag_errors_have_daprs_status_codes() {
+    let prefix = unique("http");
+    let yaml = component(
+        "redis",
+        &redis_url(),
+        &format!("  - name: keyPrefix\n    value: {prefix}\n"),
+    );
+    let m = TestMecha::empty().yaml(&yaml).start().await;
+    let r = m.get("/v1.0/healthz").await;
+    assert_eq!(
+        r.status(),
+        204,
+        "Redis at {} is unreachable: {}",
+        redis_url(),
+        r.text().await.unwrap_or_default()
+    );
+
+    m.save("redis", "k", json!(1)).await;
+    let r = m.get("/v1.0/state/redis/k").await;
+    let stale = r.headers()["etag"].to_str().unwrap().to_owned();
+    m.save("redis", "k", json!(2)).await;
+    let fresh = m.get("/v1.0/state/redis/k").await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(stale, fresh);
+
+    let save = |etag: &str| json!([{"key": "k", "value": 3, "etag": etag}]).to_string();
+    let (status, code, message, _) =
+        error_of(m.post("/v1.0/state/redis", save(&stale)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (409, "ERR_STATE_SAVE"),
+        "{message}"
+    );
+    let (status, code, message, _) =
+        error_of(m.post("/v1.0/state/redis", save("not-a-number")).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_STATE_SAVE"),
+        "{message}"
+    );
+    let del = |etag: &str| {
+        m.client
+            .delete(m.url("/v1.0/state/redis/k"))
+            .header("If-Match", etag)
+            .send()
+    };
+    let (status, code, _, _) = error_of(del(&stale).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (409, "ERR_STATE_DELETE"));
+    let (status, code, _, _) = error_of(del("x").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "ERR_STATE_DELETE"));
+
+    // A transaction whose last etag is stale writes nothing, and answers 500.
+    let tx = json!({"operations": [
+        {"operation": "upsert", "request": {"key": "new", "value": "n"}},
+        {"operation": "delete", "request": {"key": "k"}},
+        {"operation": "upsert", "request": {"key": "k", "value": 4, "etag": stale}},
+    ]})
+    .to_string();
+    let (status, code, message, _) =
+        error_of(m.post("/v1.0/state/redis/transaction", tx).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_STATE_TRANSACTION"),
+        "{message}"
+    );
+    assert_eq!(m.get("/v1.0/state/redis/new").await.status(), 204);
+    let r = m.get("/v1.0/state/redis/k").await;
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), fresh);
+    assert_eq!(r.text().await.unwrap(), "2");
+
+    // The fresh etag still works, and a stale bulk item does not block the others.
+    let body = json!([
+        {"key": "k", "value": 5, "etag": fresh},
+        {"key": "b", "value": "b"},
+    ])
+    .to_string();
+    let r = m.post("/v1.0/state/redis", body).await;
+    assert_eq!(r.status(), 204);
+    let body =
+        json!([{"key": "k", "value": 6, "etag": fresh}, {"key": "c", "value": "c"}]).to_string();
+    let (status, _, _, _) = error_of(m.post("/v1.0/state/redis", body).await).await;
+    assert_eq!(status, 409);
+    assert_eq!(m.get("/v1.0/state/redis/c").await.status(), 200);
+    assert_eq!(
+        m.get("/v1.0/state/redis/k").await.text().await.unwrap(),
+        "5"
+    );
+}
