@@ -69,6 +69,20 @@ impl LoadedComponent {
     }
 }
 
+// Manual: the factory is a trait object without `Debug`.
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("component_type", &self.component_type)
+            .field("version", &self.version)
+            .field("key_prefix", &self.key_prefix)
+            .field("scopes", &self.scopes)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawDoc {
