@@ -423,7 +423,7 @@ fn validate_metadata(
             None => {
                 warnings.push(ConfigError::new(
                     file,
-                    &format!("{at}.name"),
+                    format!("{at}.name"),
                     format!(
                         "'{name}' is not a metadata field of {}; it is ignored",
                         desc.component_type

@@ -15,7 +15,11 @@ use mecha::model::{
 use super::harness::Backend;
 
 fn get_req(key: &str) -> GetRequest {
-    GetRequest { key: key.to_owned(), consistency: Consistency::Unspecified, metadata: Metadata::new() }
+    GetRequest {
+        key: key.to_owned(),
+        consistency: Consistency::Unspecified,
+        metadata: Metadata::new(),
+    }
 }
 
 fn set_req(key: &str, value: &[u8]) -> SetRequest {
@@ -40,19 +44,37 @@ fn first_write(mut r: SetRequest) -> SetRequest {
 }
 
 fn del_req(key: &str, etag: Option<&str>) -> DeleteRequest {
-    DeleteRequest { key: key.to_owned(), etag: etag.map(str::to_owned), options: StateOptions::default(), metadata: Metadata::new() }
+    DeleteRequest {
+        key: key.to_owned(),
+        etag: etag.map(str::to_owned),
+        options: StateOptions::default(),
+        metadata: Metadata::new(),
+    }
 }
 
 async fn value(b: &Backend, key: &str) -> Option<Bytes> {
-    b.store.get(get_req(key)).await.expect("get").map(|e| e.data)
+    b.store
+        .get(get_req(key))
+        .await
+        .expect("get")
+        .map(|e| e.data)
 }
 
 async fn etag(b: &Backend, key: &str) -> String {
-    b.store.get(get_req(key)).await.expect("get").expect("present").etag.expect("etag")
+    b.store
+        .get(get_req(key))
+        .await
+        .expect("get")
+        .expect("present")
+        .etag
+        .expect("etag")
 }
 
 fn assert_mismatch<T: std::fmt::Debug>(r: Result<T, StoreError>) {
-    assert!(matches!(r, Err(StoreError::EtagMismatch(_))), "expected an etag mismatch, got {r:?}");
+    assert!(
+        matches!(r, Err(StoreError::EtagMismatch(_))),
+        "expected an etag mismatch, got {r:?}"
+    );
 }
 
 /// Skips the body when the store does not declare `cap` (after checking the refusal where
@@ -66,7 +88,15 @@ pub async fn get_missing_is_none(b: &Backend) {
 }
 
 pub async fn set_then_get_round_trips_bytes(b: &Backend) {
-    for (i, v) in [&b"\"hello\""[..], b"{\"a\":1}", b"", &[0u8, 159, 146, 150, 255]].iter().enumerate() {
+    for (i, v) in [
+        &b"\"hello\""[..],
+        b"{\"a\":1}",
+        b"",
+        &[0u8, 159, 146, 150, 255],
+    ]
+    .iter()
+    .enumerate()
+    {
         let k = b.key(&format!("v{i}"));
         b.store.set(set_req(&k, v)).await.unwrap();
         assert_eq!(value(b, &k).await.as_deref(), Some(*v), "value {i}");
@@ -83,7 +113,10 @@ pub async fn every_write_changes_the_etag(b: &Backend) {
     b.store.set(set_req(&k, b"1")).await.unwrap();
     let e2 = etag(b, &k).await;
     assert_ne!(e1, e2);
-    b.store.set(with_etag(set_req(&k, b"2"), &e2)).await.unwrap();
+    b.store
+        .set(with_etag(set_req(&k, b"2"), &e2))
+        .await
+        .unwrap();
     assert_ne!(etag(b, &k).await, e2);
 }
 
@@ -106,7 +139,10 @@ pub async fn invalid_etag_is_invalid(b: &Backend) {
     }
     let k = b.key("invalid");
     b.store.set(set_req(&k, b"1")).await.unwrap();
-    let r = b.store.set(with_etag(set_req(&k, b"2"), "not-a-version")).await;
+    let r = b
+        .store
+        .set(with_etag(set_req(&k, b"2"), "not-a-version"))
+        .await;
     assert!(matches!(r, Err(StoreError::EtagInvalid(_))), "{r:?}");
     let r = b.store.delete(del_req(&k, Some("not-a-version"))).await;
     assert!(matches!(r, Err(StoreError::EtagInvalid(_))), "{r:?}");
@@ -157,13 +193,23 @@ pub async fn first_write_with_etag_is_a_normal_check(b: &Backend) {
     let k = b.key("fwe");
     b.store.set(set_req(&k, b"1")).await.unwrap();
     let e = etag(b, &k).await;
-    b.store.set(first_write(with_etag(set_req(&k, b"2"), &e))).await.unwrap();
-    assert_mismatch(b.store.set(first_write(with_etag(set_req(&k, b"3"), &e))).await);
+    b.store
+        .set(first_write(with_etag(set_req(&k, b"2"), &e)))
+        .await
+        .unwrap();
+    assert_mismatch(
+        b.store
+            .set(first_write(with_etag(set_req(&k, b"3"), &e)))
+            .await,
+    );
     assert_eq!(value(b, &k).await.as_deref(), Some(&b"2"[..]));
 }
 
 pub async fn delete_missing_key_is_ok(b: &Backend) {
-    b.store.delete(del_req(&b.key("never"), None)).await.unwrap();
+    b.store
+        .delete(del_req(&b.key("never"), None))
+        .await
+        .unwrap();
 }
 
 pub async fn delete_with_etag_is_guarded(b: &Backend) {
@@ -186,15 +232,28 @@ pub async fn ttl_expires_and_reports_expire_time(b: &Backend) {
     let mut r = set_req(&k, b"1");
     r.ttl = Some(Ttl::Seconds(1));
     b.store.set(r).await.unwrap();
-    let e = b.store.get(get_req(&k)).await.unwrap().expect("present before expiry");
-    let at = e.metadata.get(TTL_EXPIRE_TIME).expect("ttlExpireTime on read");
+    let e = b
+        .store
+        .get(get_req(&k))
+        .await
+        .unwrap()
+        .expect("present before expiry");
+    let at = e
+        .metadata
+        .get(TTL_EXPIRE_TIME)
+        .expect("ttlExpireTime on read");
     let at = humantime::parse_rfc3339(at).expect("RFC 3339");
-    let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
     assert!(left <= Duration::from_secs(2), "expiry {left:?} away");
     // Bounded wait: the item must be gone within 2.5 s of a 1 s TTL.
     let deadline = std::time::Instant::now() + Duration::from_millis(2500);
     while value(b, &k).await.is_some() {
-        assert!(std::time::Instant::now() < deadline, "item still readable after its TTL");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "item still readable after its TTL"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -211,7 +270,11 @@ pub async fn ttl_never_and_plain_writes_clear_expiry(b: &Backend) {
         r.ttl = clear;
         b.store.set(r).await.unwrap();
         let e = b.store.get(get_req(&k)).await.unwrap().expect("present");
-        assert!(!e.metadata.contains_key(TTL_EXPIRE_TIME), "{clear:?} left an expiry: {:?}", e.metadata);
+        assert!(
+            !e.metadata.contains_key(TTL_EXPIRE_TIME),
+            "{clear:?} left an expiry: {:?}",
+            e.metadata
+        );
     }
 }
 
@@ -219,24 +282,45 @@ pub async fn bulk_get_preserves_order_and_missing(b: &Backend) {
     let keys: Vec<String> = (0..5).map(|i| b.key(&format!("bulk{i}"))).collect();
     for (i, k) in keys.iter().enumerate() {
         if i != 2 {
-            b.store.set(set_req(k, format!("{i}").as_bytes())).await.unwrap();
+            b.store
+                .set(set_req(k, format!("{i}").as_bytes()))
+                .await
+                .unwrap();
         }
     }
     let reqs = keys.iter().rev().map(|k| get_req(k)).collect();
     let got = b.store.bulk_get(reqs, 3).await;
-    let values: Vec<Option<Vec<u8>>> =
-        got.into_iter().map(|r| r.unwrap().map(|e| e.data.to_vec())).collect();
-    assert_eq!(values, [Some(b"4".to_vec()), Some(b"3".to_vec()), None, Some(b"1".to_vec()), Some(b"0".to_vec())]);
+    let values: Vec<Option<Vec<u8>>> = got
+        .into_iter()
+        .map(|r| r.unwrap().map(|e| e.data.to_vec()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            Some(b"4".to_vec()),
+            Some(b"3".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"0".to_vec())
+        ]
+    );
 }
 
 pub async fn bulk_set_keeps_good_items_when_one_etag_fails(b: &Backend) {
     let (good, bad) = (b.key("bs-good"), b.key("bs-bad"));
     b.store.set(set_req(&bad, b"0")).await.unwrap();
-    let bad_req = if declares(b, Capability::Etag) { with_etag(set_req(&bad, b"1"), "999999") } else { set_req(&bad, b"1") };
+    let bad_req = if declares(b, Capability::Etag) {
+        with_etag(set_req(&bad, b"1"), "999999")
+    } else {
+        set_req(&bad, b"1")
+    };
     let results = b.store.bulk_set(vec![set_req(&good, b"1"), bad_req]).await;
     assert!(results[0].is_ok());
     if declares(b, Capability::Etag) {
-        assert!(results[1].as_ref().is_err_and(StoreError::is_etag), "{results:?}");
+        assert!(
+            results[1].as_ref().is_err_and(StoreError::is_etag),
+            "{results:?}"
+        );
         assert_eq!(value(b, &bad).await.as_deref(), Some(&b"0"[..]));
     }
     assert_eq!(value(b, &good).await.as_deref(), Some(&b"1"[..]));
@@ -247,7 +331,10 @@ pub async fn bulk_delete_reports_per_key(b: &Backend) {
     for k in &keys {
         b.store.set(set_req(k, b"x")).await.unwrap();
     }
-    let results = b.store.bulk_delete(keys.iter().map(|k| del_req(k, None)).collect()).await;
+    let results = b
+        .store
+        .bulk_delete(keys.iter().map(|k| del_req(k, None)).collect())
+        .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     for k in &keys {
         assert_eq!(value(b, k).await, None);
@@ -263,7 +350,10 @@ fn upsert(key: &str, v: &[u8], etag: Option<&str>) -> TransactionOp {
 pub async fn transaction_applies_every_operation(b: &Backend) {
     let (a, c) = (b.key("tx-a"), b.key("tx-c"));
     let tx = TransactionRequest {
-        operations: vec![upsert(&a, b"1", None), TransactionOp::Delete(del_req(&c, None))],
+        operations: vec![
+            upsert(&a, b"1", None),
+            TransactionOp::Delete(del_req(&c, None)),
+        ],
         metadata: Metadata::new(),
     };
     if !declares(b, Capability::Transactional) {
@@ -294,7 +384,11 @@ pub async fn transaction_is_all_or_nothing(b: &Backend) {
     };
     assert!(b.store.transact(tx).await.is_err());
     assert_eq!(value(b, &a).await, None, "first upsert must be rolled back");
-    assert_eq!(value(b, &d).await.as_deref(), Some(&b"d0"[..]), "delete must be rolled back");
+    assert_eq!(
+        value(b, &d).await.as_deref(),
+        Some(&b"d0"[..]),
+        "delete must be rolled back"
+    );
     assert_eq!(value(b, &c).await.as_deref(), Some(&b"c0"[..]));
 }
 
@@ -304,7 +398,11 @@ pub async fn transaction_sees_its_own_earlier_operations(b: &Backend) {
     }
     let k = b.key("tx-seq");
     let tx = TransactionRequest {
-        operations: vec![upsert(&k, b"1", None), TransactionOp::Delete(del_req(&k, None)), upsert(&k, b"3", None)],
+        operations: vec![
+            upsert(&k, b"1", None),
+            TransactionOp::Delete(del_req(&k, None)),
+            upsert(&k, b"3", None),
+        ],
         metadata: Metadata::new(),
     };
     b.store.transact(tx).await.unwrap();
@@ -328,7 +426,10 @@ pub async fn concurrent_etag_increments_lose_nothing(b: &Backend) {
                 loop {
                     let e = store.get(get_req(&k)).await.unwrap().unwrap();
                     let n: usize = std::str::from_utf8(&e.data).unwrap().parse().unwrap();
-                    let r = with_etag(set_req(&k, (n + 1).to_string().as_bytes()), &e.etag.unwrap());
+                    let r = with_etag(
+                        set_req(&k, (n + 1).to_string().as_bytes()),
+                        &e.etag.unwrap(),
+                    );
                     match store.set(r).await {
                         Ok(()) => break,
                         Err(StoreError::EtagMismatch(_)) => continue,
@@ -341,7 +442,10 @@ pub async fn concurrent_etag_increments_lose_nothing(b: &Backend) {
     for j in joins {
         j.await.unwrap();
     }
-    assert_eq!(value(b, &k).await.as_deref(), Some((TASKS * EACH).to_string().as_bytes()));
+    assert_eq!(
+        value(b, &k).await.as_deref(),
+        Some((TASKS * EACH).to_string().as_bytes())
+    );
 }
 
 pub async fn racing_writers_with_one_etag_have_one_winner(b: &Backend) {
@@ -369,12 +473,41 @@ pub async fn racing_writers_with_one_etag_have_one_winner(b: &Backend) {
 
 pub async fn keys_with_unusual_characters(b: &Backend) {
     let mut seen = HashSet::new();
-    for (i, suffix) in ["a b", "a/b", "ключ", "emoji-🦀", "quote'\"", "%2F", "x:y*z?"].iter().enumerate() {
+    for (i, suffix) in [
+        "a b",
+        "a/b",
+        "ключ",
+        "emoji-🦀",
+        "quote'\"",
+        "%2F",
+        "x:y*z?",
+    ]
+    .iter()
+    .enumerate()
+    {
         let k = b.key(suffix);
         assert!(seen.insert(k.clone()));
-        b.store.set(set_req(&k, i.to_string().as_bytes())).await.unwrap();
+        b.store
+            .set(set_req(&k, i.to_string().as_bytes()))
+            .await
+            .unwrap();
     }
-    for (i, suffix) in ["a b", "a/b", "ключ", "emoji-🦀", "quote'\"", "%2F", "x:y*z?"].iter().enumerate() {
-        assert_eq!(value(b, &b.key(suffix)).await.as_deref(), Some(i.to_string().as_bytes()), "{suffix}");
+    for (i, suffix) in [
+        "a b",
+        "a/b",
+        "ключ",
+        "emoji-🦀",
+        "quote'\"",
+        "%2F",
+        "x:y*z?",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(
+            value(b, &b.key(suffix)).await.as_deref(),
+            Some(i.to_string().as_bytes()),
+            "{suffix}"
+        );
     }
 }

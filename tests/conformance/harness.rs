@@ -28,7 +28,10 @@ pub fn from_component(component_type: &str, metadata: &[(&str, String)]) -> Back
         "kind: Component\nmetadata:\n  name: conformance\nspec:\n  type: {component_type}\n  metadata:\n"
     );
     for (k, v) in metadata {
-        yaml.push_str(&format!("  - name: {k}\n    value: {}\n", serde_json::to_string(v).unwrap()));
+        yaml.push_str(&format!(
+            "  - name: {k}\n    value: {}\n",
+            serde_json::to_string(v).unwrap()
+        ));
     }
     yaml.push_str("  - name: keyPrefix\n    value: none\n");
     let (components, _) = parse_components(&[(Path::new("conformance.yaml"), &yaml)], &|_| None)

@@ -283,10 +283,9 @@ async fn serve(
             let op = Operation::Query;
             let target = tri!(resolve(&param!("storeName", store), op));
             let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let query =
-                tri!(String::from_utf8(body.to_vec()).map_err(|_| {
-                    Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
-                }));
+            let query = tri!(String::from_utf8(body.to_vec()).map_err(|_| {
+                Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
+            }));
             let resp = tri!(
                 gw.call(
                     op,
