@@ -19,7 +19,7 @@ macro_rules! backends {
     };
 }
 
-backends![in_memory];
+backends![in_memory, postgresql];
 
 /// How a backend describes itself.
 pub struct Descriptor {
