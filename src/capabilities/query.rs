@@ -36,7 +36,9 @@ impl Path {
     pub fn parse(dotted: &str) -> Result<Path, QueryError> {
         let segments: Vec<String> = dotted.split('.').map(str::to_owned).collect();
         if segments.iter().any(String::is_empty) {
-            return Err(QueryError(format!("invalid field path {dotted:?}: empty segment")));
+            return Err(QueryError(format!(
+                "invalid field path {dotted:?}: empty segment"
+            )));
         }
         Ok(Path(segments))
     }
@@ -174,10 +176,14 @@ impl Query {
 fn parse_filter(v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter, QueryError> {
     *nodes += 1;
     if *nodes > MAX_FILTER_NODES {
-        return err(format!("filter has too many elements (at most {MAX_FILTER_NODES})"));
+        return err(format!(
+            "filter has too many elements (at most {MAX_FILTER_NODES})"
+        ));
     }
     if depth > MAX_FILTER_DEPTH {
-        return err(format!("filter is nested too deeply (at most {MAX_FILTER_DEPTH} levels)"));
+        return err(format!(
+            "filter is nested too deeply (at most {MAX_FILTER_DEPTH} levels)"
+        ));
     }
     let Value::Object(m) = v else {
         return err("filter unit must be a map");
@@ -200,7 +206,9 @@ fn parse_filter(v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter, Qu
             };
             *nodes += values.len();
             if *nodes > MAX_FILTER_NODES {
-                return err(format!("filter has too many elements (at most {MAX_FILTER_NODES})"));
+                return err(format!(
+                    "filter has too many elements (at most {MAX_FILTER_NODES})"
+                ));
             }
             return Ok(Filter::In(path, values.clone()));
         }
@@ -215,13 +223,20 @@ fn parse_filter(v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter, Qu
                 .iter()
                 .map(|f| parse_filter(f, depth + 1, nodes))
                 .collect::<Result<Vec<_>, _>>()?;
-            return Ok(if op == "AND" { Filter::And(children) } else { Filter::Or(children) });
+            return Ok(if op == "AND" {
+                Filter::And(children)
+            } else {
+                Filter::Or(children)
+            });
         }
         other => return err(format!("unsupported filter {other:?}")),
     };
     let (path, value) = single_pair(cmp.name(), arg)?;
     if cmp.is_ordering() && !(value.is_number() || value.is_string()) {
-        return err(format!("{} filter value must be a number or a string", cmp.name()));
+        return err(format!(
+            "{} filter value must be a number or a string",
+            cmp.name()
+        ));
     }
     Ok(Filter::Compare(cmp, path, value.clone()))
 }
@@ -251,7 +266,11 @@ fn parse_sort(v: &Value) -> Result<Sort, QueryError> {
         None | Some(Value::Null) => Order::Asc,
         Some(Value::String(s)) if s.is_empty() || s == "ASC" => Order::Asc,
         Some(Value::String(s)) if s == "DESC" => Order::Desc,
-        Some(other) => return err(format!("invalid sort order {other} (use \"ASC\" or \"DESC\")")),
+        Some(other) => {
+            return err(format!(
+                "invalid sort order {other} (use \"ASC\" or \"DESC\")"
+            ));
+        }
     };
     Ok(Sort { key, order })
 }
@@ -259,9 +278,11 @@ fn parse_sort(v: &Value) -> Result<Sort, QueryError> {
 fn parse_page(p: &Map<String, Value>) -> Result<Page, QueryError> {
     let limit = match p.get("limit") {
         None | Some(Value::Null) => 0,
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| QueryError(format!("page limit must be a non-negative integer, not {v}")))?,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            QueryError(format!(
+                "page limit must be a non-negative integer, not {v}"
+            ))
+        })?,
     };
     let token = match p.get("token") {
         None | Some(Value::Null) => None,
@@ -285,7 +306,10 @@ mod tests {
     fn valid_queries_parse() {
         let cases: Vec<(&str, Query)> = vec![
             ("{}", Query::default()),
-            (r#"{"filter":null,"sort":null,"page":null,"other":1}"#, Query::default()),
+            (
+                r#"{"filter":null,"sort":null,"page":null,"other":1}"#,
+                Query::default(),
+            ),
             (
                 r#"{"filter":{"EQ":{"state":"CA"}}}"#,
                 Query {
@@ -310,7 +334,10 @@ mod tests {
             (
                 r#"{"filter":{"IN":{"m":["x",1,null]}}}"#,
                 Query {
-                    filter: Some(Filter::In(path("m"), vec![json!("x"), json!(1), json!(null)])),
+                    filter: Some(Filter::In(
+                        path("m"),
+                        vec![json!("x"), json!(1), json!(null)],
+                    )),
                     ..Query::default()
                 },
             ),
@@ -332,11 +359,23 @@ mod tests {
                 Query {
                     filter: None,
                     sort: vec![
-                        Sort { key: path("a.b"), order: Order::Asc },
-                        Sort { key: path("c"), order: Order::Desc },
-                        Sort { key: path("d"), order: Order::Asc },
+                        Sort {
+                            key: path("a.b"),
+                            order: Order::Asc,
+                        },
+                        Sort {
+                            key: path("c"),
+                            order: Order::Desc,
+                        },
+                        Sort {
+                            key: path("d"),
+                            order: Order::Asc,
+                        },
                     ],
-                    page: Page { limit: 2, token: Some("4".into()) },
+                    page: Page {
+                        limit: 2,
+                        token: Some("4".into()),
+                    },
                 },
             ),
             (r#"{"page":{"limit":0,"token":""}}"#, Query::default()),
@@ -353,24 +392,54 @@ mod tests {
             ("[]", "must be a JSON object"),
             (r#"{"filter":[]}"#, "filter unit must be a map"),
             (r#"{"filter":{}}"#, "single element"),
-            (r#"{"filter":{"EQ":{"a":1},"NEQ":{"b":1}}}"#, "single element"),
-            (r#"{"filter":{"LIKE":{"a":"x"}}}"#, r#"unsupported filter "LIKE""#),
+            (
+                r#"{"filter":{"EQ":{"a":1},"NEQ":{"b":1}}}"#,
+                "single element",
+            ),
+            (
+                r#"{"filter":{"LIKE":{"a":"x"}}}"#,
+                r#"unsupported filter "LIKE""#,
+            ),
             (r#"{"filter":{"eq":{"a":1}}}"#, r#"unsupported filter "eq""#),
-            (r#"{"filter":{"EQ":{"a":1,"b":2}}}"#, "EQ filter must contain a single key/value pair"),
+            (
+                r#"{"filter":{"EQ":{"a":1,"b":2}}}"#,
+                "EQ filter must contain a single key/value pair",
+            ),
             (r#"{"filter":{"EQ":{}}}"#, "single key/value pair"),
             (r#"{"filter":{"EQ":[1]}}"#, "EQ filter must be a map"),
             (r#"{"filter":{"EQ":{"a..b":1}}}"#, "empty segment"),
             (r#"{"filter":{"EQ":{"":1}}}"#, "empty segment"),
-            (r#"{"filter":{"GT":{"a":true}}}"#, "GT filter value must be a number or a string"),
+            (
+                r#"{"filter":{"GT":{"a":true}}}"#,
+                "GT filter value must be a number or a string",
+            ),
             (r#"{"filter":{"LTE":{"a":{"b":1}}}}"#, "number or a string"),
-            (r#"{"filter":{"IN":{"a":1}}}"#, "IN filter value must be an array"),
-            (r#"{"filter":{"AND":[{"EQ":{"a":1}}]}}"#, "AND filter must contain at least two entries"),
-            (r#"{"filter":{"OR":{"EQ":{"a":1}}}}"#, "OR filter must be an array"),
-            (r#"{"filter":{"OR":[{"EQ":{"a":1}},{"BAD":{}}]}}"#, "unsupported filter"),
+            (
+                r#"{"filter":{"IN":{"a":1}}}"#,
+                "IN filter value must be an array",
+            ),
+            (
+                r#"{"filter":{"AND":[{"EQ":{"a":1}}]}}"#,
+                "AND filter must contain at least two entries",
+            ),
+            (
+                r#"{"filter":{"OR":{"EQ":{"a":1}}}}"#,
+                "OR filter must be an array",
+            ),
+            (
+                r#"{"filter":{"OR":[{"EQ":{"a":1}},{"BAD":{}}]}}"#,
+                "unsupported filter",
+            ),
             (r#"{"sort":{"key":"a"}}"#, "sort must be an array"),
-            (r#"{"sort":[{"order":"ASC"}]}"#, "sort entry must have a key"),
+            (
+                r#"{"sort":[{"order":"ASC"}]}"#,
+                "sort entry must have a key",
+            ),
             (r#"{"sort":[{"key":1}]}"#, "sort key must be a string"),
-            (r#"{"sort":[{"key":"a","order":"asc"}]}"#, "invalid sort order"),
+            (
+                r#"{"sort":[{"key":"a","order":"asc"}]}"#,
+                "invalid sort order",
+            ),
             (r#"{"page":{"limit":-1}}"#, "non-negative integer"),
             (r#"{"page":{"limit":1.5}}"#, "non-negative integer"),
             (r#"{"page":{"limit":"1"}}"#, "non-negative integer"),
@@ -390,16 +459,25 @@ mod tests {
         for _ in 0..=MAX_FILTER_DEPTH {
             deep = format!(r#"{{"AND":[{deep},{leaf}]}}"#);
         }
-        let got = Query::parse(&format!(r#"{{"filter":{deep}}}"#)).unwrap_err().0;
+        let got = Query::parse(&format!(r#"{{"filter":{deep}}}"#))
+            .unwrap_err()
+            .0;
         assert!(got.contains("nested too deeply"), "{got}");
 
         let wide = vec![leaf; MAX_FILTER_NODES + 1].join(",");
-        let got = Query::parse(&format!(r#"{{"filter":{{"OR":[{wide}]}}}}"#)).unwrap_err().0;
+        let got = Query::parse(&format!(r#"{{"filter":{{"OR":[{wide}]}}}}"#))
+            .unwrap_err()
+            .0;
         assert!(got.contains("too many elements"), "{got}");
 
         let many: Vec<String> = (0..=MAX_FILTER_NODES).map(|i| i.to_string()).collect();
         let text = format!(r#"{{"filter":{{"IN":{{"a":[{}]}}}}}}"#, many.join(","));
-        assert!(Query::parse(&text).unwrap_err().0.contains("too many elements"));
+        assert!(
+            Query::parse(&text)
+                .unwrap_err()
+                .0
+                .contains("too many elements")
+        );
     }
 
     #[test]

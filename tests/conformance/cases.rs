@@ -538,14 +538,22 @@ fn suffixes(b: &Backend, r: &QueryResponse) -> Vec<String> {
     let mut keys: Vec<String> = r
         .results
         .iter()
-        .map(|i| i.key.strip_prefix(&prefix).expect("prefixed key").to_owned())
+        .map(|i| {
+            i.key
+                .strip_prefix(&prefix)
+                .expect("prefixed key")
+                .to_owned()
+        })
         .collect();
     keys.sort();
     keys
 }
 
 async fn save_json(b: &Backend, suffix: &str, v: serde_json::Value) {
-    b.store.set(set_req(&b.key(suffix), v.to_string().as_bytes())).await.unwrap();
+    b.store
+        .set(set_req(&b.key(suffix), v.to_string().as_bytes()))
+        .await
+        .unwrap();
 }
 
 /// Dapr's conformance queries (spec §5 #5 a–d).
@@ -554,7 +562,12 @@ pub async fn query_filters_like_dapr_conformance(b: &Backend) {
     if query(b, serde_json::json!({})).await.is_none() {
         return;
     }
-    save_json(b, "struct", serde_json::json!({"message": format!("test{k}")})).await;
+    save_json(
+        b,
+        "struct",
+        serde_json::json!({"message": format!("test{k}")}),
+    )
+    .await;
     save_json(
         b,
         "struct-operations",
@@ -567,9 +580,17 @@ pub async fn query_filters_like_dapr_conformance(b: &Backend) {
         serde_json::json!({"product": {"value": 12}, "status": "INACTIVE", "message": format!("{k}message")}),
     )
     .await;
-    save_json(b, "struct-2", serde_json::json!({"message": format!("{k}test")})).await;
+    save_json(
+        b,
+        "struct-2",
+        serde_json::json!({"message": format!("{k}test")}),
+    )
+    .await;
     save_json(b, "struct-with-int", serde_json::json!({"message": 42})).await;
-    b.store.set(set_req(&b.key("bytes"), &[0, 159, 255])).await.unwrap();
+    b.store
+        .set(set_req(&b.key("bytes"), &[0, 159, 255]))
+        .await
+        .unwrap();
     let msg = format!("{k}message");
     let cases = [
         (
@@ -596,11 +617,20 @@ pub async fn query_filters_like_dapr_conformance(b: &Backend) {
                 {"IN": {"message": [format!("test{k}"), "dummy"]}}]}}),
             vec!["struct", "struct-2"],
         ),
-        (serde_json::json!({"filter": {"EQ": {"message": 42}}}), vec!["struct-with-int"]),
-        (serde_json::json!({"filter": {"EQ": {"message": "nothing"}}}), vec![]),
+        (
+            serde_json::json!({"filter": {"EQ": {"message": 42}}}),
+            vec!["struct-with-int"],
+        ),
+        (
+            serde_json::json!({"filter": {"EQ": {"message": "nothing"}}}),
+            vec![],
+        ),
     ];
     for (q, want) in cases {
-        let r = query(b, q.clone()).await.unwrap().unwrap_or_else(|e| panic!("{q}: {e}"));
+        let r = query(b, q.clone())
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
         assert_eq!(suffixes(b, &r), want, "{q}");
         assert_eq!(r.token, None, "{q}");
         for item in &r.results {
@@ -629,7 +659,10 @@ pub async fn query_compares_by_json_type(b: &Backend) {
     save_json(b, "none", serde_json::json!({"w": 1})).await;
     let cases = [
         (serde_json::json!({"GT": {"v": 9}}), vec!["n10", "n100"]),
-        (serde_json::json!({"GTE": {"v": 9}}), vec!["n10", "n100", "n9"]),
+        (
+            serde_json::json!({"GTE": {"v": 9}}),
+            vec!["n10", "n100", "n9"],
+        ),
         (serde_json::json!({"LT": {"v": 10}}), vec!["n-1", "n9"]),
         (serde_json::json!({"LTE": {"v": -1.5}}), vec!["n-1"]),
         (serde_json::json!({"GT": {"v": "a"}}), vec!["sb"]),
@@ -637,10 +670,16 @@ pub async fn query_compares_by_json_type(b: &Backend) {
         (serde_json::json!({"EQ": {"v": 10}}), vec!["n10"]),
         (serde_json::json!({"EQ": {"v": "10"}}), vec!["s10"]),
         (serde_json::json!({"EQ": {"v": true}}), vec!["true"]),
-        (serde_json::json!({"IN": {"v": [100, "a", false]}}), vec!["n100", "sa"]),
+        (
+            serde_json::json!({"IN": {"v": [100, "a", false]}}),
+            vec!["n100", "sa"],
+        ),
     ];
     for (f, want) in cases {
-        let r = query(b, serde_json::json!({"filter": f})).await.unwrap().unwrap();
+        let r = query(b, serde_json::json!({"filter": f}))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(suffixes(b, &r), want, "{f}");
     }
 }
@@ -652,7 +691,12 @@ pub async fn query_sorts_and_pages(b: &Backend) {
         return;
     }
     for i in 0..7 {
-        save_json(b, &format!("p{i}"), serde_json::json!({"rank": i % 4, "kind": "page"})).await;
+        save_json(
+            b,
+            &format!("p{i}"),
+            serde_json::json!({"rank": i % 4, "kind": "page"}),
+        )
+        .await;
     }
     save_json(b, "other", serde_json::json!({"rank": 1, "kind": "other"})).await;
     let mut seen = Vec::new();
@@ -677,20 +721,35 @@ pub async fn query_sorts_and_pages(b: &Backend) {
             break;
         }
     }
-    assert_eq!(seen, [3, 2, 2, 1, 1, 0, 0], "descending ranks, each item once");
+    assert_eq!(
+        seen,
+        [3, 2, 2, 1, 1, 0, 0],
+        "descending ranks, each item once"
+    );
 
-    let r = query(b, serde_json::json!({"sort": [{"key": "rank"}], "page": {"limit": 100}}))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = query(
+        b,
+        serde_json::json!({"sort": [{"key": "rank"}], "page": {"limit": 100}}),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(r.results.len(), 8);
     assert_eq!(r.token, None, "no token when everything fitted");
     let ranks: Vec<i64> = r
         .results
         .iter()
-        .map(|i| serde_json::from_slice::<serde_json::Value>(&i.data).unwrap()["rank"].as_i64().unwrap())
+        .map(|i| {
+            serde_json::from_slice::<serde_json::Value>(&i.data).unwrap()["rank"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(ranks, [0, 0, 1, 1, 1, 2, 2, 3], "ascending is the default order");
+    assert_eq!(
+        ranks,
+        [0, 0, 1, 1, 1, 2, 2, 3],
+        "ascending is the default order"
+    );
 }
 
 /// A query sees only keys under its prefix, even when other keys match the filter, and
@@ -707,10 +766,16 @@ pub async fn query_sees_only_its_key_prefix(b: &Backend) {
         format!("{base}_q%|x"),
         base.to_uppercase() + "||mine",
     ];
-    for k in [b.key("mine"), format!("{base}_q%||mine")].iter().chain(&others) {
+    for k in [b.key("mine"), format!("{base}_q%||mine")]
+        .iter()
+        .chain(&others)
+    {
         b.store.set(set_req(k, br#"{"owner":"x"}"#)).await.unwrap();
     }
-    let r = query(b, serde_json::json!({"filter": {"EQ": {"owner": "x"}}})).await.unwrap().unwrap();
+    let r = query(b, serde_json::json!({"filter": {"EQ": {"owner": "x"}}}))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(suffixes(b, &r), ["mine"]);
     let r = query(b, serde_json::json!({})).await.unwrap().unwrap();
     assert_eq!(suffixes(b, &r), ["mine"]);
@@ -737,7 +802,10 @@ pub async fn query_skips_expired_items(b: &Backend) {
     b.store.set(r).await.unwrap();
     save_json(b, "long", serde_json::json!({"t": 1})).await;
     let q = serde_json::json!({"filter": {"EQ": {"t": 1}}});
-    assert_eq!(suffixes(b, &query(b, q.clone()).await.unwrap().unwrap()), ["long", "short"]);
+    assert_eq!(
+        suffixes(b, &query(b, q.clone()).await.unwrap().unwrap()),
+        ["long", "short"]
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(suffixes(b, &query(b, q).await.unwrap().unwrap()), ["long"]);
 }
@@ -749,7 +817,10 @@ pub async fn query_rejects_invalid_queries(b: &Backend) {
     }
     let cases = [
         ("{", "failed to parse JSON query body"),
-        (r#"{"filter":{"LIKE":{"a":"x"}}}"#, r#"unsupported filter "LIKE""#),
+        (
+            r#"{"filter":{"LIKE":{"a":"x"}}}"#,
+            r#"unsupported filter "LIKE""#,
+        ),
         (r#"{"filter":{"AND":[{"EQ":{"a":1}}]}}"#, "at least two"),
         (r#"{"filter":{"IN":{"a":1}}}"#, "array"),
         (r#"{"page":{"limit":2,"token":"not-a-token"}}"#, "token"),
@@ -763,7 +834,10 @@ pub async fn query_rejects_invalid_queries(b: &Backend) {
         match b.store.query(req).await {
             Err(StoreError::InvalidQuery(msg)) => {
                 assert!(msg.contains(want), "{text}: {msg:?} lacks {want:?}");
-                assert!(msg.starts_with("failed to parse JSON query body: "), "{msg}");
+                assert!(
+                    msg.starts_with("failed to parse JSON query body: "),
+                    "{msg}"
+                );
             }
             other => panic!("{text}: expected InvalidQuery, got {other:?}"),
         }

@@ -87,7 +87,10 @@ pub async fn postgresql() -> Backend {
 /// because it is called from `Drop` inside the test's runtime. Best effort.
 pub fn drop_pg_table(url: String, table: String) {
     let job = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
         rt.block_on(async {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
             tokio::spawn(conn);

@@ -28,7 +28,11 @@ pub struct Mecha {
 impl TestMecha {
     /// No stores; add some with the methods below.
     pub fn empty() -> TestMecha {
-        TestMecha { components: Vec::new(), settings: Settings::default(), app_id: "testapp".into() }
+        TestMecha {
+            components: Vec::new(),
+            settings: Settings::default(),
+            app_id: "testapp".into(),
+        }
     }
 
     /// One in-memory `statestore`.
@@ -38,21 +42,25 @@ impl TestMecha {
 
     /// Adds the components of a Dapr component file.
     pub fn yaml(mut self, text: &str) -> TestMecha {
-        let (c, _) = parse_components(&[(Path::new("test.yaml"), text)], &|k| std::env::var(k).ok())
-            .unwrap_or_else(|e| panic!("bad test component: {e:?}"));
+        let (c, _) = parse_components(&[(Path::new("test.yaml"), text)], &|k| {
+            std::env::var(k).ok()
+        })
+        .unwrap_or_else(|e| panic!("bad test component: {e:?}"));
         self.components.extend(c);
         self
     }
 
     /// Adds a store backed by a hand-written factory.
     pub fn custom(mut self, name: &str, factory: Arc<dyn StoreFactory>) -> TestMecha {
-        self.components.push(LoadedComponent::custom(name, "state.test", factory));
+        self.components
+            .push(LoadedComponent::custom(name, "state.test", factory));
         self
     }
 
     /// Replaces the settings with a parsed `mecha.yaml`.
     pub fn settings(mut self, yaml: &str) -> TestMecha {
-        self.settings = Settings::parse(Path::new("mecha.yaml"), yaml).expect("valid test settings");
+        self.settings =
+            Settings::parse(Path::new("mecha.yaml"), yaml).expect("valid test settings");
         self
     }
 
@@ -64,7 +72,11 @@ impl TestMecha {
 
     /// Starts it on free loopback ports.
     pub async fn start(self) -> Mecha {
-        let config = Config { settings: self.settings, components: self.components, warnings: Vec::new() };
+        let config = Config {
+            settings: self.settings,
+            components: self.components,
+            warnings: Vec::new(),
+        };
         let opts = Options {
             http_port: 0,
             grpc_port: 0,
@@ -75,7 +87,11 @@ impl TestMecha {
         };
         let running = start(config, opts).await.expect("mecha starts");
         let base = format!("http://{}", running.http_addr);
-        Mecha { running, base, client: reqwest::Client::new() }
+        Mecha {
+            running,
+            base,
+            client: reqwest::Client::new(),
+        }
     }
 }
 
@@ -87,30 +103,55 @@ impl Mecha {
 
     /// GET.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     /// POST with a raw body.
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.client.post(self.url(path)).body(body).send().await.expect("request")
+        self.client
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// DELETE.
     pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.client.delete(self.url(path)).send().await.expect("request")
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Saves `[{"key":k,"value":v}]` and asserts 204.
     pub async fn save(&self, store: &str, key: &str, value: serde_json::Value) {
         let body = serde_json::json!([{"key": key, "value": value}]).to_string();
         let r = self.post(&format!("/v1.0/state/{store}"), body).await;
-        assert_eq!(r.status(), 204, "save {key}: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            204,
+            "save {key}: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     /// Prometheus text from the metrics port.
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.running.metrics_addr);
-        self.client.get(url).send().await.expect("metrics").text().await.expect("text")
+        self.client
+            .get(url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
     }
 }
 
@@ -118,7 +159,11 @@ impl Mecha {
 pub async fn error_of(r: reqwest::Response) -> (u16, String, String, Vec<serde_json::Value>) {
     let status = r.status().as_u16();
     let v: serde_json::Value = r.json().await.expect("json error body");
-    let details = v.get("details").and_then(|d| d.as_array()).cloned().unwrap_or_default();
+    let details = v
+        .get("details")
+        .and_then(|d| d.as_array())
+        .cloned()
+        .unwrap_or_default();
     (
         status,
         v["errorCode"].as_str().unwrap_or_default().to_owned(),

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    TimeoutType,
 };
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -275,16 +276,38 @@ fn db_err(e: tokio_postgres::Error) -> StoreError {
     if e.is_closed() {
         return StoreError::Unavailable("the connection to PostgreSQL was lost".into());
     }
-    StoreError::Unavailable(format!("postgresql: {e}"))
+    StoreError::Unavailable(format!("postgresql: {}", with_causes(&e)))
+}
+
+/// `error: cause: cause`, since tokio-postgres keeps the useful part (e.g. "Connection
+/// refused") in the source chain.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn pool_err(e: PoolError) -> StoreError {
     match e {
-        PoolError::Timeout(_) => {
-            StoreError::Unavailable("timed out getting a PostgreSQL connection".into())
+        PoolError::Timeout(TimeoutType::Wait) => StoreError::Unavailable(
+            "timed out waiting for a free PostgreSQL connection (maxConns are busy)".into(),
+        ),
+        PoolError::Timeout(TimeoutType::Create) => {
+            StoreError::Unavailable("timed out connecting to PostgreSQL".into())
+        }
+        PoolError::Timeout(TimeoutType::Recycle) => {
+            StoreError::Unavailable("timed out checking a pooled PostgreSQL connection".into())
         }
         PoolError::Backend(e) if e.as_db_error().is_none() => {
-            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
         }
         PoolError::Backend(e) => db_err(e),
         other => StoreError::Unavailable(format!("cannot connect to PostgreSQL: {other}")),
@@ -502,6 +525,23 @@ impl PgStore {
                 .await
                 .map_err(db_err)?;
         }
+        // A table of the same name made by something else (Dapr's own layout, say) is refused
+        // before anything is added to it.
+        tx.batch_execute(&self.sql.check_layout)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => StoreError::Internal(format!(
+                    "table {} exists but is not a Mecha state table: {}",
+                    self.settings.table.plain(),
+                    db.message()
+                )),
+                None => db_err(e),
+            })?;
+        if current < 1 {
+            tx.batch_execute(&self.sql.create_v1_rest)
+                .await
+                .map_err(db_err)?;
+        }
         // Later versions add their steps here, each guarded by `current < N`.
         if current < SCHEMA_VERSION {
             tx.execute(
@@ -513,17 +553,6 @@ impl PgStore {
             tracing::info!(table = %self.settings.table.plain(), from = current, to = SCHEMA_VERSION, "postgresql schema migrated");
         }
         tx.commit().await.map_err(db_err)?;
-        client
-            .batch_execute(&self.sql.check_layout)
-            .await
-            .map_err(|e| match e.as_db_error() {
-                Some(db) => StoreError::Internal(format!(
-                    "table {} exists but is not a Mecha state table: {}",
-                    self.settings.table.plain(),
-                    db.message()
-                )),
-                None => db_err(e),
-            })?;
         Ok(())
     }
 

@@ -97,8 +97,10 @@ pub(super) struct Sql {
     pub(super) read_version: String,
     pub(super) write_version: String,
     pub(super) check_layout: String,
-    /// Version 1 of the schema (run under the migration lock, inside the transaction).
+    /// Version 1 of the schema (run under the migration lock, inside the transaction): the
+    /// table, then (once its layout is checked) the sequence and the index.
     pub(super) create_v1: String,
+    pub(super) create_v1_rest: String,
     pub(super) create_metadata: String,
 }
 
@@ -203,11 +205,14 @@ impl Sql {
                    value_json jsonb NULL, \
                    version bigint NOT NULL, \
                    expires_at timestamptz NULL, \
-                   updated_at timestamptz NOT NULL DEFAULT now()); \
-                 CREATE SEQUENCE IF NOT EXISTS {seq} AS bigint; \
-                 CREATE INDEX IF NOT EXISTS {} ON {t} (expires_at) WHERE expires_at IS NOT NULL;",
+                   updated_at timestamptz NOT NULL DEFAULT now())"
+            ),
+            create_v1_rest: format!(
+                "CREATE SEQUENCE IF NOT EXISTS {seq} AS bigint; \
+                 CREATE INDEX IF NOT EXISTS \"{}_expires_at_idx\" ON {t} (expires_at) \
+                 WHERE expires_at IS NOT NULL;",
                 // An index lives in its table's schema, so its name is never qualified.
-                format!("\"{}_expires_at_idx\"", table.name),
+                table.name,
             ),
             create_metadata: format!(
                 "CREATE TABLE IF NOT EXISTS {m} (key text NOT NULL PRIMARY KEY, value text NOT NULL)"
