@@ -697,6 +697,7 @@ async fn query_over_http() {
 struct Proxy {
     addr: SocketAddr,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    freeze: Arc<tokio::sync::Notify>,
 }
 
 impl Proxy {
@@ -705,6 +706,7 @@ impl Proxy {
         let proxy = Proxy {
             addr: listener.local_addr().unwrap(),
             tasks: Arc::default(),
+            freeze: Arc::default(),
         };
         proxy.serve(listener, true);
         proxy
@@ -712,6 +714,7 @@ impl Proxy {
 
     fn serve(&self, listener: TcpListener, forward: bool) {
         let tasks = self.tasks.clone();
+        let freeze = self.freeze.clone();
         let accept = tokio::spawn(async move {
             let mut held = Vec::new();
             loop {
@@ -722,16 +725,26 @@ impl Proxy {
                     held.push(inbound);
                     continue;
                 }
+                let freeze = freeze.clone();
                 let conn = tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        // Frozen: both sockets stay open and silent, like a dead peer.
+                        _ = freeze.notified() => std::future::pending::<()>().await,
+                    }
                 });
                 tasks.lock().push(conn.abort_handle());
             }
         });
         self.tasks.lock().push(accept.abort_handle());
+    }
+
+    /// Stops forwarding on every open connection without closing it; new ones still work.
+    fn freeze(&self) {
+        self.freeze.notify_waiters();
     }
 
     /// Closes the listener and every proxied connection.
@@ -850,5 +863,34 @@ async fn database_outage_fails_fast_and_recovers_without_restart() {
     proxy.rebind(true).await;
     let r = m.get("/v1.0/state/pg/k2").await;
     assert_eq!(r.status(), 200);
+    proxy.cut();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_connection_times_out_and_is_replaced() {
+    let table = Table::new();
+    let proxy = Proxy::start().await;
+    let url = via(proxy.addr);
+    let s = factory(&[
+        ("connectionString", url.as_str()),
+        ("tableName", table.0.as_str()),
+        ("timeout", "1s"),
+        ("maxConns", "1"),
+    ])
+    .unwrap()
+    .create()
+    .unwrap();
+    s.set(set("k", b"1")).await.unwrap();
+    proxy.freeze();
+    let started = Instant::now();
+    let r = s.get(get("k")).await;
+    assert_eq!(r, Err(StoreError::Timeout(Duration::from_secs(1))));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    // The only pooled connection hung; it must have been dropped, not reused.
+    assert_eq!(value(&s, "k").await.as_deref(), Some(&b"1"[..]));
     proxy.cut();
 }

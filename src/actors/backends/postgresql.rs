@@ -466,6 +466,24 @@ async fn exec_delete(
     .map_err(db_err)?
 }
 
+/// A pooled connection that goes back to the pool only through [`Conn::release`]; dropped
+/// any other way (its future cancelled by a timeout), it is detached and closed.
+struct Conn(Option<Object>);
+
+impl Conn {
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            drop(Object::take(obj));
+        }
+    }
+}
+
 // === the store ===
 
 impl PgStore {
@@ -479,10 +497,22 @@ impl PgStore {
             .unwrap_or(Err(StoreError::Timeout(self.settings.timeout)))
     }
 
-    /// A pooled connection, after making sure the schema exists.
-    async fn client(&self) -> Result<Object, StoreError> {
-        self.migrated.get_or_try_init(|| self.migrate()).await?;
-        self.pool.get().await.map_err(pool_err)
+    /// Runs `f` on a pooled connection (after making sure the schema exists) under the
+    /// operation timeout. A connection whose operation timed out midway is closed rather than
+    /// reused: its state (an unread response, an open transaction, a dead peer) is unknown.
+    async fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.timed(async {
+            self.migrated.get_or_try_init(|| self.migrate()).await?;
+            let mut conn = Conn(Some(self.pool.get().await.map_err(pool_err)?));
+            let client = conn.0.as_mut().expect("set above");
+            let result = f(client).await;
+            conn.release();
+            result
+        })
+        .await
     }
 
     /// Creates or upgrades the schema under a database-wide advisory lock, then checks the
@@ -600,7 +630,11 @@ impl PgStore {
     }
 
     async fn cleanup(&self, interval: Duration) -> Result<u64, StoreError> {
-        let client = self.client().await?;
+        self.with_conn(async |client| self.cleanup_on(client, interval).await)
+            .await
+    }
+
+    async fn cleanup_on(&self, client: &Object, interval: Duration) -> Result<u64, StoreError> {
         let key = format!("mecha-last-cleanup:{}", self.settings.table.plain());
         // Claim slightly early so a timer that fires a little before the interval is up still
         // finds its claim granted.
@@ -635,8 +669,7 @@ impl PgStore {
 #[async_trait]
 impl StateStore for PgStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
+        self.with_conn(async |client| {
             let stmt = client.prepare_cached(&self.sql.get).await.map_err(db_err)?;
             let row = client
                 .query_opt(&stmt, &[&req.key])
@@ -649,29 +682,29 @@ impl StateStore for PgStore {
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
         let etag = req.etag.as_deref().map(parse_etag).transpose()?;
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = self.prepare(&client, WriteKind::of_set(&req, etag)).await?;
-            exec_set(&client, &stmt, &req, etag).await
+        self.with_conn(async |client| {
+            let stmt = self.prepare(&*client, WriteKind::of_set(&req, etag)).await?;
+            exec_set(&*client, &stmt, &req, etag).await
         })
         .await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
         let etag = req.etag.as_deref().map(parse_etag).transpose()?;
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = self.prepare(&client, WriteKind::of_delete(etag)).await?;
-            exec_delete(&client, &stmt, &req.key, etag).await
+        self.with_conn(async |client| {
+            let stmt = self.prepare(&*client, WriteKind::of_delete(etag)).await?;
+            exec_delete(&*client, &stmt, &req.key, etag).await
         })
         .await
     }
 
     async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
         let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
         let found = self
-            .timed(async {
-                let client = self.client().await?;
+            .with_conn(async |client| {
                 let stmt = client
                     .prepare_cached(&self.sql.bulk_get)
                     .await
@@ -701,14 +734,16 @@ impl StateStore for PgStore {
                 Err(e) => results[i] = Err(e),
             }
         }
+        if valid.is_empty() {
+            return results;
+        }
         let outcome = self
-            .timed(async {
-                let client = self.client().await?;
+            .with_conn(async |client| {
                 let mut written = Vec::new();
                 for round in rounds(valid, |(r, _)| r.key.as_str()) {
                     let items: Vec<(usize, SetRequest, Option<i64>)> =
                         round.into_iter().map(|(i, (r, e))| (i, r, e)).collect();
-                    let ok = self.bulk_set_round(&client, &items).await?;
+                    let ok = self.bulk_set_round(client, &items).await?;
                     written.extend(items.into_iter().map(|(i, r, e)| {
                         let res = if ok.contains(&r.key) {
                             Ok(())
@@ -748,9 +783,11 @@ impl StateStore for PgStore {
                 Err(e) => results[i] = Err(e),
             }
         }
+        if valid.is_empty() {
+            return results;
+        }
         let outcome = self
-            .timed(async {
-                let client = self.client().await?;
+            .with_conn(async |client| {
                 let stmt = client
                     .prepare_cached(&self.sql.bulk_delete)
                     .await
@@ -804,8 +841,7 @@ impl StateStore for PgStore {
                 etag.map(parse_etag).transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.timed(async {
-            let mut client = self.client().await?;
+        self.with_conn(async |client| {
             let tx = client.transaction().await.map_err(db_err)?;
             let kinds: Vec<WriteKind> = req
                 .operations
@@ -847,8 +883,7 @@ impl StateStore for PgStore {
         let bad = |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
         let query = Query::parse(&req.query).map_err(|e| bad(e.0))?;
         let q = sql::translate(&self.sql.table, &query, &req.key_prefix).map_err(bad)?;
-        self.timed(async {
-            let client = self.client().await?;
+        self.with_conn(async |client| {
             let stmt = if client.statement_cache.size() < QUERY_CACHE_LIMIT {
                 client.prepare_cached(&q.text).await
             } else {
@@ -884,8 +919,7 @@ impl StateStore for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
+        self.with_conn(async |client| {
             let stmt = client
                 .prepare_cached(&self.sql.ping)
                 .await
@@ -911,7 +945,7 @@ impl StateStore for PgStore {
             }
         }
         if let Some(interval) = self.settings.cleanup_interval {
-            match self.timed(self.cleanup(interval)).await {
+            match self.cleanup(interval).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(removed, table = %self.settings.table.plain(), "postgresql: deleted expired rows"),
                 Err(e) => tracing::warn!(error = %e, "postgresql: expired-row cleanup failed"),
