@@ -515,10 +515,11 @@ impl PgStore {
         .await
     }
 
-    /// Creates or upgrades the schema under a database-wide advisory lock, then checks the
-    /// table has the columns this code uses.
+    /// Creates or upgrades the schema in one transaction under a database-wide advisory lock,
+    /// checking that an existing table has the columns this code uses.
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let mut conn = Conn(Some(self.pool.get().await.map_err(pool_err)?));
+        let client = conn.0.as_mut().expect("set above");
         let key = format!("mecha-schema-version:{}", self.settings.table.plain());
         let tx = client.transaction().await.map_err(db_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&sql::MIGRATION_LOCK])
@@ -583,6 +584,7 @@ impl PgStore {
             tracing::info!(table = %self.settings.table.plain(), from = current, to = SCHEMA_VERSION, "postgresql schema migrated");
         }
         tx.commit().await.map_err(db_err)?;
+        conn.release();
         Ok(())
     }
 
