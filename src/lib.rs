@@ -19,10 +19,6 @@
 //! * [`model`], [`keys`]: protocol-neutral requests and daprd's key prefixing.
 //! * [`app`]: wiring and shutdown; [`metrics`]: metric names and recording.
 
-// `error::Error` carries its wire context (store, key, app, detail) so the one table can
-// render it; it is returned on the cold path only, so its size does not matter.
-#![allow(clippy::result_large_err)]
-
 pub mod actors;
 pub mod app;
 pub mod capabilities;

@@ -18,12 +18,8 @@ fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
         .expect("spawn mecha");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "mecha did not report its address"
-        );
-        let line = lines.next().expect("log line").expect("utf-8");
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
         if let Some(rest) = line.split("http=").nth(1) {
             let addr = rest.split_whitespace().next().unwrap().to_owned();
             // Keep draining the log so the child never blocks on a full pipe.
@@ -31,6 +27,9 @@ fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
             return (child, addr);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("mecha did not report its address");
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {

@@ -26,6 +26,8 @@ macro_rules! conformance {
                 transaction_applies_every_operation, transaction_is_all_or_nothing,
                 transaction_sees_its_own_earlier_operations, concurrent_etag_increments_lose_nothing,
                 racing_writers_with_one_etag_have_one_winner, keys_with_unusual_characters,
+                query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
+                query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
             );
         }
     };
@@ -42,3 +44,4 @@ macro_rules! conformance {
 
 conformance!(in_memory, conformance::harness::in_memory());
 conformance!(redis, conformance::harness::redis());
+conformance!(postgresql, conformance::harness::postgresql());

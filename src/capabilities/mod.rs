@@ -1,12 +1,14 @@
 //! Capabilities: what a store can do, as pure data.
 //!
 //! This module owns the capability vocabulary (Dapr's feature strings plus the
-//! few Mecha needs to tell apart) and the matrix rendering used by `mecha check`
-//! and the README drift test. It performs no I/O; backends declare their
+//! few Mecha needs to tell apart), the matrix rendering used by `mecha check`
+//! and the README drift test, and the parser of the state query language that
+//! `QUERY_API` stores share. It performs no I/O; backends declare their
 //! capabilities in their descriptor and the gateway consults them.
 
 mod capability;
 mod matrix;
+pub mod query;
 
 pub use capability::{Capability, CapabilitySet};
 pub use matrix::{MatrixRow, render_matrix};

@@ -27,7 +27,10 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::HealthNotReady,
         ErrorKind::HealthAppIdMismatch,
         ErrorKind::ValueNotJson,
-        ErrorKind::ResponseTooLarge { size: 20, limit: 10 },
+        ErrorKind::ResponseTooLarge {
+            size: 20,
+            limit: 10,
+        },
     ]
 }
 

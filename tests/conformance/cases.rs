@@ -8,8 +8,8 @@ use bytes::Bytes;
 use mecha::actors::StoreError;
 use mecha::capabilities::Capability;
 use mecha::model::{
-    Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, SetRequest, StateOptions,
-    TTL_EXPIRE_TIME, TransactionOp, TransactionRequest, Ttl,
+    Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, QueryRequest, QueryResponse,
+    SetRequest, StateOptions, TTL_EXPIRE_TIME, TransactionOp, TransactionRequest, Ttl,
 };
 
 use super::harness::Backend;
@@ -509,5 +509,337 @@ pub async fn keys_with_unusual_characters(b: &Backend) {
             Some(i.to_string().as_bytes()),
             "{suffix}"
         );
+    }
+}
+
+// === query (QUERY_API) ===
+
+/// Runs a query over this test's keys (as the gateway does for an app: the prefix is the
+/// test's base). `None` when the store does not declare `QUERY_API`, after checking that it
+/// refuses queries with `Unsupported`.
+async fn query(b: &Backend, q: serde_json::Value) -> Option<Result<QueryResponse, StoreError>> {
+    let req = QueryRequest {
+        query: q.to_string(),
+        metadata: Metadata::new(),
+        key_prefix: format!("{}||", b.base),
+    };
+    let r = b.store.query(req).await;
+    if declares(b, Capability::QueryApi) {
+        Some(r)
+    } else {
+        assert_eq!(r, Err(StoreError::Unsupported(Capability::QueryApi)));
+        None
+    }
+}
+
+/// The sorted key suffixes of a response.
+fn suffixes(b: &Backend, r: &QueryResponse) -> Vec<String> {
+    let prefix = format!("{}||", b.base);
+    let mut keys: Vec<String> = r
+        .results
+        .iter()
+        .map(|i| {
+            i.key
+                .strip_prefix(&prefix)
+                .expect("prefixed key")
+                .to_owned()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn save_json(b: &Backend, suffix: &str, v: serde_json::Value) {
+    b.store
+        .set(set_req(&b.key(suffix), v.to_string().as_bytes()))
+        .await
+        .unwrap();
+}
+
+/// Dapr's conformance queries (spec §5 #5 a–d).
+pub async fn query_filters_like_dapr_conformance(b: &Backend) {
+    let k = &b.base;
+    if query(b, serde_json::json!({})).await.is_none() {
+        return;
+    }
+    save_json(
+        b,
+        "struct",
+        serde_json::json!({"message": format!("test{k}")}),
+    )
+    .await;
+    save_json(
+        b,
+        "struct-operations",
+        serde_json::json!({"product": {"value": 15}, "status": "ACTIVE", "message": format!("{k}message")}),
+    )
+    .await;
+    save_json(
+        b,
+        "struct-operations-inactive",
+        serde_json::json!({"product": {"value": 12}, "status": "INACTIVE", "message": format!("{k}message")}),
+    )
+    .await;
+    save_json(
+        b,
+        "struct-2",
+        serde_json::json!({"message": format!("{k}test")}),
+    )
+    .await;
+    save_json(b, "struct-with-int", serde_json::json!({"message": 42})).await;
+    b.store
+        .set(set_req(&b.key("bytes"), &[0, 159, 255]))
+        .await
+        .unwrap();
+    let msg = format!("{k}message");
+    let cases = [
+        (
+            serde_json::json!({"filter": {"OR": [
+                {"EQ": {"message": "dummy"}},
+                {"IN": {"message": [format!("test{k}"), "dummy"]}}]}}),
+            vec!["struct"],
+        ),
+        (
+            serde_json::json!({"filter": {"AND": [
+                {"EQ": {"message": msg}}, {"GTE": {"product.value": 10}},
+                {"LT": {"product.value": 20}}, {"NEQ": {"status": "INACTIVE"}}]}}),
+            vec!["struct-operations"],
+        ),
+        (
+            serde_json::json!({"filter": {"OR": [
+                {"AND": [{"EQ": {"message": msg}}, {"GT": {"product.value": 11.1}}, {"EQ": {"status": "INACTIVE"}}]},
+                {"AND": [{"EQ": {"message": msg}}, {"LTE": {"product.value": 0.5}}, {"EQ": {"status": "ACTIVE"}}]}]}}),
+            vec!["struct-operations-inactive"],
+        ),
+        (
+            serde_json::json!({"filter": {"OR": [
+                {"EQ": {"message": format!("{k}test")}},
+                {"IN": {"message": [format!("test{k}"), "dummy"]}}]}}),
+            vec!["struct", "struct-2"],
+        ),
+        (
+            serde_json::json!({"filter": {"EQ": {"message": 42}}}),
+            vec!["struct-with-int"],
+        ),
+        (
+            serde_json::json!({"filter": {"EQ": {"message": "nothing"}}}),
+            vec![],
+        ),
+    ];
+    for (q, want) in cases {
+        let r = query(b, q.clone())
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        assert_eq!(suffixes(b, &r), want, "{q}");
+        assert_eq!(r.token, None, "{q}");
+        for item in &r.results {
+            let e = b.store.get(get_req(&item.key)).await.unwrap().unwrap();
+            assert_eq!(item.data, e.data, "query data is the stored bytes");
+            if declares(b, Capability::Etag) {
+                assert_eq!(item.etag, e.etag, "query etag is the current etag");
+            }
+        }
+    }
+}
+
+/// Numbers compare numerically (9 < 10 < 100), strings as text, and an ordering never holds
+/// between values of different JSON types.
+pub async fn query_compares_by_json_type(b: &Backend) {
+    if query(b, serde_json::json!({})).await.is_none() {
+        return;
+    }
+    for (suffix, v) in [("n9", 9.0), ("n10", 10.0), ("n100", 100.0), ("n-1", -1.5)] {
+        save_json(b, suffix, serde_json::json!({"v": v})).await;
+    }
+    for (suffix, v) in [("sa", "a"), ("sb", "b"), ("s10", "10")] {
+        save_json(b, suffix, serde_json::json!({"v": v})).await;
+    }
+    save_json(b, "true", serde_json::json!({"v": true})).await;
+    save_json(b, "none", serde_json::json!({"w": 1})).await;
+    let cases = [
+        (serde_json::json!({"GT": {"v": 9}}), vec!["n10", "n100"]),
+        (
+            serde_json::json!({"GTE": {"v": 9}}),
+            vec!["n10", "n100", "n9"],
+        ),
+        (serde_json::json!({"LT": {"v": 10}}), vec!["n-1", "n9"]),
+        (serde_json::json!({"LTE": {"v": -1.5}}), vec!["n-1"]),
+        (serde_json::json!({"GT": {"v": "a"}}), vec!["sb"]),
+        (serde_json::json!({"LT": {"v": "b"}}), vec!["s10", "sa"]),
+        (serde_json::json!({"EQ": {"v": 10}}), vec!["n10"]),
+        (serde_json::json!({"EQ": {"v": "10"}}), vec!["s10"]),
+        (serde_json::json!({"EQ": {"v": true}}), vec!["true"]),
+        (
+            serde_json::json!({"IN": {"v": [100, "a", false]}}),
+            vec!["n100", "sa"],
+        ),
+    ];
+    for (f, want) in cases {
+        let r = query(b, serde_json::json!({"filter": f}))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(suffixes(b, &r), want, "{f}");
+    }
+}
+
+/// `sort` orders (ties broken by key), `page.limit` pages, and following `token`s visits
+/// every match exactly once; the last page carries no token.
+pub async fn query_sorts_and_pages(b: &Backend) {
+    if query(b, serde_json::json!({})).await.is_none() {
+        return;
+    }
+    for i in 0..7 {
+        save_json(
+            b,
+            &format!("p{i}"),
+            serde_json::json!({"rank": i % 4, "kind": "page"}),
+        )
+        .await;
+    }
+    save_json(b, "other", serde_json::json!({"rank": 1, "kind": "other"})).await;
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for round in 0.. {
+        assert!(round < 10, "paging does not end");
+        let mut q = serde_json::json!({
+            "filter": {"EQ": {"kind": "page"}},
+            "sort": [{"key": "rank", "order": "DESC"}],
+            "page": {"limit": 3}});
+        if let Some(t) = &token {
+            q["page"]["token"] = serde_json::json!(t);
+        }
+        let r = query(b, q).await.unwrap().unwrap();
+        assert!(r.results.len() <= 3);
+        seen.extend(r.results.iter().map(|i| {
+            let v: serde_json::Value = serde_json::from_slice(&i.data).unwrap();
+            v["rank"].as_i64().unwrap()
+        }));
+        token = r.token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [3, 2, 2, 1, 1, 0, 0],
+        "descending ranks, each item once"
+    );
+
+    let r = query(
+        b,
+        serde_json::json!({"sort": [{"key": "rank"}], "page": {"limit": 100}}),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.results.len(), 8);
+    assert_eq!(r.token, None, "no token when everything fitted");
+    let ranks: Vec<i64> = r
+        .results
+        .iter()
+        .map(|i| {
+            serde_json::from_slice::<serde_json::Value>(&i.data).unwrap()["rank"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ranks,
+        [0, 0, 1, 1, 1, 2, 2, 3],
+        "ascending is the default order"
+    );
+}
+
+/// A query sees only keys under its prefix, even when other keys match the filter, and
+/// characters of the prefix are literal (no `LIKE` or glob wildcards leak through).
+pub async fn query_sees_only_its_key_prefix(b: &Backend) {
+    if query(b, serde_json::json!({})).await.is_none() {
+        return;
+    }
+    let base = &b.base;
+    let others = [
+        format!("{base}-other||mine"),
+        format!("{base}Xq%||mine"),
+        format!("{base}_qXX||mine"),
+        format!("{base}_q%|x"),
+        base.to_uppercase() + "||mine",
+    ];
+    for k in [b.key("mine"), format!("{base}_q%||mine")]
+        .iter()
+        .chain(&others)
+    {
+        b.store.set(set_req(k, br#"{"owner":"x"}"#)).await.unwrap();
+    }
+    let r = query(b, serde_json::json!({"filter": {"EQ": {"owner": "x"}}}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(suffixes(b, &r), ["mine"]);
+    let r = query(b, serde_json::json!({})).await.unwrap().unwrap();
+    assert_eq!(suffixes(b, &r), ["mine"]);
+    let special = QueryRequest {
+        query: "{}".into(),
+        metadata: Metadata::new(),
+        key_prefix: format!("{base}_q%||"),
+    };
+    let r = b.store.query(special).await.unwrap();
+    let keys: Vec<&str> = r.results.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, [format!("{base}_q%||mine")]);
+    for k in others.iter().chain([&format!("{base}_q%||mine")]) {
+        b.store.delete(del_req(k, None)).await.unwrap();
+    }
+}
+
+/// Expired items are never returned by a query.
+pub async fn query_skips_expired_items(b: &Backend) {
+    if query(b, serde_json::json!({})).await.is_none() || !declares(b, Capability::Ttl) {
+        return;
+    }
+    let mut r = set_req(&b.key("short"), br#"{"t":1}"#);
+    r.ttl = Some(Ttl::Seconds(1));
+    b.store.set(r).await.unwrap();
+    save_json(b, "long", serde_json::json!({"t": 1})).await;
+    let q = serde_json::json!({"filter": {"EQ": {"t": 1}}});
+    assert_eq!(
+        suffixes(b, &query(b, q.clone()).await.unwrap().unwrap()),
+        ["long", "short"]
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(suffixes(b, &query(b, q).await.unwrap().unwrap()), ["long"]);
+}
+
+/// A query that does not parse is an `InvalidQuery` naming the problem.
+pub async fn query_rejects_invalid_queries(b: &Backend) {
+    if query(b, serde_json::json!({})).await.is_none() {
+        return;
+    }
+    let cases = [
+        ("{", "failed to parse JSON query body"),
+        (
+            r#"{"filter":{"LIKE":{"a":"x"}}}"#,
+            r#"unsupported filter "LIKE""#,
+        ),
+        (r#"{"filter":{"AND":[{"EQ":{"a":1}}]}}"#, "at least two"),
+        (r#"{"filter":{"IN":{"a":1}}}"#, "array"),
+        (r#"{"page":{"limit":2,"token":"not-a-token"}}"#, "token"),
+    ];
+    for (text, want) in cases {
+        let req = QueryRequest {
+            query: text.to_owned(),
+            metadata: Metadata::new(),
+            key_prefix: format!("{}||", b.base),
+        };
+        match b.store.query(req).await {
+            Err(StoreError::InvalidQuery(msg)) => {
+                assert!(msg.contains(want), "{text}: {msg:?} lacks {want:?}");
+                assert!(
+                    msg.starts_with("failed to parse JSON query body: "),
+                    "{msg}"
+                );
+            }
+            other => panic!("{text}: expected InvalidQuery, got {other:?}"),
+        }
     }
 }

@@ -12,6 +12,16 @@ pub struct Backend {
     pub store: Arc<dyn StateStore>,
     pub caps: CapabilitySet,
     pub base: String,
+    /// Runs when the test ends (pass or panic), e.g. to drop the test's table.
+    pub teardown: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(f) = self.teardown.take() {
+            f();
+        }
+    }
 }
 
 impl Backend {
@@ -41,6 +51,7 @@ pub fn from_component(component_type: &str, metadata: &[(&str, String)]) -> Back
         store: factory.create().expect("store instance"),
         caps: factory.capabilities(),
         base: format!("conf-{:016x}", rand::random::<u64>()),
+        teardown: None,
     }
 }
 
@@ -65,4 +76,48 @@ pub async fn redis() -> Backend {
         );
     }
     backend
+}
+
+/// `DATABASE_URL`, or the local default `scripts/test.sh` provides.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
+}
+
+/// PostgreSQL on a table of its own, dropped when the test ends. An unreachable database fails
+/// the test (the store's errors surface in the first assertion).
+pub async fn postgresql() -> Backend {
+    let url = database_url();
+    let table = format!("conf_{:016x}", rand::random::<u64>());
+    let mut b = from_component(
+        "state.postgresql",
+        &[
+            ("connectionString", url.clone()),
+            ("tableName", table.clone()),
+            ("cleanupInterval", "1s".into()),
+        ],
+    );
+    b.teardown = Some(Box::new(move || drop_pg_table(url, table)));
+    b
+}
+
+/// Drops a test table, its sequence and its metadata rows. Runs on its own thread and runtime,
+/// because it is called from `Drop` inside the test's runtime. Best effort.
+pub fn drop_pg_table(url: String, table: String) {
+    let job = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
+            tokio::spawn(conn);
+            let sql = format!(
+                "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_version_seq\"; \
+                 DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
+            );
+            client.batch_execute(&sql).await.ok()
+        })
+    });
+    let _ = job.join();
 }

@@ -19,7 +19,7 @@ macro_rules! backends {
     };
 }
 
-backends![in_memory, redis];
+backends![in_memory, redis, postgresql];
 
 /// How a backend describes itself.
 pub struct Descriptor {

@@ -1,0 +1,960 @@
+//! `state.postgresql` (alias `state.postgres`): durable state in one PostgreSQL table.
+//!
+//! # Table layout (schema version 1)
+//!
+//! ```sql
+//! CREATE TABLE <tableName> (
+//!   key        text COLLATE "C" NOT NULL PRIMARY KEY, -- the prefixed key
+//!   value      bytea NOT NULL,        -- the bytes exactly as written
+//!   value_json jsonb NULL,            -- the same value parsed, when it is JSON (for queries)
+//!   version    bigint NOT NULL,       -- the ETag: nextval('<tableName>_version_seq')
+//!   expires_at timestamptz NULL,      -- TTL; NULL means never
+//!   updated_at timestamptz NOT NULL DEFAULT now());
+//! CREATE SEQUENCE <tableName>_version_seq AS bigint;
+//! CREATE INDEX <tableName>_expires_at_idx ON <tableName> (expires_at) WHERE expires_at IS NOT NULL;
+//! -- <metadataTableName> (key text PRIMARY KEY, value text): rows
+//! --   mecha-schema-version:<tableName> = 1, mecha-last-cleanup:<tableName> = <timestamp>
+//! ```
+//!
+//! The schema is created (or migrated) on first use inside one transaction holding
+//! `pg_advisory_xact_lock`, so Mecha instances starting together do not race. Every write takes
+//! a fresh version from the sequence, so an ETag never repeats for a key, even after a delete.
+//! Conditional writes are single statements (`UPDATE ... WHERE version = $etag`, `INSERT ... ON
+//! CONFLICT ... WHERE expired`), bulk writes one `unnest` statement per batch, and transactions
+//! one database transaction. Statements are prepared once per pooled connection. Instances
+//! built by one factory share the connection pool; nothing connects until the first call.
+
+mod sql;
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    TimeoutType,
+};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{NoTls, Row, Statement};
+
+use self::sql::{Ident, SCHEMA_VERSION, Sql};
+use super::{ComponentConfig, Descriptor, Field, FieldKind, parse_duration};
+use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
+use crate::capabilities::query::Query;
+use crate::capabilities::{Capability, CapabilitySet};
+use crate::model::{
+    Concurrency, DeleteRequest, GetRequest, Metadata, QueryItem, QueryRequest, QueryResponse,
+    SetRequest, StateEntry, TTL_EXPIRE_TIME, TransactionOp, TransactionRequest, Ttl,
+    format_expire_time,
+};
+
+/// The backend's self-description.
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    component_type: "state.postgresql",
+    aliases: &["state.postgres"],
+    // Dapr's v1 (xmin ETags) and v2 (UUID ETags) differ in ways clients cannot see through
+    // the API; both spellings select this one implementation and its own table layout.
+    versions: &["v1", "v2"],
+    capabilities: CAPABILITIES,
+    metadata: &[
+        Field::new(
+            "connectionString",
+            FieldKind::String,
+            "PostgreSQL URL or key=value DSN (TLS is not supported: use sslmode=disable or prefer)",
+        )
+        .required()
+        .sensitive(),
+        Field::new(
+            "tableName",
+            FieldKind::String,
+            "state table, optionally schema-qualified (default state)",
+        ),
+        Field::new(
+            "metadataTableName",
+            FieldKind::String,
+            "table for the schema version and cleanup bookkeeping (default dapr_metadata)",
+        ),
+        Field::new(
+            "timeout",
+            FieldKind::Duration,
+            "deadline of one database operation (default 20s)",
+        ),
+        Field::new(
+            "timeoutInSeconds",
+            FieldKind::Integer { min: 1, max: 86_400 },
+            "older spelling of timeout, in seconds",
+        ),
+        Field::new(
+            "cleanupInterval",
+            FieldKind::String,
+            "how often expired rows are deleted (default 1h; 0 or negative disables)",
+        ),
+        Field::new(
+            "cleanupIntervalInSeconds",
+            FieldKind::Integer { min: i64::MIN, max: 31_536_000 },
+            "older spelling of cleanupInterval, in seconds",
+        ),
+        Field::new(
+            "maxConns",
+            FieldKind::Integer { min: 1, max: 10_000 },
+            "maximum pooled connections (default 4 per CPU, at least 4)",
+        ),
+        Field::new(
+            "connectionMaxIdleTime",
+            FieldKind::Duration,
+            "close pooled connections idle for longer than this (default: never)",
+        ),
+    ],
+    build,
+};
+
+const CAPABILITIES: CapabilitySet = CapabilitySet::of(&[
+    Capability::Etag,
+    Capability::Transactional,
+    Capability::QueryApi,
+    Capability::Ttl,
+    Capability::FirstWrite,
+    Capability::BulkNative,
+    Capability::StrongConsistency,
+]);
+
+/// Connection establishment is bounded by this unless the connection string sets
+/// `connect_timeout`, so an unreachable database fails well inside the request deadline.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Above this many cached statements on one connection, query shapes are prepared without
+/// caching (a client could otherwise grow the cache with endlessly different filters).
+const QUERY_CACHE_LIMIT: usize = 256;
+
+/// Validated settings of one component.
+#[derive(Debug, Clone)]
+struct Settings {
+    table: Ident,
+    metadata_table: Ident,
+    timeout: Duration,
+    cleanup_interval: Option<Duration>,
+    max_conns: usize,
+    max_idle: Option<Duration>,
+}
+
+fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
+    let (pg, settings) = parse_settings(cfg)?;
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let connect = DEFAULT_CONNECT_TIMEOUT.min(settings.timeout);
+    let pool = Pool::builder(manager)
+        .max_size(settings.max_conns)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(connect))
+        .recycle_timeout(Some(connect))
+        .build()
+        .map_err(|e| format!("cannot build the connection pool: {e}"))?;
+    let store = PgStore {
+        sql: Sql::new(&settings.table, &settings.metadata_table),
+        pool,
+        migrated: OnceCell::new(),
+        settings,
+    };
+    Ok(Arc::new(PgFactory {
+        store: Arc::new(store),
+    }))
+}
+
+fn parse_settings(cfg: &ComponentConfig) -> Result<(tokio_postgres::Config, Settings), String> {
+    let raw = cfg.get("connectionString").unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Err("connectionString is required".into());
+    }
+    // The parse error never echoes the string, which may hold a password.
+    let mut pg = tokio_postgres::Config::from_str(raw)
+        .map_err(|e| format!("connectionString is not a valid PostgreSQL connection string: {e}"))?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("mecha");
+    }
+    let timeout = match (cfg.get("timeout"), cfg.get("timeoutInSeconds")) {
+        (Some(_), _) => cfg.duration_or("timeout", Duration::from_secs(20)),
+        (None, Some(_)) => Duration::from_secs(cfg.int_or("timeoutInSeconds", 20) as u64),
+        (None, None) => Duration::from_secs(20),
+    };
+    if timeout.is_zero() {
+        return Err("timeout must be greater than zero".into());
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(timeout));
+    }
+    let cleanup_interval = match (cfg.get("cleanupInterval"), cfg.get("cleanupIntervalInSeconds"))
+    {
+        (Some(v), _) => parse_cleanup(v)?,
+        (None, Some(_)) => {
+            let secs = cfg.int_or("cleanupIntervalInSeconds", 3600);
+            (secs > 0).then(|| Duration::from_secs(secs as u64))
+        }
+        (None, None) => Some(Duration::from_secs(3600)),
+    };
+    let default_conns = std::thread::available_parallelism()
+        .map(|n| n.get() * 4)
+        .unwrap_or(4)
+        .max(4);
+    let max_conns = cfg.int_or("maxConns", default_conns as i64) as usize;
+    let max_idle = cfg
+        .get("connectionMaxIdleTime")
+        .map(|_| cfg.duration_or("connectionMaxIdleTime", Duration::ZERO))
+        .filter(|d| !d.is_zero());
+    let table = Ident::parse(cfg.get("tableName").unwrap_or("state"))
+        .map_err(|e| format!("tableName: {e}"))?;
+    let metadata_table = Ident::parse(cfg.get("metadataTableName").unwrap_or("dapr_metadata"))
+        .map_err(|e| format!("metadataTableName: {e}"))?;
+    if table == metadata_table {
+        return Err("tableName and metadataTableName must differ".into());
+    }
+    Ok((
+        pg,
+        Settings {
+            table,
+            metadata_table,
+            timeout,
+            cleanup_interval,
+            max_conns,
+            max_idle,
+        },
+    ))
+}
+
+/// `cleanupInterval`: a duration or a number of seconds; zero or negative disables cleanup.
+fn parse_cleanup(raw: &str) -> Result<Option<Duration>, String> {
+    let v = raw.trim();
+    if v.starts_with('-') {
+        return Ok(None);
+    }
+    let d = parse_duration(v).map_err(|e| format!("cleanupInterval: {e}"))?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+struct PgFactory {
+    store: Arc<PgStore>,
+}
+
+impl StoreFactory for PgFactory {
+    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
+        // Shards share the pool; creating one connects nothing.
+        Ok(self.store.clone())
+    }
+
+    fn capabilities(&self) -> CapabilitySet {
+        CAPABILITIES
+    }
+}
+
+struct PgStore {
+    pool: Pool,
+    sql: Sql,
+    settings: Settings,
+    migrated: OnceCell<()>,
+}
+
+// === errors ===
+
+fn db_err(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        return StoreError::Internal(format!(
+            "postgresql: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        ));
+    }
+    if e.is_closed() {
+        return StoreError::Unavailable("the connection to PostgreSQL was lost".into());
+    }
+    StoreError::Unavailable(format!("postgresql: {}", with_causes(&e)))
+}
+
+/// `error: cause: cause`, since tokio-postgres keeps the useful part (e.g. "Connection
+/// refused") in the source chain.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Timeout(TimeoutType::Wait) => StoreError::Unavailable(
+            "timed out waiting for a free PostgreSQL connection (maxConns are busy)".into(),
+        ),
+        PoolError::Timeout(TimeoutType::Create) => {
+            StoreError::Unavailable("timed out connecting to PostgreSQL".into())
+        }
+        PoolError::Timeout(TimeoutType::Recycle) => {
+            StoreError::Unavailable("timed out checking a pooled PostgreSQL connection".into())
+        }
+        PoolError::Backend(e) if e.as_db_error().is_none() => {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
+        }
+        PoolError::Backend(e) => db_err(e),
+        other => StoreError::Unavailable(format!("cannot connect to PostgreSQL: {other}")),
+    }
+}
+
+fn parse_etag(raw: &str) -> Result<i64, StoreError> {
+    raw.parse()
+        .map_err(|_| StoreError::EtagInvalid(raw.to_owned()))
+}
+
+fn first_write_conflict() -> StoreError {
+    StoreError::EtagMismatch(Some("first-write: the key already exists".into()))
+}
+
+// === values ===
+
+/// The value as `jsonb` when its bytes are JSON PostgreSQL accepts; `None` otherwise (the row
+/// is then stored and read normally but no query filter matches it). serde_json is stricter
+/// than jsonb except for `\u0000` in strings, which jsonb rejects.
+fn json_of(bytes: &[u8]) -> Option<Json<Value>> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    if bytes.windows(6).any(|w| w == b"\\u0000") && has_nul(&v) {
+        return None;
+    }
+    Some(Json(v))
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// `ttlInSeconds` as the statements take it: seconds, or NULL for no expiry. `Ttl::Never`
+/// and an absent TTL both clear an earlier expiry, as Dapr's SQL stores do.
+fn ttl_param(ttl: Option<Ttl>) -> Option<i32> {
+    match ttl {
+        Some(Ttl::Seconds(s)) => Some(i32::try_from(s).unwrap_or(i32::MAX)),
+        Some(Ttl::Never) | None => None,
+    }
+}
+
+fn entry(value: Vec<u8>, version: i64, expires_at: Option<SystemTime>) -> StateEntry {
+    let mut metadata = Metadata::new();
+    if let Some(t) = expires_at {
+        metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(t));
+    }
+    StateEntry {
+        data: Bytes::from(value),
+        etag: Some(version.to_string()),
+        metadata,
+    }
+}
+
+/// Splits items into rounds in which every key appears at most once, keeping each key's
+/// items in request order (round `n` holds the `n`-th occurrence of each key). A batched
+/// statement must not touch a row twice, and in-order application is what the one-by-one
+/// semantics of a bulk request mean for a repeated key.
+fn rounds<T>(items: Vec<(usize, T)>, key: impl Fn(&T) -> &str) -> Vec<Vec<(usize, T)>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<Vec<(usize, T)>> = Vec::new();
+    for (i, item) in items {
+        let n = seen.entry(key(&item).to_owned()).or_insert(0);
+        if out.len() <= *n {
+            out.push(Vec::new());
+        }
+        out[*n].push((i, item));
+        *n += 1;
+    }
+    out
+}
+
+/// The single-row statements, one per kind of write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Upsert,
+    InsertFirst,
+    UpdateEtag,
+    Delete,
+    DeleteEtag,
+}
+
+impl WriteKind {
+    const COUNT: usize = 5;
+
+    fn of(op: &TransactionOp, etag: Option<i64>) -> WriteKind {
+        match (op, etag) {
+            (TransactionOp::Upsert(_), Some(_)) => WriteKind::UpdateEtag,
+            (TransactionOp::Upsert(r), None) if r.options.concurrency == Concurrency::FirstWrite => {
+                WriteKind::InsertFirst
+            }
+            (TransactionOp::Upsert(_), None) => WriteKind::Upsert,
+            (TransactionOp::Delete(_), Some(_)) => WriteKind::DeleteEtag,
+            (TransactionOp::Delete(_), None) => WriteKind::Delete,
+        }
+    }
+
+    fn of_set(req: &SetRequest, etag: Option<i64>) -> WriteKind {
+        match (etag, req.options.concurrency) {
+            (Some(_), _) => WriteKind::UpdateEtag,
+            (None, Concurrency::FirstWrite) => WriteKind::InsertFirst,
+            (None, _) => WriteKind::Upsert,
+        }
+    }
+
+    fn of_delete(etag: Option<i64>) -> WriteKind {
+        if etag.is_some() {
+            WriteKind::DeleteEtag
+        } else {
+            WriteKind::Delete
+        }
+    }
+}
+
+/// Runs a prepared single-row write. Nothing is awaited before the statement is sent, so
+/// futures of several writes polled together are pipelined in poll order.
+async fn exec_set(
+    client: &impl GenericClient,
+    stmt: &Statement,
+    req: &SetRequest,
+    etag: Option<i64>,
+) -> Result<(), StoreError> {
+    let json = json_of(&req.value);
+    let ttl = ttl_param(req.ttl);
+    let value: &[u8] = &req.value;
+    let n = match etag {
+        Some(e) => client.execute(stmt, &[&req.key, &value, &json, &ttl, &e]).await,
+        None => client.execute(stmt, &[&req.key, &value, &json, &ttl]).await,
+    }
+    .map_err(db_err)?;
+    match (n, etag, req.options.concurrency) {
+        (0, Some(_), _) => Err(StoreError::EtagMismatch(None)),
+        (0, None, Concurrency::FirstWrite) => Err(first_write_conflict()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a prepared single-row delete (pipelining as for [`exec_set`]).
+async fn exec_delete(
+    client: &impl GenericClient,
+    stmt: &Statement,
+    key: &str,
+    etag: Option<i64>,
+) -> Result<(), StoreError> {
+    match etag {
+        None => client.execute(stmt, &[&key]).await.map(|_| Ok(())),
+        Some(e) => client
+            .execute(stmt, &[&key, &e])
+            .await
+            .map(|n| if n == 0 { Err(StoreError::EtagMismatch(None)) } else { Ok(()) }),
+    }
+    .map_err(db_err)?
+}
+
+/// A pooled connection that goes back to the pool only through [`Conn::release`]; dropped
+/// any other way (its future cancelled by a timeout), it is detached and closed.
+struct Conn(Option<Object>);
+
+impl Conn {
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            drop(Object::take(obj));
+        }
+    }
+}
+
+// === the store ===
+
+impl PgStore {
+    /// Runs `fut` under the component's operation timeout.
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.settings.timeout, fut)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.settings.timeout)))
+    }
+
+    /// Runs `f` on a pooled connection (after making sure the schema exists) under the
+    /// operation timeout. A connection whose operation timed out midway is closed rather than
+    /// reused: its state (an unread response, an open transaction, a dead peer) is unknown.
+    async fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.timed(async {
+            self.migrated.get_or_try_init(|| self.migrate()).await?;
+            let mut conn = Conn(Some(self.pool.get().await.map_err(pool_err)?));
+            let client = conn.0.as_mut().expect("set above");
+            let result = f(client).await;
+            conn.release();
+            result
+        })
+        .await
+    }
+
+    /// Creates or upgrades the schema in one transaction under a database-wide advisory lock,
+    /// checking that an existing table has the columns this code uses.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = Conn(Some(self.pool.get().await.map_err(pool_err)?));
+        let client = conn.0.as_mut().expect("set above");
+        let key = format!("mecha-schema-version:{}", self.settings.table.plain());
+        let tx = client.transaction().await.map_err(db_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&sql::MIGRATION_LOCK])
+            .await
+            .map_err(db_err)?;
+        tx.batch_execute(&self.sql.create_metadata)
+            .await
+            .map_err(db_err)?;
+        let current: i64 = match tx
+            .query_opt(&self.sql.read_version, &[&key])
+            .await
+            .map_err(db_err)?
+        {
+            None => 0,
+            Some(row) => {
+                let v: String = row.get(0);
+                v.trim().parse().map_err(|_| {
+                    StoreError::Internal(format!(
+                        "{} holds an unreadable schema version {v:?} for {}",
+                        self.sql.metadata,
+                        self.settings.table.plain()
+                    ))
+                })?
+            }
+        };
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::Internal(format!(
+                "table {} has schema version {current}, newer than this Mecha understands ({SCHEMA_VERSION})",
+                self.settings.table.plain()
+            )));
+        }
+        if current < 1 {
+            tx.batch_execute(&self.sql.create_v1)
+                .await
+                .map_err(db_err)?;
+        }
+        // A table of the same name made by something else (Dapr's own layout, say) is refused
+        // before anything is added to it.
+        tx.batch_execute(&self.sql.check_layout)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => StoreError::Internal(format!(
+                    "table {} exists but is not a Mecha state table: {}",
+                    self.settings.table.plain(),
+                    db.message()
+                )),
+                None => db_err(e),
+            })?;
+        if current < 1 {
+            tx.batch_execute(&self.sql.create_v1_rest)
+                .await
+                .map_err(db_err)?;
+        }
+        // Later versions add their steps here, each guarded by `current < N`.
+        if current < SCHEMA_VERSION {
+            tx.execute(
+                &self.sql.write_version,
+                &[&key, &SCHEMA_VERSION.to_string()],
+            )
+            .await
+            .map_err(db_err)?;
+            tracing::info!(table = %self.settings.table.plain(), from = current, to = SCHEMA_VERSION, "postgresql schema migrated");
+        }
+        tx.commit().await.map_err(db_err)?;
+        conn.release();
+        Ok(())
+    }
+
+    /// Prepares (once per connection) the statement of one kind of write.
+    async fn prepare(
+        &self,
+        client: &impl GenericClient,
+        kind: WriteKind,
+    ) -> Result<Statement, StoreError> {
+        let sql = match kind {
+            WriteKind::Upsert => &self.sql.upsert,
+            WriteKind::InsertFirst => &self.sql.insert_first,
+            WriteKind::UpdateEtag => &self.sql.update_etag,
+            WriteKind::Delete => &self.sql.delete,
+            WriteKind::DeleteEtag => &self.sql.delete_etag,
+        };
+        client.prepare_cached(sql).await.map_err(db_err)
+    }
+
+    /// One batched statement over items with distinct keys; per-item results.
+    async fn bulk_set_round(
+        &self,
+        client: &Object,
+        items: &[(usize, SetRequest, Option<i64>)],
+    ) -> Result<HashSet<String>, StoreError> {
+        let keys: Vec<&str> = items.iter().map(|(_, r, _)| r.key.as_str()).collect();
+        let values: Vec<&[u8]> = items.iter().map(|(_, r, _)| &r.value[..]).collect();
+        let jsons: Vec<Option<Json<Value>>> =
+            items.iter().map(|(_, r, _)| json_of(&r.value)).collect();
+        let ttls: Vec<Option<i32>> = items.iter().map(|(_, r, _)| ttl_param(r.ttl)).collect();
+        let etags: Vec<Option<i64>> = items.iter().map(|(_, _, e)| *e).collect();
+        let first: Vec<bool> = items
+            .iter()
+            .map(|(_, r, _)| r.options.concurrency == Concurrency::FirstWrite)
+            .collect();
+        let stmt = client
+            .prepare_cached(&self.sql.bulk_set)
+            .await
+            .map_err(db_err)?;
+        let rows = client
+            .query(&stmt, &[&keys, &values, &jsons, &ttls, &etags, &first])
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    async fn cleanup(&self, interval: Duration) -> Result<u64, StoreError> {
+        self.with_conn(async |client| self.cleanup_on(client, interval).await)
+            .await
+    }
+
+    async fn cleanup_on(&self, client: &Object, interval: Duration) -> Result<u64, StoreError> {
+        let key = format!("mecha-last-cleanup:{}", self.settings.table.plain());
+        // Claim slightly early so a timer that fires a little before the interval is up still
+        // finds its claim granted.
+        let claim_ms = (interval.as_millis() * 9 / 10) as i64;
+        let stmt = client
+            .prepare_cached(&self.sql.cleanup_claim)
+            .await
+            .map_err(db_err)?;
+        if client
+            .execute(&stmt, &[&key, &claim_ms])
+            .await
+            .map_err(db_err)?
+            == 0
+        {
+            return Ok(0);
+        }
+        let stmt = client
+            .prepare_cached(&self.sql.cleanup_delete)
+            .await
+            .map_err(db_err)?;
+        let mut total = 0;
+        loop {
+            let n = client.execute(&stmt, &[]).await.map_err(db_err)?;
+            total += n;
+            if n < sql::CLEANUP_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for PgStore {
+    async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
+        self.with_conn(async |client| {
+            let stmt = client.prepare_cached(&self.sql.get).await.map_err(db_err)?;
+            let row = client
+                .query_opt(&stmt, &[&req.key])
+                .await
+                .map_err(db_err)?;
+            Ok(row.map(|r| entry(r.get(0), r.get(1), r.get(2))))
+        })
+        .await
+    }
+
+    async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
+        let etag = req.etag.as_deref().map(parse_etag).transpose()?;
+        self.with_conn(async |client| {
+            let stmt = self.prepare(&*client, WriteKind::of_set(&req, etag)).await?;
+            exec_set(&*client, &stmt, &req, etag).await
+        })
+        .await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
+        let etag = req.etag.as_deref().map(parse_etag).transpose()?;
+        self.with_conn(async |client| {
+            let stmt = self.prepare(&*client, WriteKind::of_delete(etag)).await?;
+            exec_delete(&*client, &stmt, &req.key, etag).await
+        })
+        .await
+    }
+
+    async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
+        let found = self
+            .with_conn(async |client| {
+                let stmt = client
+                    .prepare_cached(&self.sql.bulk_get)
+                    .await
+                    .map_err(db_err)?;
+                let rows: Vec<Row> = client.query(&stmt, &[&keys]).await.map_err(db_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| (r.get::<_, String>(0), entry(r.get(1), r.get(2), r.get(3))))
+                    .collect::<HashMap<String, StateEntry>>())
+            })
+            .await;
+        match found {
+            Ok(found) => reqs
+                .iter()
+                .map(|r| Ok(found.get(&r.key).cloned()))
+                .collect(),
+            Err(e) => reqs.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    async fn bulk_set(&self, reqs: Vec<SetRequest>) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Result<(), StoreError>> = vec![Ok(()); reqs.len()];
+        let mut valid = Vec::with_capacity(reqs.len());
+        for (i, r) in reqs.into_iter().enumerate() {
+            match r.etag.as_deref().map(parse_etag).transpose() {
+                Ok(etag) => valid.push((i, (r, etag))),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        if valid.is_empty() {
+            return results;
+        }
+        let outcome = self
+            .with_conn(async |client| {
+                let mut written = Vec::new();
+                for round in rounds(valid, |(r, _)| r.key.as_str()) {
+                    let items: Vec<(usize, SetRequest, Option<i64>)> =
+                        round.into_iter().map(|(i, (r, e))| (i, r, e)).collect();
+                    let ok = self.bulk_set_round(client, &items).await?;
+                    written.extend(items.into_iter().map(|(i, r, e)| {
+                        let res = if ok.contains(&r.key) {
+                            Ok(())
+                        } else if e.is_some() {
+                            Err(StoreError::EtagMismatch(None))
+                        } else {
+                            Err(first_write_conflict())
+                        };
+                        (i, res)
+                    }));
+                }
+                Ok(written)
+            })
+            .await;
+        match outcome {
+            Ok(written) => {
+                for (i, r) in written {
+                    results[i] = r;
+                }
+            }
+            // The batches may have partly run; every item not already failed reports the error.
+            Err(e) => {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Result<(), StoreError>> = vec![Ok(()); reqs.len()];
+        let mut valid = Vec::with_capacity(reqs.len());
+        for (i, r) in reqs.into_iter().enumerate() {
+            match r.etag.as_deref().map(parse_etag).transpose() {
+                Ok(etag) => valid.push((i, (r.key, etag))),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        if valid.is_empty() {
+            return results;
+        }
+        let outcome = self
+            .with_conn(async |client| {
+                let stmt = client
+                    .prepare_cached(&self.sql.bulk_delete)
+                    .await
+                    .map_err(db_err)?;
+                let mut done = Vec::new();
+                for round in rounds(valid, |(k, _)| k.as_str()) {
+                    let keys: Vec<&str> = round.iter().map(|(_, (k, _))| k.as_str()).collect();
+                    let etags: Vec<Option<i64>> = round.iter().map(|(_, (_, e))| *e).collect();
+                    let rows = client
+                        .query(&stmt, &[&keys, &etags])
+                        .await
+                        .map_err(db_err)?;
+                    let deleted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+                    done.extend(round.iter().map(|(i, (k, e))| {
+                        let res = if e.is_none() || deleted.contains(k) {
+                            Ok(())
+                        } else {
+                            Err(StoreError::EtagMismatch(None))
+                        };
+                        (*i, res)
+                    }));
+                }
+                Ok(done)
+            })
+            .await;
+        match outcome {
+            Ok(done) => {
+                for (i, r) in done {
+                    results[i] = r;
+                }
+            }
+            Err(e) => {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
+        // Reject malformed ETags before touching the database.
+        let etags = req
+            .operations
+            .iter()
+            .map(|op| {
+                let etag = match op {
+                    TransactionOp::Upsert(r) => r.etag.as_deref(),
+                    TransactionOp::Delete(r) => r.etag.as_deref(),
+                };
+                etag.map(parse_etag).transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_conn(async |client| {
+            let tx = client.transaction().await.map_err(db_err)?;
+            let kinds: Vec<WriteKind> = req
+                .operations
+                .iter()
+                .zip(&etags)
+                .map(|(op, etag)| WriteKind::of(op, *etag))
+                .collect();
+            let mut stmts: [Option<Statement>; WriteKind::COUNT] = Default::default();
+            for kind in &kinds {
+                if stmts[*kind as usize].is_none() {
+                    stmts[*kind as usize] = Some(self.prepare(&tx, *kind).await?);
+                }
+            }
+            // The operations are pipelined: sent back to back and executed in order by the
+            // server, so each sees the ones before it. Any failure rolls everything back.
+            let results = futures::future::join_all(
+                req.operations.iter().zip(&etags).zip(&kinds).map(|((op, etag), kind)| {
+                    let stmt = stmts[*kind as usize].as_ref().expect("prepared above");
+                    let tx = &tx;
+                    async move {
+                        match op {
+                            TransactionOp::Upsert(r) => exec_set(tx, stmt, r, *etag).await,
+                            TransactionOp::Delete(r) => exec_delete(tx, stmt, &r.key, *etag).await,
+                        }
+                    }
+                }),
+            )
+            .await;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                tx.rollback().await.map_err(db_err)?;
+                return Err(e);
+            }
+            tx.commit().await.map_err(db_err)
+        })
+        .await
+    }
+
+    async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
+        let bad = |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
+        let query = Query::parse(&req.query).map_err(|e| bad(e.0))?;
+        let q = sql::translate(&self.sql.table, &query, &req.key_prefix).map_err(bad)?;
+        self.with_conn(async |client| {
+            let stmt = if client.statement_cache.size() < QUERY_CACHE_LIMIT {
+                client.prepare_cached(&q.text).await
+            } else {
+                client.prepare(&q.text).await
+            }
+            .map_err(db_err)?;
+            let params: Vec<&(dyn ToSql + Sync)> = q
+                .params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let mut rows = client.query(&stmt, &params).await.map_err(db_err)?;
+            let mut token = None;
+            if q.limit > 0 && rows.len() as u64 > q.limit {
+                rows.truncate(q.limit as usize);
+                token = Some((q.offset + q.limit).to_string());
+            }
+            let results = rows
+                .into_iter()
+                .map(|r| QueryItem {
+                    key: r.get(0),
+                    data: Bytes::from(r.get::<_, Vec<u8>>(1)),
+                    etag: Some(r.get::<_, i64>(2).to_string()),
+                })
+                .collect();
+            Ok(QueryResponse {
+                results,
+                token,
+                metadata: Metadata::new(),
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(async |client| {
+            let stmt = client
+                .prepare_cached(&self.sql.ping)
+                .await
+                .map_err(db_err)?;
+            client.query_one(&stmt, &[]).await.map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn housekeeping_interval(&self) -> Option<Duration> {
+        match (self.settings.cleanup_interval, self.settings.max_idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn housekeeping(&self) {
+        if let Some(max_idle) = self.settings.max_idle {
+            let closed = self.pool.retain(|_, m| m.last_used() < max_idle).removed.len();
+            if closed > 0 {
+                tracing::debug!(closed, "postgresql: closed idle connections");
+            }
+        }
+        if let Some(interval) = self.settings.cleanup_interval {
+            match self.cleanup(interval).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, table = %self.settings.table.plain(), "postgresql: deleted expired rows"),
+                Err(e) => tracing::warn!(error = %e, "postgresql: expired-row cleanup failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

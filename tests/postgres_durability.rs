@@ -1,0 +1,245 @@
+//! Durability: the real `mecha` binary on PostgreSQL is killed with SIGKILL in the middle of a
+//! stream of writes; after a restart every write it acknowledged (single saves, bulk saves and
+//! transactions) reads back with the acknowledged value. Needs PostgreSQL (`DATABASE_URL`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::json;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
+}
+
+/// A running `mecha` process and its HTTP base URL. Killed on drop.
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes ANSI colour sequences from a log line.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Forwards a child's output lines to `tx` (and keeps draining, so the child never blocks).
+fn pump(stream: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(strip_ansi(&line));
+        }
+    });
+}
+
+fn spawn_mecha(resources: &std::path::Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mecha"))
+        .arg("--resources-path")
+        .arg(resources)
+        .args([
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mecha starts");
+    let (tx, rx) = mpsc::channel();
+    pump(child.stdout.take().unwrap(), tx.clone());
+    pump(child.stderr.take().unwrap(), tx);
+    let mut seen = Vec::new();
+    loop {
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no 'mecha listening' line; output so far:\n{}",
+                    seen.join("\n")
+                );
+            }
+        };
+        if line.contains("mecha listening")
+            && let Some(rest) = line.split("http=").nth(1)
+        {
+            let addr = rest.split_whitespace().next().unwrap().to_owned();
+            // Keep draining the output in the background.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return Proc {
+                child,
+                base: format!("http://{addr}"),
+            };
+        }
+        seen.push(line);
+    }
+}
+
+/// What a writer was told succeeded: key → value.
+type Acked = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+async fn writer(id: usize, base: String, acked: Acked, stop: Arc<AtomicBool>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        // Rotate through a single save, a bulk save of three and a transaction of two.
+        let (url, body, items): (String, serde_json::Value, Vec<(String, serde_json::Value)>) =
+            match i % 3 {
+                0 => {
+                    let k = format!("w{id}-s{i}");
+                    let v = json!({"writer": id, "i": i});
+                    (
+                        format!("{base}/v1.0/state/pg"),
+                        json!([{"key": k, "value": v}]),
+                        vec![(k, v)],
+                    )
+                }
+                1 => {
+                    let items: Vec<(String, serde_json::Value)> = (0..3)
+                        .map(|j| (format!("w{id}-b{i}-{j}"), json!(i * 10 + j)))
+                        .collect();
+                    let body = items
+                        .iter()
+                        .map(|(k, v)| json!({"key": k, "value": v}))
+                        .collect();
+                    (
+                        format!("{base}/v1.0/state/pg"),
+                        serde_json::Value::Array(body),
+                        items,
+                    )
+                }
+                _ => {
+                    let items: Vec<(String, serde_json::Value)> = (0..2)
+                        .map(|j| (format!("w{id}-t{i}-{j}"), json!(format!("t{i}.{j}"))))
+                        .collect();
+                    let ops: Vec<serde_json::Value> = items
+                        .iter()
+                        .map(|(k, v)| json!({"operation": "upsert", "request": {"key": k, "value": v}}))
+                        .collect();
+                    (
+                        format!("{base}/v1.0/state/pg/transaction"),
+                        json!({"operations": ops}),
+                        items,
+                    )
+                }
+            };
+        match client.post(url).body(body.to_string()).send().await {
+            Ok(r) if r.status() == 204 => acked.lock().extend(items),
+            Ok(r) if !stop.load(Ordering::Relaxed) => {
+                panic!(
+                    "write refused before the kill: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                )
+            }
+            // After the kill (or while it happens) failures are expected and not acknowledged.
+            _ => return,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_sigkill() {
+    let table = format!("dur_{:016x}", rand::random::<u64>());
+    let dir = tempfile::tempdir().unwrap();
+    let component = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pg\nspec:\n  type: state.postgresql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: {}\n  - name: tableName\n    value: {table}\n",
+        serde_json::to_string(&database_url()).unwrap()
+    );
+    std::fs::write(dir.path().join("pg.yaml"), component).unwrap();
+
+    let mut first = spawn_mecha(dir.path());
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|id| tokio::spawn(writer(id, first.base.clone(), acked.clone(), stop.clone())))
+        .collect();
+    // Let the stream run, then kill without warning while requests are in flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().unwrap();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let acked = std::mem::take(&mut *acked.lock());
+    assert!(
+        acked.len() > 50,
+        "only {} writes were acknowledged before the kill",
+        acked.len()
+    );
+    eprintln!("{} acknowledged writes before SIGKILL", acked.len());
+
+    let second = spawn_mecha(dir.path());
+    let client = reqwest::Client::new();
+    for chunk in acked.chunks(200) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let r = client
+            .post(format!("{}/v1.0/state/pg/bulk", second.base))
+            .body(json!({"keys": keys}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let items: Vec<serde_json::Value> = r.json().await.unwrap();
+        for ((key, want), got) in chunk.iter().zip(&items) {
+            assert_eq!(got["key"], json!(key));
+            assert_eq!(
+                &got["data"], want,
+                "acknowledged write {key} lost or changed after SIGKILL"
+            );
+        }
+    }
+    drop(second);
+    drop_table(&table).await;
+}
+
+async fn drop_table(table: &str) {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_version_seq\"; \
+             DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
+        ))
+        .await
+        .unwrap();
+}
