@@ -70,3 +70,21 @@ ensure_postgres() {
   fi
   log "postgres: up on 127.0.0.1:${PGPORT:-5432}"
 }
+
+# Python 3 with venv and pip, for the official Python SDK compatibility test.
+ensure_python_venv() {
+  if command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    log "python: $(python3 --version 2>&1) with venv"; return 0
+  fi
+  log "python: installing python3-venv"
+  apt_install python3 python3-venv python3-pip
+}
+
+# Node.js with npm, for the official JavaScript SDK compatibility test.
+ensure_node() {
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    log "node: $(node --version) with npm $(npm --version)"; return 0
+  fi
+  log "node: installing nodejs and npm"
+  apt_install nodejs npm
+}

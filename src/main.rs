@@ -96,6 +96,7 @@ fn check(args: &RunArgs) -> ExitCode {
             name: c.name.clone(),
             detail: format!("{} {}", c.component_type, c.version),
             capabilities: c.capabilities(),
+            conditional: mecha::capabilities::CapabilitySet::EMPTY,
         })
         .collect();
     println!("{}", render_matrix("store", "type", &rows));

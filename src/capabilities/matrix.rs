@@ -11,6 +11,8 @@ pub struct MatrixRow {
     pub detail: String,
     /// Native capabilities.
     pub capabilities: CapabilitySet,
+    /// Those of `capabilities` that depend on configuration.
+    pub conditional: CapabilitySet,
 }
 
 /// Renders rows as a GitHub markdown table with one column per capability.
@@ -27,10 +29,10 @@ pub fn render_matrix(first_header: &str, second_header: &str, rows: &[MatrixRow]
     for row in rows {
         out.push_str(&format!("| `{}` | {} |", row.name, row.detail));
         for c in Capability::ALL {
-            out.push_str(if row.capabilities.has(c) {
-                " ✔ |"
-            } else {
-                " – |"
+            out.push_str(match (row.capabilities.has(c), row.conditional.has(c)) {
+                (true, false) => " ✔ |",
+                (true, true) => " (✔) |",
+                _ => " – |",
             });
         }
         out.push('\n');
@@ -47,12 +49,17 @@ mod tests {
         let rows = [MatrixRow {
             name: "state.x".into(),
             detail: "v1".into(),
-            capabilities: CapabilitySet::of(&[Capability::Etag]),
+            capabilities: CapabilitySet::of(&[Capability::Etag, Capability::Ttl]),
+            conditional: CapabilitySet::of(&[Capability::Ttl]),
         }];
         let table = render_matrix("type", "versions", &rows);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("ETAG") && lines[0].contains("STRONG_CONSISTENCY"));
-        assert!(lines[2].starts_with("| `state.x` | v1 | ✔ | – |"));
+        assert!(
+            lines[2].starts_with("| `state.x` | v1 | ✔ | – | – | (✔) |"),
+            "{}",
+            lines[2]
+        );
     }
 }

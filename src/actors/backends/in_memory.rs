@@ -27,6 +27,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     aliases: &[],
     versions: &["v1"],
     capabilities: CAPABILITIES,
+    conditional: CapabilitySet::EMPTY,
     metadata: &[Field::new(
         "sweepInterval",
         FieldKind::Duration,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actors::StoreFactory;
-use crate::capabilities::CapabilitySet;
+use crate::capabilities::{CapabilitySet, MatrixRow, render_matrix};
 
 /// Declares each backend module and lists it in [`REGISTRY`], so the two cannot drift.
 macro_rules! backends {
@@ -31,6 +31,8 @@ pub struct Descriptor {
     pub versions: &'static [&'static str],
     /// Capabilities the backend can have natively (a configured store may have fewer).
     pub capabilities: CapabilitySet,
+    /// Those of `capabilities` a store has only with some configuration (shown as `(✔)`).
+    pub conditional: CapabilitySet,
     /// Component metadata the backend reads (in addition to [`COMMON_FIELDS`]).
     pub metadata: &'static [Field],
     /// Builds the store factory from validated component metadata.
@@ -51,6 +53,20 @@ impl Descriptor {
             .chain(self.metadata.iter())
             .find(|f| f.name.eq_ignore_ascii_case(name))
     }
+}
+
+/// The capability matrix of every backend, as the README shows it.
+pub fn registry_matrix() -> String {
+    let rows: Vec<MatrixRow> = REGISTRY
+        .iter()
+        .map(|d| MatrixRow {
+            name: d.component_type.to_owned(),
+            detail: d.versions.join(", "),
+            capabilities: d.capabilities,
+            conditional: d.conditional,
+        })
+        .collect();
+    render_matrix("type", "versions", &rows)
 }
 
 /// Finds the backend for a component type (case-insensitive).

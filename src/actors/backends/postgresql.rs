@@ -61,6 +61,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     // the API; both spellings select this one implementation and its own table layout.
     versions: &["v1", "v2"],
     capabilities: CAPABILITIES,
+    conditional: CapabilitySet::EMPTY,
     metadata: &[
         Field::new(
             "connectionString",

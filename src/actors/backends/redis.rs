@@ -101,6 +101,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     aliases: &[],
     versions: &["v1"],
     capabilities: CAPABILITIES.with(Capability::StrongConsistency),
+    conditional: CapabilitySet::of(&[Capability::StrongConsistency]),
     metadata: METADATA,
     build,
 };
