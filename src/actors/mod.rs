@@ -1,7 +1,7 @@
 //! Store backends and the actors that run them.
 //!
 //! A backend implements [`StateStore`] (plain async Rust, testable without actors) and is
-//! described by a [`Descriptor`] in [`backends`]. At start-up each configured store gets one
+//! described by a [`backends::Descriptor`] in [`backends`]. At start-up each configured store gets one
 //! supervised [`StoreActor`] per serving thread; the gateway reaches it only through a
 //! [`StoreHandle`], which owns the per-request timeout and maps mailbox failures. Nothing here
 //! knows about HTTP, gRPC or Dapr error codes.
