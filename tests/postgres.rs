@@ -690,6 +690,74 @@ async fn query_over_http() {
     }
 }
 
+/// The same query through the gRPC door: results, an empty answer, and a query error.
+#[actix_rt::test]
+async fn query_over_grpc() {
+    use mecha::gateway::grpc::proto::runtime::QueryStateRequest;
+    use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+    use tonic_types::StatusExt;
+
+    let table = Table::new();
+    let m = TestMecha::empty()
+        .app_id("grpcapp")
+        .yaml(&mecha_component("pg", &table, &database_url()))
+        .start()
+        .await;
+    for (i, kind) in ["a", "b", "a"].iter().enumerate() {
+        m.save(
+            "pg",
+            &format!("g{i}"),
+            serde_json::json!({"kind": kind, "n": i}),
+        )
+        .await;
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", m.running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = DaprClient::new(channel);
+    let query = |q: &str| QueryStateRequest {
+        store_name: "pg".into(),
+        query: q.into(),
+        metadata: Default::default(),
+    };
+    let resp = client
+        .query_state_alpha1(query(
+            r#"{"filter":{"EQ":{"kind":"a"}},"sort":[{"key":"n"}]}"#,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<&str> = resp.results.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["g0", "g2"]);
+    let data: serde_json::Value = serde_json::from_slice(&resp.results[1].data).unwrap();
+    assert_eq!(data, serde_json::json!({"kind": "a", "n": 2}));
+    assert!(!resp.results[0].etag.is_empty());
+
+    let empty = client
+        .query_state_alpha1(query(r#"{"filter":{"EQ":{"kind":"z"}}}"#))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(empty.results.is_empty() && empty.token.is_empty());
+
+    let st = client
+        .query_state_alpha1(query(r#"{"filter":{"EQ":{}}}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Internal);
+    assert_eq!(
+        st.get_details_error_info().unwrap().reason,
+        "DAPR_STATE_QUERY_FAILED"
+    );
+    assert!(
+        st.message().starts_with("state store pg query failed: "),
+        "{}",
+        st.message()
+    );
+}
+
 // === failure and recovery ===
 
 /// A TCP proxy to PostgreSQL that a test can cut (closing every connection) and restore on
