@@ -222,6 +222,28 @@ function scenarios(proto) {
       assert.deepEqual(await client.state.get(STORE, k("m2")), { two: 2 });
     },
 
+    async save_get_number_and_boolean(client) {
+      // HTTP stores JSON 42/true; gRPC stores the text "42"/"true". Both read back parsed.
+      await save(client, [{ key: k("num"), value: 42 }, { key: k("bool"), value: true }]);
+      assert.equal(await client.state.get(STORE, k("num")), 42);
+      assert.equal(await client.state.get(STORE, k("bool")), true);
+    },
+
+    async keys_with_url_characters(client) {
+      await save(client, [
+        { key: k("sp ace"), value: "space" },
+        { key: k("ключ"), value: "utf8" },
+        { key: k("a+b"), value: "plus" },
+      ]);
+      assert.equal(await client.state.get(STORE, k("sp ace")), "space");
+      assert.equal(await client.state.get(STORE, k("ключ")), "utf8");
+      const [plus] = await client.state.getBulk(STORE, [k("a+b")]);
+      assert.equal(plus.data, "plus", JSON.stringify(plus));
+      // The HTTP SDK puts the key into the path unescaped, and daprd (so Mecha) query-unescapes
+      // path parameters: "+" reads as a space, so GET .../a+b asks for "a b", which is missing.
+      assert.equal(await client.state.get(STORE, k("a+b")), http ? "" : "plus");
+    },
+
     async bulk_get_returns_etags(client) {
       await save(client, [
         { key: k("b1"), value: "one" },
