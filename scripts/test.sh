@@ -11,6 +11,7 @@ source scripts/services.sh
 ensure_redis
 ensure_postgres
 ensure_python_venv
+ensure_node
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
 
@@ -20,3 +21,4 @@ cargo test --doc
 
 # The official SDKs against the real binary.
 MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/python/run.sh
+MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/js/run.sh
