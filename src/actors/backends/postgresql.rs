@@ -143,6 +143,14 @@ struct Settings {
     max_idle: Option<Duration>,
 }
 
+/// The exact single-row read and last-write upsert statements this backend prepares for
+/// `table` (`(get, upsert)`; parameters as in [`StateStore::get`] and a plain `set`), so the
+/// benchmark's direct baseline runs the same SQL.
+pub fn read_and_upsert_sql(table: &str) -> Result<(String, String), String> {
+    let sql = Sql::new(&Ident::parse(table)?, &Ident::parse("dapr_metadata")?);
+    Ok((sql.get, sql.upsert))
+}
+
 fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let (pg, settings) = parse_settings(cfg)?;
     let manager = Manager::from_config(

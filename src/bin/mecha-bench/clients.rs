@@ -1,0 +1,366 @@
+//! The clients: Mecha over HTTP (hyper, keep-alive connections) and gRPC (tonic channels),
+//! Redis and PostgreSQL directly, and the empty tonic `Dapr` server (the framework ceiling).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+use mecha::gateway::grpc::proto::runtime::dapr_server::{Dapr, DaprServer};
+use mecha::gateway::grpc::proto::runtime::{
+    DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
+    GetBulkStateRequest, GetBulkStateResponse, GetMetadataRequest, GetMetadataResponse,
+    GetStateRequest, GetStateResponse, QueryStateRequest, QueryStateResponse, SaveStateRequest,
+    SetMetadataRequest,
+};
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// HTTP/1.1 keep-alive connections to one address, reused (one per concurrent request).
+pub struct HttpPool {
+    addr: SocketAddr,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+/// A response: status, headers we look at, and the body.
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub body: Bytes,
+}
+
+impl HttpPool {
+    pub fn new(addr: SocketAddr) -> Arc<HttpPool> {
+        Arc::new(HttpPool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| err("connect", e))?;
+        stream.set_nodelay(true).map_err(|e| err("nodelay", e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| err("handshake", e))?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// Sends one request on an idle connection (or a new one).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        if_etag: Option<&str>,
+    ) -> Result<HttpReply, String> {
+        let pooled = self.idle.lock().pop();
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        sender.ready().await.map_err(|e| err("ready", e))?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "127.0.0.1");
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(e) = if_etag {
+            req = req.header(hyper::header::IF_MATCH, e);
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| err("request", e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| err("send", e))?;
+        let status = resp.status();
+        let etag = resp
+            .headers()
+            .get(hyper::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| err("body", e))?
+            .to_bytes();
+        if !sender.is_closed() {
+            self.idle.lock().push(sender);
+        }
+        Ok(HttpReply { status, etag, body })
+    }
+}
+
+/// A few gRPC channels (HTTP/2 connections), used round-robin.
+pub struct GrpcPool {
+    clients: Vec<DaprClient<Channel>>,
+}
+
+impl GrpcPool {
+    pub async fn connect(addr: SocketAddr, channels: usize) -> Result<Arc<GrpcPool>, String> {
+        let mut clients = Vec::new();
+        for _ in 0..channels.max(1) {
+            let ch = Channel::from_shared(format!("http://{addr}"))
+                .map_err(|e| err("uri", e))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| err("grpc connect", e))?;
+            clients.push(DaprClient::new(ch));
+        }
+        Ok(Arc::new(GrpcPool { clients }))
+    }
+
+    pub fn client(&self, seq: u64) -> DaprClient<Channel> {
+        self.clients[(seq % self.clients.len() as u64) as usize].clone()
+    }
+
+    pub async fn get(&self, seq: u64, store: &str, key: String) -> Result<GetStateResponse, String> {
+        let mut c = self.client(seq);
+        c.get_state(GetStateRequest {
+            store_name: store.to_owned(),
+            key,
+            ..Default::default()
+        })
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| format!("grpc {:?}: {}", s.code(), s.message()))
+    }
+}
+
+/// Direct Redis: multiplexed connections running Mecha's own Lua scripts by SHA.
+pub struct RedisDirect {
+    conns: Vec<redis::aio::MultiplexedConnection>,
+    read: redis::Script,
+    write: redis::Script,
+}
+
+impl RedisDirect {
+    pub async fn connect(url: &str, conns: usize) -> Result<Arc<RedisDirect>, String> {
+        let client = redis::Client::open(url).map_err(|e| err("redis url", e))?;
+        let mut out = Vec::new();
+        for _ in 0..conns.max(1) {
+            out.push(
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| err("redis connect", e))?,
+            );
+        }
+        Ok(Arc::new(RedisDirect {
+            conns: out,
+            read: redis::Script::new(mecha::actors::backends::redis::READ_SCRIPT),
+            write: redis::Script::new(mecha::actors::backends::redis::WRITE_SCRIPT),
+        }))
+    }
+
+    pub fn conn(&self, seq: u64) -> redis::aio::MultiplexedConnection {
+        self.conns[(seq % self.conns.len() as u64) as usize].clone()
+    }
+
+    /// `EVALSHA <read script> 1 key`: what Mecha's GetState sends. Returns the value's length.
+    pub async fn get(&self, seq: u64, key: &str) -> Result<usize, String> {
+        let mut conn = self.conn(seq);
+        let v: redis::Value = self
+            .read
+            .key(key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err("redis", e))?;
+        match v {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Array(entry)) => match entry.get(1) {
+                    Some(redis::Value::BulkString(b)) => Ok(b.len()),
+                    _ => Err(format!("redis: key {key} missing")),
+                },
+                _ => Err("redis: unexpected reply".into()),
+            },
+            _ => Err("redis: unexpected reply".into()),
+        }
+    }
+
+    /// `EVALSHA <write script> 2 counter key each set '' 0 -1 value`: what Mecha's SaveState
+    /// of one item without ETag or TTL sends.
+    pub async fn set(&self, seq: u64, key: &str, value: &[u8]) -> Result<(), String> {
+        let mut conn = self.conn(seq);
+        let v: redis::Value = self
+            .write
+            .key(mecha::actors::backends::redis::VERSION_COUNTER_KEY)
+            .arg("each")
+            .key(key)
+            .arg("set")
+            .arg("")
+            .arg("0")
+            .arg(-1i64)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err("redis", e))?;
+        match v {
+            redis::Value::Array(codes) if matches!(codes.first(), Some(redis::Value::Int(n)) if *n > 0) => {
+                Ok(())
+            }
+            other => Err(format!("redis: unexpected write reply {other:?}")),
+        }
+    }
+}
+
+/// Direct PostgreSQL: tokio-postgres connections, each with Mecha's statements prepared.
+/// Requests are spread over the connections (tokio-postgres pipelines concurrent queries).
+pub struct PgDirect {
+    conns: Vec<(tokio_postgres::Client, tokio_postgres::Statement, tokio_postgres::Statement)>,
+}
+
+impl PgDirect {
+    pub async fn connect(url: &str, table: &str, conns: usize) -> Result<Arc<PgDirect>, String> {
+        let (get_sql, upsert_sql) =
+            mecha::actors::backends::postgresql::read_and_upsert_sql(table)?;
+        let mut out = Vec::new();
+        for _ in 0..conns.max(1) {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| err("postgres connect", e))?;
+            tokio::spawn(conn);
+            let get = client.prepare(&get_sql).await.map_err(|e| err("prepare", e))?;
+            let upsert = client
+                .prepare(&upsert_sql)
+                .await
+                .map_err(|e| err("prepare", e))?;
+            out.push((client, get, upsert));
+        }
+        Ok(Arc::new(PgDirect { conns: out }))
+    }
+
+    fn pick(
+        &self,
+        seq: u64,
+    ) -> &(tokio_postgres::Client, tokio_postgres::Statement, tokio_postgres::Statement) {
+        &self.conns[(seq % self.conns.len() as u64) as usize]
+    }
+
+    /// Mecha's `get` statement. Returns the value's length.
+    pub async fn get(&self, seq: u64, key: &str) -> Result<usize, String> {
+        let (c, get, _) = self.pick(seq);
+        let row = c
+            .query_opt(get, &[&key])
+            .await
+            .map_err(|e| err("postgres", e))?
+            .ok_or_else(|| format!("postgres: key {key} missing"))?;
+        let v: Vec<u8> = row.get(0);
+        let _version: i64 = row.get(1);
+        let _exp: Option<std::time::SystemTime> = row.get(2);
+        Ok(v.len())
+    }
+
+    /// Mecha's last-write upsert, with the same parameters (value, its JSON, no TTL).
+    pub async fn set(
+        &self,
+        seq: u64,
+        key: &str,
+        value: &[u8],
+        json: &tokio_postgres::types::Json<serde_json::Value>,
+    ) -> Result<(), String> {
+        let (c, _, upsert) = self.pick(seq);
+        let ttl: Option<i32> = None;
+        let n = c
+            .execute(upsert, &[&key, &value, &Some(json), &ttl])
+            .await
+            .map_err(|e| err("postgres", e))?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!("postgres: upsert touched {n} rows"))
+        }
+    }
+}
+
+/// A `Dapr` service that answers GetState with a canned response and does nothing else: the
+/// cost of tonic itself.
+struct EmptyDapr {
+    canned: GetStateResponse,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Dapr for EmptyDapr {
+    async fn get_state(&self, _: tonic::Request<GetStateRequest>) -> R<GetStateResponse> {
+        Ok(Response::new(self.canned.clone()))
+    }
+    async fn get_bulk_state(&self, _: tonic::Request<GetBulkStateRequest>) -> R<GetBulkStateResponse> {
+        Err(Status::unimplemented("empty"))
+    }
+    async fn save_state(&self, _: tonic::Request<SaveStateRequest>) -> R<()> {
+        Err(Status::unimplemented("empty"))
+    }
+    async fn query_state_alpha1(&self, _: tonic::Request<QueryStateRequest>) -> R<QueryStateResponse> {
+        Err(Status::unimplemented("empty"))
+    }
+    async fn delete_state(&self, _: tonic::Request<DeleteStateRequest>) -> R<()> {
+        Err(Status::unimplemented("empty"))
+    }
+    async fn delete_bulk_state(&self, _: tonic::Request<DeleteBulkStateRequest>) -> R<()> {
+        Err(Status::unimplemented("empty"))
+    }
+    async fn execute_state_transaction(
+        &self,
+        _: tonic::Request<ExecuteStateTransactionRequest>,
+    ) -> R<()> {
+        Err(Status::unimplemented("empty"))
+    }
+    async fn get_metadata(&self, _: tonic::Request<GetMetadataRequest>) -> R<GetMetadataResponse> {
+        Err(Status::unimplemented("empty"))
+    }
+    async fn set_metadata(&self, _: tonic::Request<SetMetadataRequest>) -> R<()> {
+        Err(Status::unimplemented("empty"))
+    }
+}
+
+/// Starts the empty server on its own thread with a current-thread runtime (the arrangement
+/// of Mecha's gRPC door), on a free loopback port.
+pub fn start_empty_tonic(value: Vec<u8>) -> Result<SocketAddr, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err("bind", e))?;
+    listener.set_nonblocking(true).map_err(|e| err("nonblocking", e))?;
+    let addr = listener.local_addr().map_err(|e| err("addr", e))?;
+    let canned = GetStateResponse {
+        data: value,
+        etag: "1".into(),
+        metadata: Default::default(),
+    };
+    std::thread::Builder::new()
+        .name("empty-tonic".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true));
+                let _ = tonic::transport::Server::builder()
+                    .add_service(DaprServer::new(EmptyDapr { canned }))
+                    .serve_with_incoming(incoming)
+                    .await;
+            });
+        })
+        .map_err(|e| err("thread", e))?;
+    Ok(addr)
+}

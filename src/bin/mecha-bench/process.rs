@@ -1,0 +1,189 @@
+//! The Mecha process under test: a generated resources directory, start-up to healthy,
+//! resident memory and CPU time from `/proc`, and a clean stop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; Mecha binds it right after).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Writes the components: `mem` (in-memory), `redis` and `pg`, with run-unique key prefix
+/// and tables.
+pub fn write_resources(
+    dir: &Path,
+    redis_host: &str,
+    prefix: &str,
+    pg_url: &str,
+    table: &str,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let component = |name: &str, ty: &str, meta: &[(&str, &str)]| {
+        let mut s = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n"
+        );
+        for (k, v) in meta {
+            s.push_str(&format!("    - name: {k}\n      value: {v:?}\n"));
+        }
+        s
+    };
+    std::fs::write(
+        dir.join("mem.yaml"),
+        component("mem", "state.in-memory", &[("keyPrefix", prefix)]),
+    )?;
+    std::fs::write(
+        dir.join("redis.yaml"),
+        component(
+            "redis",
+            "state.redis",
+            &[("redisHost", redis_host), ("keyPrefix", prefix)],
+        ),
+    )?;
+    let meta_table = format!("{table}_meta");
+    std::fs::write(
+        dir.join("pg.yaml"),
+        component(
+            "pg",
+            "state.postgresql",
+            &[
+                ("connectionString", pg_url),
+                ("tableName", table),
+                ("metadataTableName", &meta_table),
+                ("keyPrefix", prefix),
+            ],
+        ),
+    )?;
+    Ok(())
+}
+
+/// A running Mecha child process.
+pub struct Mecha {
+    child: Child,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    /// Exec to the first `204` from `/v1.0/healthz`.
+    pub startup: Duration,
+    pub log: PathBuf,
+}
+
+/// One HTTP/1.0 GET on a fresh connection; the status code.
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).ok()?;
+    std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
+}
+
+impl Mecha {
+    /// Starts `bin` on free ports and waits (polling every 0.5 ms) until it is healthy.
+    pub fn start(bin: &Path, resources: &Path, config: &Path, log: PathBuf) -> Result<Mecha, String> {
+        let (h, g, m) = (
+            free_port().map_err(|e| e.to_string())?,
+            free_port().map_err(|e| e.to_string())?,
+            free_port().map_err(|e| e.to_string())?,
+        );
+        let http = SocketAddr::from(([127, 0, 0, 1], h));
+        let grpc = SocketAddr::from(([127, 0, 0, 1], g));
+        let logfile = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut child = Command::new(bin)
+            .arg("--resources-path")
+            .arg(resources)
+            .arg("--config")
+            .arg(config)
+            .args(["--http-port", &h.to_string()])
+            .args(["--grpc-port", &g.to_string()])
+            .args(["--metrics-port", &m.to_string()])
+            .args(["--app-id", "bench"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logfile)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        loop {
+            if http_status(http, "/v1.0/healthz") == Some(204) {
+                break;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(format!(
+                    "mecha exited with {st} before becoming healthy; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ));
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                return Err("mecha did not become healthy within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let startup = started.elapsed();
+        Ok(Mecha {
+            child,
+            http,
+            grpc,
+            startup,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// User + system CPU seconds of the process (all threads), from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let hz = clock_ticks();
+    // `rest` starts at field 3 (state), so field N is index N - 3.
+    (ticks(14 - 3) + ticks(15 - 3)) / hz
+}
+
+/// `sysconf(_SC_CLK_TCK)` via `getconf` (the crate forbids `unsafe`); 100 on failure.
+fn clock_ticks() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
