@@ -30,6 +30,10 @@ const LATENCY_BUCKETS_MS: &[f64] = &[
     10000.0, 20000.0, 50000.0, 100000.0,
 ];
 
+/// Set once a recorder is installed: handles registered before that belong to the no-op
+/// recorder and must not be cached.
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Installs the process-wide recorder (once) and returns the handle that renders it.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -46,6 +50,7 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may already be installed by an embedding program; then ours
             // still renders (empty) and theirs receives the data.
             let _ = metrics::set_global_recorder(recorder);
+            INSTALLED.store(true, std::sync::atomic::Ordering::Release);
             handle
         })
         .clone()
@@ -55,19 +60,96 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Handles of one label set: the count and the latency histogram.
+#[derive(Clone)]
+struct Handles {
+    count: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+/// Per-thread cache of registered handles, keyed by the label values joined with `\0`. The
+/// label sets are few (apps × stores × operations × outcome, or routes × statuses), so
+/// after warm-up a request only formats its key into a reused buffer and looks it up: no
+/// allocation, no registry lock. The key is built in `key` (cleared first).
+struct Cache {
+    key: String,
+    map: std::collections::HashMap<String, Handles>,
+}
+
+impl Cache {
+    fn new() -> std::cell::RefCell<Cache> {
+        std::cell::RefCell::new(Cache {
+            key: String::new(),
+            map: std::collections::HashMap::new(),
+        })
+    }
+}
+
+thread_local! {
+    static STORE_CALLS: std::cell::RefCell<Cache> = Cache::new();
+    static HTTP_CALLS: std::cell::RefCell<Cache> = Cache::new();
+    static GRPC_CALLS: std::cell::RefCell<Cache> = Cache::new();
+}
+
+/// Looks up (or registers) the handles for `parts`, then runs `f` on them.
+fn with_handles(
+    cache: &'static std::thread::LocalKey<std::cell::RefCell<Cache>>,
+    parts: &[&str],
+    register: impl FnOnce() -> Handles,
+    f: impl FnOnce(&Handles),
+) {
+    if !INSTALLED.load(std::sync::atomic::Ordering::Acquire) {
+        f(&register());
+        return;
+    }
+    cache.with(|c| {
+        let c = &mut *c.borrow_mut();
+        c.key.clear();
+        for p in parts {
+            c.key.push_str(p);
+            c.key.push('\0');
+        }
+        if let Some(h) = c.map.get(c.key.as_str()) {
+            f(h);
+            return;
+        }
+        let h = register();
+        f(&h);
+        c.map.insert(c.key.clone(), h);
+    });
+}
+
+fn bool_label(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
 /// Records one store call.
 pub fn record_store_call(app: &str, store: &str, op: Operation, success: bool, elapsed: Duration) {
-    let labels = [
-        ("app_id", app.to_owned()),
-        ("component", store.to_owned()),
-        ("namespace", String::new()),
-        ("operation", op.metric_label().to_owned()),
-        ("success", success.to_string()),
-    ];
-    metrics::counter!(STATE_COUNT, &labels).increment(1);
-    if !elapsed.is_zero() {
-        metrics::histogram!(STATE_LATENCY, &labels).record(ms(elapsed));
-    }
+    let op_label = op.metric_label();
+    let success = bool_label(success);
+    with_handles(
+        &STORE_CALLS,
+        &[app, store, op_label, success],
+        || {
+            let labels = [
+                ("app_id", app.to_owned()),
+                ("component", store.to_owned()),
+                ("namespace", String::new()),
+                ("operation", op_label.to_owned()),
+                ("success", success.to_owned()),
+            ];
+            Handles {
+                count: metrics::counter!(STATE_COUNT, &labels),
+                latency: metrics::histogram!(STATE_LATENCY, &labels),
+            }
+        },
+        |h| {
+            h.count.increment(1);
+            if !elapsed.is_zero() {
+                h.latency.record(ms(elapsed));
+            }
+        },
+    );
 }
 
 /// Dapr's low-cardinality `path` label: state paths are cut to `/<version>/state/<store>`.
@@ -78,33 +160,112 @@ pub fn http_path_label(segments: &[&str]) -> String {
     }
 }
 
-/// Records one HTTP request.
-pub fn record_http(app: &str, method: &str, path: &str, status: u16, elapsed: Duration) {
-    let method = match method {
+/// Records one HTTP request; `segments` are the cleaned path segments, cut to the
+/// low-cardinality label of [`http_path_label`].
+pub fn record_http_segments(
+    app: &str,
+    method: &str,
+    segments: &[&str],
+    status: u16,
+    elapsed: Duration,
+) {
+    // The key parts: the segments that make the label (`/v/state/store` or the whole path)
+    // plus a marker of which shape it is, so different paths never share a key.
+    let label_segments = match segments {
+        [_, "state", _, ..] => &segments[..3],
+        other => other,
+    };
+    let method = method_label(method);
+    let mut status_buf = [0u8; 5];
+    let status_str = status_text(status, &mut status_buf);
+    let mut parts: Vec<&str> = Vec::with_capacity(4 + label_segments.len());
+    parts.extend([app, method, status_str, "/"]);
+    parts.extend_from_slice(label_segments);
+    with_handles(
+        &HTTP_CALLS,
+        &parts,
+        || http_handles(app, method, &http_path_label(segments), status),
+        |h| {
+            h.count.increment(1);
+            h.latency.record(ms(elapsed));
+        },
+    );
+}
+
+fn method_label(method: &str) -> &str {
+    match method {
         "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" | "CONNECT" | "TRACE" => {
             method
         }
         _ => "UNKNOWN",
-    };
+    }
+}
+
+/// `status` in decimal, written into `buf`.
+fn status_text(status: u16, buf: &mut [u8; 5]) -> &str {
+    let mut n = status;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+fn http_handles(app: &str, method: &str, path: &str, status: u16) -> Handles {
     let labels = [
         ("app_id", app.to_owned()),
         ("method", method.to_owned()),
         ("path", path.to_owned()),
         ("status", status.to_string()),
     ];
-    metrics::counter!(HTTP_COUNT, &labels).increment(1);
-    metrics::histogram!(HTTP_LATENCY, &labels).record(ms(elapsed));
+    Handles {
+        count: metrics::counter!(HTTP_COUNT, &labels),
+        latency: metrics::histogram!(HTTP_LATENCY, &labels),
+    }
+}
+
+/// Records one HTTP request.
+pub fn record_http(app: &str, method: &str, path: &str, status: u16, elapsed: Duration) {
+    let method = method_label(method);
+    let mut status_buf = [0u8; 5];
+    let status_str = status_text(status, &mut status_buf);
+    with_handles(
+        &HTTP_CALLS,
+        &[app, method, status_str, path],
+        || http_handles(app, method, path, status),
+        |h| {
+            h.count.increment(1);
+            h.latency.record(ms(elapsed));
+        },
+    );
 }
 
 /// Records one gRPC call.
 pub fn record_grpc(app: &str, method: &str, status: &str, elapsed: Duration) {
-    let labels = [
-        ("app_id", app.to_owned()),
-        ("grpc_server_method", method.to_owned()),
-        ("grpc_server_status", status.to_owned()),
-    ];
-    metrics::counter!(GRPC_COMPLETED, &labels).increment(1);
-    metrics::histogram!(GRPC_LATENCY, &labels).record(ms(elapsed));
+    with_handles(
+        &GRPC_CALLS,
+        &[app, method, status],
+        || {
+            let labels = [
+                ("app_id", app.to_owned()),
+                ("grpc_server_method", method.to_owned()),
+                ("grpc_server_status", status.to_owned()),
+            ];
+            Handles {
+                count: metrics::counter!(GRPC_COMPLETED, &labels),
+                latency: metrics::histogram!(GRPC_LATENCY, &labels),
+            }
+        },
+        |h| {
+            h.count.increment(1);
+            h.latency.record(ms(elapsed));
+        },
+    );
 }
 
 #[cfg(test)]

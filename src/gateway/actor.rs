@@ -211,11 +211,13 @@ impl GatewayActor {
         fut: impl Future<Output = Result<T, Error>> + 'static,
     ) -> LocalBoxFuture<'static, Result<T, Error>> {
         let app = t.app.clone();
-        let store: Arc<str> = Arc::from(self.catalog.store(t.store).name.as_str());
+        let catalog = self.catalog.clone();
+        let store = t.store;
         Box::pin(async move {
             let start = Instant::now();
             let res = fut.await;
-            metrics::record_store_call(&app, &store, op, res.is_ok(), start.elapsed());
+            let name = &catalog.store(store).name;
+            metrics::record_store_call(&app, name, op, res.is_ok(), start.elapsed());
             res
         })
     }
@@ -281,13 +283,14 @@ impl Handler<GetState> for GatewayActor {
             metadata: msg.metadata,
         };
         let handle = self.stores[msg.target.store].clone();
-        let name = info.name.clone();
+        let catalog = self.catalog.clone();
+        let store = msg.target.store;
         let user_key = msg.key;
         self.timed(&msg.target, op, async move {
             handle
                 .get(req)
                 .await
-                .map_err(|e| Error::from_store(e, op, &name, &user_key))
+                .map_err(|e| Error::from_store(e, op, &catalog.store(store).name, &user_key))
         })
     }
 }

@@ -586,16 +586,22 @@ fn unexpected(v: &Value) -> StoreError {
 }
 
 /// Interprets one entry of the read script's reply.
-fn read_result(v: &Value) -> Result<Option<StateEntry>, StoreError> {
-    let Value::Array(items) = v else {
-        return Err(unexpected(v));
+fn read_result(v: Value) -> Result<Option<StateEntry>, StoreError> {
+    let Value::Array(mut items) = v else {
+        return Err(unexpected(&v));
+    };
+    // The value is moved out (no copy); a placeholder stays in its slot.
+    let found = matches!(items.first(), Some(Value::Int(1)));
+    let data = match items.get_mut(1) {
+        Some(Value::BulkString(b)) if found => Some(Bytes::from(std::mem::take(b))),
+        _ => None,
     };
     match items.as_slice() {
         [Value::Int(0)] => Ok(None),
-        [Value::Int(1), data, version, Value::Int(pttl)] => {
-            let data = match data {
-                Value::BulkString(b) => Bytes::copy_from_slice(b),
-                other => return Err(unexpected(other)),
+        [Value::Int(1), data_slot, version, Value::Int(pttl)] => {
+            let data = match (data, data_slot) {
+                (Some(d), _) => d,
+                (None, other) => return Err(unexpected(other)),
             };
             let etag = match version {
                 Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -617,7 +623,7 @@ fn read_result(v: &Value) -> Result<Option<StateEntry>, StoreError> {
             "redis: {}",
             String::from_utf8_lossy(msg)
         ))),
-        _ => Err(unexpected(v)),
+        other => Err(unexpected(&Value::Array(other.to_vec()))),
     }
 }
 
@@ -735,7 +741,7 @@ impl RedisStore {
                 keys.len()
             )));
         }
-        Ok(reply.iter().map(read_result).collect())
+        Ok(reply.into_iter().map(read_result).collect())
     }
 
     /// Sends the write script over `ops` in `mode` (`each` or `all`) on `conn`.

@@ -85,10 +85,7 @@ impl HttpPool {
         let req = req
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| err("request", e))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| err("send", e))?;
+        let resp = sender.send_request(req).await.map_err(|e| err("send", e))?;
         let status = resp.status();
         let etag = resp
             .headers()
@@ -132,7 +129,12 @@ impl GrpcPool {
         self.clients[(seq % self.clients.len() as u64) as usize].clone()
     }
 
-    pub async fn get(&self, seq: u64, store: &str, key: String) -> Result<GetStateResponse, String> {
+    pub async fn get(
+        &self,
+        seq: u64,
+        store: &str,
+        key: String,
+    ) -> Result<GetStateResponse, String> {
         let mut c = self.client(seq);
         c.get_state(GetStateRequest {
             store_name: store.to_owned(),
@@ -225,7 +227,11 @@ impl RedisDirect {
 /// Direct PostgreSQL: tokio-postgres connections, each with Mecha's statements prepared.
 /// Requests are spread over the connections (tokio-postgres pipelines concurrent queries).
 pub struct PgDirect {
-    conns: Vec<(tokio_postgres::Client, tokio_postgres::Statement, tokio_postgres::Statement)>,
+    conns: Vec<(
+        tokio_postgres::Client,
+        tokio_postgres::Statement,
+        tokio_postgres::Statement,
+    )>,
 }
 
 impl PgDirect {
@@ -238,7 +244,10 @@ impl PgDirect {
                 .await
                 .map_err(|e| err("postgres connect", e))?;
             tokio::spawn(conn);
-            let get = client.prepare(&get_sql).await.map_err(|e| err("prepare", e))?;
+            let get = client
+                .prepare(&get_sql)
+                .await
+                .map_err(|e| err("prepare", e))?;
             let upsert = client
                 .prepare(&upsert_sql)
                 .await
@@ -251,7 +260,11 @@ impl PgDirect {
     fn pick(
         &self,
         seq: u64,
-    ) -> &(tokio_postgres::Client, tokio_postgres::Statement, tokio_postgres::Statement) {
+    ) -> &(
+        tokio_postgres::Client,
+        tokio_postgres::Statement,
+        tokio_postgres::Statement,
+    ) {
         &self.conns[(seq % self.conns.len() as u64) as usize]
     }
 
@@ -304,13 +317,19 @@ impl Dapr for EmptyDapr {
     async fn get_state(&self, _: tonic::Request<GetStateRequest>) -> R<GetStateResponse> {
         Ok(Response::new(self.canned.clone()))
     }
-    async fn get_bulk_state(&self, _: tonic::Request<GetBulkStateRequest>) -> R<GetBulkStateResponse> {
+    async fn get_bulk_state(
+        &self,
+        _: tonic::Request<GetBulkStateRequest>,
+    ) -> R<GetBulkStateResponse> {
         Err(Status::unimplemented("empty"))
     }
     async fn save_state(&self, _: tonic::Request<SaveStateRequest>) -> R<()> {
         Err(Status::unimplemented("empty"))
     }
-    async fn query_state_alpha1(&self, _: tonic::Request<QueryStateRequest>) -> R<QueryStateResponse> {
+    async fn query_state_alpha1(
+        &self,
+        _: tonic::Request<QueryStateRequest>,
+    ) -> R<QueryStateResponse> {
         Err(Status::unimplemented("empty"))
     }
     async fn delete_state(&self, _: tonic::Request<DeleteStateRequest>) -> R<()> {
@@ -337,7 +356,9 @@ impl Dapr for EmptyDapr {
 /// of Mecha's gRPC door), on a free loopback port.
 pub fn start_empty_tonic(value: Vec<u8>) -> Result<SocketAddr, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err("bind", e))?;
-    listener.set_nonblocking(true).map_err(|e| err("nonblocking", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| err("nonblocking", e))?;
     let addr = listener.local_addr().map_err(|e| err("addr", e))?;
     let canned = GetStateResponse {
         data: value,
@@ -353,8 +374,8 @@ pub fn start_empty_tonic(value: Vec<u8>) -> Result<SocketAddr, String> {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                    .with_nodelay(Some(true));
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let _ = tonic::transport::Server::builder()
                     .add_service(DaprServer::new(EmptyDapr { canned }))
                     .serve_with_incoming(incoming)

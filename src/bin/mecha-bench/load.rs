@@ -145,8 +145,12 @@ pub async fn open_loop(op: &Op, rate: f64, duration: Duration, workers: usize) -
                 if due > now {
                     std::thread::sleep(due - now);
                 }
-                let (op, results, errors, tx) =
-                    (op.clone(), results.clone(), errors.clone(), finished_tx.clone());
+                let (op, results, errors, tx) = (
+                    op.clone(),
+                    results.clone(),
+                    errors.clone(),
+                    finished_tx.clone(),
+                );
                 handle.spawn(async move {
                     let r = op((i as usize) % workers.max(1), i).await;
                     let lat = due.elapsed().as_secs_f64() * 1e6;

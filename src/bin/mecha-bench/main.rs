@@ -298,7 +298,8 @@ impl Cleanup {
                     .await;
                 let Ok((next, keys)) = r else { break };
                 if !keys.is_empty() {
-                    let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+                    let _: Result<i64, _> =
+                        redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
                 }
                 if next == 0 {
                     break;
@@ -460,7 +461,12 @@ struct Footprint {
     hwm: f64,
 }
 
-type Measured = (bool, Vec<(&'static Scenario, Vec<SideResult>)>, Vec<(&'static str, &'static str, Vec<LatencySide>)>, f64);
+type Measured = (
+    bool,
+    Vec<(&'static Scenario, Vec<SideResult>)>,
+    Vec<(&'static str, &'static str, Vec<LatencySide>)>,
+    f64,
+);
 
 #[allow(clippy::too_many_lines)]
 async fn measure(
@@ -477,9 +483,9 @@ async fn measure(
         v.push(b'"');
         Bytes::from(v)
     };
-    let value_json: Arc<tokio_postgres::types::Json<Value>> = Arc::new(tokio_postgres::types::Json(
-        serde_json::from_slice(&value).map_err(|e| e.to_string())?,
-    ));
+    let value_json: Arc<tokio_postgres::types::Json<Value>> = Arc::new(
+        tokio_postgres::types::Json(serde_json::from_slice(&value).map_err(|e| e.to_string())?),
+    );
     let nkeys = plan.keys as u64;
     let http = HttpPool::new(mecha.http);
     let grpc = GrpcPool::connect(mecha.grpc, args.grpc_channels).await?;
@@ -512,7 +518,12 @@ async fn measure(
                 .collect();
             let body = Bytes::from(format!("[{}]", items.join(",")));
             let r = http
-                .send(Method::POST, &format!("/v1.0/state/{store}"), Some(body), None)
+                .send(
+                    Method::POST,
+                    &format!("/v1.0/state/{store}"),
+                    Some(body),
+                    None,
+                )
                 .await?;
             if r.status != StatusCode::NO_CONTENT {
                 return Err(format!(
@@ -648,7 +659,10 @@ async fn measure(
             let keys: Vec<String> = (0..10)
                 .map(|j| format!("\"k{}\"", (seq * 10 + j) % nkeys))
                 .collect();
-            let body = Bytes::from(format!("{{\"keys\":[{}],\"parallelism\":10}}", keys.join(",")));
+            let body = Bytes::from(format!(
+                "{{\"keys\":[{}],\"parallelism\":10}}",
+                keys.join(",")
+            ));
             async move {
                 let r = http
                     .send(Method::POST, "/v1.0/state/redis/bulk", Some(body), None)
@@ -676,9 +690,10 @@ async fn measure(
                 let r = http
                     .send(Method::GET, &format!("/v1.0/state/redis/{key}"), None, None)
                     .await?;
-                let etag = r.etag.filter(|_| r.status == StatusCode::OK).ok_or_else(|| {
-                    format!("GET {key}: {} without ETag", r.status)
-                })?;
+                let etag = r
+                    .etag
+                    .filter(|_| r.status == StatusCode::OK)
+                    .ok_or_else(|| format!("GET {key}: {} without ETag", r.status))?;
                 let v = std::str::from_utf8(&value).unwrap_or("\"\"");
                 let body = if with_etag {
                     format!("[{{\"key\":\"{key}\",\"value\":{v},\"etag\":\"{etag}\"}}]")
@@ -686,7 +701,12 @@ async fn measure(
                     format!("[{{\"key\":\"{key}\",\"value\":{v}}}]")
                 };
                 let r = http
-                    .send(Method::POST, "/v1.0/state/redis", Some(Bytes::from(body)), None)
+                    .send(
+                        Method::POST,
+                        "/v1.0/state/redis",
+                        Some(Bytes::from(body)),
+                        None,
+                    )
                     .await?;
                 if r.status != StatusCode::NO_CONTENT {
                     return Err(format!(
@@ -709,7 +729,11 @@ async fn measure(
             keys: false,
             sides: vec![
                 side("Mecha HTTP", http_get("redis"), true),
-                side("direct Redis (EVALSHA read script)", redis_get.clone(), false),
+                side(
+                    "direct Redis (EVALSHA read script)",
+                    redis_get.clone(),
+                    false,
+                ),
             ],
         },
         Scenario {
@@ -727,7 +751,11 @@ async fn measure(
             keys: false,
             sides: vec![
                 side("Mecha gRPC", grpc_get(&grpc, "redis"), true),
-                side("direct Redis (EVALSHA read script)", redis_get.clone(), false),
+                side(
+                    "direct Redis (EVALSHA read script)",
+                    redis_get.clone(),
+                    false,
+                ),
                 side("empty tonic handler", grpc_get(&empty, "redis"), false),
             ],
         },
@@ -837,7 +865,10 @@ async fn measure(
         for s in &sc.sides {
             let w = closed_loop(&s.op, conc, plan.seconds.min(Duration::from_millis(300))).await;
             if w.errors.count > 0 {
-                eprintln!("  warm-up of {}: {} errors, first: {:?}", s.label, w.errors.count, w.errors.first);
+                eprintln!(
+                    "  warm-up of {}: {} errors, first: {:?}",
+                    s.label, w.errors.count, w.errors.first
+                );
             }
         }
         let mut results: Vec<SideResult> = sc
@@ -870,7 +901,10 @@ async fn measure(
                 "  {:<40} median {:>9.0}/s  rounds {:?}  errors {}",
                 r.label,
                 r.median(),
-                r.values.iter().map(|v| v.round() as i64).collect::<Vec<_>>(),
+                r.values
+                    .iter()
+                    .map(|v| v.round() as i64)
+                    .collect::<Vec<_>>(),
                 r.errors.count
             );
         }
@@ -1007,7 +1041,8 @@ fn render(
         let result = if failed {
             "FAILED".to_owned()
         } else {
-            c.target.map_or("-".to_owned(), |t| pass(ratio >= t).to_owned())
+            c.target
+                .map_or("-".to_owned(), |t| pass(ratio >= t).to_owned())
         };
         md.push_str(&format!(
             "| {} | {ratio:.2}x | {} | {result} |\n",
@@ -1042,14 +1077,9 @@ fn render(
         let failed = results.iter().any(|r| r.errors.count > 0);
         // Mecha against a direct client: the added latency.
         if *id != "mem_get" && results.len() == 2 {
-            let d = |f: fn(&LatencySide) -> &Vec<f64>| median(f(&results[0])) - median(f(&results[1]));
-            added.push((
-                *title,
-                d(|r| &r.p50),
-                d(|r| &r.p99),
-                d(|r| &r.p999),
-                failed,
-            ));
+            let d =
+                |f: fn(&LatencySide) -> &Vec<f64>| median(f(&results[0])) - median(f(&results[1]));
+            added.push((*title, d(|r| &r.p50), d(|r| &r.p99), d(|r| &r.p999), failed));
         }
         ljson.push(json!({
             "id": id,
@@ -1104,7 +1134,10 @@ fn render(
         "| resident memory, idle after load | {:.1} MiB | - | - |\n",
         fp.idle_after
     ));
-    md.push_str(&format!("| resident memory, peak (VmHWM) | {:.1} MiB | - | - |\n", fp.hwm));
+    md.push_str(&format!(
+        "| resident memory, peak (VmHWM) | {:.1} MiB | - | - |\n",
+        fp.hwm
+    ));
     println!("{md}");
     json!({
         "quick": args.quick,

@@ -82,7 +82,12 @@ fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 
 impl Mecha {
     /// Starts `bin` on free ports and waits (polling every 0.5 ms) until it is healthy.
-    pub fn start(bin: &Path, resources: &Path, config: &Path, log: PathBuf) -> Result<Mecha, String> {
+    pub fn start(
+        bin: &Path,
+        resources: &Path,
+        config: &Path,
+        log: PathBuf,
+    ) -> Result<Mecha, String> {
         let (h, g, m) = (
             free_port().map_err(|e| e.to_string())?,
             free_port().map_err(|e| e.to_string())?,

@@ -127,11 +127,10 @@ pub async fn dispatch(
     };
     let elapsed = start.elapsed();
     let app_label = app.as_deref().unwrap_or_else(|| gw.catalog().default_app());
-    let metric_path = metrics::http_path_label(&segments);
-    metrics::record_http(
+    metrics::record_http_segments(
         app_label,
         req.method().as_str(),
-        &metric_path,
+        &segments,
         resp.status().as_u16(),
         elapsed,
     );
@@ -220,7 +219,7 @@ async fn serve(
                             headers.push((n, v));
                         }
                     }
-                    Outcome::Response(respond::json_bytes(entry.data.to_vec(), &headers))
+                    Outcome::Response(respond::json_bytes(entry.data, &headers))
                 }
             }
         }

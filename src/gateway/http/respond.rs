@@ -81,13 +81,16 @@ pub fn no_content() -> HttpResponse {
 }
 
 /// A 200 with a JSON body and extra headers, written with Go-style canonical header names.
-pub fn json_bytes(body: Vec<u8>, headers: &[(HeaderName, HeaderValue)]) -> HttpResponse {
+pub fn json_bytes(
+    body: impl Into<bytes::Bytes>,
+    headers: &[(HeaderName, HeaderValue)],
+) -> HttpResponse {
     let mut b = HttpResponse::Ok();
     b.insert_header((CONTENT_TYPE, JSON));
     for h in headers {
         b.insert_header(h.clone());
     }
-    let mut resp = b.body(body);
+    let mut resp = b.body(body.into());
     resp.head_mut().set_camel_case_headers(true);
     resp
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Benchmarks Mecha against direct Redis and PostgreSQL clients on this machine and prints the
+# results table (and writes mecha-bench.json). Starts the services it needs like test.sh.
+#   scripts/bench.sh            full run (a few minutes)
+#   scripts/bench.sh --quick    smoke run: completes without errors, timings not meaningful
+#   scripts/bench.sh --help     every option
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mecha/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+source scripts/services.sh
+
+ensure_redis
+ensure_postgres
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+
+# Both binaries: mecha-bench starts the release `mecha` next to it as a separate process.
+cargo build --release --bin mecha --bin mecha-bench
+exec "$CARGO_TARGET_DIR/release/mecha-bench" "$@"
