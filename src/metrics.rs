@@ -30,6 +30,9 @@ const LATENCY_BUCKETS_MS: &[f64] = &[
     10000.0, 20000.0, 50000.0, 100000.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Set once a recorder is installed: handles registered before that belong to the no-op
 /// recorder and must not be cached.
 static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -47,6 +50,23 @@ pub fn install() -> PrometheusHandle {
                 .expect("bucket list is non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // Histogram samples pile up in the recorder until upkeep folds them into the
+            // buckets; without it memory grows with every request between scrapes (measured:
+            // 10 MiB idle to 180 MiB after a few million requests). `install` would run it
+            // for us, but we render through our own endpoint, so run it here.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+            }
             // Another recorder may already be installed by an embedding program; then ours
             // still renders (empty) and theirs receives the data.
             let _ = metrics::set_global_recorder(recorder);

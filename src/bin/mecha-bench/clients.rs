@@ -68,7 +68,13 @@ impl HttpPool {
     ) -> Result<HttpReply, String> {
         let pooled = self.idle.lock().pop();
         let mut sender = match pooled {
-            Some(s) => s,
+            // A kept-alive connection the server closed while it was idle (actix closes
+            // them after its keep-alive timeout) fails `ready`, before anything was sent:
+            // open a fresh one, as any HTTP client does.
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => self.connect().await?,
+            },
             None => self.connect().await?,
         };
         sender.ready().await.map_err(|e| err("ready", e))?;
