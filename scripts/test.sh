@@ -22,3 +22,6 @@ cargo test --doc
 # The official SDKs against the real binary.
 MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/python/run.sh
 MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/js/run.sh
+
+# The benchmark in smoke mode: completes without errors (timings are not asserted).
+./scripts/bench.sh --quick --json "$CARGO_TARGET_DIR/mecha-bench-quick.json"

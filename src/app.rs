@@ -141,6 +141,7 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         settings.actors.clone(),
         grpc_listener,
         settings.server.shutdown_timeout,
+        serving_threads(settings.server.workers),
     )?;
     let grpc_addr = grpc.local_addr();
 
@@ -164,4 +165,13 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         metrics: metrics_handle,
         http_task,
     })
+}
+
+/// Threads per door: the configured worker count, or one per CPU (actix-web's default).
+pub fn serving_threads(workers: usize) -> usize {
+    if workers > 0 {
+        workers
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
 }

@@ -358,9 +358,9 @@ impl Dapr for EmptyDapr {
     }
 }
 
-/// Starts the empty server on its own thread with a current-thread runtime (the arrangement
-/// of Mecha's gRPC door), on a free loopback port.
-pub fn start_empty_tonic(value: Vec<u8>) -> Result<SocketAddr, String> {
+/// Starts the empty server on `threads` threads, each a current-thread runtime accepting on a
+/// clone of one listener (the arrangement of Mecha's gRPC door), on a free loopback port.
+pub fn start_empty_tonic(value: Vec<u8>, threads: usize) -> Result<SocketAddr, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err("bind", e))?;
     listener
         .set_nonblocking(true)
@@ -371,23 +371,27 @@ pub fn start_empty_tonic(value: Vec<u8>) -> Result<SocketAddr, String> {
         etag: "1".into(),
         metadata: Default::default(),
     };
-    std::thread::Builder::new()
-        .name("empty-tonic".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                let _ = tonic::transport::Server::builder()
-                    .add_service(DaprServer::new(EmptyDapr { canned }))
-                    .serve_with_incoming(incoming)
-                    .await;
-            });
-        })
-        .map_err(|e| err("thread", e))?;
+    for i in 0..threads.max(1) {
+        let listener = listener.try_clone().map_err(|e| err("clone listener", e))?;
+        let canned = canned.clone();
+        std::thread::Builder::new()
+            .name(format!("empty-tonic-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    let _ = tonic::transport::Server::builder()
+                        .add_service(DaprServer::new(EmptyDapr { canned }))
+                        .serve_with_incoming(incoming)
+                        .await;
+                });
+            })
+            .map_err(|e| err("thread", e))?;
+    }
     Ok(addr)
 }

@@ -496,7 +496,7 @@ async fn measure(
             .unwrap_or(4)
             .max(4)
     });
-    let empty_addr = clients::start_empty_tonic(value.to_vec())?;
+    let empty_addr = clients::start_empty_tonic(value.to_vec(), mecha::app::serving_threads(0))?;
     let empty = GrpcPool::connect(empty_addr, args.grpc_channels).await?;
     let prefix = cleanup.prefix.clone();
 

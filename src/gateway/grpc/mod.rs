@@ -9,20 +9,22 @@
 //!
 //! actix-web runs N worker threads, each a current-thread tokio runtime with a `LocalSet`,
 //! and each worker starts its own gateway actor and store-actor shards
-//! ([`Gateway::start_local`]). tonic runs the same way, on one more thread:
+//! ([`Gateway::start_local`]). tonic runs the same way, on as many threads of its own:
 //!
 //! ```text
 //!  actix System thread ── app::start, metrics server, Running
 //!  HTTP worker 1..N    ── actix-web  ─► GatewayActor ─► StoreActor shards ─┐
-//!  gRPC arbiter        ── tonic      ─► GatewayActor ─► StoreActor shards ─┼─► shared store
+//!  gRPC arbiter 1..N   ── tonic      ─► GatewayActor ─► StoreActor shards ─┼─► shared store
 //!                                                                          │   (map / pool)
 //! ```
 //!
-//! * [`GrpcServer::start`] creates a dedicated actix [`Arbiter`] (a thread with a
-//!   current-thread tokio runtime and a `LocalSet`). On it, it calls
-//!   [`Gateway::start_local`] and serves tonic with `serve_with_incoming_shutdown` on a
-//!   listener bound beforehand on the caller's thread (so port 0 works and the address is
-//!   known at once).
+//! * [`GrpcServer::start`] creates N dedicated actix [`Arbiter`]s (threads with a
+//!   current-thread tokio runtime and a `LocalSet`). On each, it calls
+//!   [`Gateway::start_local`] and serves tonic with `serve_with_incoming_shutdown` on its own
+//!   clone of one listening socket, bound beforehand on the caller's thread (so port 0 works
+//!   and the address is known at once). The kernel hands each new connection to one of the
+//!   accepting threads, so gRPC load spreads over the cores as HTTP load does; one
+//!   connection (and its HTTP/2 streams) stays on one thread.
 //! * tonic spawns its connection tasks with `tokio::spawn` on that runtime; handlers are
 //!   `Send` futures that `.await` `gateway.call(..)`, which is an actix `Addr::send` to the
 //!   gateway actor living on the same thread. A gRPC call therefore never hops threads, just
@@ -60,12 +62,12 @@ use self::service::DaprService;
 use crate::actors::ActorSettings;
 use crate::gateway::{Catalog, Gateway};
 
-/// A running gRPC door on its own arbiter.
+/// A running gRPC door on its own arbiters.
 pub struct GrpcServer {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    finished: watch::Receiver<bool>,
-    arbiter: Arbiter,
+    finished: Vec<watch::Receiver<bool>>,
+    arbiters: Vec<Arbiter>,
     shutdown_timeout: Duration,
 }
 
@@ -83,35 +85,47 @@ impl GrpcServer {
         socket.listen(1024)?.into_std()
     }
 
-    /// Starts serving on `listener` from a new arbiter, with that arbiter's own gateway
-    /// and store shards. Must be called inside a running actix system.
+    /// Starts serving on `listener` from `threads` new arbiters (at least one), each with
+    /// its own gateway and store shards. Must be called inside a running actix system.
     pub fn start(
         catalog: Arc<Catalog>,
         settings: ActorSettings,
         listener: std::net::TcpListener,
         shutdown_timeout: Duration,
+        threads: usize,
     ) -> io::Result<GrpcServer> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (finished_tx, finished) = watch::channel(false);
-        let arbiter = Arbiter::new();
-        let spawned = arbiter.spawn(async move {
-            if let Err(e) = serve(catalog, settings, listener, shutdown_rx).await {
-                tracing::error!(error = %e, "grpc server failed");
-            }
-            let _ = finished_tx.send(true);
-        });
-        if !spawned {
-            return Err(io::Error::other("the gRPC arbiter is not running"));
-        }
-        Ok(GrpcServer {
+        let mut server = GrpcServer {
             addr,
             shutdown,
-            finished,
-            arbiter,
+            finished: Vec::new(),
+            arbiters: Vec::new(),
             shutdown_timeout,
-        })
+        };
+        for _ in 0..threads.max(1) {
+            let listener = listener.try_clone()?;
+            let (catalog, settings, shutdown_rx) =
+                (catalog.clone(), settings.clone(), shutdown_rx.clone());
+            let (finished_tx, finished) = watch::channel(false);
+            let arbiter = Arbiter::new();
+            let spawned = arbiter.spawn(async move {
+                if let Err(e) = serve(catalog, settings, listener, shutdown_rx).await {
+                    tracing::error!(error = %e, "grpc server failed");
+                }
+                let _ = finished_tx.send(true);
+            });
+            server.arbiters.push(arbiter);
+            if !spawned {
+                for a in &server.arbiters {
+                    a.stop();
+                }
+                return Err(io::Error::other("a gRPC arbiter is not running"));
+            }
+            server.finished.push(finished);
+        }
+        Ok(server)
     }
 
     /// Where the server listens.
@@ -128,14 +142,18 @@ impl GrpcServer {
         } else {
             Duration::from_millis(100)
         };
-        let mut finished = self.finished.clone();
-        if tokio::time::timeout(wait, finished.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
+        let all = futures::future::join_all(self.finished.iter().map(|f| {
+            let mut f = f.clone();
+            async move {
+                let _ = f.wait_for(|done| *done).await;
+            }
+        }));
+        if tokio::time::timeout(wait, all).await.is_err() {
             tracing::warn!("grpc server did not finish within {wait:?}; dropping remaining calls");
         }
-        self.arbiter.stop();
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
     }
 }
 
