@@ -16,8 +16,8 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
 
 cargo build --bins
-cargo test --all-targets
 cargo test --doc
+cargo test --all-targets
 
 # The official SDKs against the real binary.
 MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/python/run.sh

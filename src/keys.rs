@@ -52,6 +52,16 @@ impl KeyPrefix {
     }
 
     /// The stored form of `key`. The caller has checked that `key` has no `||`.
+    ///
+    /// ```
+    /// use mecha::keys::KeyPrefix;
+    ///
+    /// let by_app = KeyPrefix::parse(None).unwrap();
+    /// assert_eq!(by_app.apply("orders", "statestore", "order-1"), "orders||order-1");
+    /// let shared = KeyPrefix::parse(Some("Shared")).unwrap();
+    /// assert_eq!(shared.apply("orders", "statestore", "order-1"), "shared||order-1");
+    /// assert_eq!(mecha::keys::original_key("orders||order-1"), "order-1");
+    /// ```
     pub fn apply(&self, app_id: &str, store: &str, key: &str) -> String {
         match self.prefix(app_id, store) {
             Some(p) => {

@@ -125,6 +125,14 @@ impl CapabilitySet {
 
     /// Dapr's `components[].capabilities` list: the Dapr feature strings in declaration order,
     /// plus `ACTOR` when both `ETAG` and `TRANSACTIONAL` are present.
+    ///
+    /// ```
+    /// use mecha::capabilities::{Capability, CapabilitySet};
+    ///
+    /// let caps = CapabilitySet::of(&[Capability::Ttl, Capability::Etag, Capability::Transactional, Capability::BulkNative]);
+    /// assert_eq!(caps.dapr_strings(), ["ETAG", "TRANSACTIONAL", "TTL", "ACTOR"]);
+    /// assert!(caps.has(Capability::BulkNative), "Mecha's own capabilities stay in the set");
+    /// ```
     pub fn dapr_strings(self) -> Vec<String> {
         let mut out: Vec<String> = self
             .iter()
