@@ -6,14 +6,8 @@
 #   scripts/bench.sh --help     every option
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mecha/target}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 source scripts/services.sh
-
-ensure_redis
-ensure_postgres
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+prepare_test_environment
 
 # Both binaries: mecha-bench starts the release `mecha` next to it as a separate process.
 cargo build --release --bin mecha --bin mecha-bench

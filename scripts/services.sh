@@ -88,3 +88,14 @@ ensure_node() {
   log "node: installing nodejs and npm"
   apt_install nodejs npm
 }
+
+# The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
+# the clone (reused between runs), Redis and PostgreSQL up, and their URLs exported.
+prepare_test_environment() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mecha/target}"
+  export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+  ensure_redis
+  ensure_postgres
+  export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+  export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+}

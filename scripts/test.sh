@@ -4,16 +4,10 @@
 # needs; no test is ever skipped because a service is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mecha/target}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 source scripts/services.sh
-
-ensure_redis
-ensure_postgres
+prepare_test_environment
 ensure_python_venv
 ensure_node
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
 
 cargo build --bins
 cargo test --doc

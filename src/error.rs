@@ -33,6 +33,18 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, `Other` last.
+    pub const ALL: [Operation; 8] = [
+        Operation::Get,
+        Operation::BulkGet,
+        Operation::Save,
+        Operation::Delete,
+        Operation::BulkDelete,
+        Operation::Transaction,
+        Operation::Query,
+        Operation::Other,
+    ];
+
     /// Dapr's metric label for the operation (`dapr_component_state_count{operation}`).
     pub const fn metric_label(self) -> &'static str {
         match self {

@@ -34,16 +34,7 @@ fn kinds() -> Vec<ErrorKind> {
     ]
 }
 
-const OPS: [Operation; 8] = [
-    Operation::Get,
-    Operation::BulkGet,
-    Operation::Save,
-    Operation::Delete,
-    Operation::BulkDelete,
-    Operation::Transaction,
-    Operation::Query,
-    Operation::Other,
-];
+const OPS: [Operation; 8] = Operation::ALL;
 
 fn err(kind: ErrorKind, op: Operation) -> Error {
     Error::new(kind, op)

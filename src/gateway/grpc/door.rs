@@ -50,18 +50,10 @@ impl<S: NamedService> NamedService for Door<S> {
 /// The operation of a full method name (`/dapr.proto.runtime.v1.Dapr/GetState`).
 fn operation(path: &str) -> Operation {
     let name = path.rsplit('/').next().unwrap_or_default();
-    [
-        Operation::Get,
-        Operation::BulkGet,
-        Operation::Save,
-        Operation::Delete,
-        Operation::BulkDelete,
-        Operation::Transaction,
-        Operation::Query,
-    ]
-    .into_iter()
-    .find(|op| op.method_name() == name)
-    .unwrap_or(Operation::Other)
+    Operation::ALL
+        .into_iter()
+        .find(|op| *op != Operation::Other && op.method_name() == name)
+        .unwrap_or(Operation::Other)
 }
 
 /// Whether a trailers-only response is tonic's "decoded message length too large".
