@@ -116,7 +116,12 @@ where
                     resp = st.into_http();
                 }
             }
-            metrics::record_grpc(&app, &method, code_name(code), start.elapsed());
+            let elapsed = start.elapsed();
+            metrics::record_grpc(&app, &method, code_name(code), elapsed);
+            tracing::debug!(
+                method = %method, app = %app, status = code_name(code),
+                micros = elapsed.as_micros() as u64, "grpc request"
+            );
             Ok(resp)
         })
     }
