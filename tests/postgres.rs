@@ -156,7 +156,9 @@ fn component_metadata_is_validated() {
             ("connectionString", &url),
             ("maxConns", "2"),
             ("connectionMaxIdleTime", "30s"),
+            ("pipelineConnections", "0"),
         ],
+        &[("connectionString", &url), ("pipelineConnections", "8")],
     ];
     for md in ok {
         assert!(factory(md).is_ok(), "{md:?}: {:?}", factory(md).err());
@@ -206,6 +208,14 @@ fn component_metadata_is_validated() {
             "cleanupInterval",
         ),
         (&[("connectionString", &url), ("maxConns", "0")], "maxConns"),
+        (
+            &[("connectionString", &url), ("pipelineConnections", "-1")],
+            "pipelineConnections",
+        ),
+        (
+            &[("connectionString", &url), ("pipelineConnections", "65")],
+            "pipelineConnections",
+        ),
         (&[("connectionString", &url), ("timeout", "0s")], "timeout"),
     ];
     for (md, want) in bad {
@@ -936,29 +946,130 @@ async fn database_outage_fails_fast_and_recovers_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_connection_times_out_and_is_replaced() {
+    // Pinned to one connection of each kind, so the call after the freeze is sure to land on
+    // the hung one: the shared pipelining connection, then (with pipelining off) the only
+    // pooled connection.
+    for pipeline in ["1", "0"] {
+        let table = Table::new();
+        let proxy = Proxy::start().await;
+        let url = via(proxy.addr);
+        let s = factory(&[
+            ("connectionString", url.as_str()),
+            ("tableName", table.0.as_str()),
+            ("timeout", "1s"),
+            ("maxConns", "1"),
+            ("pipelineConnections", pipeline),
+        ])
+        .unwrap()
+        .create()
+        .unwrap();
+        s.set(set("k", b"1")).await.unwrap();
+        proxy.freeze();
+        let started = Instant::now();
+        let r = s.get(get("k")).await;
+        assert_eq!(
+            r,
+            Err(StoreError::Timeout(Duration::from_secs(1))),
+            "pipelineConnections {pipeline}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        // The connection hung; it must have been dropped, not reused.
+        assert_eq!(value(&s, "k").await.as_deref(), Some(&b"1"[..]));
+        s.set(set("k", b"2")).await.unwrap();
+        assert_eq!(value(&s, "k").await.as_deref(), Some(&b"2"[..]));
+        proxy.cut();
+    }
+}
+
+/// Connections to the server whose application_name is `app`: (total, waiting on a lock).
+async fn connections_of(c: &tokio_postgres::Client, app: &str) -> (i64, i64) {
+    let row = c
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') \
+             FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gets_pipeline_on_a_shared_connection_beside_a_busy_pool() {
     let table = Table::new();
-    let proxy = Proxy::start().await;
-    let url = via(proxy.addr);
+    let app = format!("mecha_{}", table.0);
+    let base = database_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}application_name={app}");
     let s = factory(&[
         ("connectionString", url.as_str()),
         ("tableName", table.0.as_str()),
-        ("timeout", "1s"),
+        ("timeout", "10s"),
         ("maxConns", "1"),
+        ("pipelineConnections", "1"),
     ])
     .unwrap()
     .create()
     .unwrap();
-    s.set(set("k", b"1")).await.unwrap();
-    proxy.freeze();
+    for i in 0..50 {
+        s.set(set(&format!("k{i}"), i.to_string().as_bytes()))
+            .await
+            .unwrap();
+    }
+
+    // Exhaust the pool: the only pooled connection runs a transaction blocked on a row lock
+    // that this test holds.
+    let mut locker = sql_client().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.execute(
+        &format!("SELECT 1 FROM {} WHERE key = 'k0' FOR UPDATE", table.0),
+        &[],
+    )
+    .await
+    .unwrap();
+    let tx_store = s.clone();
+    let tx = tokio::spawn(async move {
+        tx_store
+            .transact(TransactionRequest {
+                operations: vec![TransactionOp::Upsert(set("k0", b"tx"))],
+                metadata: Metadata::new(),
+            })
+            .await
+    });
+    let observer = sql_client().await.unwrap();
     let started = Instant::now();
-    let r = s.get(get("k")).await;
-    assert_eq!(r, Err(StoreError::Timeout(Duration::from_secs(1))));
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
-    // The only pooled connection hung; it must have been dropped, not reused.
-    assert_eq!(value(&s, "k").await.as_deref(), Some(&b"1"[..]));
-    proxy.cut();
+    while connections_of(&observer, &app).await.1 < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the transaction never blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 200 concurrent gets on this one instance all complete while the pool has nothing free.
+    let started = Instant::now();
+    let gets = futures::future::join_all((0..200).map(|i| s.get(get(&format!("k{}", i % 50)))));
+    let results = tokio::time::timeout(Duration::from_secs(3), gets)
+        .await
+        .expect("gets must not wait for the pool");
+    for (i, r) in results.into_iter().enumerate() {
+        let want = if i % 50 == 0 {
+            "0".to_owned()
+        } else {
+            (i % 50).to_string()
+        };
+        assert_eq!(r.unwrap().unwrap().data, Bytes::from(want), "get {i}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Served by exactly one more server connection than the pool's one: the shared one.
+    assert_eq!(connections_of(&observer, &app).await, (2, 1));
+    assert!(!tx.is_finished());
+
+    lock.commit().await.unwrap();
+    tx.await.unwrap().unwrap();
+    assert_eq!(value(&s, "k0").await.as_deref(), Some(&b"tx"[..]));
 }

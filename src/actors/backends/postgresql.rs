@@ -21,14 +21,24 @@
 //! a fresh version from the sequence, so an ETag never repeats for a key, even after a delete.
 //! Conditional writes are single statements (`UPDATE ... WHERE version = $etag`, `INSERT ... ON
 //! CONFLICT ... WHERE expired`), bulk writes one `unnest` statement per batch, and transactions
-//! one database transaction. Statements are prepared once per pooled connection. Instances
-//! built by one factory share the connection pool; nothing connects until the first call.
+//! one database transaction.
+//!
+//! Single-statement operations (get, set, delete, the bulk ones, ping) run on a few shared
+//! connections per store instance (`pipelineConnections`, default 2 per serving thread), used
+//! round-robin: tokio-postgres pipelines concurrent statements on one connection, so many
+//! requests are in flight per connection. These connections are opened with the pool's
+//! settings but outside it, so they never take pool slots: transactions, queries, migration
+//! and cleanup check out a pooled connection (at most `maxConns`) exclusively. A shared
+//! connection that broke, or whose operation timed out, is replaced on next use. Statements
+//! are prepared once per connection. Instances built by one factory share the pool; nothing
+//! connects until the first call.
 
 mod sql;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -110,6 +120,12 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
             FieldKind::Duration,
             "close pooled connections idle for longer than this (default: never)",
         ),
+        Field::new(
+            "pipelineConnections",
+            FieldKind::Integer { min: 0, max: 64 },
+            "shared connections per serving thread that pipeline single-statement operations, \
+             outside the pool (default 2; 0 runs every operation on a pooled connection)",
+        ),
     ],
     build,
 };
@@ -141,7 +157,11 @@ struct Settings {
     cleanup_interval: Option<Duration>,
     max_conns: usize,
     max_idle: Option<Duration>,
+    pipeline: usize,
 }
+
+/// Shared pipelining connections per store instance (per serving thread) unless configured.
+const DEFAULT_PIPELINE_CONNECTIONS: usize = 2;
 
 /// The exact single-row read and last-write upsert statements this backend prepares for
 /// `table` (`(get, upsert)`; parameters as in [`StateStore::get`] and a plain `set`), so the
@@ -154,7 +174,7 @@ pub fn read_and_upsert_sql(table: &str) -> Result<(String, String), String> {
 fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let (pg, settings) = parse_settings(cfg)?;
     let manager = Manager::from_config(
-        pg,
+        pg.clone(),
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -169,14 +189,15 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
         .recycle_timeout(Some(connect))
         .build()
         .map_err(|e| format!("cannot build the connection pool: {e}"))?;
-    let store = PgStore {
+    let common = Common {
         sql: Sql::new(&settings.table, &settings.metadata_table),
         pool,
+        pg,
         migrated: OnceCell::new(),
         settings,
     };
     Ok(Arc::new(PgFactory {
-        store: Arc::new(store),
+        common: Arc::new(common),
     }))
 }
 
@@ -220,6 +241,8 @@ fn parse_settings(cfg: &ComponentConfig) -> Result<(tokio_postgres::Config, Sett
         .get("connectionMaxIdleTime")
         .map(|_| cfg.duration_or("connectionMaxIdleTime", Duration::ZERO))
         .filter(|d| !d.is_zero());
+    let pipeline =
+        cfg.int_or("pipelineConnections", DEFAULT_PIPELINE_CONNECTIONS as i64) as usize;
     let table = Ident::parse(cfg.get("tableName").unwrap_or("state"))
         .map_err(|e| format!("tableName: {e}"))?;
     let metadata_table = Ident::parse(cfg.get("metadataTableName").unwrap_or("dapr_metadata"))
@@ -236,6 +259,7 @@ fn parse_settings(cfg: &ComponentConfig) -> Result<(tokio_postgres::Config, Sett
             cleanup_interval,
             max_conns,
             max_idle,
+            pipeline,
         },
     ))
 }
@@ -251,13 +275,20 @@ fn parse_cleanup(raw: &str) -> Result<Option<Duration>, String> {
 }
 
 struct PgFactory {
-    store: Arc<PgStore>,
+    common: Arc<Common>,
 }
 
 impl StoreFactory for PgFactory {
     fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
-        // Shards share the pool; creating one connects nothing.
-        Ok(self.store.clone())
+        // Shards share the pool and the schema check; each has its own pipelining
+        // connections. Creating one connects nothing.
+        Ok(Arc::new(PgStore {
+            common: self.common.clone(),
+            pipe: (0..self.common.settings.pipeline)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }))
     }
 
     fn capabilities(&self) -> CapabilitySet {
@@ -265,11 +296,107 @@ impl StoreFactory for PgFactory {
     }
 }
 
-struct PgStore {
+/// What every instance built by one factory shares.
+struct Common {
     pool: Pool,
+    /// The pool's connection settings, also used for the pipelining connections.
+    pg: tokio_postgres::Config,
     sql: Sql,
     settings: Settings,
     migrated: OnceCell<()>,
+}
+
+/// One store instance (one shard): the shared pool plus its own pipelining connections.
+struct PgStore {
+    common: Arc<Common>,
+    /// Slots of shared connections, filled lazily and refilled when their connection broke.
+    pipe: Vec<tokio::sync::Mutex<Option<Arc<Shared>>>>,
+    /// Round-robin cursor over `pipe`.
+    next: AtomicUsize,
+}
+
+impl std::ops::Deref for PgStore {
+    type Target = Common;
+
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+/// The single statements run on shared connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stmt {
+    Get,
+    BulkGet,
+    BulkSet,
+    BulkDelete,
+    Ping,
+    Write(WriteKind),
+}
+
+impl Stmt {
+    const COUNT: usize = 5 + WriteKind::COUNT;
+
+    fn index(self) -> usize {
+        match self {
+            Stmt::Get => 0,
+            Stmt::BulkGet => 1,
+            Stmt::BulkSet => 2,
+            Stmt::BulkDelete => 3,
+            Stmt::Ping => 4,
+            Stmt::Write(k) => 5 + k as usize,
+        }
+    }
+
+    fn text(self, sql: &Sql) -> &str {
+        match self {
+            Stmt::Get => &sql.get,
+            Stmt::BulkGet => &sql.bulk_get,
+            Stmt::BulkSet => &sql.bulk_set,
+            Stmt::BulkDelete => &sql.bulk_delete,
+            Stmt::Ping => &sql.ping,
+            Stmt::Write(k) => k.text(sql),
+        }
+    }
+}
+
+/// A connection shared by concurrent operations of one store instance: tokio-postgres
+/// pipelines their statements (sent back to back, answered in order). Statements are
+/// prepared once per connection.
+struct Shared {
+    client: tokio_postgres::Client,
+    stmts: [OnceCell<Statement>; Stmt::COUNT],
+    /// Set when an operation on it timed out: it is replaced, never used again.
+    dead: AtomicBool,
+    /// The task driving the socket; aborted when the connection is given up.
+    task: tokio::task::AbortHandle,
+}
+
+impl Shared {
+    fn usable(&self) -> bool {
+        !self.dead.load(Ordering::Relaxed) && !self.client.is_closed()
+    }
+
+    /// Closes the connection now: in-flight operations on it fail as "connection lost".
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Relaxed);
+        self.task.abort();
+    }
+
+    async fn statement(&self, stmt: Stmt, sql: &Sql) -> Result<&Statement, StoreError> {
+        self.stmts[stmt.index()]
+            .get_or_try_init(|| async { self.client.prepare(stmt.text(sql)).await })
+            .await
+            .map_err(db_err)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A dropped client ends its connection once the socket drains; a dead peer never
+        // does, so the task is ended explicitly.
+        self.task.abort();
+    }
 }
 
 // === errors ===
@@ -406,6 +533,16 @@ enum WriteKind {
 impl WriteKind {
     const COUNT: usize = 5;
 
+    fn text(self, sql: &Sql) -> &str {
+        match self {
+            WriteKind::Upsert => &sql.upsert,
+            WriteKind::InsertFirst => &sql.insert_first,
+            WriteKind::UpdateEtag => &sql.update_etag,
+            WriteKind::Delete => &sql.delete,
+            WriteKind::DeleteEtag => &sql.delete_etag,
+        }
+    }
+
     fn of(op: &TransactionOp, etag: Option<i64>) -> WriteKind {
         match (op, etag) {
             (TransactionOp::Upsert(_), Some(_)) => WriteKind::UpdateEtag,
@@ -438,7 +575,7 @@ impl WriteKind {
 /// Runs a prepared single-row write. Nothing is awaited before the statement is sent, so
 /// futures of several writes polled together are pipelined in poll order.
 async fn exec_set(
-    client: &impl GenericClient,
+    client: &tokio_postgres::Client,
     stmt: &Statement,
     req: &SetRequest,
     etag: Option<i64>,
@@ -460,7 +597,7 @@ async fn exec_set(
 
 /// Runs a prepared single-row delete (pipelining as for [`exec_set`]).
 async fn exec_delete(
-    client: &impl GenericClient,
+    client: &tokio_postgres::Client,
     stmt: &Statement,
     key: &str,
     etag: Option<i64>,
@@ -522,6 +659,78 @@ impl PgStore {
             result
         })
         .await
+    }
+
+    /// Runs one statement of kind `stmt` through `f` on one of this instance's shared
+    /// connections (round-robin), after making sure the schema exists, under the operation
+    /// timeout. Concurrent calls pipeline on the connection instead of each holding one. A
+    /// shared connection whose operation timed out is closed and replaced, since a frozen
+    /// peer would otherwise hold every later call on it. With `pipelineConnections: 0` the
+    /// statement runs on a pooled connection instead.
+    async fn single<T>(
+        &self,
+        stmt: Stmt,
+        f: impl AsyncFnOnce(&tokio_postgres::Client, &Statement) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.pipe.is_empty() {
+            return self
+                .with_conn(async |client| {
+                    let prepared = client
+                        .prepare_cached(stmt.text(&self.sql))
+                        .await
+                        .map_err(db_err)?;
+                    f(client, &prepared).await
+                })
+                .await;
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let timed_out = || StoreError::Timeout(self.settings.timeout);
+        let conn = tokio::time::timeout_at(deadline, async {
+            self.migrated.get_or_try_init(|| self.migrate()).await?;
+            self.shared().await
+        })
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))?;
+        let run = async {
+            let prepared = conn.statement(stmt, &self.sql).await?;
+            f(&conn.client, prepared).await
+        };
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                conn.kill();
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// The next shared connection, connecting (or reconnecting a broken one) when needed.
+    async fn shared(&self) -> Result<Arc<Shared>, StoreError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pipe.len();
+        let mut slot = self.pipe[i].lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| c.usable()) {
+            return Ok(conn.clone());
+        }
+        *slot = None;
+        let limit = DEFAULT_CONNECT_TIMEOUT.min(self.settings.timeout);
+        let (client, connection) = tokio::time::timeout(limit, self.pg.connect(NoTls))
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out connecting to PostgreSQL".into()))?
+            .map_err(|e| pool_err(PoolError::Backend(e)))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgresql: shared connection ended");
+            }
+        })
+        .abort_handle();
+        let conn = Arc::new(Shared {
+            client,
+            stmts: Default::default(),
+            dead: AtomicBool::new(false),
+            task,
+        });
+        *slot = Some(conn.clone());
+        Ok(conn)
     }
 
     /// Creates or upgrades the schema in one transaction under a database-wide advisory lock,
@@ -603,20 +812,17 @@ impl PgStore {
         client: &impl GenericClient,
         kind: WriteKind,
     ) -> Result<Statement, StoreError> {
-        let sql = match kind {
-            WriteKind::Upsert => &self.sql.upsert,
-            WriteKind::InsertFirst => &self.sql.insert_first,
-            WriteKind::UpdateEtag => &self.sql.update_etag,
-            WriteKind::Delete => &self.sql.delete,
-            WriteKind::DeleteEtag => &self.sql.delete_etag,
-        };
-        client.prepare_cached(sql).await.map_err(db_err)
+        client
+            .prepare_cached(kind.text(&self.sql))
+            .await
+            .map_err(db_err)
     }
 
     /// One batched statement over items with distinct keys; per-item results.
     async fn bulk_set_round(
         &self,
-        client: &Object,
+        client: &tokio_postgres::Client,
+        stmt: &Statement,
         items: &[(usize, SetRequest, Option<i64>)],
     ) -> Result<HashSet<String>, StoreError> {
         let keys: Vec<&str> = items.iter().map(|(_, r, _)| r.key.as_str()).collect();
@@ -629,12 +835,8 @@ impl PgStore {
             .iter()
             .map(|(_, r, _)| r.options.concurrency == Concurrency::FirstWrite)
             .collect();
-        let stmt = client
-            .prepare_cached(&self.sql.bulk_set)
-            .await
-            .map_err(db_err)?;
         let rows = client
-            .query(&stmt, &[&keys, &values, &jsons, &ttls, &etags, &first])
+            .query(stmt, &[&keys, &values, &jsons, &ttls, &etags, &first])
             .await
             .map_err(db_err)?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
@@ -680,10 +882,9 @@ impl PgStore {
 #[async_trait]
 impl StateStore for PgStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.with_conn(async |client| {
-            let stmt = client.prepare_cached(&self.sql.get).await.map_err(db_err)?;
+        self.single(Stmt::Get, async |client, stmt| {
             let row = client
-                .query_opt(&stmt, &[&req.key])
+                .query_opt(stmt, &[&req.key])
                 .await
                 .map_err(db_err)?;
             Ok(row.map(|r| entry(r.get(0), r.get(1), r.get(2))))
@@ -693,18 +894,18 @@ impl StateStore for PgStore {
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
         let etag = req.etag.as_deref().map(parse_etag).transpose()?;
-        self.with_conn(async |client| {
-            let stmt = self.prepare(&*client, WriteKind::of_set(&req, etag)).await?;
-            exec_set(&*client, &stmt, &req, etag).await
+        let kind = WriteKind::of_set(&req, etag);
+        self.single(Stmt::Write(kind), async |client, stmt| {
+            exec_set(client, stmt, &req, etag).await
         })
         .await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
         let etag = req.etag.as_deref().map(parse_etag).transpose()?;
-        self.with_conn(async |client| {
-            let stmt = self.prepare(&*client, WriteKind::of_delete(etag)).await?;
-            exec_delete(&*client, &stmt, &req.key, etag).await
+        let kind = WriteKind::of_delete(etag);
+        self.single(Stmt::Write(kind), async |client, stmt| {
+            exec_delete(client, stmt, &req.key, etag).await
         })
         .await
     }
@@ -715,12 +916,8 @@ impl StateStore for PgStore {
         }
         let keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
         let found = self
-            .with_conn(async |client| {
-                let stmt = client
-                    .prepare_cached(&self.sql.bulk_get)
-                    .await
-                    .map_err(db_err)?;
-                let rows: Vec<Row> = client.query(&stmt, &[&keys]).await.map_err(db_err)?;
+            .single(Stmt::BulkGet, async |client, stmt| {
+                let rows: Vec<Row> = client.query(stmt, &[&keys]).await.map_err(db_err)?;
                 Ok(rows
                     .into_iter()
                     .map(|r| (r.get::<_, String>(0), entry(r.get(1), r.get(2), r.get(3))))
@@ -749,12 +946,13 @@ impl StateStore for PgStore {
             return results;
         }
         let outcome = self
-            .with_conn(async |client| {
+            // Each round is one autocommitted statement, as on a pooled connection.
+            .single(Stmt::BulkSet, async |client, stmt| {
                 let mut written = Vec::new();
                 for round in rounds(valid, |(r, _)| r.key.as_str()) {
                     let items: Vec<(usize, SetRequest, Option<i64>)> =
                         round.into_iter().map(|(i, (r, e))| (i, r, e)).collect();
-                    let ok = self.bulk_set_round(client, &items).await?;
+                    let ok = self.bulk_set_round(client, stmt, &items).await?;
                     written.extend(items.into_iter().map(|(i, r, e)| {
                         let res = if ok.contains(&r.key) {
                             Ok(())
@@ -798,17 +996,13 @@ impl StateStore for PgStore {
             return results;
         }
         let outcome = self
-            .with_conn(async |client| {
-                let stmt = client
-                    .prepare_cached(&self.sql.bulk_delete)
-                    .await
-                    .map_err(db_err)?;
+            .single(Stmt::BulkDelete, async |client, stmt| {
                 let mut done = Vec::new();
                 for round in rounds(valid, |(k, _)| k.as_str()) {
                     let keys: Vec<&str> = round.iter().map(|(_, (k, _))| k.as_str()).collect();
                     let etags: Vec<Option<i64>> = round.iter().map(|(_, (_, e))| *e).collect();
                     let rows = client
-                        .query(&stmt, &[&keys, &etags])
+                        .query(stmt, &[&keys, &etags])
                         .await
                         .map_err(db_err)?;
                     let deleted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -871,7 +1065,7 @@ impl StateStore for PgStore {
             let results = futures::future::join_all(
                 req.operations.iter().zip(&etags).zip(&kinds).map(|((op, etag), kind)| {
                     let stmt = stmts[*kind as usize].as_ref().expect("prepared above");
-                    let tx = &tx;
+                    let tx = tx.client();
                     async move {
                         match op {
                             TransactionOp::Upsert(r) => exec_set(tx, stmt, r, *etag).await,
@@ -930,12 +1124,8 @@ impl StateStore for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(async |client| {
-            let stmt = client
-                .prepare_cached(&self.sql.ping)
-                .await
-                .map_err(db_err)?;
-            client.query_one(&stmt, &[]).await.map_err(db_err)?;
+        self.single(Stmt::Ping, async |client, stmt| {
+            client.query_one(stmt, &[]).await.map_err(db_err)?;
             Ok(())
         })
         .await
