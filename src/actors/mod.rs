@@ -12,5 +12,5 @@ mod store;
 mod store_actor;
 
 pub use handle::StoreHandle;
-pub use store::{BulkGetItem, StateStore, StoreError, StoreFactory};
+pub use store::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 pub use store_actor::{ActorSettings, StoreActor, StoreHealth};

@@ -109,6 +109,21 @@ pub trait StateStore: Send + Sync + 'static {
         Err(StoreError::Unsupported(Capability::QueryApi))
     }
 
+    /// Lists stored keys (as stored, i.e. prefixed) one page at a time, for Mecha's own
+    /// housekeeping such as the sweep of emulated TTL. `cursor` is `None` for the first page;
+    /// the answer's `next` is `None` after the last page. A listing need not be a snapshot:
+    /// keys written during it may or may not appear. Stores that cannot list answer
+    /// [`StoreError::Internal`].
+    async fn list_keys(
+        &self,
+        _cursor: Option<String>,
+        _limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        Err(StoreError::Internal(
+            "this store cannot list its keys".to_owned(),
+        ))
+    }
+
     /// Checks the backend is reachable.
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -121,6 +136,15 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Periodic maintenance (expiry sweeps, cleanup). Runs on one shard only.
     async fn housekeeping(&self) {}
+}
+
+/// One page of [`StateStore::list_keys`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Keys as stored (prefixed).
+    pub keys: Vec<String>,
+    /// Cursor of the next page; `None` after the last.
+    pub next: Option<String>,
 }
 
 /// Fan-out used by the default bulk write and delete.
