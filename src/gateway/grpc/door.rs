@@ -34,12 +34,17 @@ pub struct Caller(pub AppId);
 pub struct Door<S> {
     inner: S,
     catalog: Arc<Catalog>,
+    request_timeout: std::time::Duration,
 }
 
 impl<S> Door<S> {
-    /// The door in front of `inner`.
-    pub fn new(inner: S, catalog: Arc<Catalog>) -> Door<S> {
-        Door { inner, catalog }
+    /// The door in front of `inner`; `request_timeout` is the store actors' deadline.
+    pub fn new(inner: S, catalog: Arc<Catalog>, request_timeout: std::time::Duration) -> Door<S> {
+        Door {
+            inner,
+            catalog,
+            request_timeout,
+        }
     }
 }
 
@@ -101,8 +106,19 @@ where
         // The ready service is the one polled; leave a fresh clone in its place (tower's rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // A call (its message and its store call) gets `bodyTimeout + requestTimeout`: a
+        // stream whose message never completes is answered and closed, not held.
+        let limit = catalog.limits.body_timeout;
+        let deadline = limit + self.request_timeout;
         Box::pin(async move {
-            let mut resp = inner.call(req).await?;
+            let mut resp = match tokio::time::timeout(deadline, inner.call(req)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let err = Error::new(ErrorKind::BodyTimeout { limit }, operation(&method));
+                    tracing::debug!(error = %err, method = %method, "grpc call timed out");
+                    status(&err).into_http()
+                }
+            };
             // Errors of unary calls are trailers-only: the status is in the headers.
             let mut code = Code::Ok;
             if let Some(st) = Status::from_header_map(resp.headers()) {

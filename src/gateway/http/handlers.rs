@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
+use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::{
     AppId, DeleteState, ExecuteTransaction, Gateway, GetBulkState, GetState, QueryState,
@@ -100,7 +101,8 @@ pub async fn dispatch(
     let mut app: Option<AppId> = None;
     let outcome = match route {
         Route::Healthz => healthz(gw, &Query::parse(req.query_string())).into(),
-        Route::HealthzOutbound => Outcome::Response(respond::no_content()),
+        // Outbound readiness is the stores' readiness (an unreachable store is not ready).
+        Route::HealthzOutbound => healthz(gw, &Query::parse("")).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         _ => match gw.catalog().authenticate(token) {
             Err(e) => Outcome::Error(e),
@@ -127,10 +129,10 @@ pub async fn dispatch(
     };
     let elapsed = start.elapsed();
     let app_label = app.as_deref().unwrap_or_else(|| gw.catalog().default_app());
-    metrics::record_http_segments(
+    metrics::record_http_path(
         app_label,
         req.method().as_str(),
-        &segments,
+        path_label(gw, &route, &segments),
         resp.status().as_u16(),
         elapsed,
     );
@@ -139,6 +141,42 @@ pub async fn dispatch(
         micros = elapsed.as_micros() as u64, "http request"
     );
     resp
+}
+
+/// The metrics `path` of a request: a configured store's state path, a route template, or
+/// `_unknown` (never the raw path, so requests cannot create series at will).
+fn path_label<'c>(gw: &'c Gateway, route: &Route<'_>, segments: &[&str]) -> metrics::HttpPath<'c> {
+    use metrics::HttpPath::{Fixed, State};
+    let store = match *route {
+        Route::Save(s)
+        | Route::Get(s, _)
+        | Route::Delete(s, _)
+        | Route::BulkGet(s)
+        | Route::Transaction(s)
+        | Route::Query(s) => s,
+        Route::Healthz => return Fixed("/v1.0/healthz"),
+        Route::HealthzOutbound => return Fixed("/v1.0/healthz/outbound"),
+        Route::GetMetadata => return Fixed("/v1.0/metadata"),
+        Route::PutMetadata(_) => return Fixed("/v1.0/metadata/{key}"),
+        Route::NotFound => return Fixed(metrics::UNKNOWN),
+    };
+    let name = if store.contains(['%', '+']) {
+        query_unescape(store).ok().map(std::borrow::Cow::Owned)
+    } else {
+        Some(std::borrow::Cow::Borrowed(store))
+    };
+    let version = if segments.first() == Some(&"v1.0-alpha1") {
+        "v1.0-alpha1"
+    } else {
+        "v1.0"
+    };
+    match name.and_then(|n| gw.catalog().store_named(&n)) {
+        Some(info) => State {
+            version,
+            store: &info.name,
+        },
+        None => Fixed(metrics::UNKNOWN),
+    }
 }
 
 fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
@@ -153,7 +191,8 @@ async fn serve(
     app: AppId,
 ) -> Outcome {
     let q = Query::parse(req.query_string());
-    let limit = gw.catalog().limits.max_body_size;
+    let limits = gw.catalog().limits.clone();
+    let limits = &limits;
     let resolve = |store: &str, op| {
         gw.catalog().resolve(&app, store, op).map(|store| Target {
             app: app.clone(),
@@ -180,8 +219,19 @@ async fn serve(
         Route::Save(store) => {
             let op = Operation::Save;
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let items = tri!(body::parse_save(&body, &q.metadata));
+            let body = tri!(read_body(req, &mut payload, limits, op).await);
+            let max = limits.max_bulk_items;
+            let url = q.metadata.clone();
+            let items = tri!(
+                parse_body(
+                    body,
+                    limits,
+                    op,
+                    move |s| body::check_items(op, "items", s.top_items, max),
+                    move |b| body::parse_save(b, &url),
+                )
+                .await
+            );
             if items.is_empty() {
                 return Outcome::Response(respond::no_content());
             }
@@ -253,8 +303,19 @@ async fn serve(
         Route::BulkGet(store) => {
             let op = Operation::BulkGet;
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let b = tri!(body::parse_bulk(&body, &q.metadata));
+            let body = tri!(read_body(req, &mut payload, limits, op).await);
+            let max = limits.max_bulk_items;
+            let url = q.metadata.clone();
+            let b = tri!(
+                parse_body(
+                    body,
+                    limits,
+                    op,
+                    move |s| body::check_items(op, "keys", s.field_items, max),
+                    move |b| body::parse_bulk(b, &url),
+                )
+                .await
+            );
             let msg = GetBulkState {
                 target,
                 keys: b.keys,
@@ -268,8 +329,32 @@ async fn serve(
             let op = Operation::Transaction;
             // The capability check runs before the body is parsed, as in daprd.
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let request = tri!(body::parse_transaction(&body, &q.metadata));
+            let body = tri!(read_body(req, &mut payload, limits, op).await);
+            let info = gw.catalog().store(target.store);
+            let (max, name) = (info.max_transaction_ops, info.name.clone());
+            let url = q.metadata.clone();
+            let request = tri!(
+                parse_body(
+                    body,
+                    limits,
+                    op,
+                    move |s| {
+                        if s.field_items > max {
+                            return Err(Error::new(
+                                ErrorKind::TooManyTransactionOps {
+                                    count: s.field_items,
+                                    max,
+                                },
+                                op,
+                            )
+                            .store(name));
+                        }
+                        Ok(())
+                    },
+                    move |b| body::parse_transaction(b, &url),
+                )
+                .await
+            );
             if request.operations.is_empty() {
                 return Outcome::Response(respond::no_content());
             }
@@ -281,7 +366,7 @@ async fn serve(
         Route::Query(store) => {
             let op = Operation::Query;
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
+            let body = tri!(read_body(req, &mut payload, limits, op).await);
             let query = tri!(String::from_utf8(body.to_vec()).map_err(|_| {
                 Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
             }));
@@ -304,7 +389,7 @@ async fn serve(
         Route::GetMetadata => Outcome::Response(metadata(gw, &app)),
         Route::PutMetadata(key) => {
             let key = param!("key", key);
-            let body = tri!(read_body(req, &mut payload, limit, Operation::Other).await);
+            let body = tri!(read_body(req, &mut payload, limits, Operation::Other).await);
             gw.catalog()
                 .set_extended(&key, &String::from_utf8_lossy(&body));
             Outcome::Response(respond::no_content())
@@ -315,13 +400,16 @@ async fn serve(
     }
 }
 
-/// Reads the whole body, failing fast (413) once it passes `limit`.
+/// Reads the whole body, failing fast (413) once it passes `limit` (checked on every chunk,
+/// so a chunked body is bounded too), and (408) when it has not arrived within
+/// `limits.bodyTimeout` (a trickled body, or a chunk size that is never filled).
 async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
-    limit: usize,
+    limits: &Limits,
     op: Operation,
 ) -> Result<Bytes, Error> {
+    let limit = limits.max_body_size;
     let too_large = || Error::new(ErrorKind::BodyTooLarge { limit }, op);
     let declared = req
         .headers()
@@ -331,15 +419,65 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
+    let read = async {
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(
+            ErrorKind::BodyTimeout {
+                limit: limits.body_timeout,
+            },
+            op,
+        )),
     }
-    Ok(buf.freeze())
+}
+
+/// Bounds the blocking threads parsing large bodies at once (their memory too).
+fn parse_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cpus * 2)
+    })
+}
+
+/// Checks the body's shape (depth, item count via `items`) and parses it with `parse`: on
+/// this thread when it is small, else on a bounded pool of blocking threads so a long
+/// parse never stalls the other requests of this worker.
+async fn parse_body<T: Send + 'static>(
+    body: Bytes,
+    limits: &Limits,
+    op: Operation,
+    items: impl FnOnce(&body::Shape) -> Result<(), Error> + Send + 'static,
+    parse: impl FnOnce(&[u8]) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let max_depth = limits.max_json_depth;
+    let len = body.len();
+    let work = move || {
+        let shape = body::shape(&body, max_depth, op)?;
+        items(&shape)?;
+        parse(&body)
+    };
+    if len <= limits.blocking_parse_threshold {
+        return work();
+    }
+    let _permit = parse_permits()
+        .acquire()
+        .await
+        .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
+    web::block(work)
+        .await
+        .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?
 }
 
 fn bulk_json(items: &[crate::gateway::BulkItem]) -> Vec<u8> {
