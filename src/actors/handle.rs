@@ -44,9 +44,15 @@ impl StoreHandle {
         F: FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send + 'static,
     {
         let start = tokio::time::Instant::now();
-        // The permit is held until the store call ends (or its future is dropped), so at
-        // most `capacity` calls run at once; waiting for one counts against the timeout.
-        let _permit = match tokio::time::timeout(self.timeout, self.in_flight.acquire()).await {
+        // The permit travels with the call and is released when the store future ends (not
+        // when the caller gives up), so at most `capacity` store calls run at once on this
+        // shard; waiting for one counts against the timeout.
+        let permit = match tokio::time::timeout(
+            self.timeout,
+            self.in_flight.clone().acquire_owned(),
+        )
+        .await
+        {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => {
                 return Err(StoreError::Unavailable("the store shard is closed".into()));
@@ -54,7 +60,16 @@ impl StoreHandle {
             Err(_) => return Err(StoreError::Busy(self.capacity)),
         };
         let left = self.timeout.saturating_sub(start.elapsed());
-        match self.addr.send(Call(Box::new(f))).timeout(left).await {
+        let call = move |store: Arc<dyn StateStore>| {
+            let fut = f(store);
+            async move {
+                let r = fut.await;
+                drop(permit);
+                r
+            }
+            .boxed()
+        };
+        match self.addr.send(Call(Box::new(call))).timeout(left).await {
             Ok(r) => r,
             Err(MailboxError::Timeout) => Err(StoreError::Timeout(self.timeout)),
             Err(MailboxError::Closed) => Err(StoreError::Unavailable(

@@ -48,6 +48,32 @@ impl<S> Door<S> {
     }
 }
 
+/// Puts a [`Door`] around the whole router, so calls to methods and services Mecha does not
+/// serve pass through it too (auth, metrics under `_unknown`).
+#[derive(Clone)]
+pub struct DoorLayer {
+    catalog: Arc<Catalog>,
+    request_timeout: std::time::Duration,
+}
+
+impl DoorLayer {
+    /// The layer; `request_timeout` is the store actors' deadline.
+    pub fn new(catalog: Arc<Catalog>, request_timeout: std::time::Duration) -> DoorLayer {
+        DoorLayer {
+            catalog,
+            request_timeout,
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for DoorLayer {
+    type Service = Door<S>;
+
+    fn layer(&self, inner: S) -> Door<S> {
+        Door::new(inner, self.catalog.clone(), self.request_timeout)
+    }
+}
+
 impl<S: NamedService> NamedService for Door<S> {
     const NAME: &'static str = S::NAME;
 }

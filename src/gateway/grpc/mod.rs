@@ -57,7 +57,7 @@ use tonic::transport::Server;
 pub use door::Caller;
 pub use status::{code_name, status};
 
-use self::door::Door;
+use self::door::DoorLayer;
 use self::proto::runtime::dapr_server::DaprServer;
 use self::service::DaprService;
 use crate::actors::ActorSettings;
@@ -190,7 +190,8 @@ async fn serve(
     let incoming = listener::incoming(listener, conn_limits);
     Server::builder()
         .max_concurrent_streams(max_streams)
-        .add_service(Door::new(dapr, catalog, settings.request_timeout))
+        .layer(DoorLayer::new(catalog, settings.request_timeout))
+        .add_service(dapr)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

@@ -86,7 +86,7 @@ impl From<Result<HttpResponse, Error>> for Outcome {
 /// The catch-all service: every request of the HTTP door comes through here.
 pub async fn dispatch(
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> HttpResponse {
     let start = Instant::now();
@@ -108,7 +108,7 @@ pub async fn dispatch(
             Err(e) => Outcome::Error(e),
             Ok(a) => {
                 app = Some(a.clone());
-                serve(gw, &req, payload, &route, a).await
+                serve(gw, &req, &mut payload, &route, a).await
             }
         },
     };
@@ -120,7 +120,28 @@ pub async fn dispatch(
             } else {
                 tracing::warn!(error = %e, "request failed");
             }
-            respond::error(&e)
+            let mut resp = respond::error(&e);
+            if matches!(
+                e.kind(),
+                ErrorKind::BodyTooLarge { .. }
+                    | ErrorKind::BodyTimeout { .. }
+                    | ErrorKind::BodyRead
+            ) {
+                // The rest of the body was not read: close instead of holding the
+                // connection for a body that may never end. actix-http closes when the
+                // payload is still unread (not dropped) as the response ends; dropped, it
+                // would drain a chunked body for as long as the client keeps it open. So
+                // the response body keeps the payload until it is written.
+                resp.head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                resp = resp
+                    .map_body(|_, body| HoldPayload {
+                        body,
+                        _payload: payload,
+                    })
+                    .map_into_boxed_body();
+            }
+            resp
         }
         Outcome::BadParam(name, why) => respond::text(
             StatusCode::BAD_REQUEST,
@@ -179,6 +200,27 @@ fn path_label<'c>(gw: &'c Gateway, route: &Route<'_>, segments: &[&str]) -> metr
     }
 }
 
+/// A response body that keeps the request payload alive until the body is written.
+struct HoldPayload {
+    body: actix_web::body::BoxBody,
+    _payload: web::Payload,
+}
+
+impl actix_web::body::MessageBody for HoldPayload {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
 fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
     query_unescape(raw).map_err(|e| Outcome::BadParam(name, e))
 }
@@ -186,7 +228,7 @@ fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
 async fn serve(
     gw: &Gateway,
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     route: &Route<'_>,
     app: AppId,
 ) -> Outcome {
@@ -219,7 +261,7 @@ async fn serve(
         Route::Save(store) => {
             let op = Operation::Save;
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limits, op).await);
+            let body = tri!(read_body(req, payload, limits, op).await);
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
             let items = tri!(
@@ -303,7 +345,7 @@ async fn serve(
         Route::BulkGet(store) => {
             let op = Operation::BulkGet;
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limits, op).await);
+            let body = tri!(read_body(req, payload, limits, op).await);
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
             let b = tri!(
@@ -329,7 +371,7 @@ async fn serve(
             let op = Operation::Transaction;
             // The capability check runs before the body is parsed, as in daprd.
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limits, op).await);
+            let body = tri!(read_body(req, payload, limits, op).await);
             let info = gw.catalog().store(target.store);
             let (max, name) = (info.max_transaction_ops, info.name.clone());
             let url = q.metadata.clone();
@@ -366,7 +408,7 @@ async fn serve(
         Route::Query(store) => {
             let op = Operation::Query;
             let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limits, op).await);
+            let body = tri!(read_body(req, payload, limits, op).await);
             let query = tri!(String::from_utf8(body.to_vec()).map_err(|_| {
                 Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
             }));
@@ -389,7 +431,7 @@ async fn serve(
         Route::GetMetadata => Outcome::Response(metadata(gw, &app)),
         Route::PutMetadata(key) => {
             let key = param!("key", key);
-            let body = tri!(read_body(req, &mut payload, limits, Operation::Other).await);
+            let body = tri!(read_body(req, payload, limits, Operation::Other).await);
             gw.catalog()
                 .set_extended(&key, &String::from_utf8_lossy(&body));
             Outcome::Response(respond::no_content())
