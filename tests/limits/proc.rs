@@ -213,7 +213,8 @@ pub async fn grpc_save_empty_items(addr: &str, n: usize) -> tonic::Status {
     }
 }
 
-/// `n` calls to made-up methods (all answered UNIMPLEMENTED).
+/// `n` calls to made-up methods (all refused: UNIMPLEMENTED, UNAUTHENTICATED when apps are
+/// configured, or a transport error while the server sheds connections).
 pub async fn grpc_made_up_methods(addr: &str, n: usize) {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -222,7 +223,9 @@ pub async fn grpc_made_up_methods(addr: &str, n: usize) {
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     for i in 0..n {
-        grpc.ready().await.unwrap();
+        if grpc.ready().await.is_err() {
+            continue;
+        }
         let path: tonic::codegen::http::uri::PathAndQuery =
             format!("/made.Up{i}/Method{i}").parse().unwrap();
         let codec: tonic_prost::ProstCodec<GetStateRequest, GetStateRequest> =
@@ -230,7 +233,7 @@ pub async fn grpc_made_up_methods(addr: &str, n: usize) {
         let r = grpc
             .unary(tonic::Request::new(GetStateRequest::default()), path, codec)
             .await;
-        assert_eq!(r.unwrap_err().code(), tonic::Code::Unimplemented);
+        assert!(r.is_err(), "a made-up method answered");
     }
 }
 
