@@ -1,8 +1,8 @@
 //! `StoreActor`: one supervised actor per store and serving thread.
 //!
 //! Each request becomes its own task (`ResponseFuture`), so the mailbox never serializes
-//! requests; the actor only bounds the queue, catches panics, pings the backend and lets its
-//! [`actix::Supervisor`] rebuild the store instance from its factory after a panic or after
+//! requests; how many run at once is bounded by the handle (`mailboxCapacity`). The actor
+//! catches panics, pings the backend and lets its [`actix::Supervisor`] rebuild the store instance from its factory after a panic or after
 //! repeated failed pings.
 
 use std::any::Any;
@@ -21,7 +21,8 @@ use super::store::{StateStore, StoreError, StoreFactory};
 /// Tunables of every store actor.
 #[derive(Debug, Clone)]
 pub struct ActorSettings {
-    /// Mailbox capacity: requests queued beyond this wait (back-pressure) until the timeout.
+    /// Store calls in flight per shard (enforced by [`super::StoreHandle`]): more wait for
+    /// a slot within the request timeout, then fail with [`StoreError::Busy`].
     pub mailbox_capacity: usize,
     /// Per-request deadline, covering queueing and the store call.
     pub request_timeout: Duration,

@@ -346,7 +346,7 @@ pub fn shape(body: &[u8], max_depth: usize, op: Operation) -> Result<Shape, Erro
                         "the JSON body nests deeper than the limit of {max_depth} levels"
                     )));
                 }
-                if depth + 1 <= 2 {
+                if depth < 2 {
                     counts[depth + 1] = 0;
                 }
                 stack.push((b == b'[', false));
