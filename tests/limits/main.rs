@@ -458,3 +458,68 @@ fn idle_and_silent_connections_are_bounded_on_both_ports() {
         );
     });
 }
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn a_grpc_message_that_never_completes_is_answered_and_not_held() {
+    let m = Mecha::start(
+        "limits:\n  bodyTimeout: 1s\nactors:\n  requestTimeout: 1s\nserver:\n  workers: 1\n",
+        MEMORY_STORE,
+    );
+    let mut s = TcpStream::connect(&m.grpc).unwrap();
+    // HPACK literal header fields without indexing (no Huffman).
+    let mut block = Vec::new();
+    for (k, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/dapr.proto.runtime.v1.Dapr/GetState"),
+        (":authority", "x"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(k.len() as u8);
+        block.extend_from_slice(k.as_bytes());
+        block.push(v.len() as u8);
+        block.extend_from_slice(v.as_bytes());
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    out.extend(h2_frame(1, 4, 1, &block));
+    // A gRPC message declared 100 bytes long, of which 3 arrive; the stream stays open.
+    out.extend(h2_frame(0, 0, 1, &[0, 0, 0, 0, 100, 0x0a, 0x01, b's']));
+    s.write_all(&out).unwrap();
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let mut answered = None;
+    let mut head = [0u8; 9];
+    while answered.is_none() && start.elapsed() < Duration::from_secs(8) {
+        if s.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        match (kind, stream) {
+            (4, 0) if flags & 1 == 0 => s.write_all(&h2_frame(4, 1, 0, &[])).unwrap(),
+            (1, 1) if flags & 1 == 1 => answered = Some(start.elapsed()),
+            (3, 1) | (7, _) => answered = Some(start.elapsed()),
+            _ => {}
+        }
+    }
+    let took = answered.expect("the half-sent call was answered");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "answered after {took:?}"
+    );
+}
