@@ -8,6 +8,15 @@ use crate::error::{Detail, ERROR_DOMAIN, Error, Protocol};
 
 /// The gRPC status of `err`, with its details in the table's order.
 pub fn status(err: &Error) -> Status {
+    let mut st = render(err);
+    if let Some(secs) = err.retry_after() {
+        st.metadata_mut()
+            .insert("retry-after", secs.to_string().parse().expect("digits"));
+    }
+    st
+}
+
+fn render(err: &Error) -> Status {
     let wire = err.wire(Protocol::Grpc);
     let code = Code::from_i32(wire.grpc_code as i32);
     if wire.details.is_empty() {
