@@ -138,11 +138,10 @@ fn init_logging(level: &str) {
 
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let capped = TALKATIVE_TARGETS
-        .iter()
-        .fold(Targets::new().with_default(LevelFilter::TRACE), |t, name| {
-            t.with_target(*name, LevelFilter::INFO)
-        });
+    let capped = TALKATIVE_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, name| t.with_target(*name, LevelFilter::INFO),
+    );
     let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())

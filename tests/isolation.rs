@@ -8,16 +8,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{
     GetMetadataRequest, GetStateRequest, SaveStateRequest, SetMetadataRequest,
 };
-use mecha::gateway::grpc::proto::common::StateItem;
 use serde_json::{Value, json};
 use support::{Mecha, TestMecha, error_of, unique};
 use tonic::transport::Channel;
 
-const TWO_APPS: &str = "apps:\n  - id: alpha\n    token: tok-alpha\n  - id: beta\n    token: tok-beta\n";
+const TWO_APPS: &str =
+    "apps:\n  - id: alpha\n    token: tok-alpha\n  - id: beta\n    token: tok-beta\n";
 
 fn scoped(name: &str, scope: &str) -> String {
     format!(
@@ -71,7 +72,13 @@ fn drop_table(table: String) {
     .join();
 }
 
-async fn send(m: &Mecha, method: reqwest::Method, path: &str, token: Option<&str>, body: &str) -> reqwest::Response {
+async fn send(
+    m: &Mecha,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
     let mut b = m.client.request(method, m.url(path)).body(body.to_owned());
     if let Some(t) = token {
         b = b.header("dapr-api-token", t);
@@ -119,25 +126,46 @@ async fn extended_metadata_is_per_app_and_bounded_over_http() {
     // Each app reads its own value; neither overwrote the other.
     assert_eq!(metadata(&m, "tok-alpha").await["extended"]["color"], "red");
     assert_eq!(metadata(&m, "tok-beta").await["extended"]["color"], "blue");
-    assert_eq!(put("tok-alpha", "only-alpha", "x".into()).await.status(), 204);
-    assert!(metadata(&m, "tok-beta").await["extended"].get("only-alpha").is_none());
+    assert_eq!(
+        put("tok-alpha", "only-alpha", "x".into()).await.status(),
+        204
+    );
+    assert!(
+        metadata(&m, "tok-beta").await["extended"]
+            .get("only-alpha")
+            .is_none()
+    );
 
     // Past the entry count, the name length and the byte budget: a clear error, nothing kept.
     assert_eq!(put("tok-alpha", "third", "x".into()).await.status(), 204);
     let (status, code, message, _) = error_of(put("tok-alpha", "fourth", "x".into()).await).await;
-    assert_eq!((status, code.as_str()), (400, "ERR_METADATA_LIMIT"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_METADATA_LIMIT"),
+        "{message}"
+    );
     assert!(message.contains("3 metadata attributes"), "{message}");
     let (status, code, _, _) = error_of(put("tok-beta", &"n".repeat(17), "x".into()).await).await;
     assert_eq!((status, code.as_str()), (400, "ERR_METADATA_LIMIT"));
     let (status, code, _, _) = error_of(put("tok-beta", "big", "v".repeat(1020)).await).await;
     assert_eq!((status, code.as_str()), (400, "ERR_METADATA_LIMIT"));
-    assert!(metadata(&m, "tok-beta").await["extended"].get("big").is_none());
+    assert!(
+        metadata(&m, "tok-beta").await["extended"]
+            .get("big")
+            .is_none()
+    );
     // A value larger than the whole budget is refused while it is read (413), not stored.
     let r = put("tok-beta", "huge", "v".repeat(4 * 1024 * 1024)).await;
     assert_eq!(r.status(), 413);
     // Replacing an attribute within the budget still works.
-    assert_eq!(put("tok-alpha", "color", "green".into()).await.status(), 204);
-    assert_eq!(metadata(&m, "tok-alpha").await["extended"]["color"], "green");
+    assert_eq!(
+        put("tok-alpha", "color", "green".into()).await.status(),
+        204
+    );
+    assert_eq!(
+        metadata(&m, "tok-alpha").await["extended"]["color"],
+        "green"
+    );
     m.running.stop(true).await;
 }
 
@@ -152,9 +180,15 @@ async fn grpc_metadata_is_per_app_and_bounded() {
         key: key.into(),
         value: value.into(),
     };
-    c.set_metadata(with_token(set("team", "a"), "tok-alpha")).await.unwrap();
-    c.set_metadata(with_token(set("team", "b"), "tok-beta")).await.unwrap();
-    c.set_metadata(with_token(set("two", "a"), "tok-alpha")).await.unwrap();
+    c.set_metadata(with_token(set("team", "a"), "tok-alpha"))
+        .await
+        .unwrap();
+    c.set_metadata(with_token(set("team", "b"), "tok-beta"))
+        .await
+        .unwrap();
+    c.set_metadata(with_token(set("two", "a"), "tok-alpha"))
+        .await
+        .unwrap();
     let st = c
         .set_metadata(with_token(set("three", "a"), "tok-alpha"))
         .await
@@ -164,7 +198,10 @@ async fn grpc_metadata_is_per_app_and_bounded() {
     // A value larger than the budget (64 KiB by default) is refused: GetMetadata of every
     // app stays small, so SDKs that call it first keep working.
     let st = c
-        .set_metadata(with_token(set("big", &"v".repeat(3 * 1024 * 1024)), "tok-beta"))
+        .set_metadata(with_token(
+            set("big", &"v".repeat(3 * 1024 * 1024)),
+            "tok-beta",
+        ))
         .await
         .unwrap_err();
     assert_eq!(st.code(), tonic::Code::ResourceExhausted);
@@ -202,8 +239,14 @@ async fn metadata_lists_only_the_apps_own_stores_and_capabilities() {
         .collect();
     assert_eq!(names, ["alpha-store"]);
     let ext = meta["extended"].as_object().unwrap();
-    assert!(ext.contains_key("mecha.capabilities.alpha-store"), "{ext:?}");
-    assert!(!ext.contains_key("mecha.capabilities.beta-store"), "{ext:?}");
+    assert!(
+        ext.contains_key("mecha.capabilities.alpha-store"),
+        "{ext:?}"
+    );
+    assert!(
+        !ext.contains_key("mecha.capabilities.beta-store"),
+        "{ext:?}"
+    );
     let mut c = grpc(&m).await;
     let b = c
         .get_metadata(with_token(GetMetadataRequest::default(), "tok-beta"))
@@ -212,8 +255,14 @@ async fn metadata_lists_only_the_apps_own_stores_and_capabilities() {
         .into_inner();
     assert_eq!(b.registered_components.len(), 1);
     assert_eq!(b.registered_components[0].name, "beta-store");
-    assert!(b.extended_metadata.contains_key("mecha.capabilities.beta-store"));
-    assert!(!b.extended_metadata.contains_key("mecha.capabilities.alpha-store"));
+    assert!(
+        b.extended_metadata
+            .contains_key("mecha.capabilities.beta-store")
+    );
+    assert!(
+        !b.extended_metadata
+            .contains_key("mecha.capabilities.alpha-store")
+    );
     m.running.stop(true).await;
 }
 
@@ -238,7 +287,10 @@ async fn health_answers_carry_backend_text_only_for_a_valid_token() {
         if r.status() != 204 {
             break;
         }
-        assert!(Instant::now() < deadline, "the store never became unhealthy");
+        assert!(
+            Instant::now() < deadline,
+            "the store never became unhealthy"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for token in [None, Some("wrong")] {
@@ -247,7 +299,14 @@ async fn health_answers_carry_backend_text_only_for_a_valid_token() {
         assert_eq!((status, code.as_str()), (500, "ERR_HEALTH_NOT_READY"));
         assert_eq!(message, "dapr is not ready: [1 state store(s) not ready]");
     }
-    let r = send(&m, reqwest::Method::GET, "/v1.0/healthz", Some("tok-beta"), "").await;
+    let r = send(
+        &m,
+        reqwest::Method::GET,
+        "/v1.0/healthz",
+        Some("tok-beta"),
+        "",
+    )
+    .await;
     let (_, _, message, _) = error_of(r).await;
     assert!(message.contains("cache ("), "{message}");
     m.running.stop(false).await;
@@ -269,11 +328,19 @@ async fn a_nul_byte_in_a_key_is_the_same_400_on_every_store() {
         let body = json!([{"key": format!("{key}\u{0}x"), "value": 1}]).to_string();
         let (status, code, message, _) =
             error_of(m.post(&format!("/v1.0/state/{store}"), body).await).await;
-        assert_eq!((status, code.as_str()), (400, "ERR_MALFORMED_REQUEST"), "{store}: {message}");
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "ERR_MALFORMED_REQUEST"),
+            "{store}: {message}"
+        );
         assert!(message.contains("NUL byte"), "{store}: {message}");
         let (status, code, _, _) =
             error_of(m.get(&format!("/v1.0/state/{store}/{key}%00x")).await).await;
-        assert_eq!((status, code.as_str()), (400, "ERR_MALFORMED_REQUEST"), "{store}");
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "ERR_MALFORMED_REQUEST"),
+            "{store}"
+        );
         let (status, _, _, _) =
             error_of(m.delete(&format!("/v1.0/state/{store}/{key}%00x")).await).await;
         assert_eq!(status, 400, "{store}");
@@ -310,7 +377,10 @@ async fn a_nul_byte_in_a_key_is_the_same_400_on_every_store() {
 #[actix_rt::test]
 async fn random_bytes_to_the_query_route_are_a_400() {
     let table = format!("iso_{:016x}", rand::random::<u64>());
-    let m = TestMecha::empty().yaml(&pg_component("pg", &table)).start().await;
+    let m = TestMecha::empty()
+        .yaml(&pg_component("pg", &table))
+        .start()
+        .await;
     let path = "/v1.0-alpha1/state/pg/query";
     let mut bodies: Vec<Vec<u8>> = vec![
         b"\x00\xff\xfe garbage".to_vec(),
@@ -323,7 +393,13 @@ async fn random_bytes_to_the_query_route_are_a_400() {
     }
     for body in bodies {
         let r = m.post(path, body.clone()).await;
-        assert_eq!(r.status(), 400, "{:?}: {}", String::from_utf8_lossy(&body), r.text().await.unwrap());
+        assert_eq!(
+            r.status(),
+            400,
+            "{:?}: {}",
+            String::from_utf8_lossy(&body),
+            r.text().await.unwrap()
+        );
     }
     // A valid query still answers.
     assert_eq!(m.post(path, "{}").await.status(), 204);
@@ -338,16 +414,37 @@ async fn dapr_api_token_alone_requires_the_token_on_both_doors() {
     let r = m.get("/v1.0/state/statestore/k").await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.text().await.unwrap(), "invalid api token\n");
-    let r = send(&m, reqwest::Method::GET, "/v1.0/state/statestore/k", Some("nope"), "").await;
+    let r = send(
+        &m,
+        reqwest::Method::GET,
+        "/v1.0/state/statestore/k",
+        Some("nope"),
+        "",
+    )
+    .await;
     assert_eq!(r.status(), 401);
     let r = send(&m, reqwest::Method::GET, "/v1.0/metadata", None, "").await;
     assert_eq!(r.status(), 401);
     // Health is exempt.
     assert_eq!(m.get("/v1.0/healthz").await.status(), 204);
     assert_eq!(m.get("/v1.0/healthz/outbound").await.status(), 204);
-    let r = send(&m, reqwest::Method::POST, "/v1.0/state/statestore", Some("single-secret"), r#"[{"key":"k","value":1}]"#).await;
+    let r = send(
+        &m,
+        reqwest::Method::POST,
+        "/v1.0/state/statestore",
+        Some("single-secret"),
+        r#"[{"key":"k","value":1}]"#,
+    )
+    .await;
     assert_eq!(r.status(), 204);
-    let r = send(&m, reqwest::Method::GET, "/v1.0/state/statestore/k", Some("single-secret"), "").await;
+    let r = send(
+        &m,
+        reqwest::Method::GET,
+        "/v1.0/state/statestore/k",
+        Some("single-secret"),
+        "",
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(metadata(&m, "single-secret").await["id"], "testapp");
 
@@ -361,7 +458,10 @@ async fn dapr_api_token_alone_requires_the_token_on_both_doors() {
     assert_eq!(st.code(), tonic::Code::Unauthenticated);
     let st = c.get_state(with_token(get(), "nope")).await.unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unauthenticated);
-    let got = c.get_state(with_token(get(), "single-secret")).await.unwrap();
+    let got = c
+        .get_state(with_token(get(), "single-secret"))
+        .await
+        .unwrap();
     assert_eq!(got.into_inner().data, b"1");
     m.running.stop(true).await;
 }
@@ -381,9 +481,15 @@ async fn a_token_file_rotates_without_a_restart() {
     let status = |t: &'static str| {
         let m = &m;
         async move {
-            send(m, reqwest::Method::GET, "/v1.0/state/statestore/k", Some(t), "")
-                .await
-                .status()
+            send(
+                m,
+                reqwest::Method::GET,
+                "/v1.0/state/statestore/k",
+                Some(t),
+                "",
+            )
+            .await
+            .status()
         }
     };
     assert_eq!(status("first-token").await, 204);
@@ -391,13 +497,23 @@ async fn a_token_file_rotates_without_a_restart() {
     std::fs::write(&file, "second-token\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while status("second-token").await != 204 {
-        assert!(Instant::now() < deadline, "the rotated token was never picked up");
+        assert!(
+            Instant::now() < deadline,
+            "the rotated token was never picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status("first-token").await, 401, "the old token is gone");
     let mut c = grpc(&m).await;
     let req = GetMetadataRequest::default();
-    assert_eq!(c.get_metadata(with_token(req, "second-token")).await.unwrap().into_inner().id, "alpha");
+    assert_eq!(
+        c.get_metadata(with_token(req, "second-token"))
+            .await
+            .unwrap()
+            .into_inner()
+            .id,
+        "alpha"
+    );
     m.running.stop(true).await;
 }
 
@@ -410,9 +526,21 @@ async fn metrics_can_require_a_token_of_their_own() {
     let url = format!("http://{}/metrics", m.running.metrics_addr);
     assert_eq!(m.client.get(&url).send().await.unwrap().status(), 401);
     // An app token is not the metrics token.
-    let r = m.client.get(&url).bearer_auth("tok-alpha").send().await.unwrap();
+    let r = m
+        .client
+        .get(&url)
+        .bearer_auth("tok-alpha")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = m.client.get(&url).bearer_auth("scrape-secret").send().await.unwrap();
+    let r = m
+        .client
+        .get(&url)
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     m.running.stop(true).await;
 }
@@ -429,14 +557,27 @@ async fn quotas_refuse_the_noisy_app_and_keep_serving_the_quiet_one() {
         .await;
     let noisy = async {
         let calls = (0..300).map(|_| {
-            send(&m, reqwest::Method::GET, "/v1.0/state/statestore/k", Some("tok-noisy"), "")
+            send(
+                &m,
+                reqwest::Method::GET,
+                "/v1.0/state/statestore/k",
+                Some("tok-noisy"),
+                "",
+            )
         });
         futures::future::join_all(calls).await
     };
     let quiet = async {
         let mut statuses = Vec::new();
         for _ in 0..50 {
-            let r = send(&m, reqwest::Method::GET, "/v1.0/state/statestore/k", Some("tok-quiet"), "").await;
+            let r = send(
+                &m,
+                reqwest::Method::GET,
+                "/v1.0/state/statestore/k",
+                Some("tok-quiet"),
+                "",
+            )
+            .await;
             statuses.push(r.status().as_u16());
         }
         statuses
@@ -450,7 +591,11 @@ async fn quotas_refuse_the_noisy_app_and_keep_serving_the_quiet_one() {
             204 => served += 1,
             429 => {
                 refused += 1;
-                let after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                let after: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!(after >= 1);
                 let (_, code, message, _) = error_of(r).await;
                 assert_eq!(code, "ERR_TOO_MANY_REQUESTS");
@@ -459,7 +604,10 @@ async fn quotas_refuse_the_noisy_app_and_keep_serving_the_quiet_one() {
             s => panic!("unexpected status {s}"),
         }
     }
-    assert!(served >= 1 && refused >= 50, "served {served}, refused {refused}");
+    assert!(
+        served >= 1 && refused >= 50,
+        "served {served}, refused {refused}"
+    );
 
     // gRPC: the burst is spent, so the next calls are refused with retry-after metadata.
     let mut c = grpc(&m).await;

@@ -51,7 +51,11 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
     let token = format!("tok{:016x}", rand::random::<u64>());
     let table = format!("logp_{:016x}", rand::random::<u64>());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mem.yaml"), component("mem", "state.in-memory", &[])).unwrap();
+    std::fs::write(
+        dir.path().join("mem.yaml"),
+        component("mem", "state.in-memory", &[]),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("redis.yaml"),
         component("redis", "state.redis", &[("redisHost", &redis_url())]),
@@ -68,7 +72,14 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
     .unwrap();
     let child = Command::new(BIN)
         .args(["--resources-path", dir.path().to_str().unwrap()])
-        .args(["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
+        .args([
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
         .args(["--config", "/dev/null", "--log-level", "debug"])
         .env("DAPR_API_TOKEN", &token)
         .stdout(Stdio::null())
@@ -98,7 +109,11 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
         if let (Some(h), Some(g)) = (addr("http"), addr("grpc")) {
             break (h, g);
         }
-        assert!(Instant::now() < deadline, "mecha did not start: {}", log.lock().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "mecha did not start: {}",
+            log.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
@@ -114,26 +129,59 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
     let key = format!("key-{marker}");
     let value = format!("\"value-{marker}\"");
     for store in ["mem", "redis", "pg"] {
-        let save = format!(r#"[{{"key":"{key}","value":{value}}},{{"key":"{key}2","value":{value}}}]"#);
-        assert_eq!(call(M::POST, format!("/v1.0/state/{store}"), save).await, 204, "{store}");
-        assert_eq!(call(M::GET, format!("/v1.0/state/{store}/{key}"), String::new()).await, 200);
+        let save =
+            format!(r#"[{{"key":"{key}","value":{value}}},{{"key":"{key}2","value":{value}}}]"#);
+        assert_eq!(
+            call(M::POST, format!("/v1.0/state/{store}"), save).await,
+            204,
+            "{store}"
+        );
+        assert_eq!(
+            call(M::GET, format!("/v1.0/state/{store}/{key}"), String::new()).await,
+            200
+        );
         let bulk = format!(r#"{{"keys":["{key}","{key}2"]}}"#);
-        assert_eq!(call(M::POST, format!("/v1.0/state/{store}/bulk"), bulk).await, 200);
+        assert_eq!(
+            call(M::POST, format!("/v1.0/state/{store}/bulk"), bulk).await,
+            200
+        );
         let tx = format!(
             r#"{{"operations":[{{"operation":"upsert","request":{{"key":"{key}3","value":{value}}}}},{{"operation":"delete","request":{{"key":"{key}2"}}}}]}}"#
         );
-        assert_eq!(call(M::POST, format!("/v1.0/state/{store}/transaction"), tx).await, 204);
+        assert_eq!(
+            call(M::POST, format!("/v1.0/state/{store}/transaction"), tx).await,
+            204
+        );
         // Rejected requests are logged at debug too: an illegal key and a bad ETag.
-        assert_eq!(call(M::GET, format!("/v1.0/state/{store}/{marker}||x"), String::new()).await, 400);
+        assert_eq!(
+            call(
+                M::GET,
+                format!("/v1.0/state/{store}/{marker}||x"),
+                String::new()
+            )
+            .await,
+            400
+        );
         let bad_etag = format!(r#"[{{"key":"{key}","value":{value},"etag":"{marker}"}}]"#);
         let s = call(M::POST, format!("/v1.0/state/{store}"), bad_etag).await;
         assert!(s == 409 || s == 400, "{store}: {s}");
-        assert_eq!(call(M::DELETE, format!("/v1.0/state/{store}/{key}"), String::new()).await, 204);
+        assert_eq!(
+            call(
+                M::DELETE,
+                format!("/v1.0/state/{store}/{key}"),
+                String::new()
+            )
+            .await,
+            204
+        );
     }
     let q = format!(r#"{{"filter":{{"EQ":{{"value":"{marker}"}}}}}}"#);
     let s = call(M::POST, "/v1.0-alpha1/state/pg/query".into(), q).await;
     assert!(s == 200 || s == 204, "query: {s}");
-    assert_eq!(call(M::PUT, format!("/v1.0/metadata/{marker}"), marker.clone()).await, 204);
+    assert_eq!(
+        call(M::PUT, format!("/v1.0/metadata/{marker}"), marker.clone()).await,
+        204
+    );
     // gRPC.
     let mut c = DaprClient::connect(format!("http://{grpc}")).await.unwrap();
     for store in ["mem", "redis", "pg"] {
@@ -145,18 +193,22 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
                 ..StateItem::default()
             }],
         });
-        req.metadata_mut().insert("dapr-api-token", token.parse().unwrap());
+        req.metadata_mut()
+            .insert("dapr-api-token", token.parse().unwrap());
         c.save_state(req).await.unwrap();
         let mut req = tonic::Request::new(GetStateRequest {
             store_name: store.into(),
             key: format!("g-{key}"),
             ..GetStateRequest::default()
         });
-        req.metadata_mut().insert("dapr-api-token", token.parse().unwrap());
+        req.metadata_mut()
+            .insert("dapr-api-token", token.parse().unwrap());
         c.get_state(req).await.unwrap();
     }
 
-    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while child.0.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -170,7 +222,10 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
         let url = database_url();
         let table = table.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
@@ -186,10 +241,17 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
     let _ = pg_cleanup.join();
 
     assert!(log.contains("http request"), "debug lines are on:\n{log}");
-    assert!(log.contains("request rejected"), "rejections are logged:\n{log}");
+    assert!(
+        log.contains("request rejected"),
+        "rejections are logged:\n{log}"
+    );
     let leaks: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(&marker) || l.contains(&token))
         .collect();
-    assert!(leaks.is_empty(), "the log carries a key, value or token:\n{}", leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "the log carries a key, value or token:\n{}",
+        leaks.join("\n")
+    );
 }

@@ -31,7 +31,10 @@ async fn the_pasted_configuration_loads_and_isolates_apps() {
             .unwrap_or_else(|e| panic!("README mecha.yaml does not load: {e:?}"));
     assert_eq!(settings.apps.len(), 2);
     assert_eq!(settings.apps[0].quota.requests_per_second, 5000);
-    assert_eq!(settings.apps[1].quota.max_concurrent, 64, "billing gets the defaults");
+    assert_eq!(
+        settings.apps[1].quota.max_concurrent, 64,
+        "billing gets the defaults"
+    );
     let mut components_yaml = block(&readme, "components");
     // Point the pasted Redis at the test server when it is elsewhere.
     if let Ok(url) = std::env::var("REDIS_URL") {
@@ -59,7 +62,9 @@ async fn the_pasted_configuration_loads_and_isolates_apps() {
     let base = format!("http://{}", running.http_addr);
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, token: Option<&str>, body: &str| {
-        let mut b = client.request(method, format!("{base}{path}")).body(body.to_owned());
+        let mut b = client
+            .request(method, format!("{base}{path}"))
+            .body(body.to_owned());
         if let Some(t) = token {
             b = b.header("dapr-api-token", t);
         }
@@ -68,23 +73,64 @@ async fn the_pasted_configuration_loads_and_isolates_apps() {
     use reqwest::Method as M;
     let key = format!("readme-{:016x}", rand::random::<u64>());
     let save = format!(r#"[{{"key":"{key}","value":"o"}}]"#);
-    assert_eq!(call(M::POST, "/v1.0/state/statestore", None, &save).await.status(), 401);
-    let r = call(M::POST, "/v1.0/state/statestore", Some("orders-secret"), &save).await;
+    assert_eq!(
+        call(M::POST, "/v1.0/state/statestore", None, &save)
+            .await
+            .status(),
+        401
+    );
+    let r = call(
+        M::POST,
+        "/v1.0/state/statestore",
+        Some("orders-secret"),
+        &save,
+    )
+    .await;
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
     // billing does not see orders' key in the shared store, nor the private store.
     let get = format!("/v1.0/state/statestore/{key}");
-    assert_eq!(call(M::GET, &get, Some("orders-secret"), "").await.status(), 200);
-    assert_eq!(call(M::GET, &get, Some("billing-secret"), "").await.status(), 204);
-    let r = call(M::GET, "/v1.0/state/orders-private/k", Some("billing-secret"), "").await;
+    assert_eq!(
+        call(M::GET, &get, Some("orders-secret"), "").await.status(),
+        200
+    );
+    assert_eq!(
+        call(M::GET, &get, Some("billing-secret"), "")
+            .await
+            .status(),
+        204
+    );
+    let r = call(
+        M::GET,
+        "/v1.0/state/orders-private/k",
+        Some("billing-secret"),
+        "",
+    )
+    .await;
     assert_eq!(r.status(), 400);
-    let r = call(M::GET, "/v1.0/state/orders-private/k", Some("orders-secret"), "").await;
+    let r = call(
+        M::GET,
+        "/v1.0/state/orders-private/k",
+        Some("orders-secret"),
+        "",
+    )
+    .await;
     assert_eq!(r.status(), 204);
-    assert_eq!(call(M::DELETE, &get, Some("orders-secret"), "").await.status(), 204);
+    assert_eq!(
+        call(M::DELETE, &get, Some("orders-secret"), "")
+            .await
+            .status(),
+        204
+    );
     // Health needs no token; metrics need theirs.
     assert_eq!(call(M::GET, "/v1.0/healthz", None, "").await.status(), 204);
     let metrics = format!("http://{}/metrics", running.metrics_addr);
     assert_eq!(client.get(&metrics).send().await.unwrap().status(), 401);
-    let r = client.get(&metrics).bearer_auth("metrics-secret").send().await.unwrap();
+    let r = client
+        .get(&metrics)
+        .bearer_auth("metrics-secret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     running.stop(true).await;
 }

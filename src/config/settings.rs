@@ -289,7 +289,10 @@ fn token_source(
         },
         (None, None, Some(path)) => Some(TokenSource::File(path)),
         _ => {
-            err(field, "give exactly one of token, tokenEnv or tokenFile".into());
+            err(
+                field,
+                "give exactly one of token, tokenEnv or tokenFile".into(),
+            );
             None
         }
     }
@@ -389,7 +392,10 @@ impl Settings {
         }
         if let Some(v) = l.max_metadata_bytes {
             match parse_size(&yaml_scalar(&v)) {
-                Ok(0) => err("limits.maxMetadataBytes", "must be greater than zero".into()),
+                Ok(0) => err(
+                    "limits.maxMetadataBytes",
+                    "must be greater than zero".into(),
+                ),
                 Ok(n) => s.limits.max_metadata_bytes = n,
                 Err(e) => err("limits.maxMetadataBytes", e),
             }
@@ -564,12 +570,18 @@ mod tests {
         assert_eq!(s.metrics_token, Some(TokenSource::Value("m".into())));
         assert_eq!(s.limits.max_metadata_entries, 2);
         assert_eq!(s.limits.max_metadata_bytes, 1024);
-        assert_eq!(s.server.token_file_check_interval, Duration::from_millis(50));
+        assert_eq!(
+            s.server.token_file_check_interval,
+            Duration::from_millis(50)
+        );
         // A missing token file and two token sources are both reported.
         let errs = parse("apps:\n  - id: a\n    tokenFile: /nonexistent/tok\n  - id: b\n    token: x\n    tokenEnv: TOKEN_A\n").unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["apps[0].tokenFile", "apps[1]"]);
-        assert!(!format!("{:?}", s.apps[1]).contains("\"t\""), "a token is never printed");
+        assert!(
+            !format!("{:?}", s.apps[1]).contains("\"t\""),
+            "a token is never printed"
+        );
     }
 
     #[test]

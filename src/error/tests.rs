@@ -41,15 +41,26 @@ fn kinds() -> Vec<ErrorKind> {
 
 #[test]
 fn quota_and_metadata_rows() {
-    let e = err(ErrorKind::TooManyRequests { retry_after_secs: 2 }, Operation::Get);
+    let e = err(
+        ErrorKind::TooManyRequests {
+            retry_after_secs: 2,
+        },
+        Operation::Get,
+    );
     let (h, g) = (e.wire(Protocol::Http), e.wire(Protocol::Grpc));
-    assert_eq!((h.http_status, h.error_code), (429, "ERR_TOO_MANY_REQUESTS"));
+    assert_eq!(
+        (h.http_status, h.error_code),
+        (429, "ERR_TOO_MANY_REQUESTS")
+    );
     assert_eq!(g.grpc_code, GrpcCode::ResourceExhausted);
     assert_eq!(e.retry_after(), Some(2));
     assert!(h.message.contains("myapp") && h.message.contains("retry after 2 s"));
     let m = err(ErrorKind::MetadataLimit, Operation::Other).wire(Protocol::Http);
     assert_eq!((m.http_status, m.error_code), (400, "ERR_METADATA_LIMIT"));
-    assert_eq!(err(ErrorKind::MetadataLimit, Operation::Other).retry_after(), None);
+    assert_eq!(
+        err(ErrorKind::MetadataLimit, Operation::Other).retry_after(),
+        None
+    );
 }
 
 #[test]

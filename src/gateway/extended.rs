@@ -48,7 +48,11 @@ impl ExtendedMetadata {
         if key.is_empty() {
             return Ok(());
         }
-        let limit = |msg: String| Err(Error::new(ErrorKind::MetadataLimit, Operation::Other).app(app.as_ref()).detail(msg));
+        let limit = |msg: String| {
+            Err(Error::new(ErrorKind::MetadataLimit, Operation::Other)
+                .app(app.as_ref())
+                .detail(msg))
+        };
         if key.len() > self.max_key_length {
             return limit(format!(
                 "the metadata attribute name is {} bytes long, more than the limit of {} bytes",

@@ -452,11 +452,25 @@ async fn bench(
     };
     let mut report = render(args, plan, &throughput, &latency, &footprint);
     let mut ok = ok;
-    if args.only.as_deref().is_none_or(|o| "noisy_neighbour".contains(o)) {
-        eprintln!("noisy neighbour: quiet app at {}/s, noisy app flooding ...", args.rate);
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|o| "noisy_neighbour".contains(o))
+    {
+        eprintln!(
+            "noisy neighbour: quiet app at {}/s, noisy app flooding ...",
+            args.rate
+        );
         let flood = (args.concurrency * 4).max(64);
-        let n = neighbour::run(bin, dir, args.rate, plan.latency_seconds, plan.latency_rounds, flood)
-            .await?;
+        let n = neighbour::run(
+            bin,
+            dir,
+            args.rate,
+            plan.latency_seconds,
+            plan.latency_rounds,
+            flood,
+        )
+        .await?;
         ok &= n.errors.count == 0;
         let met = n.ratio <= neighbour::P99_RATIO_BOUND;
         println!(
@@ -470,7 +484,11 @@ async fn bench(
             n.noisy_rps,
             n.noisy_served_rps,
             n.errors.count,
-            n.errors.first.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+            n.errors
+                .first
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
         );
         report["noisy_neighbour"] = json!({
             "quiet_p99_alone_ms": n.alone_p99_ms,

@@ -19,7 +19,8 @@ use crate::process::Mecha;
 pub const P99_RATIO_BOUND: f64 = 3.0;
 
 /// The noisy app's quota in this scenario.
-const NOISY_QUOTA: &str = "      maxConcurrent: 16\n      requestsPerSecond: 2000\n      burst: 200\n";
+const NOISY_QUOTA: &str =
+    "      maxConcurrent: 16\n      requestsPerSecond: 2000\n      burst: 200\n";
 
 /// What the scenario measured (medians of rounds).
 pub struct Neighbour {

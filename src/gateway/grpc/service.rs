@@ -235,7 +235,10 @@ impl Dapr for DaprService {
         let resp = GetMetadataResponse {
             id: app.to_string(),
             registered_components,
-            extended_metadata: catalog.extended(&app, RUNTIME_VERSION).into_iter().collect(),
+            extended_metadata: catalog
+                .extended(&app, RUNTIME_VERSION)
+                .into_iter()
+                .collect(),
             runtime_version: RUNTIME_VERSION.to_owned(),
             ..GetMetadataResponse::default()
         };
