@@ -550,9 +550,9 @@ async fn metrics_can_require_a_token_of_their_own() {
 #[actix_rt::test]
 async fn quotas_refuse_the_noisy_app_and_keep_serving_the_quiet_one() {
     let m = TestMecha::memory()
-        .settings(&format!(
+        .settings(
             "apps:\n  - id: noisy\n    token: tok-noisy\n    quota:\n      maxConcurrent: 4\n      requestsPerSecond: 50\n      burst: 20\n  - id: quiet\n    token: tok-quiet\n"
-        ))
+        )
         .start()
         .await;
     let noisy = async {

@@ -370,15 +370,16 @@ impl Settings {
             }
         }
         let m = raw.metrics;
-        if m.token.is_some() || m.token_env.is_some() || m.token_file.is_some() {
-            if let Some(source) =
+        let any_metrics_token =
+            m.token.is_some() || m.token_env.is_some() || m.token_file.is_some();
+        if any_metrics_token
+            && let Some(source) =
                 token_source("metrics", m.token, m.token_env, m.token_file, env, &mut err)
-            {
-                match source.read() {
-                    Ok(t) if !t.is_empty() => s.metrics_token = Some(source),
-                    Ok(_) => err("metrics.token", "must not be empty".into()),
-                    Err(e) => err("metrics.tokenFile", e),
-                }
+        {
+            match source.read() {
+                Ok(t) if !t.is_empty() => s.metrics_token = Some(source),
+                Ok(_) => err("metrics.token", "must not be empty".into()),
+                Err(e) => err("metrics.tokenFile", e),
             }
         }
 
