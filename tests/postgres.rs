@@ -757,7 +757,8 @@ async fn query_over_grpc() {
         .query_state_alpha1(query(r#"{"filter":{"EQ":{}}}"#))
         .await
         .unwrap_err();
-    assert_eq!(st.code(), tonic::Code::Internal);
+    // An invalid filter is the client's error (daprd: Internal).
+    assert_eq!(st.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         st.get_details_error_info().unwrap().reason,
         "DAPR_STATE_QUERY_FAILED"

@@ -68,6 +68,10 @@ pub struct QuotaSettings {
     pub requests_per_second: u32,
     /// Requests allowed at once above the sustained rate (0 = `requests_per_second`).
     pub burst: u32,
+    /// How long a refused request waits before its 429 is sent. It slows a client that
+    /// retries at once (each of its connections gets at most one refusal per delay), so a
+    /// flood costs Mecha little CPU; the wait holds no quota slot.
+    pub refusal_delay: Duration,
 }
 
 impl Default for QuotaSettings {
@@ -76,6 +80,7 @@ impl Default for QuotaSettings {
             max_concurrent: 1024,
             requests_per_second: 0,
             burst: 0,
+            refusal_delay: Duration::from_millis(50),
         }
     }
 }
@@ -180,14 +185,36 @@ struct RawQuota {
     max_concurrent: Option<usize>,
     requests_per_second: Option<u32>,
     burst: Option<u32>,
+    refusal_delay: Option<String>,
 }
 
 impl RawQuota {
-    fn over(&self, base: QuotaSettings) -> QuotaSettings {
+    fn over(
+        &self,
+        field: &str,
+        base: QuotaSettings,
+        err: &mut dyn FnMut(&str, String),
+    ) -> QuotaSettings {
+        let refusal_delay = match self.refusal_delay.as_deref().map(parse_duration) {
+            None => base.refusal_delay,
+            Some(Ok(d)) if d <= Duration::from_secs(1) => d,
+            Some(Ok(_)) => {
+                err(
+                    &format!("{field}.refusalDelay"),
+                    "must be at most 1s".into(),
+                );
+                base.refusal_delay
+            }
+            Some(Err(e)) => {
+                err(&format!("{field}.refusalDelay"), e);
+                base.refusal_delay
+            }
+        };
         QuotaSettings {
             max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
             requests_per_second: self.requests_per_second.unwrap_or(base.requests_per_second),
             burst: self.burst.unwrap_or(base.burst),
+            refusal_delay,
         }
     }
 }
@@ -320,7 +347,9 @@ impl Settings {
         let mut s = Settings::default();
         let mut err = |field: &str, msg: String| errors.push(ConfigError::new(file, field, msg));
 
-        s.quota = raw.quotas.over(QuotaSettings::default());
+        s.quota = raw
+            .quotas
+            .over("quotas", QuotaSettings::default(), &mut err);
         let mut tokens: Vec<String> = Vec::new();
         for (i, app) in raw.apps.into_iter().enumerate() {
             let field = format!("apps[{i}]");
@@ -365,7 +394,7 @@ impl Settings {
                 s.apps.push(AppConfig {
                     id: app.id,
                     token: source,
-                    quota: app.quota.over(s.quota),
+                    quota: app.quota.over(&format!("{field}.quota"), s.quota, &mut err),
                 });
             }
         }
@@ -564,6 +593,7 @@ mod tests {
             max_concurrent: 8,
             requests_per_second: 5,
             burst: 3,
+            refusal_delay: Duration::from_millis(50),
         };
         assert_eq!(s.apps[0].quota, a);
         assert_eq!(s.apps[1].quota.requests_per_second, 0);

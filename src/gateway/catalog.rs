@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::auth::Tokens;
 use super::extended::ExtendedMetadata;
-use super::quota::{Permit, Quotas};
+use super::quota::{Permit, Quotas, Refusal};
 use crate::actors::{StoreFactory, StoreHealth};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
@@ -185,7 +185,7 @@ impl Catalog {
     }
 
     /// Admits one request of `app` under its quota (hold the permit until the answer).
-    pub fn admit(&self, app: &AppId) -> Result<Permit, Error> {
+    pub fn admit(&self, app: &AppId) -> Result<Permit, Refusal> {
         self.quotas.admit(app)
     }
 

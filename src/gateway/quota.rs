@@ -1,9 +1,12 @@
 //! Per-app quotas: requests in flight and request rate ([`QuotaSettings`]).
 //!
 //! Both doors call [`Quotas::admit`] right after authentication and hold the returned
-//! [`Permit`] until the answer is written. Past a limit the request is refused at once
-//! (never queued, so a flooding app cannot fill Mecha with waiting requests) with 429
-//! `ERR_TOO_MANY_REQUESTS` / `RESOURCE_EXHAUSTED` and a `Retry-After`. The rate limit is a
+//! [`Permit`] until the answer is written. Past a limit the request is refused (never
+//! queued for service, so a flooding app cannot fill Mecha with waiting work) with 429
+//! `ERR_TOO_MANY_REQUESTS` / `RESOURCE_EXHAUSTED` and a `Retry-After`, sent after the app's
+//! `refusalDelay` (default 50 ms): a client that retries at once then gets at most one
+//! refusal per connection (or stream) per delay, instead of costing Mecha a full request's
+//! CPU at line rate. The rate limit is a
 //! GCRA from the `governor` crate; the in-flight count is one atomic counter per app.
 
 use std::collections::HashMap;
@@ -33,6 +36,15 @@ pub struct Quotas {
 
 /// Held while a request is served; releases its in-flight slot when dropped.
 pub struct Permit(Option<Arc<AppQuota>>);
+
+/// A refused request: the error to answer with, after `delay` (the app's `refusalDelay`).
+#[derive(Debug)]
+pub struct Refusal {
+    /// The 429 / `RESOURCE_EXHAUSTED` error, with its `Retry-After`.
+    pub error: Error,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -80,7 +92,7 @@ impl Quotas {
     }
 
     /// Admits one request of `app`, or refuses it with [`ErrorKind::TooManyRequests`].
-    pub fn admit(&self, app: &AppId) -> Result<Permit, Error> {
+    pub fn admit(&self, app: &AppId) -> Result<Permit, Refusal> {
         let Some(q) = self.by_app.get(app) else {
             return Ok(Permit(None));
         };
@@ -88,25 +100,29 @@ impl Quotas {
         let before = q.in_flight.fetch_add(1, Ordering::AcqRel);
         // From here the permit owns the slot: dropping it (on any refusal) gives it back.
         let permit = Permit(Some(q.clone()));
+        let refuse = |error| Refusal {
+            error,
+            delay: q.settings.refusal_delay,
+        };
         if max > 0 && before >= max {
-            return Err(too_many(
+            return Err(refuse(too_many(
                 app,
                 Duration::from_secs(1),
                 format!("more than {max} requests in flight"),
-            ));
+            )));
         }
         if let Some(limiter) = &q.limiter
             && let Err(not_until) = limiter.check()
         {
             let wait = not_until.wait_time_from(self.clock.now());
-            return Err(too_many(
+            return Err(refuse(too_many(
                 app,
                 wait,
                 format!(
                     "more than {} requests per second",
                     q.settings.requests_per_second
                 ),
-            ));
+            )));
         }
         Ok(permit)
     }
@@ -124,6 +140,7 @@ mod tests {
                 max_concurrent,
                 requests_per_second: rps,
                 burst,
+                refusal_delay: Duration::ZERO,
             },
         )]);
         (q, app)
@@ -134,7 +151,7 @@ mod tests {
         let (q, app) = quotas(2, 0, 0);
         let a = q.admit(&app).unwrap();
         let _b = q.admit(&app).unwrap();
-        let e = q.admit(&app).err().expect("third is refused");
+        let e = q.admit(&app).err().expect("third is refused").error;
         assert_eq!(e.retry_after(), Some(1));
         drop(a);
         assert!(q.admit(&app).is_ok(), "a finished request frees its slot");
@@ -148,7 +165,7 @@ mod tests {
         for _ in 0..3 {
             drop(q.admit(&app).unwrap());
         }
-        let e = q.admit(&app).err().expect("past the burst");
+        let e = q.admit(&app).err().expect("past the burst").error;
         assert!(matches!(e.kind(), ErrorKind::TooManyRequests { .. }));
         assert_eq!(e.retry_after(), Some(1));
     }

@@ -102,11 +102,15 @@ where
         // The app's quota; the permit moves into the call and is held until it answers.
         let permit = match catalog.admit(&app) {
             Ok(p) => p,
-            Err(e) => {
+            Err(refusal) => {
+                let e = refusal.error;
                 tracing::debug!(error = %e.log_summary(), method = %method, "grpc call over quota");
                 let st = status(&e);
-                metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
-                return Box::pin(async move { Ok(st.into_http()) });
+                return Box::pin(async move {
+                    tokio::time::sleep(refusal.delay).await;
+                    metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
+                    Ok(st.into_http())
+                });
             }
         };
         req.extensions_mut().insert(Caller(app.clone()));

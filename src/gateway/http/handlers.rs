@@ -111,7 +111,10 @@ pub async fn dispatch(
                 app = Some(a.clone());
                 // The app's quota: the permit is held until the answer is ready.
                 match gw.catalog().admit(&a) {
-                    Err(e) => Outcome::Error(e),
+                    Err(refusal) => {
+                        actix_rt::time::sleep(refusal.delay).await;
+                        Outcome::Error(refusal.error)
+                    }
                     Ok(_permit) => serve(gw, &req, payload, &route, a).await,
                 }
             }
