@@ -95,7 +95,9 @@ impl Tokens {
                 None => (Choice::from(0), [0u8; 32]),
             };
             let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            hit.conditional_assign(&index, valid & candidate.ct_eq(&h));
+            // The first match wins (configured apps come before DAPR_API_TOKEN).
+            let first = hit.ct_eq(&0);
+            hit.conditional_assign(&index, valid & first & candidate.ct_eq(&h));
         }
         (hit as usize)
             .checked_sub(1)
@@ -152,6 +154,15 @@ mod tests {
         assert_eq!(t.find("tbb"), None);
         assert_eq!(t.find(""), None);
         assert!(!t.has_files());
+        let dup = Tokens::new([
+            (app("a"), TokenSource::Value("same".into())),
+            (app("default"), TokenSource::Value("same".into())),
+        ]);
+        assert_eq!(
+            dup.find("same").as_deref(),
+            Some("a"),
+            "the first match wins"
+        );
     }
 
     #[test]
