@@ -127,6 +127,10 @@ const TALKATIVE_TARGETS: &[&str] = &[
     "actix_http",
     "actix_web",
     "actix_server",
+    "actix_router",
+    "actix_codec",
+    "tokio_util",
+    "want",
     "mio",
 ];
 

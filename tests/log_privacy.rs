@@ -126,6 +126,19 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
         async move { req.send().await.expect("request").status().as_u16() }
     };
     use reqwest::Method as M;
+    // DAPR_API_TOKEN is read from the environment: without it, 401; health is exempt.
+    let anon = client
+        .get(format!("http://{http}/v1.0/state/mem/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let health = client
+        .get(format!("http://{http}/v1.0/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 204);
     let key = format!("key-{marker}");
     let value = format!("\"value-{marker}\"");
     for store in ["mem", "redis", "pg"] {
