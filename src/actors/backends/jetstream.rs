@@ -81,9 +81,7 @@ use futures::StreamExt;
 use super::{ComponentConfig, Descriptor, Field, FieldKind};
 use crate::actors::{KeyPage, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
-use crate::model::{
-    Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, Ttl,
-};
+use crate::model::{Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, Ttl};
 
 /// The backend's self-description.
 pub const DESCRIPTOR: Descriptor = Descriptor {
@@ -264,7 +262,10 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
     }
     let jwt = cfg.get("jwt").map(str::trim).filter(|s| !s.is_empty());
     let seed = cfg.get("seedKey").map(str::trim).filter(|s| !s.is_empty());
-    let file = cfg.get("credsFile").map(str::trim).filter(|s| !s.is_empty());
+    let file = cfg
+        .get("credsFile")
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     let creds = match (jwt, seed, file) {
         (Some(_), Some(_), Some(_)) => {
             return Err("give either jwt and seedKey or credsFile, not both".into());
@@ -384,7 +385,10 @@ pub fn decode_key(stored: &str) -> Option<String> {
             }
             b'_' => {
                 let hex = stored.get(i + 1..i + 3)?;
-                if !hex.bytes().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h)) {
+                if !hex
+                    .bytes()
+                    .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
+                {
                     return None;
                 }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
@@ -814,16 +818,18 @@ impl StateStore for JetStreamStore {
         let c = self.conn().await?;
         let t = self.shared.settings.list_timeout;
         let scan = async {
-            let mut keys = c
-                .kv
-                .keys()
-                .await
-                .map_err(|e| Fail::Other(error_chain(&e)))?;
+            let mut keys =
+                c.kv.keys()
+                    .await
+                    .map_err(|e| Fail::Other(error_chain(&e)))?;
             // The `limit + 1` smallest stored keys after the cursor.
             let mut page: BTreeSet<String> = BTreeSet::new();
             while let Some(k) = keys.next().await {
                 let k = k.map_err(|e| Fail::Other(error_chain(&e)))?;
-                if cursor.as_ref().is_some_and(|cur| k.as_str() <= cur.as_str()) {
+                if cursor
+                    .as_ref()
+                    .is_some_and(|cur| k.as_str() <= cur.as_str())
+                {
                     continue;
                 }
                 if page.len() > limit && page.last().is_some_and(|last| &k >= last) {

@@ -154,7 +154,9 @@ fn keys_encode_readably_and_reversibly() {
 
 #[test]
 fn foreign_or_non_canonical_keys_do_not_decode() {
-    for stored in ["a_7c", "a_", "a_4", "a.", ".a", "a..b", "a*b", "a_5Z", "_FF"] {
+    for stored in [
+        "a_7c", "a_", "a_4", "a.", ".a", "a..b", "a*b", "a_5Z", "_FF",
+    ] {
         assert_eq!(decode_key(stored), None, "{stored}");
     }
 }
@@ -203,7 +205,10 @@ fn bad_metadata_is_refused_at_load() {
             "not a valid user nkey seed",
         ),
         (&[("credsFile", "/nonexistent/x.creds")], "credsFile"),
-        (&[("requestTimeout", "0s")], "requestTimeout must be greater"),
+        (
+            &[("requestTimeout", "0s")],
+            "requestTimeout must be greater",
+        ),
         (
             &[("bucket", &"b".repeat(1000)), ("maxKeyLength", "3072")],
             "exceeds",
@@ -228,7 +233,10 @@ fn valid_credentials_and_server_lists_load() {
     // A syntactically valid user seed (from the nkeys documentation's format: 'SU' prefix).
     let kp_seed = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU";
     let f = build(&config(&[
-        ("natsURL", "nats://127.0.0.1:4222, nats://user:pw@127.0.0.1:4223"),
+        (
+            "natsURL",
+            "nats://127.0.0.1:4222, nats://user:pw@127.0.0.1:4223",
+        ),
         ("jwt", "eyJhbGciOiJlZDI1NTE5In0.e30.x"),
         ("seedKey", kp_seed),
     ]));
@@ -261,7 +269,11 @@ async fn values_round_trip_with_revision_etags() {
     assert_eq!(v, "\"v1\"");
     let raw = raw(&b).await;
     let entry = raw.entry("app.k").await.unwrap().unwrap();
-    assert_eq!(entry.revision.to_string(), e1, "the etag is the KV revision");
+    assert_eq!(
+        entry.revision.to_string(),
+        e1,
+        "the etag is the KV revision"
+    );
     s.set(guarded("app||k", "v2", &e1)).await.unwrap();
     let (v, e2) = read(&s, "app||k").await.unwrap();
     assert_eq!(v, "v2");
@@ -269,7 +281,10 @@ async fn values_round_trip_with_revision_etags() {
     // A stale, a zero and a never-issued revision are mismatches; garbage is invalid.
     for bad in [e1.as_str(), "0", "999999999"] {
         let r = s.set(guarded("app||k", "x", bad)).await;
-        assert!(matches!(r, Err(StoreError::EtagMismatch(_))), "{bad}: {r:?}");
+        assert!(
+            matches!(r, Err(StoreError::EtagMismatch(_))),
+            "{bad}: {r:?}"
+        );
     }
     let r = s.set(guarded("app||k", "x", "abc")).await;
     assert!(matches!(r, Err(StoreError::EtagInvalid(_))), "{r:?}");
@@ -370,7 +385,14 @@ async fn ttl_is_refused_but_no_expiry_is_accepted() {
 #[tokio::test]
 async fn unusual_keys_are_stored_encoded() {
     let (s, b) = store(&[]).await;
-    let keys = ["app||a b", "app||ключ", "app||x:y*z?>", "app||.dot.", "app||_", "app||||"];
+    let keys = [
+        "app||a b",
+        "app||ключ",
+        "app||x:y*z?>",
+        "app||.dot.",
+        "app||_",
+        "app||||",
+    ];
     for (i, k) in keys.iter().enumerate() {
         s.set(set(k, &i.to_string())).await.unwrap();
     }
@@ -384,7 +406,9 @@ async fn unusual_keys_are_stored_encoded() {
 #[tokio::test]
 async fn long_keys_are_refused_before_sending() {
     let (s, _b) = store(&[("maxKeyLength", "64")]).await;
-    s.set(set(&format!("a||{}", "k".repeat(62)), "1")).await.unwrap();
+    s.set(set(&format!("a||{}", "k".repeat(62)), "1"))
+        .await
+        .unwrap();
     let r = s.set(set(&format!("a||{}", "k".repeat(63)), "1")).await;
     assert!(
         matches!(&r, Err(StoreError::InvalidRequest(m)) if m.contains("maxKeyLength")),
@@ -526,7 +550,14 @@ impl PrivateServer {
     fn start(port: u16, dir: tempfile::TempDir) -> PrivateServer {
         let monitor = free_port();
         let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string()])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                &monitor.to_string(),
+            ])
             .args(["-js", "-sd"])
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
@@ -564,12 +595,15 @@ async fn server_loss_is_unavailable_and_the_store_recovers() {
         ("bucket", "recover"),
         ("name", "mecha-js-conn-name"),
     ]))
-        .unwrap()
-        .create()
-        .unwrap();
+    .unwrap()
+    .create()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Err(e) = s.set(set("a||k", "1")).await {
-        assert!(Instant::now() < deadline, "private server did not come up: {e}");
+        assert!(
+            Instant::now() < deadline,
+            "private server did not come up: {e}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The connection carries the configured name (daprd's `name` is the connection name).
