@@ -419,12 +419,11 @@ enum Slot {
     Empty,
     /// The last connect failed at this instant with this error.
     Failed(Instant, StoreError),
-    /// Connected.
-    Ready(Conn),
+    /// Connected (shared: the handles are large, so calls take a reference count).
+    Ready(Arc<Conn>),
 }
 
 /// An open connection and the bucket's handle.
-#[derive(Clone)]
 struct Conn {
     client: Client,
     js: jetstream::Context,
@@ -456,7 +455,7 @@ pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
 
 impl Shared {
     /// The shared connection, opened on first use.
-    async fn conn(&self) -> Result<Conn, StoreError> {
+    async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
         let s = &self.settings;
         let mut slot = self.conn.lock().await;
         match &*slot {
@@ -466,7 +465,7 @@ impl Shared {
         }
         let budget = s.connect_timeout + s.request_timeout;
         let result = match tokio::time::timeout(budget, self.open()).await {
-            Ok(r) => r,
+            Ok(r) => r.map(Arc::new),
             Err(_) => Err(StoreError::Timeout(budget)),
         };
         match result {
@@ -636,7 +635,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl JetStreamStore {
     /// The connection, failing fast while the client is disconnected.
-    async fn conn(&self) -> Result<Conn, StoreError> {
+    async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
         let c = self.shared.conn().await?;
         match c.client.connection_state() {
             State::Connected => Ok(c),
