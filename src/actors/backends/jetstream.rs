@@ -73,7 +73,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Operation};
-use async_nats::jetstream::{self, context::KeyValueErrorKind};
+use async_nats::jetstream::{self, context::GetStreamError, context::GetStreamErrorKind};
 use async_nats::{Client, ConnectOptions, ServerAddr, connection::State};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -502,35 +502,35 @@ impl Shared {
             .map_err(|e| StoreError::Unavailable(format!("jetstream: connect: {e}")))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(s.request_timeout);
-        let kv = match js.get_key_value(&s.bucket).await {
-            Ok(kv) => kv,
-            Err(e) if e.kind() == KeyValueErrorKind::GetBucket && s.create_bucket => {
-                // Not found (or not readable): create it. Creating an existing bucket with
-                // the same configuration succeeds, so concurrent creators agree.
+        let unavailable = |what: &str, e: &dyn std::error::Error| {
+            StoreError::Unavailable(format!(
+                "jetstream: bucket '{}' {what}: {}",
+                s.bucket,
+                error_chain(e)
+            ))
+        };
+        match js.get_stream(format!("KV_{}", s.bucket)).await {
+            Ok(_) => {}
+            Err(e) if is_stream_not_found(&e) && s.create_bucket => {
+                // Creating a bucket that a concurrent creator just made, with the same
+                // configuration, succeeds, so racing instances agree.
                 js.create_stream(bucket_stream_config(s))
                     .await
-                    .map_err(|e| {
-                        StoreError::Unavailable(format!(
-                            "jetstream: bucket '{}' is missing and could not be created: {}",
-                            s.bucket,
-                            error_chain(&e)
-                        ))
-                    })?;
-                js.get_key_value(&s.bucket).await.map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "jetstream: bucket '{}': {}",
-                        s.bucket,
-                        error_chain(&e)
-                    ))
-                })?
+                    .map_err(|e| unavailable("is missing and could not be created", &e))?;
+                tracing::info!(bucket = %s.bucket, history = s.history, replicas = s.replicas, "jetstream: created the bucket");
             }
-            Err(e) => {
+            Err(e) if is_stream_not_found(&e) => {
                 return Err(StoreError::Unavailable(format!(
-                    "jetstream: bucket '{}': {e}",
+                    "jetstream: bucket '{}' does not exist (createBucket is false)",
                     s.bucket
                 )));
             }
-        };
+            Err(e) => return Err(unavailable("could not be read", &e)),
+        }
+        let kv = js
+            .get_key_value(&s.bucket)
+            .await
+            .map_err(|e| unavailable("is not a usable KV bucket", &e))?;
         let ttl = TtlSupport {
             server_version: client.server_info().version,
             server_has_msg_ttl: version_at_least(&client.server_info().version, 2, 11),
@@ -545,6 +545,12 @@ impl Shared {
         );
         Ok(Conn { client, js, kv })
     }
+}
+
+/// Whether the server answered that the stream does not exist.
+fn is_stream_not_found(e: &GetStreamError) -> bool {
+    matches!(e.kind(), GetStreamErrorKind::JetStream(js)
+        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// The stream behind a new bucket, as NATS KV lays it out (the conventions every NATS KV
@@ -599,6 +605,8 @@ enum Fail {
     WrongRevision,
     /// The client or server timed out.
     TimedOut,
+    /// No stream takes the bucket's subjects: the bucket was deleted.
+    NoBucket,
     /// Anything else.
     Other(String),
 }
@@ -607,8 +615,22 @@ fn update_fail(e: kv::UpdateError) -> Fail {
     match e.kind() {
         kv::UpdateErrorKind::WrongLastRevision => Fail::WrongRevision,
         kv::UpdateErrorKind::TimedOut => Fail::TimedOut,
-        _ => Fail::Other(error_chain(&e)),
+        _ => other_fail(&e),
     }
+}
+
+/// Recognises a write to a bucket whose stream is gone (deleted under a running Mecha).
+fn other_fail(e: &(dyn std::error::Error + 'static)) -> Fail {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = src {
+        if let Some(p) = inner.downcast_ref::<jetstream::context::PublishError>()
+            && p.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+        {
+            return Fail::NoBucket;
+        }
+        src = inner.source();
+    }
+    Fail::Other(error_chain(e))
 }
 
 fn entry_fail(e: kv::EntryError) -> Fail {
@@ -619,7 +641,7 @@ fn entry_fail(e: kv::EntryError) -> Fail {
 }
 
 fn put_fail(e: kv::PutError) -> Fail {
-    Fail::Other(error_chain(&e))
+    other_fail(&e)
 }
 
 /// An error with its sources, which say what actually went wrong.
@@ -667,6 +689,17 @@ impl JetStreamStore {
             Fail::WrongRevision => StoreError::EtagMismatch(None),
             _ if !connected => StoreError::Unavailable("jetstream: connection to NATS lost".into()),
             Fail::TimedOut => StoreError::Timeout(t),
+            Fail::NoBucket => {
+                // Forget the connection: the next call opens the bucket again (and creates
+                // it, unless createBucket is false). A connect in progress already does.
+                if let Ok(mut slot) = self.shared.conn.try_lock() {
+                    *slot = Slot::Empty;
+                }
+                StoreError::Unavailable(format!(
+                    "jetstream: bucket '{}' no longer exists",
+                    self.shared.settings.bucket
+                ))
+            }
             Fail::Other(m) => StoreError::Internal(format!("jetstream: {m}")),
         }
     }

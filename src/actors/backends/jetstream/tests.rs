@@ -531,6 +531,22 @@ async fn racing_etag_updates_have_one_winner_per_revision() {
     assert_eq!(ok, 1);
 }
 
+#[tokio::test]
+async fn a_bucket_deleted_underneath_is_created_again() {
+    let (s, b) = store(&[]).await;
+    s.set(set("a||k", "1")).await.unwrap();
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    jetstream::new(client).delete_key_value(&b.0).await.unwrap();
+    let e = s.set(set("a||k", "2")).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Unavailable(m) if m.contains("no longer exists")),
+        "{e:?}"
+    );
+    // The next call reopens (and re-creates) the bucket.
+    s.set(set("a||k", "3")).await.unwrap();
+    assert_eq!(read(&s, "a||k").await.unwrap().0, "3");
+}
+
 /// A private nats-server that the test stops and starts again.
 struct PrivateServer {
     child: std::process::Child,
