@@ -330,7 +330,8 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     Ok(Arc::new(JetStreamFactory {
         shared: Arc::new(Shared {
             settings,
-            conn: tokio::sync::Mutex::new(Slot::Empty),
+            ready: parking_lot::RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(None),
         }),
     }))
 }
@@ -410,17 +411,10 @@ pub fn decode_key(stored: &str) -> Option<String> {
 /// What all instances of one configured store share.
 struct Shared {
     settings: Settings,
-    conn: tokio::sync::Mutex<Slot>,
-}
-
-/// The shared connection's state.
-enum Slot {
-    /// Never connected (or forgotten).
-    Empty,
-    /// The last connect failed at this instant with this error.
-    Failed(Instant, StoreError),
-    /// Connected (shared: the handles are large, so calls take a reference count).
-    Ready(Arc<Conn>),
+    /// The open connection; read without waiting on every call.
+    ready: parking_lot::RwLock<Option<Arc<Conn>>>,
+    /// Held while connecting; remembers the last failed connect.
+    connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
 }
 
 /// An open connection and the bucket's handle.
@@ -432,13 +426,13 @@ struct Conn {
 
 /// What was detected about the server on connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TtlSupport {
+struct TtlSupport {
     /// The server's version string.
-    pub server_version: String,
+    server_version: String,
     /// Whether that version has per-message TTL (2.11 or newer).
-    pub server_has_msg_ttl: bool,
+    server_has_msg_ttl: bool,
     /// Whether the bucket's stream allows per-message TTL (`allow_msg_ttl`).
-    pub stream_allows_msg_ttl: bool,
+    stream_allows_msg_ttl: bool,
 }
 
 /// Parses `major.minor` of a server version such as `2.9.10` or `2.11.0-RC.1`.
@@ -454,14 +448,21 @@ pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
 }
 
 impl Shared {
-    /// The shared connection, opened on first use.
+    /// The shared connection, opened on first use. Concurrent callers wait for one connect
+    /// instead of each opening their own.
     async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
+        if let Some(c) = self.ready.read().clone() {
+            return Ok(c);
+        }
         let s = &self.settings;
-        let mut slot = self.conn.lock().await;
-        match &*slot {
-            Slot::Ready(c) => return Ok(c.clone()),
-            Slot::Failed(at, e) if at.elapsed() < s.reconnect_wait => return Err(e.clone()),
-            _ => {}
+        let mut failed = self.connecting.lock().await;
+        if let Some(c) = self.ready.read().clone() {
+            return Ok(c);
+        }
+        if let Some((at, e)) = &*failed
+            && at.elapsed() < s.reconnect_wait
+        {
+            return Err(e.clone());
         }
         let budget = s.connect_timeout + s.request_timeout;
         let result = match tokio::time::timeout(budget, self.open()).await {
@@ -470,14 +471,20 @@ impl Shared {
         };
         match result {
             Ok(c) => {
-                *slot = Slot::Ready(c.clone());
+                *self.ready.write() = Some(c.clone());
+                *failed = None;
                 Ok(c)
             }
             Err(e) => {
-                *slot = Slot::Failed(Instant::now(), e.clone());
+                *failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }
         }
+    }
+
+    /// Forgets the connection, so the next call opens it (and the bucket) again.
+    fn forget(&self) {
+        *self.ready.write() = None;
     }
 
     /// Connects, and opens (or creates) the bucket.
@@ -690,11 +697,9 @@ impl JetStreamStore {
             _ if !connected => StoreError::Unavailable("jetstream: connection to NATS lost".into()),
             Fail::TimedOut => StoreError::Timeout(t),
             Fail::NoBucket => {
-                // Forget the connection: the next call opens the bucket again (and creates
-                // it, unless createBucket is false). A connect in progress already does.
-                if let Ok(mut slot) = self.shared.conn.try_lock() {
-                    *slot = Slot::Empty;
-                }
+                // The next call opens the bucket again (and creates it, unless createBucket
+                // is false).
+                self.shared.forget();
                 StoreError::Unavailable(format!(
                     "jetstream: bucket '{}' no longer exists",
                     self.shared.settings.bucket
