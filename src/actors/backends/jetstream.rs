@@ -626,14 +626,17 @@ fn update_fail(e: kv::UpdateError) -> Fail {
     }
 }
 
-/// Recognises a write to a bucket whose stream is gone (deleted under a running Mecha).
+/// Recognises, under a write's error, a bucket whose stream is gone (deleted under a running
+/// Mecha) and an acknowledgement that timed out.
 fn other_fail(e: &(dyn std::error::Error + 'static)) -> Fail {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(inner) = src {
-        if let Some(p) = inner.downcast_ref::<jetstream::context::PublishError>()
-            && p.kind() == jetstream::context::PublishErrorKind::StreamNotFound
-        {
-            return Fail::NoBucket;
+        if let Some(p) = inner.downcast_ref::<jetstream::context::PublishError>() {
+            match p.kind() {
+                jetstream::context::PublishErrorKind::StreamNotFound => return Fail::NoBucket,
+                jetstream::context::PublishErrorKind::TimedOut => return Fail::TimedOut,
+                _ => {}
+            }
         }
         src = inner.source();
     }

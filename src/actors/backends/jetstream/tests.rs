@@ -656,3 +656,60 @@ async fn server_loss_is_unavailable_and_the_store_recovers() {
     }
     drop(server.stop());
 }
+
+/// Sends a signal to a process with the `kill` command.
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_times_out_within_the_request_timeout() {
+    let server = PrivateServer::start(free_port(), tempfile::tempdir().unwrap());
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let s = build(&config(&[
+        ("natsURL", &url),
+        ("bucket", "frozen"),
+        ("requestTimeout", "500ms"),
+    ]))
+    .unwrap()
+    .create()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = s.set(set("a||k", "1")).await {
+        assert!(
+            Instant::now() < deadline,
+            "private server did not come up: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = server.child.id();
+    signal(pid, "-STOP");
+    let started = Instant::now();
+    let r = s.get(get("a||k")).await;
+    let w = s.set(set("a||k", "2")).await;
+    signal(pid, "-CONT");
+    assert!(
+        matches!(r, Err(StoreError::Timeout(_) | StoreError::Unavailable(_))),
+        "{r:?}"
+    );
+    assert!(
+        matches!(w, Err(StoreError::Timeout(_) | StoreError::Unavailable(_))),
+        "{w:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "two calls took {:?}",
+        started.elapsed()
+    );
+    // Thawed, the server answers again on the same connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get(get("a||k")).await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
