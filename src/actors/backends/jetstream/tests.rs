@@ -456,6 +456,7 @@ async fn bucket_is_created_with_history_and_replicas_or_refused() {
 #[tokio::test]
 async fn list_keys_pages_through_decoded_live_keys() {
     let (s, b) = store(&[]).await;
+    assert_eq!(s.list_keys(None, 5).await.unwrap(), KeyPage::default());
     let mut want: Vec<String> = (0..23).map(|i| format!("app||k {i:02}")).collect();
     for k in &want {
         s.set(set(k, "v")).await.unwrap();
