@@ -70,6 +70,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Operation};
@@ -332,6 +333,7 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
             settings,
             ready: parking_lot::RwLock::new(None),
             connecting: tokio::sync::Mutex::new(None),
+            probing: AtomicBool::new(false),
         }),
     }))
 }
@@ -415,6 +417,8 @@ struct Shared {
     ready: parking_lot::RwLock<Option<Arc<Conn>>>,
     /// Held while connecting; remembers the last failed connect.
     connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
+    /// Whether a background check that the bucket exists is running.
+    probing: AtomicBool,
 }
 
 /// An open connection and the bucket's handle.
@@ -692,13 +696,16 @@ impl JetStreamStore {
     }
 
     /// Maps a failure, telling a dropped connection from a slow server.
-    fn map(&self, c: &Conn, f: Fail) -> StoreError {
+    fn map(&self, c: &Arc<Conn>, f: Fail) -> StoreError {
         let t = self.shared.settings.request_timeout;
         let connected = c.client.connection_state() == State::Connected;
         match f {
             Fail::WrongRevision => StoreError::EtagMismatch(None),
             _ if !connected => StoreError::Unavailable("jetstream: connection to NATS lost".into()),
-            Fail::TimedOut => StoreError::Timeout(t),
+            Fail::TimedOut => {
+                self.probe_bucket(c);
+                StoreError::Timeout(t)
+            }
             Fail::NoBucket => {
                 // The next call opens the bucket again (and creates it, unless createBucket
                 // is false).
@@ -712,10 +719,31 @@ impl JetStreamStore {
         }
     }
 
+    /// After a timeout on a live connection, checks in the background whether the bucket
+    /// still exists: reads of a deleted bucket get no answer (rather than an error), so this
+    /// is how they learn that the next call must open (or re-create) it. One probe at a time.
+    fn probe_bucket(&self, c: &Arc<Conn>) {
+        if self.shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (shared, c) = (self.shared.clone(), c.clone());
+        tokio::spawn(async move {
+            let t = shared.settings.request_timeout;
+            let stream = c.kv.stream_name.clone();
+            if let Ok(Err(e)) = tokio::time::timeout(t, c.js.get_stream(&stream)).await
+                && is_stream_not_found(&e)
+            {
+                tracing::warn!(bucket = %shared.settings.bucket, "jetstream: the bucket no longer exists; reopening it on the next call");
+                shared.forget();
+            }
+            shared.probing.store(false, Ordering::Release);
+        });
+    }
+
     /// Runs one NATS call within `requestTimeout`.
     async fn call<T>(
         &self,
-        c: &Conn,
+        c: &Arc<Conn>,
         fut: impl std::future::Future<Output = Result<T, Fail>>,
     ) -> Result<T, StoreError> {
         let t = self.shared.settings.request_timeout;
@@ -727,7 +755,7 @@ impl JetStreamStore {
     }
 
     /// The key's last entry (a value or a delete/purge marker), if any.
-    async fn entry(&self, c: &Conn, key: &str) -> Result<Option<kv::Entry>, StoreError> {
+    async fn entry(&self, c: &Arc<Conn>, key: &str) -> Result<Option<kv::Entry>, StoreError> {
         self.call(c, async { c.kv.entry(key).await.map_err(entry_fail) })
             .await
     }
@@ -745,7 +773,12 @@ impl JetStreamStore {
     }
 
     /// Create-only write: succeeds over a missing, deleted or purged key.
-    async fn create(&self, c: &Conn, key: &str, value: bytes::Bytes) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        c: &Arc<Conn>,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<(), StoreError> {
         let mut expect = 0u64;
         // Each round either writes or learns the key's current state; a concurrent change
         // between the read and the write is a lost race, reported as a mismatch.

@@ -534,10 +534,28 @@ async fn racing_etag_updates_have_one_winner_per_revision() {
 
 #[tokio::test]
 async fn a_bucket_deleted_underneath_is_created_again() {
-    let (s, b) = store(&[]).await;
+    let (s, b) = store(&[("requestTimeout", "500ms")]).await;
     s.set(set("a||k", "1")).await.unwrap();
     let client = async_nats::connect(nats_url()).await.unwrap();
     jetstream::new(client).delete_key_value(&b.0).await.unwrap();
+    // A read of a deleted bucket gets no answer: it times out, and a background check
+    // makes the next call reopen (and re-create) the bucket.
+    let e = s.get(get("a||k")).await.unwrap_err();
+    assert!(matches!(e, StoreError::Timeout(_)), "{e:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match s.get(get("a||k")).await {
+            Ok(v) => {
+                assert_eq!(v, None, "re-created empty");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "not reopened: {e:?}"),
+        }
+    }
+    jetstream::new(async_nats::connect(nats_url()).await.unwrap())
+        .delete_key_value(&b.0)
+        .await
+        .unwrap();
     let e = s.set(set("a||k", "2")).await.unwrap_err();
     assert!(
         matches!(&e, StoreError::Unavailable(m) if m.contains("no longer exists")),
