@@ -65,7 +65,10 @@
 //! [`StoreError::Timeout`] (or `Unavailable` when the connection dropped meanwhile); as with
 //! any store, a guarded write that times out may or may not have been applied. A failed
 //! connect is remembered for `reconnectWait`, during which calls fail fast instead of each
-//! waiting for a connect of its own.
+//! waiting for a connect of its own. A bucket deleted under a running Mecha is noticed by the
+//! call that meets it (a write fails as unavailable; a read gets no answer and times out,
+//! after which a background check looks for the stream), and the next call reopens it,
+//! creating it again unless `createBucket` is false.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
