@@ -732,3 +732,47 @@ async fn a_frozen_server_times_out_within_the_request_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shards_share_one_connection_opened_once() {
+    let server = PrivateServer::start(free_port(), tempfile::tempdir().unwrap());
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let factory = build(&config(&[("natsURL", &url), ("bucket", "shared")])).unwrap();
+    // Wait for the server with a throwaway connection, then close it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(c) = async_nats::connect(&url).await {
+            drop(c);
+            break;
+        }
+        assert!(Instant::now() < deadline, "private server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several instances (one per shard) and many first calls at once.
+    let stores: Vec<_> = (0..4).map(|_| factory.create().unwrap()).collect();
+    let mut joins = Vec::new();
+    for i in 0..32 {
+        let s = stores[i % 4].clone();
+        joins.push(tokio::spawn(async move {
+            s.set(set(&format!("a||k{i}"), "1")).await
+        }));
+    }
+    for j in joins {
+        j.await.unwrap().unwrap();
+    }
+    let connz: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/connz", server.monitor))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    // Only Mecha's connections (the throwaway one may linger for a moment).
+    let ours = connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "mecha - state.jetstream/js-test")
+        .count();
+    assert_eq!(ours, 1, "{connz}");
+}
