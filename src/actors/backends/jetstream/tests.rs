@@ -776,3 +776,17 @@ async fn shards_share_one_connection_opened_once() {
         .count();
     assert_eq!(ours, 1, "{connz}");
 }
+
+#[tokio::test]
+async fn a_localhost_url_and_a_server_list_connect() {
+    let port = nats_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(4222);
+    // The first server of the list is down; the client moves on to the next.
+    let list = format!("nats://127.0.0.1:1,nats://localhost:{port}");
+    let (s, _b) = store(&[("natsURL", &list)]).await;
+    s.set(set("a||k", "1")).await.unwrap();
+    assert_eq!(read(&s, "a||k").await.unwrap().0, "1");
+}
