@@ -429,6 +429,8 @@ struct Conn {
     client: Client,
     js: jetstream::Context,
     kv: kv::Store,
+    /// The server's `max_payload`, read once on connect.
+    max_payload: usize,
 }
 
 /// What was detected about the server on connect.
@@ -545,9 +547,11 @@ impl Shared {
             .get_key_value(&s.bucket)
             .await
             .map_err(|e| unavailable("is not a usable KV bucket", &e))?;
+        let info = client.server_info();
+        let max_payload = info.max_payload;
         let ttl = TtlSupport {
-            server_version: client.server_info().version,
-            server_has_msg_ttl: version_at_least(&client.server_info().version, 2, 11),
+            server_has_msg_ttl: version_at_least(&info.version, 2, 11),
+            server_version: info.version,
             stream_allows_msg_ttl: kv.stream.cached_info().config.allow_message_ttl,
         };
         tracing::info!(
@@ -557,7 +561,12 @@ impl Shared {
             msg_ttl_stream = ttl.stream_allows_msg_ttl,
             "jetstream: connected; per-item TTL is not used natively by this build"
         );
-        Ok(Conn { client, js, kv })
+        Ok(Conn {
+            client,
+            js,
+            kv,
+            max_payload,
+        })
     }
 }
 
@@ -765,7 +774,7 @@ impl JetStreamStore {
 
     /// Refuses a value the server would refuse, with a clear message.
     fn check_size(c: &Conn, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let max = c.client.server_info().max_payload;
+        let max = c.max_payload;
         if max > 0 && value.len() > max {
             return Err(StoreError::InvalidRequest(format!(
                 "the value of key {key:?} is {} bytes; the NATS server accepts at most {max} (max_payload)",
