@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use super::{ComponentConfig, Descriptor, Field, FieldKind};
-use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
+use crate::actors::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
     Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, TTL_EXPIRE_TIME,
@@ -287,6 +287,28 @@ impl StateStore for InMemoryStore {
             }
         }
         Ok(())
+    }
+
+    /// Live keys in byte order after the cursor (the last key of the previous page). Each page
+    /// scans the map once under the read lock, keeping only the `limit + 1` smallest keys.
+    async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        let limit = limit.max(1);
+        let now = self.clock.now();
+        let inner = self.inner.read();
+        let mut page: BTreeSet<&str> = BTreeSet::new();
+        for (key, item) in &inner.items {
+            if cursor.as_deref().is_some_and(|c| key.as_str() <= c) || !item.live(now) {
+                continue;
+            }
+            page.insert(key);
+            if page.len() > limit + 1 {
+                page.pop_last();
+            }
+        }
+        let more = page.len() > limit;
+        let keys: Vec<String> = page.into_iter().take(limit).map(str::to_owned).collect();
+        let next = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, next })
     }
 
     fn housekeeping_interval(&self) -> Option<Duration> {

@@ -19,7 +19,7 @@ macro_rules! backends {
     };
 }
 
-backends![in_memory, redis, postgresql];
+backends![in_memory, redis, postgresql, jetstream];
 
 /// How a backend describes itself.
 pub struct Descriptor {
