@@ -119,6 +119,7 @@ const TALKATIVE_TARGETS: &[&str] = &[
     "deadpool_postgres",
     "deadpool_redis",
     "redis",
+    "async_nats",
     "h2",
     "hyper",
     "hyper_util",

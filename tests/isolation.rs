@@ -41,6 +41,35 @@ fn redis_component(name: &str, host: &str) -> String {
     )
 }
 
+fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn jetstream_component(name: &str, bucket: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    value: \"{}\"\n  - name: bucket\n    value: {bucket}\n",
+        nats_url()
+    )
+}
+
+/// Deletes a test bucket (best effort, on its own runtime).
+fn drop_bucket(name: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let client = async_nats::connect(nats_url()).await.ok()?;
+            async_nats::jetstream::new(client)
+                .delete_key_value(&name)
+                .await
+                .ok()
+        })
+    })
+    .join();
+}
+
 fn pg_component(name: &str, table: &str) -> String {
     format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.postgresql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: tableName\n    value: {table}\n",
@@ -317,14 +346,16 @@ async fn health_answers_carry_backend_text_only_for_a_valid_token() {
 #[actix_rt::test]
 async fn a_nul_byte_in_a_key_is_the_same_400_on_every_store() {
     let table = format!("iso_{:016x}", rand::random::<u64>());
+    let bucket = format!("iso_{:016x}", rand::random::<u64>());
     let m = TestMecha::memory()
         .yaml(&redis_component("redis", &redis_url()))
         .yaml(&pg_component("pg", &table))
+        .yaml(&jetstream_component("kv", &bucket))
         .start()
         .await;
     let key = unique("nul");
     let mut c = grpc(&m).await;
-    for store in ["statestore", "redis", "pg"] {
+    for store in ["statestore", "redis", "pg", "kv"] {
         let body = json!([{"key": format!("{key}\u{0}x"), "value": 1}]).to_string();
         let (status, code, message, _) =
             error_of(m.post(&format!("/v1.0/state/{store}"), body).await).await;
@@ -372,6 +403,7 @@ async fn a_nul_byte_in_a_key_is_the_same_400_on_every_store() {
     }
     m.running.stop(true).await;
     drop_table(table);
+    drop_bucket(bucket);
 }
 
 #[actix_rt::test]
