@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::ConfigError;
 use crate::actors::StoreFactory;
@@ -170,7 +170,7 @@ pub fn parse_components(
     let mut warnings = Vec::new();
     let mut out: Vec<LoadedComponent> = Vec::new();
     for (file, text) in files {
-        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let value = match Value::deserialize(doc) {
                 Ok(Value::Null) => continue,
                 Ok(v) => v,
@@ -183,7 +183,7 @@ pub fn parse_components(
                     break;
                 }
             };
-            let raw: RawDoc = match serde_yaml::from_value(value) {
+            let raw: RawDoc = match serde_norway::from_value(value) {
                 Ok(r) => r,
                 Err(e) => {
                     errors.push(ConfigError::new(

@@ -100,7 +100,7 @@ struct RawApp {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawLimits {
-    max_body_size: Option<serde_yaml::Value>,
+    max_body_size: Option<serde_norway::Value>,
     max_key_length: Option<usize>,
     max_bulk_items: Option<usize>,
     max_transaction_ops: Option<usize>,
@@ -155,7 +155,7 @@ impl Settings {
         let raw: RawSettings = if text.trim().is_empty() {
             RawSettings::default()
         } else {
-            serde_yaml::from_str(text)
+            serde_norway::from_str(text)
                 .map_err(|e| vec![ConfigError::new(file, "", e.to_string())])?
         };
         let mut errors = Vec::new();
@@ -209,8 +209,8 @@ impl Settings {
         let l = raw.limits;
         if let Some(v) = l.max_body_size {
             let text = match &v {
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::String(s) => s.clone(),
+                serde_norway::Value::Number(n) => n.to_string(),
+                serde_norway::Value::String(s) => s.clone(),
                 _ => String::from("?"),
             };
             match parse_size(&text) {
