@@ -252,8 +252,8 @@ pub fn emulation(traits: &StoreTraits, feature: Feature) -> Result<(), &'static 
         Feature::Ttl if !traits.lists_keys => {
             Err("emulated TTL needs a store that can list its keys (for the expiry sweep)")
         }
-        Feature::Ttl if has(Capability::Transactional) => Err(
-            "emulated TTL is not offered on a transactional store: a store transaction cannot check an emulated expiry",
+        Feature::Ttl if has(Capability::Transactional) || has(Capability::QueryApi) => Err(
+            "emulated TTL is not offered on a store with transactions or queries: they would bypass the emulated expiry",
         ),
         Feature::Ttl => Ok(()),
         Feature::Etag | Feature::FirstWrite => {

@@ -14,7 +14,7 @@ use serde_norway::Value;
 use super::ConfigError;
 use crate::actors::StoreFactory;
 use crate::actors::backends::{self, ComponentConfig, Descriptor};
-use crate::capabilities::CapabilitySet;
+use crate::capabilities::{CapabilitySet, Matrix, PolicyProblem, StoreTraits};
 use crate::keys::KeyPrefix;
 
 /// Where components come from.
@@ -77,6 +77,26 @@ impl LoadedComponent {
     /// What the store does natively.
     pub fn capabilities(&self) -> CapabilitySet {
         self.factory.capabilities()
+    }
+
+    /// The store's native traits, with Mecha's transaction limit applied.
+    pub fn traits(&self, limits: &super::Limits) -> StoreTraits {
+        StoreTraits {
+            native: self.factory.capabilities(),
+            lists_keys: self.factory.lists_keys(),
+            max_transaction_ops: self
+                .factory
+                .max_transaction_ops()
+                .map_or(limits.max_transaction_ops, |m| {
+                    m.min(limits.max_transaction_ops)
+                }),
+        }
+    }
+
+    /// The effective matrix under the store's policy in `settings` (none: the built-in default).
+    pub fn matrix(&self, settings: &super::Settings) -> Result<Matrix, Vec<PolicyProblem>> {
+        let policy = settings.policies.get(&self.name).cloned().unwrap_or_default();
+        Matrix::build(self.traits(&settings.limits), &policy)
     }
 }
 

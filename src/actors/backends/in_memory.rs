@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use super::{ComponentConfig, Descriptor, Field, FieldKind};
-use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
+use crate::actors::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
     Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, TTL_EXPIRE_TIME,
@@ -80,6 +80,10 @@ impl StoreFactory for InMemoryFactory {
 
     fn capabilities(&self) -> CapabilitySet {
         CAPABILITIES
+    }
+
+    fn lists_keys(&self) -> bool {
+        true
     }
 }
 
@@ -287,6 +291,23 @@ impl StateStore for InMemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        // Keys in lexical order; the cursor is the last key of the previous page.
+        let inner = self.inner.read();
+        let mut keys: Vec<&String> = inner
+            .items
+            .keys()
+            .filter(|k| cursor.as_ref().is_none_or(|c| k.as_str() > c.as_str()))
+            .collect();
+        keys.sort_unstable();
+        let limit = limit.max(1);
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let keys: Vec<String> = keys.into_iter().cloned().collect();
+        let next = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, next })
     }
 
     fn housekeeping_interval(&self) -> Option<Duration> {
