@@ -35,9 +35,14 @@ spec:
   version: v1
 `;
 
+// The SDK examples send partitionKey, which no Mecha store has: the operator ignores it
+// (each such response carries a mecha-receipt); without a policy it would be rejected.
 const CONFIG = `apps:
   - id: ${APP_ID}
     token: ${TOKEN}
+stores:
+  statestore:
+    partitionKey: ignore
 `;
 
 const LISTENING = /mecha listening.*?http=(\S+).*?grpc=(\S+)/;

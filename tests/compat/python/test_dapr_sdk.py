@@ -31,10 +31,15 @@ spec:
   version: v1
 """
 
+# The SDK examples send partitionKey, which no Mecha store has: the operator ignores it
+# (each such response carries a mecha-receipt); without a policy it would be rejected.
 CONFIG = f"""\
 apps:
   - id: {APP_ID}
     token: {TOKEN}
+stores:
+  statestore:
+    partitionKey: ignore
 """
 
 LISTENING = re.compile(r"mecha listening.*?http=(\S+).*?grpc=(\S+)")
