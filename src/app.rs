@@ -84,15 +84,13 @@ impl Running {
 /// Starts Mecha with validated configuration.
 pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let settings = config.settings;
-    let catalog = Catalog::new(&config.components, &settings, &opts.app_id).map_err(|problems| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "refused store policies: {}",
-                problems.join("; ")
-            ),
-        )
-    })?;
+    let catalog =
+        Catalog::new(&config.components, &settings, &opts.app_id).map_err(|problems| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refused store policies: {}", problems.join("; ")),
+            )
+        })?;
     let catalog = Arc::new(catalog);
     let prometheus = crate::metrics::install();
 

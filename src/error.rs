@@ -490,7 +490,10 @@ impl Error {
                 http_status: 500,
                 grpc_code: G::Internal,
                 error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
-                message: format!("state store does not support querying{}", self.detail_suffix()),
+                message: format!(
+                    "state store does not support querying{}",
+                    self.detail_suffix()
+                ),
                 details: vec![
                     self.resource_info(),
                     self.error_info("DAPR_STATE_QUERYING_NOT_SUPPORTED", None),

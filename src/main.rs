@@ -95,7 +95,11 @@ fn check(args: &RunArgs) -> ExitCode {
         .iter()
         .filter_map(|c| {
             let m = c.matrix(&config.settings).ok()?;
-            Some((c.name.clone(), format!("{} {}", c.component_type, c.version), m))
+            Some((
+                c.name.clone(),
+                format!("{} {}", c.component_type, c.version),
+                m,
+            ))
         })
         .collect();
     println!("Effective capabilities per store (after policy):\n");

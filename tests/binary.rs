@@ -101,7 +101,11 @@ fn check_prints_the_effective_matrix_after_policy() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("| `cache` | state.redis v1 | native | native | native (max 1000) | native | native | ignored | rejected | rejected |"),
         "{stdout}"

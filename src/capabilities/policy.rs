@@ -97,10 +97,7 @@ impl Feature {
     /// option the store cannot give) rather than an operation the store lacks (500, as daprd
     /// answers an unsupported transaction).
     pub const fn rejection_is_client_error(self) -> bool {
-        !matches!(
-            self,
-            Feature::Transactions | Feature::Query | Feature::Bulk
-        )
+        !matches!(self, Feature::Transactions | Feature::Query | Feature::Bulk)
     }
 
     const fn bit(self) -> u16 {
@@ -246,9 +243,9 @@ pub fn emulation(traits: &StoreTraits, feature: Feature) -> Result<(), &'static 
     let has = |c| traits.native.has(c);
     match feature {
         Feature::Bulk => Ok(()),
-        Feature::Ttl if !(has(Capability::Etag) && has(Capability::FirstWrite)) => Err(
-            "emulated TTL needs compare-and-set in the store (native ETag and first-write)",
-        ),
+        Feature::Ttl if !(has(Capability::Etag) && has(Capability::FirstWrite)) => {
+            Err("emulated TTL needs compare-and-set in the store (native ETag and first-write)")
+        }
         Feature::Ttl if !traits.lists_keys => {
             Err("emulated TTL needs a store that can list its keys (for the expiry sweep)")
         }
@@ -256,9 +253,7 @@ pub fn emulation(traits: &StoreTraits, feature: Feature) -> Result<(), &'static 
             "emulated TTL is not offered on a store with transactions or queries: they would bypass the emulated expiry",
         ),
         Feature::Ttl => Ok(()),
-        Feature::Etag | Feature::FirstWrite => {
-            Err("it needs compare-and-set in the store itself")
-        }
+        Feature::Etag | Feature::FirstWrite => Err("it needs compare-and-set in the store itself"),
         Feature::Transactions => Err("atomicity across keys cannot be emulated correctly"),
         Feature::StrongConsistency => {
             Err("strong consistency cannot be emulated on top of the store")
@@ -352,10 +347,7 @@ impl Matrix {
                     }
                 };
             }
-            if let Some(status) = policy
-                .default
-                .and_then(|a| allowed(&traits, f, a).ok())
-            {
+            if let Some(status) = policy.default.and_then(|a| allowed(&traits, f, a).ok()) {
                 return Cell {
                     status,
                     origin: Origin::StoreDefault,
@@ -509,10 +501,7 @@ pub fn needs(op: Operation, shape: &Shape) -> Needs {
             Feature::StrongConsistency,
             shape.strong && !matches!(op, O::BulkGet | O::Query | O::Other),
         )
-        .with_if(
-            Feature::PartitionKey,
-            shape.partition_key && op != O::Other,
-        )
+        .with_if(Feature::PartitionKey, shape.partition_key && op != O::Other)
 }
 
 /// One decision of a plan.

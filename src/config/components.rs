@@ -95,7 +95,11 @@ impl LoadedComponent {
 
     /// The effective matrix under the store's policy in `settings` (none: the built-in default).
     pub fn matrix(&self, settings: &super::Settings) -> Result<Matrix, Vec<PolicyProblem>> {
-        let policy = settings.policies.get(&self.name).cloned().unwrap_or_default();
+        let policy = settings
+            .policies
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default();
         Matrix::build(self.traits(&settings.limits), &policy)
     }
 }

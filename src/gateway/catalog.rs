@@ -83,13 +83,12 @@ impl Catalog {
             .map(|c| {
                 let matrix = c.matrix(settings).expect("policies were checked above");
                 // Emulated TTL wraps every instance of the store, so no path bypasses it.
-                let factory: Arc<dyn StoreFactory> = if matrix.status(Feature::Ttl)
-                    == Status::Emulated
-                {
-                    Arc::new(TtlEmulationFactory::new(c.factory.clone()))
-                } else {
-                    c.factory.clone()
-                };
+                let factory: Arc<dyn StoreFactory> =
+                    if matrix.status(Feature::Ttl) == Status::Emulated {
+                        Arc::new(TtlEmulationFactory::new(c.factory.clone()))
+                    } else {
+                        c.factory.clone()
+                    };
                 StoreInfo {
                     name: c.name.clone(),
                     component_type: c.component_type.clone(),

@@ -5,4 +5,4 @@
 
 mod ttl;
 
-pub use ttl::{Envelope, TtlEmulation, TtlEmulationFactory, ENVELOPE_MAGIC};
+pub use ttl::{ENVELOPE_MAGIC, Envelope, TtlEmulation, TtlEmulationFactory};

@@ -118,8 +118,8 @@ fn every_capability_status_and_operation() {
                     );
                     let step = plan.steps.iter().find(|s| s.feature == f).unwrap();
                     assert_eq!(step.cell.status, status);
-                    let want = matches!(status, Status::Emulated | Status::Ignored)
-                        .then_some((f, status));
+                    let want =
+                        matches!(status, Status::Emulated | Status::Ignored).then_some((f, status));
                     let got = plan
                         .receipt()
                         .entries()
@@ -211,7 +211,10 @@ fn guarantee_breaking_policies_are_all_listed() {
         ]
     );
     let text = problems[0].to_string();
-    assert!(text.contains("etag") && text.contains("ETAG") && text.contains("ignore"), "{text}");
+    assert!(
+        text.contains("etag") && text.contains("ETAG") && text.contains("ignore"),
+        "{text}"
+    );
     // The same policy is fine where the store has the capabilities natively.
     let native = traits(
         &[

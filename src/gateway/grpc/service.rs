@@ -16,9 +16,9 @@ use super::proto::runtime::{
     SaveStateRequest, SetMetadataRequest,
 };
 use super::status::status;
-use crate::error::{Error, ErrorKind, Operation};
 use crate::capabilities::{RECEIPT_HEADER, Receipt};
-use crate::gateway::{AppId, Answer, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 
 /// The gRPC service of the gRPC thread, over that thread's gateway.
 pub struct DaprService {
@@ -84,7 +84,10 @@ impl DaprService {
 
 /// A reply of the wrong kind for the operation (a gateway bug, never expected).
 fn unexpected(op: Operation) -> Status {
-    fail(Error::new(ErrorKind::StoreFailure, op).detail("the gateway answered with the wrong reply kind"))
+    fail(
+        Error::new(ErrorKind::StoreFailure, op)
+            .detail("the gateway answered with the wrong reply kind"),
+    )
 }
 
 /// Renders a gateway error, logging server-side failures.

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
-use crate::error::{Error, ErrorKind, Operation};
 use crate::capabilities::RECEIPT_HEADER;
+use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
 use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};

@@ -37,7 +37,11 @@ impl StateStore for Racing {
         self.store.set(req).await
     }
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        if req.etag.is_some() && self.rewrite_before_guarded_delete.swap(false, Ordering::SeqCst) {
+        if req.etag.is_some()
+            && self
+                .rewrite_before_guarded_delete
+                .swap(false, Ordering::SeqCst)
+        {
             let rewrite = set_req(&req.key, b"\"new\"", None);
             let rewrite = SetRequest {
                 value: Envelope::encode(&rewrite.value, None),
@@ -102,14 +106,19 @@ fn envelope_round_trips_and_plain_bytes_have_no_expiry() {
     assert_eq!(&dec.value[..], b"{\"a\":1}");
     assert_eq!(&Envelope::encode(b"x", None)[..], b"\0mecha-ttl/1 -\nx");
     let plain = Envelope::decode(&Bytes::from_static(b"\"legacy\"")).unwrap();
-    assert_eq!((plain.expires_at, &plain.value[..]), (None, &b"\"legacy\""[..]));
+    assert_eq!(
+        (plain.expires_at, &plain.value[..]),
+        (None, &b"\"legacy\""[..])
+    );
     assert!(Envelope::decode(&Bytes::from_static(b"\0mecha-ttl/1 soon\nx")).is_err());
 }
 
 #[tokio::test]
 async fn expired_items_are_never_returned_and_report_their_expiry_while_live() {
     let (s, _, clock) = setup();
-    s.set(set_req("a", b"1", Some(Ttl::Seconds(10)))).await.unwrap();
+    s.set(set_req("a", b"1", Some(Ttl::Seconds(10))))
+        .await
+        .unwrap();
     s.set(set_req("b", b"2", None)).await.unwrap();
     let a = s.get(get("a")).await.unwrap().unwrap();
     assert_eq!(&a.data[..], b"1");
@@ -126,7 +135,9 @@ async fn expired_items_are_never_returned_and_report_their_expiry_while_live() {
 #[tokio::test]
 async fn expired_items_count_as_absent_for_etag_and_first_write() {
     let (s, _, clock) = setup();
-    s.set(set_req("k", b"1", Some(Ttl::Seconds(5)))).await.unwrap();
+    s.set(set_req("k", b"1", Some(Ttl::Seconds(5))))
+        .await
+        .unwrap();
     let etag = s.get(get("k")).await.unwrap().unwrap().etag;
     // While live: first-write fails, the ETag works.
     let mut fw = set_req("k", b"2", None);
@@ -153,7 +164,9 @@ async fn expired_items_count_as_absent_for_etag_and_first_write() {
 #[tokio::test]
 async fn a_write_without_ttl_clears_the_expiry() {
     let (s, _, clock) = setup();
-    s.set(set_req("k", b"1", Some(Ttl::Seconds(5)))).await.unwrap();
+    s.set(set_req("k", b"1", Some(Ttl::Seconds(5))))
+        .await
+        .unwrap();
     s.set(set_req("k", b"2", None)).await.unwrap();
     clock.advance(60);
     let e = s.get(get("k")).await.unwrap().unwrap();
@@ -166,7 +179,9 @@ async fn the_sweep_deletes_expired_items_only() {
     let (s, racing, clock) = setup();
     for i in 0..600 {
         let ttl = (i % 2 == 0).then_some(Ttl::Seconds(1));
-        s.set(set_req(&format!("k{i:03}"), b"1", ttl)).await.unwrap();
+        s.set(set_req(&format!("k{i:03}"), b"1", ttl))
+            .await
+            .unwrap();
     }
     assert_eq!(s.sweep().await.unwrap(), 0, "nothing has expired yet");
     clock.advance(1);
@@ -178,13 +193,19 @@ async fn the_sweep_deletes_expired_items_only() {
 #[tokio::test]
 async fn the_sweep_never_deletes_a_rewrite() {
     let (s, racing, clock) = setup();
-    s.set(set_req("k", b"\"old\"", Some(Ttl::Seconds(1)))).await.unwrap();
+    s.set(set_req("k", b"\"old\"", Some(Ttl::Seconds(1))))
+        .await
+        .unwrap();
     clock.advance(2);
     // The sweep reads the expired item; before its guarded delete, a writer rewrites the key.
     racing
         .rewrite_before_guarded_delete
         .store(true, Ordering::SeqCst);
     assert_eq!(s.sweep().await.unwrap(), 0);
-    let e = s.get(get("k")).await.unwrap().expect("the rewrite survives the sweep");
+    let e = s
+        .get(get("k"))
+        .await
+        .unwrap()
+        .expect("the rewrite survives the sweep");
     assert_eq!(&e.data[..], b"\"new\"");
 }
