@@ -181,7 +181,10 @@ async fn bulk_rejected_by_policy_writes_nothing() {
     )
     .await;
     let (status, code, msg, _) = error_of(r).await;
-    assert_eq!((status, code.as_str()), (500, "ERR_STATE_STORE_NOT_SUPPORTED"));
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_STATE_STORE_NOT_SUPPORTED")
+    );
     assert_eq!(
         msg,
         "state store kv rejected the SaveState request: capability bulk (BULK_NATIVE), policy: reject"
@@ -218,7 +221,10 @@ async fn transaction_rejected_applies_nothing() {
     )
     .await;
     let (status, code, msg, _) = error_of(r).await;
-    assert_eq!((status, code.as_str()), (500, "ERR_STATE_STORE_NOT_SUPPORTED"));
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_STATE_STORE_NOT_SUPPORTED")
+    );
     assert_eq!(
         msg,
         "state store kv doesn't support transactions (capability transactions (TRANSACTIONAL), policy: reject)"
@@ -306,8 +312,12 @@ async fn redis_strong_consistency_rejected_by_default_ignored_by_policy() {
         .await;
     let k = unique("strong");
     let body = json!([{"key": k, "value": 1, "options": {"consistency": "strong"}}]);
-    let (status, code, msg, _) = error_of(post_json(&m, "/v1.0/state/cache", body.clone()).await).await;
-    assert_eq!((status, code.as_str()), (400, "ERR_STATE_STORE_NOT_SUPPORTED"));
+    let (status, code, msg, _) =
+        error_of(post_json(&m, "/v1.0/state/cache", body.clone()).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_STATE_STORE_NOT_SUPPORTED")
+    );
     assert_eq!(
         msg,
         "state store cache rejected the SaveState request: capability strongConsistency (STRONG_CONSISTENCY), policy: reject (built-in default)"
@@ -339,7 +349,11 @@ async fn redis_strong_consistency_rejected_by_default_ignored_by_policy() {
         .await
         .unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument);
-    assert!(st.message().contains("strongConsistency"), "{}", st.message());
+    assert!(
+        st.message().contains("strongConsistency"),
+        "{}",
+        st.message()
+    );
     let mut strong_item = item(&k, b"2");
     strong_item.options = strong();
     let resp = c
@@ -480,7 +494,9 @@ async fn refused_policy_stops_start_up() {
         "{err}"
     );
     assert!(
-        err.contains("capability strongConsistency (STRONG_CONSISTENCY): policy 'emulate' is refused"),
+        err.contains(
+            "capability strongConsistency (STRONG_CONSISTENCY): policy 'emulate' is refused"
+        ),
         "{err}"
     );
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 
 use parking_lot::RwLock;
 
-use crate::actors::emulation::TtlEmulationFactory;
+use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
-use crate::capabilities::{CapabilitySet, Feature, Matrix, Status};
+use crate::capabilities::{CapabilitySet, Matrix};
 use crate::config::{Limits, LoadedComponent, Settings};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys::KeyPrefix;
@@ -82,13 +82,8 @@ impl Catalog {
             .iter()
             .map(|c| {
                 let matrix = c.matrix(settings).expect("policies were checked above");
-                // Emulated TTL wraps every instance of the store, so no path bypasses it.
-                let factory: Arc<dyn StoreFactory> =
-                    if matrix.status(Feature::Ttl) == Status::Emulated {
-                        Arc::new(TtlEmulationFactory::new(c.factory.clone()))
-                    } else {
-                        c.factory.clone()
-                    };
+                // Emulations wrap every instance of the store, so no path bypasses them.
+                let factory = emulation::wrap(c.factory.clone(), &matrix);
                 StoreInfo {
                     name: c.name.clone(),
                     component_type: c.component_type.clone(),

@@ -5,4 +5,22 @@
 
 mod ttl;
 
-pub use ttl::{ENVELOPE_MAGIC, Envelope, TtlEmulation, TtlEmulationFactory};
+use std::sync::Arc;
+
+pub use ttl::{
+    DEFAULT_SWEEP_INTERVAL, ENVELOPE_MAGIC, Envelope, TtlEmulation, TtlEmulationFactory,
+};
+
+use super::StoreFactory;
+use crate::capabilities::{Feature, Matrix, Status};
+
+/// The factory a store runs with under its effective matrix: `factory` itself, or wrapped in
+/// every emulation the matrix decided (today: TTL). Bulk needs no wrapper: the
+/// [`StateStore`](super::StateStore) defaults fan out.
+pub fn wrap(factory: Arc<dyn StoreFactory>, matrix: &Matrix) -> Arc<dyn StoreFactory> {
+    if matrix.status(Feature::Ttl) == Status::Emulated {
+        Arc::new(TtlEmulationFactory::new(factory))
+    } else {
+        factory
+    }
+}
