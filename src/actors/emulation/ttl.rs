@@ -169,7 +169,7 @@ impl TtlEmulation {
     }
 
     /// Deletes expired items, each by compare-and-set on the version read. Returns how many
-    /// were deleted. Examines at most [`SWEEP_BUDGET`] keys; the next call continues.
+    /// were deleted. Examines at most 10 000 keys; the next call continues.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let mut cursor = self.sweep_cursor.lock().clone();
         let mut examined = 0;
