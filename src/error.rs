@@ -252,6 +252,7 @@ pub struct Error {
     key: String,
     app_id: String,
     detail: String,
+    receipt: Option<String>,
 }
 
 impl Error {
@@ -264,6 +265,7 @@ impl Error {
             key: String::new(),
             app_id: String::new(),
             detail: String::new(),
+            receipt: None,
         }
     }
 
@@ -289,6 +291,18 @@ impl Error {
     pub fn detail(mut self, detail: impl Into<String>) -> Error {
         self.detail = detail.into();
         self
+    }
+
+    /// Attaches the receipt of a call that failed after non-native decisions were applied
+    /// (e.g. one item of an emulated bulk save failing its ETag check).
+    pub fn with_receipt(mut self, receipt: &crate::capabilities::Receipt) -> Error {
+        self.receipt = receipt.header_value();
+        self
+    }
+
+    /// The `mecha-receipt` value the error response carries, if any.
+    pub fn receipt(&self) -> Option<&str> {
+        self.receipt.as_deref()
     }
 
     /// A legacy malformed-request error with `message`.

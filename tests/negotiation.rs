@@ -118,6 +118,33 @@ async fn bulk_is_emulated_with_a_receipt_and_a_plain_call_has_none() {
     let items: Value = r.json().await.unwrap();
     assert_eq!(items[0]["data"], 1);
     assert_eq!(items[1]["data"], 2);
+    // An emulated bulk save where one item fails its ETag: 409, the good item kept, and the
+    // error response still says how the call was served.
+    let r = post_json(
+        &m,
+        "/v1.0/state/kv",
+        json!([{"key": a, "value": 9, "etag": "12345"}, {"key": b, "value": 8}]),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(receipt_of(&r).as_deref(), Some("bulk=emulated"));
+    let mut bad = item(&a, b"9");
+    bad.etag = Some(mecha::gateway::grpc::proto::common::Etag {
+        value: "12345".into(),
+    });
+    let st = grpc(&m)
+        .await
+        .save_state(SaveStateRequest {
+            store_name: "kv".into(),
+            states: vec![bad, item(&b, b"8")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::Aborted);
+    assert_eq!(
+        grpc_receipt(st.metadata()).as_deref(),
+        Some("bulk=emulated")
+    );
     // A plain, fully native call: no receipt.
     let r = m.get(&format!("/v1.0/state/kv/{a}")).await;
     assert_eq!(r.status(), 200);

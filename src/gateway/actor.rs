@@ -615,8 +615,8 @@ impl Handler<StateCall> for GatewayActor {
             let start = Instant::now();
             let res = execute(handle, op, &info.name, exec).await;
             metrics::record_store_call(&app, &info.name, op, res.is_ok(), start.elapsed());
-            let reply = res?;
             let mut receipt = plan.receipt();
+            let reply = res.map_err(|e| e.with_receipt(&receipt))?;
             // Reads on a store with emulated TTL: an item with an expiry was served by Mecha.
             if info.matrix.status(Feature::Ttl) == Status::Emulated {
                 let emulated = match &reply {
