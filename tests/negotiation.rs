@@ -280,7 +280,11 @@ async fn transaction_rejected_applies_nothing() {
 #[actix_rt::test]
 async fn ttl_is_emulated_expires_and_is_swept() {
     let (store, f) = kv();
-    let m = TestMecha::empty().custom("kv", f).start().await;
+    let m = TestMecha::empty()
+        .custom("kv", f)
+        .settings("actors:\n  ttlSweepInterval: 1s\n")
+        .start()
+        .await;
     let (k, keep) = (unique("ttl"), unique("keep"));
     let r = post_json(
         &m,

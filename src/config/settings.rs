@@ -121,6 +121,7 @@ struct RawActors {
     request_timeout: Option<String>,
     health_interval: Option<String>,
     restart_after_failed_pings: Option<u32>,
+    ttl_sweep_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -284,6 +285,11 @@ impl Settings {
             "actors.healthInterval",
             raw.actors.health_interval,
             &mut s.actors.health_interval,
+        );
+        duration(
+            "actors.ttlSweepInterval",
+            raw.actors.ttl_sweep_interval,
+            &mut s.actors.ttl_sweep_interval,
         );
         duration(
             "server.shutdownTimeout",

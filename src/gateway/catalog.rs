@@ -83,7 +83,11 @@ impl Catalog {
             .map(|c| {
                 let matrix = c.matrix(settings).expect("policies were checked above");
                 // Emulations wrap every instance of the store, so no path bypasses them.
-                let factory = emulation::wrap(c.factory.clone(), &matrix);
+                let factory = emulation::wrap(
+                    c.factory.clone(),
+                    &matrix,
+                    settings.actors.ttl_sweep_interval,
+                );
                 StoreInfo {
                     name: c.name.clone(),
                     component_type: c.component_type.clone(),

@@ -61,7 +61,7 @@ pub fn effective(factory: Arc<dyn StoreFactory>) -> Backend {
         max_transaction_ops: factory.max_transaction_ops().unwrap_or(1000),
     };
     let matrix = Matrix::without_policy(traits);
-    let factory = emulation::wrap(factory, &matrix);
+    let factory = emulation::wrap(factory, &matrix, emulation::DEFAULT_SWEEP_INTERVAL);
     Backend {
         store: factory.create().expect("store instance"),
         caps: matrix.effective(),

@@ -15,11 +15,15 @@ use super::StoreFactory;
 use crate::capabilities::{Feature, Matrix, Status};
 
 /// The factory a store runs with under its effective matrix: `factory` itself, or wrapped in
-/// every emulation the matrix decided (today: TTL). Bulk needs no wrapper: the
-/// [`StateStore`](super::StateStore) defaults fan out.
-pub fn wrap(factory: Arc<dyn StoreFactory>, matrix: &Matrix) -> Arc<dyn StoreFactory> {
+/// every emulation the matrix decided (today: TTL, swept every `ttl_sweep_interval`). Bulk
+/// needs no wrapper: the [`StateStore`](super::StateStore) defaults fan out.
+pub fn wrap(
+    factory: Arc<dyn StoreFactory>,
+    matrix: &Matrix,
+    ttl_sweep_interval: std::time::Duration,
+) -> Arc<dyn StoreFactory> {
     if matrix.status(Feature::Ttl) == Status::Emulated {
-        Arc::new(TtlEmulationFactory::new(factory))
+        Arc::new(TtlEmulationFactory::new(factory).sweep_every(ttl_sweep_interval))
     } else {
         factory
     }

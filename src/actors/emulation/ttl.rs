@@ -43,8 +43,8 @@ pub const ENVELOPE_MAGIC: &[u8] = b"\0mecha-ttl/1 ";
 const SWEEP_PAGE: usize = 256;
 /// Keys examined per sweep run at most (the next run continues where this one stopped).
 const SWEEP_BUDGET: usize = 10_000;
-/// How often the sweep runs by default.
-pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the sweep runs by default (`actors.ttlSweepInterval`).
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A decoded stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +332,14 @@ impl TtlEmulationFactory {
             inner,
             clock: Arc::new(SystemClock),
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+        }
+    }
+
+    /// The same factory, sweeping every `interval`.
+    pub fn sweep_every(self, interval: Duration) -> TtlEmulationFactory {
+        TtlEmulationFactory {
+            sweep_interval: interval,
+            ..self
         }
     }
 }
