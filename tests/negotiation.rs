@@ -145,6 +145,17 @@ async fn bulk_is_emulated_with_a_receipt_and_a_plain_call_has_none() {
         grpc_receipt(st.metadata()).as_deref(),
         Some("bulk=emulated")
     );
+    // Each non-native decision is counted.
+    let metrics = m.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mecha_capability_decisions_total{")
+                && l.contains("component=\"kv\"")
+                && l.contains("capability=\"bulk\"")
+                && l.contains("status=\"emulated\"")),
+        "{metrics}"
+    );
     // A plain, fully native call: no receipt.
     let r = m.get(&format!("/v1.0/state/kv/{a}")).await;
     assert_eq!(r.status(), 200);
