@@ -157,3 +157,44 @@ pub fn drop_pg_table(url: String, table: String) {
     });
     let _ = job.join();
 }
+
+/// `NATS_URL`, or the local default `scripts/test.sh` provides.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// JetStream KV on a bucket of its own (created by the store), deleted when the test ends.
+/// Fails (never skips) when NATS is unreachable.
+pub async fn jetstream() -> Backend {
+    let bucket = format!("conf-{:016x}", rand::random::<u64>());
+    let mut b = from_component(
+        "state.jetstream",
+        &[("natsURL", nats_url()), ("bucket", bucket.clone())],
+    );
+    if let Err(e) = b.store.ping().await {
+        panic!(
+            "NATS at {} is unreachable ({e}); run scripts/test.sh, which starts one",
+            nats_url()
+        );
+    }
+    b.teardown = Some(Box::new(move || delete_kv_bucket(nats_url(), bucket)));
+    b
+}
+
+/// Deletes a KV bucket, on its own thread and runtime (called from `Drop`). Best effort.
+pub fn delete_kv_bucket(url: String, bucket: String) {
+    let job = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let client = async_nats::connect(url).await.ok()?;
+            async_nats::jetstream::new(client)
+                .delete_key_value(&bucket)
+                .await
+                .ok()
+        })
+    });
+    let _ = job.join();
+}

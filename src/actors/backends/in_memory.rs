@@ -338,19 +338,24 @@ impl StateStore for InMemoryStore {
         Ok(())
     }
 
+    /// Live keys in byte order after the cursor (the last key of the previous page). Each page
+    /// scans the map once under the read lock, keeping only the `limit + 1` smallest keys.
     async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
-        // Keys in lexical order; the cursor is the last key of the previous page.
-        let inner = self.inner.read();
-        let mut keys: Vec<&String> = inner
-            .items
-            .keys()
-            .filter(|k| cursor.as_ref().is_none_or(|c| k.as_str() > c.as_str()))
-            .collect();
-        keys.sort_unstable();
         let limit = limit.max(1);
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let keys: Vec<String> = keys.into_iter().cloned().collect();
+        let now = self.clock.now();
+        let inner = self.inner.read();
+        let mut page: BTreeSet<&str> = BTreeSet::new();
+        for (key, item) in &inner.items {
+            if cursor.as_deref().is_some_and(|c| key.as_str() <= c) || !item.live(now) {
+                continue;
+            }
+            page.insert(key);
+            if page.len() > limit + 1 {
+                page.pop_last();
+            }
+        }
+        let more = page.len() > limit;
+        let keys: Vec<String> = page.into_iter().take(limit).map(str::to_owned).collect();
         let next = if more { keys.last().cloned() } else { None };
         Ok(KeyPage { keys, next })
     }

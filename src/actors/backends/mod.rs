@@ -12,6 +12,7 @@ use crate::actors::StoreFactory;
 use crate::capabilities::{CapabilitySet, MatrixRow, render_matrix};
 
 pub mod in_memory;
+pub mod jetstream;
 pub mod postgresql;
 pub mod redis;
 
@@ -20,6 +21,7 @@ pub static REGISTRY: &[&Descriptor] = &[
     &in_memory::DESCRIPTOR,
     &redis::DESCRIPTOR,
     &postgresql::DESCRIPTOR,
+    &jetstream::DESCRIPTOR,
 ];
 
 /// How a backend describes itself.

@@ -151,3 +151,22 @@ fn build_rejects_a_zero_sweep_interval() {
     };
     assert!(build(&cfg).is_err());
 }
+
+#[tokio::test]
+async fn list_keys_pages_in_order_and_leaves_out_expired_items() {
+    let (s, clock) = store();
+    for k in ["c", "a", "e", "b", "d"] {
+        s.set(set(k, None)).await.unwrap();
+    }
+    s.set(set("bb", Some(Ttl::Seconds(1)))).await.unwrap();
+    clock.advance(1);
+    let p1 = s.list_keys(None, 2).await.unwrap();
+    assert_eq!(
+        (p1.keys.clone(), p1.next.as_deref()),
+        (vec!["a".to_owned(), "b".into()], Some("b"))
+    );
+    let p2 = s.list_keys(p1.next, 2).await.unwrap();
+    assert_eq!(p2.keys, ["c", "d"]);
+    let p3 = s.list_keys(p2.next, 2).await.unwrap();
+    assert_eq!((p3.keys, p3.next), (vec!["e".to_owned()], None));
+}
