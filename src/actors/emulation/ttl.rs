@@ -39,8 +39,9 @@ use crate::model::{
 /// The first bytes of every enveloped value.
 pub const ENVELOPE_MAGIC: &[u8] = b"\0mecha-ttl/1 ";
 
-/// Keys examined per page of the sweep.
-const SWEEP_PAGE: usize = 256;
+/// Keys examined per page of the sweep (large: some stores, JetStream among them, scan the
+/// whole key space for every page).
+const SWEEP_PAGE: usize = 1000;
 /// Keys examined per sweep run at most (the next run continues where this one stopped).
 const SWEEP_BUDGET: usize = 10_000;
 /// How often the sweep runs by default (`actors.ttlSweepInterval`).

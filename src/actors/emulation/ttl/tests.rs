@@ -177,17 +177,18 @@ async fn a_write_without_ttl_clears_the_expiry() {
 #[tokio::test]
 async fn the_sweep_deletes_expired_items_only() {
     let (s, racing, clock) = setup();
-    for i in 0..600 {
+    for i in 0..2400 {
         let ttl = (i % 2 == 0).then_some(Ttl::Seconds(1));
-        s.set(set_req(&format!("k{i:03}"), b"1", ttl))
+        s.set(set_req(&format!("k{i:04}"), b"1", ttl))
             .await
             .unwrap();
     }
     assert_eq!(s.sweep().await.unwrap(), 0, "nothing has expired yet");
     clock.advance(1);
-    assert_eq!(s.sweep().await.unwrap(), 300);
-    assert_eq!(racing.store.len(), 300);
-    assert!(s.get(get("k001")).await.unwrap().is_some());
+    // Several pages.
+    assert_eq!(s.sweep().await.unwrap(), 1200);
+    assert_eq!(racing.store.len(), 1200);
+    assert!(s.get(get("k0001")).await.unwrap().is_some());
 }
 
 #[tokio::test]
