@@ -44,6 +44,7 @@ macro_rules! conformance {
 }
 
 conformance!(in_memory, conformance::harness::in_memory());
+conformance!(kv_in_memory, conformance::harness::kv_in_memory());
 conformance!(redis, conformance::harness::redis());
 conformance!(postgresql, conformance::harness::postgresql());
 conformance!(jetstream, conformance::harness::jetstream());

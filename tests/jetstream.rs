@@ -175,9 +175,19 @@ async fn metadata_lists_only_what_jetstream_does() {
         .map(|c| c.as_str().unwrap())
         .collect();
     assert!(caps.contains(&"ETAG"), "{caps:?}");
-    for absent in ["TRANSACTIONAL", "TTL", "QUERY_API", "ACTOR"] {
+    // TTL is not native, but with no policy Mecha emulates it (CAS and key listing make that
+    // correct), so it is an effective capability an SDK may rely on.
+    assert!(caps.contains(&"TTL"), "{caps:?}");
+    for absent in ["TRANSACTIONAL", "QUERY_API", "ACTOR"] {
         assert!(!caps.contains(&absent), "{absent} in {caps:?}");
     }
+    assert!(
+        meta["extended"]["mecha.matrix.kv"]
+            .as_str()
+            .unwrap()
+            .contains("ttl=emulated"),
+        "{meta}"
+    );
     let mut c = grpc(&m).await;
     let md = c
         .get_metadata(GetMetadataRequest::default())

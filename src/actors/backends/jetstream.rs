@@ -615,6 +615,11 @@ impl StoreFactory for JetStreamFactory {
     fn capabilities(&self) -> CapabilitySet {
         CAPABILITIES
     }
+
+    /// Instances list their keys, so Mecha may emulate TTL on the bucket (expiry sweep).
+    fn lists_keys(&self) -> bool {
+        true
+    }
 }
 
 /// One store instance (all instances of a component share the connection).

@@ -60,6 +60,9 @@ pub fn error(err: &Error) -> HttpResponse {
     }
     let mut b = HttpResponse::build(status);
     b.insert_header((CONTENT_TYPE, JSON));
+    if let Some(receipt) = err.receipt() {
+        b.insert_header((crate::capabilities::RECEIPT_HEADER, receipt));
+    }
     if let Some(secs) = err.retry_after() {
         b.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
     }
