@@ -204,6 +204,15 @@ pub enum ErrorKind {
     TransactionsNotSupported,
     /// The store does not do queries.
     QueryNotSupported,
+    /// The store's effective matrix rejects a capability the call needs (the detail names
+    /// the capability and the policy).
+    CapabilityRejected {
+        /// The capability.
+        capability: crate::capabilities::Feature,
+        /// Whether the request asked for an option the store cannot give (400 /
+        /// `INVALID_ARGUMENT`) rather than an operation it lacks (500 / `UNIMPLEMENTED`).
+        client: bool,
+    },
     /// More transaction operations than the store (or Mecha's limit) allows.
     TooManyTransactionOps {
         /// Operations in the request.
@@ -231,8 +240,11 @@ pub enum ErrorKind {
     EtagInvalid,
     /// The store did not answer within the request timeout.
     StoreTimeout,
-    /// The query failed to parse or run.
+    /// The query failed to run.
     QueryFailed,
+    /// The query body does not parse or its filter is invalid: the client's error, so 400
+    /// (daprd answers 500; Mecha keeps daprd's code, message and details).
+    QueryInvalid,
     /// Any other store failure.
     StoreFailure,
     /// The API token is missing or wrong.
@@ -243,6 +255,13 @@ pub enum ErrorKind {
     HealthNotReady,
     /// `/v1.0/healthz?appid=` with another app id.
     HealthAppIdMismatch,
+    /// The calling app is over its quota (requests in flight or request rate).
+    TooManyRequests {
+        /// Whole seconds after which a retry may succeed (at least 1).
+        retry_after_secs: u64,
+    },
+    /// An extended-metadata attribute would pass one of the app's metadata limits.
+    MetadataLimit,
 }
 
 /// A failure, with enough context to render it exactly as Dapr would.
@@ -254,6 +273,7 @@ pub struct Error {
     key: String,
     app_id: String,
     detail: String,
+    receipt: Option<String>,
 }
 
 impl Error {
@@ -266,6 +286,7 @@ impl Error {
             key: String::new(),
             app_id: String::new(),
             detail: String::new(),
+            receipt: None,
         }
     }
 
@@ -293,6 +314,18 @@ impl Error {
         self
     }
 
+    /// Attaches the receipt of a call that failed after non-native decisions were applied
+    /// (e.g. one item of an emulated bulk save failing its ETag check).
+    pub fn with_receipt(mut self, receipt: &crate::capabilities::Receipt) -> Error {
+        self.receipt = receipt.header_value();
+        self
+    }
+
+    /// The `mecha-receipt` value the error response carries, if any.
+    pub fn receipt(&self) -> Option<&str> {
+        self.receipt.as_deref()
+    }
+
     /// A legacy malformed-request error with `message`.
     pub fn malformed(op: Operation, message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Malformed, op).detail(message)
@@ -313,7 +346,7 @@ impl Error {
             StoreError::Unsupported(crate::capabilities::Capability::QueryApi) => {
                 ErrorKind::QueryNotSupported
             }
-            StoreError::InvalidQuery(_) => ErrorKind::QueryFailed,
+            StoreError::InvalidQuery(_) => ErrorKind::QueryInvalid,
             _ if op == Operation::Query => ErrorKind::QueryFailed,
             _ => ErrorKind::StoreFailure,
         };
@@ -321,6 +354,30 @@ impl Error {
             .store(store)
             .key(key)
             .detail(err.to_string())
+    }
+
+    /// Seconds the client should wait before retrying (the `Retry-After` HTTP header and
+    /// `retry-after` gRPC metadata), for errors that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self.kind {
+            ErrorKind::TooManyRequests { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// A log line for this error that carries no key, value or request content: the error
+    /// code, operation and store, plus the detail for server-side failures (driver errors).
+    pub fn log_summary(&self) -> String {
+        let wire = self.wire(Protocol::Http);
+        let mut out = format!("{} ({})", wire.error_code, self.op.method_name());
+        if !self.store.is_empty() {
+            out.push_str(&format!(" store {}", self.store));
+        }
+        if wire.http_status >= 500 && !self.detail.is_empty() {
+            out.push_str(": ");
+            out.push_str(&self.detail);
+        }
+        out
     }
 
     /// The kind.
@@ -346,7 +403,10 @@ impl Error {
             | ErrorKind::BodyTooLarge { .. }
             | ErrorKind::BodyTimeout { .. }
             | ErrorKind::ResponseTooLarge { .. } => "common",
-            ErrorKind::Unauthorized | ErrorKind::RouteNotFound => "common",
+            ErrorKind::Unauthorized
+            | ErrorKind::RouteNotFound
+            | ErrorKind::TooManyRequests { .. }
+            | ErrorKind::MetadataLimit => "common",
             ErrorKind::HealthNotReady | ErrorKind::HealthAppIdMismatch => "health",
             _ => "state",
         }
@@ -435,7 +495,15 @@ impl Error {
                 details: vec![self.error_info("DAPR_STATE_NOT_FOUND", app_metadata())],
             },
             K::IllegalKey => {
-                let plain = format!("input key/keyPrefix '{}' can't contain '||'", self.key);
+                let plain = if crate::keys::problem(&self.key) == Some(crate::keys::KeyProblem::Nul)
+                {
+                    format!(
+                        "input key '{}' can't contain a NUL byte",
+                        self.key.escape_debug()
+                    )
+                } else {
+                    format!("input key/keyPrefix '{}' can't contain '||'", self.key)
+                };
                 Wire {
                     http_status: 400,
                     grpc_code: G::InvalidArgument,
@@ -496,7 +564,11 @@ impl Error {
                 http_status: 500,
                 grpc_code: G::Unimplemented,
                 error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
-                message: format!("state store {} doesn't support transactions", self.store),
+                message: format!(
+                    "state store {} doesn't support transactions{}",
+                    self.store,
+                    self.detail_suffix()
+                ),
                 details: vec![
                     Detail::Help {
                         description: HELP_DESCRIPTION.into(),
@@ -510,10 +582,38 @@ impl Error {
                 http_status: 500,
                 grpc_code: G::Internal,
                 error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
-                message: "state store does not support querying".into(),
+                message: format!(
+                    "state store does not support querying{}",
+                    self.detail_suffix()
+                ),
                 details: vec![
                     self.resource_info(),
                     self.error_info("DAPR_STATE_QUERYING_NOT_SUPPORTED", None),
+                ],
+            },
+            K::CapabilityRejected { capability, client } => Wire {
+                http_status: if *client { 400 } else { 500 },
+                grpc_code: if *client {
+                    G::InvalidArgument
+                } else {
+                    G::Unimplemented
+                },
+                error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
+                message: format!(
+                    "state store {} rejected the {} request: {}",
+                    self.store,
+                    self.op.method_name(),
+                    self.detail
+                ),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info(
+                        "MECHA_CAPABILITY_REJECTED",
+                        Some(BTreeMap::from([(
+                            "capability".to_owned(),
+                            capability.policy_name().to_owned(),
+                        )])),
+                    ),
                 ],
             },
             K::TooManyTransactionOps { count, max } => Wire {
@@ -587,6 +687,16 @@ impl Error {
                     self.error_info("DAPR_STATE_QUERY_FAILED", None),
                 ],
             },
+            K::QueryInvalid => Wire {
+                http_status: 400,
+                grpc_code: G::InvalidArgument,
+                error_code: "ERR_STATE_QUERY",
+                message: self.op_message_for(Operation::Query),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info("DAPR_STATE_QUERY_FAILED", None),
+                ],
+            },
             // A transaction never answers 409: every failure in it is ERR_STATE_TRANSACTION/500.
             K::EtagMismatch | K::EtagInvalid if self.op == Operation::Transaction => {
                 legacy(500, G::Internal, self.op_code(), self.op_message())
@@ -631,12 +741,37 @@ impl Error {
                 "ERR_HEALTH_NOT_READY",
                 format!("dapr is not ready: [{}]", self.detail),
             ),
+            K::TooManyRequests { retry_after_secs } => legacy(
+                429,
+                G::ResourceExhausted,
+                "ERR_TOO_MANY_REQUESTS",
+                format!(
+                    "app {} is over its quota ({}); retry after {retry_after_secs} s",
+                    self.app_id, self.detail
+                ),
+            ),
+            K::MetadataLimit => legacy(
+                400,
+                G::ResourceExhausted,
+                "ERR_METADATA_LIMIT",
+                self.detail.clone(),
+            ),
             K::HealthAppIdMismatch => legacy(
                 500,
                 G::FailedPrecondition,
                 "ERR_HEALTH_APPID_NOT_MATCH",
                 "dapr app-id does not match".into(),
             ),
+        }
+    }
+
+    /// ` (detail)` when a capability decision explains the error (see
+    /// [`ErrorKind::CapabilityRejected`]), empty for daprd's own wording.
+    fn detail_suffix(&self) -> String {
+        if self.detail.starts_with("capability ") {
+            format!(" ({})", self.detail)
+        } else {
+            String::new()
         }
     }
 

@@ -10,7 +10,9 @@ mod settings;
 use std::path::{Path, PathBuf};
 
 pub use components::{ComponentSource, LoadedComponent, load_components, parse_components};
-pub use settings::{AppConfig, Limits, ServerSettings, Settings, parse_size};
+pub use settings::{
+    AppConfig, Limits, QuotaSettings, ServerSettings, Settings, TokenSource, parse_size,
+};
 
 /// The component file used when the resources path does not exist and was not given
 /// explicitly: one in-memory store named `statestore`.
@@ -65,6 +67,37 @@ pub struct Config {
     pub warnings: Vec<ConfigError>,
 }
 
+/// Every policy of `settings` that names an unknown store or would break a guarantee on its
+/// store, each naming the store and the capability. Start-up and `mecha check` both refuse them.
+pub fn policy_problems(
+    file: &Path,
+    settings: &Settings,
+    components: &[LoadedComponent],
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for name in settings.policies.keys() {
+        if !components.iter().any(|c| &c.name == name) {
+            errors.push(ConfigError::new(
+                file,
+                format!("stores.{name}"),
+                format!("no state store named '{name}' is configured"),
+            ));
+        }
+    }
+    for c in components {
+        if let Err(problems) = c.matrix(settings) {
+            for p in problems {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("stores.{}.{}", c.name, p.feature.policy_name()),
+                    format!("store '{}' ({}): {p}", c.name, c.component_type),
+                ));
+            }
+        }
+    }
+    errors
+}
+
 /// Where to load configuration from.
 #[derive(Debug, Clone)]
 pub struct ConfigSources {
@@ -74,6 +107,9 @@ pub struct ConfigSources {
     /// default store when that directory does not exist.
     pub resources_path: Option<PathBuf>,
 }
+
+/// The environment variable of daprd's single API token.
+pub const API_TOKEN_ENV: &str = "DAPR_API_TOKEN";
 
 /// The default `--config` path.
 pub const DEFAULT_CONFIG_FILE: &str = "config/mecha.yaml";
@@ -110,6 +146,9 @@ impl Config {
             errors.extend(e);
             Settings::default()
         });
+        let mut settings = settings;
+        // daprd's single-token mode, exactly as daprd reads it.
+        settings.api_token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.is_empty());
 
         let source = match &sources.resources_path {
             Some(dir) => ComponentSource::Dir(dir.clone()),
@@ -125,6 +164,11 @@ impl Config {
                 (Vec::new(), Vec::new())
             }
         };
+        let config_file = sources
+            .config_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        errors.extend(policy_problems(&config_file, &settings, &components));
         if errors.is_empty() {
             Ok(Config {
                 settings,

@@ -18,6 +18,14 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::LimitExceeded,
         ErrorKind::TransactionsNotSupported,
         ErrorKind::QueryNotSupported,
+        ErrorKind::CapabilityRejected {
+            capability: crate::capabilities::Feature::Ttl,
+            client: true,
+        },
+        ErrorKind::CapabilityRejected {
+            capability: crate::capabilities::Feature::Bulk,
+            client: false,
+        },
         ErrorKind::TooManyTransactionOps { count: 3, max: 2 },
         ErrorKind::UnsupportedOperation,
         ErrorKind::EmptyKey,
@@ -25,6 +33,7 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::EtagInvalid,
         ErrorKind::StoreTimeout,
         ErrorKind::QueryFailed,
+        ErrorKind::QueryInvalid,
         ErrorKind::StoreFailure,
         ErrorKind::Unauthorized,
         ErrorKind::RouteNotFound,
@@ -35,7 +44,59 @@ fn kinds() -> Vec<ErrorKind> {
             size: 20,
             limit: 10,
         },
+        ErrorKind::TooManyRequests {
+            retry_after_secs: 2,
+        },
+        ErrorKind::MetadataLimit,
     ]
+}
+
+#[test]
+fn quota_and_metadata_rows() {
+    let e = err(
+        ErrorKind::TooManyRequests {
+            retry_after_secs: 2,
+        },
+        Operation::Get,
+    );
+    let (h, g) = (e.wire(Protocol::Http), e.wire(Protocol::Grpc));
+    assert_eq!(
+        (h.http_status, h.error_code),
+        (429, "ERR_TOO_MANY_REQUESTS")
+    );
+    assert_eq!(g.grpc_code, GrpcCode::ResourceExhausted);
+    assert_eq!(e.retry_after(), Some(2));
+    assert!(h.message.contains("myapp") && h.message.contains("retry after 2 s"));
+    let m = err(ErrorKind::MetadataLimit, Operation::Other).wire(Protocol::Http);
+    assert_eq!((m.http_status, m.error_code), (400, "ERR_METADATA_LIMIT"));
+    assert_eq!(
+        err(ErrorKind::MetadataLimit, Operation::Other).retry_after(),
+        None
+    );
+}
+
+#[test]
+fn nul_keys_are_illegal_with_their_own_message() {
+    let e = Error::new(ErrorKind::IllegalKey, Operation::Get).key("a\0b");
+    let w = e.wire(Protocol::Grpc);
+    assert_eq!(w.message, "input key 'a\\0b' can't contain a NUL byte");
+}
+
+#[test]
+fn log_summaries_never_carry_keys_or_client_details() {
+    let e = Error::new(ErrorKind::EtagMismatch, Operation::Save)
+        .store("s")
+        .key("secret-key")
+        .detail("value secret-value");
+    assert_eq!(e.log_summary(), "ERR_STATE_SAVE (SaveState) store s");
+    let e = Error::new(ErrorKind::StoreFailure, Operation::Get)
+        .store("s")
+        .key("secret-key")
+        .detail("connection refused");
+    assert_eq!(
+        e.log_summary(),
+        "ERR_STATE_GET (GetState) store s: connection refused"
+    );
 }
 
 const OPS: [Operation; 8] = Operation::ALL;
@@ -378,7 +439,7 @@ fn store_errors_map_to_kinds() {
         (
             StoreError::InvalidQuery("bad".into()),
             Operation::Query,
-            ErrorKind::QueryFailed,
+            ErrorKind::QueryInvalid,
         ),
         (
             StoreError::Internal("boom".into()),
@@ -407,5 +468,45 @@ fn store_errors_map_to_kinds() {
     assert_eq!(
         e.wire(Protocol::Http).message,
         "failed saving state in state store s: possible etag mismatch. error from state store: inner"
+    );
+}
+
+#[test]
+fn capability_rejections_name_store_capability_and_policy() {
+    use crate::capabilities::Feature;
+    let e = Error::new(
+        ErrorKind::CapabilityRejected {
+            capability: Feature::StrongConsistency,
+            client: true,
+        },
+        Operation::Get,
+    )
+    .store("cache")
+    .detail("capability strongConsistency (STRONG_CONSISTENCY), policy: reject");
+    let http = e.wire(Protocol::Http);
+    assert_eq!(
+        (http.http_status, http.error_code),
+        (400, "ERR_STATE_STORE_NOT_SUPPORTED")
+    );
+    assert_eq!(
+        http.message,
+        "state store cache rejected the GetState request: capability strongConsistency (STRONG_CONSISTENCY), policy: reject"
+    );
+    assert_eq!(e.wire(Protocol::Grpc).grpc_code, GrpcCode::InvalidArgument);
+    let bulk = Error::new(
+        ErrorKind::CapabilityRejected {
+            capability: Feature::Bulk,
+            client: false,
+        },
+        Operation::BulkGet,
+    );
+    assert_eq!(bulk.wire(Protocol::Http).http_status, 500);
+    assert_eq!(bulk.wire(Protocol::Grpc).grpc_code, GrpcCode::Unimplemented);
+    let tx = Error::new(ErrorKind::TransactionsNotSupported, Operation::Transaction)
+        .store("kv")
+        .detail("capability transactions (TRANSACTIONAL), policy: reject");
+    assert_eq!(
+        tx.wire(Protocol::Grpc).message,
+        "state store kv doesn't support transactions (capability transactions (TRANSACTIONAL), policy: reject)"
     );
 }

@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use parking_lot::RwLock;
-
+use super::auth::Tokens;
+use super::extended::ExtendedMetadata;
+use super::quota::{Permit, Quotas, Refusal};
+use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
-use crate::capabilities::{Capability, CapabilitySet};
-use crate::config::{AppConfig, Limits, LoadedComponent};
+use crate::capabilities::{CapabilitySet, Matrix};
+use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys::KeyPrefix;
 
@@ -26,6 +28,8 @@ pub struct StoreInfo {
     pub version: String,
     /// Native capabilities.
     pub capabilities: CapabilitySet,
+    /// The effective matrix: native capabilities under the store's policy.
+    pub matrix: Matrix,
     /// Key prefix strategy.
     pub key_prefix: KeyPrefix,
     /// Allowed apps (empty: all).
@@ -52,38 +56,54 @@ pub struct Catalog {
     stores: Vec<StoreInfo>,
     by_name: HashMap<String, usize>,
     default_app: AppId,
-    apps_by_token: HashMap<String, AppId>,
+    tokens: Tokens,
+    metrics_token: Tokens,
+    quotas: Quotas,
     /// Request limits.
     pub limits: Limits,
-    extended: RwLock<BTreeMap<String, String>>,
+    extended: ExtendedMetadata,
 }
 
 impl Catalog {
-    /// Builds the catalog from validated configuration.
+    /// Builds the catalog from configuration. Fails, listing every problem, when a store's
+    /// policy would break a guarantee (see [`crate::config::policy_problems`]).
     pub fn new(
         components: &[LoadedComponent],
-        apps: &[AppConfig],
+        settings: &Settings,
         default_app: &str,
-        limits: Limits,
-    ) -> Catalog {
+    ) -> Result<Catalog, Vec<String>> {
+        let problems = crate::config::policy_problems(
+            std::path::Path::new("mecha.yaml"),
+            settings,
+            components,
+        );
+        if !problems.is_empty() {
+            return Err(problems.iter().map(ToString::to_string).collect());
+        }
+        let limits = settings.limits.clone();
         let stores: Vec<StoreInfo> = components
             .iter()
-            .map(|c| StoreInfo {
-                name: c.name.clone(),
-                component_type: c.component_type.clone(),
-                version: c.version.clone(),
-                capabilities: c.capabilities(),
-                key_prefix: c.key_prefix.clone(),
-                scopes: c.scopes.clone(),
-                max_transaction_ops: c
-                    .factory
-                    .max_transaction_ops()
-                    .map_or(limits.max_transaction_ops, |m| {
-                        m.min(limits.max_transaction_ops)
-                    }),
-                health: Arc::new(StoreHealth::default()),
-                factory: c.factory.clone(),
-                primary_claimed: AtomicBool::new(false),
+            .map(|c| {
+                let matrix = c.matrix(settings).expect("policies were checked above");
+                // Emulations wrap every instance of the store, so no path bypasses them.
+                let factory = emulation::wrap(
+                    c.factory.clone(),
+                    &matrix,
+                    settings.actors.ttl_sweep_interval,
+                );
+                StoreInfo {
+                    name: c.name.clone(),
+                    component_type: c.component_type.clone(),
+                    version: c.version.clone(),
+                    capabilities: c.capabilities(),
+                    max_transaction_ops: matrix.max_transaction_ops(),
+                    matrix,
+                    key_prefix: c.key_prefix.clone(),
+                    scopes: c.scopes.clone(),
+                    health: Arc::new(StoreHealth::default()),
+                    factory,
+                    primary_claimed: AtomicBool::new(false),
+                }
             })
             .collect();
         let by_name = stores
@@ -91,18 +111,41 @@ impl Catalog {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        let apps_by_token = apps
+        let default_app = AppId::from(default_app);
+        let apps: Vec<(AppId, &crate::config::AppConfig)> = settings
+            .apps
             .iter()
-            .map(|a| (a.token.clone(), AppId::from(a.id.as_str())))
+            .map(|a| (AppId::from(a.id.as_str()), a))
             .collect();
-        Catalog {
+        // daprd's DAPR_API_TOKEN is the token of the --app-id app.
+        let dapr_token = settings
+            .api_token
+            .clone()
+            .map(|t| (default_app.clone(), TokenSource::Value(t)));
+        let tokens = Tokens::new(
+            apps.iter()
+                .map(|(id, a)| (id.clone(), a.token.clone()))
+                .chain(dapr_token),
+        );
+        let mut quotas: Vec<_> = apps.iter().map(|(id, a)| (id.clone(), a.quota)).collect();
+        if !quotas.iter().any(|(id, _)| *id == default_app) {
+            quotas.push((default_app.clone(), settings.quota));
+        }
+        Ok(Catalog {
             stores,
             by_name,
-            default_app: AppId::from(default_app),
-            apps_by_token,
+            tokens,
+            metrics_token: Tokens::new(
+                settings
+                    .metrics_token
+                    .clone()
+                    .map(|t| (AppId::from("metrics"), t)),
+            ),
+            quotas: Quotas::new(quotas),
+            extended: ExtendedMetadata::new(&limits),
+            default_app,
             limits,
-            extended: RwLock::new(BTreeMap::new()),
-        }
+        })
     }
 
     /// Every store.
@@ -127,67 +170,88 @@ impl Catalog {
 
     /// Whether callers must present an API token.
     pub fn requires_token(&self) -> bool {
-        !self.apps_by_token.is_empty()
+        !self.tokens.is_empty()
     }
 
-    /// The calling app, from its `dapr-api-token` (ignored when no apps are configured).
+    /// The calling app, from its `dapr-api-token` (ignored when no token is configured:
+    /// no apps and no `DAPR_API_TOKEN`).
     pub fn authenticate(&self, token: Option<&str>) -> Result<AppId, Error> {
-        if self.apps_by_token.is_empty() {
+        if self.tokens.is_empty() {
             return Ok(self.default_app.clone());
         }
         match token {
             None | Some("") => Err(Error::new(ErrorKind::Unauthorized, Operation::Other)
                 .detail("missing api token in request metadata")),
-            Some(t) => self.apps_by_token.get(t).cloned().ok_or_else(|| {
+            Some(t) => self.tokens.find(t).ok_or_else(|| {
                 Error::new(ErrorKind::Unauthorized, Operation::Other)
                     .detail("authentication error: api token mismatch")
             }),
         }
     }
 
+    /// Whether `token` is a valid app token (only then do health answers carry error text).
+    pub fn is_valid_token(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| self.tokens.find(t).is_some())
+    }
+
+    /// Whether `token` may read `/metrics` (always, when no metrics token is configured).
+    pub fn metrics_allowed(&self, token: Option<&str>) -> bool {
+        self.metrics_token.is_empty() || token.is_some_and(|t| self.metrics_token.find(t).is_some())
+    }
+
+    /// Whether any token comes from a file that [`Catalog::reload_tokens`] must watch.
+    pub fn has_token_files(&self) -> bool {
+        self.tokens.has_files() || self.metrics_token.has_files()
+    }
+
+    /// Re-reads token files that changed.
+    pub fn reload_tokens(&self) {
+        self.tokens.reload();
+        self.metrics_token.reload();
+    }
+
+    /// Admits one request of `app` under its quota (hold the permit until the answer).
+    pub fn admit(&self, app: &AppId) -> Result<Permit, Refusal> {
+        self.quotas.admit(app)
+    }
+
     /// Finds the store `name` for `app`, with daprd's checks in daprd's order: no stores at
-    /// all, unknown (or out-of-scope) store, then the capability the operation needs.
+    /// all, then unknown (or out-of-scope) store. Capabilities are negotiated by the gateway.
     pub fn resolve(&self, app: &AppId, name: &str, op: Operation) -> Result<usize, Error> {
         let fail = |kind| Error::new(kind, op).store(name).app(app.as_ref());
         if self.stores.is_empty() {
             return Err(fail(ErrorKind::StoreNotConfigured));
         }
-        let index = *self
-            .by_name
+        self.by_name
             .get(name)
-            .filter(|i| self.stores[**i].visible_to(app))
-            .ok_or_else(|| fail(ErrorKind::StoreNotFound))?;
-        let caps = self.stores[index].capabilities;
-        match op {
-            Operation::Transaction if !caps.has(Capability::Transactional) => {
-                Err(fail(ErrorKind::TransactionsNotSupported))
-            }
-            Operation::Query if !caps.has(Capability::QueryApi) => {
-                Err(fail(ErrorKind::QueryNotSupported))
-            }
-            _ => Ok(index),
-        }
+            .copied()
+            .filter(|i| self.stores[*i].visible_to(app))
+            .ok_or_else(|| fail(ErrorKind::StoreNotFound))
     }
 
-    /// Sets an extended metadata attribute (`PUT /v1.0/metadata/{key}`, gRPC `SetMetadata`).
-    pub fn set_extended(&self, key: &str, value: &str) {
-        if !key.is_empty() {
-            self.extended
-                .write()
-                .insert(key.to_owned(), value.to_owned());
-        }
+    /// Sets one of `app`'s extended metadata attributes (`PUT /v1.0/metadata/{key}`, gRPC
+    /// `SetMetadata`), within the app's metadata limits.
+    pub fn set_extended(&self, app: &AppId, key: &str, value: &str) -> Result<(), Error> {
+        self.extended.set(app, key, value)
     }
 
-    /// Extended metadata: user attributes plus Mecha's own.
-    pub fn extended(&self, runtime_version: &str) -> BTreeMap<String, String> {
-        let mut out = self.extended.read().clone();
+    /// The largest extended-metadata value an app can set, in bytes.
+    pub fn max_extended_value(&self) -> usize {
+        self.extended.max_value_bytes()
+    }
+
+    /// `app`'s extended metadata: its own attributes plus Mecha's, with the capabilities of
+    /// the stores it can see only.
+    pub fn extended(&self, app: &AppId, runtime_version: &str) -> BTreeMap<String, String> {
+        let mut out = self.extended.get(app);
         out.insert("daprRuntimeVersion".into(), runtime_version.into());
         out.insert("mechaVersion".into(), env!("CARGO_PKG_VERSION").into());
-        for s in &self.stores {
+        for s in self.stores.iter().filter(|s| s.visible_to(app)) {
             out.insert(
                 format!("mecha.capabilities.{}", s.name),
                 s.capabilities.to_list_string(),
             );
+            out.insert(format!("mecha.matrix.{}", s.name), s.matrix.describe());
         }
         out
     }

@@ -12,12 +12,10 @@ use serde_json::json;
 
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
+use crate::capabilities::RECEIPT_HEADER;
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
-use crate::gateway::{
-    AppId, DeleteState, ExecuteTransaction, Gateway, GetBulkState, GetState, QueryState,
-    RUNTIME_VERSION, SaveState, Target,
-};
+use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
 use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
 
@@ -100,25 +98,39 @@ pub async fn dispatch(
         .and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
     let outcome = match route {
-        Route::Healthz => healthz(gw, &Query::parse(req.query_string())).into(),
+        Route::Healthz => {
+            let detailed = gw.catalog().is_valid_token(token);
+            healthz(gw, &Query::parse(req.query_string()), detailed).into()
+        }
         // Outbound readiness is the stores' readiness (an unreachable store is not ready).
-        Route::HealthzOutbound => healthz(gw, &Query::parse("")).into(),
+        Route::HealthzOutbound => {
+            let detailed = gw.catalog().is_valid_token(token);
+            healthz(gw, &Query::parse(""), detailed).into()
+        }
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         _ => match gw.catalog().authenticate(token) {
             Err(e) => Outcome::Error(e),
             Ok(a) => {
                 app = Some(a.clone());
-                serve(gw, &req, &mut payload, &route, a).await
+                // The app's quota: the permit is held until the answer is ready.
+                match gw.catalog().admit(&a) {
+                    Err(refusal) => {
+                        actix_rt::time::sleep(refusal.delay).await;
+                        Outcome::Error(refusal.error)
+                    }
+                    Ok(_permit) => serve(gw, &req, &mut payload, &route, a).await,
+                }
             }
         },
     };
     let resp = match outcome {
         Outcome::Response(r) => r,
         Outcome::Error(e) => {
+            // Never the key, value or request detail: only code, operation and store.
             if e.is_client_error() {
-                tracing::debug!(error = %e, "request rejected");
+                tracing::debug!(error = %e.log_summary(), "request rejected");
             } else {
-                tracing::warn!(error = %e, "request failed");
+                tracing::warn!(error = %e.log_summary(), "request failed");
             }
             let mut resp = respond::error(&e);
             if matches!(
@@ -157,8 +169,9 @@ pub async fn dispatch(
         resp.status().as_u16(),
         elapsed,
     );
+    // The path is not logged: it carries the key.
     tracing::debug!(
-        method = %req.method(), path = %raw_path, route = route.name(), status = resp.status().as_u16(),
+        method = %req.method(), route = route.name(), status = resp.status().as_u16(),
         micros = elapsed.as_micros() as u64, "http request"
     );
     resp
@@ -235,12 +248,8 @@ async fn serve(
     let q = Query::parse(req.query_string());
     let limits = gw.catalog().limits.clone();
     let limits = &limits;
-    let resolve = |store: &str, op| {
-        gw.catalog().resolve(&app, store, op).map(|store| Target {
-            app: app.clone(),
-            store,
-        })
-    };
+    let limit = limits.max_body_size;
+    let wait = limits.body_timeout;
     macro_rules! param {
         ($name:literal, $raw:expr) => {
             match unescape($name, $raw) {
@@ -257,67 +266,43 @@ async fn serve(
             }
         };
     }
-    match *route {
+    // Every state route: translate the wire request (a body or option error travels as the
+    // request's error, reported by the pipeline in daprd's order), run it, render the answer.
+    let (store, op, request) = match *route {
         Route::Save(store) => {
             let op = Operation::Save;
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, payload, limits, op).await);
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
-            let items = tri!(
-                parse_body(
-                    body,
-                    limits,
-                    op,
-                    move |s| body::check_items(op, "items", s.top_items, max),
-                    move |b| body::parse_save(b, &url),
-                )
-                .await
-            );
-            if items.is_empty() {
-                return Outcome::Response(respond::no_content());
+            let request = match read_body(req, payload, limit, wait, op).await {
+                Ok(b) => {
+                    parse_body(
+                        b,
+                        limits,
+                        op,
+                        move |s| body::check_items(op, "items", s.top_items, max),
+                        move |b| body::parse_save(b, &url),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
             }
-            gw.call(op, SaveState { target, items })
-                .await
-                .map(|()| respond::no_content())
-                .into()
+            .map(|items| StateRequest::Save { items });
+            (param!("storeName", store), op, request)
         }
         Route::Get(store, key) => {
             let op = Operation::Get;
-            let target = tri!(resolve(&param!("storeName", store), op));
+            let store = param!("storeName", store);
             let key = param!("key", key);
-            let consistency = tri!(q.options(op)).consistency;
-            let msg = GetState {
-                target,
+            let request = q.options(op).map(|o| StateRequest::Get {
                 key,
-                consistency,
-                metadata: q.metadata,
-            };
-            match tri!(gw.call(op, msg).await) {
-                None => Outcome::Response(respond::no_content()),
-                Some(entry) => {
-                    let mut headers = Vec::with_capacity(1 + entry.metadata.len());
-                    if let Some(etag) = entry
-                        .etag
-                        .as_deref()
-                        .and_then(|e| HeaderValue::from_str(e).ok())
-                    {
-                        headers.push((HeaderName::from_static("etag"), etag));
-                    }
-                    for (k, v) in &entry.metadata {
-                        let name =
-                            HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
-                        if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
-                            headers.push((n, v));
-                        }
-                    }
-                    Outcome::Response(respond::json_bytes(entry.data, &headers))
-                }
-            }
+                consistency: o.consistency,
+                metadata: q.metadata.clone(),
+            });
+            (store, op, request)
         }
         Route::Delete(store, key) => {
             let op = Operation::Delete;
-            let target = tri!(resolve(&param!("storeName", store), op));
+            let store = param!("storeName", store);
             let key = param!("key", key);
             let etag = req
                 .headers()
@@ -325,120 +310,147 @@ async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned);
-            let options = tri!(q.options(op));
-            let item = DeleteRequest {
-                key,
-                etag,
-                options,
-                metadata: q.metadata,
-            };
-            let msg = DeleteState {
-                target,
-                items: vec![item],
-                bulk: false,
-            };
-            gw.call(op, msg)
-                .await
-                .map(|()| respond::no_content())
-                .into()
+            let request = q.options(op).map(|options| StateRequest::Delete {
+                items: vec![DeleteRequest {
+                    key,
+                    etag,
+                    options,
+                    metadata: q.metadata.clone(),
+                }],
+            });
+            (store, op, request)
         }
         Route::BulkGet(store) => {
             let op = Operation::BulkGet;
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, payload, limits, op).await);
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
-            let b = tri!(
-                parse_body(
-                    body,
-                    limits,
-                    op,
-                    move |s| body::check_items(op, "keys", s.field_items, max),
-                    move |b| body::parse_bulk(b, &url),
-                )
-                .await
-            );
-            let msg = GetBulkState {
-                target,
+            let request = match read_body(req, payload, limit, wait, op).await {
+                Ok(b) => {
+                    parse_body(
+                        b,
+                        limits,
+                        op,
+                        move |s| body::check_items(op, "keys", s.field_items, max),
+                        move |b| body::parse_bulk(b, &url),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+            .map(|b| StateRequest::BulkGet {
                 keys: b.keys,
                 parallelism: b.parallelism,
                 metadata: b.metadata,
-            };
-            let items = tri!(gw.call(op, msg).await);
-            Outcome::Response(respond::json_bytes(bulk_json(&items), &[]))
+            });
+            (param!("storeName", store), op, request)
         }
         Route::Transaction(store) => {
             let op = Operation::Transaction;
-            // The capability check runs before the body is parsed, as in daprd.
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, payload, limits, op).await);
-            let info = gw.catalog().store(target.store);
-            let (max, name) = (info.max_transaction_ops, info.name.clone());
+            let store = param!("storeName", store);
+            // Counted before parsing, against the store's own limit when it has one.
+            let (max, name) = gw
+                .catalog()
+                .store_named(&store)
+                .map_or((limits.max_transaction_ops, store.clone()), |s| {
+                    (s.max_transaction_ops, s.name.clone())
+                });
             let url = q.metadata.clone();
-            let request = tri!(
-                parse_body(
-                    body,
-                    limits,
-                    op,
-                    move |s| {
-                        if s.field_items > max {
-                            return Err(Error::new(
-                                ErrorKind::TooManyTransactionOps {
-                                    count: s.field_items,
-                                    max,
-                                },
-                                op,
-                            )
-                            .store(name));
-                        }
-                        Ok(())
-                    },
-                    move |b| body::parse_transaction(b, &url),
-                )
-                .await
-            );
-            if request.operations.is_empty() {
-                return Outcome::Response(respond::no_content());
+            let request = match read_body(req, payload, limit, wait, op).await {
+                Ok(b) => {
+                    parse_body(
+                        b,
+                        limits,
+                        op,
+                        move |s| {
+                            if s.field_items > max {
+                                return Err(Error::new(
+                                    ErrorKind::TooManyTransactionOps {
+                                        count: s.field_items,
+                                        max,
+                                    },
+                                    op,
+                                )
+                                .store(name));
+                            }
+                            Ok(())
+                        },
+                        move |b| body::parse_transaction(b, &url),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
             }
-            gw.call(op, ExecuteTransaction { target, request })
-                .await
-                .map(|()| respond::no_content())
-                .into()
+            .map(StateRequest::Transaction);
+            (store, op, request)
         }
         Route::Query(store) => {
             let op = Operation::Query;
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, payload, limits, op).await);
-            let query = tri!(String::from_utf8(body.to_vec()).map_err(|_| {
-                Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
-            }));
-            let resp = tri!(
-                gw.call(
-                    op,
-                    QueryState {
-                        target,
-                        query,
-                        metadata: q.metadata
-                    }
-                )
-                .await
-            );
-            if resp.results.is_empty() {
-                return Outcome::Response(respond::no_content());
-            }
-            Outcome::Response(respond::json_bytes(query_json(&resp), &[]))
+            let body = read_body(req, payload, limit, wait, op).await;
+            let request = body
+                .and_then(|b| {
+                    String::from_utf8(b.to_vec()).map_err(|_| {
+                        Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
+                    })
+                })
+                .map(|query| StateRequest::Query {
+                    query,
+                    metadata: q.metadata.clone(),
+                });
+            (param!("storeName", store), op, request)
         }
-        Route::GetMetadata => Outcome::Response(metadata(gw, &app)),
+        Route::GetMetadata => return Outcome::Response(metadata(gw, &app)),
         Route::PutMetadata(key) => {
             let key = param!("key", key);
-            let body = tri!(read_body(req, payload, limits, Operation::Other).await);
-            gw.catalog()
-                .set_extended(&key, &String::from_utf8_lossy(&body));
-            Outcome::Response(respond::no_content())
+            // No value can be larger than the app's whole metadata allowance.
+            let limit = limit.min(gw.catalog().max_extended_value());
+            let body = tri!(read_body(req, payload, limit, wait, Operation::Other).await);
+            tri!(
+                gw.catalog()
+                    .set_extended(&app, &key, &String::from_utf8_lossy(&body))
+            );
+            return Outcome::Response(respond::no_content());
         }
         Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
             unreachable!("handled in dispatch")
         }
+    };
+    let answer = tri!(gw.state(app, store, op, request).await);
+    let mut resp = render(answer.reply);
+    if let Some(v) = answer
+        .receipt
+        .header_value()
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(RECEIPT_HEADER), v);
+    }
+    Outcome::Response(resp)
+}
+
+/// Renders a successful state reply as daprd does.
+fn render(reply: StateReply) -> HttpResponse {
+    match reply {
+        StateReply::Done | StateReply::Entry(None) => respond::no_content(),
+        StateReply::Entry(Some(entry)) => {
+            let mut headers = Vec::with_capacity(1 + entry.metadata.len());
+            if let Some(etag) = entry
+                .etag
+                .as_deref()
+                .and_then(|e| HeaderValue::from_str(e).ok())
+            {
+                headers.push((HeaderName::from_static("etag"), etag));
+            }
+            for (k, v) in &entry.metadata {
+                let name = HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
+                if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
+                    headers.push((n, v));
+                }
+            }
+            respond::json_bytes(entry.data, &headers)
+        }
+        StateReply::Bulk(items) => respond::json_bytes(bulk_json(&items), &[]),
+        StateReply::Query(resp) if resp.results.is_empty() => respond::no_content(),
+        StateReply::Query(resp) => respond::json_bytes(query_json(&resp), &[]),
     }
 }
 
@@ -448,10 +460,10 @@ async fn serve(
 async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
-    limits: &Limits,
+    limit: usize,
+    body_timeout: std::time::Duration,
     op: Operation,
 ) -> Result<Bytes, Error> {
-    let limit = limits.max_body_size;
     let too_large = || Error::new(ErrorKind::BodyTooLarge { limit }, op);
     let declared = req
         .headers()
@@ -473,11 +485,11 @@ async fn read_body(
         }
         Ok(buf.freeze())
     };
-    match tokio::time::timeout(limits.body_timeout, read).await {
+    match tokio::time::timeout(body_timeout, read).await {
         Ok(r) => r,
         Err(_) => Err(Error::new(
             ErrorKind::BodyTimeout {
-                limit: limits.body_timeout,
+                limit: body_timeout,
             },
             op,
         )),
@@ -592,7 +604,9 @@ fn query_json(resp: &crate::model::QueryResponse) -> Vec<u8> {
     out
 }
 
-fn healthz(gw: &Gateway, q: &Query) -> Result<HttpResponse, Error> {
+/// `/v1.0/healthz`: healthy or not for everyone; which stores failed and why only for a
+/// caller with a valid app token (backend errors can name hosts, users and databases).
+fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Error> {
     let catalog = gw.catalog();
     if let Some(id) = q.appid.as_deref().filter(|id| !id.is_empty())
         && id != catalog.default_app().as_ref()
@@ -608,8 +622,11 @@ fn healthz(gw: &Gateway, q: &Query) -> Result<HttpResponse, Error> {
         .collect();
     if unhealthy.is_empty() {
         Ok(respond::no_content())
-    } else {
+    } else if detailed {
         Err(Error::new(ErrorKind::HealthNotReady, Operation::Other).detail(unhealthy.join(", ")))
+    } else {
+        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other)
+            .detail(format!("{} state store(s) not ready", unhealthy.len())))
     }
 }
 
@@ -621,7 +638,7 @@ fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
         .filter(|s| s.visible_to(app))
         .map(|s| {
             let mut c = json!({"name": s.name, "type": s.component_type, "version": s.version});
-            let caps = s.capabilities.dapr_strings();
+            let caps = s.matrix.dapr_strings();
             if !caps.is_empty() {
                 c["capabilities"] = json!(caps);
             }
@@ -632,7 +649,7 @@ fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
         "id": app.as_ref(),
         "runtimeVersion": RUNTIME_VERSION,
         "components": components,
-        "extended": catalog.extended(RUNTIME_VERSION),
+        "extended": catalog.extended(app, RUNTIME_VERSION),
     });
     respond::json_bytes(serde_json::to_vec(&body).unwrap_or_default(), &[])
 }
