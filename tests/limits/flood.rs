@@ -1,7 +1,8 @@
 //! A bounded flood against one `mecha` process (descriptor limit [`FD_LIMIT`]), from an
 //! app token and from no token at once: thousands of idle connections on both ports,
 //! trickled bodies, made-up routes, stores and gRPC methods, amplifying HTTP bodies and
-//! gRPC messages. Meanwhile a well-behaved app keeps reading its key over HTTP and gRPC.
+//! gRPC messages, huge extended-metadata PUTs. Meanwhile a well-behaved app keeps reading
+//! its key over HTTP and gRPC.
 //!
 //! Bounds asserted (the baseline is the idle server, about 10 MiB and 30 descriptors):
 //! * resident memory never above [`PEAK_RSS_MIB`] MiB, and back under [`AFTER_RSS_MIB`] MiB
@@ -134,6 +135,23 @@ fn a_flood_stays_bounded_and_a_quiet_app_is_served_throughout() {
                         "GET /v1.0/state/s-{id}/k HTTP/1.1\r\ndapr-api-token: flood-token\r\n\r\n"
                     ),
                 );
+            }
+        }));
+    }
+    // Huge extended-metadata PUTs (per-app metadata is bounded: refused while read).
+    {
+        let addr = m.http.clone();
+        attackers.push(std::thread::spawn(move || {
+            let big = "x".repeat(4 * 1024 * 1024 - 16);
+            for i in 0..20 {
+                let (status, text) = proc::http(
+                    &addr,
+                    &format!(
+                        "PUT /v1.0/metadata/k{i} HTTP/1.1\r\ndapr-api-token: flood-token\r\nContent-Length: {}\r\n\r\n{big}",
+                        big.len()
+                    ),
+                );
+                assert!(status == 413 || status == 0, "{status} {text:.300}");
             }
         }));
     }
