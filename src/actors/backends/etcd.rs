@@ -59,10 +59,12 @@
 //!
 //! # Connections and failures
 //!
-//! All instances of one component share one client over a balanced channel to every endpoint,
-//! opened lazily (creating a store never blocks). Each call is bounded by `requestTimeout`
-//! (default 5 s, as daprd); a connect that failed is remembered for `reconnectWait`, during
-//! which calls fail fast. A member that stops answering is left by the channel for the others.
+//! All instances of one component share one client per endpoint, opened lazily (creating a
+//! store never blocks), and send calls to one preferred member (a random one per process). A
+//! call that cannot reach its member goes to the next at once (it was never sent); a read also
+//! moves on when its member cannot serve it; a write that may have been sent is never sent
+//! again. Each call, retries included, is bounded by `requestTimeout` (default 5 s, as daprd);
+//! a connect that failed is remembered for `reconnectWait`, during which calls fail fast.
 //!
 //! # Not supported
 //!
@@ -71,6 +73,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -336,13 +339,32 @@ fn decode_value(
 /// What all instances of one configured store share.
 struct Shared {
     settings: Settings,
-    ready: parking_lot::RwLock<Option<Client>>,
+    ready: parking_lot::RwLock<Option<Arc<Pool>>>,
     /// Held while connecting; remembers the last failed connect.
     connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
 }
 
+/// One client per endpoint, and the one calls go to first. etcd-client's own balanced
+/// channel keeps sending a share of the calls to a member that is down (each failing with a
+/// connect error), so Mecha pins calls to one member and moves to the next when a call cannot
+/// reach it, as etcd's own Go client does.
+struct Pool {
+    clients: Vec<Client>,
+    preferred: AtomicUsize,
+}
+
+impl Pool {
+    /// Moves calls off the member at `from` (unless another call already did).
+    fn skip(&self, from: usize) {
+        let next = (from + 1) % self.clients.len();
+        let _ = self
+            .preferred
+            .compare_exchange(from, next, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
-    async fn client(&self) -> Result<Client, StoreError> {
+    async fn pool(&self) -> Result<Arc<Pool>, StoreError> {
         if let Some(c) = self.ready.read().clone() {
             return Ok(c);
         }
@@ -360,13 +382,20 @@ impl Shared {
             .with_connect_timeout(s.connect_timeout)
             .with_timeout(s.request_timeout)
             .with_keep_alive(Duration::from_secs(10), s.request_timeout);
-        let result = match tokio::time::timeout(
-            s.connect_timeout,
-            Client::connect(s.endpoints.clone(), Some(opts)),
-        )
-        .await
-        {
-            Ok(Ok(c)) => Ok(c),
+        let connect = async {
+            let mut clients = Vec::with_capacity(s.endpoints.len());
+            for e in &s.endpoints {
+                // Channels connect lazily: this fails only on a malformed endpoint.
+                clients.push(Client::connect([e.as_str()], Some(opts.clone())).await?);
+            }
+            Ok::<_, etcd_client::Error>(clients)
+        };
+        let result = match tokio::time::timeout(s.connect_timeout, connect).await {
+            Ok(Ok(clients)) => Ok(Arc::new(Pool {
+                // Replicas spread over the members instead of all starting on the first.
+                preferred: AtomicUsize::new(rand::random_range(0..clients.len())),
+                clients,
+            })),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("etcd: connect: {e}"))),
             Err(_) => Err(StoreError::Timeout(s.connect_timeout)),
         };
@@ -381,6 +410,33 @@ impl Shared {
                 Err(e)
             }
         }
+    }
+}
+
+/// Whether a call failed before reaching any server (safe to send again elsewhere).
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let text = match e {
+        etcd_client::Error::GRpcStatus(st) if st.code() == tonic::Code::Unavailable => {
+            st.message().to_ascii_lowercase()
+        }
+        etcd_client::Error::TransportError(t) => t.to_string().to_ascii_lowercase(),
+        _ => return false,
+    };
+    text.contains("connect error")
+        || text.contains("connection refused")
+        || text.contains("error trying to connect")
+}
+
+/// Whether a failed call may have been the member's fault (down, partitioned, no leader),
+/// so that an idempotent call is worth sending to another member.
+fn member_trouble(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(st) => matches!(
+            st.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
     }
 }
 
@@ -475,31 +531,54 @@ impl EtcdStore {
         Ok(format!("{}/{key}", self.settings().prefix))
     }
 
-    /// Runs one call within `requestTimeout`.
-    async fn call<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
+    /// Runs one call within `requestTimeout`, on the preferred member. A call that could not
+    /// reach its member goes to the next one (any call: it was never sent); an idempotent call
+    /// (a read) also moves on when the member answered that it cannot serve. The calls that
+    /// follow stay on the member that answered.
+    async fn run<T, F, Fut>(&self, pool: &Pool, idempotent: bool, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
         let t = self.settings().request_timeout;
-        match tokio::time::timeout(t, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_err(e, t)),
-            Err(_) => Err(StoreError::Timeout(t)),
+        let deadline = tokio::time::Instant::now() + t;
+        let n = pool.clients.len();
+        let mut last = None;
+        for _ in 0..n {
+            let at = pool.preferred.load(Ordering::Acquire) % n;
+            match tokio::time::timeout_at(deadline, f(pool.clients[at].clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if not_sent(&e) || (idempotent && member_trouble(&e)) => {
+                    pool.skip(at);
+                    last = Some(map_err(e, t));
+                }
+                Ok(Err(e)) => {
+                    if member_trouble(&e) {
+                        pool.skip(at);
+                    }
+                    return Err(map_err(e, t));
+                }
+                Err(_) => {
+                    pool.skip(at);
+                    return Err(StoreError::Timeout(t));
+                }
+            }
         }
+        Err(last.unwrap_or(StoreError::Timeout(t)))
     }
 
     /// Builds the entry of a stored key-value.
-    async fn entry(
-        &self,
-        client: &Client,
-        key: &str,
-        kv: &KeyValue,
-    ) -> Result<StateEntry, StoreError> {
+    async fn entry(&self, pool: &Pool, key: &str, kv: &KeyValue) -> Result<StateEntry, StoreError> {
         let (data, mut expiry) = decode_value(self.settings().format, key, kv.value())?;
         if expiry.is_none() && kv.lease() != 0 {
             // v1 values do not record their TTL: ask the lease.
-            let mut lease = client.lease_client();
-            let ttl = self.call(lease.time_to_live(kv.lease(), None)).await?.ttl();
+            let id = kv.lease();
+            let ttl = self
+                .run(pool, true, |c| async move {
+                    c.lease_client().time_to_live(id, None).await
+                })
+                .await?
+                .ttl();
             if ttl > 0 {
                 expiry = Some(SystemTime::now() + Duration::from_secs(ttl as u64));
             }
@@ -523,17 +602,20 @@ impl EtcdStore {
     }
 
     /// Grants a lease of `secs` seconds; answers its id and the TTL etcd granted.
-    async fn grant(&self, client: &Client, secs: u32) -> Result<(i64, i64), StoreError> {
-        let mut lease = client.lease_client();
-        let r = self.call(lease.grant(i64::from(secs), None)).await?;
+    async fn grant(&self, pool: &Pool, secs: u32) -> Result<(i64, i64), StoreError> {
+        let r = self
+            .run(pool, false, |c| async move {
+                c.lease_client().grant(i64::from(secs), None).await
+            })
+            .await?;
         Ok((r.id(), r.ttl()))
     }
 
     /// Revokes leases of writes that did not happen (best effort: they expire anyway).
-    async fn revoke(&self, client: &Client, leases: &[i64]) {
-        for id in leases {
-            let mut lease = client.lease_client();
-            if let Err(e) = self.call(lease.revoke(*id)).await {
+    async fn revoke(&self, pool: &Pool, leases: &[i64]) {
+        for &id in leases {
+            let revoke = |c: Client| async move { c.lease_client().revoke(id).await };
+            if let Err(e) = self.run(pool, true, revoke).await {
                 tracing::debug!(lease = id, error = %e, "etcd: could not revoke an unused lease");
             }
         }
@@ -544,7 +626,7 @@ impl EtcdStore {
     /// written.
     async fn commit(
         &self,
-        client: &Client,
+        pool: &Pool,
         writes: Vec<(String, Guard, Action)>,
     ) -> Result<bool, StoreError> {
         if writes.iter().any(|(_, g, _)| *g == Guard::Never) {
@@ -570,7 +652,7 @@ impl EtcdStore {
                 Action::Delete => ops.push(TxnOp::delete(key.as_str(), None::<DeleteOptions>)),
                 Action::Put { value, ttl } => {
                     let (opts, granted) = match ttl {
-                        Some(Ttl::Seconds(s)) => match self.grant(client, *s).await {
+                        Some(Ttl::Seconds(s)) => match self.grant(pool, *s).await {
                             Ok((id, granted)) => {
                                 leases.push(id);
                                 (Some(PutOptions::new().with_lease(id)), granted)
@@ -591,21 +673,24 @@ impl EtcdStore {
             }
         }
         if let Err(e) = outcome {
-            self.revoke(client, &leases).await;
+            self.revoke(pool, &leases).await;
             return Err(e);
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        let mut kv = client.kv_client();
-        match self.call(kv.txn(txn)).await {
+        let send = |c: Client| {
+            let txn = txn.clone();
+            async move { c.kv_client().txn(txn).await }
+        };
+        match self.run(pool, false, send).await {
             Ok(r) if r.succeeded() => Ok(true),
             Ok(_) => {
-                self.revoke(client, &leases).await;
+                self.revoke(pool, &leases).await;
                 Ok(false)
             }
             // A write that timed out may still have been applied: keep its leases.
             Err(e @ StoreError::Timeout(_)) => Err(e),
             Err(e) => {
-                self.revoke(client, &leases).await;
+                self.revoke(pool, &leases).await;
                 Err(e)
             }
         }
@@ -631,13 +716,19 @@ fn delete_guard(req: &DeleteRequest) -> Result<Guard, StoreError> {
 impl StateStore for EtcdStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
         let key = self.etcd_key(&req.key)?;
-        let client = self.shared.client().await?;
-        let mut kv = client.kv_client();
-        let resp = self
-            .call(kv.get(key.as_str(), Some(Self::get_options(req.consistency))))
-            .await?;
+        let pool = self.shared.pool().await?;
+        let consistency = req.consistency;
+        let read = |c: Client| {
+            let key = key.clone();
+            async move {
+                c.kv_client()
+                    .get(key, Some(Self::get_options(consistency)))
+                    .await
+            }
+        };
+        let resp = self.run(&pool, true, read).await?;
         match resp.kvs().first() {
-            Some(found) => Ok(Some(self.entry(&client, &req.key, found).await?)),
+            Some(found) => Ok(Some(self.entry(&pool, &req.key, found).await?)),
             None => Ok(None),
         }
     }
@@ -646,7 +737,7 @@ impl StateStore for EtcdStore {
     /// chunk read at the same revision.
     async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
         let mut out: Vec<BulkGetItem> = Vec::with_capacity(reqs.len());
-        let client = match self.shared.client().await {
+        let pool = match self.shared.pool().await {
             Ok(c) => c,
             Err(e) => return reqs.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -664,13 +755,16 @@ impl StateStore for EtcdStore {
                         .map(|k| TxnOp::get(k.as_str(), Some(Self::get_options(r.consistency))))
                 })
                 .collect();
-            let mut kv = client.kv_client();
-            let answers = if ops.is_empty() {
+            let nothing_to_read = ops.is_empty();
+            let txn = Txn::new().and_then(ops);
+            let read = |c: Client| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            };
+            let answers = if nothing_to_read {
                 Ok(Vec::new())
             } else {
-                self.call(kv.txn(Txn::new().and_then(ops)))
-                    .await
-                    .map(|r| r.op_responses())
+                self.run(&pool, true, read).await.map(|r| r.op_responses())
             };
             let mut answers = match answers {
                 Ok(a) => a.into_iter(),
@@ -686,7 +780,7 @@ impl StateStore for EtcdStore {
                 }
                 let item = match answers.next() {
                     Some(TxnOpResponse::Get(g)) => match g.kvs().first() {
-                        Some(found) => self.entry(&client, &r.key, found).await.map(Some),
+                        Some(found) => self.entry(&pool, &r.key, found).await.map(Some),
                         None => Ok(None),
                     },
                     _ => Err(StoreError::Internal(
@@ -702,13 +796,13 @@ impl StateStore for EtcdStore {
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
         let key = self.etcd_key(&req.key)?;
         let guard = set_guard(&req)?;
-        let client = self.shared.client().await?;
+        let pool = self.shared.pool().await?;
         let first_write = guard == Guard::Absent;
         let action = Action::Put {
             value: req.value,
             ttl: req.ttl,
         };
-        if self.commit(&client, vec![(key, guard, action)]).await? {
+        if self.commit(&pool, vec![(key, guard, action)]).await? {
             Ok(())
         } else if first_write {
             Err(StoreError::EtagMismatch(Some(
@@ -722,9 +816,9 @@ impl StateStore for EtcdStore {
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
         let key = self.etcd_key(&req.key)?;
         let guard = delete_guard(&req)?;
-        let client = self.shared.client().await?;
+        let pool = self.shared.pool().await?;
         if self
-            .commit(&client, vec![(key, guard, Action::Delete)])
+            .commit(&pool, vec![(key, guard, Action::Delete)])
             .await?
         {
             Ok(())
@@ -782,8 +876,8 @@ impl StateStore for EtcdStore {
                 }
             }
         }
-        let client = self.shared.client().await?;
-        if self.commit(&client, writes).await? {
+        let pool = self.shared.pool().await?;
+        if self.commit(&pool, writes).await? {
             Ok(())
         } else {
             Err(StoreError::EtagMismatch(Some(
@@ -807,13 +901,18 @@ impl StateStore for EtcdStore {
             }
             None => base.clone().into_bytes(),
         };
-        let client = self.shared.client().await?;
-        let mut kv = client.kv_client();
-        let opts = GetOptions::new()
-            .with_range(end)
-            .with_keys_only()
-            .with_limit(limit as i64);
-        let resp = self.call(kv.get(start, Some(opts))).await?;
+        let pool = self.shared.pool().await?;
+        let read = |c: Client| {
+            let (start, end) = (start.clone(), end.clone());
+            async move {
+                let opts = GetOptions::new()
+                    .with_range(end)
+                    .with_keys_only()
+                    .with_limit(limit as i64);
+                c.kv_client().get(start, Some(opts)).await
+            }
+        };
+        let resp = self.run(&pool, true, read).await?;
         let mut keys = Vec::with_capacity(resp.kvs().len());
         let mut last = None;
         for found in resp.kvs() {
@@ -832,13 +931,18 @@ impl StateStore for EtcdStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.shared.client().await?;
-        let mut kv = client.kv_client();
+        let pool = self.shared.pool().await?;
         // A linearizable read needs a quorum, so this checks the cluster, not one member.
         let key = format!("{}/", self.settings().prefix);
-        self.call(kv.get(key, Some(GetOptions::new().with_count_only())))
-            .await
-            .map(|_| ())
+        let read = |c: Client| {
+            let key = key.clone();
+            async move {
+                c.kv_client()
+                    .get(key, Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        };
+        self.run(&pool, true, read).await.map(|_| ())
     }
 }
 

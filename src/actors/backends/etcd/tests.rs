@@ -592,3 +592,20 @@ async fn an_unreachable_cluster_fails_fast_and_clearly() {
     );
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
+
+#[tokio::test]
+async fn a_member_that_is_down_is_skipped_for_every_call() {
+    // The first endpoint refuses connections (a member that is down): every call still
+    // succeeds on the others, reads and guarded writes alike, none answering an error.
+    let p = prefix();
+    let eps = format!("http://127.0.0.1:1,{}", endpoints());
+    let f = build(&config("v1", &[("endpoints", &eps), ("keyPrefixPath", &p)])).unwrap();
+    let s = f.create().unwrap();
+    for i in 0..30 {
+        s.set(set("k", &i.to_string())).await.unwrap();
+        let (v, etag) = read(&s, "k").await.unwrap();
+        assert_eq!(v, i.to_string());
+        s.set(guarded("k", "g", &etag)).await.unwrap();
+        s.ping().await.unwrap();
+    }
+}
