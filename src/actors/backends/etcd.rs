@@ -474,6 +474,10 @@ fn map_err(e: etcd_client::Error, timeout: Duration) -> StoreError {
     use etcd_client::Error as E;
     match e {
         E::GRpcStatus(st) => match st.code() {
+            tonic::Code::ResourceExhausted => StoreError::InvalidRequest(format!(
+                "etcd refused the request as too large (limit: the server's --max-request-bytes, 1.5 MiB by default): {}",
+                st.message()
+            )),
             tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
                 StoreError::InvalidRequest(format!("etcd refused the request: {}", st.message()))
             }

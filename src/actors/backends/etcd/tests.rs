@@ -609,3 +609,18 @@ async fn a_member_that_is_down_is_skipped_for_every_call() {
         s.ping().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_value_larger_than_the_server_takes_is_a_clear_error() {
+    // etcd refuses requests over --max-request-bytes (1.5 MiB by default).
+    let (s, _p, _raw) = store().await;
+    for size in [1600 * 1024, 3 * 1024 * 1024] {
+        let big = "x".repeat(size);
+        let err = s.set(set("big", &big)).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidRequest(m) if m.contains("too large")),
+            "{size}: {err}"
+        );
+        assert_eq!(read(&s, "big").await, None);
+    }
+}
