@@ -7,6 +7,7 @@
 //! capabilities in their descriptor and the gateway consults them.
 
 mod capability;
+pub mod lint;
 mod matrix;
 pub mod query;
 
