@@ -48,6 +48,32 @@ ensure_redis() {
   wait_for redis 15 redis_ping "$host" "$port"
 }
 
+nats_jetstream() { # nats_jetstream HOST PORT: the server's INFO line announces JetStream
+  local info
+  { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
+  IFS= read -r -t 2 info <&3 || true
+  exec 3<&- 3>&-
+  [[ "$info" == INFO* && "$info" == *'"jetstream":true'* ]]
+}
+
+ensure_nats() {
+  local host=127.0.0.1 port=${NATS_PORT:-4222}
+  # The binary is needed even when a server already answers: a failure test starts, kills
+  # and restarts a private nats-server of its own.
+  command -v nats-server >/dev/null || { log "nats: installing"; apt_install nats-server; }
+  if nats_jetstream "$host" "$port" 2>/dev/null; then log "nats: up with JetStream on $host:$port"; return 0; fi
+  if tcp_open "$host" "$port"; then
+    log "nats: something listens on $host:$port but does not announce JetStream; start nats-server with -js"
+    return 1
+  fi
+  local dir="${TMPDIR:-/tmp}/mecha-nats-$port"
+  mkdir -p "$dir"
+  log "nats: starting on $host:$port (JetStream in $dir)"
+  nohup nats-server -a "$host" -p "$port" -js -sd "$dir" -l "$dir/nats.log" >/dev/null 2>&1 &
+  disown || true
+  wait_for nats 15 nats_jetstream "$host" "$port"
+}
+
 pg_ready() { tcp_open 127.0.0.1 "${PGPORT:-5432}"; }
 
 ensure_postgres() {
@@ -90,12 +116,15 @@ ensure_node() {
 }
 
 # The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
-# the clone (reused between runs), Redis and PostgreSQL up, and their URLs exported.
+# the clone (reused between runs), Redis, PostgreSQL and NATS (with JetStream) up, and their
+# URLs exported.
 prepare_test_environment() {
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mecha/target}"
   export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
   ensure_redis
   ensure_postgres
+  ensure_nats
+  export NATS_URL="${NATS_URL:-nats://127.0.0.1:${NATS_PORT:-4222}}"
   export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
   export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of Mecha: unit, integration, conformance against real Redis and PostgreSQL,
-# and the official-SDK compatibility tests. Starts (or installs, on Debian) the services it
+# Runs every test of Mecha: unit, integration, conformance against real Redis, PostgreSQL and
+# NATS JetStream, and the official-SDK compatibility tests. Starts (or installs, on Debian) the services it
 # needs; no test is ever skipped because a service is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

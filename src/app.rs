@@ -84,12 +84,14 @@ impl Running {
 /// Starts Mecha with validated configuration.
 pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let settings = config.settings;
-    let catalog = Arc::new(Catalog::new(
-        &config.components,
-        &settings.apps,
-        &opts.app_id,
-        settings.limits.clone(),
-    ));
+    let catalog =
+        Catalog::new(&config.components, &settings, &opts.app_id).map_err(|problems| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refused store policies: {}", problems.join("; ")),
+            )
+        })?;
+    let catalog = Arc::new(catalog);
     let prometheus = crate::metrics::install();
 
     let grpc_listener = GrpcServer::bind(SocketAddr::new(opts.listen_address, opts.grpc_port))?;
@@ -149,7 +151,7 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     for s in catalog.stores() {
         tracing::info!(
             store = %s.name, r#type = %s.component_type, version = %s.version,
-            capabilities = %s.capabilities.to_list_string(), "state store ready"
+            capabilities = %s.capabilities.to_list_string(), matrix = %s.matrix.describe(), "state store ready"
         );
     }
     if catalog.stores().is_empty() {

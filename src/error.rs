@@ -193,6 +193,15 @@ pub enum ErrorKind {
     TransactionsNotSupported,
     /// The store does not do queries.
     QueryNotSupported,
+    /// The store's effective matrix rejects a capability the call needs (the detail names
+    /// the capability and the policy).
+    CapabilityRejected {
+        /// The capability.
+        capability: crate::capabilities::Feature,
+        /// Whether the request asked for an option the store cannot give (400 /
+        /// `INVALID_ARGUMENT`) rather than an operation it lacks (500 / `UNIMPLEMENTED`).
+        client: bool,
+    },
     /// More transaction operations than the store (or Mecha's limit) allows.
     TooManyTransactionOps {
         /// Operations in the request.
@@ -243,6 +252,7 @@ pub struct Error {
     key: String,
     app_id: String,
     detail: String,
+    receipt: Option<String>,
 }
 
 impl Error {
@@ -255,6 +265,7 @@ impl Error {
             key: String::new(),
             app_id: String::new(),
             detail: String::new(),
+            receipt: None,
         }
     }
 
@@ -280,6 +291,18 @@ impl Error {
     pub fn detail(mut self, detail: impl Into<String>) -> Error {
         self.detail = detail.into();
         self
+    }
+
+    /// Attaches the receipt of a call that failed after non-native decisions were applied
+    /// (e.g. one item of an emulated bulk save failing its ETag check).
+    pub fn with_receipt(mut self, receipt: &crate::capabilities::Receipt) -> Error {
+        self.receipt = receipt.header_value();
+        self
+    }
+
+    /// The `mecha-receipt` value the error response carries, if any.
+    pub fn receipt(&self) -> Option<&str> {
+        self.receipt.as_deref()
     }
 
     /// A legacy malformed-request error with `message`.
@@ -463,7 +486,11 @@ impl Error {
                 http_status: 500,
                 grpc_code: G::Unimplemented,
                 error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
-                message: format!("state store {} doesn't support transactions", self.store),
+                message: format!(
+                    "state store {} doesn't support transactions{}",
+                    self.store,
+                    self.detail_suffix()
+                ),
                 details: vec![
                     Detail::Help {
                         description: HELP_DESCRIPTION.into(),
@@ -477,10 +504,38 @@ impl Error {
                 http_status: 500,
                 grpc_code: G::Internal,
                 error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
-                message: "state store does not support querying".into(),
+                message: format!(
+                    "state store does not support querying{}",
+                    self.detail_suffix()
+                ),
                 details: vec![
                     self.resource_info(),
                     self.error_info("DAPR_STATE_QUERYING_NOT_SUPPORTED", None),
+                ],
+            },
+            K::CapabilityRejected { capability, client } => Wire {
+                http_status: if *client { 400 } else { 500 },
+                grpc_code: if *client {
+                    G::InvalidArgument
+                } else {
+                    G::Unimplemented
+                },
+                error_code: "ERR_STATE_STORE_NOT_SUPPORTED",
+                message: format!(
+                    "state store {} rejected the {} request: {}",
+                    self.store,
+                    self.op.method_name(),
+                    self.detail
+                ),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info(
+                        "MECHA_CAPABILITY_REJECTED",
+                        Some(BTreeMap::from([(
+                            "capability".to_owned(),
+                            capability.policy_name().to_owned(),
+                        )])),
+                    ),
                 ],
             },
             K::TooManyTransactionOps { count, max } => Wire {
@@ -604,6 +659,16 @@ impl Error {
                 "ERR_HEALTH_APPID_NOT_MATCH",
                 "dapr app-id does not match".into(),
             ),
+        }
+    }
+
+    /// ` (detail)` when a capability decision explains the error (see
+    /// [`ErrorKind::CapabilityRejected`]), empty for daprd's own wording.
+    fn detail_suffix(&self) -> String {
+        if self.detail.starts_with("capability ") {
+            format!(" ({})", self.detail)
+        } else {
+            String::new()
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use mecha::capabilities::{MatrixRow, render_matrix};
+use mecha::capabilities::{Matrix, render_effective};
 use mecha::config::{Config, ConfigSources};
 
 /// Mecha: a Dapr State API proxy with explicit portability.
@@ -89,17 +89,21 @@ fn check(args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rows: Vec<MatrixRow> = config
+    // `load` has refused every policy that would break a guarantee, so each matrix builds.
+    let stores: Vec<(String, String, Matrix)> = config
         .components
         .iter()
-        .map(|c| MatrixRow {
-            name: c.name.clone(),
-            detail: format!("{} {}", c.component_type, c.version),
-            capabilities: c.capabilities(),
-            conditional: mecha::capabilities::CapabilitySet::EMPTY,
+        .filter_map(|c| {
+            let m = c.matrix(&config.settings).ok()?;
+            Some((
+                c.name.clone(),
+                format!("{} {}", c.component_type, c.version),
+                m,
+            ))
         })
         .collect();
-    println!("{}", render_matrix("store", "type", &rows));
+    println!("Effective capabilities per store (after policy):\n");
+    println!("{}", render_effective(&stores));
     for w in &config.warnings {
         println!("warning: {w}");
     }

@@ -288,6 +288,21 @@ pub fn record_grpc(app: &str, method: &str, status: &str, elapsed: Duration) {
     );
 }
 
+/// Non-native capability decisions: `app_id`, `component`, `capability`, `status`
+/// (`emulated`, `ignored` or `rejected`). Mecha's own metric.
+pub const CAPABILITY_DECISIONS: &str = "mecha_capability_decisions_total";
+
+/// Records one non-native capability decision of the negotiation.
+pub fn record_capability_decision(app: &str, store: &str, capability: &str, status: &str) {
+    let labels = [
+        ("app_id", app.to_owned()),
+        ("component", store.to_owned()),
+        ("capability", capability.to_owned()),
+        ("status", status.to_owned()),
+    ];
+    metrics::counter!(CAPABILITY_DECISIONS, &labels).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,10 +64,98 @@ fn check_prints_the_stores_and_their_capabilities() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("| `statestore` | state.in-memory v1 | ✔ | ✔ |"),
+        stdout.contains(
+            "| `statestore` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | rejected |"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("configuration OK: 1 state store(s)"));
+}
+
+/// Two stores (in-memory and Redis, which connects lazily) and a policy file.
+fn policy_setup(policy: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let components = dir.path().join("components");
+    std::fs::create_dir(&components).unwrap();
+    std::fs::write(
+        components.join("stores.yaml"),
+        "kind: Component\nmetadata:\n  name: mem\nspec:\n  type: state.in-memory\n---\nkind: Component\nmetadata:\n  name: cache\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("mecha.yaml");
+    std::fs::write(&cfg, policy).unwrap();
+    let (c, f) = (
+        components.to_str().unwrap().to_owned(),
+        cfg.to_str().unwrap().to_owned(),
+    );
+    (dir, c, f)
+}
+
+#[test]
+fn check_prints_the_effective_matrix_after_policy() {
+    let (_dir, components, cfg) = policy_setup(
+        "stores:\n  cache:\n    default: reject\n    strongConsistency: ignore\n  mem:\n    partitionKey: ignore\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--resources-path", &components, "--config", &cfg])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| `cache` | state.redis v1 | native | native | native (max 1000) | native | native | ignored | rejected | rejected |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| `mem` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | ignored |"),
+        "{stdout}"
+    );
+}
+
+/// A policy that would break a guarantee stops `mecha check` and start-up, with every
+/// problem listed at once, each naming the store and the capability.
+#[test]
+fn refused_policies_stop_check_and_start_up() {
+    let (_dir, components, cfg) = policy_setup(
+        "stores:\n  cache:\n    strongConsistency: emulate\n  mem:\n    query: ignore\n  ghost:\n    ttl: emulate\n",
+    );
+    for args in [
+        vec!["check", "--resources-path", &components, "--config", &cfg],
+        vec![
+            "run",
+            "--resources-path",
+            &components,
+            "--config",
+            &cfg,
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("3 problem(s)"), "{stderr}");
+        assert!(
+            stderr.contains("stores.cache.strongConsistency: store 'cache' (state.redis): capability strongConsistency (STRONG_CONSISTENCY): policy 'emulate' is refused"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("stores.mem.query: store 'mem' (state.in-memory): capability query (QUERY_API): policy 'ignore' is refused"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("stores.ghost: no state store named 'ghost' is configured"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

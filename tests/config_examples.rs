@@ -52,6 +52,10 @@ fn example_components_load() {
         types.iter().any(|t| t == "state.redis"),
         "no Redis example: {types:?}"
     );
+    assert!(
+        types.iter().any(|t| t == "state.jetstream"),
+        "no JetStream example: {types:?}"
+    );
 }
 
 #[test]

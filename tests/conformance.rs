@@ -28,6 +28,7 @@ macro_rules! conformance {
                 racing_writers_with_one_etag_have_one_winner, keys_with_unusual_characters,
                 query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
                 query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
+                undeclared_ttl_is_refused_not_ignored,
             );
         }
     };
@@ -43,5 +44,28 @@ macro_rules! conformance {
 }
 
 conformance!(in_memory, conformance::harness::in_memory());
+conformance!(kv_in_memory, conformance::harness::kv_in_memory());
 conformance!(redis, conformance::harness::redis());
 conformance!(postgresql, conformance::harness::postgresql());
+conformance!(jetstream, conformance::harness::jetstream());
+
+/// Key listing (`StateStore::list_keys`), on the stores that implement it.
+mod list_keys {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_memory() {
+        conformance::cases::list_keys_pages_every_live_key(
+            &conformance::harness::in_memory().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn jetstream() {
+        conformance::cases::list_keys_pages_every_live_key(
+            &conformance::harness::jetstream().await,
+        )
+        .await;
+    }
+}

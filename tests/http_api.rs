@@ -382,10 +382,16 @@ async fn bulk_get_returns_items_in_request_order() {
 
 #[actix_rt::test]
 async fn transactions_apply_atomically() {
-    let m = TestMecha::memory().start().await;
+    // No store has partitions: `partitionKey` is ignored here by policy, with a receipt.
+    let m = TestMecha::memory()
+        .settings("stores:\n  statestore:\n    partitionKey: ignore\n")
+        .start()
+        .await;
     m.save("statestore", "k2", json!("old")).await;
     let tx = r#"{"operations":[{"operation":"upsert","request":{"key":"k1","value":{"a":1},"metadata":{"ttlInSeconds":"60"}}},{"operation":"delete","request":{"key":"k2"}}],"metadata":{"partitionKey":"p1"}}"#;
-    assert_eq!(m.post(&format!("{S}/transaction"), tx).await.status(), 204);
+    let r = m.post(&format!("{S}/transaction"), tx).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["mecha-receipt"], "partition-key=ignored");
     assert_eq!(
         m.get(&format!("{S}/k1")).await.text().await.unwrap(),
         r#"{"a":1}"#
@@ -477,7 +483,7 @@ async fn capability_refusals_for_transactions_and_query() {
         (
             500,
             "ERR_STATE_STORE_NOT_SUPPORTED",
-            "state store plain doesn't support transactions"
+            "state store plain doesn't support transactions (capability transactions (TRANSACTIONAL), policy: reject (built-in default))"
         )
     );
     let types: Vec<&str> = details
@@ -503,7 +509,7 @@ async fn capability_refusals_for_transactions_and_query() {
         (
             500,
             "ERR_STATE_STORE_NOT_SUPPORTED",
-            "state store does not support querying"
+            "state store does not support querying (capability query (QUERY_API), policy: reject (built-in default))"
         )
     );
     assert_eq!(details.len(), 2);

@@ -7,6 +7,7 @@
 //! knows about HTTP, gRPC or Dapr error codes.
 
 pub mod backends;
+pub mod emulation;
 mod handle;
 mod store;
 mod store_actor;

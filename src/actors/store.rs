@@ -165,4 +165,10 @@ pub trait StoreFactory: Send + Sync + 'static {
     fn max_transaction_ops(&self) -> Option<usize> {
         None
     }
+
+    /// Whether the store's instances implement [`StateStore::list_keys`] (required before
+    /// Mecha emulates TTL on the store, for the expiry sweep).
+    fn lists_keys(&self) -> bool {
+        false
+    }
 }

@@ -29,6 +29,9 @@ pub struct ActorSettings {
     pub health_interval: Duration,
     /// Consecutive failed pings after which a shard restarts (rebuilds its store instance).
     pub restart_after_failed_pings: u32,
+    /// How often the sweep of emulated TTL runs (expired items are invisible at once; the
+    /// sweep only reclaims their space).
+    pub ttl_sweep_interval: Duration,
 }
 
 impl Default for ActorSettings {
@@ -38,6 +41,7 @@ impl Default for ActorSettings {
             request_timeout: Duration::from_secs(5),
             health_interval: Duration::from_secs(5),
             restart_after_failed_pings: 3,
+            ttl_sweep_interval: Duration::from_secs(10),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Renders the capability matrix as a markdown table (for `mecha check` and the README).
 
-use super::{Capability, CapabilitySet};
+use super::{Capability, CapabilitySet, Feature, Matrix};
 
 /// One row of the matrix: a component type (or a configured store) and what it does natively.
 #[derive(Debug, Clone)]
@@ -34,6 +34,33 @@ pub fn render_matrix(first_header: &str, second_header: &str, rows: &[MatrixRow]
                 (true, true) => " (✔) |",
                 _ => " – |",
             });
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders the effective matrix of configured stores (`mecha check`): one column per
+/// negotiable capability, each cell `native`, `emulated`, `ignored` or `rejected`.
+pub fn render_effective(stores: &[(String, String, Matrix)]) -> String {
+    let mut out = String::from("| store | type |");
+    for f in Feature::ALL {
+        out.push_str(&format!(" {} |", f.policy_name()));
+    }
+    out.push_str("\n| --- | --- |");
+    for _ in Feature::ALL {
+        out.push_str(" --- |");
+    }
+    out.push('\n');
+    for (name, detail, m) in stores {
+        out.push_str(&format!("| `{name}` | {detail} |"));
+        for f in Feature::ALL {
+            let s = m.status(f);
+            if f == Feature::Transactions && s.is_real() {
+                out.push_str(&format!(" {s} (max {}) |", m.max_transaction_ops()));
+            } else {
+                out.push_str(&format!(" {s} |"));
+            }
         }
         out.push('\n');
     }

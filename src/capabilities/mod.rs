@@ -1,15 +1,22 @@
 //! Capabilities: what a store can do, as pure data.
 //!
 //! This module owns the capability vocabulary (Dapr's feature strings plus the
-//! few Mecha needs to tell apart), the matrix rendering used by `mecha check`
-//! and the README drift test, and the parser of the state query language that
-//! `QUERY_API` stores share. It performs no I/O; backends declare their
-//! capabilities in their descriptor and the gateway consults them.
+//! few Mecha needs to tell apart), the effective matrix of a store after the
+//! operator's policy ([`Matrix`]), negotiation of one request against it
+//! ([`negotiate`] → [`Plan`] → [`Receipt`]), the matrix rendering used by
+//! `mecha check` and the README drift test, and the parser of the state query
+//! language that `QUERY_API` stores share. It performs no I/O; backends declare
+//! their capabilities in their descriptor and the gateway consults them.
 
 mod capability;
 pub mod lint;
 mod matrix;
+mod policy;
 pub mod query;
 
 pub use capability::{Capability, CapabilitySet};
-pub use matrix::{MatrixRow, render_matrix};
+pub use matrix::{MatrixRow, render_effective, render_matrix};
+pub use policy::{
+    Action, Cell, Feature, Matrix, Needs, Origin, Plan, Policy, PolicyProblem, RECEIPT_HEADER,
+    Receipt, Shape, Status, Step, StoreTraits, emulation, ignorable, needs, negotiate,
+};

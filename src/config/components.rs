@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::ConfigError;
 use crate::actors::StoreFactory;
 use crate::actors::backends::{self, ComponentConfig, Descriptor};
-use crate::capabilities::CapabilitySet;
+use crate::capabilities::{CapabilitySet, Matrix, PolicyProblem, StoreTraits};
 use crate::keys::KeyPrefix;
 
 /// Where components come from.
@@ -77,6 +77,30 @@ impl LoadedComponent {
     /// What the store does natively.
     pub fn capabilities(&self) -> CapabilitySet {
         self.factory.capabilities()
+    }
+
+    /// The store's native traits, with Mecha's transaction limit applied.
+    pub fn traits(&self, limits: &super::Limits) -> StoreTraits {
+        StoreTraits {
+            native: self.factory.capabilities(),
+            lists_keys: self.factory.lists_keys(),
+            max_transaction_ops: self
+                .factory
+                .max_transaction_ops()
+                .map_or(limits.max_transaction_ops, |m| {
+                    m.min(limits.max_transaction_ops)
+                }),
+        }
+    }
+
+    /// The effective matrix under the store's policy in `settings` (none: the built-in default).
+    pub fn matrix(&self, settings: &super::Settings) -> Result<Matrix, Vec<PolicyProblem>> {
+        let policy = settings
+            .policies
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default();
+        Matrix::build(self.traits(&settings.limits), &policy)
     }
 }
 
@@ -170,7 +194,7 @@ pub fn parse_components(
     let mut warnings = Vec::new();
     let mut out: Vec<LoadedComponent> = Vec::new();
     for (file, text) in files {
-        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let value = match Value::deserialize(doc) {
                 Ok(Value::Null) => continue,
                 Ok(v) => v,
@@ -183,7 +207,7 @@ pub fn parse_components(
                     break;
                 }
             };
-            let raw: RawDoc = match serde_yaml::from_value(value) {
+            let raw: RawDoc = match serde_norway::from_value(value) {
                 Ok(r) => r,
                 Err(e) => {
                     errors.push(ConfigError::new(

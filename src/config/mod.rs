@@ -65,6 +65,37 @@ pub struct Config {
     pub warnings: Vec<ConfigError>,
 }
 
+/// Every policy of `settings` that names an unknown store or would break a guarantee on its
+/// store, each naming the store and the capability. Start-up and `mecha check` both refuse them.
+pub fn policy_problems(
+    file: &Path,
+    settings: &Settings,
+    components: &[LoadedComponent],
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for name in settings.policies.keys() {
+        if !components.iter().any(|c| &c.name == name) {
+            errors.push(ConfigError::new(
+                file,
+                format!("stores.{name}"),
+                format!("no state store named '{name}' is configured"),
+            ));
+        }
+    }
+    for c in components {
+        if let Err(problems) = c.matrix(settings) {
+            for p in problems {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("stores.{}.{}", c.name, p.feature.policy_name()),
+                    format!("store '{}' ({}): {p}", c.name, c.component_type),
+                ));
+            }
+        }
+    }
+    errors
+}
+
 /// Where to load configuration from.
 #[derive(Debug, Clone)]
 pub struct ConfigSources {
@@ -125,6 +156,11 @@ impl Config {
                 (Vec::new(), Vec::new())
             }
         };
+        let config_file = sources
+            .config_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        errors.extend(policy_problems(&config_file, &settings, &components));
         if errors.is_empty() {
             Ok(Config {
                 settings,

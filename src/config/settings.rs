@@ -3,11 +3,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::ConfigError;
 use crate::actors::ActorSettings;
 use crate::actors::backends::parse_duration;
+use crate::capabilities::{Action, Feature, Policy};
 
 /// An app allowed to call Mecha, identified by its API token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,8 @@ pub struct Settings {
     pub actors: ActorSettings,
     /// Server tunables.
     pub server: ServerSettings,
+    /// Per-store capability policies (`stores:`), by store name.
+    pub policies: BTreeMap<String, Policy>,
 }
 
 #[derive(Deserialize, Default)]
@@ -87,6 +92,8 @@ struct RawSettings {
     actors: RawActors,
     #[serde(default)]
     server: RawServer,
+    #[serde(default)]
+    stores: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -100,7 +107,7 @@ struct RawApp {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawLimits {
-    max_body_size: Option<serde_yaml::Value>,
+    max_body_size: Option<serde_norway::Value>,
     max_key_length: Option<usize>,
     max_bulk_items: Option<usize>,
     max_transaction_ops: Option<usize>,
@@ -114,6 +121,7 @@ struct RawActors {
     request_timeout: Option<String>,
     health_interval: Option<String>,
     restart_after_failed_pings: Option<u32>,
+    ttl_sweep_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -155,7 +163,7 @@ impl Settings {
         let raw: RawSettings = if text.trim().is_empty() {
             RawSettings::default()
         } else {
-            serde_yaml::from_str(text)
+            serde_norway::from_str(text)
                 .map_err(|e| vec![ConfigError::new(file, "", e.to_string())])?
         };
         let mut errors = Vec::new();
@@ -209,8 +217,8 @@ impl Settings {
         let l = raw.limits;
         if let Some(v) = l.max_body_size {
             let text = match &v {
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::String(s) => s.clone(),
+                serde_norway::Value::Number(n) => n.to_string(),
+                serde_norway::Value::String(s) => s.clone(),
                 _ => String::from("?"),
             };
             match parse_size(&text) {
@@ -279,12 +287,45 @@ impl Settings {
             &mut s.actors.health_interval,
         );
         duration(
+            "actors.ttlSweepInterval",
+            raw.actors.ttl_sweep_interval,
+            &mut s.actors.ttl_sweep_interval,
+        );
+        duration(
             "server.shutdownTimeout",
             raw.server.shutdown_timeout,
             &mut s.server.shutdown_timeout,
         );
         if let Some(w) = raw.server.workers {
             s.server.workers = w;
+        }
+        for (store, entries) in raw.stores {
+            let mut policy = Policy::default();
+            for (name, value) in entries {
+                let field = format!("stores.{store}.{name}");
+                let action = match Action::parse(&value) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        err(&field, e);
+                        continue;
+                    }
+                };
+                if name == "default" {
+                    policy.default = Some(action);
+                } else if let Some(f) = Feature::parse_policy_name(&name) {
+                    policy.features.insert(f, action);
+                } else {
+                    let known: Vec<&str> = Feature::ALL.iter().map(|f| f.policy_name()).collect();
+                    err(
+                        &field,
+                        format!(
+                            "unknown capability '{name}': use default or one of {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+            s.policies.insert(store, policy);
         }
         if errors.is_empty() {
             Ok(s)
@@ -354,6 +395,21 @@ mod tests {
     fn unknown_fields_are_rejected() {
         let errs = parse("limitz: {}\n").unwrap_err();
         assert!(errs[0].message.contains("unknown field"), "{errs:?}");
+    }
+
+    #[test]
+    fn store_policies_parse_and_bad_ones_are_all_reported() {
+        let s = parse(
+            "stores:\n  kvstore:\n    default: reject\n    ttl: emulate\n    bulk: emulate\n    strongConsistency: ignore\n",
+        )
+        .unwrap();
+        let p = &s.policies["kvstore"];
+        assert_eq!(p.default, Some(Action::Reject));
+        assert_eq!(p.features[&Feature::Ttl], Action::Emulate);
+        assert_eq!(p.features[&Feature::StrongConsistency], Action::Ignore);
+        let errs = parse("stores:\n  a:\n    ttl: degrade\n    colour: ignore\n").unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["stores.a.colour", "stores.a.ttl"]);
     }
 
     #[test]

@@ -14,6 +14,14 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::LimitExceeded,
         ErrorKind::TransactionsNotSupported,
         ErrorKind::QueryNotSupported,
+        ErrorKind::CapabilityRejected {
+            capability: crate::capabilities::Feature::Ttl,
+            client: true,
+        },
+        ErrorKind::CapabilityRejected {
+            capability: crate::capabilities::Feature::Bulk,
+            client: false,
+        },
         ErrorKind::TooManyTransactionOps { count: 3, max: 2 },
         ErrorKind::UnsupportedOperation,
         ErrorKind::EmptyKey,
@@ -403,5 +411,45 @@ fn store_errors_map_to_kinds() {
     assert_eq!(
         e.wire(Protocol::Http).message,
         "failed saving state in state store s: possible etag mismatch. error from state store: inner"
+    );
+}
+
+#[test]
+fn capability_rejections_name_store_capability_and_policy() {
+    use crate::capabilities::Feature;
+    let e = Error::new(
+        ErrorKind::CapabilityRejected {
+            capability: Feature::StrongConsistency,
+            client: true,
+        },
+        Operation::Get,
+    )
+    .store("cache")
+    .detail("capability strongConsistency (STRONG_CONSISTENCY), policy: reject");
+    let http = e.wire(Protocol::Http);
+    assert_eq!(
+        (http.http_status, http.error_code),
+        (400, "ERR_STATE_STORE_NOT_SUPPORTED")
+    );
+    assert_eq!(
+        http.message,
+        "state store cache rejected the GetState request: capability strongConsistency (STRONG_CONSISTENCY), policy: reject"
+    );
+    assert_eq!(e.wire(Protocol::Grpc).grpc_code, GrpcCode::InvalidArgument);
+    let bulk = Error::new(
+        ErrorKind::CapabilityRejected {
+            capability: Feature::Bulk,
+            client: false,
+        },
+        Operation::BulkGet,
+    );
+    assert_eq!(bulk.wire(Protocol::Http).http_status, 500);
+    assert_eq!(bulk.wire(Protocol::Grpc).grpc_code, GrpcCode::Unimplemented);
+    let tx = Error::new(ErrorKind::TransactionsNotSupported, Operation::Transaction)
+        .store("kv")
+        .detail("capability transactions (TRANSACTIONAL), policy: reject");
+    assert_eq!(
+        tx.wire(Protocol::Grpc).message,
+        "state store kv doesn't support transactions (capability transactions (TRANSACTIONAL), policy: reject)"
     );
 }

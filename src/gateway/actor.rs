@@ -1,49 +1,42 @@
 //! The gateway actor: every state request from both front doors passes through one.
 //!
 //! One gateway actor runs per serving thread, next to that thread's store shards, so a
-//! request never hops threads. Each handler validates what is protocol-independent (keys,
-//! limits, TTL), applies the key prefix, calls the store through its handle as a separate
-//! task (so the actor never serializes requests), maps store errors, and records metrics.
-//! Later: capability negotiation (reject or degrade) and the metadata lint go here.
+//! request never hops threads. Every state operation, from either door, is one [`StateCall`]
+//! and goes through the same protocol-neutral pipeline:
+//!
+//! 1. **resolve** the store for the app ([`Catalog::resolve`]);
+//! 2. **negotiate the operation** (transactions, queries) against the store's effective
+//!    matrix, before the request body is looked at, in daprd's order;
+//! 3. **validate** keys, limits and TTL, and apply the key prefix;
+//! 4. **negotiate the request** ([`negotiate`]): what it needs (ETag, first-write, TTL, bulk,
+//!    strong consistency, `partitionKey`) against the matrix, giving a plan of native,
+//!    emulated, ignored and rejected steps; a rejected step fails the call with nothing applied;
+//! 5. **execute** the plan on the store actor, through its handle, as a separate task (so the
+//!    actor never serializes requests): ignored options are removed from the request,
+//!    emulated ones are served by Mecha (bulk fan-out in [`crate::actors::StateStore`]'s
+//!    defaults, TTL by [`crate::actors::emulation`]);
+//! 6. **attach the receipt** of every non-native decision to the answer;
+//! 7. **record** Dapr's store-call metrics and Mecha's decision counter.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use futures::future::LocalBoxFuture;
 
 use super::catalog::{AppId, Catalog, StoreInfo};
 use crate::actors::{StoreError, StoreHandle};
+use crate::capabilities::{Feature, Plan, Receipt, Shape, Status, needs, negotiate};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys;
 use crate::metrics;
 use crate::model::{
-    Consistency, DeleteRequest, GetRequest, Metadata, QueryRequest, QueryResponse, SetRequest,
-    StateEntry, TransactionOp, TransactionRequest, Ttl,
+    Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, QueryRequest, QueryResponse,
+    SetRequest, StateEntry, TTL_EXPIRE_TIME, TTL_IN_SECONDS, TransactionOp, TransactionRequest,
+    Ttl,
 };
 
-/// Who is calling which store (an index from [`Catalog::resolve`]).
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The calling app.
-    pub app: AppId,
-    /// Store index in the catalog.
-    pub store: usize,
-}
-
-/// GetState: `key` is the user's key.
-#[derive(Message)]
-#[rtype(result = "Result<Option<StateEntry>, Error>")]
-pub struct GetState {
-    /// Caller and store.
-    pub target: Target,
-    /// The user's key.
-    pub key: String,
-    /// Requested consistency.
-    pub consistency: Consistency,
-    /// Request metadata.
-    pub metadata: Metadata,
-}
+/// The request metadata key of Cosmos DB's partition key (no Mecha store has partitions).
+pub const PARTITION_KEY: &str = "partitionKey";
 
 /// One result of GetBulkState, keyed by the user's key.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,68 +47,160 @@ pub struct BulkItem {
     pub result: Result<Option<StateEntry>, String>,
 }
 
-/// GetBulkState.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<BulkItem>, Error>")]
-pub struct GetBulkState {
-    /// Caller and store.
-    pub target: Target,
-    /// The user's keys.
-    pub keys: Vec<String>,
-    /// Requested fan-out (≤ 0: Mecha's default).
-    pub parallelism: i32,
-    /// Metadata for every key.
-    pub metadata: Metadata,
+/// A state operation as the front doors hand it over, with user keys.
+#[derive(Debug, Clone)]
+pub enum StateRequest {
+    /// GetState.
+    Get {
+        /// The user's key.
+        key: String,
+        /// Requested consistency.
+        consistency: Consistency,
+        /// Request metadata.
+        metadata: Metadata,
+    },
+    /// GetBulkState.
+    BulkGet {
+        /// The user's keys.
+        keys: Vec<String>,
+        /// Requested fan-out (≤ 0: Mecha's default).
+        parallelism: i32,
+        /// Metadata for every key.
+        metadata: Metadata,
+    },
+    /// SaveState (one or several items); `ttl` is filled in here from metadata.
+    Save {
+        /// The items.
+        items: Vec<SetRequest>,
+    },
+    /// DeleteState (one item) or gRPC DeleteBulkState.
+    Delete {
+        /// The items.
+        items: Vec<DeleteRequest>,
+    },
+    /// ExecuteStateTransaction.
+    Transaction(TransactionRequest),
+    /// QueryStateAlpha1.
+    Query {
+        /// The JSON query text.
+        query: String,
+        /// Request metadata.
+        metadata: Metadata,
+    },
 }
 
-/// SaveState: requests carry user keys; `ttl` is filled in here from metadata.
-#[derive(Message)]
-#[rtype(result = "Result<(), Error>")]
-pub struct SaveState {
-    /// Caller and store.
-    pub target: Target,
-    /// The items.
-    pub items: Vec<SetRequest>,
+/// What a state operation returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateReply {
+    /// GetState: the entry, or `None` when missing.
+    Entry(Option<StateEntry>),
+    /// GetBulkState.
+    Bulk(Vec<BulkItem>),
+    /// Writes, deletes and transactions.
+    Done,
+    /// QueryStateAlpha1.
+    Query(QueryResponse),
 }
 
-/// DeleteState (one item) or DeleteBulkState (`bulk`), with user keys.
-#[derive(Message)]
-#[rtype(result = "Result<(), Error>")]
-pub struct DeleteState {
-    /// Caller and store.
-    pub target: Target,
-    /// The items.
-    pub items: Vec<DeleteRequest>,
-    /// Whether this is gRPC DeleteBulkState (it picks the error code).
-    pub bulk: bool,
+/// A successful answer and its receipt (empty for a fully native call).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The reply.
+    pub reply: StateReply,
+    /// Every decision that was not native.
+    pub receipt: Receipt,
 }
 
-/// ExecuteStateTransaction, with user keys.
+/// One state operation: who calls which store with what. A request the door could not read
+/// or parse travels as its error, so the pipeline reports it in daprd's order (after the store
+/// lookup and the operation's capability check).
 #[derive(Message)]
-#[rtype(result = "Result<(), Error>")]
-pub struct ExecuteTransaction {
-    /// Caller and store.
-    pub target: Target,
-    /// The transaction.
-    pub request: TransactionRequest,
-}
-
-/// QueryStateAlpha1.
-#[derive(Message)]
-#[rtype(result = "Result<QueryResponse, Error>")]
-pub struct QueryState {
-    /// Caller and store.
-    pub target: Target,
-    /// The JSON query text.
-    pub query: String,
-    /// Request metadata.
-    pub metadata: Metadata,
+#[rtype(result = "Result<Answer, Error>")]
+pub struct StateCall {
+    /// The calling app.
+    pub app: AppId,
+    /// The store name as the caller wrote it.
+    pub store: String,
+    /// The operation.
+    pub op: Operation,
+    /// The request, or why the door could not build it.
+    pub request: Result<StateRequest, Error>,
 }
 
 /// The gateway actor of one serving thread.
 pub struct GatewayActor {
     catalog: Arc<Catalog>,
     stores: Vec<StoreHandle>,
+}
+
+impl Actor for GatewayActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The gateway only validates and forwards; store actors bound the real work.
+        ctx.set_mailbox_capacity(usize::MAX >> 1);
+    }
+}
+
+/// A validated request, keys prefixed, ready for the store.
+enum Exec {
+    Get(GetRequest, String),
+    BulkGet(Vec<GetRequest>, Vec<String>, usize),
+    Save(Vec<SetRequest>),
+    Delete(Vec<DeleteRequest>),
+    Transaction(TransactionRequest),
+    Query(QueryRequest),
+}
+
+fn shape_of_set(shape: &mut Shape, r: &SetRequest) {
+    shape.etag |= r.etag.is_some();
+    shape.first_write |= r.etag.is_none() && r.options.concurrency == Concurrency::FirstWrite;
+    shape.ttl |= matches!(r.ttl, Some(Ttl::Seconds(_)));
+    shape.strong |= r.options.consistency == Consistency::Strong;
+    shape.partition_key |= r.metadata.contains_key(PARTITION_KEY);
+}
+
+fn shape_of_delete(shape: &mut Shape, r: &DeleteRequest) {
+    shape.etag |= r.etag.is_some();
+    shape.strong |= r.options.consistency == Consistency::Strong;
+    shape.partition_key |= r.metadata.contains_key(PARTITION_KEY);
+}
+
+/// Removes what the plan ignores from a write, so the store never sees it.
+fn degrade_set(plan: &Plan, r: &mut SetRequest) {
+    if plan.status(Feature::Ttl) == Some(Status::Ignored) {
+        r.ttl = None;
+        r.metadata.remove(TTL_IN_SECONDS);
+    }
+    if plan.status(Feature::StrongConsistency) == Some(Status::Ignored) {
+        r.options.consistency = Consistency::Eventual;
+    }
+}
+
+fn degrade_delete(plan: &Plan, r: &mut DeleteRequest) {
+    if plan.status(Feature::StrongConsistency) == Some(Status::Ignored) {
+        r.options.consistency = Consistency::Eventual;
+    }
+}
+
+/// The error of a rejected step: it names the store, the capability and the policy.
+fn rejection(op: Operation, info: &StoreInfo, feature: Feature) -> Error {
+    let cell = info.matrix.cell(feature);
+    let why = format!(
+        "capability {} ({}), policy: {}",
+        feature.policy_name(),
+        feature.capability(),
+        cell.policy_text()
+    );
+    let kind = match feature {
+        Feature::Transactions => ErrorKind::TransactionsNotSupported,
+        Feature::Query => ErrorKind::QueryNotSupported,
+        _ => ErrorKind::CapabilityRejected {
+            capability: feature,
+            client: feature.rejection_is_client_error(),
+        },
+    };
+    Error::new(kind, op).store(&info.name).detail(why)
 }
 
 impl GatewayActor {
@@ -160,21 +245,17 @@ impl GatewayActor {
         Ok(())
     }
 
-    fn prefixed(&self, info: &StoreInfo, app: &str, key: &str) -> String {
-        info.key_prefix.apply(app, &info.name, key)
-    }
-
     fn prepare_set(
         &self,
-        t: &Target,
+        info: &StoreInfo,
+        app: &str,
         op: Operation,
         mut r: SetRequest,
     ) -> Result<SetRequest, Error> {
-        let info = self.catalog.store(t.store);
         if op == Operation::Save && r.key.is_empty() {
             return Err(Error::new(ErrorKind::EmptyKey, op).store(&info.name));
         }
-        self.check_key(info, op, &t.app, &r.key)?;
+        self.check_key(info, op, app, &r.key)?;
         r.ttl = Ttl::from_metadata(&r.metadata).map_err(|e| {
             Error::new(ErrorKind::InvalidOption, op)
                 .store(&info.name)
@@ -184,51 +265,209 @@ impl GatewayActor {
         if r.etag.as_deref() == Some("") {
             r.etag = None;
         }
-        r.key = self.prefixed(info, &t.app, &r.key);
+        r.key = info.key_prefix.apply(app, &info.name, &r.key);
         Ok(r)
     }
 
     fn prepare_delete(
         &self,
-        t: &Target,
+        info: &StoreInfo,
+        app: &str,
         op: Operation,
         mut r: DeleteRequest,
     ) -> Result<DeleteRequest, Error> {
-        let info = self.catalog.store(t.store);
-        self.check_key(info, op, &t.app, &r.key)?;
+        self.check_key(info, op, app, &r.key)?;
         if r.etag.as_deref() == Some("") {
             r.etag = None;
         }
-        r.key = self.prefixed(info, &t.app, &r.key);
+        r.key = info.key_prefix.apply(app, &info.name, &r.key);
         Ok(r)
     }
 
-    /// Runs `fut` as the store call of `op`, recording Dapr's component metrics.
-    fn timed<T: 'static>(
+    /// Steps 3: validates and prefixes; `Ok(None)` is an empty request (nothing to do).
+    fn validate(
         &self,
-        t: &Target,
+        info: &StoreInfo,
+        app: &str,
         op: Operation,
-        fut: impl Future<Output = Result<T, Error>> + 'static,
-    ) -> LocalBoxFuture<'static, Result<T, Error>> {
-        let app = t.app.clone();
-        let catalog = self.catalog.clone();
-        let store = t.store;
-        Box::pin(async move {
-            let start = Instant::now();
-            let res = fut.await;
-            let name = &catalog.store(store).name;
-            metrics::record_store_call(&app, name, op, res.is_ok(), start.elapsed());
-            res
-        })
+        request: StateRequest,
+    ) -> Result<Option<(Exec, Shape)>, Error> {
+        let mut shape = Shape {
+            items: 1,
+            ..Shape::default()
+        };
+        let exec = match request {
+            StateRequest::Get {
+                key,
+                consistency,
+                metadata,
+            } => {
+                self.check_key(info, op, app, &key)?;
+                shape.strong = consistency == Consistency::Strong;
+                shape.partition_key = metadata.contains_key(PARTITION_KEY);
+                let req = GetRequest {
+                    key: info.key_prefix.apply(app, &info.name, &key),
+                    consistency,
+                    metadata,
+                };
+                Exec::Get(req, key)
+            }
+            StateRequest::BulkGet {
+                keys,
+                parallelism,
+                metadata,
+            } => {
+                self.check_count(op, "keys", keys.len())?;
+                for k in &keys {
+                    self.check_key(info, op, app, k)?;
+                }
+                if keys.is_empty() {
+                    return Ok(None);
+                }
+                shape.items = keys.len();
+                shape.partition_key = metadata.contains_key(PARTITION_KEY);
+                let reqs = keys
+                    .iter()
+                    .map(|k| GetRequest {
+                        key: info.key_prefix.apply(app, &info.name, k),
+                        consistency: Consistency::Unspecified,
+                        metadata: metadata.clone(),
+                    })
+                    .collect();
+                let parallelism = match usize::try_from(parallelism) {
+                    Ok(p) if p > 0 => p,
+                    _ => self.catalog.limits.default_bulk_parallelism,
+                };
+                Exec::BulkGet(reqs, keys, parallelism)
+            }
+            StateRequest::Save { items } => {
+                self.check_count(op, "items", items.len())?;
+                let reqs = items
+                    .into_iter()
+                    .map(|r| self.prepare_set(info, app, op, r))
+                    .collect::<Result<Vec<_>, Error>>()?;
+                if reqs.is_empty() {
+                    return Ok(None);
+                }
+                shape.items = reqs.len();
+                reqs.iter().for_each(|r| shape_of_set(&mut shape, r));
+                Exec::Save(reqs)
+            }
+            StateRequest::Delete { items } => {
+                self.check_count(op, "keys", items.len())?;
+                let reqs = items
+                    .into_iter()
+                    .map(|r| self.prepare_delete(info, app, op, r))
+                    .collect::<Result<Vec<_>, Error>>()?;
+                if reqs.is_empty() {
+                    return Ok(None);
+                }
+                shape.items = reqs.len();
+                reqs.iter().for_each(|r| shape_of_delete(&mut shape, r));
+                Exec::Delete(reqs)
+            }
+            StateRequest::Transaction(request) => {
+                let count = request.operations.len();
+                let max = info.matrix.max_transaction_ops();
+                if count > max {
+                    return Err(
+                        Error::new(ErrorKind::TooManyTransactionOps { count, max }, op)
+                            .store(&info.name),
+                    );
+                }
+                let ops = request
+                    .operations
+                    .into_iter()
+                    .map(|o| match o {
+                        TransactionOp::Upsert(r) => self
+                            .prepare_set(info, app, op, r)
+                            .map(TransactionOp::Upsert),
+                        TransactionOp::Delete(r) => self
+                            .prepare_delete(info, app, op, r)
+                            .map(TransactionOp::Delete),
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
+                if ops.is_empty() {
+                    return Ok(None);
+                }
+                shape.items = ops.len();
+                shape.partition_key = request.metadata.contains_key(PARTITION_KEY);
+                for o in &ops {
+                    match o {
+                        TransactionOp::Upsert(r) => shape_of_set(&mut shape, r),
+                        TransactionOp::Delete(r) => shape_of_delete(&mut shape, r),
+                    }
+                }
+                Exec::Transaction(TransactionRequest {
+                    operations: ops,
+                    metadata: request.metadata,
+                })
+            }
+            StateRequest::Query { query, metadata } => {
+                shape.partition_key = metadata.contains_key(PARTITION_KEY);
+                Exec::Query(QueryRequest {
+                    query,
+                    metadata,
+                    key_prefix: info.key_prefix.scan_prefix(app, &info.name),
+                })
+            }
+        };
+        Ok(Some((exec, shape)))
     }
-}
 
-impl Actor for GatewayActor {
-    type Context = Context<Self>;
+    /// Steps 1 to 4, synchronous: the plan and the prepared request, or an immediate answer.
+    fn prepare(&self, msg: StateCall) -> Result<Result<(usize, Exec, Plan), Answer>, Error> {
+        let op = msg.op;
+        let index = self.catalog.resolve(&msg.app, &msg.store, op)?;
+        let info = self.catalog.store(index);
+        let op_plan = negotiate(needs(op, &Shape::default()), &info.matrix);
+        if let Some(step) = op_plan.rejected() {
+            self.record_plan(&msg.app, info, &op_plan);
+            return Err(rejection(op, info, step.feature));
+        }
+        let Some((mut exec, shape)) = self.validate(info, &msg.app, op, msg.request?)? else {
+            let reply = match op {
+                Operation::BulkGet => StateReply::Bulk(Vec::new()),
+                _ => StateReply::Done,
+            };
+            return Ok(Err(Answer {
+                reply,
+                receipt: Receipt::default(),
+            }));
+        };
+        let plan = negotiate(needs(op, &shape), &info.matrix);
+        self.record_plan(&msg.app, info, &plan);
+        if let Some(step) = plan.rejected() {
+            return Err(rejection(op, info, step.feature));
+        }
+        match &mut exec {
+            Exec::Get(r, _) => {
+                if plan.status(Feature::StrongConsistency) == Some(Status::Ignored) {
+                    r.consistency = Consistency::Eventual;
+                }
+            }
+            Exec::Save(reqs) => reqs.iter_mut().for_each(|r| degrade_set(&plan, r)),
+            Exec::Delete(reqs) => reqs.iter_mut().for_each(|r| degrade_delete(&plan, r)),
+            Exec::Transaction(t) => t.operations.iter_mut().for_each(|o| match o {
+                TransactionOp::Upsert(r) => degrade_set(&plan, r),
+                TransactionOp::Delete(r) => degrade_delete(&plan, r),
+            }),
+            Exec::BulkGet(..) | Exec::Query(_) => {}
+        }
+        Ok(Ok((index, exec, plan)))
+    }
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // The gateway only validates and forwards; store actors bound the real work.
-        ctx.set_mailbox_capacity(usize::MAX >> 1);
+    fn record_plan(&self, app: &str, info: &StoreInfo, plan: &Plan) {
+        for s in &plan.steps {
+            if s.cell.status != Status::Native {
+                metrics::record_capability_decision(
+                    app,
+                    &info.name,
+                    s.feature.policy_name(),
+                    s.cell.status.as_str(),
+                );
+            }
+        }
     }
 }
 
@@ -268,240 +507,130 @@ fn fold_bulk(
     Err(Error::new(kind, op).store(store).detail(detail))
 }
 
-impl Handler<GetState> for GatewayActor {
-    type Result = ResponseFuture<Result<Option<StateEntry>, Error>>;
-
-    fn handle(&mut self, msg: GetState, _: &mut Context<Self>) -> Self::Result {
-        let op = Operation::Get;
-        let info = self.catalog.store(msg.target.store);
-        if let Err(e) = self.check_key(info, op, &msg.target.app, &msg.key) {
-            return Box::pin(async move { Err(e) });
-        }
-        let req = GetRequest {
-            key: self.prefixed(info, &msg.target.app, &msg.key),
-            consistency: msg.consistency,
-            metadata: msg.metadata,
-        };
-        let handle = self.stores[msg.target.store].clone();
-        let catalog = self.catalog.clone();
-        let store = msg.target.store;
-        let user_key = msg.key;
-        self.timed(&msg.target, op, async move {
-            handle
-                .get(req)
-                .await
-                .map_err(|e| Error::from_store(e, op, &catalog.store(store).name, &user_key))
-        })
-    }
+/// Whether an entry carries an expiry set by emulated TTL.
+fn has_expiry(e: &Option<StateEntry>) -> bool {
+    e.as_ref()
+        .is_some_and(|e| e.metadata.contains_key(TTL_EXPIRE_TIME))
 }
 
-impl Handler<GetBulkState> for GatewayActor {
-    type Result = ResponseFuture<Result<Vec<BulkItem>, Error>>;
-
-    fn handle(&mut self, msg: GetBulkState, _: &mut Context<Self>) -> Self::Result {
-        let op = Operation::BulkGet;
-        let info = self.catalog.store(msg.target.store);
-        let checked = self.check_count(op, "keys", msg.keys.len()).and_then(|()| {
-            msg.keys
-                .iter()
-                .try_for_each(|k| self.check_key(info, op, &msg.target.app, k))
-        });
-        if let Err(e) = checked {
-            return Box::pin(async move { Err(e) });
-        }
-        if msg.keys.is_empty() {
-            return Box::pin(async { Ok(Vec::new()) });
-        }
-        let reqs: Vec<GetRequest> = msg
-            .keys
-            .iter()
-            .map(|k| GetRequest {
-                key: self.prefixed(info, &msg.target.app, k),
-                consistency: Consistency::Unspecified,
-                metadata: msg.metadata.clone(),
-            })
-            .collect();
-        let parallelism = match usize::try_from(msg.parallelism) {
-            Ok(p) if p > 0 => p,
-            _ => self.catalog.limits.default_bulk_parallelism,
-        };
-        let handle = self.stores[msg.target.store].clone();
-        let name = info.name.clone();
-        let user_keys = msg.keys;
-        self.timed(&msg.target, op, async move {
+/// Step 5: runs the prepared request on the store.
+async fn execute(
+    handle: StoreHandle,
+    op: Operation,
+    name: &str,
+    exec: Exec,
+) -> Result<StateReply, Error> {
+    match exec {
+        Exec::Get(req, user_key) => handle
+            .get(req)
+            .await
+            .map(StateReply::Entry)
+            .map_err(|e| Error::from_store(e, op, name, &user_key)),
+        Exec::BulkGet(reqs, user_keys, parallelism) => {
             let results = handle
                 .bulk_get(reqs, parallelism)
                 .await
-                .map_err(|e| Error::from_store(e, op, &name, ""))?;
-            Ok(user_keys
-                .into_iter()
-                .zip(results)
-                .map(|(key, r)| BulkItem {
-                    key,
-                    result: r.map_err(|e| e.to_string()),
-                })
-                .collect())
-        })
-    }
-}
-
-impl Handler<SaveState> for GatewayActor {
-    type Result = ResponseFuture<Result<(), Error>>;
-
-    fn handle(&mut self, msg: SaveState, _: &mut Context<Self>) -> Self::Result {
-        let op = Operation::Save;
-        let prepared: Result<Vec<SetRequest>, Error> = self
-            .check_count(op, "items", msg.items.len())
-            .and_then(|()| {
-                msg.items
+                .map_err(|e| Error::from_store(e, op, name, ""))?;
+            Ok(StateReply::Bulk(
+                user_keys
                     .into_iter()
-                    .map(|r| self.prepare_set(&msg.target, op, r))
-                    .collect()
-            });
-        let mut reqs = match prepared {
-            Ok(r) if r.is_empty() => return Box::pin(async { Ok(()) }),
-            Ok(r) => r,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let handle = self.stores[msg.target.store].clone();
-        let name = self.catalog.store(msg.target.store).name.clone();
-        self.timed(&msg.target, op, async move {
+                    .zip(results)
+                    .map(|(key, r)| BulkItem {
+                        key,
+                        result: r.map_err(|e| e.to_string()),
+                    })
+                    .collect(),
+            ))
+        }
+        Exec::Save(mut reqs) => {
             if reqs.len() == 1 {
                 let req = reqs.pop().expect("one item");
                 let key = keys::original_key(&req.key).to_owned();
                 return handle
                     .set(req)
                     .await
-                    .map_err(|e| Error::from_store(e, op, &name, &key));
+                    .map(|()| StateReply::Done)
+                    .map_err(|e| Error::from_store(e, op, name, &key));
             }
             let keys: Vec<String> = reqs.iter().map(|r| r.key.clone()).collect();
             let results = handle
                 .bulk_set(reqs)
                 .await
-                .map_err(|e| Error::from_store(e, op, &name, ""))?;
-            fold_bulk(results, &keys, op, &name)
-        })
-    }
-}
-
-impl Handler<DeleteState> for GatewayActor {
-    type Result = ResponseFuture<Result<(), Error>>;
-
-    fn handle(&mut self, msg: DeleteState, _: &mut Context<Self>) -> Self::Result {
-        let op = if msg.bulk {
-            Operation::BulkDelete
-        } else {
-            Operation::Delete
-        };
-        let prepared: Result<Vec<DeleteRequest>, Error> = self
-            .check_count(op, "keys", msg.items.len())
-            .and_then(|()| {
-                msg.items
-                    .into_iter()
-                    .map(|r| self.prepare_delete(&msg.target, op, r))
-                    .collect()
-            });
-        let mut reqs = match prepared {
-            Ok(r) if r.is_empty() => return Box::pin(async { Ok(()) }),
-            Ok(r) => r,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let handle = self.stores[msg.target.store].clone();
-        let name = self.catalog.store(msg.target.store).name.clone();
-        self.timed(&msg.target, op, async move {
+                .map_err(|e| Error::from_store(e, op, name, ""))?;
+            fold_bulk(results, &keys, op, name).map(|()| StateReply::Done)
+        }
+        Exec::Delete(mut reqs) => {
             if reqs.len() == 1 {
                 let req = reqs.pop().expect("one item");
                 let key = keys::original_key(&req.key).to_owned();
                 return handle
                     .delete(req)
                     .await
-                    .map_err(|e| Error::from_store(e, op, &name, &key));
+                    .map(|()| StateReply::Done)
+                    .map_err(|e| Error::from_store(e, op, name, &key));
             }
             let keys: Vec<String> = reqs.iter().map(|r| r.key.clone()).collect();
             let results = handle
                 .bulk_delete(reqs)
                 .await
-                .map_err(|e| Error::from_store(e, op, &name, ""))?;
-            fold_bulk(results, &keys, op, &name)
-        })
-    }
-}
-
-impl Handler<ExecuteTransaction> for GatewayActor {
-    type Result = ResponseFuture<Result<(), Error>>;
-
-    fn handle(&mut self, msg: ExecuteTransaction, _: &mut Context<Self>) -> Self::Result {
-        let op = Operation::Transaction;
-        let info = self.catalog.store(msg.target.store);
-        let count = msg.request.operations.len();
-        if count > info.max_transaction_ops {
-            let e = Error::new(
-                ErrorKind::TooManyTransactionOps {
-                    count,
-                    max: info.max_transaction_ops,
-                },
-                op,
-            )
-            .store(&info.name);
-            return Box::pin(async move { Err(e) });
+                .map_err(|e| Error::from_store(e, op, name, ""))?;
+            fold_bulk(results, &keys, op, name).map(|()| StateReply::Done)
         }
-        let t = &msg.target;
-        let ops: Result<Vec<TransactionOp>, Error> = msg
-            .request
-            .operations
-            .into_iter()
-            .map(|o| match o {
-                TransactionOp::Upsert(r) => self.prepare_set(t, op, r).map(TransactionOp::Upsert),
-                TransactionOp::Delete(r) => {
-                    self.prepare_delete(t, op, r).map(TransactionOp::Delete)
-                }
-            })
-            .collect();
-        let ops = match ops {
-            Ok(o) if o.is_empty() => return Box::pin(async { Ok(()) }),
-            Ok(o) => o,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let req = TransactionRequest {
-            operations: ops,
-            metadata: msg.request.metadata,
-        };
-        let handle = self.stores[t.store].clone();
-        let name = info.name.clone();
-        self.timed(t, op, async move {
-            handle
-                .transact(req)
-                .await
-                .map_err(|e| Error::from_store(e, op, &name, ""))
-        })
-    }
-}
-
-impl Handler<QueryState> for GatewayActor {
-    type Result = ResponseFuture<Result<QueryResponse, Error>>;
-
-    fn handle(&mut self, msg: QueryState, _: &mut Context<Self>) -> Self::Result {
-        let op = Operation::Query;
-        let info = self.catalog.store(msg.target.store);
-        let prefix = info.key_prefix.scan_prefix(&msg.target.app, &info.name);
-        let req = QueryRequest {
-            query: msg.query,
-            metadata: msg.metadata,
-            key_prefix: prefix.clone(),
-        };
-        let handle = self.stores[msg.target.store].clone();
-        let name = info.name.clone();
-        self.timed(&msg.target, op, async move {
+        Exec::Transaction(req) => handle
+            .transact(req)
+            .await
+            .map(|()| StateReply::Done)
+            .map_err(|e| Error::from_store(e, op, name, "")),
+        Exec::Query(req) => {
+            let prefix = req.key_prefix.clone();
             let mut resp = handle
                 .query(req)
                 .await
-                .map_err(|e| Error::from_store(e, op, &name, ""))?;
+                .map_err(|e| Error::from_store(e, op, name, ""))?;
             for item in &mut resp.results {
                 if let Some(k) = item.key.strip_prefix(&prefix) {
                     item.key = k.to_owned();
                 }
             }
-            Ok(resp)
+            Ok(StateReply::Query(resp))
+        }
+    }
+}
+
+impl Handler<StateCall> for GatewayActor {
+    type Result = ResponseFuture<Result<Answer, Error>>;
+
+    fn handle(&mut self, msg: StateCall, _: &mut Context<Self>) -> Self::Result {
+        let op = msg.op;
+        let app = msg.app.clone();
+        let (index, exec, plan) = match self.prepare(msg) {
+            Err(e) => return Box::pin(async move { Err(e) }),
+            Ok(Err(answer)) => return Box::pin(async move { Ok(answer) }),
+            Ok(Ok(prepared)) => prepared,
+        };
+        let handle = self.stores[index].clone();
+        let catalog = self.catalog.clone();
+        Box::pin(async move {
+            let info = catalog.store(index);
+            let start = Instant::now();
+            let res = execute(handle, op, &info.name, exec).await;
+            metrics::record_store_call(&app, &info.name, op, res.is_ok(), start.elapsed());
+            let mut receipt = plan.receipt();
+            let reply = res.map_err(|e| e.with_receipt(&receipt))?;
+            // Reads on a store with emulated TTL: an item with an expiry was served by Mecha.
+            if info.matrix.status(Feature::Ttl) == Status::Emulated {
+                let emulated = match &reply {
+                    StateReply::Entry(e) => has_expiry(e),
+                    StateReply::Bulk(items) => items
+                        .iter()
+                        .any(|i| i.result.as_ref().is_ok_and(has_expiry)),
+                    _ => false,
+                };
+                if emulated {
+                    receipt.add(Feature::Ttl, Status::Emulated);
+                }
+            }
+            Ok(Answer { reply, receipt })
         })
     }
 }

@@ -7,9 +7,10 @@ use std::sync::atomic::AtomicBool;
 
 use parking_lot::RwLock;
 
+use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
-use crate::capabilities::{Capability, CapabilitySet};
-use crate::config::{AppConfig, Limits, LoadedComponent};
+use crate::capabilities::{CapabilitySet, Matrix};
+use crate::config::{Limits, LoadedComponent, Settings};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys::KeyPrefix;
 
@@ -26,6 +27,8 @@ pub struct StoreInfo {
     pub version: String,
     /// Native capabilities.
     pub capabilities: CapabilitySet,
+    /// The effective matrix: native capabilities under the store's policy.
+    pub matrix: Matrix,
     /// Key prefix strategy.
     pub key_prefix: KeyPrefix,
     /// Allowed apps (empty: all).
@@ -59,31 +62,45 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Builds the catalog from validated configuration.
+    /// Builds the catalog from configuration. Fails, listing every problem, when a store's
+    /// policy would break a guarantee (see [`crate::config::policy_problems`]).
     pub fn new(
         components: &[LoadedComponent],
-        apps: &[AppConfig],
+        settings: &Settings,
         default_app: &str,
-        limits: Limits,
-    ) -> Catalog {
+    ) -> Result<Catalog, Vec<String>> {
+        let problems = crate::config::policy_problems(
+            std::path::Path::new("mecha.yaml"),
+            settings,
+            components,
+        );
+        if !problems.is_empty() {
+            return Err(problems.iter().map(ToString::to_string).collect());
+        }
+        let limits = settings.limits.clone();
         let stores: Vec<StoreInfo> = components
             .iter()
-            .map(|c| StoreInfo {
-                name: c.name.clone(),
-                component_type: c.component_type.clone(),
-                version: c.version.clone(),
-                capabilities: c.capabilities(),
-                key_prefix: c.key_prefix.clone(),
-                scopes: c.scopes.clone(),
-                max_transaction_ops: c
-                    .factory
-                    .max_transaction_ops()
-                    .map_or(limits.max_transaction_ops, |m| {
-                        m.min(limits.max_transaction_ops)
-                    }),
-                health: Arc::new(StoreHealth::default()),
-                factory: c.factory.clone(),
-                primary_claimed: AtomicBool::new(false),
+            .map(|c| {
+                let matrix = c.matrix(settings).expect("policies were checked above");
+                // Emulations wrap every instance of the store, so no path bypasses them.
+                let factory = emulation::wrap(
+                    c.factory.clone(),
+                    &matrix,
+                    settings.actors.ttl_sweep_interval,
+                );
+                StoreInfo {
+                    name: c.name.clone(),
+                    component_type: c.component_type.clone(),
+                    version: c.version.clone(),
+                    capabilities: c.capabilities(),
+                    max_transaction_ops: matrix.max_transaction_ops(),
+                    matrix,
+                    key_prefix: c.key_prefix.clone(),
+                    scopes: c.scopes.clone(),
+                    health: Arc::new(StoreHealth::default()),
+                    factory,
+                    primary_claimed: AtomicBool::new(false),
+                }
             })
             .collect();
         let by_name = stores
@@ -91,18 +108,19 @@ impl Catalog {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        let apps_by_token = apps
+        let apps_by_token = settings
+            .apps
             .iter()
             .map(|a| (a.token.clone(), AppId::from(a.id.as_str())))
             .collect();
-        Catalog {
+        Ok(Catalog {
             stores,
             by_name,
             default_app: AppId::from(default_app),
             apps_by_token,
             limits,
             extended: RwLock::new(BTreeMap::new()),
-        }
+        })
     }
 
     /// Every store.
@@ -141,27 +159,17 @@ impl Catalog {
     }
 
     /// Finds the store `name` for `app`, with daprd's checks in daprd's order: no stores at
-    /// all, unknown (or out-of-scope) store, then the capability the operation needs.
+    /// all, then unknown (or out-of-scope) store. Capabilities are negotiated by the gateway.
     pub fn resolve(&self, app: &AppId, name: &str, op: Operation) -> Result<usize, Error> {
         let fail = |kind| Error::new(kind, op).store(name).app(app.as_ref());
         if self.stores.is_empty() {
             return Err(fail(ErrorKind::StoreNotConfigured));
         }
-        let index = *self
-            .by_name
+        self.by_name
             .get(name)
-            .filter(|i| self.stores[**i].visible_to(app))
-            .ok_or_else(|| fail(ErrorKind::StoreNotFound))?;
-        let caps = self.stores[index].capabilities;
-        match op {
-            Operation::Transaction if !caps.has(Capability::Transactional) => {
-                Err(fail(ErrorKind::TransactionsNotSupported))
-            }
-            Operation::Query if !caps.has(Capability::QueryApi) => {
-                Err(fail(ErrorKind::QueryNotSupported))
-            }
-            _ => Ok(index),
-        }
+            .copied()
+            .filter(|i| self.stores[*i].visible_to(app))
+            .ok_or_else(|| fail(ErrorKind::StoreNotFound))
     }
 
     /// Sets an extended metadata attribute (`PUT /v1.0/metadata/{key}`, gRPC `SetMetadata`).
@@ -183,6 +191,7 @@ impl Catalog {
                 format!("mecha.capabilities.{}", s.name),
                 s.capabilities.to_list_string(),
             );
+            out.insert(format!("mecha.matrix.{}", s.name), s.matrix.describe());
         }
         out
     }

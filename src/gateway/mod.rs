@@ -18,8 +18,7 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 
 pub use actor::{
-    BulkItem, DeleteState, ExecuteTransaction, GatewayActor, GetBulkState, GetState, QueryState,
-    SaveState, Target,
+    Answer, BulkItem, GatewayActor, PARTITION_KEY, StateCall, StateReply, StateRequest,
 };
 pub use catalog::{AppId, Catalog, StoreInfo};
 
@@ -63,13 +62,21 @@ impl Gateway {
         &self.catalog
     }
 
-    /// Sends one request to the gateway actor.
-    pub async fn call<M, T>(&self, op: Operation, msg: M) -> Result<T, Error>
-    where
-        M: Message<Result = Result<T, Error>> + Send + 'static,
-        T: Send + 'static,
-        GatewayActor: Handler<M>,
-    {
+    /// Runs one state operation through the gateway pipeline. `request` is the door's
+    /// translation of the wire request, or why it could not make one.
+    pub async fn state(
+        &self,
+        app: AppId,
+        store: String,
+        op: Operation,
+        request: Result<StateRequest, Error>,
+    ) -> Result<Answer, Error> {
+        let msg = StateCall {
+            app,
+            store,
+            op,
+            request,
+        };
         match self.addr.send(msg).await {
             Ok(r) => r,
             Err(e) => {

@@ -512,6 +512,51 @@ pub async fn keys_with_unusual_characters(b: &Backend) {
     }
 }
 
+/// A store without native TTL refuses a write with `ttlInSeconds` instead of ignoring it
+/// (the gateway decides whether to emulate), and writes nothing.
+pub async fn undeclared_ttl_is_refused_not_ignored(b: &Backend) {
+    if declares(b, Capability::Ttl) {
+        return;
+    }
+    let k = b.key("ttl-refused");
+    let mut r = set_req(&k, b"1");
+    r.ttl = Some(Ttl::Seconds(60));
+    assert_eq!(
+        b.store.set(r).await,
+        Err(StoreError::Unsupported(Capability::Ttl))
+    );
+    assert_eq!(value(b, &k).await, None);
+}
+
+/// Pages through every live key: each exactly once, deleted keys left out, the cursor valid
+/// across pages. Other tests' keys may share the store (in-memory), so only this test's base
+/// is checked.
+pub async fn list_keys_pages_every_live_key(b: &Backend) {
+    let mut want: Vec<String> = (0..12).map(|i| b.key(&format!("list {i:02}"))).collect();
+    for k in &want {
+        b.store.set(set_req(k, b"1")).await.unwrap();
+    }
+    let gone = b.key("list-gone");
+    b.store.set(set_req(&gone, b"1")).await.unwrap();
+    b.store.delete(del_req(&gone, None)).await.unwrap();
+    let mut got = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10_000 {
+        let page = b.store.list_keys(cursor, 5).await.unwrap();
+        assert!(page.keys.len() <= 5, "{page:?}");
+        got.extend(page.keys.into_iter().filter(|k| k.starts_with(&b.base)));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "a key listed twice: {got:?}");
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
 // === query (QUERY_API) ===
 
 /// Runs a query over this test's keys (as the gateway does for an app: the prefix is the

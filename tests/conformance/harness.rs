@@ -3,8 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mecha::actors::StateStore;
-use mecha::capabilities::CapabilitySet;
+use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
+use mecha::actors::emulation;
+use mecha::actors::{StateStore, StoreError, StoreFactory};
+use mecha::capabilities::{Capability, CapabilitySet, Matrix, StoreTraits};
 use mecha::config::parse_components;
 
 /// A store under test, its declared capabilities and a key base unique to this test.
@@ -46,13 +48,47 @@ pub fn from_component(component_type: &str, metadata: &[(&str, String)]) -> Back
     yaml.push_str("  - name: keyPrefix\n    value: none\n");
     let (components, _) = parse_components(&[(Path::new("conformance.yaml"), &yaml)], &|_| None)
         .unwrap_or_else(|e| panic!("component for {component_type} is invalid: {e:?}"));
-    let factory = components[0].factory.clone();
+    effective(components[0].factory.clone())
+}
+
+/// A backend as Mecha runs it: wrapped in the emulations its effective matrix (no policy:
+/// emulate what is correct, reject the rest) decides, and judged by its effective
+/// capabilities (native or emulated), so the suite proves emulations as well.
+pub fn effective(factory: Arc<dyn StoreFactory>) -> Backend {
+    let traits = StoreTraits {
+        native: factory.capabilities(),
+        lists_keys: factory.lists_keys(),
+        max_transaction_ops: factory.max_transaction_ops().unwrap_or(1000),
+    };
+    let matrix = Matrix::without_policy(traits);
+    let factory = emulation::wrap(factory, &matrix, emulation::DEFAULT_SWEEP_INTERVAL);
     Backend {
         store: factory.create().expect("store instance"),
-        caps: factory.capabilities(),
+        caps: matrix.effective(),
         base: format!("conf-{:016x}", rand::random::<u64>()),
         teardown: None,
     }
+}
+
+/// The in-memory backend declared as a key-value store with compare-and-set and key listing
+/// only (the shape of NATS JetStream KV): TTL and bulk are emulated by Mecha.
+pub async fn kv_in_memory() -> Backend {
+    struct Kv(Arc<InMemoryStore>);
+    impl StoreFactory for Kv {
+        fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
+            Ok(self.0.clone())
+        }
+        fn capabilities(&self) -> CapabilitySet {
+            CapabilitySet::of(&[Capability::Etag, Capability::FirstWrite])
+        }
+        fn lists_keys(&self) -> bool {
+            true
+        }
+    }
+    let store = InMemoryStore::new(Arc::new(SystemClock), std::time::Duration::from_secs(3600));
+    let b = effective(Arc::new(Kv(Arc::new(store))));
+    assert!(b.caps.has(Capability::Ttl), "TTL is emulated on a kv store");
+    b
 }
 
 /// The in-memory store.
@@ -117,6 +153,47 @@ pub fn drop_pg_table(url: String, table: String) {
                  DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
             );
             client.batch_execute(&sql).await.ok()
+        })
+    });
+    let _ = job.join();
+}
+
+/// `NATS_URL`, or the local default `scripts/test.sh` provides.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// JetStream KV on a bucket of its own (created by the store), deleted when the test ends.
+/// Fails (never skips) when NATS is unreachable.
+pub async fn jetstream() -> Backend {
+    let bucket = format!("conf-{:016x}", rand::random::<u64>());
+    let mut b = from_component(
+        "state.jetstream",
+        &[("natsURL", nats_url()), ("bucket", bucket.clone())],
+    );
+    if let Err(e) = b.store.ping().await {
+        panic!(
+            "NATS at {} is unreachable ({e}); run scripts/test.sh, which starts one",
+            nats_url()
+        );
+    }
+    b.teardown = Some(Box::new(move || delete_kv_bucket(nats_url(), bucket)));
+    b
+}
+
+/// Deletes a KV bucket, on its own thread and runtime (called from `Drop`). Best effort.
+pub fn delete_kv_bucket(url: String, bucket: String) {
+    let job = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let client = async_nats::connect(url).await.ok()?;
+            async_nats::jetstream::new(client)
+                .delete_key_value(&bucket)
+                .await
+                .ok()
         })
     });
     let _ = job.join();

@@ -317,7 +317,11 @@ async fn delete_bulk_partial_success() {
 /// together; an unknown operation is Unimplemented; an ETag mismatch is Internal.
 #[actix_rt::test]
 async fn transactions() {
-    let m = TestMecha::memory().start().await;
+    // `partitionKey` is rejected unless the store's policy says what to do with it.
+    let m = TestMecha::memory()
+        .settings("stores:\n  statestore:\n    partitionKey: ignore\n")
+        .start()
+        .await;
     let mut c = m.grpc().await;
     c.save_state(save(vec![item("gone", b"x")])).await.unwrap();
     let mut raw = item("t1", b"{ \"raw\": true }");
@@ -420,7 +424,10 @@ async fn query_not_supported_is_internal() {
         .await
         .unwrap_err();
     assert_eq!(st.code(), Code::Internal);
-    assert_eq!(st.message(), "state store does not support querying");
+    assert_eq!(
+        st.message(),
+        "state store does not support querying (capability query (QUERY_API), policy: reject (built-in default))"
+    );
     assert_eq!(
         reason(&st).as_deref(),
         Some("DAPR_STATE_QUERYING_NOT_SUPPORTED")

@@ -181,7 +181,7 @@ async fn transactions_not_supported_is_500_and_unimplemented() {
     assert_eq!(st.code(), Code::Unimplemented);
     assert_eq!(
         st.message(),
-        "state store plain doesn't support transactions"
+        "state store plain doesn't support transactions (capability transactions (TRANSACTIONAL), policy: reject (built-in default))"
     );
     assert_eq!(
         reason(&st).as_deref(),

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use super::{ComponentConfig, Descriptor, Field, FieldKind};
-use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
+use crate::actors::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
     Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, TTL_EXPIRE_TIME,
@@ -50,7 +50,9 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     if sweep.is_zero() {
         return Err("sweepInterval must be greater than zero".into());
     }
-    Ok(Arc::new(InMemoryFactory { store: Arc::new(InMemoryStore::new(Arc::new(SystemClock), sweep)) }))
+    Ok(Arc::new(InMemoryFactory {
+        store: Arc::new(InMemoryStore::new(Arc::new(SystemClock), sweep)),
+    }))
 }
 
 /// A source of wall-clock time, injectable so TTL tests need not sleep.
@@ -80,6 +82,10 @@ impl StoreFactory for InMemoryFactory {
 
     fn capabilities(&self) -> CapabilitySet {
         CAPABILITIES
+    }
+
+    fn lists_keys(&self) -> bool {
+        true
     }
 }
 
@@ -114,7 +120,14 @@ impl Inner {
             self.expiries.insert((t, key.clone()));
         }
         // The caller has already removed the old item's expiry from the index.
-        self.items.insert(key, Item { data, version: self.last_version, expires_at });
+        self.items.insert(
+            key,
+            Item {
+                data,
+                version: self.last_version,
+                expires_at,
+            },
+        );
     }
 }
 
@@ -133,11 +146,15 @@ fn check(
 ) -> Result<(), StoreError> {
     match etag {
         Some(raw) => {
-            let want: u64 = raw.parse().map_err(|_| StoreError::EtagInvalid(raw.to_owned()))?;
+            let want: u64 = raw
+                .parse()
+                .map_err(|_| StoreError::EtagInvalid(raw.to_owned()))?;
             match current {
                 Some(item) if item.version == want => Ok(()),
                 Some(_) => Err(StoreError::EtagMismatch(None)),
-                None => Err(StoreError::EtagMismatch(Some("the key does not exist".into()))),
+                None => Err(StoreError::EtagMismatch(Some(
+                    "the key does not exist".into(),
+                ))),
             }
         }
         None if concurrency == Concurrency::FirstWrite && current.is_some() => Err(
@@ -150,7 +167,11 @@ fn check(
 impl InMemoryStore {
     /// An empty store reading time from `clock`.
     pub fn new(clock: Arc<dyn Clock>, sweep_interval: Duration) -> InMemoryStore {
-        InMemoryStore { inner: RwLock::new(Inner::default()), clock, sweep_interval }
+        InMemoryStore {
+            inner: RwLock::new(Inner::default()),
+            clock,
+            sweep_interval,
+        }
     }
 
     /// Number of items held, expired but not yet swept ones included.
@@ -173,7 +194,11 @@ impl InMemoryStore {
                 break;
             }
             let (t, key) = inner.expiries.pop_first().expect("checked non-empty");
-            if inner.items.get(&key).is_some_and(|i| i.expires_at == Some(t)) {
+            if inner
+                .items
+                .get(&key)
+                .is_some_and(|i| i.expires_at == Some(t))
+            {
                 inner.items.remove(&key);
                 removed += 1;
             }
@@ -186,11 +211,19 @@ impl InMemoryStore {
         if let Some(t) = item.expires_at {
             metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(t));
         }
-        StateEntry { data: item.data.clone(), etag: Some(item.version.to_string()), metadata }
+        StateEntry {
+            data: item.data.clone(),
+            etag: Some(item.version.to_string()),
+            metadata,
+        }
     }
 
     fn set_locked(inner: &mut Inner, now: SystemTime, req: SetRequest) -> Result<(), StoreError> {
-        check(inner.live(&req.key, now), req.etag.as_deref(), req.options.concurrency)?;
+        check(
+            inner.live(&req.key, now),
+            req.etag.as_deref(),
+            req.options.concurrency,
+        )?;
         // A write without a TTL clears any earlier one, as Dapr's in-memory and SQL stores do.
         let expires_at = req.ttl.and_then(|t| t.expiry_from(now));
         Self::remove_index(inner, &req.key);
@@ -198,8 +231,16 @@ impl InMemoryStore {
         Ok(())
     }
 
-    fn delete_locked(inner: &mut Inner, now: SystemTime, req: &DeleteRequest) -> Result<(), StoreError> {
-        check(inner.live(&req.key, now), req.etag.as_deref(), Concurrency::LastWrite)?;
+    fn delete_locked(
+        inner: &mut Inner,
+        now: SystemTime,
+        req: &DeleteRequest,
+    ) -> Result<(), StoreError> {
+        check(
+            inner.live(&req.key, now),
+            req.etag.as_deref(),
+            Concurrency::LastWrite,
+        )?;
         Self::remove_index(inner, &req.key);
         inner.items.remove(&req.key);
         Ok(())
@@ -232,19 +273,25 @@ impl StateStore for InMemoryStore {
     async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
         let now = self.clock.now();
         let inner = self.inner.read();
-        reqs.iter().map(|r| Ok(inner.live(&r.key, now).map(Self::entry))).collect()
+        reqs.iter()
+            .map(|r| Ok(inner.live(&r.key, now).map(Self::entry)))
+            .collect()
     }
 
     async fn bulk_set(&self, reqs: Vec<SetRequest>) -> Vec<Result<(), StoreError>> {
         let now = self.clock.now();
         let mut inner = self.inner.write();
-        reqs.into_iter().map(|r| Self::set_locked(&mut inner, now, r)).collect()
+        reqs.into_iter()
+            .map(|r| Self::set_locked(&mut inner, now, r))
+            .collect()
     }
 
     async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
         let now = self.clock.now();
         let mut inner = self.inner.write();
-        reqs.iter().map(|r| Self::delete_locked(&mut inner, now, r)).collect()
+        reqs.iter()
+            .map(|r| Self::delete_locked(&mut inner, now, r))
+            .collect()
     }
 
     async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
@@ -275,8 +322,10 @@ impl StateStore for InMemoryStore {
                 }
             }
         }
-        let staged: Vec<(String, Option<Item>)> =
-            overlay.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let staged: Vec<(String, Option<Item>)> = overlay
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         for (key, item) in staged {
             Self::remove_index(&mut inner, &key);
             match item {
@@ -287,6 +336,28 @@ impl StateStore for InMemoryStore {
             }
         }
         Ok(())
+    }
+
+    /// Live keys in byte order after the cursor (the last key of the previous page). Each page
+    /// scans the map once under the read lock, keeping only the `limit + 1` smallest keys.
+    async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        let limit = limit.max(1);
+        let now = self.clock.now();
+        let inner = self.inner.read();
+        let mut page: BTreeSet<&str> = BTreeSet::new();
+        for (key, item) in &inner.items {
+            if cursor.as_deref().is_some_and(|c| key.as_str() <= c) || !item.live(now) {
+                continue;
+            }
+            page.insert(key);
+            if page.len() > limit + 1 {
+                page.pop_last();
+            }
+        }
+        let more = page.len() > limit;
+        let keys: Vec<String> = page.into_iter().take(limit).map(str::to_owned).collect();
+        let next = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, next })
     }
 
     fn housekeeping_interval(&self) -> Option<Duration> {

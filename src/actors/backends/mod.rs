@@ -1,5 +1,6 @@
 //! State store backends. A backend is one file exporting a `DESCRIPTOR`; to add one, write
-//! `foo.rs` and add `foo` to the `backends!` line below. Everything else (component loading,
+//! `foo.rs`, declare `pub mod foo;` below and add `&foo::DESCRIPTOR` to [`REGISTRY`] (a test
+//! fails when a backend module is not registered). Everything else (component loading,
 //! metadata validation, `mecha check`, `/v1.0/metadata`, the README matrix) works from the
 //! descriptor.
 
@@ -10,16 +11,18 @@ use std::time::Duration;
 use crate::actors::StoreFactory;
 use crate::capabilities::{CapabilitySet, MatrixRow, render_matrix};
 
-/// Declares each backend module and lists it in [`REGISTRY`], so the two cannot drift.
-macro_rules! backends {
-    ($($name:ident),+ $(,)?) => {
-        $(pub mod $name;)+
-        /// Every backend Mecha knows, in the order the matrix lists them.
-        pub static REGISTRY: &[&Descriptor] = &[$(&$name::DESCRIPTOR),+];
-    };
-}
+pub mod in_memory;
+pub mod jetstream;
+pub mod postgresql;
+pub mod redis;
 
-backends![in_memory, redis, postgresql];
+/// Every backend Mecha knows, in the order the matrix lists them.
+pub static REGISTRY: &[&Descriptor] = &[
+    &in_memory::DESCRIPTOR,
+    &redis::DESCRIPTOR,
+    &postgresql::DESCRIPTOR,
+    &jetstream::DESCRIPTOR,
+];
 
 /// How a backend describes itself.
 pub struct Descriptor {
@@ -276,6 +279,29 @@ mod tests {
         let e = Field::new("e", FieldKind::OneOf(&["a", "b"]), "");
         assert!(e.validate("A").is_ok() && e.validate("c").is_err());
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+    }
+
+    /// Every `pub mod` of this directory is a backend and must be in the registry.
+    #[test]
+    fn every_backend_module_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/actors/backends");
+        let source = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
+        let modules: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+            .collect();
+        assert!(modules.len() >= 3, "{modules:?}");
+        let registry = source
+            .split_once("pub static REGISTRY")
+            .map(|(_, rest)| rest.split_once("];").map_or(rest, |(r, _)| r))
+            .unwrap();
+        for m in &modules {
+            assert!(
+                registry.contains(&format!("&{m}::DESCRIPTOR")),
+                "backend module {m} is not in REGISTRY"
+            );
+        }
+        assert_eq!(REGISTRY.len(), modules.len());
     }
 
     #[test]

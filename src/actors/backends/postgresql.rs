@@ -97,7 +97,10 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
         ),
         Field::new(
             "timeoutInSeconds",
-            FieldKind::Integer { min: 1, max: 86_400 },
+            FieldKind::Integer {
+                min: 1,
+                max: 86_400,
+            },
             "older spelling of timeout, in seconds",
         ),
         Field::new(
@@ -107,12 +110,18 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
         ),
         Field::new(
             "cleanupIntervalInSeconds",
-            FieldKind::Integer { min: i64::MIN, max: 31_536_000 },
+            FieldKind::Integer {
+                min: i64::MIN,
+                max: 31_536_000,
+            },
             "older spelling of cleanupInterval, in seconds",
         ),
         Field::new(
             "maxConns",
-            FieldKind::Integer { min: 1, max: 10_000 },
+            FieldKind::Integer {
+                min: 1,
+                max: 10_000,
+            },
             "maximum pooled connections (default 4 per CPU, at least 4)",
         ),
         Field::new(
@@ -207,8 +216,9 @@ fn parse_settings(cfg: &ComponentConfig) -> Result<(tokio_postgres::Config, Sett
         return Err("connectionString is required".into());
     }
     // The parse error never echoes the string, which may hold a password.
-    let mut pg = tokio_postgres::Config::from_str(raw)
-        .map_err(|e| format!("connectionString is not a valid PostgreSQL connection string: {e}"))?;
+    let mut pg = tokio_postgres::Config::from_str(raw).map_err(|e| {
+        format!("connectionString is not a valid PostgreSQL connection string: {e}")
+    })?;
     if pg.get_application_name().is_none() {
         pg.application_name("mecha");
     }
@@ -223,8 +233,10 @@ fn parse_settings(cfg: &ComponentConfig) -> Result<(tokio_postgres::Config, Sett
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(timeout));
     }
-    let cleanup_interval = match (cfg.get("cleanupInterval"), cfg.get("cleanupIntervalInSeconds"))
-    {
+    let cleanup_interval = match (
+        cfg.get("cleanupInterval"),
+        cfg.get("cleanupIntervalInSeconds"),
+    ) {
         (Some(v), _) => parse_cleanup(v)?,
         (None, Some(_)) => {
             let secs = cfg.int_or("cleanupIntervalInSeconds", 3600);
@@ -241,8 +253,7 @@ fn parse_settings(cfg: &ComponentConfig) -> Result<(tokio_postgres::Config, Sett
         .get("connectionMaxIdleTime")
         .map(|_| cfg.duration_or("connectionMaxIdleTime", Duration::ZERO))
         .filter(|d| !d.is_zero());
-    let pipeline =
-        cfg.int_or("pipelineConnections", DEFAULT_PIPELINE_CONNECTIONS as i64) as usize;
+    let pipeline = cfg.int_or("pipelineConnections", DEFAULT_PIPELINE_CONNECTIONS as i64) as usize;
     let table = Ident::parse(cfg.get("tableName").unwrap_or("state"))
         .map_err(|e| format!("tableName: {e}"))?;
     let metadata_table = Ident::parse(cfg.get("metadataTableName").unwrap_or("dapr_metadata"))
@@ -546,7 +557,9 @@ impl WriteKind {
     fn of(op: &TransactionOp, etag: Option<i64>) -> WriteKind {
         match (op, etag) {
             (TransactionOp::Upsert(_), Some(_)) => WriteKind::UpdateEtag,
-            (TransactionOp::Upsert(r), None) if r.options.concurrency == Concurrency::FirstWrite => {
+            (TransactionOp::Upsert(r), None)
+                if r.options.concurrency == Concurrency::FirstWrite =>
+            {
                 WriteKind::InsertFirst
             }
             (TransactionOp::Upsert(_), None) => WriteKind::Upsert,
@@ -584,7 +597,11 @@ async fn exec_set(
     let ttl = ttl_param(req.ttl);
     let value: &[u8] = &req.value;
     let n = match etag {
-        Some(e) => client.execute(stmt, &[&req.key, &value, &json, &ttl, &e]).await,
+        Some(e) => {
+            client
+                .execute(stmt, &[&req.key, &value, &json, &ttl, &e])
+                .await
+        }
         None => client.execute(stmt, &[&req.key, &value, &json, &ttl]).await,
     }
     .map_err(db_err)?;
@@ -604,10 +621,13 @@ async fn exec_delete(
 ) -> Result<(), StoreError> {
     match etag {
         None => client.execute(stmt, &[&key]).await.map(|_| Ok(())),
-        Some(e) => client
-            .execute(stmt, &[&key, &e])
-            .await
-            .map(|n| if n == 0 { Err(StoreError::EtagMismatch(None)) } else { Ok(()) }),
+        Some(e) => client.execute(stmt, &[&key, &e]).await.map(|n| {
+            if n == 0 {
+                Err(StoreError::EtagMismatch(None))
+            } else {
+                Ok(())
+            }
+        }),
     }
     .map_err(db_err)?
 }
@@ -883,10 +903,7 @@ impl PgStore {
 impl StateStore for PgStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
         self.single(Stmt::Get, async |client, stmt| {
-            let row = client
-                .query_opt(stmt, &[&req.key])
-                .await
-                .map_err(db_err)?;
+            let row = client.query_opt(stmt, &[&req.key]).await.map_err(db_err)?;
             Ok(row.map(|r| entry(r.get(0), r.get(1), r.get(2))))
         })
         .await
@@ -1001,10 +1018,7 @@ impl StateStore for PgStore {
                 for round in rounds(valid, |(k, _)| k.as_str()) {
                     let keys: Vec<&str> = round.iter().map(|(_, (k, _))| k.as_str()).collect();
                     let etags: Vec<Option<i64>> = round.iter().map(|(_, (_, e))| *e).collect();
-                    let rows = client
-                        .query(stmt, &[&keys, &etags])
-                        .await
-                        .map_err(db_err)?;
+                    let rows = client.query(stmt, &[&keys, &etags]).await.map_err(db_err)?;
                     let deleted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
                     done.extend(round.iter().map(|(i, (k, e))| {
                         let res = if e.is_none() || deleted.contains(k) {
@@ -1062,19 +1076,22 @@ impl StateStore for PgStore {
             }
             // The operations are pipelined: sent back to back and executed in order by the
             // server, so each sees the ones before it. Any failure rolls everything back.
-            let results = futures::future::join_all(
-                req.operations.iter().zip(&etags).zip(&kinds).map(|((op, etag), kind)| {
-                    let stmt = stmts[*kind as usize].as_ref().expect("prepared above");
-                    let tx = tx.client();
-                    async move {
-                        match op {
-                            TransactionOp::Upsert(r) => exec_set(tx, stmt, r, *etag).await,
-                            TransactionOp::Delete(r) => exec_delete(tx, stmt, &r.key, *etag).await,
+            let results =
+                futures::future::join_all(req.operations.iter().zip(&etags).zip(&kinds).map(
+                    |((op, etag), kind)| {
+                        let stmt = stmts[*kind as usize].as_ref().expect("prepared above");
+                        let tx = tx.client();
+                        async move {
+                            match op {
+                                TransactionOp::Upsert(r) => exec_set(tx, stmt, r, *etag).await,
+                                TransactionOp::Delete(r) => {
+                                    exec_delete(tx, stmt, &r.key, *etag).await
+                                }
+                            }
                         }
-                    }
-                }),
-            )
-            .await;
+                    },
+                ))
+                .await;
             if let Some(e) = results.into_iter().find_map(Result::err) {
                 tx.rollback().await.map_err(db_err)?;
                 return Err(e);
@@ -1085,7 +1102,8 @@ impl StateStore for PgStore {
     }
 
     async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
-        let bad = |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
+        let bad =
+            |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
         let query = Query::parse(&req.query).map_err(|e| bad(e.0))?;
         let q = sql::translate(&self.sql.table, &query, &req.key_prefix).map_err(bad)?;
         self.with_conn(async |client| {
@@ -1140,7 +1158,11 @@ impl StateStore for PgStore {
 
     async fn housekeeping(&self) {
         if let Some(max_idle) = self.settings.max_idle {
-            let closed = self.pool.retain(|_, m| m.last_used() < max_idle).removed.len();
+            let closed = self
+                .pool
+                .retain(|_, m| m.last_used() < max_idle)
+                .removed
+                .len();
             if closed > 0 {
                 tracing::debug!(closed, "postgresql: closed idle connections");
             }
@@ -1148,7 +1170,9 @@ impl StateStore for PgStore {
         if let Some(interval) = self.settings.cleanup_interval {
             match self.cleanup(interval).await {
                 Ok(0) => {}
-                Ok(removed) => tracing::debug!(removed, table = %self.settings.table.plain(), "postgresql: deleted expired rows"),
+                Ok(removed) => {
+                    tracing::debug!(removed, table = %self.settings.table.plain(), "postgresql: deleted expired rows")
+                }
                 Err(e) => tracing::warn!(error = %e, "postgresql: expired-row cleanup failed"),
             }
         }

@@ -3,6 +3,7 @@
 //! gateway actor's key validation and store call).
 
 use prost::Message;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -15,11 +16,9 @@ use super::proto::runtime::{
     SaveStateRequest, SetMetadataRequest,
 };
 use super::status::status;
+use crate::capabilities::{RECEIPT_HEADER, Receipt};
 use crate::error::{Error, ErrorKind, Operation};
-use crate::gateway::{
-    AppId, DeleteState, ExecuteTransaction, Gateway, GetBulkState, GetState, QueryState,
-    RUNTIME_VERSION, SaveState, Target,
-};
+use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 
 /// The gRPC service of the gRPC thread, over that thread's gateway.
 pub struct DaprService {
@@ -41,20 +40,29 @@ impl DaprService {
         }
     }
 
-    fn target(&self, app: &AppId, store: &str, op: Operation) -> Result<Target, Status> {
+    /// Runs one state operation through the gateway pipeline.
+    async fn run(
+        &self,
+        app: AppId,
+        store: String,
+        op: Operation,
+        request: Result<StateRequest, Error>,
+    ) -> Result<Answer, Status> {
         self.gateway
-            .catalog()
-            .resolve(app, store, op)
-            .map(|store| Target {
-                app: app.clone(),
-                store,
-            })
+            .state(app, store, op, request)
+            .await
             .map_err(fail)
     }
 
-    /// A reply, unless it is larger than the message-size limit (checked here, where the
-    /// error can still be a proper status, rather than failing in tonic's encoder).
-    fn reply<T: Message>(&self, op: Operation, msg: T) -> Result<Response<T>, Status> {
+    /// A reply with its receipt as response metadata, unless it is larger than the
+    /// message-size limit (checked here, where the error can still be a proper status,
+    /// rather than failing in tonic's encoder).
+    fn reply<T: Message>(
+        &self,
+        op: Operation,
+        msg: T,
+        receipt: &Receipt,
+    ) -> Result<Response<T>, Status> {
         let limit = self.gateway.catalog().limits.max_body_size;
         let size = msg.encoded_len();
         if size > limit {
@@ -63,8 +71,23 @@ impl DaprService {
                 op,
             )));
         }
-        Ok(Response::new(msg))
+        let mut resp = Response::new(msg);
+        if let Some(v) = receipt
+            .header_value()
+            .and_then(|v| MetadataValue::try_from(v.as_str()).ok())
+        {
+            resp.metadata_mut().insert(RECEIPT_HEADER, v);
+        }
+        Ok(resp)
     }
+}
+
+/// A reply of the wrong kind for the operation (a gateway bug, never expected).
+fn unexpected(op: Operation) -> Status {
+    fail(
+        Error::new(ErrorKind::StoreFailure, op)
+            .detail("the gateway answered with the wrong reply kind"),
+    )
 }
 
 /// Renders a gateway error, logging server-side failures.
@@ -86,15 +109,16 @@ impl Dapr for DaprService {
         let op = Operation::Get;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let target = self.target(&app, &r.store_name, op)?;
-        let msg = GetState {
-            target,
+        let request = Ok(StateRequest::Get {
             key: r.key,
             consistency: convert::consistency(r.consistency),
             metadata: r.metadata,
+        });
+        let answer = self.run(app, r.store_name, op, request).await?;
+        let StateReply::Entry(entry) = answer.reply else {
+            return Err(unexpected(op));
         };
-        let entry = self.gateway.call(op, msg).await.map_err(fail)?;
-        self.reply(op, convert::get_response(entry))
+        self.reply(op, convert::get_response(entry), &answer.receipt)
     }
 
     async fn get_bulk_state(
@@ -104,36 +128,32 @@ impl Dapr for DaprService {
         let op = Operation::BulkGet;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let target = self.target(&app, &r.store_name, op)?;
-        let msg = GetBulkState {
-            target,
+        let request = Ok(StateRequest::BulkGet {
             keys: r.keys,
             parallelism: r.parallelism,
             metadata: r.metadata,
+        });
+        let answer = self.run(app, r.store_name, op, request).await?;
+        let StateReply::Bulk(items) = answer.reply else {
+            return Err(unexpected(op));
         };
-        let items = self.gateway.call(op, msg).await.map_err(fail)?;
-        self.reply(op, convert::bulk_response(items))
+        self.reply(op, convert::bulk_response(items), &answer.receipt)
     }
 
     async fn save_state(&self, req: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
         let op = Operation::Save;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let target = self.target(&app, &r.store_name, op)?;
-        if r.states.is_empty() {
-            return Ok(Response::new(()));
-        }
-        let items = r
+        let store = r.store_name;
+        let request = r
             .states
             .into_iter()
             .map(|item| convert::set_request(item, op, true))
             .collect::<Result<Vec<_>, Error>>()
-            .map_err(|e| fail(e.store(&r.store_name)))?;
-        self.gateway
-            .call(op, SaveState { target, items })
-            .await
-            .map_err(fail)?;
-        Ok(Response::new(()))
+            .map(|items| StateRequest::Save { items })
+            .map_err(|e| e.store(&store));
+        let answer = self.run(app, store, op, request).await?;
+        self.reply(op, (), &answer.receipt)
     }
 
     async fn query_state_alpha1(
@@ -143,29 +163,25 @@ impl Dapr for DaprService {
         let op = Operation::Query;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let target = self.target(&app, &r.store_name, op)?;
-        let msg = QueryState {
-            target,
+        let request = Ok(StateRequest::Query {
             query: r.query,
             metadata: r.metadata,
+        });
+        let answer = self.run(app, r.store_name, op, request).await?;
+        let StateReply::Query(resp) = answer.reply else {
+            return Err(unexpected(op));
         };
-        let resp = self.gateway.call(op, msg).await.map_err(fail)?;
-        self.reply(op, convert::query_response(resp))
+        self.reply(op, convert::query_response(resp), &answer.receipt)
     }
 
     async fn delete_state(&self, req: Request<DeleteStateRequest>) -> Result<Response<()>, Status> {
         let op = Operation::Delete;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let target = self.target(&app, &r.store_name, op)?;
         let item = convert::delete_request(r.key, r.etag, r.options, r.metadata);
-        let msg = DeleteState {
-            target,
-            items: vec![item],
-            bulk: false,
-        };
-        self.gateway.call(op, msg).await.map_err(fail)?;
-        Ok(Response::new(()))
+        let request = Ok(StateRequest::Delete { items: vec![item] });
+        let answer = self.run(app, r.store_name, op, request).await?;
+        self.reply(op, (), &answer.receipt)
     }
 
     async fn delete_bulk_state(
@@ -175,22 +191,14 @@ impl Dapr for DaprService {
         let op = Operation::BulkDelete;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let target = self.target(&app, &r.store_name, op)?;
-        if r.states.is_empty() {
-            return Ok(Response::new(()));
-        }
         let items = r
             .states
             .into_iter()
             .map(|s| convert::delete_request(s.key, s.etag, s.options, s.metadata))
             .collect();
-        let msg = DeleteState {
-            target,
-            items,
-            bulk: true,
-        };
-        self.gateway.call(op, msg).await.map_err(fail)?;
-        Ok(Response::new(()))
+        let request = Ok(StateRequest::Delete { items });
+        let answer = self.run(app, r.store_name, op, request).await?;
+        self.reply(op, (), &answer.receipt)
     }
 
     async fn execute_state_transaction(
@@ -200,18 +208,12 @@ impl Dapr for DaprService {
         let op = Operation::Transaction;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        // The capability check (in resolve) runs before the operations are looked at.
-        let target = self.target(&app, &r.store_name, op)?;
+        let store = r.store_name;
         let request = convert::transaction(r.operations, r.metadata)
-            .map_err(|e| fail(e.store(&r.store_name)))?;
-        if request.operations.is_empty() {
-            return Ok(Response::new(()));
-        }
-        self.gateway
-            .call(op, ExecuteTransaction { target, request })
-            .await
-            .map_err(fail)?;
-        Ok(Response::new(()))
+            .map(StateRequest::Transaction)
+            .map_err(|e| e.store(&store));
+        let answer = self.run(app, store, op, request).await?;
+        self.reply(op, (), &answer.receipt)
     }
 
     async fn get_metadata(
@@ -228,7 +230,7 @@ impl Dapr for DaprService {
                 name: s.name.clone(),
                 r#type: s.component_type.clone(),
                 version: s.version.clone(),
-                capabilities: s.capabilities.dapr_strings(),
+                capabilities: s.matrix.dapr_strings(),
             })
             .collect();
         let resp = GetMetadataResponse {
@@ -238,7 +240,7 @@ impl Dapr for DaprService {
             runtime_version: RUNTIME_VERSION.to_owned(),
             ..GetMetadataResponse::default()
         };
-        self.reply(Operation::Other, resp)
+        self.reply(Operation::Other, resp, &Receipt::default())
     }
 
     async fn set_metadata(&self, req: Request<SetMetadataRequest>) -> Result<Response<()>, Status> {

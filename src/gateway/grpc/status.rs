@@ -6,8 +6,21 @@ use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, Help, ResourceInfo, Status
 
 use crate::error::{Detail, ERROR_DOMAIN, Error, Protocol};
 
-/// The gRPC status of `err`, with its details in the table's order.
+/// The gRPC status of `err`, with its details in the table's order and its receipt (if any)
+/// in the trailing metadata.
 pub fn status(err: &Error) -> Status {
+    let mut st = bare_status(err);
+    if let Some(v) = err
+        .receipt()
+        .and_then(|r| tonic::metadata::MetadataValue::try_from(r).ok())
+    {
+        st.metadata_mut()
+            .insert(crate::capabilities::RECEIPT_HEADER, v);
+    }
+    st
+}
+
+fn bare_status(err: &Error) -> Status {
     let wire = err.wire(Protocol::Grpc);
     let code = Code::from_i32(wire.grpc_code as i32);
     if wire.details.is_empty() {

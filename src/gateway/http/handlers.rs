@@ -12,11 +12,9 @@ use serde_json::json;
 
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
+use crate::capabilities::RECEIPT_HEADER;
 use crate::error::{Error, ErrorKind, Operation};
-use crate::gateway::{
-    AppId, DeleteState, ExecuteTransaction, Gateway, GetBulkState, GetState, QueryState,
-    RUNTIME_VERSION, SaveState, Target,
-};
+use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
 use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
 
@@ -154,12 +152,6 @@ async fn serve(
 ) -> Outcome {
     let q = Query::parse(req.query_string());
     let limit = gw.catalog().limits.max_body_size;
-    let resolve = |store: &str, op| {
-        gw.catalog().resolve(&app, store, op).map(|store| Target {
-            app: app.clone(),
-            store,
-        })
-    };
     macro_rules! param {
         ($name:literal, $raw:expr) => {
             match unescape($name, $raw) {
@@ -176,56 +168,31 @@ async fn serve(
             }
         };
     }
-    match *route {
+    // Every state route: translate the wire request (a body or option error travels as the
+    // request's error, reported by the pipeline in daprd's order), run it, render the answer.
+    let (store, op, request) = match *route {
         Route::Save(store) => {
             let op = Operation::Save;
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let items = tri!(body::parse_save(&body, &q.metadata));
-            if items.is_empty() {
-                return Outcome::Response(respond::no_content());
-            }
-            gw.call(op, SaveState { target, items })
-                .await
-                .map(|()| respond::no_content())
-                .into()
+            let body = read_body(req, &mut payload, limit, op).await;
+            let request = body
+                .and_then(|b| body::parse_save(&b, &q.metadata))
+                .map(|items| StateRequest::Save { items });
+            (param!("storeName", store), op, request)
         }
         Route::Get(store, key) => {
             let op = Operation::Get;
-            let target = tri!(resolve(&param!("storeName", store), op));
+            let store = param!("storeName", store);
             let key = param!("key", key);
-            let consistency = tri!(q.options(op)).consistency;
-            let msg = GetState {
-                target,
+            let request = q.options(op).map(|o| StateRequest::Get {
                 key,
-                consistency,
-                metadata: q.metadata,
-            };
-            match tri!(gw.call(op, msg).await) {
-                None => Outcome::Response(respond::no_content()),
-                Some(entry) => {
-                    let mut headers = Vec::with_capacity(1 + entry.metadata.len());
-                    if let Some(etag) = entry
-                        .etag
-                        .as_deref()
-                        .and_then(|e| HeaderValue::from_str(e).ok())
-                    {
-                        headers.push((HeaderName::from_static("etag"), etag));
-                    }
-                    for (k, v) in &entry.metadata {
-                        let name =
-                            HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
-                        if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
-                            headers.push((n, v));
-                        }
-                    }
-                    Outcome::Response(respond::json_bytes(entry.data, &headers))
-                }
-            }
+                consistency: o.consistency,
+                metadata: q.metadata.clone(),
+            });
+            (store, op, request)
         }
         Route::Delete(store, key) => {
             let op = Operation::Delete;
-            let target = tri!(resolve(&param!("storeName", store), op));
+            let store = param!("storeName", store);
             let key = param!("key", key);
             let etag = req
                 .headers()
@@ -233,85 +200,100 @@ async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned);
-            let options = tri!(q.options(op));
-            let item = DeleteRequest {
-                key,
-                etag,
-                options,
-                metadata: q.metadata,
-            };
-            let msg = DeleteState {
-                target,
-                items: vec![item],
-                bulk: false,
-            };
-            gw.call(op, msg)
-                .await
-                .map(|()| respond::no_content())
-                .into()
+            let request = q.options(op).map(|options| StateRequest::Delete {
+                items: vec![DeleteRequest {
+                    key,
+                    etag,
+                    options,
+                    metadata: q.metadata.clone(),
+                }],
+            });
+            (store, op, request)
         }
         Route::BulkGet(store) => {
             let op = Operation::BulkGet;
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let b = tri!(body::parse_bulk(&body, &q.metadata));
-            let msg = GetBulkState {
-                target,
-                keys: b.keys,
-                parallelism: b.parallelism,
-                metadata: b.metadata,
-            };
-            let items = tri!(gw.call(op, msg).await);
-            Outcome::Response(respond::json_bytes(bulk_json(&items), &[]))
+            let body = read_body(req, &mut payload, limit, op).await;
+            let request = body
+                .and_then(|b| body::parse_bulk(&b, &q.metadata))
+                .map(|b| StateRequest::BulkGet {
+                    keys: b.keys,
+                    parallelism: b.parallelism,
+                    metadata: b.metadata,
+                });
+            (param!("storeName", store), op, request)
         }
         Route::Transaction(store) => {
             let op = Operation::Transaction;
-            // The capability check runs before the body is parsed, as in daprd.
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let request = tri!(body::parse_transaction(&body, &q.metadata));
-            if request.operations.is_empty() {
-                return Outcome::Response(respond::no_content());
-            }
-            gw.call(op, ExecuteTransaction { target, request })
-                .await
-                .map(|()| respond::no_content())
-                .into()
+            let body = read_body(req, &mut payload, limit, op).await;
+            let request = body
+                .and_then(|b| body::parse_transaction(&b, &q.metadata))
+                .map(StateRequest::Transaction);
+            (param!("storeName", store), op, request)
         }
         Route::Query(store) => {
             let op = Operation::Query;
-            let target = tri!(resolve(&param!("storeName", store), op));
-            let body = tri!(read_body(req, &mut payload, limit, op).await);
-            let query = tri!(String::from_utf8(body.to_vec()).map_err(|_| {
-                Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
-            }));
-            let resp = tri!(
-                gw.call(
-                    op,
-                    QueryState {
-                        target,
-                        query,
-                        metadata: q.metadata
-                    }
-                )
-                .await
-            );
-            if resp.results.is_empty() {
-                return Outcome::Response(respond::no_content());
-            }
-            Outcome::Response(respond::json_bytes(query_json(&resp), &[]))
+            let body = read_body(req, &mut payload, limit, op).await;
+            let request = body
+                .and_then(|b| {
+                    String::from_utf8(b.to_vec()).map_err(|_| {
+                        Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
+                    })
+                })
+                .map(|query| StateRequest::Query {
+                    query,
+                    metadata: q.metadata.clone(),
+                });
+            (param!("storeName", store), op, request)
         }
-        Route::GetMetadata => Outcome::Response(metadata(gw, &app)),
+        Route::GetMetadata => return Outcome::Response(metadata(gw, &app)),
         Route::PutMetadata(key) => {
             let key = param!("key", key);
             let body = tri!(read_body(req, &mut payload, limit, Operation::Other).await);
             gw.catalog()
                 .set_extended(&key, &String::from_utf8_lossy(&body));
-            Outcome::Response(respond::no_content())
+            return Outcome::Response(respond::no_content());
         }
         Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
             unreachable!("handled in dispatch")
         }
+    };
+    let answer = tri!(gw.state(app, store, op, request).await);
+    let mut resp = render(answer.reply);
+    if let Some(v) = answer
+        .receipt
+        .header_value()
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(RECEIPT_HEADER), v);
+    }
+    Outcome::Response(resp)
+}
+
+/// Renders a successful state reply as daprd does.
+fn render(reply: StateReply) -> HttpResponse {
+    match reply {
+        StateReply::Done | StateReply::Entry(None) => respond::no_content(),
+        StateReply::Entry(Some(entry)) => {
+            let mut headers = Vec::with_capacity(1 + entry.metadata.len());
+            if let Some(etag) = entry
+                .etag
+                .as_deref()
+                .and_then(|e| HeaderValue::from_str(e).ok())
+            {
+                headers.push((HeaderName::from_static("etag"), etag));
+            }
+            for (k, v) in &entry.metadata {
+                let name = HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
+                if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
+                    headers.push((n, v));
+                }
+            }
+            respond::json_bytes(entry.data, &headers)
+        }
+        StateReply::Bulk(items) => respond::json_bytes(bulk_json(&items), &[]),
+        StateReply::Query(resp) if resp.results.is_empty() => respond::no_content(),
+        StateReply::Query(resp) => respond::json_bytes(query_json(&resp), &[]),
     }
 }
 
@@ -441,7 +423,7 @@ fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
         .filter(|s| s.visible_to(app))
         .map(|s| {
             let mut c = json!({"name": s.name, "type": s.component_type, "version": s.version});
-            let caps = s.capabilities.dapr_strings();
+            let caps = s.matrix.dapr_strings();
             if !caps.is_empty() {
                 c["capabilities"] = json!(caps);
             }

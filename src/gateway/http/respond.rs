@@ -58,9 +58,12 @@ pub fn error(err: &Error) -> HttpResponse {
         // daprd answers a bad token with Go's http.Error: plain text, not JSON.
         return text(status, "invalid api token\n");
     }
-    let mut resp = HttpResponse::build(status)
-        .insert_header((CONTENT_TYPE, JSON))
-        .body(serde_json::to_vec(&error_body(&wire)).unwrap_or_default());
+    let mut b = HttpResponse::build(status);
+    b.insert_header((CONTENT_TYPE, JSON));
+    if let Some(receipt) = err.receipt() {
+        b.insert_header((crate::capabilities::RECEIPT_HEADER, receipt));
+    }
+    let mut resp = b.body(serde_json::to_vec(&error_body(&wire)).unwrap_or_default());
     resp.head_mut().set_camel_case_headers(true);
     resp
 }

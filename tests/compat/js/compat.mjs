@@ -35,9 +35,14 @@ spec:
   version: v1
 `;
 
+// The SDK examples send partitionKey, which no Mecha store has: the operator ignores it
+// (each such response carries a mecha-receipt); without a policy it would be rejected.
 const CONFIG = `apps:
   - id: ${APP_ID}
     token: ${TOKEN}
+stores:
+  statestore:
+    partitionKey: ignore
 `;
 
 const LISTENING = /mecha listening.*?http=(\S+).*?grpc=(\S+)/;
@@ -413,7 +418,8 @@ function scenarios(proto) {
 
     async query_not_supported(client) {
       const query = { filter: { EQ: { name: "mecha" } }, page: { limit: 10 } };
-      const message = "state store does not support querying";
+      // daprd's message, plus Mecha's reason: the capability and the store's policy.
+      const message = "state store does not support querying (capability query (QUERY_API), policy: reject (built-in default))";
       if (http) {
         const body = await httpThrows(client.state.query(STORE, query), 500, "ERR_STATE_STORE_NOT_SUPPORTED", message);
         const info = body.details?.find((d) => d["@type"] === "type.googleapis.com/google.rpc.ErrorInfo");

@@ -2,8 +2,10 @@
 the mecha binary, unchanged. Started by run.sh; exits non-zero on any failure.
 
 Mecha runs on free ports (port 0, read back from its "mecha listening" log line) with one
-in-memory store and one configured app, so every call also carries the SDK's
-dapr-api-token (DAPR_API_TOKEN) and the HTTP health probe runs without one.
+in-memory store, one NATS JetStream KV store (NATS_URL, default nats://127.0.0.1:4222; bucket
+mecha-pycompat, created by Mecha, and every key written here is deleted again) and one
+configured app, so every call also carries the SDK's dapr-api-token (DAPR_API_TOKEN) and the
+HTTP health probe runs without one.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import time
 import traceback
 
 STORE = "statestore"
+JS_STORE = "jsstore"
 APP_ID = "py-compat"
 TOKEN = "py-compat-token"
 
@@ -31,10 +34,30 @@ spec:
   version: v1
 """
 
+JS_COMPONENT = f"""\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: {JS_STORE}
+spec:
+  type: state.jetstream
+  version: v1
+  metadata:
+  - name: natsURL
+    value: {os.environ.get("NATS_URL", "nats://127.0.0.1:4222")}
+  - name: bucket
+    value: mecha-pycompat
+"""
+
+# The SDK examples send partitionKey, which no Mecha store has: the operator ignores it
+# (each such response carries a mecha-receipt); without a policy it would be rejected.
 CONFIG = f"""\
 apps:
   - id: {APP_ID}
     token: {TOKEN}
+stores:
+  statestore:
+    partitionKey: ignore
 """
 
 LISTENING = re.compile(r"mecha listening.*?http=(\S+).*?grpc=(\S+)")
@@ -47,6 +70,8 @@ def start_mecha(binary, workdir):
     os.makedirs(components)
     with open(os.path.join(components, "statestore.yaml"), "w") as f:
         f.write(COMPONENT)
+    with open(os.path.join(components, "jsstore.yaml"), "w") as f:
+        f.write(JS_COMPONENT)
     config = os.path.join(workdir, "mecha.yaml")
     with open(config, "w") as f:
         f.write(CONFIG)
@@ -214,10 +239,45 @@ def run_tests():
                 return
             raise AssertionError("expected UNAUTHENTICATED")
 
+    run = f"{os.getpid()}-{int(time.time())}"
+
+    def t_jetstream(d):
+        # JetStream KV: revision ETags with compare-and-set, create-only first-write, bulk by
+        # fan-out, transactions refused; ETAG native and TTL emulated by Mecha are listed.
+        k, fresh = f"js-{run} a", f"js-{run}-fresh"
+        try:
+            d.save_state(JS_STORE, k, b"\x00v1")
+            cur = d.get_state(JS_STORE, k)
+            assert cur.data == b"\x00v1" and cur.etag.isdigit(), (cur.data, cur.etag)
+            d.save_state(JS_STORE, k, "v2", etag=cur.etag)
+            expect_error("ABORTED", "ERR_STATE_SAVE", d.save_state, JS_STORE, k, "v3", etag=cur.etag)
+            fw = StateOptions(concurrency=Concurrency.first_write)
+            expect_error("ABORTED", "ERR_STATE_SAVE", d.save_state, JS_STORE, k, "v3", options=fw)
+            d.save_state(JS_STORE, fresh, "f", options=fw)
+            items = d.get_bulk_state(JS_STORE, [k, "never", fresh], parallelism=2).items
+            got = [(i.key, i.data) for i in items]
+            assert got == [(k, b"v2"), ("never", b""), (fresh, b"f")], got
+            expect_error("UNIMPLEMENTED", None, d.execute_state_transaction, JS_STORE, [
+                TransactionalStateOperation(key=k, data="tx"),
+            ])
+            assert d.get_state(JS_STORE, k).data == b"v2"
+            expect_error("ABORTED", "ERR_STATE_DELETE", d.delete_state, JS_STORE, k, etag=cur.etag)
+            d.delete_state(JS_STORE, k, etag=d.get_state(JS_STORE, k).etag)
+            r = d.get_state(JS_STORE, k)
+            assert r.data == b"" and r.etag == "", (r.data, r.etag)
+            comps = {c.name: c for c in d.get_metadata().registered_components}
+            c = comps[JS_STORE]
+            assert (c.type, c.version) == ("state.jetstream", "v1"), (c.type, c.version)
+            caps = set(c.capabilities)
+            assert {"ETAG", "TTL"} <= caps and not caps & {"TRANSACTIONAL", "ACTOR"}, caps
+        finally:
+            for key in (k, fresh):
+                d.delete_state(JS_STORE, key)
+
     tests = [
         t_save_get, t_etag_success_and_stale, t_bulk_save_and_get, t_transaction,
         t_delete_with_etag, t_missing_key, t_unknown_store, t_illegal_key,
-        t_query_not_supported, t_metadata, t_no_token_is_unauthenticated,
+        t_query_not_supported, t_metadata, t_no_token_is_unauthenticated, t_jetstream,
     ]
     print(f"dapr SDK {dapr.__name__} from {os.path.dirname(dapr.__file__)}", flush=True)
     passed = failed = 0

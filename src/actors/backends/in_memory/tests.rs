@@ -22,7 +22,10 @@ impl Clock for ManualClock {
 
 fn store() -> (InMemoryStore, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
-    (InMemoryStore::new(clock.clone(), Duration::from_secs(1)), clock)
+    (
+        InMemoryStore::new(clock.clone(), Duration::from_secs(1)),
+        clock,
+    )
 }
 
 fn set(key: &str, ttl: Option<Ttl>) -> SetRequest {
@@ -37,7 +40,11 @@ fn set(key: &str, ttl: Option<Ttl>) -> SetRequest {
 }
 
 fn get(key: &str) -> GetRequest {
-    GetRequest { key: key.into(), consistency: Consistency::Unspecified, metadata: Metadata::new() }
+    GetRequest {
+        key: key.into(),
+        consistency: Consistency::Unspecified,
+        metadata: Metadata::new(),
+    }
 }
 
 #[tokio::test]
@@ -50,7 +57,11 @@ async fn expired_items_are_invisible_at_once_and_swept_later() {
     clock.advance(9);
     assert!(s.get(get("a")).await.unwrap().is_some());
     clock.advance(1);
-    assert_eq!(s.get(get("a")).await.unwrap(), None, "expired exactly at its TTL");
+    assert_eq!(
+        s.get(get("a")).await.unwrap(),
+        None,
+        "expired exactly at its TTL"
+    );
     assert_eq!(s.bulk_get(vec![get("a"), get("b")], 1).await[0], Ok(None));
     assert_eq!(s.len(), 2, "not freed until the sweep");
     assert_eq!(s.sweep(), 1);
@@ -63,7 +74,11 @@ async fn rewriting_moves_the_expiry_and_the_sweep_respects_it() {
     s.set(set("a", Some(Ttl::Seconds(5)))).await.unwrap();
     s.set(set("a", Some(Ttl::Seconds(50)))).await.unwrap();
     clock.advance(10);
-    assert_eq!(s.sweep(), 0, "the stale index entry must not delete the rewritten item");
+    assert_eq!(
+        s.sweep(),
+        0,
+        "the stale index entry must not delete the rewritten item"
+    );
     assert!(s.get(get("a")).await.unwrap().is_some());
     clock.advance(50);
     assert_eq!(s.sweep(), 1);
@@ -84,9 +99,14 @@ async fn etags_never_repeat_after_delete_and_recreate() {
     let (s, _) = store();
     s.set(set("a", None)).await.unwrap();
     let old = s.get(get("a")).await.unwrap().unwrap().etag.unwrap();
-    s.delete(DeleteRequest { key: "a".into(), etag: None, options: StateOptions::default(), metadata: Metadata::new() })
-        .await
-        .unwrap();
+    s.delete(DeleteRequest {
+        key: "a".into(),
+        etag: None,
+        options: StateOptions::default(),
+        metadata: Metadata::new(),
+    })
+    .await
+    .unwrap();
     s.set(set("a", None)).await.unwrap();
     let mut r = set("a", None);
     r.etag = Some(old);
@@ -98,16 +118,22 @@ async fn transaction_ttl_applies_and_failure_leaves_no_trace() {
     let (s, clock) = store();
     let mut with_ttl = set("t", Some(Ttl::Seconds(3)));
     with_ttl.value = bytes::Bytes::from_static(b"1");
-    s.transact(TransactionRequest { operations: vec![TransactionOp::Upsert(with_ttl)], metadata: Metadata::new() })
-        .await
-        .unwrap();
+    s.transact(TransactionRequest {
+        operations: vec![TransactionOp::Upsert(with_ttl)],
+        metadata: Metadata::new(),
+    })
+    .await
+    .unwrap();
     clock.advance(3);
     assert_eq!(s.get(get("t")).await.unwrap(), None);
     let mut bad = set("x", None);
     bad.etag = Some("12345".into());
     let r = s
         .transact(TransactionRequest {
-            operations: vec![TransactionOp::Upsert(set("y", None)), TransactionOp::Upsert(bad)],
+            operations: vec![
+                TransactionOp::Upsert(set("y", None)),
+                TransactionOp::Upsert(bad),
+            ],
             metadata: Metadata::new(),
         })
         .await;
@@ -124,4 +150,23 @@ fn build_rejects_a_zero_sweep_interval() {
         metadata: [("sweepInterval".to_owned(), "0s".to_owned())].into(),
     };
     assert!(build(&cfg).is_err());
+}
+
+#[tokio::test]
+async fn list_keys_pages_in_order_and_leaves_out_expired_items() {
+    let (s, clock) = store();
+    for k in ["c", "a", "e", "b", "d"] {
+        s.set(set(k, None)).await.unwrap();
+    }
+    s.set(set("bb", Some(Ttl::Seconds(1)))).await.unwrap();
+    clock.advance(1);
+    let p1 = s.list_keys(None, 2).await.unwrap();
+    assert_eq!(
+        (p1.keys.clone(), p1.next.as_deref()),
+        (vec!["a".to_owned(), "b".into()], Some("b"))
+    );
+    let p2 = s.list_keys(p1.next, 2).await.unwrap();
+    assert_eq!(p2.keys, ["c", "d"]);
+    let p3 = s.list_keys(p2.next, 2).await.unwrap();
+    assert_eq!((p3.keys, p3.next), (vec!["e".to_owned()], None));
 }

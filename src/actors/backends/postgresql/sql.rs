@@ -139,9 +139,7 @@ impl Sql {
         // as absent.
         let only_expired = "WHERE s.expires_at IS NOT NULL AND s.expires_at <= now()";
         Sql {
-            get: format!(
-                "SELECT value, version, expires_at FROM {t} WHERE key = $1 AND {LIVE}"
-            ),
+            get: format!("SELECT value, version, expires_at FROM {t} WHERE key = $1 AND {LIVE}"),
             bulk_get: format!(
                 "SELECT key, value, version, expires_at FROM {t} WHERE key = ANY($1) AND {LIVE}"
             ),
@@ -301,7 +299,11 @@ impl Builder {
                 let _ = write!(self.sql, "{field} = ANY(${v}::jsonb[])");
             }
             Filter::And(children) | Filter::Or(children) => {
-                let joiner = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+                let joiner = if matches!(f, Filter::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
                 self.sql.push('(');
                 for (i, child) in children.iter().enumerate() {
                     if i > 0 {
@@ -355,5 +357,10 @@ pub(super) fn translate(table: &str, q: &Query, key_prefix: &str) -> Result<Quer
         let n = b.param(Box::new(offset as i64));
         let _ = write!(b.sql, " OFFSET ${n}");
     }
-    Ok(QuerySql { text: b.sql, params: b.params, offset, limit })
+    Ok(QuerySql {
+        text: b.sql,
+        params: b.params,
+        offset,
+        limit,
+    })
 }

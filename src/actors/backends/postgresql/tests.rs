@@ -17,9 +17,23 @@ fn table_names_are_strict_identifiers() {
         assert_eq!(id.quoted(""), quoted, "{raw}");
         assert_eq!(id.plain(), plain, "{raw}");
     }
-    assert_eq!(Ident::parse("s.t").unwrap().quoted("_seq"), "\"s\".\"t_seq\"");
+    assert_eq!(
+        Ident::parse("s.t").unwrap().quoted("_seq"),
+        "\"s\".\"t_seq\""
+    );
     let bad = [
-        "", "1x", "a-b", "a b", "a\"b", "a;b", "a.b.c", ".a", "a.", "ä", "x'y", &"x".repeat(51),
+        "",
+        "1x",
+        "a-b",
+        "a b",
+        "a\"b",
+        "a;b",
+        "a.b.c",
+        ".a",
+        "a.",
+        "ä",
+        "x'y",
+        &"x".repeat(51),
     ];
     for raw in bad {
         assert!(Ident::parse(raw).is_err(), "{raw:?} accepted");
@@ -41,7 +55,10 @@ fn like_prefix_escapes_wildcards() {
 
 #[test]
 fn rounds_split_repeated_keys_in_order() {
-    let items: Vec<(usize, &str)> = ["a", "b", "a", "c", "a", "b"].into_iter().enumerate().collect();
+    let items: Vec<(usize, &str)> = ["a", "b", "a", "c", "a", "b"]
+        .into_iter()
+        .enumerate()
+        .collect();
     let got: Vec<Vec<usize>> = rounds(items, |k| k)
         .into_iter()
         .map(|r| r.into_iter().map(|(i, _)| i).collect())
@@ -68,7 +85,12 @@ fn json_values_are_indexed_only_when_postgres_accepts_them() {
         (b"hello", false),
     ];
     for (bytes, want) in cases {
-        assert_eq!(json_of(bytes).is_some(), *want, "{}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            json_of(bytes).is_some(),
+            *want,
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
     }
 }
 
@@ -100,16 +122,26 @@ fn cleanup_interval_parsing() {
 fn etags_are_decimal_versions() {
     assert_eq!(parse_etag("42"), Ok(42));
     for bad in ["", "x", "1.0", "0x10", "99999999999999999999", " 1"] {
-        assert_eq!(parse_etag(bad), Err(StoreError::EtagInvalid(bad.into())), "{bad}");
+        assert_eq!(
+            parse_etag(bad),
+            Err(StoreError::EtagInvalid(bad.into())),
+            "{bad}"
+        );
     }
 }
 
 #[test]
 fn statements_use_only_quoted_names() {
-    let sql = Sql::new(&Ident::parse("s.t").unwrap(), &Ident::parse("meta").unwrap());
+    let sql = Sql::new(
+        &Ident::parse("s.t").unwrap(),
+        &Ident::parse("meta").unwrap(),
+    );
     assert!(sql.upsert.contains("INSERT INTO \"s\".\"t\""));
     assert!(sql.upsert.contains("nextval('\"s\".\"t_version_seq\"')"));
-    assert!(sql.create_v1_rest.contains("INDEX IF NOT EXISTS \"t_expires_at_idx\" ON \"s\".\"t\""));
+    assert!(
+        sql.create_v1_rest
+            .contains("INDEX IF NOT EXISTS \"t_expires_at_idx\" ON \"s\".\"t\"")
+    );
     assert!(sql.cleanup_claim.contains("\"meta\""));
 }
 

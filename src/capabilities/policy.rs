@@ -1,0 +1,606 @@
+//! The effective capability matrix of one store: what it has natively, what Mecha can emulate
+//! on it *correctly*, and what the operator's policy makes of every gap.
+//!
+//! Pure code. The backend's factory supplies the native side ([`StoreTraits`]); the operator's
+//! `stores:` section of `mecha.yaml` supplies a [`Policy`]; [`Matrix::build`] combines them or
+//! lists every policy that would break a guarantee.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{Capability, CapabilitySet};
+use crate::error::Operation;
+
+/// A capability that a request can need and a policy can decide about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Feature {
+    /// ETag-guarded writes and deletes.
+    Etag = 0,
+    /// Create-only writes (`concurrency: first-write`).
+    FirstWrite,
+    /// Atomic multi-operation transactions.
+    Transactions,
+    /// Per-item expiry (`ttlInSeconds`).
+    Ttl,
+    /// Several keys in one round trip (bulk get, save of several items, bulk delete).
+    Bulk,
+    /// `consistency: strong`.
+    StrongConsistency,
+    /// The state query API.
+    Query,
+    /// The `partitionKey` request metadata.
+    PartitionKey,
+}
+
+impl Feature {
+    /// Every feature, in matrix order.
+    pub const ALL: [Feature; 8] = [
+        Feature::Etag,
+        Feature::FirstWrite,
+        Feature::Transactions,
+        Feature::Ttl,
+        Feature::Bulk,
+        Feature::StrongConsistency,
+        Feature::Query,
+        Feature::PartitionKey,
+    ];
+
+    /// The native capability that provides this feature.
+    pub const fn capability(self) -> Capability {
+        match self {
+            Feature::Etag => Capability::Etag,
+            Feature::FirstWrite => Capability::FirstWrite,
+            Feature::Transactions => Capability::Transactional,
+            Feature::Ttl => Capability::Ttl,
+            Feature::Bulk => Capability::BulkNative,
+            Feature::StrongConsistency => Capability::StrongConsistency,
+            Feature::Query => Capability::QueryApi,
+            Feature::PartitionKey => Capability::PartitionKey,
+        }
+    }
+
+    /// The name used in the policy file (`stores.<name>.<feature>`).
+    pub const fn policy_name(self) -> &'static str {
+        match self {
+            Feature::Etag => "etag",
+            Feature::FirstWrite => "firstWrite",
+            Feature::Transactions => "transactions",
+            Feature::Ttl => "ttl",
+            Feature::Bulk => "bulk",
+            Feature::StrongConsistency => "strongConsistency",
+            Feature::Query => "query",
+            Feature::PartitionKey => "partitionKey",
+        }
+    }
+
+    /// The name used in receipts (`mecha-receipt: ttl=emulated, consistency=ignored`).
+    pub const fn receipt_name(self) -> &'static str {
+        match self {
+            Feature::Etag => "etag",
+            Feature::FirstWrite => "first-write",
+            Feature::Transactions => "transactions",
+            Feature::Ttl => "ttl",
+            Feature::Bulk => "bulk",
+            Feature::StrongConsistency => "consistency",
+            Feature::Query => "query",
+            Feature::PartitionKey => "partition-key",
+        }
+    }
+
+    /// Parses a policy-file name (exact).
+    pub fn parse_policy_name(s: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.policy_name() == s)
+    }
+
+    /// Whether a rejection is the request's fault (400 / `INVALID_ARGUMENT`: it asked for an
+    /// option the store cannot give) rather than an operation the store lacks (500, as daprd
+    /// answers an unsupported transaction).
+    pub const fn rejection_is_client_error(self) -> bool {
+        !matches!(self, Feature::Transactions | Feature::Query | Feature::Bulk)
+    }
+
+    const fn bit(self) -> u16 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.policy_name())
+    }
+}
+
+/// What the operator wants for a capability the store lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Fail the call with an error naming store, capability and policy.
+    Reject,
+    /// Let Mecha fill the gap (only where it can do so correctly).
+    Emulate,
+    /// Proceed without the feature, with a receipt saying so.
+    Ignore,
+}
+
+impl Action {
+    /// Parses `reject`, `emulate` or `ignore`.
+    pub fn parse(s: &str) -> Result<Action, String> {
+        match s {
+            "reject" => Ok(Action::Reject),
+            "emulate" => Ok(Action::Emulate),
+            "ignore" => Ok(Action::Ignore),
+            other => Err(format!(
+                "'{other}' is not a policy: use reject, emulate or ignore"
+            )),
+        }
+    }
+
+    /// The policy-file spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Reject => "reject",
+            Action::Emulate => "emulate",
+            Action::Ignore => "ignore",
+        }
+    }
+}
+
+/// The effective status of one feature on one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// The store does it itself.
+    Native,
+    /// Mecha does it, correctly, on top of the store.
+    Emulated,
+    /// Requests that ask for it proceed without it (with a receipt).
+    Ignored,
+    /// Requests that ask for it fail.
+    Rejected,
+}
+
+impl Status {
+    /// Lower-case name, as in receipts and metadata.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Native => "native",
+            Status::Emulated => "emulated",
+            Status::Ignored => "ignored",
+            Status::Rejected => "rejected",
+        }
+    }
+
+    /// Whether a request needing the feature is served with it (natively or emulated).
+    pub const fn is_real(self) -> bool {
+        matches!(self, Status::Native | Status::Emulated)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One store's policy: a `default` for features not listed, and per-feature actions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Applies to features not listed, where the action is allowed for that feature.
+    pub default: Option<Action>,
+    /// Explicit per-feature actions (validated strictly).
+    pub features: BTreeMap<Feature, Action>,
+}
+
+/// What a configured store has natively, as its backend factory reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTraits {
+    /// Native capabilities (including those that depend on component metadata).
+    pub native: CapabilitySet,
+    /// Whether the store can list its keys (needed by the sweep of emulated TTL).
+    pub lists_keys: bool,
+    /// Effective maximum operations per transaction.
+    pub max_transaction_ops: usize,
+}
+
+/// A policy that would break a guarantee, or that cannot be honoured on this store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyProblem {
+    /// The feature.
+    pub feature: Feature,
+    /// The refused action.
+    pub action: Action,
+    /// Why.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for PolicyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "capability {} ({}): policy '{}' is refused: {}",
+            self.feature.policy_name(),
+            self.feature.capability(),
+            self.action.as_str(),
+            self.reason
+        )
+    }
+}
+
+/// Where a feature's status came from (for error messages and `mecha check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The store has it.
+    Native,
+    /// Listed in the store's policy.
+    Explicit,
+    /// The policy's `default`.
+    StoreDefault,
+    /// No policy said anything: emulate if correct, otherwise reject.
+    BuiltIn,
+}
+
+/// Whether Mecha can emulate `feature` correctly on a store with `traits`; `Err` says why not.
+pub fn emulation(traits: &StoreTraits, feature: Feature) -> Result<(), &'static str> {
+    let has = |c| traits.native.has(c);
+    match feature {
+        Feature::Bulk => Ok(()),
+        Feature::Ttl if !(has(Capability::Etag) && has(Capability::FirstWrite)) => {
+            Err("emulated TTL needs compare-and-set in the store (native ETag and first-write)")
+        }
+        Feature::Ttl if !traits.lists_keys => {
+            Err("emulated TTL needs a store that can list its keys (for the expiry sweep)")
+        }
+        Feature::Ttl if has(Capability::Transactional) || has(Capability::QueryApi) => Err(
+            "emulated TTL is not offered on a store with transactions or queries: they would bypass the emulated expiry",
+        ),
+        Feature::Ttl => Ok(()),
+        Feature::Etag | Feature::FirstWrite => Err("it needs compare-and-set in the store itself"),
+        Feature::Transactions => Err("atomicity across keys cannot be emulated correctly"),
+        Feature::StrongConsistency => {
+            Err("strong consistency cannot be emulated on top of the store")
+        }
+        Feature::Query => Err("the query API cannot be emulated"),
+        Feature::PartitionKey => Err("partitions cannot be emulated"),
+    }
+}
+
+/// Whether a request needing `feature` may proceed without it; `Err` says why not.
+pub fn ignorable(feature: Feature) -> Result<(), &'static str> {
+    match feature {
+        Feature::Ttl | Feature::StrongConsistency | Feature::PartitionKey => Ok(()),
+        Feature::Etag | Feature::FirstWrite => Err(
+            "ignoring it would let a write silently overwrite a concurrent one (no compare-and-set)",
+        ),
+        Feature::Transactions => Err("ignoring it would apply operations non-atomically"),
+        Feature::Bulk => Err("a bulk call cannot be served without bulk: use emulate or reject"),
+        Feature::Query => Err("a query cannot be answered without the query API"),
+    }
+}
+
+fn allowed(traits: &StoreTraits, feature: Feature, action: Action) -> Result<Status, &'static str> {
+    match action {
+        Action::Reject => Ok(Status::Rejected),
+        Action::Emulate => emulation(traits, feature).map(|()| Status::Emulated),
+        Action::Ignore => ignorable(feature).map(|()| Status::Ignored),
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    /// Effective status.
+    pub status: Status,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl Cell {
+    /// How the policy reads in error messages: `reject`, `reject (default)`, `reject (built-in default)`.
+    pub fn policy_text(&self) -> String {
+        let action = match self.status {
+            Status::Native => "native",
+            Status::Emulated => "emulate",
+            Status::Ignored => "ignore",
+            Status::Rejected => "reject",
+        };
+        match self.origin {
+            Origin::Native | Origin::Explicit => action.to_owned(),
+            Origin::StoreDefault => format!("{action} (the store's default)"),
+            Origin::BuiltIn => format!("{action} (built-in default)"),
+        }
+    }
+}
+
+/// The effective matrix of one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    traits: StoreTraits,
+    cells: [Cell; Feature::ALL.len()],
+}
+
+impl Matrix {
+    /// Combines native traits and policy; every refused policy is listed.
+    pub fn build(traits: StoreTraits, policy: &Policy) -> Result<Matrix, Vec<PolicyProblem>> {
+        let mut problems = Vec::new();
+        let cells = Feature::ALL.map(|f| {
+            if traits.native.has(f.capability()) {
+                return Cell {
+                    status: Status::Native,
+                    origin: Origin::Native,
+                };
+            }
+            if let Some(&action) = policy.features.get(&f) {
+                return match allowed(&traits, f, action) {
+                    Ok(status) => Cell {
+                        status,
+                        origin: Origin::Explicit,
+                    },
+                    Err(reason) => {
+                        problems.push(PolicyProblem {
+                            feature: f,
+                            action,
+                            reason,
+                        });
+                        Cell {
+                            status: Status::Rejected,
+                            origin: Origin::Explicit,
+                        }
+                    }
+                };
+            }
+            if let Some(status) = policy.default.and_then(|a| allowed(&traits, f, a).ok()) {
+                return Cell {
+                    status,
+                    origin: Origin::StoreDefault,
+                };
+            }
+            Cell {
+                status: if emulation(&traits, f).is_ok() {
+                    Status::Emulated
+                } else {
+                    Status::Rejected
+                },
+                origin: Origin::BuiltIn,
+            }
+        });
+        if problems.is_empty() {
+            Ok(Matrix { traits, cells })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The matrix of a store with no policy at all.
+    pub fn without_policy(traits: StoreTraits) -> Matrix {
+        Matrix::build(traits, &Policy::default()).expect("the built-in default is always valid")
+    }
+
+    /// The cell of `feature`.
+    pub fn cell(&self, feature: Feature) -> Cell {
+        self.cells[feature as usize]
+    }
+
+    /// The effective status of `feature`.
+    pub fn status(&self, feature: Feature) -> Status {
+        self.cell(feature).status
+    }
+
+    /// The native traits the matrix was built from.
+    pub fn traits(&self) -> &StoreTraits {
+        &self.traits
+    }
+
+    /// Effective maximum operations per transaction.
+    pub fn max_transaction_ops(&self) -> usize {
+        self.traits.max_transaction_ops
+    }
+
+    /// Native capabilities plus emulated ones: what an SDK may rely on.
+    pub fn effective(&self) -> CapabilitySet {
+        let mut set = self.traits.native;
+        for f in Feature::ALL {
+            if self.status(f) == Status::Emulated {
+                set = set.with(f.capability());
+            }
+        }
+        set
+    }
+
+    /// Dapr's `capabilities` list: native or emulated features only, and `ACTOR` only when
+    /// ETag and transactions are both native.
+    pub fn dapr_strings(&self) -> Vec<String> {
+        // ETag and transactions are never emulated (see [`emulation`]), so the `ACTOR` that
+        // `CapabilitySet::dapr_strings` derives from the effective set means both are native.
+        self.effective().dapr_strings()
+    }
+
+    /// The full matrix as one line: `etag=native,first-write=native,transactions=native(max=1000),...`.
+    pub fn describe(&self) -> String {
+        Feature::ALL
+            .iter()
+            .map(|&f| {
+                let s = self.status(f);
+                if f == Feature::Transactions && s == Status::Native {
+                    format!(
+                        "{}={}(max={})",
+                        f.receipt_name(),
+                        s,
+                        self.traits.max_transaction_ops
+                    )
+                } else {
+                    format!("{}={}", f.receipt_name(), s)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A set of features a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs(u16);
+
+impl Needs {
+    /// Nothing.
+    pub const NONE: Needs = Needs(0);
+
+    /// The set with `f` added.
+    pub const fn with(self, f: Feature) -> Needs {
+        Needs(self.0 | f.bit())
+    }
+
+    /// `f` added when `cond` holds.
+    pub const fn with_if(self, f: Feature, cond: bool) -> Needs {
+        if cond { self.with(f) } else { self }
+    }
+
+    /// Whether `f` is needed.
+    pub const fn has(self, f: Feature) -> bool {
+        self.0 & f.bit() != 0
+    }
+
+    /// The union.
+    pub const fn union(self, other: Needs) -> Needs {
+        Needs(self.0 | other.0)
+    }
+}
+
+/// The protocol-neutral shape of a request, as far as negotiation cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shape {
+    /// Items (keys, writes, deletes or transaction operations) in the request.
+    pub items: usize,
+    /// Some write or delete carries an ETag.
+    pub etag: bool,
+    /// Some write asks for `first-write` without an ETag.
+    pub first_write: bool,
+    /// Some write sets an expiry (`ttlInSeconds` > 0).
+    pub ttl: bool,
+    /// Some part asks for `consistency: strong`.
+    pub strong: bool,
+    /// Some part carries `partitionKey` metadata.
+    pub partition_key: bool,
+}
+
+/// What an operation of this shape needs. Options an operation cannot carry are not needs
+/// (a bulk get has no consistency; a get has no ETag).
+pub fn needs(op: Operation, shape: &Shape) -> Needs {
+    use Operation as O;
+    let writes = matches!(op, O::Save | O::Delete | O::BulkDelete | O::Transaction);
+    let upserts = matches!(op, O::Save | O::Transaction);
+    Needs::NONE
+        .with_if(Feature::Transactions, op == O::Transaction)
+        .with_if(Feature::Query, op == O::Query)
+        .with_if(
+            Feature::Bulk,
+            matches!(op, O::BulkGet | O::Save | O::BulkDelete) && shape.items > 1,
+        )
+        .with_if(Feature::Etag, writes && shape.etag)
+        .with_if(Feature::FirstWrite, upserts && shape.first_write)
+        .with_if(Feature::Ttl, upserts && shape.ttl)
+        .with_if(
+            Feature::StrongConsistency,
+            shape.strong && !matches!(op, O::BulkGet | O::Query | O::Other),
+        )
+        .with_if(Feature::PartitionKey, shape.partition_key && op != O::Other)
+}
+
+/// One decision of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// The needed feature.
+    pub feature: Feature,
+    /// How it will be served.
+    pub cell: Cell,
+}
+
+/// The plan for one request: a step per needed feature, in matrix order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The first rejected step, if any (the request must then fail with nothing applied).
+    pub fn rejected(&self) -> Option<Step> {
+        self.steps
+            .iter()
+            .copied()
+            .find(|s| s.cell.status == Status::Rejected)
+    }
+
+    /// The status of `feature` in this plan (`None` when the request does not need it).
+    pub fn status(&self, feature: Feature) -> Option<Status> {
+        self.steps
+            .iter()
+            .find(|s| s.feature == feature)
+            .map(|s| s.cell.status)
+    }
+
+    /// The receipt: every emulated or ignored step.
+    pub fn receipt(&self) -> Receipt {
+        let mut r = Receipt::default();
+        for s in &self.steps {
+            r.add(s.feature, s.cell.status);
+        }
+        r
+    }
+}
+
+/// Negotiation: what the request needs, against the store's matrix (native capabilities with the
+/// operator's policy already applied), gives the plan. Pure and total.
+pub fn negotiate(needs: Needs, matrix: &Matrix) -> Plan {
+    Plan {
+        steps: Feature::ALL
+            .into_iter()
+            .filter(|f| needs.has(*f))
+            .map(|feature| Step {
+                feature,
+                cell: matrix.cell(feature),
+            })
+            .collect(),
+    }
+}
+
+/// What a response tells the caller about non-native decisions, e.g. `ttl=emulated, consistency=ignored`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt(Vec<(Feature, Status)>);
+
+/// The HTTP header and gRPC metadata key of a receipt.
+pub const RECEIPT_HEADER: &str = "mecha-receipt";
+
+impl Receipt {
+    /// Records a decision; native and rejected ones are not receipts, duplicates are dropped.
+    pub fn add(&mut self, feature: Feature, status: Status) {
+        if matches!(status, Status::Emulated | Status::Ignored)
+            && !self.0.iter().any(|(f, _)| *f == feature)
+        {
+            self.0.push((feature, status));
+            self.0.sort_by_key(|(f, _)| *f);
+        }
+    }
+
+    /// Whether nothing was emulated or ignored.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The decisions, in matrix order.
+    pub fn entries(&self) -> &[(Feature, Status)] {
+        &self.0
+    }
+
+    /// The header value, `None` for a fully native call.
+    pub fn header_value(&self) -> Option<String> {
+        (!self.is_empty()).then(|| {
+            self.0
+                .iter()
+                .map(|(f, s)| format!("{}={}", f.receipt_name(), s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

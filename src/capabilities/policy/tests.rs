@@ -1,0 +1,306 @@
+use super::*;
+
+const ALL_STATUSES: [Status; 4] = [
+    Status::Native,
+    Status::Emulated,
+    Status::Ignored,
+    Status::Rejected,
+];
+
+fn traits(caps: &[Capability], lists_keys: bool) -> StoreTraits {
+    StoreTraits {
+        native: CapabilitySet::of(caps),
+        lists_keys,
+        max_transaction_ops: 100,
+    }
+}
+
+/// A matrix in which `feature` has `status` (by native capability or policy), or `None` when
+/// no valid policy produces that status for the feature.
+fn matrix_with(feature: Feature, status: Status) -> Option<Matrix> {
+    // A key-value store with CAS and key listing, like JetStream: TTL can be emulated.
+    let mut caps = vec![Capability::Etag, Capability::FirstWrite];
+    let mut policy = Policy::default();
+    match status {
+        Status::Native => caps.push(feature.capability()),
+        Status::Emulated => {
+            policy.features.insert(feature, Action::Emulate);
+        }
+        Status::Ignored => {
+            policy.features.insert(feature, Action::Ignore);
+        }
+        Status::Rejected => {
+            policy.features.insert(feature, Action::Reject);
+        }
+    }
+    if status != Status::Native {
+        caps.retain(|c| *c != feature.capability());
+    }
+    Matrix::build(traits(&caps, true), &policy).ok()
+}
+
+fn shape_needing(feature: Feature) -> Shape {
+    let mut s = Shape {
+        items: 1,
+        ..Shape::default()
+    };
+    match feature {
+        Feature::Etag => s.etag = true,
+        Feature::FirstWrite => s.first_write = true,
+        Feature::Ttl => s.ttl = true,
+        Feature::Bulk => s.items = 3,
+        Feature::StrongConsistency => s.strong = true,
+        Feature::PartitionKey => s.partition_key = true,
+        Feature::Transactions | Feature::Query => {}
+    }
+    s
+}
+
+/// Which operations can carry which feature.
+fn carries(op: Operation, f: Feature) -> bool {
+    use Feature as F;
+    use Operation as O;
+    match f {
+        F::Etag => matches!(op, O::Save | O::Delete | O::BulkDelete | O::Transaction),
+        F::FirstWrite | F::Ttl => matches!(op, O::Save | O::Transaction),
+        F::Transactions => op == O::Transaction,
+        F::Query => op == O::Query,
+        F::Bulk => matches!(op, O::BulkGet | O::Save | O::BulkDelete),
+        F::StrongConsistency => matches!(
+            op,
+            O::Get | O::Save | O::Delete | O::BulkDelete | O::Transaction
+        ),
+        F::PartitionKey => op != O::Other,
+    }
+}
+
+/// Which (feature, status) pairs a valid policy can produce at all.
+fn producible(f: Feature, s: Status) -> bool {
+    match s {
+        Status::Native | Status::Rejected => true,
+        Status::Emulated => matches!(f, Feature::Bulk | Feature::Ttl),
+        Status::Ignored => matches!(
+            f,
+            Feature::Ttl | Feature::StrongConsistency | Feature::PartitionKey
+        ),
+    }
+}
+
+#[test]
+fn every_capability_status_and_operation() {
+    let mut cases = 0;
+    for op in Operation::ALL {
+        for f in Feature::ALL {
+            for status in ALL_STATUSES {
+                let matrix = matrix_with(f, status);
+                assert_eq!(
+                    matrix.is_some(),
+                    producible(f, status),
+                    "{f:?} {status:?}: policy validity"
+                );
+                let Some(matrix) = matrix else { continue };
+                assert_eq!(matrix.status(f), status, "{f:?} {status:?}");
+                let plan = negotiate(needs(op, &shape_needing(f)), &matrix);
+                if carries(op, f) {
+                    assert_eq!(plan.status(f), Some(status), "{op:?} {f:?} {status:?}");
+                    // Any other step is the operation's own need (a transaction, a query).
+                    let others: Vec<Feature> = plan
+                        .steps
+                        .iter()
+                        .map(|s| s.feature)
+                        .filter(|g| *g != f)
+                        .collect();
+                    assert!(
+                        others
+                            .iter()
+                            .all(|g| matches!(g, Feature::Transactions | Feature::Query)),
+                        "{op:?} {f:?}: {others:?}"
+                    );
+                    let step = plan.steps.iter().find(|s| s.feature == f).unwrap();
+                    assert_eq!(step.cell.status, status);
+                    let want =
+                        matches!(status, Status::Emulated | Status::Ignored).then_some((f, status));
+                    let got = plan
+                        .receipt()
+                        .entries()
+                        .iter()
+                        .copied()
+                        .find(|(g, _)| *g == f);
+                    assert_eq!(got, want, "{op:?} {f:?} {status:?}");
+                    if others.is_empty() {
+                        assert_eq!(
+                            plan.rejected().map(|s| s.feature),
+                            (status == Status::Rejected).then_some(f)
+                        );
+                        assert_eq!(
+                            plan.receipt().header_value(),
+                            want.map(|(f, s)| format!("{}={s}", f.receipt_name()))
+                        );
+                    }
+                } else {
+                    assert_eq!(plan.status(f), None, "{op:?} {f:?} {status:?}");
+                }
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 100);
+}
+
+#[test]
+fn no_policy_emulates_what_is_correct_and_rejects_the_rest() {
+    let m = Matrix::without_policy(traits(&[Capability::Etag, Capability::FirstWrite], true));
+    let got: Vec<(Feature, Status)> = Feature::ALL.iter().map(|f| (*f, m.status(*f))).collect();
+    assert_eq!(
+        got,
+        [
+            (Feature::Etag, Status::Native),
+            (Feature::FirstWrite, Status::Native),
+            (Feature::Transactions, Status::Rejected),
+            (Feature::Ttl, Status::Emulated),
+            (Feature::Bulk, Status::Emulated),
+            (Feature::StrongConsistency, Status::Rejected),
+            (Feature::Query, Status::Rejected),
+            (Feature::PartitionKey, Status::Rejected),
+        ]
+    );
+    // Without key listing, without CAS, or on a transactional store, TTL is not emulated.
+    for t in [
+        traits(&[Capability::Etag, Capability::FirstWrite], false),
+        traits(&[Capability::Etag], true),
+        traits(&[], true),
+        traits(
+            &[
+                Capability::Etag,
+                Capability::FirstWrite,
+                Capability::Transactional,
+            ],
+            true,
+        ),
+    ] {
+        assert_eq!(
+            Matrix::without_policy(t).status(Feature::Ttl),
+            Status::Rejected
+        );
+    }
+}
+
+#[test]
+fn guarantee_breaking_policies_are_all_listed() {
+    let mut policy = Policy::default();
+    for (f, a) in [
+        (Feature::Etag, Action::Ignore),
+        (Feature::FirstWrite, Action::Emulate),
+        (Feature::Transactions, Action::Emulate),
+        (Feature::StrongConsistency, Action::Emulate),
+        (Feature::Ttl, Action::Emulate),
+        (Feature::Bulk, Action::Emulate),
+    ] {
+        policy.features.insert(f, a);
+    }
+    let problems = Matrix::build(traits(&[], false), &policy).unwrap_err();
+    let refused: Vec<Feature> = problems.iter().map(|p| p.feature).collect();
+    assert_eq!(
+        refused,
+        [
+            Feature::Etag,
+            Feature::FirstWrite,
+            Feature::Transactions,
+            Feature::Ttl,
+            Feature::StrongConsistency
+        ]
+    );
+    let text = problems[0].to_string();
+    assert!(
+        text.contains("etag") && text.contains("ETAG") && text.contains("ignore"),
+        "{text}"
+    );
+    // The same policy is fine where the store has the capabilities natively.
+    let native = traits(
+        &[
+            Capability::Etag,
+            Capability::FirstWrite,
+            Capability::Transactional,
+            Capability::StrongConsistency,
+            Capability::Ttl,
+        ],
+        false,
+    );
+    assert!(Matrix::build(native, &policy).is_ok());
+}
+
+#[test]
+fn the_store_default_applies_where_allowed() {
+    let policy = Policy {
+        default: Some(Action::Ignore),
+        features: BTreeMap::from([(Feature::Bulk, Action::Emulate)]),
+    };
+    let m = Matrix::build(
+        traits(&[Capability::Etag, Capability::FirstWrite], true),
+        &policy,
+    )
+    .unwrap();
+    assert_eq!(m.status(Feature::Ttl), Status::Ignored);
+    assert_eq!(m.status(Feature::StrongConsistency), Status::Ignored);
+    assert_eq!(m.status(Feature::Bulk), Status::Emulated);
+    // Ignore is not allowed for transactions: the built-in default (reject) applies.
+    assert_eq!(m.status(Feature::Transactions), Status::Rejected);
+    assert_eq!(m.cell(Feature::Transactions).origin, Origin::BuiltIn);
+    assert_eq!(
+        m.cell(Feature::Ttl).policy_text(),
+        "ignore (the store's default)"
+    );
+}
+
+#[test]
+fn discovery_lists_native_and_emulated_only() {
+    let kv = traits(&[Capability::Etag, Capability::FirstWrite], true);
+    let policy = Policy {
+        default: Some(Action::Reject),
+        features: BTreeMap::from([
+            (Feature::Ttl, Action::Emulate),
+            (Feature::StrongConsistency, Action::Ignore),
+        ]),
+    };
+    let m = Matrix::build(kv, &policy).unwrap();
+    assert_eq!(m.dapr_strings(), ["ETAG", "TTL"]);
+    assert_eq!(
+        m.describe(),
+        "etag=native,first-write=native,transactions=rejected,ttl=emulated,bulk=rejected,consistency=ignored,query=rejected,partition-key=rejected"
+    );
+    let full = traits(
+        &[
+            Capability::Etag,
+            Capability::Transactional,
+            Capability::FirstWrite,
+        ],
+        false,
+    );
+    assert_eq!(
+        Matrix::without_policy(full).dapr_strings(),
+        ["ETAG", "TRANSACTIONAL", "ACTOR"]
+    );
+}
+
+#[test]
+fn receipts_are_ordered_and_deduplicated() {
+    let mut r = Receipt::default();
+    assert_eq!(r.header_value(), None);
+    r.add(Feature::StrongConsistency, Status::Ignored);
+    r.add(Feature::Ttl, Status::Emulated);
+    r.add(Feature::Ttl, Status::Emulated);
+    r.add(Feature::Etag, Status::Native);
+    assert_eq!(
+        r.header_value().as_deref(),
+        Some("ttl=emulated, consistency=ignored")
+    );
+}
+
+#[test]
+fn policy_names_parse() {
+    for f in Feature::ALL {
+        assert_eq!(Feature::parse_policy_name(f.policy_name()), Some(f));
+    }
+    assert_eq!(Action::parse("emulate"), Ok(Action::Emulate));
+    assert!(Action::parse("degrade").is_err());
+}
