@@ -16,6 +16,8 @@
 
 use std::fmt;
 
+use super::Status;
+
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -220,9 +222,12 @@ pub const PORTABLE: &[RequestKey] = &[
     },
 ];
 
+/// The name of Cosmos DB's partition key; its fate is decided by the matrix (`partitionKey`).
+pub const PARTITION_KEY: &str = "partitionKey";
+
 /// Keys that only some store types honour, with the types that do (spec sections 7.1, 7.2).
+/// `partitionKey` is not here: the matrix has a decision for it (see [`LintTarget`]).
 pub const STORE_SPECIFIC: &[(&str, &[&str])] = &[
-    ("partitionKey", &["state.azure.cosmosdb"]),
     ("queryIndexName", &["state.redis"]),
     ("contentMD5", &["state.azure.blobstorage"]),
     ("contentEncoding", &["state.azure.blobstorage"]),
@@ -296,8 +301,27 @@ pub struct LintTarget<'a> {
     pub store_type: &'a str,
     /// Request keys the store's backend understands beyond [`PORTABLE`].
     pub store_keys: &'a [RequestKey],
-    /// Whether `ttlInSeconds` has no effect on this store (its TTL decision is `ignored`).
-    pub ttl_ignored: bool,
+    /// The effective matrix status of TTL for this caller. `ignored`: a positive
+    /// `ttlInSeconds` is an [`LintCode::IgnoredByStore`] finding; `rejected`: negotiation
+    /// refuses the call, so the lint says nothing more.
+    pub ttl: Status,
+    /// The effective matrix status of `partitionKey` for this caller. `ignored`: an
+    /// [`LintCode::IgnoredByStore`] finding; `rejected` (the built-in default: no Mecha store
+    /// has partitions): negotiation refuses the call in every lint mode, so the lint does not
+    /// report it twice; `native`: no finding.
+    pub partition_key: Status,
+}
+
+impl LintTarget<'_> {
+    /// A target on which every matrix-governed key is native (tests, tools).
+    pub const fn native(store_type: &str) -> LintTarget<'_> {
+        LintTarget {
+            store_type,
+            store_keys: &[],
+            ttl: Status::Native,
+            partition_key: Status::Native,
+        }
+    }
 }
 
 /// Lints one metadata map. Findings come in a stable order (by key) so responses are
@@ -357,7 +381,10 @@ fn lint_one(
                 ..finding(LintCode::NotForOperation, key, location)
             });
         }
-        if key == TTL_KEY && target.ttl_ignored {
+        if key == TTL_KEY
+            && target.ttl == Status::Ignored
+            && value.trim().parse::<i64>().is_ok_and(|n| n > 0)
+        {
             return Some(Finding {
                 detail: Some(format!(
                     "the store's policy ignores TTL, so {} will not expire",
@@ -380,6 +407,15 @@ fn lint_one(
             });
         }
         return None;
+    }
+    if key == PARTITION_KEY {
+        return (target.partition_key == Status::Ignored).then(|| Finding {
+            detail: Some(format!(
+                "the store's policy ignores partitionKey: {} has no partitions",
+                target.store_type
+            )),
+            ..finding(LintCode::IgnoredByStore, key, location)
+        });
     }
     if let Some((_, types)) = STORE_SPECIFIC.iter().find(|(name, _)| *name == key) {
         if !types.contains(&target.store_type) {
@@ -419,6 +455,7 @@ fn suggest(key: &str, target: &LintTarget<'_>) -> Option<&'static str> {
         .iter()
         .chain(target.store_keys)
         .map(|k| k.name)
+        .chain(std::iter::once(PARTITION_KEY))
         .chain(STORE_SPECIFIC.iter().map(|(n, _)| *n))
         .chain(COMPONENT_ONLY.iter().copied())
         .chain(RUNTIME_FEATURES.iter().map(|(n, _)| *n));
@@ -494,6 +531,12 @@ pub fn reported(findings: &[Finding], mode: LintMode) -> impl Iterator<Item = &F
         .filter(move |f| mode != LintMode::Off || f.severity() == Severity::Error)
 }
 
+/// The HTTP response header and gRPC response metadata key of reported findings.
+pub const LINT_HEADER: &str = "mecha-lint";
+
+/// Most findings listed in one `mecha-lint` value (the rest are counted as `+N more`).
+pub const HEADER_MAX_FINDINGS: usize = 16;
+
 /// Renders findings as one header value (`mecha-lint`), e.g.
 /// `unknown-key;key=ttlInSecond;at=request;suggest=ttlInSeconds, component-level-key;key=keyPrefix;at=item[0]`.
 /// Keys are percent-encoded outside visible ASCII and cut at 64 bytes, so the value is
@@ -560,7 +603,12 @@ mod tests {
             } else {
                 &[]
             },
-            ttl_ignored,
+            ttl: if ttl_ignored {
+                Status::Ignored
+            } else {
+                Status::Native
+            },
+            partition_key: Status::Rejected,
         }
     }
 
@@ -575,6 +623,15 @@ mod tests {
     #[test]
     fn every_rule_fires_as_the_table_says() {
         let pg = target("state.postgresql", false);
+        let pk_ignored = LintTarget {
+            partition_key: Status::Ignored,
+            ..target("state.postgresql", false)
+        };
+        let pk_native = LintTarget::native("state.azure.cosmosdb");
+        let ttl_rejected = LintTarget {
+            ttl: Status::Rejected,
+            ..target("state.in-memory", false)
+        };
         // (metadata, operation, target, expected code, expected suggestion)
         let cases: &[(
             &str,
@@ -700,13 +757,51 @@ mod tests {
                 Some(LintCode::UnknownKey),
                 None,
             ),
+            // Rejected by the matrix: negotiation answers, the lint does not repeat it.
+            ("partitionKey", "p1", LintOp::Get, &pg, None, None),
             (
                 "partitionKey",
                 "p1",
-                LintOp::Get,
-                &pg,
-                Some(LintCode::StoreSpecificKey),
+                LintOp::Save,
+                &pk_ignored,
+                Some(LintCode::IgnoredByStore),
                 None,
+            ),
+            ("partitionKey", "p1", LintOp::Get, &pk_native, None, None),
+            // TTL ignored: only an expiry that would have happened is reported.
+            (
+                "ttlInSeconds",
+                "-1",
+                LintOp::Save,
+                &target("state.jetstream", true),
+                None,
+                None,
+            ),
+            (
+                "ttlInSeconds",
+                "abc",
+                LintOp::Save,
+                &target("state.jetstream", true),
+                Some(LintCode::InvalidValue),
+                None,
+            ),
+            // TTL rejected: negotiation refuses a positive TTL; nothing to add.
+            ("ttlInSeconds", "60", LintOp::Save, &ttl_rejected, None, None),
+            (
+                "outbox.projectio",
+                "true",
+                LintOp::Save,
+                &pg,
+                Some(LintCode::UnknownKey),
+                Some("outbox.projection"),
+            ),
+            (
+                "keyprefix",
+                "x",
+                LintOp::Save,
+                &pg,
+                Some(LintCode::UnknownKey),
+                Some("keyPrefix"),
             ),
             (
                 "queryIndexName",

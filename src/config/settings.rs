@@ -10,15 +10,31 @@ use serde::Deserialize;
 use super::ConfigError;
 use crate::actors::ActorSettings;
 use crate::actors::backends::parse_duration;
+use crate::capabilities::lint::LintMode;
 use crate::capabilities::{Action, Feature, Policy};
 
 /// An app allowed to call Mecha, identified by its API token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppConfig {
     /// The app id (used for key prefixes, scopes and metrics).
     pub id: String,
     /// The `dapr-api-token` the app sends.
     pub token: String,
+    /// Capabilities (Dapr's strings) the app relies on: every store in its scope must serve
+    /// them natively or emulated, or start-up fails.
+    pub requires: Vec<&'static str>,
+    /// The app's own tightenings per store (`apps[].stores.<store>`).
+    pub stores: BTreeMap<String, AppStoreSettings>,
+}
+
+/// What an app makes stricter for itself on one store: never looser than the operator's
+/// settings (a loosening is a configuration error, see [`crate::config::policy_problems`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppStoreSettings {
+    /// The app's lint mode on this store (at least the store's).
+    pub lint: Option<LintMode>,
+    /// Per-capability actions; only `reject` tightens (or the store's own action, a no-op).
+    pub policy: BTreeMap<Feature, Action>,
 }
 
 /// Request limits. Every one is enforced on both protocols and answered with a Dapr-shaped error.
@@ -79,6 +95,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Per-store capability policies (`stores:`), by store name.
     pub policies: BTreeMap<String, Policy>,
+    /// Per-store request-metadata lint mode (`stores.<name>.lint`); absent: `warn`.
+    pub lint: BTreeMap<String, LintMode>,
 }
 
 #[derive(Deserialize, Default)]
@@ -102,6 +120,57 @@ struct RawApp {
     id: String,
     token: Option<String>,
     token_env: Option<String>,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    stores: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One `stores.<name>` (or `apps[].stores.<name>`) entry: `lint` and per-capability actions.
+fn parse_store_entry(
+    prefix: &str,
+    entries: BTreeMap<String, String>,
+    err: &mut dyn FnMut(&str, String),
+) -> (Option<LintMode>, Policy) {
+    let mut policy = Policy::default();
+    let mut lint = None;
+    for (name, value) in entries {
+        let field = format!("{prefix}.{name}");
+        if name == "lint" {
+            match value.as_str() {
+                "off" => lint = Some(LintMode::Off),
+                "warn" => lint = Some(LintMode::Warn),
+                "reject" => lint = Some(LintMode::Reject),
+                other => err(
+                    &field,
+                    format!("'{other}' is not a lint mode: use off, warn or reject"),
+                ),
+            }
+            continue;
+        }
+        let action = match Action::parse(&value) {
+            Ok(a) => a,
+            Err(e) => {
+                err(&field, e);
+                continue;
+            }
+        };
+        if name == "default" {
+            policy.default = Some(action);
+        } else if let Some(f) = Feature::parse_policy_name(&name) {
+            policy.features.insert(f, action);
+        } else {
+            let known: Vec<&str> = Feature::ALL.iter().map(|f| f.policy_name()).collect();
+            err(
+                &field,
+                format!(
+                    "unknown capability '{name}': use lint, default or one of {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    (lint, policy)
 }
 
 #[derive(Deserialize, Default)]
@@ -130,6 +199,19 @@ struct RawServer {
     shutdown_timeout: Option<String>,
     workers: Option<usize>,
 }
+
+/// The capability strings an app may list in `requires`.
+pub const REQUIRABLE: &[&str] = &[
+    "ETAG",
+    "TRANSACTIONAL",
+    "QUERY_API",
+    "TTL",
+    "DELETE_WITH_PREFIX",
+    "PARTITION_KEY",
+    "KEYS_LIKE",
+    "FIRST_WRITE",
+    "ACTOR",
+];
 
 /// Parses a size: a byte count, or a number with `Ki`/`Mi`/`Gi` (also `KiB`, `K`, `KB`, ...).
 pub fn parse_size(raw: &str) -> Result<usize, String> {
@@ -209,7 +291,48 @@ impl Settings {
                         format!("app '{}' is listed twice", app.id),
                     );
                 } else {
-                    s.apps.push(AppConfig { id: app.id, token });
+                    let mut requires = Vec::new();
+                    for (j, r) in app.requires.iter().enumerate() {
+                        match REQUIRABLE.iter().find(|c| **c == r.as_str()) {
+                            Some(c) => {
+                                if !requires.contains(c) {
+                                    requires.push(*c);
+                                }
+                            }
+                            None => err(
+                                &format!("{field}.requires[{j}]"),
+                                format!(
+                                    "'{r}' is not a capability: use one of {}",
+                                    REQUIRABLE.join(", ")
+                                ),
+                            ),
+                        }
+                    }
+                    let mut stores = BTreeMap::new();
+                    for (store, entries) in app.stores {
+                        let prefix = format!("{field}.stores.{store}");
+                        let (lint, policy) = parse_store_entry(&prefix, entries, &mut err);
+                        if policy.default.is_some() {
+                            err(
+                                &format!("{prefix}.default"),
+                                "an app cannot set a default: list the capabilities it tightens"
+                                    .into(),
+                            );
+                        }
+                        stores.insert(
+                            store,
+                            AppStoreSettings {
+                                lint,
+                                policy: policy.features,
+                            },
+                        );
+                    }
+                    s.apps.push(AppConfig {
+                        id: app.id,
+                        token,
+                        requires,
+                        stores,
+                    });
                 }
             }
         }
@@ -300,30 +423,9 @@ impl Settings {
             s.server.workers = w;
         }
         for (store, entries) in raw.stores {
-            let mut policy = Policy::default();
-            for (name, value) in entries {
-                let field = format!("stores.{store}.{name}");
-                let action = match Action::parse(&value) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        err(&field, e);
-                        continue;
-                    }
-                };
-                if name == "default" {
-                    policy.default = Some(action);
-                } else if let Some(f) = Feature::parse_policy_name(&name) {
-                    policy.features.insert(f, action);
-                } else {
-                    let known: Vec<&str> = Feature::ALL.iter().map(|f| f.policy_name()).collect();
-                    err(
-                        &field,
-                        format!(
-                            "unknown capability '{name}': use default or one of {}",
-                            known.join(", ")
-                        ),
-                    );
-                }
+            let (lint, policy) = parse_store_entry(&format!("stores.{store}"), entries, &mut err);
+            if let Some(mode) = lint {
+                s.lint.insert(store.clone(), mode);
             }
             s.policies.insert(store, policy);
         }
@@ -362,7 +464,8 @@ mod tests {
             s.apps[0],
             AppConfig {
                 id: "orders".into(),
-                token: "secret-a".into()
+                token: "secret-a".into(),
+                ..AppConfig::default()
             }
         );
         assert_eq!(s.limits.max_body_size, 1024 * 1024);

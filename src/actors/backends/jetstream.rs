@@ -95,6 +95,8 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
     metadata: METADATA,
+    // Only the portable keys (`ttlInSeconds`, `contentType`).
+    request_keys: &[],
     build,
 };
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actors::StoreFactory;
+use crate::capabilities::lint::RequestKey;
 use crate::capabilities::{CapabilitySet, MatrixRow, render_matrix};
 
 pub mod in_memory;
@@ -38,6 +39,10 @@ pub struct Descriptor {
     pub conditional: CapabilitySet,
     /// Component metadata the backend reads (in addition to [`COMMON_FIELDS`]).
     pub metadata: &'static [Field],
+    /// Request metadata keys the backend understands beyond the portable ones
+    /// ([`crate::capabilities::lint::PORTABLE`]), with their value kinds; the request lint
+    /// reports every other key.
+    pub request_keys: &'static [RequestKey],
     /// Builds the store factory from validated component metadata.
     pub build: fn(&ComponentConfig) -> Result<Arc<dyn StoreFactory>, String>,
 }

@@ -13,6 +13,8 @@ use serde_json::json;
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
 use crate::capabilities::RECEIPT_HEADER;
+use crate::capabilities::lint::LINT_HEADER;
+use crate::gateway::http::respond::lint_header;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
@@ -150,7 +152,7 @@ async fn serve(
     route: &Route<'_>,
     app: AppId,
 ) -> Outcome {
-    let q = Query::parse(req.query_string());
+    let mut q = Query::parse(req.query_string());
     let limit = gw.catalog().limits.max_body_size;
     macro_rules! param {
         ($name:literal, $raw:expr) => {
@@ -257,7 +259,8 @@ async fn serve(
             unreachable!("handled in dispatch")
         }
     };
-    let answer = tri!(gw.state(app, store, op, request).await);
+    let url_metadata = std::mem::take(&mut q.metadata);
+    let answer = tri!(gw.state(app, store, op, request, url_metadata).await);
     let mut resp = render(answer.reply);
     if let Some(v) = answer
         .receipt
@@ -266,6 +269,10 @@ async fn serve(
     {
         resp.headers_mut()
             .insert(HeaderName::from_static(RECEIPT_HEADER), v);
+    }
+    if let Some(v) = lint_header(&answer.lint) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(LINT_HEADER), v);
     }
     Outcome::Response(resp)
 }
@@ -430,11 +437,13 @@ fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
             c
         })
         .collect();
+    let mut extended = catalog.extended(RUNTIME_VERSION);
+    extended.extend(catalog.requirements(app));
     let body = json!({
         "id": app.as_ref(),
         "runtimeVersion": RUNTIME_VERSION,
         "components": components,
-        "extended": catalog.extended(RUNTIME_VERSION),
+        "extended": extended,
     });
     respond::json_bytes(serde_json::to_vec(&body).unwrap_or_default(), &[])
 }
