@@ -370,8 +370,9 @@ fn lint_one(
         .find(|k| k.name == key);
     if let Some(k) = known {
         if let Some(why) = k.kind.check(value) {
+            // The wording of Mecha's TTL parse error, without the value (it may be a secret).
             return Some(Finding {
-                detail: Some(format!("the value {why}")),
+                detail: Some(format!("incorrect value for metadata '{key}': the value {why}")),
                 ..finding(LintCode::InvalidValue, key, location)
             });
         }

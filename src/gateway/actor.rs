@@ -792,3 +792,107 @@ impl Handler<StateCall> for GatewayActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, metadata: Metadata) -> SetRequest {
+        SetRequest {
+            key: key.to_owned(),
+            value: bytes::Bytes::from_static(b"1"),
+            etag: None,
+            options: Default::default(),
+            ttl: None,
+            metadata,
+        }
+    }
+
+    fn delete(key: &str) -> DeleteRequest {
+        DeleteRequest {
+            key: key.to_owned(),
+            etag: None,
+            options: Default::default(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// The hot path: a request whose maps are all empty is linted without allocating (the
+    /// findings vector keeps capacity 0; iterating and probing empty maps allocates nothing,
+    /// and the verdict returns at once on no findings).
+    #[test]
+    fn empty_metadata_lints_without_allocating() {
+        let target = LintTarget::native("state.in-memory");
+        let url = Metadata::new();
+        let requests = [
+            (
+                Operation::Get,
+                StateRequest::Get {
+                    key: "k".into(),
+                    consistency: Consistency::Unspecified,
+                    metadata: Metadata::new(),
+                },
+            ),
+            (
+                Operation::BulkGet,
+                StateRequest::BulkGet {
+                    keys: vec!["a".into(), "b".into()],
+                    parallelism: 0,
+                    metadata: Metadata::new(),
+                },
+            ),
+            (
+                Operation::Save,
+                StateRequest::Save {
+                    items: vec![set("a", Metadata::new()), set("b", Metadata::new())],
+                },
+            ),
+            (
+                Operation::BulkDelete,
+                StateRequest::Delete {
+                    items: vec![delete("a"), delete("b")],
+                },
+            ),
+            (
+                Operation::Transaction,
+                StateRequest::Transaction(TransactionRequest {
+                    operations: vec![
+                        TransactionOp::Upsert(set("a", Metadata::new())),
+                        TransactionOp::Delete(delete("b")),
+                    ],
+                    metadata: Metadata::new(),
+                }),
+            ),
+            (
+                Operation::Query,
+                StateRequest::Query {
+                    query: "{}".into(),
+                    metadata: Metadata::new(),
+                },
+            ),
+        ];
+        for (op, request) in &requests {
+            let found = lint_request(request, &url, *op, &target);
+            assert!(found.is_empty(), "{op:?}");
+            assert_eq!(found.capacity(), 0, "{op:?} allocated");
+        }
+    }
+
+    /// A key copied from the URL into every item is reported once, at `request`; item keys
+    /// are reported per item.
+    #[test]
+    fn url_keys_are_reported_once() {
+        let target = LintTarget::native("state.in-memory");
+        let url: Metadata = [("ttlInSecond".to_owned(), "5".to_owned())].into();
+        let mut item = url.clone();
+        item.insert("keyPrefix".into(), "x".into());
+        let request = StateRequest::Save {
+            items: vec![set("a", url.clone()), set("b", item)],
+        };
+        let found = lint_request(&request, &url, Operation::Save, &target);
+        let got: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("unknown-key 'ttlInSecond' in request"));
+        assert!(got[1].starts_with("component-level-key 'keyPrefix' in item[1]"));
+    }
+}
