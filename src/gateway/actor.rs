@@ -526,9 +526,10 @@ impl GatewayActor {
             if self.catalog.lint_log_due(app, index, f.code) {
                 // Keys and codes only: values may be secrets.
                 tracing::warn!(
-                    app_id = %app, store = %info.name, code = %f.code, key = %f.key,
-                    at = %f.location, mode = mode.as_str(),
-                    "request metadata lint: {f} (logged at most once a minute per app, store and code)"
+                    app_id = %app, store = %info.name, code = %f.code, key = ?f.key,
+                    at = %f.location, suggestion = ?f.suggestion, detail = ?f.detail,
+                    mode = mode.as_str(),
+                    "request metadata lint finding (at most one line a minute per app, store and code)"
                 );
             }
         }
