@@ -20,7 +20,7 @@ use mecha::gateway::grpc::proto::runtime::{
     TransactionalStateOperation,
 };
 use serde_json::{Value, json};
-use support::{Mecha, MEMORY_STORE, TestMecha, error_of, unique};
+use support::{MEMORY_STORE, Mecha, TestMecha, error_of, unique};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -129,7 +129,9 @@ async fn http_warn_reports_every_map_and_proceeds() {
     );
     // Query parameters on a get.
     let r = m
-        .get(&format!("/v1.0/state/statestore/{k}?metadata.metakey=metavalue"))
+        .get(&format!(
+            "/v1.0/state/statestore/{k}?metadata.metakey=metavalue"
+        ))
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -173,7 +175,9 @@ async fn http_warn_reports_every_map_and_proceeds() {
     );
     // Delete with URL metadata.
     let r = m
-        .delete(&format!("/v1.0/state/statestore/{k}?metadata.keyPrefix=none"))
+        .delete(&format!(
+            "/v1.0/state/statestore/{k}?metadata.keyPrefix=none"
+        ))
         .await;
     assert_eq!(r.status(), 204);
     assert_eq!(
@@ -192,10 +196,12 @@ async fn http_warn_reports_every_map_and_proceeds() {
     // Counted in the metrics, with finite labels only.
     let metrics = m.metrics().await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("mecha_lint_findings_total")
-            && l.contains("code=\"unknown-key\"")
-            && l.contains("severity=\"warning\"")
-            && l.contains("store=\"statestore\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mecha_lint_findings_total")
+                && l.contains("code=\"unknown-key\"")
+                && l.contains("severity=\"warning\"")
+                && l.contains("store=\"statestore\"")),
         "{metrics}"
     );
     assert!(!metrics.contains("metavalue"));
@@ -222,7 +228,9 @@ async fn portable_metadata_produces_no_finding() {
             assert_eq!(lint_of(&r), None, "{store} {md}");
         }
         let r = m
-            .get(&format!("/v1.0/state/{store}/{k}?metadata.contentType=application/json"))
+            .get(&format!(
+                "/v1.0/state/{store}/{k}?metadata.contentType=application/json"
+            ))
             .await;
         assert_eq!((r.status().as_u16(), lint_of(&r)), (200, None));
     }
@@ -273,21 +281,43 @@ async fn http_reject_lists_every_finding_and_writes_nothing() {
         ),
     ];
     for (path, body, wanted) in cases {
-        let (status, code, message, details) = error_of(m.post(&path, body.to_string()).await).await;
-        assert_eq!((status, code.as_str()), (400, "ERR_METADATA_LINT"), "{path}: {message}");
-        assert!(message.starts_with("state store strict rejected the "), "{message}");
+        let (status, code, message, details) =
+            error_of(m.post(&path, body.to_string()).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "ERR_METADATA_LINT"),
+            "{path}: {message}"
+        );
+        assert!(
+            message.starts_with("state store strict rejected the "),
+            "{message}"
+        );
         assert!(message.contains(wanted), "{path}: {message}");
         assert!(
             details.iter().any(|d| d["reason"] == "MECHA_METADATA_LINT"),
             "{details:?}"
         );
-        assert_eq!(status_of_get(&m, "strict", &k).await, 204, "{path}: nothing written");
+        assert_eq!(
+            status_of_get(&m, "strict", &k).await,
+            204,
+            "{path}: nothing written"
+        );
     }
     // Reads and deletes too.
-    let (status, code, message, _) =
-        error_of(m.get(&format!("/v1.0/state/strict/{k}?metadata.metakey=v")).await).await;
-    assert_eq!((status, code.as_str()), (400, "ERR_METADATA_LINT"), "{message}");
-    assert!(message.contains("unknown-key 'metakey' in request"), "{message}");
+    let (status, code, message, _) = error_of(
+        m.get(&format!("/v1.0/state/strict/{k}?metadata.metakey=v"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_METADATA_LINT"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unknown-key 'metakey' in request"),
+        "{message}"
+    );
     let (status, code, _, _) = error_of(
         m.post(
             "/v1.0/state/strict/bulk",
@@ -351,7 +381,10 @@ async fn invalid_values_are_rejected_in_every_mode() {
         .await
         .unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
-    assert!(st.message().contains("invalid-value 'ttlInSeconds'"), "{st:?}");
+    assert!(
+        st.message().contains("invalid-value 'ttlInSeconds'"),
+        "{st:?}"
+    );
     m.running.stop(true).await;
 }
 
@@ -427,7 +460,10 @@ async fn grpc_warn_and_reject_on_every_rpc() {
     let resp = c
         .save_state(SaveStateRequest {
             store_name: "statestore".into(),
-            states: vec![item(&k, &[]), item(&format!("{k}-2"), &[("ttlInSecond", "5")])],
+            states: vec![
+                item(&k, &[]),
+                item(&format!("{k}-2"), &[("ttlInSecond", "5")]),
+            ],
         })
         .await
         .unwrap();
@@ -487,7 +523,10 @@ async fn grpc_warn_and_reject_on_every_rpc() {
     let resp = c
         .delete_bulk_state(DeleteBulkStateRequest {
             store_name: "statestore".into(),
-            states: vec![item(&format!("{k}-2"), &[]), item(&k, &[("keyPrefix", "x")])],
+            states: vec![
+                item(&format!("{k}-2"), &[]),
+                item(&k, &[("keyPrefix", "x")]),
+            ],
         })
         .await
         .unwrap();
@@ -506,8 +545,11 @@ async fn grpc_warn_and_reject_on_every_rpc() {
         .unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument);
     assert!(
-        st.message().contains("unknown-key 'partitionkey' in item[0]: did you mean 'partitionKey'?")
-            && st.message().contains("unknown-key 'ttlInSecond' in item[0]: did you mean 'ttlInSeconds'?"),
+        st.message()
+            .contains("unknown-key 'partitionkey' in item[0]: did you mean 'partitionKey'?")
+            && st
+                .message()
+                .contains("unknown-key 'ttlInSecond' in item[0]: did you mean 'ttlInSeconds'?"),
         "{st:?}"
     );
     let got = c
@@ -560,7 +602,11 @@ const APPS: &str = "apps:\n  - id: orders\n    token: t-orders\n    requires: [E
 async fn app_tightenings_and_requirements() {
     let m = TestMecha::memory()
         .custom("kv", kv())
-        .settings(&APPS.replace("ttl: emulate", "ttl: ignore").replace("requires: [ETAG, TTL]", "requires: [ETAG]"))
+        .settings(
+            &APPS
+                .replace("ttl: emulate", "ttl: ignore")
+                .replace("requires: [ETAG, TTL]", "requires: [ETAG]"),
+        )
         .start()
         .await;
     let k = unique("a");
@@ -575,15 +621,25 @@ async fn app_tightenings_and_requirements() {
     // billing: the store's warn.
     let r = send("t-billing", body.clone()).await.unwrap();
     assert_eq!(r.status(), 204);
-    assert!(lint_of(&r).unwrap().starts_with("unknown-key;key=ttlInSecond"));
+    assert!(
+        lint_of(&r)
+            .unwrap()
+            .starts_with("unknown-key;key=ttlInSecond")
+    );
     // orders: its own reject.
     let (status, code, _, _) = error_of(send("t-orders", body).await.unwrap()).await;
     assert_eq!((status, code.as_str()), (400, "ERR_METADATA_LINT"));
     // orders rejects TTL for itself; billing gets the store's `ignore`.
     let ttl = json!([{"key": k, "value": 1, "metadata": {"ttlInSeconds": "60"}}]);
     let (status, code, message, _) = error_of(send("t-orders", ttl.clone()).await.unwrap()).await;
-    assert_eq!((status, code.as_str()), (400, "ERR_STATE_STORE_NOT_SUPPORTED"));
-    assert!(message.contains("policy: reject (the app's own policy)"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_STATE_STORE_NOT_SUPPORTED")
+    );
+    assert!(
+        message.contains("policy: reject (the app's own policy)"),
+        "{message}"
+    );
     let r = send("t-billing", ttl).await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers().get("mecha-receipt").unwrap(), "ttl=ignored");
@@ -613,7 +669,10 @@ async fn app_tightenings_and_requirements() {
     req.metadata_mut()
         .insert("dapr-api-token", "t-orders".parse().unwrap());
     let meta = c.get_metadata(req).await.unwrap().into_inner();
-    assert_eq!(meta.extended_metadata["mecha.requires.kv"], "ETAG=met(native)");
+    assert_eq!(
+        meta.extended_metadata["mecha.requires.kv"],
+        "ETAG=met(native)"
+    );
     m.running.stop(true).await;
 }
 
@@ -625,12 +684,19 @@ async fn unmet_requirements_and_loosenings_stop_start_up() {
         std::path::Path::new("mecha.yaml"),
         &APPS
             .replace("[ETAG, TTL]", "[ETAG, TTL, TRANSACTIONAL]")
-            .replace("ttl: reject", "ttl: reject\n        strongConsistency: ignore\n        lint: off"),
+            .replace(
+                "ttl: reject",
+                "ttl: reject\n        strongConsistency: ignore\n        lint: off",
+            ),
     )
     .unwrap();
     let config = mecha::config::Config {
         settings,
-        components: vec![mecha::config::LoadedComponent::custom("kv", "state.test", kv())],
+        components: vec![mecha::config::LoadedComponent::custom(
+            "kv",
+            "state.test",
+            kv(),
+        )],
         warnings: Vec::new(),
     };
     let opts = mecha::app::Options {
@@ -705,8 +771,9 @@ async fn query_metadata_on_postgresql() {
         .unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
     assert!(
-        st.message()
-            .contains("store-specific-key 'queryIndexName' in request: only state.redis honours it"),
+        st.message().contains(
+            "store-specific-key 'queryIndexName' in request: only state.redis honours it"
+        ),
         "{st:?}"
     );
     m.running.stop(true).await;

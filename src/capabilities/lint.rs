@@ -372,7 +372,9 @@ fn lint_one(
         if let Some(why) = k.kind.check(value) {
             // The wording of Mecha's TTL parse error, without the value (it may be a secret).
             return Some(Finding {
-                detail: Some(format!("incorrect value for metadata '{key}': the value {why}")),
+                detail: Some(format!(
+                    "incorrect value for metadata '{key}': the value {why}"
+                )),
                 ..finding(LintCode::InvalidValue, key, location)
             });
         }
@@ -634,14 +636,15 @@ mod tests {
             ..target("state.in-memory", false)
         };
         // (metadata, operation, target, expected code, expected suggestion)
-        let cases: &[(
-            &str,
-            &str,
+        type Case<'a> = (
+            &'a str,
+            &'a str,
             LintOp,
-            &LintTarget<'_>,
+            &'a LintTarget<'a>,
             Option<LintCode>,
-            Option<&str>,
-        )] = &[
+            Option<&'a str>,
+        );
+        let cases: &[Case<'_>] = &[
             ("ttlInSeconds", "3600", LintOp::Save, &pg, None, None),
             ("ttlInSeconds", "-1", LintOp::Save, &pg, None, None),
             ("ttlInSeconds", "0", LintOp::Save, &pg, None, None),
@@ -787,7 +790,14 @@ mod tests {
                 None,
             ),
             // TTL rejected: negotiation refuses a positive TTL; nothing to add.
-            ("ttlInSeconds", "60", LintOp::Save, &ttl_rejected, None, None),
+            (
+                "ttlInSeconds",
+                "60",
+                LintOp::Save,
+                &ttl_rejected,
+                None,
+                None,
+            ),
             (
                 "outbox.projectio",
                 "true",

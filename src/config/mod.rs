@@ -114,7 +114,10 @@ fn app_problems(
                 errors.push(ConfigError::new(
                     file,
                     field,
-                    format!("app '{}': no state store named '{store}' is configured", app.id),
+                    format!(
+                        "app '{}': no state store named '{store}' is configured",
+                        app.id
+                    ),
                 ));
                 continue;
             };
@@ -122,7 +125,10 @@ fn app_problems(
                 errors.push(ConfigError::new(
                     file,
                     field,
-                    format!("app '{}': store '{store}' is not in the app's scope", app.id),
+                    format!(
+                        "app '{}': store '{store}' is not in the app's scope",
+                        app.id
+                    ),
                 ));
                 continue;
             }

@@ -11,7 +11,7 @@
 //!    store's declared request keys and its matrix: an invalid value fails the call in every
 //!    mode, other findings fail it under `lint: reject`, and under `warn` they travel with
 //!    the answer (`mecha-lint`), to the log (rate-limited, keys only) and to the metrics;
-//! 3b. **validate** keys, limits and TTL, and apply the key prefix;
+//!    Then **validate** keys, limits and TTL, and apply the key prefix;
 //! 4. **negotiate the request** ([`negotiate`]): what it needs (ETag, first-write, TTL, bulk,
 //!    strong consistency, `partitionKey`) against the matrix, giving a plan of native,
 //!    emulated, ignored and rejected steps; a rejected step fails the call with nothing applied;
@@ -29,9 +29,7 @@ use actix::prelude::*;
 
 use super::catalog::{AppId, Catalog, StoreInfo};
 use crate::actors::{StoreError, StoreHandle};
-use crate::capabilities::lint::{
-    self, Finding, LintMode, LintOp, LintTarget, Location, Severity,
-};
+use crate::capabilities::lint::{self, Finding, LintMode, LintOp, LintTarget, Location, Severity};
 use crate::capabilities::{Feature, Matrix, Plan, Receipt, Shape, Status, needs, negotiate};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys;
@@ -248,7 +246,9 @@ fn lint_request(
             add(&t.metadata, LintOp::Transaction, Location::Transaction);
             for (i, o) in t.operations.iter().enumerate() {
                 match o {
-                    TransactionOp::Upsert(r) => add(&r.metadata, LintOp::Save, Location::Operation(i)),
+                    TransactionOp::Upsert(r) => {
+                        add(&r.metadata, LintOp::Save, Location::Operation(i))
+                    }
                     TransactionOp::Delete(r) => {
                         add(&r.metadata, LintOp::Delete, Location::Operation(i))
                     }
@@ -517,12 +517,7 @@ impl GatewayActor {
         }
         let reported: Vec<Finding> = lint::reported(&findings, mode).cloned().collect();
         for f in &reported {
-            metrics::record_lint_finding(
-                app,
-                &info.name,
-                f.code.as_str(),
-                f.severity().as_str(),
-            );
+            metrics::record_lint_finding(app, &info.name, f.code.as_str(), f.severity().as_str());
             if self.catalog.lint_log_due(app, index, f.code) {
                 // Keys and codes only: values may be secrets.
                 tracing::warn!(

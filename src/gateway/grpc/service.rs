@@ -18,9 +18,9 @@ use super::proto::runtime::{
 use super::status::{lint_metadata, status};
 use crate::capabilities::lint::{Finding, LINT_HEADER};
 use crate::capabilities::{RECEIPT_HEADER, Receipt};
-use crate::model::Metadata;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
+use crate::model::Metadata;
 
 /// The gRPC service of the gRPC thread, over that thread's gateway.
 pub struct DaprService {
@@ -124,7 +124,12 @@ impl Dapr for DaprService {
         let StateReply::Entry(entry) = answer.reply else {
             return Err(unexpected(op));
         };
-        self.reply(op, convert::get_response(entry), &answer.receipt, &answer.lint)
+        self.reply(
+            op,
+            convert::get_response(entry),
+            &answer.receipt,
+            &answer.lint,
+        )
     }
 
     async fn get_bulk_state(
@@ -143,7 +148,12 @@ impl Dapr for DaprService {
         let StateReply::Bulk(items) = answer.reply else {
             return Err(unexpected(op));
         };
-        self.reply(op, convert::bulk_response(items), &answer.receipt, &answer.lint)
+        self.reply(
+            op,
+            convert::bulk_response(items),
+            &answer.receipt,
+            &answer.lint,
+        )
     }
 
     async fn save_state(&self, req: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
@@ -177,7 +187,12 @@ impl Dapr for DaprService {
         let StateReply::Query(resp) = answer.reply else {
             return Err(unexpected(op));
         };
-        self.reply(op, convert::query_response(resp), &answer.receipt, &answer.lint)
+        self.reply(
+            op,
+            convert::query_response(resp),
+            &answer.receipt,
+            &answer.lint,
+        )
     }
 
     async fn delete_state(&self, req: Request<DeleteStateRequest>) -> Result<Response<()>, Status> {
