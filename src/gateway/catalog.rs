@@ -238,7 +238,7 @@ impl Catalog {
     }
 
     /// Whether a lint finding of `code` for `app` on store `index` should be logged now: at
-    /// most once per [`LINT_LOG_INTERVAL`] per (app, store, code). The memory is bounded:
+    /// most once per `LINT_LOG_INTERVAL` (a minute) per (app, store, code). The memory is bounded:
     /// when full, entries older than the interval are dropped, then everything.
     pub fn lint_log_due(&self, app: &AppId, index: usize, code: LintCode) -> bool {
         let now = std::time::Instant::now();
