@@ -516,6 +516,39 @@ mod tests {
     }
 
     #[test]
+    fn lint_modes_requirements_and_app_tightenings_parse() {
+        let s = parse(
+            "apps:\n  - id: orders\n    token: t\n    requires: [TTL, ETAG, TTL, ACTOR]\n    stores:\n      kv:\n        lint: reject\n        ttl: reject\nstores:\n  kv:\n    lint: off\n    ttl: emulate\n",
+        )
+        .unwrap();
+        assert_eq!(s.lint["kv"], LintMode::Off);
+        assert_eq!(s.policies["kv"].features[&Feature::Ttl], Action::Emulate);
+        let app = &s.apps[0];
+        assert_eq!(
+            app.requires,
+            ["TTL", "ETAG", "ACTOR"],
+            "deduplicated, in order"
+        );
+        assert_eq!(app.stores["kv"].lint, Some(LintMode::Reject));
+        assert_eq!(app.stores["kv"].policy[&Feature::Ttl], Action::Reject);
+        let errs = parse(
+            "apps:\n  - id: a\n    token: t\n    requires: [TRANSACTION]\n    stores:\n      kv:\n        lint: loud\n        default: reject\nstores:\n  kv:\n    lint: strict\n",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "apps[0].requires[0]",
+                "apps[0].stores.kv.lint",
+                "apps[0].stores.kv.default",
+                "stores.kv.lint"
+            ]
+        );
+        assert!(errs[0].message.contains("TRANSACTIONAL"), "{errs:?}");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("4Mi"), Ok(4 * 1024 * 1024));
         assert_eq!(parse_size("512"), Ok(512));
