@@ -304,3 +304,33 @@ fn unmet_app_requirements_stop_check_and_start_up() {
         }
     }
 }
+
+/// Met requirements pass `mecha check`, which prints each app's lint mode and requirements.
+#[test]
+fn check_prints_met_app_requirements() {
+    let (_dir, components, cfg) = policy_setup(
+        "apps:\n  - id: orders\n    token: t1\n    requires: [ETAG, TTL]\n    stores:\n      cache:\n        lint: reject\nstores:\n  mem:\n    lint: off\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--resources-path", &components, "--config", &cfg])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "app 'orders' on store 'mem': lint off, requires ETAG=native, TTL=native (met)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "app 'orders' on store 'cache': lint reject, requires ETAG=native, TTL=native (met)"
+        ),
+        "{stdout}"
+    );
+}
