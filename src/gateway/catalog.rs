@@ -311,3 +311,27 @@ impl Catalog {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_log_is_rate_limited_per_app_store_and_code() {
+        let catalog = Catalog::new(&[], &Settings::default(), "app").unwrap();
+        let (a, b): (AppId, AppId) = ("a".into(), "b".into());
+        assert!(catalog.lint_log_due(&a, 0, LintCode::UnknownKey));
+        assert!(
+            !catalog.lint_log_due(&a, 0, LintCode::UnknownKey),
+            "within the minute"
+        );
+        assert!(catalog.lint_log_due(&a, 0, LintCode::ComponentLevelKey));
+        assert!(catalog.lint_log_due(&a, 1, LintCode::UnknownKey));
+        assert!(catalog.lint_log_due(&b, 0, LintCode::UnknownKey));
+        // Bounded: past the cap, the memory is cleared rather than grown.
+        for i in 0..LINT_LOG_MAX_ENTRIES + 10 {
+            catalog.lint_log_due(&a, i, LintCode::InvalidValue);
+        }
+        assert!(catalog.lint_log.lock().len() <= LINT_LOG_MAX_ENTRIES);
+    }
+}
