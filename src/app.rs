@@ -61,11 +61,15 @@ pub struct Running {
     grpc: GrpcServer,
     metrics: ServerHandle,
     http_task: actix_rt::task::JoinHandle<io::Result<()>>,
+    token_reload: Option<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops every listener; `graceful` waits (up to the shutdown timeout) for in-flight requests.
     pub async fn stop(&self, graceful: bool) {
+        if let Some(t) = &self.token_reload {
+            t.abort();
+        }
         self.http.stop(graceful).await;
         self.grpc.stop(graceful).await;
         self.metrics.stop(graceful).await;
@@ -75,6 +79,9 @@ impl Running {
     /// stops the other listeners (gRPC gracefully).
     pub async fn wait(self) -> io::Result<()> {
         let result = self.http_task.await.map_err(io::Error::other)?;
+        if let Some(t) = &self.token_reload {
+            t.abort();
+        }
         self.grpc.stop(true).await;
         self.metrics.stop(true).await;
         result
@@ -116,16 +123,24 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let http = http.run();
     let http_handle = http.handle();
 
+    let c = catalog.clone();
     let metrics = HttpServer::new(move || {
         let handle = prometheus.clone();
+        let catalog = c.clone();
         App::new().route(
             "/metrics",
-            web::get().to(move || {
-                let body = handle.render();
+            web::get().to(move |req: actix_web::HttpRequest| {
+                let allowed = catalog.metrics_allowed(metrics_token(&req));
+                let body = allowed.then(|| handle.render());
                 async move {
-                    HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4")
-                        .body(body)
+                    match body {
+                        Some(body) => HttpResponse::Ok()
+                            .content_type("text/plain; version=0.0.4")
+                            .body(body),
+                        None => HttpResponse::Unauthorized()
+                            .insert_header(("www-authenticate", "Bearer"))
+                            .body("invalid metrics token\n"),
+                    }
                 }
             }),
         )
@@ -146,6 +161,18 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         serving_threads(settings.server.workers),
     )?;
     let grpc_addr = grpc.local_addr();
+    // Token files are checked for changes, so a rotated token needs no restart.
+    let token_reload = catalog.has_token_files().then(|| {
+        let catalog = catalog.clone();
+        let every = settings.server.token_file_check_interval;
+        actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(every);
+            loop {
+                tick.tick().await;
+                catalog.reload_tokens();
+            }
+        })
+    });
 
     tracing::info!(http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id, "mecha listening");
     for s in catalog.stores() {
@@ -166,7 +193,18 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         grpc,
         metrics: metrics_handle,
         http_task,
+        token_reload,
     })
+}
+
+/// The token of a `/metrics` request: `Authorization: Bearer <token>` (what Prometheus
+/// sends with `authorization.credentials`), or the `dapr-api-token` header.
+fn metrics_token(req: &actix_web::HttpRequest) -> Option<&str> {
+    let h = req.headers();
+    h.get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| h.get("dapr-api-token").and_then(|v| v.to_str().ok()))
 }
 
 /// Threads per door: the configured worker count, or one per CPU (actix-web's default).

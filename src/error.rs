@@ -233,8 +233,11 @@ pub enum ErrorKind {
     EtagInvalid,
     /// The store did not answer within the request timeout.
     StoreTimeout,
-    /// The query failed to parse or run.
+    /// The query failed to run.
     QueryFailed,
+    /// The query body does not parse or its filter is invalid: the client's error, so 400
+    /// (daprd answers 500; Mecha keeps daprd's code, message and details).
+    QueryInvalid,
     /// Any other store failure.
     StoreFailure,
     /// The API token is missing or wrong.
@@ -245,6 +248,13 @@ pub enum ErrorKind {
     HealthNotReady,
     /// `/v1.0/healthz?appid=` with another app id.
     HealthAppIdMismatch,
+    /// The calling app is over its quota (requests in flight or request rate).
+    TooManyRequests {
+        /// Whole seconds after which a retry may succeed (at least 1).
+        retry_after_secs: u64,
+    },
+    /// An extended-metadata attribute would pass one of the app's metadata limits.
+    MetadataLimit,
 }
 
 /// A failure, with enough context to render it exactly as Dapr would.
@@ -340,7 +350,7 @@ impl Error {
             StoreError::Unsupported(crate::capabilities::Capability::QueryApi) => {
                 ErrorKind::QueryNotSupported
             }
-            StoreError::InvalidQuery(_) => ErrorKind::QueryFailed,
+            StoreError::InvalidQuery(_) => ErrorKind::QueryInvalid,
             _ if op == Operation::Query => ErrorKind::QueryFailed,
             _ => ErrorKind::StoreFailure,
         };
@@ -348,6 +358,30 @@ impl Error {
             .store(store)
             .key(key)
             .detail(err.to_string())
+    }
+
+    /// Seconds the client should wait before retrying (the `Retry-After` HTTP header and
+    /// `retry-after` gRPC metadata), for errors that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self.kind {
+            ErrorKind::TooManyRequests { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// A log line for this error that carries no key, value or request content: the error
+    /// code, operation and store, plus the detail for server-side failures (driver errors).
+    pub fn log_summary(&self) -> String {
+        let wire = self.wire(Protocol::Http);
+        let mut out = format!("{} ({})", wire.error_code, self.op.method_name());
+        if !self.store.is_empty() {
+            out.push_str(&format!(" store {}", self.store));
+        }
+        if wire.http_status >= 500 && !self.detail.is_empty() {
+            out.push_str(": ");
+            out.push_str(&self.detail);
+        }
+        out
     }
 
     /// The kind.
@@ -372,7 +406,10 @@ impl Error {
             | ErrorKind::BodyRead
             | ErrorKind::BodyTooLarge { .. }
             | ErrorKind::ResponseTooLarge { .. } => "common",
-            ErrorKind::Unauthorized | ErrorKind::RouteNotFound => "common",
+            ErrorKind::Unauthorized
+            | ErrorKind::RouteNotFound
+            | ErrorKind::TooManyRequests { .. }
+            | ErrorKind::MetadataLimit => "common",
             ErrorKind::HealthNotReady | ErrorKind::HealthAppIdMismatch => "health",
             _ => "state",
         }
@@ -461,7 +498,15 @@ impl Error {
                 details: vec![self.error_info("DAPR_STATE_NOT_FOUND", app_metadata())],
             },
             K::IllegalKey => {
-                let plain = format!("input key/keyPrefix '{}' can't contain '||'", self.key);
+                let plain = if crate::keys::problem(&self.key) == Some(crate::keys::KeyProblem::Nul)
+                {
+                    format!(
+                        "input key '{}' can't contain a NUL byte",
+                        self.key.escape_debug()
+                    )
+                } else {
+                    format!("input key/keyPrefix '{}' can't contain '||'", self.key)
+                };
                 Wire {
                     http_status: 400,
                     grpc_code: G::InvalidArgument,
@@ -642,6 +687,16 @@ impl Error {
                     self.error_info("DAPR_STATE_QUERY_FAILED", None),
                 ],
             },
+            K::QueryInvalid => Wire {
+                http_status: 400,
+                grpc_code: G::InvalidArgument,
+                error_code: "ERR_STATE_QUERY",
+                message: self.op_message_for(Operation::Query),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info("DAPR_STATE_QUERY_FAILED", None),
+                ],
+            },
             // A transaction never answers 409: every failure in it is ERR_STATE_TRANSACTION/500.
             K::EtagMismatch | K::EtagInvalid if self.op == Operation::Transaction => {
                 legacy(500, G::Internal, self.op_code(), self.op_message())
@@ -685,6 +740,21 @@ impl Error {
                 G::Unavailable,
                 "ERR_HEALTH_NOT_READY",
                 format!("dapr is not ready: [{}]", self.detail),
+            ),
+            K::TooManyRequests { retry_after_secs } => legacy(
+                429,
+                G::ResourceExhausted,
+                "ERR_TOO_MANY_REQUESTS",
+                format!(
+                    "app {} is over its quota ({}); retry after {retry_after_secs} s",
+                    self.app_id, self.detail
+                ),
+            ),
+            K::MetadataLimit => legacy(
+                400,
+                G::ResourceExhausted,
+                "ERR_METADATA_LIMIT",
+                self.detail.clone(),
             ),
             K::HealthAppIdMismatch => legacy(
                 500,

@@ -83,9 +83,30 @@ impl KeyPrefix {
     }
 }
 
-/// Whether a user key is legal (it must not contain `||`).
+/// Why a user key is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// The key contains `||` (Dapr's rule).
+    Separator,
+    /// The key contains a NUL byte, which PostgreSQL cannot store; so no store accepts one,
+    /// and a key means the same on every store.
+    Nul,
+}
+
+/// What is wrong with a user key, if anything.
+pub fn problem(key: &str) -> Option<KeyProblem> {
+    if key.contains('\0') {
+        Some(KeyProblem::Nul)
+    } else if key.contains(SEPARATOR) {
+        Some(KeyProblem::Separator)
+    } else {
+        None
+    }
+}
+
+/// Whether a user key is legal (no `||`, no NUL byte).
 pub fn is_legal(key: &str) -> bool {
-    !key.contains(SEPARATOR)
+    problem(key).is_none()
 }
 
 /// The user's key from a stored key: daprd's `GetOriginalStateKey` (split on `||` into at most
@@ -130,5 +151,8 @@ mod tests {
     fn illegal_keys() {
         assert!(is_legal("a|b"));
         assert!(!is_legal("ke||y"));
+        assert!(!is_legal("ke\0y"));
+        assert_eq!(problem("a\0||b"), Some(KeyProblem::Nul));
+        assert_eq!(problem("a||b"), Some(KeyProblem::Separator));
     }
 }

@@ -138,15 +138,53 @@ fn check(args: &RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+/// Libraries whose debug and trace lines can carry keys, values, statement parameters or
+/// request headers (tokens): capped at `info` whatever `--log-level` says.
+const TALKATIVE_TARGETS: &[&str] = &[
+    "tokio_postgres",
+    "postgres_protocol",
+    "deadpool",
+    "deadpool_postgres",
+    "deadpool_redis",
+    "redis",
+    "async_nats",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "actix_http",
+    "actix_web",
+    "actix_server",
+    "actix_router",
+    "actix_codec",
+    "tokio_util",
+    "want",
+    "mio",
+];
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let capped = TALKATIVE_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, name| t.with_target(*name, LevelFilter::INFO),
+    );
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter.and(capped));
+    tracing_subscriber::registry().with(layer).init();
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging(&args.log_level);
     let config = match load(&args) {
         Ok(c) => c,
         Err(code) => return code,

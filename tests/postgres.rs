@@ -684,7 +684,8 @@ async fn query_over_http() {
 
     let (status, code, message, _) =
         error_of(m.post(path, r#"{"filter":{"LIKE":{"a":1}}}"#).await).await;
-    assert_eq!((status, code.as_str()), (500, "ERR_STATE_QUERY"));
+    // A query that does not parse is the client's error: 400 (daprd: 500), daprd's code.
+    assert_eq!((status, code.as_str()), (400, "ERR_STATE_QUERY"));
     assert_eq!(
         message,
         r#"state store pg query failed: failed to parse JSON query body: unsupported filter "LIKE""#
@@ -756,7 +757,8 @@ async fn query_over_grpc() {
         .query_state_alpha1(query(r#"{"filter":{"EQ":{}}}"#))
         .await
         .unwrap_err();
-    assert_eq!(st.code(), tonic::Code::Internal);
+    // An invalid filter is the client's error (daprd: Internal).
+    assert_eq!(st.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         st.get_details_error_info().unwrap().reason,
         "DAPR_STATE_QUERY_FAILED"

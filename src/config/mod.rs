@@ -10,7 +10,9 @@ mod settings;
 use std::path::{Path, PathBuf};
 
 pub use components::{ComponentSource, LoadedComponent, load_components, parse_components};
-pub use settings::{AppConfig, Limits, ServerSettings, Settings, parse_size};
+pub use settings::{
+    AppConfig, Limits, QuotaSettings, ServerSettings, Settings, TokenSource, parse_size,
+};
 
 /// The component file used when the resources path does not exist and was not given
 /// explicitly: one in-memory store named `statestore`.
@@ -203,6 +205,9 @@ pub struct ConfigSources {
     pub resources_path: Option<PathBuf>,
 }
 
+/// The environment variable of daprd's single API token.
+pub const API_TOKEN_ENV: &str = "DAPR_API_TOKEN";
+
 /// The default `--config` path.
 pub const DEFAULT_CONFIG_FILE: &str = "config/mecha.yaml";
 /// The default `--resources-path`.
@@ -238,6 +243,9 @@ impl Config {
             errors.extend(e);
             Settings::default()
         });
+        let mut settings = settings;
+        // daprd's single-token mode, exactly as daprd reads it.
+        settings.api_token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.is_empty());
 
         let source = match &sources.resources_path {
             Some(dir) => ComponentSource::Dir(dir.clone()),

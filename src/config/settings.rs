@@ -1,6 +1,6 @@
 //! `config/mecha.yaml`: apps, limits, actor and server tunables.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -13,13 +13,53 @@ use crate::actors::backends::parse_duration;
 use crate::capabilities::lint::LintMode;
 use crate::capabilities::{Action, Feature, Policy};
 
+/// Where a token comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A value given literally (`token`) or read once from the environment (`tokenEnv`).
+    Value(String),
+    /// A file holding the token (`tokenFile`; surrounding whitespace ignored), re-read
+    /// whenever it changes, so a token rotates without a restart.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for TokenSource {
+    // Never print a token, not even in a debug dump of the settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Value(_) => f.write_str("Value(<redacted>)"),
+            TokenSource::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl TokenSource {
+    /// Reads the current token (the file's trimmed contents, or the value).
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            TokenSource::Value(v) => Ok(v.clone()),
+            TokenSource::File(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(format!("{} is empty", p.display()));
+                }
+                Ok(t.to_owned())
+            }
+        }
+    }
+}
+
 /// An app allowed to call Mecha, identified by its API token.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppConfig {
     /// The app id (used for key prefixes, scopes and metrics).
     pub id: String,
     /// The `dapr-api-token` the app sends.
-    pub token: String,
+    pub token: TokenSource,
+    /// The app's quota (the `quotas` defaults, overridden by the app's own `quota`).
+    pub quota: QuotaSettings,
     /// Capabilities (Dapr's strings) the app relies on: every store in its scope must serve
     /// them natively or emulated, or start-up fails.
     pub requires: Vec<&'static str>,
@@ -37,6 +77,33 @@ pub struct AppStoreSettings {
     pub policy: BTreeMap<Feature, Action>,
 }
 
+/// A per-app quota: requests in flight and request rate. Past either, a request is answered
+/// at once with 429 `ERR_TOO_MANY_REQUESTS` / `RESOURCE_EXHAUSTED` and a `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaSettings {
+    /// Requests of the app in flight at once (0 = unlimited).
+    pub max_concurrent: usize,
+    /// Sustained requests per second (0 = unlimited).
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the sustained rate (0 = `requests_per_second`).
+    pub burst: u32,
+    /// How long a refused request waits before its 429 is sent. It slows a client that
+    /// retries at once (each of its connections gets at most one refusal per delay), so a
+    /// flood costs Mecha little CPU; the wait holds no quota slot.
+    pub refusal_delay: Duration,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            max_concurrent: 1024,
+            requests_per_second: 0,
+            burst: 0,
+            refusal_delay: Duration::from_millis(50),
+        }
+    }
+}
+
 /// Request limits. Every one is enforced on both protocols and answered with a Dapr-shaped error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -50,6 +117,12 @@ pub struct Limits {
     pub max_transaction_ops: usize,
     /// Default fan-out of a bulk get that does not say (`parallelism` ≤ 0).
     pub default_bulk_parallelism: usize,
+    /// Most extended-metadata attributes one app may set.
+    pub max_metadata_entries: usize,
+    /// Longest extended-metadata attribute name, in bytes.
+    pub max_metadata_key_length: usize,
+    /// Most bytes (names plus values) of one app's extended metadata.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +133,9 @@ impl Default for Limits {
             max_bulk_items: 1000,
             max_transaction_ops: 1000,
             default_bulk_parallelism: 16,
+            max_metadata_entries: 64,
+            max_metadata_key_length: 256,
+            max_metadata_bytes: 64 * 1024,
         }
     }
 }
@@ -71,6 +147,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// HTTP worker threads (0 = one per CPU).
     pub workers: usize,
+    /// How often token files (`tokenFile`) are checked for a change.
+    pub token_file_check_interval: Duration,
 }
 
 impl Default for ServerSettings {
@@ -78,6 +156,7 @@ impl Default for ServerSettings {
         ServerSettings {
             shutdown_timeout: Duration::from_secs(10),
             workers: 0,
+            token_file_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -93,6 +172,13 @@ pub struct Settings {
     pub actors: ActorSettings,
     /// Server tunables.
     pub server: ServerSettings,
+    /// daprd's single-token mode: the `DAPR_API_TOKEN` environment variable, the token of
+    /// the `--app-id` app. Set by [`crate::config::Config::load`], never read from the file.
+    pub api_token: Option<String>,
+    /// The token `/metrics` requires (`Authorization: Bearer`), if any.
+    pub metrics_token: Option<TokenSource>,
+    /// The quota of the `--app-id` app, and the default of every configured app.
+    pub quota: QuotaSettings,
     /// Per-store capability policies (`stores:`), by store name.
     pub policies: BTreeMap<String, Policy>,
     /// Per-store request-metadata lint mode (`stores.<name>.lint`); absent: `warn`.
@@ -112,6 +198,58 @@ struct RawSettings {
     server: RawServer,
     #[serde(default)]
     stores: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    quotas: RawQuota,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawQuota {
+    max_concurrent: Option<usize>,
+    requests_per_second: Option<u32>,
+    burst: Option<u32>,
+    refusal_delay: Option<String>,
+}
+
+impl RawQuota {
+    fn over(
+        &self,
+        field: &str,
+        base: QuotaSettings,
+        err: &mut dyn FnMut(&str, String),
+    ) -> QuotaSettings {
+        let refusal_delay = match self.refusal_delay.as_deref().map(parse_duration) {
+            None => base.refusal_delay,
+            Some(Ok(d)) if d <= Duration::from_secs(1) => d,
+            Some(Ok(_)) => {
+                err(
+                    &format!("{field}.refusalDelay"),
+                    "must be at most 1s".into(),
+                );
+                base.refusal_delay
+            }
+            Some(Err(e)) => {
+                err(&format!("{field}.refusalDelay"), e);
+                base.refusal_delay
+            }
+        };
+        QuotaSettings {
+            max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
+            requests_per_second: self.requests_per_second.unwrap_or(base.requests_per_second),
+            burst: self.burst.unwrap_or(base.burst),
+            refusal_delay,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMetrics {
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +258,9 @@ struct RawApp {
     id: String,
     token: Option<String>,
     token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    quota: RawQuota,
     #[serde(default)]
     requires: Vec<String>,
     #[serde(default)]
@@ -181,6 +322,9 @@ struct RawLimits {
     max_bulk_items: Option<usize>,
     max_transaction_ops: Option<usize>,
     default_bulk_parallelism: Option<usize>,
+    max_metadata_entries: Option<usize>,
+    max_metadata_key_length: Option<usize>,
+    max_metadata_bytes: Option<serde_norway::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +342,7 @@ struct RawActors {
 struct RawServer {
     shutdown_timeout: Option<String>,
     workers: Option<usize>,
+    token_file_check_interval: Option<String>,
 }
 
 /// The capability strings an app may list in `requires`.
@@ -230,6 +375,46 @@ pub fn parse_size(raw: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{raw}' is too large"))
 }
 
+fn yaml_scalar(v: &serde_norway::Value) -> String {
+    match v {
+        serde_norway::Value::Number(n) => n.to_string(),
+        serde_norway::Value::String(s) => s.clone(),
+        _ => String::from("?"),
+    }
+}
+
+/// Exactly one of `token`, `tokenEnv`, `tokenFile`, resolved (`tokenEnv` read now).
+fn token_source(
+    field: &str,
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(&str, String),
+) -> Option<TokenSource> {
+    match (token, token_env, token_file) {
+        (Some(t), None, None) => Some(TokenSource::Value(t)),
+        (None, Some(var), None) => match env(&var) {
+            Some(t) => Some(TokenSource::Value(t)),
+            None => {
+                err(
+                    &format!("{field}.tokenEnv"),
+                    format!("environment variable {var} is not set"),
+                );
+                None
+            }
+        },
+        (None, None, Some(path)) => Some(TokenSource::File(path)),
+        _ => {
+            err(
+                field,
+                "give exactly one of token, tokenEnv or tokenFile".into(),
+            );
+            None
+        }
+    }
+}
+
 impl Settings {
     /// Parses and validates `mecha.yaml` text; `file` only names errors.
     pub fn parse(file: &Path, text: &str) -> Result<Settings, Vec<ConfigError>> {
@@ -252,6 +437,10 @@ impl Settings {
         let mut s = Settings::default();
         let mut err = |field: &str, msg: String| errors.push(ConfigError::new(file, field, msg));
 
+        s.quota = raw
+            .quotas
+            .over("quotas", QuotaSettings::default(), &mut err);
+        let mut tokens: Vec<String> = Vec::new();
         for (i, app) in raw.apps.into_iter().enumerate() {
             let field = format!("apps[{i}]");
             if app.id.is_empty() || app.id.contains("||") {
@@ -260,94 +449,112 @@ impl Settings {
                     "must be non-empty and must not contain '||'".into(),
                 );
             }
-            let token = match (app.token, app.token_env) {
-                (Some(t), None) => Some(t),
-                (None, Some(var)) => match env(&var) {
-                    Some(t) => Some(t),
-                    None => {
-                        err(
-                            &format!("{field}.tokenEnv"),
-                            format!("environment variable {var} is not set"),
-                        );
-                        None
-                    }
-                },
-                _ => {
-                    err(&field, "give exactly one of token or tokenEnv".into());
-                    None
+            let source = token_source(
+                &field,
+                app.token,
+                app.token_env,
+                app.token_file,
+                env,
+                &mut err,
+            );
+            let Some(source) = source else { continue };
+            let current = match source.read() {
+                Ok(t) if !t.is_empty() => t,
+                Ok(_) => {
+                    err(&format!("{field}.token"), "must not be empty".into());
+                    continue;
+                }
+                Err(e) => {
+                    err(&format!("{field}.tokenFile"), e);
+                    continue;
                 }
             };
-            if let Some(token) = token {
-                if token.is_empty() {
-                    err(&format!("{field}.token"), "must not be empty".into());
-                } else if s.apps.iter().any(|a| a.token == token) {
-                    err(
-                        &format!("{field}.token"),
-                        "the same token is given to two apps".into(),
-                    );
-                } else if s.apps.iter().any(|a| a.id == app.id) {
-                    err(
-                        &format!("{field}.id"),
-                        format!("app '{}' is listed twice", app.id),
-                    );
-                } else {
-                    let mut requires = Vec::new();
-                    for (j, r) in app.requires.iter().enumerate() {
-                        match REQUIRABLE.iter().find(|c| **c == r.as_str()) {
-                            Some(c) => {
-                                if !requires.contains(c) {
-                                    requires.push(*c);
-                                }
+            if tokens.contains(&current) {
+                err(
+                    &format!("{field}.token"),
+                    "the same token is given to two apps".into(),
+                );
+            } else if s.apps.iter().any(|a| a.id == app.id) {
+                err(
+                    &format!("{field}.id"),
+                    format!("app '{}' is listed twice", app.id),
+                );
+            } else {
+                tokens.push(current);
+                let mut requires = Vec::new();
+                for (j, r) in app.requires.iter().enumerate() {
+                    match REQUIRABLE.iter().find(|c| **c == r.as_str()) {
+                        Some(c) => {
+                            if !requires.contains(c) {
+                                requires.push(*c);
                             }
-                            None => err(
-                                &format!("{field}.requires[{j}]"),
-                                format!(
-                                    "'{r}' is not a capability: use one of {}",
-                                    REQUIRABLE.join(", ")
-                                ),
+                        }
+                        None => err(
+                            &format!("{field}.requires[{j}]"),
+                            format!(
+                                "'{r}' is not a capability: use one of {}",
+                                REQUIRABLE.join(", ")
                             ),
-                        }
+                        ),
                     }
-                    let mut stores = BTreeMap::new();
-                    for (store, entries) in app.stores {
-                        let prefix = format!("{field}.stores.{store}");
-                        let (lint, policy) = parse_store_entry(&prefix, entries, &mut err);
-                        if policy.default.is_some() {
-                            err(
-                                &format!("{prefix}.default"),
-                                "an app cannot set a default: list the capabilities it tightens"
-                                    .into(),
-                            );
-                        }
-                        stores.insert(
-                            store,
-                            AppStoreSettings {
-                                lint,
-                                policy: policy.features,
-                            },
+                }
+                let mut stores = BTreeMap::new();
+                for (store, entries) in app.stores {
+                    let prefix = format!("{field}.stores.{store}");
+                    let (lint, policy) = parse_store_entry(&prefix, entries, &mut err);
+                    if policy.default.is_some() {
+                        err(
+                            &format!("{prefix}.default"),
+                            "an app cannot set a default: list the capabilities it tightens".into(),
                         );
                     }
-                    s.apps.push(AppConfig {
-                        id: app.id,
-                        token,
-                        requires,
-                        stores,
-                    });
+                    stores.insert(
+                        store,
+                        AppStoreSettings {
+                            lint,
+                            policy: policy.features,
+                        },
+                    );
                 }
+                s.apps.push(AppConfig {
+                    id: app.id,
+                    token: source,
+                    quota: app.quota.over(&format!("{field}.quota"), s.quota, &mut err),
+                    requires,
+                    stores,
+                });
+            }
+        }
+        let m = raw.metrics;
+        let any_metrics_token =
+            m.token.is_some() || m.token_env.is_some() || m.token_file.is_some();
+        if any_metrics_token
+            && let Some(source) =
+                token_source("metrics", m.token, m.token_env, m.token_file, env, &mut err)
+        {
+            match source.read() {
+                Ok(t) if !t.is_empty() => s.metrics_token = Some(source),
+                Ok(_) => err("metrics.token", "must not be empty".into()),
+                Err(e) => err("metrics.tokenFile", e),
             }
         }
 
         let l = raw.limits;
         if let Some(v) = l.max_body_size {
-            let text = match &v {
-                serde_norway::Value::Number(n) => n.to_string(),
-                serde_norway::Value::String(s) => s.clone(),
-                _ => String::from("?"),
-            };
-            match parse_size(&text) {
+            match parse_size(&yaml_scalar(&v)) {
                 Ok(n) if n >= 1024 => s.limits.max_body_size = n,
                 Ok(_) => err("limits.maxBodySize", "must be at least 1Ki".into()),
                 Err(e) => err("limits.maxBodySize", e),
+            }
+        }
+        if let Some(v) = l.max_metadata_bytes {
+            match parse_size(&yaml_scalar(&v)) {
+                Ok(0) => err(
+                    "limits.maxMetadataBytes",
+                    "must be greater than zero".into(),
+                ),
+                Ok(n) => s.limits.max_metadata_bytes = n,
+                Err(e) => err("limits.maxMetadataBytes", e),
             }
         }
         let mut positive = |field: &str, v: Option<usize>, target: &mut usize| match v {
@@ -374,6 +581,16 @@ impl Settings {
             "limits.defaultBulkParallelism",
             l.default_bulk_parallelism,
             &mut s.limits.default_bulk_parallelism,
+        );
+        positive(
+            "limits.maxMetadataEntries",
+            l.max_metadata_entries,
+            &mut s.limits.max_metadata_entries,
+        );
+        positive(
+            "limits.maxMetadataKeyLength",
+            l.max_metadata_key_length,
+            &mut s.limits.max_metadata_key_length,
         );
         positive(
             "actors.mailboxCapacity",
@@ -419,6 +636,11 @@ impl Settings {
             raw.server.shutdown_timeout,
             &mut s.server.shutdown_timeout,
         );
+        duration(
+            "server.tokenFileCheckInterval",
+            raw.server.token_file_check_interval,
+            &mut s.server.token_file_check_interval,
+        );
         if let Some(w) = raw.server.workers {
             s.server.workers = w;
         }
@@ -460,14 +682,9 @@ mod tests {
             "apps:\n  - id: orders\n    tokenEnv: TOKEN_A\n  - id: billing\n    token: t2\nlimits:\n  maxBodySize: 1Mi\n  maxKeyLength: 10\nactors:\n  requestTimeout: 250ms\n  mailboxCapacity: 8\nserver:\n  shutdownTimeout: 3s\n  workers: 2\n",
         )
         .unwrap();
-        assert_eq!(
-            s.apps[0],
-            AppConfig {
-                id: "orders".into(),
-                token: "secret-a".into(),
-                ..AppConfig::default()
-            }
-        );
+        assert_eq!(s.apps[0].id, "orders");
+        assert_eq!(s.apps[0].token, TokenSource::Value("secret-a".into()));
+        assert_eq!(s.apps[1].quota, QuotaSettings::default());
         assert_eq!(s.limits.max_body_size, 1024 * 1024);
         assert_eq!(s.limits.max_key_length, 10);
         assert_eq!(s.actors.request_timeout, Duration::from_millis(250));
@@ -498,6 +715,43 @@ mod tests {
     fn unknown_fields_are_rejected() {
         let errs = parse("limitz: {}\n").unwrap_err();
         assert!(errs[0].message.contains("unknown field"), "{errs:?}");
+    }
+
+    #[test]
+    fn quotas_tokens_files_and_metadata_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tok");
+        std::fs::write(&file, "  from-file\n").unwrap();
+        let s = parse(&format!(
+            "apps:\n  - id: a\n    tokenFile: {}\n    quota:\n      requestsPerSecond: 5\n  - id: b\n    token: t\nquotas:\n  maxConcurrent: 8\n  burst: 3\nmetrics:\n  token: m\nlimits:\n  maxMetadataEntries: 2\n  maxMetadataBytes: 1Ki\nserver:\n  tokenFileCheckInterval: 50ms\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(s.apps[0].token.read().unwrap(), "from-file");
+        let a = QuotaSettings {
+            max_concurrent: 8,
+            requests_per_second: 5,
+            burst: 3,
+            refusal_delay: Duration::from_millis(50),
+        };
+        assert_eq!(s.apps[0].quota, a);
+        assert_eq!(s.apps[1].quota.requests_per_second, 0);
+        assert_eq!(s.quota.max_concurrent, 8);
+        assert_eq!(s.metrics_token, Some(TokenSource::Value("m".into())));
+        assert_eq!(s.limits.max_metadata_entries, 2);
+        assert_eq!(s.limits.max_metadata_bytes, 1024);
+        assert_eq!(
+            s.server.token_file_check_interval,
+            Duration::from_millis(50)
+        );
+        // A missing token file and two token sources are both reported.
+        let errs = parse("apps:\n  - id: a\n    tokenFile: /nonexistent/tok\n  - id: b\n    token: x\n    tokenEnv: TOKEN_A\n").unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["apps[0].tokenFile", "apps[1]"]);
+        assert!(
+            !format!("{:?}", s.apps[1]).contains("\"t\""),
+            "a token is never printed"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::EtagInvalid,
         ErrorKind::StoreTimeout,
         ErrorKind::QueryFailed,
+        ErrorKind::QueryInvalid,
         ErrorKind::StoreFailure,
         ErrorKind::Unauthorized,
         ErrorKind::RouteNotFound,
@@ -40,7 +41,59 @@ fn kinds() -> Vec<ErrorKind> {
             size: 20,
             limit: 10,
         },
+        ErrorKind::TooManyRequests {
+            retry_after_secs: 2,
+        },
+        ErrorKind::MetadataLimit,
     ]
+}
+
+#[test]
+fn quota_and_metadata_rows() {
+    let e = err(
+        ErrorKind::TooManyRequests {
+            retry_after_secs: 2,
+        },
+        Operation::Get,
+    );
+    let (h, g) = (e.wire(Protocol::Http), e.wire(Protocol::Grpc));
+    assert_eq!(
+        (h.http_status, h.error_code),
+        (429, "ERR_TOO_MANY_REQUESTS")
+    );
+    assert_eq!(g.grpc_code, GrpcCode::ResourceExhausted);
+    assert_eq!(e.retry_after(), Some(2));
+    assert!(h.message.contains("myapp") && h.message.contains("retry after 2 s"));
+    let m = err(ErrorKind::MetadataLimit, Operation::Other).wire(Protocol::Http);
+    assert_eq!((m.http_status, m.error_code), (400, "ERR_METADATA_LIMIT"));
+    assert_eq!(
+        err(ErrorKind::MetadataLimit, Operation::Other).retry_after(),
+        None
+    );
+}
+
+#[test]
+fn nul_keys_are_illegal_with_their_own_message() {
+    let e = Error::new(ErrorKind::IllegalKey, Operation::Get).key("a\0b");
+    let w = e.wire(Protocol::Grpc);
+    assert_eq!(w.message, "input key 'a\\0b' can't contain a NUL byte");
+}
+
+#[test]
+fn log_summaries_never_carry_keys_or_client_details() {
+    let e = Error::new(ErrorKind::EtagMismatch, Operation::Save)
+        .store("s")
+        .key("secret-key")
+        .detail("value secret-value");
+    assert_eq!(e.log_summary(), "ERR_STATE_SAVE (SaveState) store s");
+    let e = Error::new(ErrorKind::StoreFailure, Operation::Get)
+        .store("s")
+        .key("secret-key")
+        .detail("connection refused");
+    assert_eq!(
+        e.log_summary(),
+        "ERR_STATE_GET (GetState) store s: connection refused"
+    );
 }
 
 const OPS: [Operation; 8] = Operation::ALL;
@@ -383,7 +436,7 @@ fn store_errors_map_to_kinds() {
         (
             StoreError::InvalidQuery("bad".into()),
             Operation::Query,
-            ErrorKind::QueryFailed,
+            ErrorKind::QueryInvalid,
         ),
         (
             StoreError::Internal("boom".into()),

@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use parking_lot::RwLock;
-
+use super::auth::Tokens;
+use super::extended::ExtendedMetadata;
+use super::quota::{Permit, Quotas, Refusal};
 use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
 use crate::capabilities::lint::{LintCode, LintMode, LintTarget, RequestKey};
 use crate::capabilities::{CapabilitySet, Feature, Matrix};
-use crate::config::{Limits, LoadedComponent, Settings};
+use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys::KeyPrefix;
 
@@ -95,10 +96,12 @@ pub struct Catalog {
     stores: Vec<StoreInfo>,
     by_name: HashMap<String, usize>,
     default_app: AppId,
-    apps_by_token: HashMap<String, AppId>,
+    tokens: Tokens,
+    metrics_token: Tokens,
+    quotas: Quotas,
     /// Request limits.
     pub limits: Limits,
-    extended: RwLock<BTreeMap<String, String>>,
+    extended: ExtendedMetadata,
     requires: HashMap<String, Vec<&'static str>>,
     lint_log: parking_lot::Mutex<HashMap<(AppId, usize, LintCode), std::time::Instant>>,
 }
@@ -166,18 +169,40 @@ impl Catalog {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        let apps_by_token = settings
+        let default_app = AppId::from(default_app);
+        let apps: Vec<(AppId, &crate::config::AppConfig)> = settings
             .apps
             .iter()
-            .map(|a| (a.token.clone(), AppId::from(a.id.as_str())))
+            .map(|a| (AppId::from(a.id.as_str()), a))
             .collect();
+        // daprd's DAPR_API_TOKEN is the token of the --app-id app.
+        let dapr_token = settings
+            .api_token
+            .clone()
+            .map(|t| (default_app.clone(), TokenSource::Value(t)));
+        let tokens = Tokens::new(
+            apps.iter()
+                .map(|(id, a)| (id.clone(), a.token.clone()))
+                .chain(dapr_token),
+        );
+        let mut quotas: Vec<_> = apps.iter().map(|(id, a)| (id.clone(), a.quota)).collect();
+        if !quotas.iter().any(|(id, _)| *id == default_app) {
+            quotas.push((default_app.clone(), settings.quota));
+        }
         Ok(Catalog {
             stores,
             by_name,
-            default_app: AppId::from(default_app),
-            apps_by_token,
+            tokens,
+            metrics_token: Tokens::new(
+                settings
+                    .metrics_token
+                    .clone()
+                    .map(|t| (AppId::from("metrics"), t)),
+            ),
+            quotas: Quotas::new(quotas),
+            extended: ExtendedMetadata::new(&limits),
+            default_app,
             limits,
-            extended: RwLock::new(BTreeMap::new()),
             requires: settings
                 .apps
                 .iter()
@@ -205,22 +230,49 @@ impl Catalog {
 
     /// Whether callers must present an API token.
     pub fn requires_token(&self) -> bool {
-        !self.apps_by_token.is_empty()
+        !self.tokens.is_empty()
     }
 
-    /// The calling app, from its `dapr-api-token` (ignored when no apps are configured).
+    /// The calling app, from its `dapr-api-token` (ignored when no token is configured:
+    /// no apps and no `DAPR_API_TOKEN`).
     pub fn authenticate(&self, token: Option<&str>) -> Result<AppId, Error> {
-        if self.apps_by_token.is_empty() {
+        if self.tokens.is_empty() {
             return Ok(self.default_app.clone());
         }
         match token {
             None | Some("") => Err(Error::new(ErrorKind::Unauthorized, Operation::Other)
                 .detail("missing api token in request metadata")),
-            Some(t) => self.apps_by_token.get(t).cloned().ok_or_else(|| {
+            Some(t) => self.tokens.find(t).ok_or_else(|| {
                 Error::new(ErrorKind::Unauthorized, Operation::Other)
                     .detail("authentication error: api token mismatch")
             }),
         }
+    }
+
+    /// Whether `token` is a valid app token (only then do health answers carry error text).
+    pub fn is_valid_token(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| self.tokens.find(t).is_some())
+    }
+
+    /// Whether `token` may read `/metrics` (always, when no metrics token is configured).
+    pub fn metrics_allowed(&self, token: Option<&str>) -> bool {
+        self.metrics_token.is_empty() || token.is_some_and(|t| self.metrics_token.find(t).is_some())
+    }
+
+    /// Whether any token comes from a file that [`Catalog::reload_tokens`] must watch.
+    pub fn has_token_files(&self) -> bool {
+        self.tokens.has_files() || self.metrics_token.has_files()
+    }
+
+    /// Re-reads token files that changed.
+    pub fn reload_tokens(&self) {
+        self.tokens.reload();
+        self.metrics_token.reload();
+    }
+
+    /// Admits one request of `app` under its quota (hold the permit until the answer).
+    pub fn admit(&self, app: &AppId) -> Result<Permit, Refusal> {
+        self.quotas.admit(app)
     }
 
     /// Finds the store `name` for `app`, with daprd's checks in daprd's order: no stores at
@@ -287,21 +339,24 @@ impl Catalog {
             .collect()
     }
 
-    /// Sets an extended metadata attribute (`PUT /v1.0/metadata/{key}`, gRPC `SetMetadata`).
-    pub fn set_extended(&self, key: &str, value: &str) {
-        if !key.is_empty() {
-            self.extended
-                .write()
-                .insert(key.to_owned(), value.to_owned());
-        }
+    /// Sets one of `app`'s extended metadata attributes (`PUT /v1.0/metadata/{key}`, gRPC
+    /// `SetMetadata`), within the app's metadata limits.
+    pub fn set_extended(&self, app: &AppId, key: &str, value: &str) -> Result<(), Error> {
+        self.extended.set(app, key, value)
     }
 
-    /// Extended metadata: user attributes plus Mecha's own.
-    pub fn extended(&self, runtime_version: &str) -> BTreeMap<String, String> {
-        let mut out = self.extended.read().clone();
+    /// The largest extended-metadata value an app can set, in bytes.
+    pub fn max_extended_value(&self) -> usize {
+        self.extended.max_value_bytes()
+    }
+
+    /// `app`'s extended metadata: its own attributes plus Mecha's, with the capabilities of
+    /// the stores it can see only.
+    pub fn extended(&self, app: &AppId, runtime_version: &str) -> BTreeMap<String, String> {
+        let mut out = self.extended.get(app);
         out.insert("daprRuntimeVersion".into(), runtime_version.into());
         out.insert("mechaVersion".into(), env!("CARGO_PKG_VERSION").into());
-        for s in &self.stores {
+        for s in self.stores.iter().filter(|s| s.visible_to(app)) {
             out.insert(
                 format!("mecha.capabilities.{}", s.name),
                 s.capabilities.to_list_string(),

@@ -8,9 +8,12 @@
 //! protocol-neutral happens in the actor.
 
 mod actor;
+pub mod auth;
 mod catalog;
+pub mod extended;
 pub mod grpc;
 pub mod http;
+pub mod quota;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

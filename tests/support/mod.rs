@@ -64,6 +64,12 @@ impl TestMecha {
         self
     }
 
+    /// daprd's single-token mode, as `DAPR_API_TOKEN` would set it.
+    pub fn api_token(mut self, token: &str) -> TestMecha {
+        self.settings.api_token = Some(token.into());
+        self
+    }
+
     /// Sets the default app id.
     pub fn app_id(mut self, id: &str) -> TestMecha {
         self.app_id = id.into();

@@ -29,6 +29,8 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
 pub struct HttpPool {
     addr: SocketAddr,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Sent as `dapr-api-token` on every request, when set.
+    token: Option<String>,
 }
 
 /// A response: status, headers we look at, and the body.
@@ -43,6 +45,16 @@ impl HttpPool {
         Arc::new(HttpPool {
             addr,
             idle: Mutex::new(Vec::new()),
+            token: None,
+        })
+    }
+
+    /// A pool whose requests carry `dapr-api-token: token` (one app of a shared Mecha).
+    pub fn with_token(addr: SocketAddr, token: &str) -> Arc<HttpPool> {
+        Arc::new(HttpPool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            token: Some(token.to_owned()),
         })
     }
 
@@ -87,6 +99,9 @@ impl HttpPool {
         }
         if let Some(e) = if_etag {
             req = req.header(hyper::header::IF_MATCH, e);
+        }
+        if let Some(t) = &self.token {
+            req = req.header("dapr-api-token", t.as_str());
         }
         let req = req
             .body(Full::new(body.unwrap_or_default()))

@@ -23,6 +23,7 @@
 
 mod clients;
 mod load;
+mod neighbour;
 mod process;
 
 use std::path::PathBuf;
@@ -449,7 +450,57 @@ async fn bench(
         load_rss,
         hwm,
     };
-    let report = render(args, plan, &throughput, &latency, &footprint);
+    let mut report = render(args, plan, &throughput, &latency, &footprint);
+    let mut ok = ok;
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|o| "noisy_neighbour".contains(o))
+    {
+        eprintln!(
+            "noisy neighbour: quiet app at {}/s, noisy app flooding ...",
+            args.rate
+        );
+        let flood = (args.concurrency * 4).max(64);
+        let n = neighbour::run(
+            bin,
+            dir,
+            args.rate,
+            plan.latency_seconds,
+            plan.latency_rounds,
+            flood,
+        )
+        .await?;
+        ok &= n.errors.count == 0;
+        let met = n.ratio <= neighbour::P99_RATIO_BOUND;
+        println!(
+            "### Noisy neighbour (quotas)\n\n| quiet app p99 alone | p99 while the noisy app floods | ratio | bound | result |\n|---:|---:|---:|---:|---|\n| {:.3} ms | {:.3} ms | {:.2}x | <= {:.1}x | {} |\n\nNoisy app: {} concurrent requests, {:.0} answered/s of which {:.0} served/s (the rest 429); errors: {}{}\n",
+            n.alone_p99_ms,
+            n.flooded_p99_ms,
+            n.ratio,
+            neighbour::P99_RATIO_BOUND,
+            if args.quick { "-" } else { pass(met) },
+            n.flood_concurrency,
+            n.noisy_rps,
+            n.noisy_served_rps,
+            n.errors.count,
+            n.errors
+                .first
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
+        );
+        report["noisy_neighbour"] = json!({
+            "quiet_p99_alone_ms": n.alone_p99_ms,
+            "quiet_p99_flooded_ms": n.flooded_p99_ms,
+            "ratio": n.ratio,
+            "bound": neighbour::P99_RATIO_BOUND,
+            "noisy_concurrency": n.flood_concurrency,
+            "noisy_answered_rps": n.noisy_rps,
+            "noisy_served_rps": n.noisy_served_rps,
+            "errors": n.errors.count,
+        });
+    }
     Ok((ok, report))
 }
 

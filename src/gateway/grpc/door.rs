@@ -4,6 +4,8 @@
 //! * Auth: `dapr-api-token` picks the app ([`Catalog::authenticate`]); a failure answers
 //!   `Unauthenticated` without reaching the handler. The token is removed, and the app
 //!   passed to the handler as [`Caller`].
+//! * Quota: the app's in-flight and rate limits ([`Catalog::admit`]); past them the call is
+//!   answered `ResourceExhausted` with `retry-after` metadata, without reaching the handler.
 //! * Message size: tonic's decoder rejects an oversized request with `OutOfRange`; the door
 //!   turns that into [`ErrorKind::BodyTooLarge`], rendered by the error table like every
 //!   other failure (`ResourceExhausted`).
@@ -90,11 +92,25 @@ where
         let app = match catalog.authenticate(token) {
             Ok(app) => app,
             Err(e) => {
-                tracing::debug!(error = %e, method = %method, "grpc call unauthenticated");
+                tracing::debug!(error = %e.log_summary(), method = %method, "grpc call unauthenticated");
                 let st = status(&e);
                 let app = catalog.default_app().clone();
                 metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
                 return Box::pin(async move { Ok(st.into_http()) });
+            }
+        };
+        // The app's quota; the permit moves into the call and is held until it answers.
+        let permit = match catalog.admit(&app) {
+            Ok(p) => p,
+            Err(refusal) => {
+                let e = refusal.error;
+                tracing::debug!(error = %e.log_summary(), method = %method, "grpc call over quota");
+                let st = status(&e);
+                return Box::pin(async move {
+                    tokio::time::sleep(refusal.delay).await;
+                    metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
+                    Ok(st.into_http())
+                });
             }
         };
         req.extensions_mut().insert(Caller(app.clone()));
@@ -103,6 +119,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let mut resp = inner.call(req).await?;
+            drop(permit);
             // Errors of unary calls are trailers-only: the status is in the headers.
             let mut code = Code::Ok;
             if let Some(st) = Status::from_header_map(resp.headers()) {

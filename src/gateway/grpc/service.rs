@@ -98,10 +98,11 @@ fn unexpected(op: Operation) -> Status {
 
 /// Renders a gateway error, logging server-side failures.
 fn fail(e: Error) -> Status {
+    // Never the key, value or request detail: only code, operation and store.
     if e.is_client_error() {
-        tracing::debug!(error = %e, "grpc request rejected");
+        tracing::debug!(error = %e.log_summary(), "grpc request rejected");
     } else {
-        tracing::warn!(error = %e, "grpc request failed");
+        tracing::warn!(error = %e.log_summary(), "grpc request failed");
     }
     status(&e)
 }
@@ -258,7 +259,7 @@ impl Dapr for DaprService {
             id: app.to_string(),
             registered_components,
             extended_metadata: catalog
-                .extended(RUNTIME_VERSION)
+                .extended(&app, RUNTIME_VERSION)
                 .into_iter()
                 .chain(catalog.requirements(&app))
                 .collect(),
@@ -269,9 +270,12 @@ impl Dapr for DaprService {
     }
 
     async fn set_metadata(&self, req: Request<SetMetadataRequest>) -> Result<Response<()>, Status> {
-        self.caller(&req)?;
+        let app = self.caller(&req)?;
         let r = req.into_inner();
-        self.gateway.catalog().set_extended(&r.key, &r.value);
+        self.gateway
+            .catalog()
+            .set_extended(&app, &r.key, &r.value)
+            .map_err(fail)?;
         Ok(Response::new(()))
     }
 }

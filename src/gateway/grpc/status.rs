@@ -21,6 +21,10 @@ pub fn status(err: &Error) -> Status {
         st.metadata_mut()
             .insert(crate::capabilities::lint::LINT_HEADER, v);
     }
+    if let Some(secs) = err.retry_after() {
+        st.metadata_mut()
+            .insert("retry-after", secs.to_string().parse().expect("digits"));
+    }
     st
 }
 

@@ -99,24 +99,35 @@ pub async fn dispatch(
         .and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
     let outcome = match route {
-        Route::Healthz => healthz(gw, &Query::parse(req.query_string())).into(),
+        Route::Healthz => {
+            let detailed = gw.catalog().is_valid_token(token);
+            healthz(gw, &Query::parse(req.query_string()), detailed).into()
+        }
         Route::HealthzOutbound => Outcome::Response(respond::no_content()),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         _ => match gw.catalog().authenticate(token) {
             Err(e) => Outcome::Error(e),
             Ok(a) => {
                 app = Some(a.clone());
-                serve(gw, &req, payload, &route, a).await
+                // The app's quota: the permit is held until the answer is ready.
+                match gw.catalog().admit(&a) {
+                    Err(refusal) => {
+                        actix_rt::time::sleep(refusal.delay).await;
+                        Outcome::Error(refusal.error)
+                    }
+                    Ok(_permit) => serve(gw, &req, payload, &route, a).await,
+                }
             }
         },
     };
     let resp = match outcome {
         Outcome::Response(r) => r,
         Outcome::Error(e) => {
+            // Never the key, value or request detail: only code, operation and store.
             if e.is_client_error() {
-                tracing::debug!(error = %e, "request rejected");
+                tracing::debug!(error = %e.log_summary(), "request rejected");
             } else {
-                tracing::warn!(error = %e, "request failed");
+                tracing::warn!(error = %e.log_summary(), "request failed");
             }
             respond::error(&e)
         }
@@ -134,8 +145,9 @@ pub async fn dispatch(
         resp.status().as_u16(),
         elapsed,
     );
+    // The path is not logged: it carries the key.
     tracing::debug!(
-        method = %req.method(), path = %raw_path, route = route.name(), status = resp.status().as_u16(),
+        method = %req.method(), route = route.name(), status = resp.status().as_u16(),
         micros = elapsed.as_micros() as u64, "http request"
     );
     resp
@@ -250,9 +262,13 @@ async fn serve(
         Route::GetMetadata => return Outcome::Response(metadata(gw, &app)),
         Route::PutMetadata(key) => {
             let key = param!("key", key);
+            // No value can be larger than the app's whole metadata allowance.
+            let limit = limit.min(gw.catalog().max_extended_value());
             let body = tri!(read_body(req, &mut payload, limit, Operation::Other).await);
-            gw.catalog()
-                .set_extended(&key, &String::from_utf8_lossy(&body));
+            tri!(
+                gw.catalog()
+                    .set_extended(&app, &key, &String::from_utf8_lossy(&body))
+            );
             return Outcome::Response(respond::no_content());
         }
         Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
@@ -401,7 +417,9 @@ fn query_json(resp: &crate::model::QueryResponse) -> Vec<u8> {
     out
 }
 
-fn healthz(gw: &Gateway, q: &Query) -> Result<HttpResponse, Error> {
+/// `/v1.0/healthz`: healthy or not for everyone; which stores failed and why only for a
+/// caller with a valid app token (backend errors can name hosts, users and databases).
+fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Error> {
     let catalog = gw.catalog();
     if let Some(id) = q.appid.as_deref().filter(|id| !id.is_empty())
         && id != catalog.default_app().as_ref()
@@ -417,8 +435,11 @@ fn healthz(gw: &Gateway, q: &Query) -> Result<HttpResponse, Error> {
         .collect();
     if unhealthy.is_empty() {
         Ok(respond::no_content())
-    } else {
+    } else if detailed {
         Err(Error::new(ErrorKind::HealthNotReady, Operation::Other).detail(unhealthy.join(", ")))
+    } else {
+        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other)
+            .detail(format!("{} state store(s) not ready", unhealthy.len())))
     }
 }
 
@@ -437,7 +458,7 @@ fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
             c
         })
         .collect();
-    let mut extended = catalog.extended(RUNTIME_VERSION);
+    let mut extended = catalog.extended(app, RUNTIME_VERSION);
     extended.extend(catalog.requirements(app));
     let body = json!({
         "id": app.as_ref(),

@@ -66,6 +66,9 @@ pub fn error(err: &Error) -> HttpResponse {
     if let Some(v) = lint_header(err.lint()) {
         b.insert_header((crate::capabilities::lint::LINT_HEADER, v));
     }
+    if let Some(secs) = err.retry_after() {
+        b.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+    }
     let mut resp = b.body(serde_json::to_vec(&error_body(&wire)).unwrap_or_default());
     resp.head_mut().set_camel_case_headers(true);
     resp

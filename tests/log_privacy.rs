@@ -1,0 +1,270 @@
+//! The `mecha` binary at `--log-level debug` never writes keys, values, statement parameters
+//! or the API token to its log: a marker is written through every state route of three
+//! stores (in-memory, Redis, PostgreSQL), over HTTP and gRPC, and must not appear.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mecha::gateway::grpc::proto::common::StateItem;
+use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+use mecha::gateway::grpc::proto::runtime::{GetStateRequest, SaveStateRequest};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mecha");
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn component(name: &str, ty: &str, metadata: &[(&str, &str)]) -> String {
+    let mut y = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n"
+    );
+    for (k, v) in metadata {
+        y.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    }
+    if metadata.is_empty() {
+        y = y.replace("  metadata:\n", "");
+    }
+    y
+}
+
+/// Kills the child if the test fails half-way.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_rt::test]
+async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
+    let marker = format!("mk{:016x}", rand::random::<u64>());
+    let token = format!("tok{:016x}", rand::random::<u64>());
+    let table = format!("logp_{:016x}", rand::random::<u64>());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mem.yaml"),
+        component("mem", "state.in-memory", &[]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("redis.yaml"),
+        component("redis", "state.redis", &[("redisHost", &redis_url())]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pg.yaml"),
+        component(
+            "pg",
+            "state.postgresql",
+            &[("connectionString", &database_url()), ("tableName", &table)],
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["--resources-path", dir.path().to_str().unwrap()])
+        .args([
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .args(["--config", "/dev/null", "--log-level", "debug"])
+        .env("DAPR_API_TOKEN", &token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mecha");
+    let mut child = Guard(child);
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stderr = child.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
+    let addr = |name: &str| -> Option<String> {
+        let l = log.lock().unwrap();
+        let rest = l.split(&format!("{name}=")).nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (http, grpc) = loop {
+        if let (Some(h), Some(g)) = (addr("http"), addr("grpc")) {
+            break (h, g);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mecha did not start: {}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: String| {
+        let req = client
+            .request(method, format!("http://{http}{path}"))
+            .header("dapr-api-token", &token)
+            .body(body);
+        async move { req.send().await.expect("request").status().as_u16() }
+    };
+    use reqwest::Method as M;
+    // DAPR_API_TOKEN is read from the environment: without it, 401; health is exempt.
+    let anon = client
+        .get(format!("http://{http}/v1.0/state/mem/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let health = client
+        .get(format!("http://{http}/v1.0/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 204);
+    let key = format!("key-{marker}");
+    let value = format!("\"value-{marker}\"");
+    for store in ["mem", "redis", "pg"] {
+        let save =
+            format!(r#"[{{"key":"{key}","value":{value}}},{{"key":"{key}2","value":{value}}}]"#);
+        assert_eq!(
+            call(M::POST, format!("/v1.0/state/{store}"), save).await,
+            204,
+            "{store}"
+        );
+        assert_eq!(
+            call(M::GET, format!("/v1.0/state/{store}/{key}"), String::new()).await,
+            200
+        );
+        let bulk = format!(r#"{{"keys":["{key}","{key}2"]}}"#);
+        assert_eq!(
+            call(M::POST, format!("/v1.0/state/{store}/bulk"), bulk).await,
+            200
+        );
+        let tx = format!(
+            r#"{{"operations":[{{"operation":"upsert","request":{{"key":"{key}3","value":{value}}}}},{{"operation":"delete","request":{{"key":"{key}2"}}}}]}}"#
+        );
+        assert_eq!(
+            call(M::POST, format!("/v1.0/state/{store}/transaction"), tx).await,
+            204
+        );
+        // Rejected requests are logged at debug too: an illegal key and a bad ETag.
+        assert_eq!(
+            call(
+                M::GET,
+                format!("/v1.0/state/{store}/{marker}||x"),
+                String::new()
+            )
+            .await,
+            400
+        );
+        let bad_etag = format!(r#"[{{"key":"{key}","value":{value},"etag":"{marker}"}}]"#);
+        let s = call(M::POST, format!("/v1.0/state/{store}"), bad_etag).await;
+        assert!(s == 409 || s == 400, "{store}: {s}");
+        assert_eq!(
+            call(
+                M::DELETE,
+                format!("/v1.0/state/{store}/{key}"),
+                String::new()
+            )
+            .await,
+            204
+        );
+    }
+    let q = format!(r#"{{"filter":{{"EQ":{{"value":"{marker}"}}}}}}"#);
+    let s = call(M::POST, "/v1.0-alpha1/state/pg/query".into(), q).await;
+    assert!(s == 200 || s == 204, "query: {s}");
+    assert_eq!(
+        call(M::PUT, format!("/v1.0/metadata/{marker}"), marker.clone()).await,
+        204
+    );
+    // gRPC.
+    let mut c = DaprClient::connect(format!("http://{grpc}")).await.unwrap();
+    for store in ["mem", "redis", "pg"] {
+        let mut req = tonic::Request::new(SaveStateRequest {
+            store_name: store.into(),
+            states: vec![StateItem {
+                key: format!("g-{key}"),
+                value: value.clone().into_bytes(),
+                ..StateItem::default()
+            }],
+        });
+        req.metadata_mut()
+            .insert("dapr-api-token", token.parse().unwrap());
+        c.save_state(req).await.unwrap();
+        let mut req = tonic::Request::new(GetStateRequest {
+            store_name: store.into(),
+            key: format!("g-{key}"),
+            ..GetStateRequest::default()
+        });
+        req.metadata_mut()
+            .insert("dapr-api-token", token.parse().unwrap());
+        c.get_state(req).await.unwrap();
+    }
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.0.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.0.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    let pg_cleanup = {
+        let url = database_url();
+        let table = table.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c
+                        .batch_execute(&format!(
+                            "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_version_seq\"; DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
+                        ))
+                        .await;
+                }
+            });
+        })
+    };
+    let _ = pg_cleanup.join();
+
+    assert!(log.contains("http request"), "debug lines are on:\n{log}");
+    assert!(
+        log.contains("request rejected"),
+        "rejections are logged:\n{log}"
+    );
+    let leaks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&marker) || l.contains(&token))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the log carries a key, value or token:\n{}",
+        leaks.join("\n")
+    );
+}
