@@ -267,7 +267,8 @@ pub struct Error {
     app_id: String,
     detail: String,
     receipt: Option<String>,
-    lint: Vec<crate::capabilities::lint::Finding>,
+    /// Boxed so the common error stays small (it travels in every `Result`).
+    lint: Option<Box<[crate::capabilities::lint::Finding]>>,
 }
 
 impl Error {
@@ -281,7 +282,7 @@ impl Error {
             app_id: String::new(),
             detail: String::new(),
             receipt: None,
-            lint: Vec::new(),
+            lint: None,
         }
     }
 
@@ -319,13 +320,13 @@ impl Error {
     /// Attaches the lint findings reported (under `warn`) for a call that then failed for
     /// another reason; the doors render them as `mecha-lint`, as on success.
     pub fn with_lint(mut self, findings: Vec<crate::capabilities::lint::Finding>) -> Error {
-        self.lint = findings;
+        self.lint = (!findings.is_empty()).then(|| findings.into_boxed_slice());
         self
     }
 
     /// The lint findings the error response reports (`mecha-lint`), if any.
     pub fn lint(&self) -> &[crate::capabilities::lint::Finding] {
-        &self.lint
+        self.lint.as_deref().unwrap_or(&[])
     }
 
     /// The `mecha-receipt` value the error response carries, if any.
