@@ -213,6 +213,10 @@ pub enum ErrorKind {
         /// `INVALID_ARGUMENT`) rather than an operation it lacks (500 / `UNIMPLEMENTED`).
         client: bool,
     },
+    /// The request-metadata lint rejected the call (the store's or app's lint mode is
+    /// `reject`); the detail lists every finding with its code and suggestion. Mecha's own
+    /// code `ERR_METADATA_LINT`, 400 / `INVALID_ARGUMENT`.
+    MetadataLint,
     /// More transaction operations than the store (or Mecha's limit) allows.
     TooManyTransactionOps {
         /// Operations in the request.
@@ -274,6 +278,8 @@ pub struct Error {
     app_id: String,
     detail: String,
     receipt: Option<String>,
+    /// Boxed so the common error stays small (it travels in every `Result`).
+    lint: Option<Box<[crate::capabilities::lint::Finding]>>,
 }
 
 impl Error {
@@ -287,6 +293,7 @@ impl Error {
             app_id: String::new(),
             detail: String::new(),
             receipt: None,
+            lint: None,
         }
     }
 
@@ -319,6 +326,18 @@ impl Error {
     pub fn with_receipt(mut self, receipt: &crate::capabilities::Receipt) -> Error {
         self.receipt = receipt.header_value();
         self
+    }
+
+    /// Attaches the lint findings reported (under `warn`) for a call that then failed for
+    /// another reason; the doors render them as `mecha-lint`, as on success.
+    pub fn with_lint(mut self, findings: Vec<crate::capabilities::lint::Finding>) -> Error {
+        self.lint = (!findings.is_empty()).then(|| findings.into_boxed_slice());
+        self
+    }
+
+    /// The lint findings the error response reports (`mecha-lint`), if any.
+    pub fn lint(&self) -> &[crate::capabilities::lint::Finding] {
+        self.lint.as_deref().unwrap_or(&[])
     }
 
     /// The `mecha-receipt` value the error response carries, if any.
@@ -614,6 +633,21 @@ impl Error {
                             capability.policy_name().to_owned(),
                         )])),
                     ),
+                ],
+            },
+            K::MetadataLint => Wire {
+                http_status: 400,
+                grpc_code: G::InvalidArgument,
+                error_code: "ERR_METADATA_LINT",
+                message: format!(
+                    "state store {} rejected the {} request metadata (lint: reject): {}",
+                    self.store,
+                    self.op.method_name(),
+                    self.detail
+                ),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info("MECHA_METADATA_LINT", None),
                 ],
             },
             K::TooManyTransactionOps { count, max } => Wire {

@@ -104,6 +104,30 @@ fn check(args: &RunArgs) -> ExitCode {
         .collect();
     println!("Effective capabilities per store (after policy):\n");
     println!("{}", render_effective(&stores));
+    // Apps' requirements (all met: `load` refused any that is not) and lint modes.
+    for app in &config.settings.apps {
+        for c in config.components.iter().filter(|c| c.visible_to(&app.id)) {
+            let Ok(m) = c.app_matrix(&config.settings, app) else {
+                continue;
+            };
+            let reqs: Vec<String> = app
+                .requires
+                .iter()
+                .filter_map(|r| m.requirement_status(r).map(|s| format!("{r}={s}")))
+                .collect();
+            println!(
+                "app '{}' on store '{}': lint {}{}",
+                app.id,
+                c.name,
+                c.lint_mode(&config.settings, Some(app)).as_str(),
+                if reqs.is_empty() {
+                    String::new()
+                } else {
+                    format!(", requires {} (met)", reqs.join(", "))
+                }
+            );
+        }
+    }
     for w in &config.warnings {
         println!("warning: {w}");
     }

@@ -325,6 +325,24 @@ pub fn record_capability_decision(app: &str, store: &str, capability: &str, stat
     metrics::counter!(CAPABILITY_DECISIONS, &labels).increment(1);
 }
 
+/// Request-metadata lint findings: `app_id`, `store`, `code` (a [`LintCode`] name) and
+/// `severity` (`info`, `warning`, `error`); every label comes from a finite set (configured
+/// apps and stores, the code table). Mecha's own metric.
+///
+/// [`LintCode`]: crate::capabilities::lint::LintCode
+pub const LINT_FINDINGS: &str = "mecha_lint_findings_total";
+
+/// Records one lint finding.
+pub fn record_lint_finding(app: &str, store: &str, code: &'static str, severity: &'static str) {
+    let labels = [
+        ("app_id", app.to_owned()),
+        ("store", store.to_owned()),
+        ("code", code.to_owned()),
+        ("severity", severity.to_owned()),
+    ];
+    metrics::counter!(LINT_FINDINGS, &labels).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

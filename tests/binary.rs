@@ -266,3 +266,71 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     );
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
 }
+
+/// A capability an app requires that a store in its scope cannot give stops `mecha check`
+/// and start-up, naming the app, the store and the capability, every problem at once.
+#[test]
+fn unmet_app_requirements_stop_check_and_start_up() {
+    let (_dir, components, cfg) = policy_setup(
+        "apps:\n  - id: orders\n    token: t1\n    requires: [ETAG, QUERY_API]\nstores:\n  mem:\n    lint: reject\n",
+    );
+    for args in [
+        vec!["check", "--resources-path", &components, "--config", &cfg],
+        vec![
+            "run",
+            "--resources-path",
+            &components,
+            "--config",
+            &cfg,
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("2 problem(s)"), "{stderr}");
+        for store in ["'mem' (state.in-memory)", "'cache' (state.redis)"] {
+            assert!(
+                stderr.contains(&format!(
+                    "apps[0].requires: app 'orders' requires QUERY_API, but store {store} in its scope has it rejected"
+                )),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// Met requirements pass `mecha check`, which prints each app's lint mode and requirements.
+#[test]
+fn check_prints_met_app_requirements() {
+    let (_dir, components, cfg) = policy_setup(
+        "apps:\n  - id: orders\n    token: t1\n    requires: [ETAG, TTL]\n    stores:\n      cache:\n        lint: reject\nstores:\n  mem:\n    lint: off\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--resources-path", &components, "--config", &cfg])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "app 'orders' on store 'mem': lint off, requires ETAG=native, TTL=native (met)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "app 'orders' on store 'cache': lint reject, requires ETAG=native, TTL=native (met)"
+        ),
+        "{stdout}"
+    );
+}

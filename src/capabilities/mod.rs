@@ -5,10 +5,12 @@
 //! operator's policy ([`Matrix`]), negotiation of one request against it
 //! ([`negotiate`] → [`Plan`] → [`Receipt`]), the matrix rendering used by
 //! `mecha check` and the README drift test, and the parser of the state query
-//! language that `QUERY_API` stores share. It performs no I/O; backends declare
+//! language that `QUERY_API` stores share, and the request-metadata lint ([`lint`]).
+//! It performs no I/O; backends declare
 //! their capabilities in their descriptor and the gateway consults them.
 
 mod capability;
+pub mod lint;
 mod matrix;
 mod policy;
 pub mod query;

@@ -236,6 +236,8 @@ pub enum Origin {
     StoreDefault,
     /// No policy said anything: emulate if correct, otherwise reject.
     BuiltIn,
+    /// The calling app's own tightening (`apps[].stores.<store>`).
+    App,
 }
 
 /// Whether Mecha can emulate `feature` correctly on a store with `traits`; `Err` says why not.
@@ -306,6 +308,7 @@ impl Cell {
             Origin::Native | Origin::Explicit => action.to_owned(),
             Origin::StoreDefault => format!("{action} (the store's default)"),
             Origin::BuiltIn => format!("{action} (built-in default)"),
+            Origin::App => format!("{action} (the app's own policy)"),
         }
     }
 }
@@ -392,6 +395,46 @@ impl Matrix {
     /// Effective maximum operations per transaction.
     pub fn max_transaction_ops(&self) -> usize {
         self.traits.max_transaction_ops
+    }
+
+    /// How this matrix serves a Dapr capability string an app may require (`ETAG`,
+    /// `TRANSACTIONAL`, `TTL`, ..., `ACTOR`): the status of its feature; capabilities without
+    /// a policy (`DELETE_WITH_PREFIX`, `KEYS_LIKE`) are native or rejected; `ACTOR` needs
+    /// native ETag and transactions. `None` for a string that is not a capability.
+    pub fn requirement_status(&self, requirement: &str) -> Option<Status> {
+        if requirement == "ACTOR" {
+            let both = self.status(Feature::Etag) == Status::Native
+                && self.status(Feature::Transactions) == Status::Native;
+            return Some(if both {
+                Status::Native
+            } else {
+                Status::Rejected
+            });
+        }
+        let cap = Capability::parse(requirement)?;
+        if let Some(f) = Feature::ALL.into_iter().find(|f| f.capability() == cap) {
+            return Some(self.status(f));
+        }
+        Some(if self.traits.native.has(cap) {
+            Status::Native
+        } else {
+            Status::Rejected
+        })
+    }
+
+    /// This matrix with `features` rejected for one app (its tightenings): a native cell
+    /// stays native (there is nothing to tighten), anything else becomes rejected.
+    pub fn tightened(&self, features: impl IntoIterator<Item = Feature>) -> Matrix {
+        let mut m = self.clone();
+        for f in features {
+            if m.cells[f as usize].status != Status::Native {
+                m.cells[f as usize] = Cell {
+                    status: Status::Rejected,
+                    origin: Origin::App,
+                };
+            }
+        }
+        m
     }
 
     /// Native capabilities plus emulated ones: what an SDK may rely on.

@@ -41,6 +41,8 @@ pub struct LoadedComponent {
     pub scopes: Vec<String>,
     /// Builds store instances.
     pub factory: Arc<dyn StoreFactory>,
+    /// Request metadata keys the backend understands beyond the portable ones.
+    pub request_keys: &'static [crate::capabilities::lint::RequestKey],
     /// The file it came from.
     pub file: PathBuf,
 }
@@ -70,6 +72,7 @@ impl LoadedComponent {
             key_prefix: KeyPrefix::AppId,
             scopes: Vec::new(),
             factory,
+            request_keys: &[],
             file: PathBuf::from("<custom>"),
         }
     }
@@ -101,6 +104,42 @@ impl LoadedComponent {
             .cloned()
             .unwrap_or_default();
         Matrix::build(self.traits(&settings.limits), &policy)
+    }
+
+    /// The matrix `app` sees: the store's, with the app's own `reject` tightenings applied.
+    pub fn app_matrix(
+        &self,
+        settings: &super::Settings,
+        app: &super::AppConfig,
+    ) -> Result<Matrix, Vec<PolicyProblem>> {
+        let m = self.matrix(settings)?;
+        Ok(match app.stores.get(&self.name) {
+            Some(t) => m.tightened(
+                t.policy
+                    .iter()
+                    .filter(|(_, a)| **a == crate::capabilities::Action::Reject)
+                    .map(|(f, _)| *f),
+            ),
+            None => m,
+        })
+    }
+
+    /// The lint mode `app` gets on this store: the store's (default `warn`), or the app's
+    /// own when stricter.
+    pub fn lint_mode(
+        &self,
+        settings: &super::Settings,
+        app: Option<&super::AppConfig>,
+    ) -> crate::capabilities::lint::LintMode {
+        let store = settings.lint.get(&self.name).copied().unwrap_or_default();
+        app.and_then(|a| a.stores.get(&self.name))
+            .and_then(|t| t.lint)
+            .map_or(store, |m| store.stricter(m))
+    }
+
+    /// Whether `app` may use this store.
+    pub fn visible_to(&self, app: &str) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| s == app)
     }
 }
 
@@ -376,6 +415,7 @@ fn validate(
         }
     };
     Some(LoadedComponent {
+        request_keys: desc.request_keys,
         name,
         component_type: desc.component_type.to_owned(),
         version,

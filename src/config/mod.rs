@@ -84,6 +84,7 @@ pub fn policy_problems(
             ));
         }
     }
+    errors.extend(app_problems(file, settings, components));
     for c in components {
         if let Err(problems) = c.matrix(settings) {
             for p in problems {
@@ -92,6 +93,102 @@ pub fn policy_problems(
                     format!("stores.{}.{}", c.name, p.feature.policy_name()),
                     format!("store '{}' ({}): {p}", c.name, c.component_type),
                 ));
+            }
+        }
+    }
+    errors
+}
+
+/// Every app setting that cannot hold: a tightening of an unknown or out-of-scope store, a
+/// loosening of the operator's lint mode or policy, and a required capability that a store in
+/// the app's scope rejects or ignores (naming the app, the store and the capability).
+fn app_problems(
+    file: &Path,
+    settings: &Settings,
+    components: &[LoadedComponent],
+) -> Vec<ConfigError> {
+    use crate::capabilities::{Action, Status};
+    let mut errors = Vec::new();
+    for (i, app) in settings.apps.iter().enumerate() {
+        for (store, tight) in &app.stores {
+            let field = format!("apps[{i}].stores.{store}");
+            let Some(c) = components.iter().find(|c| &c.name == store) else {
+                errors.push(ConfigError::new(
+                    file,
+                    field,
+                    format!(
+                        "app '{}': no state store named '{store}' is configured",
+                        app.id
+                    ),
+                ));
+                continue;
+            };
+            if !c.visible_to(&app.id) {
+                errors.push(ConfigError::new(
+                    file,
+                    field,
+                    format!(
+                        "app '{}': store '{store}' is not in the app's scope",
+                        app.id
+                    ),
+                ));
+                continue;
+            }
+            let base = c.lint_mode(settings, None);
+            if let Some(mode) = tight.lint.filter(|m| *m < base) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("{field}.lint"),
+                    format!(
+                        "app '{}': lint '{}' on store '{store}' would loosen the operator's '{}': an app may only make a store stricter",
+                        app.id,
+                        mode.as_str(),
+                        base.as_str()
+                    ),
+                ));
+            }
+            let Ok(matrix) = c.matrix(settings) else {
+                continue;
+            };
+            for (feature, action) in &tight.policy {
+                let status = matrix.status(*feature);
+                let same = matches!(
+                    (action, status),
+                    (Action::Emulate, Status::Emulated) | (Action::Ignore, Status::Ignored)
+                );
+                if *action != Action::Reject && !same {
+                    errors.push(ConfigError::new(
+                        file,
+                        format!("{field}.{}", feature.policy_name()),
+                        format!(
+                            "app '{}': '{}' for capability {} on store '{store}' would loosen the operator's decision ({status}): an app may only tighten to 'reject'",
+                            app.id,
+                            action.as_str(),
+                            feature.policy_name()
+                        ),
+                    ));
+                }
+            }
+        }
+        if app.requires.is_empty() {
+            continue;
+        }
+        for c in components.iter().filter(|c| c.visible_to(&app.id)) {
+            let Ok(matrix) = c.app_matrix(settings, app) else {
+                continue;
+            };
+            for req in &app.requires {
+                let status = matrix.requirement_status(req).unwrap_or(Status::Rejected);
+                if !status.is_real() {
+                    errors.push(ConfigError::new(
+                        file,
+                        format!("apps[{i}].requires"),
+                        format!(
+                            "app '{}' requires {req}, but store '{}' ({}) in its scope has it {status}",
+                            app.id, c.name, c.component_type
+                        ),
+                    ));
+                }
             }
         }
     }

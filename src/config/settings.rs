@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use crate::actors::ActorSettings;
 use crate::actors::backends::parse_duration;
+use crate::capabilities::lint::LintMode;
 use crate::capabilities::{Action, Feature, Policy};
 
 /// Where a token comes from.
@@ -59,6 +60,21 @@ pub struct AppConfig {
     pub token: TokenSource,
     /// The app's quota (the `quotas` defaults, overridden by the app's own `quota`).
     pub quota: QuotaSettings,
+    /// Capabilities (Dapr's strings) the app relies on: every store in its scope must serve
+    /// them natively or emulated, or start-up fails.
+    pub requires: Vec<&'static str>,
+    /// The app's own tightenings per store (`apps[].stores.<store>`).
+    pub stores: BTreeMap<String, AppStoreSettings>,
+}
+
+/// What an app makes stricter for itself on one store: never looser than the operator's
+/// settings (a loosening is a configuration error, see [`crate::config::policy_problems`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppStoreSettings {
+    /// The app's lint mode on this store (at least the store's).
+    pub lint: Option<LintMode>,
+    /// Per-capability actions; only `reject` tightens (or the store's own action, a no-op).
+    pub policy: BTreeMap<Feature, Action>,
 }
 
 /// A per-app quota: requests in flight and request rate. Past either, a request is answered
@@ -188,6 +204,8 @@ pub struct Settings {
     pub quota: QuotaSettings,
     /// Per-store capability policies (`stores:`), by store name.
     pub policies: BTreeMap<String, Policy>,
+    /// Per-store request-metadata lint mode (`stores.<name>.lint`); absent: `warn`.
+    pub lint: BTreeMap<String, LintMode>,
 }
 
 #[derive(Deserialize, Default)]
@@ -266,6 +284,57 @@ struct RawApp {
     token_file: Option<PathBuf>,
     #[serde(default)]
     quota: RawQuota,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    stores: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One `stores.<name>` (or `apps[].stores.<name>`) entry: `lint` and per-capability actions.
+fn parse_store_entry(
+    prefix: &str,
+    entries: BTreeMap<String, String>,
+    err: &mut dyn FnMut(&str, String),
+) -> (Option<LintMode>, Policy) {
+    let mut policy = Policy::default();
+    let mut lint = None;
+    for (name, value) in entries {
+        let field = format!("{prefix}.{name}");
+        if name == "lint" {
+            match value.as_str() {
+                "off" => lint = Some(LintMode::Off),
+                "warn" => lint = Some(LintMode::Warn),
+                "reject" => lint = Some(LintMode::Reject),
+                other => err(
+                    &field,
+                    format!("'{other}' is not a lint mode: use off, warn or reject"),
+                ),
+            }
+            continue;
+        }
+        let action = match Action::parse(&value) {
+            Ok(a) => a,
+            Err(e) => {
+                err(&field, e);
+                continue;
+            }
+        };
+        if name == "default" {
+            policy.default = Some(action);
+        } else if let Some(f) = Feature::parse_policy_name(&name) {
+            policy.features.insert(f, action);
+        } else {
+            let known: Vec<&str> = Feature::ALL.iter().map(|f| f.policy_name()).collect();
+            err(
+                &field,
+                format!(
+                    "unknown capability '{name}': use lint, default or one of {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    (lint, policy)
 }
 
 #[derive(Deserialize, Default)]
@@ -305,6 +374,19 @@ struct RawServer {
     workers: Option<usize>,
     token_file_check_interval: Option<String>,
 }
+
+/// The capability strings an app may list in `requires`.
+pub const REQUIRABLE: &[&str] = &[
+    "ETAG",
+    "TRANSACTIONAL",
+    "QUERY_API",
+    "TTL",
+    "DELETE_WITH_PREFIX",
+    "PARTITION_KEY",
+    "KEYS_LIKE",
+    "FIRST_WRITE",
+    "ACTOR",
+];
 
 /// Parses a size: a byte count, or a number with `Ki`/`Mi`/`Gi` (also `KiB`, `K`, `KB`, ...).
 pub fn parse_size(raw: &str) -> Result<usize, String> {
@@ -429,10 +511,47 @@ impl Settings {
                 );
             } else {
                 tokens.push(current);
+                let mut requires = Vec::new();
+                for (j, r) in app.requires.iter().enumerate() {
+                    match REQUIRABLE.iter().find(|c| **c == r.as_str()) {
+                        Some(c) => {
+                            if !requires.contains(c) {
+                                requires.push(*c);
+                            }
+                        }
+                        None => err(
+                            &format!("{field}.requires[{j}]"),
+                            format!(
+                                "'{r}' is not a capability: use one of {}",
+                                REQUIRABLE.join(", ")
+                            ),
+                        ),
+                    }
+                }
+                let mut stores = BTreeMap::new();
+                for (store, entries) in app.stores {
+                    let prefix = format!("{field}.stores.{store}");
+                    let (lint, policy) = parse_store_entry(&prefix, entries, &mut err);
+                    if policy.default.is_some() {
+                        err(
+                            &format!("{prefix}.default"),
+                            "an app cannot set a default: list the capabilities it tightens".into(),
+                        );
+                    }
+                    stores.insert(
+                        store,
+                        AppStoreSettings {
+                            lint,
+                            policy: policy.features,
+                        },
+                    );
+                }
                 s.apps.push(AppConfig {
                     id: app.id,
                     token: source,
                     quota: app.quota.over(&format!("{field}.quota"), s.quota, &mut err),
+                    requires,
+                    stores,
                 });
             }
         }
@@ -594,30 +713,9 @@ impl Settings {
             s.server.workers = w;
         }
         for (store, entries) in raw.stores {
-            let mut policy = Policy::default();
-            for (name, value) in entries {
-                let field = format!("stores.{store}.{name}");
-                let action = match Action::parse(&value) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        err(&field, e);
-                        continue;
-                    }
-                };
-                if name == "default" {
-                    policy.default = Some(action);
-                } else if let Some(f) = Feature::parse_policy_name(&name) {
-                    policy.features.insert(f, action);
-                } else {
-                    let known: Vec<&str> = Feature::ALL.iter().map(|f| f.policy_name()).collect();
-                    err(
-                        &field,
-                        format!(
-                            "unknown capability '{name}': use default or one of {}",
-                            known.join(", ")
-                        ),
-                    );
-                }
+            let (lint, policy) = parse_store_entry(&format!("stores.{store}"), entries, &mut err);
+            if let Some(mode) = lint {
+                s.lint.insert(store.clone(), mode);
             }
             s.policies.insert(store, policy);
         }
@@ -737,6 +835,39 @@ mod tests {
         let errs = parse("stores:\n  a:\n    ttl: degrade\n    colour: ignore\n").unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["stores.a.colour", "stores.a.ttl"]);
+    }
+
+    #[test]
+    fn lint_modes_requirements_and_app_tightenings_parse() {
+        let s = parse(
+            "apps:\n  - id: orders\n    token: t\n    requires: [TTL, ETAG, TTL, ACTOR]\n    stores:\n      kv:\n        lint: reject\n        ttl: reject\nstores:\n  kv:\n    lint: off\n    ttl: emulate\n",
+        )
+        .unwrap();
+        assert_eq!(s.lint["kv"], LintMode::Off);
+        assert_eq!(s.policies["kv"].features[&Feature::Ttl], Action::Emulate);
+        let app = &s.apps[0];
+        assert_eq!(
+            app.requires,
+            ["TTL", "ETAG", "ACTOR"],
+            "deduplicated, in order"
+        );
+        assert_eq!(app.stores["kv"].lint, Some(LintMode::Reject));
+        assert_eq!(app.stores["kv"].policy[&Feature::Ttl], Action::Reject);
+        let errs = parse(
+            "apps:\n  - id: a\n    token: t\n    requires: [TRANSACTION]\n    stores:\n      kv:\n        lint: loud\n        default: reject\nstores:\n  kv:\n    lint: strict\n",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "apps[0].requires[0]",
+                "apps[0].stores.kv.lint",
+                "apps[0].stores.kv.default",
+                "stores.kv.lint"
+            ]
+        );
+        assert!(errs[0].message.contains("TRANSACTIONAL"), "{errs:?}");
     }
 
     #[test]

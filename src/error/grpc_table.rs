@@ -83,6 +83,12 @@ fn grpc_codes_follow_the_spec_summary() {
             "DAPR_STATE_TOO_MANY_TRANSACTIONS",
         ),
         (
+            K::MetadataLint,
+            O::Save,
+            G::InvalidArgument,
+            "MECHA_METADATA_LINT",
+        ),
+        (
             K::QueryNotSupported,
             O::Query,
             G::Internal,

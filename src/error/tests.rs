@@ -27,6 +27,7 @@ fn kinds() -> Vec<ErrorKind> {
             client: false,
         },
         ErrorKind::TooManyTransactionOps { count: 3, max: 2 },
+        ErrorKind::MetadataLint,
         ErrorKind::UnsupportedOperation,
         ErrorKind::EmptyKey,
         ErrorKind::EtagMismatch,

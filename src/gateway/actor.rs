@@ -7,7 +7,11 @@
 //! 1. **resolve** the store for the app ([`Catalog::resolve`]);
 //! 2. **negotiate the operation** (transactions, queries) against the store's effective
 //!    matrix, before the request body is looked at, in daprd's order;
-//! 3. **validate** keys, limits and TTL, and apply the key prefix;
+//! 3. **lint** every request-level metadata map ([`crate::capabilities::lint`]) against the
+//!    store's declared request keys and its matrix: an invalid value fails the call in every
+//!    mode, other findings fail it under `lint: reject`, and under `warn` they travel with
+//!    the answer (`mecha-lint`), to the log (rate-limited, keys only) and to the metrics;
+//!    Then **validate** keys, limits and TTL, and apply the key prefix;
 //! 4. **negotiate the request** ([`negotiate`]): what it needs (ETag, first-write, TTL, bulk,
 //!    strong consistency, `partitionKey`) against the matrix, giving a plan of native,
 //!    emulated, ignored and rejected steps; a rejected step fails the call with nothing applied;
@@ -25,7 +29,8 @@ use actix::prelude::*;
 
 use super::catalog::{AppId, Catalog, StoreInfo};
 use crate::actors::{StoreError, StoreHandle};
-use crate::capabilities::{Feature, Plan, Receipt, Shape, Status, needs, negotiate};
+use crate::capabilities::lint::{self, Finding, LintMode, LintOp, LintTarget, Location, Severity};
+use crate::capabilities::{Feature, Matrix, Plan, Receipt, Shape, Status, needs, negotiate};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys;
 use crate::metrics;
@@ -102,13 +107,16 @@ pub enum StateReply {
     Query(QueryResponse),
 }
 
-/// A successful answer and its receipt (empty for a fully native call).
+/// A successful answer, its receipt (empty for a fully native call) and the lint findings
+/// reported for its request metadata (empty when clean or when the lint mode is `off`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// The reply.
     pub reply: StateReply,
     /// Every decision that was not native.
     pub receipt: Receipt,
+    /// Lint findings reported under `warn` (rendered as `mecha-lint`).
+    pub lint: Vec<Finding>,
 }
 
 /// One state operation: who calls which store with what. A request the door could not read
@@ -125,6 +133,9 @@ pub struct StateCall {
     pub op: Operation,
     /// The request, or why the door could not build it.
     pub request: Result<StateRequest, Error>,
+    /// Request-level metadata the door merged into the request's maps (HTTP `metadata.*`
+    /// query parameters); linted once, at location `request`. Empty on gRPC.
+    pub url_metadata: Metadata,
 }
 
 /// The gateway actor of one serving thread.
@@ -183,9 +194,82 @@ fn degrade_delete(plan: &Plan, r: &mut DeleteRequest) {
     }
 }
 
+/// The lint operation a map of the request's top level travels with.
+fn lint_op(op: Operation) -> LintOp {
+    match op {
+        Operation::Get | Operation::BulkGet | Operation::Other => LintOp::Get,
+        // HTTP copies URL metadata over every item and operation: it reaches the writes.
+        Operation::Save | Operation::Transaction => LintOp::Save,
+        Operation::Delete | Operation::BulkDelete => LintOp::Delete,
+        Operation::Query => LintOp::Query,
+    }
+}
+
+/// Step 3: the findings of every metadata map of the request, in request order. A key the
+/// door copied from the URL into an inner map is reported once, at `request`. Allocates
+/// nothing when every map is empty.
+fn lint_request(
+    request: &StateRequest,
+    url: &Metadata,
+    op: Operation,
+    target: &LintTarget<'_>,
+) -> Vec<Finding> {
+    let mut out = lint::lint(url, lint_op(op), Location::Request, target);
+    let mut add = |m: &Metadata, lop: LintOp, at: Location| {
+        if m.is_empty() {
+            return;
+        }
+        let own = m.iter().filter(|(k, _)| !url.contains_key(k.as_str()));
+        out.extend(lint::lint(own, lop, at, target));
+    };
+    match request {
+        StateRequest::Get { metadata, .. } | StateRequest::BulkGet { metadata, .. } => {
+            add(metadata, LintOp::Get, Location::Request)
+        }
+        StateRequest::Query { metadata, .. } => add(metadata, LintOp::Query, Location::Request),
+        StateRequest::Save { items } => {
+            for (i, r) in items.iter().enumerate() {
+                add(&r.metadata, LintOp::Save, Location::Item(i));
+            }
+        }
+        StateRequest::Delete { items } => {
+            for (i, r) in items.iter().enumerate() {
+                let at = if op == Operation::Delete {
+                    Location::Request
+                } else {
+                    Location::Item(i)
+                };
+                add(&r.metadata, LintOp::Delete, at);
+            }
+        }
+        StateRequest::Transaction(t) => {
+            add(&t.metadata, LintOp::Transaction, Location::Transaction);
+            for (i, o) in t.operations.iter().enumerate() {
+                match o {
+                    TransactionOp::Upsert(r) => {
+                        add(&r.metadata, LintOp::Save, Location::Operation(i))
+                    }
+                    TransactionOp::Delete(r) => {
+                        add(&r.metadata, LintOp::Delete, Location::Operation(i))
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn list(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The error of a rejected step: it names the store, the capability and the policy.
-fn rejection(op: Operation, info: &StoreInfo, feature: Feature) -> Error {
-    let cell = info.matrix.cell(feature);
+fn rejection(op: Operation, info: &StoreInfo, matrix: &Matrix, feature: Feature) -> Error {
+    let cell = matrix.cell(feature);
     let why = format!(
         "capability {} ({}), policy: {}",
         feature.policy_name(),
@@ -415,17 +499,79 @@ impl GatewayActor {
         Ok(Some((exec, shape)))
     }
 
-    /// Steps 1 to 4, synchronous: the plan and the prepared request, or an immediate answer.
-    fn prepare(&self, msg: StateCall) -> Result<Result<(usize, Exec, Plan), Answer>, Error> {
+    /// Step 3's verdict: every finding is counted and (rate-limited) logged; an invalid value
+    /// fails the call in every mode (as the TTL parse always has: 400 with the operation's
+    /// error code), other warnings fail it under `reject` (`ERR_METADATA_LINT`), and under
+    /// `warn` the reported findings are returned to travel with the answer.
+    fn judge(
+        &self,
+        app: &AppId,
+        index: usize,
+        info: &StoreInfo,
+        op: Operation,
+        mode: LintMode,
+        findings: Vec<Finding>,
+    ) -> Result<Vec<Finding>, Error> {
+        if findings.is_empty() {
+            return Ok(findings);
+        }
+        let reported: Vec<Finding> = lint::reported(&findings, mode).cloned().collect();
+        for f in &reported {
+            metrics::record_lint_finding(app, &info.name, f.code.as_str(), f.severity().as_str());
+            if self.catalog.lint_log_due(app, index, f.code) {
+                // Keys and codes only: values may be secrets.
+                tracing::warn!(
+                    app_id = %app, store = %info.name, code = %f.code, key = ?f.key,
+                    at = %f.location, suggestion = ?f.suggestion, detail = ?f.detail,
+                    mode = mode.as_str(),
+                    "request metadata lint finding (at most one line a minute per app, store and code)"
+                );
+            }
+        }
+        let errors: Vec<Finding> = reported
+            .iter()
+            .filter(|f| f.severity() == Severity::Error)
+            .cloned()
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidOption, op)
+                .store(&info.name)
+                .app(app.as_ref())
+                .detail(list(&errors)));
+        }
+        if lint::rejects(&reported, mode) {
+            return Err(Error::new(ErrorKind::MetadataLint, op)
+                .store(&info.name)
+                .app(app.as_ref())
+                .detail(list(&reported)));
+        }
+        Ok(reported)
+    }
+
+    /// Steps 1 to 4, synchronous: the plan and the prepared request (with the lint findings
+    /// to report), or an immediate answer.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        msg: StateCall,
+    ) -> Result<Result<(usize, Exec, Plan, Vec<Finding>), Answer>, Error> {
         let op = msg.op;
         let index = self.catalog.resolve(&msg.app, &msg.store, op)?;
         let info = self.catalog.store(index);
-        let op_plan = negotiate(needs(op, &Shape::default()), &info.matrix);
+        let (matrix, mode) = info.view(&msg.app);
+        let op_plan = negotiate(needs(op, &Shape::default()), matrix);
         if let Some(step) = op_plan.rejected() {
             self.record_plan(&msg.app, info, &op_plan);
-            return Err(rejection(op, info, step.feature));
+            return Err(rejection(op, info, matrix, step.feature));
         }
-        let Some((mut exec, shape)) = self.validate(info, &msg.app, op, msg.request?)? else {
+        let request = msg.request?;
+        let findings = lint_request(&request, &msg.url_metadata, op, &info.lint_target(matrix));
+        let findings = self.judge(&msg.app, index, info, op, mode, findings)?;
+        let validated = match self.validate(info, &msg.app, op, request) {
+            Ok(v) => v,
+            Err(e) => return Err(e.with_lint(findings)),
+        };
+        let Some((mut exec, shape)) = validated else {
             let reply = match op {
                 Operation::BulkGet => StateReply::Bulk(Vec::new()),
                 _ => StateReply::Done,
@@ -433,12 +579,13 @@ impl GatewayActor {
             return Ok(Err(Answer {
                 reply,
                 receipt: Receipt::default(),
+                lint: findings,
             }));
         };
-        let plan = negotiate(needs(op, &shape), &info.matrix);
+        let plan = negotiate(needs(op, &shape), matrix);
         self.record_plan(&msg.app, info, &plan);
         if let Some(step) = plan.rejected() {
-            return Err(rejection(op, info, step.feature));
+            return Err(rejection(op, info, matrix, step.feature).with_lint(findings));
         }
         match &mut exec {
             Exec::Get(r, _) => {
@@ -454,7 +601,7 @@ impl GatewayActor {
             }),
             Exec::BulkGet(..) | Exec::Query(_) => {}
         }
-        Ok(Ok((index, exec, plan)))
+        Ok(Ok((index, exec, plan, findings)))
     }
 
     fn record_plan(&self, app: &str, info: &StoreInfo, plan: &Plan) {
@@ -603,7 +750,7 @@ impl Handler<StateCall> for GatewayActor {
     fn handle(&mut self, msg: StateCall, _: &mut Context<Self>) -> Self::Result {
         let op = msg.op;
         let app = msg.app.clone();
-        let (index, exec, plan) = match self.prepare(msg) {
+        let (index, exec, plan, findings) = match self.prepare(msg) {
             Err(e) => return Box::pin(async move { Err(e) }),
             Ok(Err(answer)) => return Box::pin(async move { Ok(answer) }),
             Ok(Ok(prepared)) => prepared,
@@ -616,7 +763,10 @@ impl Handler<StateCall> for GatewayActor {
             let res = execute(handle, op, &info.name, exec).await;
             metrics::record_store_call(&app, &info.name, op, res.is_ok(), start.elapsed());
             let mut receipt = plan.receipt();
-            let reply = res.map_err(|e| e.with_receipt(&receipt))?;
+            let reply = match res {
+                Ok(r) => r,
+                Err(e) => return Err(e.with_receipt(&receipt).with_lint(findings)),
+            };
             // Reads on a store with emulated TTL: an item with an expiry was served by Mecha.
             if info.matrix.status(Feature::Ttl) == Status::Emulated {
                 let emulated = match &reply {
@@ -630,7 +780,115 @@ impl Handler<StateCall> for GatewayActor {
                     receipt.add(Feature::Ttl, Status::Emulated);
                 }
             }
-            Ok(Answer { reply, receipt })
+            Ok(Answer {
+                reply,
+                receipt,
+                lint: findings,
+            })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, metadata: Metadata) -> SetRequest {
+        SetRequest {
+            key: key.to_owned(),
+            value: bytes::Bytes::from_static(b"1"),
+            etag: None,
+            options: Default::default(),
+            ttl: None,
+            metadata,
+        }
+    }
+
+    fn delete(key: &str) -> DeleteRequest {
+        DeleteRequest {
+            key: key.to_owned(),
+            etag: None,
+            options: Default::default(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// The hot path: a request whose maps are all empty is linted without allocating (the
+    /// findings vector keeps capacity 0; iterating and probing empty maps allocates nothing,
+    /// and the verdict returns at once on no findings).
+    #[test]
+    fn empty_metadata_lints_without_allocating() {
+        let target = LintTarget::native("state.in-memory");
+        let url = Metadata::new();
+        let requests = [
+            (
+                Operation::Get,
+                StateRequest::Get {
+                    key: "k".into(),
+                    consistency: Consistency::Unspecified,
+                    metadata: Metadata::new(),
+                },
+            ),
+            (
+                Operation::BulkGet,
+                StateRequest::BulkGet {
+                    keys: vec!["a".into(), "b".into()],
+                    parallelism: 0,
+                    metadata: Metadata::new(),
+                },
+            ),
+            (
+                Operation::Save,
+                StateRequest::Save {
+                    items: vec![set("a", Metadata::new()), set("b", Metadata::new())],
+                },
+            ),
+            (
+                Operation::BulkDelete,
+                StateRequest::Delete {
+                    items: vec![delete("a"), delete("b")],
+                },
+            ),
+            (
+                Operation::Transaction,
+                StateRequest::Transaction(TransactionRequest {
+                    operations: vec![
+                        TransactionOp::Upsert(set("a", Metadata::new())),
+                        TransactionOp::Delete(delete("b")),
+                    ],
+                    metadata: Metadata::new(),
+                }),
+            ),
+            (
+                Operation::Query,
+                StateRequest::Query {
+                    query: "{}".into(),
+                    metadata: Metadata::new(),
+                },
+            ),
+        ];
+        for (op, request) in &requests {
+            let found = lint_request(request, &url, *op, &target);
+            assert!(found.is_empty(), "{op:?}");
+            assert_eq!(found.capacity(), 0, "{op:?} allocated");
+        }
+    }
+
+    /// A key copied from the URL into every item is reported once, at `request`; item keys
+    /// are reported per item.
+    #[test]
+    fn url_keys_are_reported_once() {
+        let target = LintTarget::native("state.in-memory");
+        let url: Metadata = [("ttlInSecond".to_owned(), "5".to_owned())].into();
+        let mut item = url.clone();
+        item.insert("keyPrefix".into(), "x".into());
+        let request = StateRequest::Save {
+            items: vec![set("a", url.clone()), set("b", item)],
+        };
+        let found = lint_request(&request, &url, Operation::Save, &target);
+        let got: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("unknown-key 'ttlInSecond' in request"));
+        assert!(got[1].starts_with("component-level-key 'keyPrefix' in item[1]"));
     }
 }

@@ -10,7 +10,8 @@ use super::extended::ExtendedMetadata;
 use super::quota::{Permit, Quotas, Refusal};
 use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
-use crate::capabilities::{CapabilitySet, Matrix};
+use crate::capabilities::lint::{LintCode, LintMode, LintTarget, RequestKey};
+use crate::capabilities::{CapabilitySet, Feature, Matrix};
 use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys::KeyPrefix;
@@ -42,6 +43,21 @@ pub struct StoreInfo {
     pub factory: Arc<dyn StoreFactory>,
     /// Set by the first pipeline, whose shard runs housekeeping.
     pub(crate) primary_claimed: AtomicBool,
+    /// The request-metadata lint mode (`stores.<name>.lint`, default `warn`).
+    pub lint_mode: LintMode,
+    /// Request metadata keys the backend understands beyond the portable ones.
+    pub request_keys: &'static [RequestKey],
+    /// Apps that tightened this store for themselves: their matrix and lint mode.
+    pub per_app: HashMap<String, AppView>,
+}
+
+/// What one app sees of a store it tightened for itself.
+#[derive(Debug, Clone)]
+pub struct AppView {
+    /// The store's matrix with the app's `reject` tightenings.
+    pub matrix: Matrix,
+    /// The stricter of the store's and the app's lint mode.
+    pub lint_mode: LintMode,
 }
 
 impl StoreInfo {
@@ -49,7 +65,31 @@ impl StoreInfo {
     pub fn visible_to(&self, app: &str) -> bool {
         self.scopes.is_empty() || self.scopes.iter().any(|s| s == app)
     }
+
+    /// The matrix and lint mode `app` gets (the store's unless the app tightened them).
+    /// No allocation; a lookup in an empty map when no app tightened anything.
+    pub fn view(&self, app: &str) -> (&Matrix, LintMode) {
+        match self.per_app.get(app) {
+            Some(v) => (&v.matrix, v.lint_mode),
+            None => (&self.matrix, self.lint_mode),
+        }
+    }
+
+    /// What the lint needs to know about this store, as `matrix` decides it.
+    pub fn lint_target<'a>(&'a self, matrix: &Matrix) -> LintTarget<'a> {
+        LintTarget {
+            store_type: &self.component_type,
+            store_keys: self.request_keys,
+            ttl: matrix.status(Feature::Ttl),
+            partition_key: matrix.status(Feature::PartitionKey),
+        }
+    }
 }
+
+/// How often the same lint finding (app, store, code) may be logged.
+pub const LINT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most (app, store, code) triples remembered by the lint log limiter.
+const LINT_LOG_MAX_ENTRIES: usize = 4096;
 
 /// Every store and app, plus limits.
 pub struct Catalog {
@@ -62,6 +102,8 @@ pub struct Catalog {
     /// Request limits.
     pub limits: Limits,
     extended: ExtendedMetadata,
+    requires: HashMap<String, Vec<&'static str>>,
+    lint_log: parking_lot::Mutex<HashMap<(AppId, usize, LintCode), std::time::Instant>>,
 }
 
 impl Catalog {
@@ -103,6 +145,22 @@ impl Catalog {
                     health: Arc::new(StoreHealth::default()),
                     factory,
                     primary_claimed: AtomicBool::new(false),
+                    lint_mode: c.lint_mode(settings, None),
+                    request_keys: c.request_keys,
+                    per_app: settings
+                        .apps
+                        .iter()
+                        .filter(|a| a.stores.contains_key(&c.name))
+                        .map(|a| {
+                            let view = AppView {
+                                matrix: c
+                                    .app_matrix(settings, a)
+                                    .expect("policies were checked above"),
+                                lint_mode: c.lint_mode(settings, Some(a)),
+                            };
+                            (a.id.clone(), view)
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -145,6 +203,13 @@ impl Catalog {
             extended: ExtendedMetadata::new(&limits),
             default_app,
             limits,
+            requires: settings
+                .apps
+                .iter()
+                .filter(|a| !a.requires.is_empty())
+                .map(|a| (a.id.clone(), a.requires.clone()))
+                .collect(),
+            lint_log: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -229,6 +294,56 @@ impl Catalog {
             .ok_or_else(|| fail(ErrorKind::StoreNotFound))
     }
 
+    /// Whether a lint finding of `code` for `app` on store `index` should be logged now: at
+    /// most once per `LINT_LOG_INTERVAL` (a minute) per (app, store, code). The memory is bounded:
+    /// when full, entries older than the interval are dropped, then everything.
+    pub fn lint_log_due(&self, app: &AppId, index: usize, code: LintCode) -> bool {
+        let now = std::time::Instant::now();
+        let mut seen = self.lint_log.lock();
+        let key = (app.clone(), index, code);
+        if let Some(last) = seen.get(&key)
+            && now.duration_since(*last) < LINT_LOG_INTERVAL
+        {
+            return false;
+        }
+        if seen.len() >= LINT_LOG_MAX_ENTRIES {
+            seen.retain(|_, t| now.duration_since(*t) < LINT_LOG_INTERVAL);
+            if seen.len() >= LINT_LOG_MAX_ENTRIES {
+                seen.clear();
+            }
+        }
+        seen.insert(key, now);
+        true
+    }
+
+    /// The calling app's requirements per store in its scope, as extended metadata:
+    /// `mecha.requires.<store>` = `TTL=met(emulated),TRANSACTIONAL=met(native)`. Empty when
+    /// the app requires nothing.
+    pub fn requirements(&self, app: &str) -> BTreeMap<String, String> {
+        let Some(reqs) = self.requires.get(app) else {
+            return BTreeMap::new();
+        };
+        self.stores
+            .iter()
+            .filter(|s| s.visible_to(app))
+            .map(|s| {
+                let (matrix, _) = s.view(app);
+                let value = reqs
+                    .iter()
+                    .map(|r| {
+                        let st = matrix
+                            .requirement_status(r)
+                            .unwrap_or(crate::capabilities::Status::Rejected);
+                        let met = if st.is_real() { "met" } else { "unmet" };
+                        format!("{r}={met}({st})")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                (format!("mecha.requires.{}", s.name), value)
+            })
+            .collect()
+    }
+
     /// Sets one of `app`'s extended metadata attributes (`PUT /v1.0/metadata/{key}`, gRPC
     /// `SetMetadata`), within the app's metadata limits.
     pub fn set_extended(&self, app: &AppId, key: &str, value: &str) -> Result<(), Error> {
@@ -254,5 +369,29 @@ impl Catalog {
             out.insert(format!("mecha.matrix.{}", s.name), s.matrix.describe());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_log_is_rate_limited_per_app_store_and_code() {
+        let catalog = Catalog::new(&[], &Settings::default(), "app").unwrap();
+        let (a, b): (AppId, AppId) = ("a".into(), "b".into());
+        assert!(catalog.lint_log_due(&a, 0, LintCode::UnknownKey));
+        assert!(
+            !catalog.lint_log_due(&a, 0, LintCode::UnknownKey),
+            "within the minute"
+        );
+        assert!(catalog.lint_log_due(&a, 0, LintCode::ComponentLevelKey));
+        assert!(catalog.lint_log_due(&a, 1, LintCode::UnknownKey));
+        assert!(catalog.lint_log_due(&b, 0, LintCode::UnknownKey));
+        // Bounded: past the cap, the memory is cleared rather than grown.
+        for i in 0..LINT_LOG_MAX_ENTRIES + 10 {
+            catalog.lint_log_due(&a, i, LintCode::InvalidValue);
+        }
+        assert!(catalog.lint_log.lock().len() <= LINT_LOG_MAX_ENTRIES);
     }
 }

@@ -23,7 +23,7 @@ use actix::prelude::*;
 pub use actor::{
     Answer, BulkItem, GatewayActor, PARTITION_KEY, StateCall, StateReply, StateRequest,
 };
-pub use catalog::{AppId, Catalog, StoreInfo};
+pub use catalog::{AppId, AppView, Catalog, StoreInfo};
 
 use crate::actors::{ActorSettings, StoreActor, StoreHandle};
 use crate::error::{Error, ErrorKind, Operation};
@@ -73,12 +73,14 @@ impl Gateway {
         store: String,
         op: Operation,
         request: Result<StateRequest, Error>,
+        url_metadata: crate::model::Metadata,
     ) -> Result<Answer, Error> {
         let msg = StateCall {
             app,
             store,
             op,
             request,
+            url_metadata,
         };
         match self.addr.send(msg).await {
             Ok(r) => r,

@@ -101,6 +101,8 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     conditional: CapabilitySet::EMPTY,
     metadata: METADATA,
     per_process: false,
+    // Only the portable keys (`ttlInSeconds`, `contentType`).
+    request_keys: &[],
     build,
 };
 

@@ -34,6 +34,8 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
         FieldKind::Duration,
         "how often expired items are freed (default 1s)",
     )],
+    // Only the portable keys (`ttlInSeconds`, `contentType`).
+    request_keys: &[],
     build,
 };
 

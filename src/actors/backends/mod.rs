@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actors::StoreFactory;
+use crate::capabilities::lint::RequestKey;
 use crate::capabilities::{CapabilitySet, MatrixRow, render_matrix};
 
 pub mod etcd;
@@ -43,6 +44,10 @@ pub struct Descriptor {
     /// Whether the data lives inside one Mecha process, so replicas do not share it (the
     /// matrix says so: ETags and transactions then hold per process only).
     pub per_process: bool,
+    /// Request metadata keys the backend understands beyond the portable ones
+    /// ([`crate::capabilities::lint::PORTABLE`]), with their value kinds; the request lint
+    /// reports every other key.
+    pub request_keys: &'static [RequestKey],
     /// Builds the store factory from validated component metadata.
     pub build: fn(&ComponentConfig) -> Result<Arc<dyn StoreFactory>, String>,
 }

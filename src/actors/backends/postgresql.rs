@@ -137,6 +137,8 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
              outside the pool (default 2; 0 runs every operation on a pooled connection)",
         ),
     ],
+    // Only the portable keys (`ttlInSeconds`, `contentType`).
+    request_keys: &[],
     build,
 };
 

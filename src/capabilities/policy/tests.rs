@@ -304,3 +304,51 @@ fn policy_names_parse() {
     assert_eq!(Action::parse("emulate"), Ok(Action::Emulate));
     assert!(Action::parse("degrade").is_err());
 }
+
+#[test]
+fn requirements_follow_the_matrix_and_app_tightenings() {
+    // A JetStream-like store: ETag and first-write native, TTL emulated, strong ignored.
+    let policy = Policy {
+        default: None,
+        features: [(Feature::StrongConsistency, Action::Ignore)].into(),
+    };
+    let m = Matrix::build(
+        traits(&[Capability::Etag, Capability::FirstWrite], true),
+        &policy,
+    )
+    .unwrap();
+    let cases = [
+        ("ETAG", Some(Status::Native)),
+        ("FIRST_WRITE", Some(Status::Native)),
+        ("TTL", Some(Status::Emulated)),
+        ("TRANSACTIONAL", Some(Status::Rejected)),
+        ("QUERY_API", Some(Status::Rejected)),
+        ("KEYS_LIKE", Some(Status::Rejected)),
+        ("ACTOR", Some(Status::Rejected)),
+        ("STRONG_CONSISTENCY", Some(Status::Ignored)),
+        ("NOPE", None),
+    ];
+    for (req, want) in cases {
+        assert_eq!(m.requirement_status(req), want, "{req}");
+    }
+    // An app's tightening rejects what was emulated or ignored; native stays native.
+    let t = m.tightened([Feature::Ttl, Feature::StrongConsistency, Feature::Etag]);
+    assert_eq!(t.status(Feature::Ttl), Status::Rejected);
+    assert_eq!(t.cell(Feature::Ttl).origin, Origin::App);
+    assert_eq!(
+        t.cell(Feature::Ttl).policy_text(),
+        "reject (the app's own policy)"
+    );
+    assert_eq!(t.status(Feature::StrongConsistency), Status::Rejected);
+    assert_eq!(t.status(Feature::Etag), Status::Native);
+    assert_eq!(
+        m.status(Feature::Ttl),
+        Status::Emulated,
+        "the store's matrix is untouched"
+    );
+    let actor = Matrix::without_policy(traits(
+        &[Capability::Etag, Capability::Transactional],
+        false,
+    ));
+    assert_eq!(actor.requirement_status("ACTOR"), Some(Status::Native));
+}

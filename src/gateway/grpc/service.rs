@@ -15,10 +15,12 @@ use super::proto::runtime::{
     GetStateRequest, GetStateResponse, QueryStateRequest, QueryStateResponse, RegisteredComponents,
     SaveStateRequest, SetMetadataRequest,
 };
-use super::status::status;
+use super::status::{lint_metadata, status};
+use crate::capabilities::lint::{Finding, LINT_HEADER};
 use crate::capabilities::{RECEIPT_HEADER, Receipt};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
+use crate::model::Metadata;
 
 /// The gRPC service of the gRPC thread, over that thread's gateway.
 pub struct DaprService {
@@ -49,7 +51,7 @@ impl DaprService {
         request: Result<StateRequest, Error>,
     ) -> Result<Answer, Status> {
         self.gateway
-            .state(app, store, op, request)
+            .state(app, store, op, request, Metadata::new())
             .await
             .map_err(fail)
     }
@@ -62,6 +64,7 @@ impl DaprService {
         op: Operation,
         msg: T,
         receipt: &Receipt,
+        lint: &[Finding],
     ) -> Result<Response<T>, Status> {
         let limit = self.gateway.catalog().limits.max_body_size;
         let size = msg.encoded_len();
@@ -77,6 +80,9 @@ impl DaprService {
             .and_then(|v| MetadataValue::try_from(v.as_str()).ok())
         {
             resp.metadata_mut().insert(RECEIPT_HEADER, v);
+        }
+        if let Some(v) = lint_metadata(lint) {
+            resp.metadata_mut().insert(LINT_HEADER, v);
         }
         Ok(resp)
     }
@@ -119,7 +125,12 @@ impl Dapr for DaprService {
         let StateReply::Entry(entry) = answer.reply else {
             return Err(unexpected(op));
         };
-        self.reply(op, convert::get_response(entry), &answer.receipt)
+        self.reply(
+            op,
+            convert::get_response(entry),
+            &answer.receipt,
+            &answer.lint,
+        )
     }
 
     async fn get_bulk_state(
@@ -138,7 +149,12 @@ impl Dapr for DaprService {
         let StateReply::Bulk(items) = answer.reply else {
             return Err(unexpected(op));
         };
-        self.reply(op, convert::bulk_response(items), &answer.receipt)
+        self.reply(
+            op,
+            convert::bulk_response(items),
+            &answer.receipt,
+            &answer.lint,
+        )
     }
 
     async fn save_state(&self, req: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
@@ -154,7 +170,7 @@ impl Dapr for DaprService {
             .map(|items| StateRequest::Save { items })
             .map_err(|e| e.store(&store));
         let answer = self.run(app, store, op, request).await?;
-        self.reply(op, (), &answer.receipt)
+        self.reply(op, (), &answer.receipt, &answer.lint)
     }
 
     async fn query_state_alpha1(
@@ -172,7 +188,12 @@ impl Dapr for DaprService {
         let StateReply::Query(resp) = answer.reply else {
             return Err(unexpected(op));
         };
-        self.reply(op, convert::query_response(resp), &answer.receipt)
+        self.reply(
+            op,
+            convert::query_response(resp),
+            &answer.receipt,
+            &answer.lint,
+        )
     }
 
     async fn delete_state(&self, req: Request<DeleteStateRequest>) -> Result<Response<()>, Status> {
@@ -182,7 +203,7 @@ impl Dapr for DaprService {
         let item = convert::delete_request(r.key, r.etag, r.options, r.metadata);
         let request = Ok(StateRequest::Delete { items: vec![item] });
         let answer = self.run(app, r.store_name, op, request).await?;
-        self.reply(op, (), &answer.receipt)
+        self.reply(op, (), &answer.receipt, &answer.lint)
     }
 
     async fn delete_bulk_state(
@@ -199,7 +220,7 @@ impl Dapr for DaprService {
             .collect();
         let request = Ok(StateRequest::Delete { items });
         let answer = self.run(app, r.store_name, op, request).await?;
-        self.reply(op, (), &answer.receipt)
+        self.reply(op, (), &answer.receipt, &answer.lint)
     }
 
     async fn execute_state_transaction(
@@ -214,7 +235,7 @@ impl Dapr for DaprService {
             .map(StateRequest::Transaction)
             .map_err(|e| e.store(&store));
         let answer = self.run(app, store, op, request).await?;
-        self.reply(op, (), &answer.receipt)
+        self.reply(op, (), &answer.receipt, &answer.lint)
     }
 
     async fn get_metadata(
@@ -240,11 +261,12 @@ impl Dapr for DaprService {
             extended_metadata: catalog
                 .extended(&app, RUNTIME_VERSION)
                 .into_iter()
+                .chain(catalog.requirements(&app))
                 .collect(),
             runtime_version: RUNTIME_VERSION.to_owned(),
             ..GetMetadataResponse::default()
         };
-        self.reply(Operation::Other, resp, &Receipt::default())
+        self.reply(Operation::Other, resp, &Receipt::default(), &[])
     }
 
     async fn set_metadata(&self, req: Request<SetMetadataRequest>) -> Result<Response<()>, Status> {

@@ -17,11 +17,29 @@ pub fn status(err: &Error) -> Status {
         st.metadata_mut()
             .insert(crate::capabilities::RECEIPT_HEADER, v);
     }
+    if let Some(v) = lint_metadata(err.lint()) {
+        st.metadata_mut()
+            .insert(crate::capabilities::lint::LINT_HEADER, v);
+    }
     if let Some(secs) = err.retry_after() {
         st.metadata_mut()
             .insert("retry-after", secs.to_string().parse().expect("digits"));
     }
     st
+}
+
+/// The `mecha-lint` metadata value of reported findings, `None` when there are none.
+pub fn lint_metadata(
+    findings: &[crate::capabilities::lint::Finding],
+) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    if findings.is_empty() {
+        return None;
+    }
+    let v = crate::capabilities::lint::header_value(
+        findings,
+        crate::capabilities::lint::HEADER_MAX_FINDINGS,
+    );
+    tonic::metadata::MetadataValue::try_from(v.as_str()).ok()
 }
 
 fn bare_status(err: &Error) -> Status {

@@ -13,8 +13,10 @@ use serde_json::json;
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
 use crate::capabilities::RECEIPT_HEADER;
+use crate::capabilities::lint::LINT_HEADER;
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
+use crate::gateway::http::respond::lint_header;
 use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
 use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
@@ -245,7 +247,7 @@ async fn serve(
     route: &Route<'_>,
     app: AppId,
 ) -> Outcome {
-    let q = Query::parse(req.query_string());
+    let mut q = Query::parse(req.query_string());
     let limits = gw.catalog().limits.clone();
     let limits = &limits;
     let limit = limits.max_body_size;
@@ -414,7 +416,8 @@ async fn serve(
             unreachable!("handled in dispatch")
         }
     };
-    let answer = tri!(gw.state(app, store, op, request).await);
+    let url_metadata = std::mem::take(&mut q.metadata);
+    let answer = tri!(gw.state(app, store, op, request, url_metadata).await);
     let mut resp = render(answer.reply);
     if let Some(v) = answer
         .receipt
@@ -423,6 +426,10 @@ async fn serve(
     {
         resp.headers_mut()
             .insert(HeaderName::from_static(RECEIPT_HEADER), v);
+    }
+    if let Some(v) = lint_header(&answer.lint) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(LINT_HEADER), v);
     }
     Outcome::Response(resp)
 }
@@ -645,11 +652,13 @@ fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
             c
         })
         .collect();
+    let mut extended = catalog.extended(app, RUNTIME_VERSION);
+    extended.extend(catalog.requirements(app));
     let body = json!({
         "id": app.as_ref(),
         "runtimeVersion": RUNTIME_VERSION,
         "components": components,
-        "extended": catalog.extended(app, RUNTIME_VERSION),
+        "extended": extended,
     });
     respond::json_bytes(serde_json::to_vec(&body).unwrap_or_default(), &[])
 }

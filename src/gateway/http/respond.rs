@@ -63,12 +63,27 @@ pub fn error(err: &Error) -> HttpResponse {
     if let Some(receipt) = err.receipt() {
         b.insert_header((crate::capabilities::RECEIPT_HEADER, receipt));
     }
+    if let Some(v) = lint_header(err.lint()) {
+        b.insert_header((crate::capabilities::lint::LINT_HEADER, v));
+    }
     if let Some(secs) = err.retry_after() {
         b.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
     }
     let mut resp = b.body(serde_json::to_vec(&error_body(&wire)).unwrap_or_default());
     resp.head_mut().set_camel_case_headers(true);
     resp
+}
+
+/// The `mecha-lint` header value of reported findings, `None` when there are none.
+pub fn lint_header(findings: &[crate::capabilities::lint::Finding]) -> Option<HeaderValue> {
+    if findings.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&crate::capabilities::lint::header_value(
+        findings,
+        crate::capabilities::lint::HEADER_MAX_FINDINGS,
+    ))
+    .ok()
 }
 
 /// A plain-text response (daprd's `http.Error` shape).

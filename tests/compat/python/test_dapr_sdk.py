@@ -21,6 +21,7 @@ import traceback
 
 STORE = "statestore"
 JS_STORE = "jsstore"
+STRICT_STORE = "strictstore"
 APP_ID = "py-compat"
 TOKEN = "py-compat-token"
 
@@ -33,6 +34,8 @@ spec:
   type: state.in-memory
   version: v1
 """
+
+STRICT_COMPONENT = COMPONENT.replace("name: statestore", f"name: {STRICT_STORE}")
 
 JS_COMPONENT = f"""\
 apiVersion: dapr.io/v1alpha1
@@ -58,6 +61,8 @@ apps:
 stores:
   statestore:
     partitionKey: ignore
+  {STRICT_STORE}:
+    lint: reject
 """
 
 LISTENING = re.compile(r"mecha listening.*?http=(\S+).*?grpc=(\S+)")
@@ -70,6 +75,8 @@ def start_mecha(binary, workdir):
     os.makedirs(components)
     with open(os.path.join(components, "statestore.yaml"), "w") as f:
         f.write(COMPONENT)
+    with open(os.path.join(components, "strictstore.yaml"), "w") as f:
+        f.write(STRICT_COMPONENT)
     with open(os.path.join(components, "jsstore.yaml"), "w") as f:
         f.write(JS_COMPONENT)
     config = os.path.join(workdir, "mecha.yaml")
@@ -241,6 +248,59 @@ def run_tests():
 
     run = f"{os.getpid()}-{int(time.time())}"
 
+    def sdk_example_ops(k):
+        # What dapr/python-sdk examples/state_store/state_store.py sends: daprd's outbox
+        # projection (val2 is published, val1 stored); Mecha has no outbox.
+        return [
+            TransactionalStateOperation(key=k, data="val1", metadata={"outbox.projection": "false"}),
+            TransactionalStateOperation(key=k, data="val2", metadata={"outbox.projection": "true"}),
+        ]
+
+    def t_sdk_example_metadata_rejected(d):
+        # lint: reject — the call fails with every finding listed, and nothing is written.
+        k = f"lint-{run}"
+        e = expect_error("INVALID_ARGUMENT", "MECHA_METADATA_LINT",
+                         d.execute_state_transaction, STRICT_STORE, sdk_example_ops(k))
+        for at in ("operation[0]", "operation[1]"):
+            assert f"unsupported-feature 'outbox.projection' in {at}" in e.details(), e.details()
+        assert d.get_state(STRICT_STORE, k).data == b""
+        e = expect_error("INVALID_ARGUMENT", "MECHA_METADATA_LINT", d.save_state,
+                         STRICT_STORE, k, "v", state_metadata={"metakey": "metavalue"})
+        assert "unknown-key 'metakey' in item[0]" in e.details(), e.details()
+        assert d.get_state(STRICT_STORE, k).data == b""
+        e = expect_error("INVALID_ARGUMENT", None, d.save_state, STRICT_STORE, k, "v",
+                         state_metadata={"ttlInSecond": "60"})
+        assert "did you mean 'ttlInSeconds'?" in e.details(), e.details()
+
+    def t_sdk_example_metadata_warned(_d):
+        # lint: warn (the default) — the call proceeds and the findings come back in the
+        # mecha-lint response metadata (read with a raw stub: DaprClient does not expose it).
+        import grpc
+        from dapr.proto.runtime.v1 import dapr_pb2_grpc
+        from dapr.proto.common.v1 import common_pb2
+        try:
+            from dapr.proto.runtime.v1 import state_pb2 as api
+        except ImportError:
+            from dapr.proto.runtime.v1 import dapr_pb2 as api
+        k = f"lint-warn-{run}"
+        auth = (("dapr-api-token", TOKEN),)
+        ops = [api.TransactionalStateOperation(operationType="upsert", request=common_pb2.StateItem(
+            key=k, value=v.encode(), metadata={"outbox.projection": p}))
+            for v, p in (("val1", "false"), ("val2", "true"))]
+        with grpc.insecure_channel(os.environ["DAPR_GRPC_ENDPOINT"]) as ch:
+            stub = dapr_pb2_grpc.DaprStub(ch)
+            _, call = stub.ExecuteStateTransaction.with_call(
+                api.ExecuteStateTransactionRequest(storeName=STORE, operations=ops), metadata=auth)
+            lint = dict(call.initial_metadata()).get("mecha-lint")
+            assert lint == ("unsupported-feature;key=outbox.projection;at=operation[0], "
+                            "unsupported-feature;key=outbox.projection;at=operation[1]"), lint
+            _, call = stub.SaveState.with_call(api.SaveStateRequest(store_name=STORE, states=[
+                common_pb2.StateItem(key=k, value=b"v", metadata={"metakey": "metavalue"})]),
+                metadata=auth)
+            lint = dict(call.initial_metadata()).get("mecha-lint")
+            assert lint == "unknown-key;key=metakey;at=item[0]", lint
+            stub.DeleteState(api.DeleteStateRequest(store_name=STORE, key=k), metadata=auth)
+
     def t_jetstream(d):
         # JetStream KV: revision ETags with compare-and-set, create-only first-write, bulk by
         # fan-out, transactions refused; ETAG native and TTL emulated by Mecha are listed.
@@ -278,6 +338,7 @@ def run_tests():
         t_save_get, t_etag_success_and_stale, t_bulk_save_and_get, t_transaction,
         t_delete_with_etag, t_missing_key, t_unknown_store, t_illegal_key,
         t_query_not_supported, t_metadata, t_no_token_is_unauthenticated, t_jetstream,
+        t_sdk_example_metadata_rejected, t_sdk_example_metadata_warned,
     ]
     print(f"dapr SDK {dapr.__name__} from {os.path.dirname(dapr.__file__)}", flush=True)
     passed = failed = 0
