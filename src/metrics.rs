@@ -303,6 +303,39 @@ pub fn record_capability_decision(app: &str, store: &str, capability: &str, stat
     metrics::counter!(CAPABILITY_DECISIONS, &labels).increment(1);
 }
 
+/// Requests per app, store and capability they needed: `app_id`, `store`, `capability`
+/// (the policy name, e.g. `ttl`). The portability report's usage, kept by Prometheus.
+pub const CAPABILITY_USAGE: &str = "mecha_capability_usage_total";
+/// Requests per app, store and request-metadata name they carried: `app_id`, `store`, `key`
+/// (a known name such as `ttlInSeconds`, or `_other`).
+pub const METADATA_KEY_USAGE: &str = "mecha_metadata_key_usage_total";
+
+/// Whether the process-wide recorder is installed (handles registered before belong to the
+/// no-op recorder and must not be cached).
+pub fn installed() -> bool {
+    INSTALLED.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// The usage counter of one capability.
+pub fn capability_usage_counter(app: &str, store: &str, capability: &str) -> metrics::Counter {
+    let labels = [
+        ("app_id", app.to_owned()),
+        ("store", store.to_owned()),
+        ("capability", capability.to_owned()),
+    ];
+    metrics::counter!(CAPABILITY_USAGE, &labels)
+}
+
+/// The usage counter of one metadata bucket.
+pub fn metadata_key_usage_counter(app: &str, store: &str, key: &str) -> metrics::Counter {
+    let labels = [
+        ("app_id", app.to_owned()),
+        ("store", store.to_owned()),
+        ("key", key.to_owned()),
+    ];
+    metrics::counter!(METADATA_KEY_USAGE, &labels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 mod capability;
 mod matrix;
 mod policy;
+pub mod portability;
 pub mod query;
 
 pub use capability::{Capability, CapabilitySet};

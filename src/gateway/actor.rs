@@ -25,6 +25,7 @@ use actix::prelude::*;
 
 use super::catalog::{AppId, Catalog, StoreInfo};
 use crate::actors::{StoreError, StoreHandle};
+use crate::capabilities::portability::MetaKeys;
 use crate::capabilities::{Feature, Plan, Receipt, Shape, Status, needs, negotiate};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys;
@@ -164,6 +165,28 @@ fn shape_of_delete(shape: &mut Shape, r: &DeleteRequest) {
     shape.etag |= r.etag.is_some();
     shape.strong |= r.options.consistency == Consistency::Strong;
     shape.partition_key |= r.metadata.contains_key(PARTITION_KEY);
+}
+
+/// The metadata buckets a request carries, at any level (request, item, transaction).
+fn meta_keys(request: &StateRequest) -> MetaKeys {
+    let mut keys = MetaKeys::default();
+    match request {
+        StateRequest::Get { metadata, .. }
+        | StateRequest::BulkGet { metadata, .. }
+        | StateRequest::Query { metadata, .. } => keys.add_all(metadata),
+        StateRequest::Save { items } => items.iter().for_each(|r| keys.add_all(&r.metadata)),
+        StateRequest::Delete { items } => items.iter().for_each(|r| keys.add_all(&r.metadata)),
+        StateRequest::Transaction(t) => {
+            keys.add_all(&t.metadata);
+            for o in &t.operations {
+                match o {
+                    TransactionOp::Upsert(r) => keys.add_all(&r.metadata),
+                    TransactionOp::Delete(r) => keys.add_all(&r.metadata),
+                }
+            }
+        }
+    }
+    keys
 }
 
 /// Removes what the plan ignores from a write, so the store never sees it.
@@ -420,9 +443,12 @@ impl GatewayActor {
         let op = msg.op;
         let index = self.catalog.resolve(&msg.app, &msg.store, op)?;
         let info = self.catalog.store(index);
-        let op_plan = negotiate(needs(op, &Shape::default()), &info.matrix);
+        let keys = msg.request.as_ref().map(meta_keys).unwrap_or_default();
+        let op_needs = needs(op, &Shape::default());
+        let op_plan = negotiate(op_needs, &info.matrix);
         if let Some(step) = op_plan.rejected() {
             self.record_plan(&msg.app, info, &op_plan);
+            self.catalog.usage().record(&msg.app, index, op_needs, keys);
             return Err(rejection(op, info, step.feature));
         }
         let Some((mut exec, shape)) = self.validate(info, &msg.app, op, msg.request?)? else {
@@ -435,8 +461,12 @@ impl GatewayActor {
                 receipt: Receipt::default(),
             }));
         };
-        let plan = negotiate(needs(op, &shape), &info.matrix);
+        let request_needs = needs(op, &shape);
+        let plan = negotiate(request_needs, &info.matrix);
         self.record_plan(&msg.app, info, &plan);
+        self.catalog
+            .usage()
+            .record(&msg.app, index, request_needs, keys);
         if let Some(step) = plan.rejected() {
             return Err(rejection(op, info, step.feature));
         }

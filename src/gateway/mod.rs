@@ -14,6 +14,7 @@ pub mod extended;
 pub mod grpc;
 pub mod http;
 pub mod quota;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -28,6 +28,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
+    lists_keys: true,
     metadata: &[Field::new(
         "sweepInterval",
         FieldKind::Duration,
