@@ -27,7 +27,7 @@ use super::catalog::{AppId, Catalog, StoreInfo};
 use crate::actors::{StoreError, StoreHandle};
 use crate::capabilities::portability::MetaKeys;
 use crate::capabilities::{Feature, Plan, Receipt, Shape, Status, needs, negotiate};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind, Operation, Protocol};
 use crate::keys;
 use crate::metrics;
 use crate::model::{
@@ -124,6 +124,8 @@ pub struct StateCall {
     pub store: String,
     /// The operation.
     pub op: Operation,
+    /// The front door it came through (for metrics).
+    pub protocol: Protocol,
     /// The request, or why the door could not build it.
     pub request: Result<StateRequest, Error>,
 }
@@ -447,7 +449,7 @@ impl GatewayActor {
         let op_needs = needs(op, &Shape::default());
         let op_plan = negotiate(op_needs, &info.matrix);
         if let Some(step) = op_plan.rejected() {
-            self.record_plan(&msg.app, info, &op_plan);
+            self.record_plan(&msg.app, info, op, &op_plan);
             self.catalog.usage().record(&msg.app, index, op_needs, keys);
             return Err(rejection(op, info, step.feature));
         }
@@ -463,7 +465,7 @@ impl GatewayActor {
         };
         let request_needs = needs(op, &shape);
         let plan = negotiate(request_needs, &info.matrix);
-        self.record_plan(&msg.app, info, &plan);
+        self.record_plan(&msg.app, info, op, &plan);
         self.catalog
             .usage()
             .record(&msg.app, index, request_needs, keys);
@@ -487,16 +489,24 @@ impl GatewayActor {
         Ok(Ok((index, exec, plan)))
     }
 
-    fn record_plan(&self, app: &str, info: &StoreInfo, plan: &Plan) {
+    fn record_plan(&self, app: &str, info: &StoreInfo, op: Operation, plan: &Plan) {
+        if plan.steps.is_empty() {
+            metrics::record_capability_decision(
+                app,
+                &info.name,
+                op,
+                metrics::BASIC_CAPABILITY,
+                Status::Native.as_str(),
+            );
+        }
         for s in &plan.steps {
-            if s.cell.status != Status::Native {
-                metrics::record_capability_decision(
-                    app,
-                    &info.name,
-                    s.feature.policy_name(),
-                    s.cell.status.as_str(),
-                );
-            }
+            metrics::record_capability_decision(
+                app,
+                &info.name,
+                op,
+                s.feature.policy_name(),
+                s.cell.status.as_str(),
+            );
         }
     }
 }
@@ -632,9 +642,32 @@ impl Handler<StateCall> for GatewayActor {
 
     fn handle(&mut self, msg: StateCall, _: &mut Context<Self>) -> Self::Result {
         let op = msg.op;
+        let protocol = msg.protocol;
         let app = msg.app.clone();
+        let start = Instant::now();
+        // The store, for the duration histogram (calls to an unknown store have no series).
+        let resolved = self.catalog.resolve(&app, &msg.store, op).ok();
         let (index, exec, plan) = match self.prepare(msg) {
-            Err(e) => return Box::pin(async move { Err(e) }),
+            Err(e) => {
+                if let Some(i) = resolved {
+                    let rejected = matches!(
+                        e.kind(),
+                        ErrorKind::TransactionsNotSupported
+                            | ErrorKind::QueryNotSupported
+                            | ErrorKind::CapabilityRejected { .. }
+                    );
+                    let name = &self.catalog.store(i).name;
+                    metrics::record_request_duration(
+                        &app,
+                        name,
+                        op,
+                        protocol,
+                        !rejected,
+                        start.elapsed(),
+                    );
+                }
+                return Box::pin(async move { Err(e) });
+            }
             Ok(Err(answer)) => return Box::pin(async move { Ok(answer) }),
             Ok(Ok(prepared)) => prepared,
         };
@@ -642,11 +675,27 @@ impl Handler<StateCall> for GatewayActor {
         let catalog = self.catalog.clone();
         Box::pin(async move {
             let info = catalog.store(index);
-            let start = Instant::now();
+            let store_start = Instant::now();
+            let in_flight = info.metrics.start();
             let res = execute(handle, op, &info.name, exec).await;
-            metrics::record_store_call(&app, &info.name, op, res.is_ok(), start.elapsed());
+            drop(in_flight);
+            metrics::record_store_call(&app, &info.name, op, res.is_ok(), store_start.elapsed());
             let mut receipt = plan.receipt();
-            let reply = res.map_err(|e| e.with_receipt(&receipt))?;
+            let res = res.map_err(|e| e.with_receipt(&receipt));
+            let reply = match res {
+                Ok(reply) => reply,
+                Err(e) => {
+                    metrics::record_request_duration(
+                        &app,
+                        &info.name,
+                        op,
+                        protocol,
+                        receipt.is_empty(),
+                        start.elapsed(),
+                    );
+                    return Err(e);
+                }
+            };
             // Reads on a store with emulated TTL: an item with an expiry was served by Mecha.
             if info.matrix.status(Feature::Ttl) == Status::Emulated {
                 let emulated = match &reply {
@@ -660,6 +709,14 @@ impl Handler<StateCall> for GatewayActor {
                     receipt.add(Feature::Ttl, Status::Emulated);
                 }
             }
+            metrics::record_request_duration(
+                &app,
+                &info.name,
+                op,
+                protocol,
+                receipt.is_empty(),
+                start.elapsed(),
+            );
             Ok(Answer { reply, receipt })
         })
     }

@@ -41,6 +41,8 @@ pub struct StoreInfo {
     pub health: Arc<StoreHealth>,
     /// Builds store instances (one per shard).
     pub factory: Arc<dyn StoreFactory>,
+    /// In-flight gauge and round-trip histogram of the store.
+    pub metrics: crate::metrics::StoreMetrics,
     /// Set by the first pipeline, whose shard runs housekeeping.
     pub(crate) primary_claimed: AtomicBool,
 }
@@ -103,6 +105,7 @@ impl Catalog {
                     key_prefix: c.key_prefix.clone(),
                     scopes: c.scopes.clone(),
                     health: Arc::new(StoreHealth::default()),
+                    metrics: crate::metrics::StoreMetrics::new(&c.name),
                     factory,
                     primary_claimed: AtomicBool::new(false),
                 }

@@ -27,7 +27,7 @@ pub use actor::{
 pub use catalog::{AppId, Catalog, StoreInfo};
 
 use crate::actors::{ActorSettings, StoreActor, StoreHandle};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind, Operation, Protocol};
 
 /// The runtime version reported in metadata.
 pub const RUNTIME_VERSION: &str = concat!("mecha-", env!("CARGO_PKG_VERSION"));
@@ -73,12 +73,14 @@ impl Gateway {
         app: AppId,
         store: String,
         op: Operation,
+        protocol: Protocol,
         request: Result<StateRequest, Error>,
     ) -> Result<Answer, Error> {
         let msg = StateCall {
             app,
             store,
             op,
+            protocol,
             request,
         };
         match self.addr.send(msg).await {

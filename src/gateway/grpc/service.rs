@@ -49,7 +49,7 @@ impl DaprService {
         request: Result<StateRequest, Error>,
     ) -> Result<Answer, Status> {
         self.gateway
-            .state(app, store, op, request)
+            .state(app, store, op, crate::error::Protocol::Grpc, request)
             .await
             .map_err(fail)
     }

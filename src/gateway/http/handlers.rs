@@ -274,7 +274,10 @@ async fn serve(
             unreachable!("handled in dispatch")
         }
     };
-    let answer = tri!(gw.state(app, store, op, request).await);
+    let answer = tri!(
+        gw.state(app, store, op, crate::error::Protocol::Http, request)
+            .await
+    );
     let mut resp = render(answer.reply);
     if let Some(v) = answer
         .receipt
