@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The store did not answer in time.
     #[error("timed out after {}ms", .0.as_millis())]
     Timeout(Duration),
+    /// The shard already runs its maximum of requests (`actors.mailboxCapacity`) and none
+    /// finished within the request timeout.
+    #[error("{0} requests already in flight")]
+    Busy(usize),
     /// Anything else.
     #[error("{0}")]
     Internal(String),

@@ -54,7 +54,7 @@ impl Gateway {
                     settings.clone(),
                     primary,
                 );
-                StoreHandle::new(addr, settings.request_timeout)
+                StoreHandle::new(addr, settings.request_timeout, settings.mailbox_capacity)
             })
             .collect();
         let addr = GatewayActor::new(catalog.clone(), stores).start();
