@@ -192,6 +192,7 @@ fn path_label<'c>(gw: &'c Gateway, route: &Route<'_>, segments: &[&str]) -> metr
         Route::HealthzOutbound => return Fixed("/v1.0/healthz/outbound"),
         Route::GetMetadata => return Fixed("/v1.0/metadata"),
         Route::PutMetadata(_) => return Fixed("/v1.0/metadata/{key}"),
+        Route::Portability => return Fixed("/v1.0-alpha1/mecha/portability"),
         Route::NotFound => return Fixed(metrics::UNKNOWN),
     };
     let name = if store.contains(['%', '+']) {
