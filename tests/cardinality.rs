@@ -41,7 +41,7 @@ async fn thousands_of_made_up_names_leave_series_bounded() {
     for i in 0..2000 {
         let token = tokens[i % tokens.len()];
         let id = format!("{i:05}-made-up");
-        let mut send = |method: reqwest::Method, path: String, body: Option<String>| {
+        let send = |method: reqwest::Method, path: String, body: Option<String>| {
             let mut rb = m.client.request(method, m.url(&path));
             if let Some(t) = token {
                 rb = rb.header("dapr-api-token", t);
