@@ -29,6 +29,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
     lists_keys: true,
+    per_process: true,
     metadata: &[Field::new(
         "sweepInterval",
         FieldKind::Duration,

@@ -96,6 +96,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     conditional: CapabilitySet::EMPTY,
     lists_keys: true,
     metadata: METADATA,
+    per_process: false,
     build,
 };
 

@@ -73,6 +73,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
     lists_keys: false,
+    per_process: false,
     metadata: &[
         Field::new(
             "connectionString",

@@ -104,6 +104,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     conditional: CapabilitySet::of(&[Capability::StrongConsistency]),
     lists_keys: false,
     metadata: METADATA,
+    per_process: false,
     build,
 };
 
