@@ -91,6 +91,8 @@ impl Running {
 /// Starts Mecha with validated configuration.
 pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let settings = config.settings;
+    // Installed first, so the handles the catalog registers belong to the real recorder.
+    let prometheus = crate::metrics::install();
     let catalog =
         Catalog::new(&config.components, &settings, &opts.app_id).map_err(|problems| {
             io::Error::new(
@@ -99,7 +101,6 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             )
         })?;
     let catalog = Arc::new(catalog);
-    let prometheus = crate::metrics::install();
 
     let grpc_addr = SocketAddr::new(opts.listen_address, opts.grpc_port);
     let grpc_listener =
@@ -144,6 +145,15 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             "/metrics",
             web::get().to(move |req: actix_web::HttpRequest| {
                 let allowed = catalog.metrics_allowed(metrics_token(&req));
+                if allowed {
+                    for s in catalog.stores() {
+                        crate::metrics::record_store_health(
+                            &s.name,
+                            s.health.is_healthy(),
+                            s.health.restarts(),
+                        );
+                    }
+                }
                 let body = allowed.then(|| handle.render());
                 async move {
                     match body {

@@ -28,3 +28,4 @@ pub mod gateway;
 pub mod keys;
 pub mod metrics;
 pub mod model;
+pub mod portability_client;

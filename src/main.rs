@@ -25,6 +25,27 @@ enum Command {
     Run(RunArgs),
     /// Load and validate the configuration, print the stores and exit.
     Check(RunArgs),
+    /// Ask a running Mecha whether an app's traffic could move to another store type.
+    Portability(PortabilityArgs),
+}
+
+#[derive(Args, Clone)]
+struct PortabilityArgs {
+    /// The app (the token, when Mecha requires one, must be this app's).
+    #[arg(long)]
+    app: Option<String>,
+    /// The target store type, e.g. `state.jetstream` or `state.postgresql`.
+    #[arg(long)]
+    target: String,
+    /// Mecha's HTTP address.
+    #[arg(long, env = "MECHA_URL", default_value = "http://127.0.0.1:3500")]
+    url: String,
+    /// The app's API token.
+    #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the JSON answer as Mecha sent it.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -70,6 +91,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Portability(args)) => portability(&args),
         None => run(cli.run),
     }
 }
@@ -136,6 +158,45 @@ fn check(args: &RunArgs) -> ExitCode {
         config.components.len()
     );
     ExitCode::SUCCESS
+}
+
+fn portability(args: &PortabilityArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mecha portability: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let query = mecha::portability_client::Query {
+        url: args.url.clone(),
+        app: args.app.clone(),
+        target: args.target.clone(),
+        token: args.token.clone(),
+    };
+    match runtime.block_on(mecha::portability_client::fetch(&query)) {
+        Ok(body) if args.json => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok(body) => match mecha::portability_client::render(&body) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mecha portability: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("mecha portability: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Libraries whose debug and trace lines can carry keys, values, statement parameters or

@@ -47,6 +47,9 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Suffix("latency".into()), LATENCY_BUCKETS_MS)
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                })
                 .expect("bucket list is non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -310,19 +313,210 @@ pub fn record_grpc(app: &str, method: &str, status: &str, elapsed: Duration) {
     );
 }
 
-/// Non-native capability decisions: `app_id`, `component`, `capability`, `status`
-/// (`emulated`, `ignored` or `rejected`). Mecha's own metric.
+/// Capability decisions: `app_id`, `store`, `operation`, `capability`, `decision`
+/// (`native`, `emulated`, `ignored` or `rejected`). One increment per capability a request
+/// used; a request that used none (a plain get, save or delete) counts once as
+/// `capability="basic"`, `decision="native"`.
 pub const CAPABILITY_DECISIONS: &str = "mecha_capability_decisions_total";
+/// State request duration in seconds: `app_id`, `store`, `operation`, `protocol` (`http`,
+/// `grpc`), `native` (`true` when no capability was emulated, ignored or rejected).
+pub const REQUEST_DURATION: &str = "mecha_request_duration_seconds";
+/// Whether a store's backend answers its health pings (1) or not (0): `store`.
+pub const STORE_UP: &str = "mecha_store_up";
+/// Restarts of a store's actors since start: `store`.
+pub const STORE_RESTARTS: &str = "mecha_store_actor_restarts_total";
+/// State requests running on a store right now: `store`.
+pub const STORE_IN_FLIGHT: &str = "mecha_store_in_flight_requests";
+/// Round trip to the store (actor queue plus backend) in seconds: `store`.
+pub const STORE_ROUND_TRIP: &str = "mecha_store_round_trip_seconds";
+/// The capability label of a request that needed no capability.
+pub const BASIC_CAPABILITY: &str = "basic";
 
-/// Records one non-native capability decision of the negotiation.
-pub fn record_capability_decision(app: &str, store: &str, capability: &str, status: &str) {
+/// Buckets of Mecha's own duration histograms (seconds).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+thread_local! {
+    static DECISIONS: std::cell::RefCell<CounterCache> = CounterCache::new();
+    static DURATIONS: std::cell::RefCell<HistogramCache> = HistogramCache::new();
+}
+
+/// Per-thread cache of one family's handles, keyed by the label values joined with `\0`.
+struct LabelCache<T> {
+    key: String,
+    map: std::collections::HashMap<String, T>,
+}
+
+type CounterCache = LabelCache<metrics::Counter>;
+type HistogramCache = LabelCache<metrics::Histogram>;
+
+impl<T: Clone> LabelCache<T> {
+    fn new() -> std::cell::RefCell<LabelCache<T>> {
+        std::cell::RefCell::new(LabelCache {
+            key: String::new(),
+            map: std::collections::HashMap::new(),
+        })
+    }
+}
+
+fn cached<T: Clone>(
+    cache: &'static std::thread::LocalKey<std::cell::RefCell<LabelCache<T>>>,
+    parts: &[&str],
+    register: impl FnOnce() -> T,
+) -> T {
+    if !installed() {
+        return register();
+    }
+    cache.with(|c| {
+        let c = &mut *c.borrow_mut();
+        c.key.clear();
+        for p in parts {
+            c.key.push_str(p);
+            c.key.push('\0');
+        }
+        if let Some(h) = c.map.get(c.key.as_str()) {
+            return h.clone();
+        }
+        let h = register();
+        c.map.insert(c.key.clone(), h.clone());
+        h
+    })
+}
+
+/// Records one capability decision of the negotiation.
+pub fn record_capability_decision(
+    app: &str,
+    store: &str,
+    op: Operation,
+    capability: &str,
+    decision: &str,
+) {
+    let op = op.metric_label();
+    cached(&DECISIONS, &[app, store, op, capability, decision], || {
+        let labels = [
+            ("app_id", app.to_owned()),
+            ("store", store.to_owned()),
+            ("operation", op.to_owned()),
+            ("capability", capability.to_owned()),
+            ("decision", decision.to_owned()),
+        ];
+        metrics::counter!(CAPABILITY_DECISIONS, &labels)
+    })
+    .increment(1);
+}
+
+/// Records the duration of one state request that reached its store's pipeline.
+pub fn record_request_duration(
+    app: &str,
+    store: &str,
+    op: Operation,
+    protocol: crate::error::Protocol,
+    native: bool,
+    elapsed: Duration,
+) {
+    let op = op.metric_label();
+    let protocol = match protocol {
+        crate::error::Protocol::Http => "http",
+        crate::error::Protocol::Grpc => "grpc",
+    };
+    let native = bool_label(native);
+    cached(&DURATIONS, &[app, store, op, protocol, native], || {
+        let labels = [
+            ("app_id", app.to_owned()),
+            ("store", store.to_owned()),
+            ("operation", op.to_owned()),
+            ("protocol", protocol.to_owned()),
+            ("native", native.to_owned()),
+        ];
+        metrics::histogram!(REQUEST_DURATION, &labels)
+    })
+    .record(elapsed.as_secs_f64());
+}
+
+/// The per-store handles: in-flight gauge and round-trip histogram (registered once per
+/// store at start-up, after the recorder is installed).
+#[derive(Clone)]
+pub struct StoreMetrics {
+    in_flight: metrics::Gauge,
+    round_trip: metrics::Histogram,
+}
+
+impl StoreMetrics {
+    /// The handles of `store`.
+    pub fn new(store: &str) -> StoreMetrics {
+        let labels = [("store", store.to_owned())];
+        StoreMetrics {
+            in_flight: metrics::gauge!(STORE_IN_FLIGHT, &labels),
+            round_trip: metrics::histogram!(STORE_ROUND_TRIP, &labels),
+        }
+    }
+
+    /// Marks a request as running on the store until the guard drops; the drop records the
+    /// round trip.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.increment(1.0);
+        InFlight {
+            metrics: self.clone(),
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+/// A request running on a store (see [`StoreMetrics::start`]).
+pub struct InFlight {
+    metrics: StoreMetrics,
+    start: std::time::Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.in_flight.decrement(1.0);
+        self.metrics
+            .round_trip
+            .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Publishes a store's health at scrape time: up/down and the restart count.
+pub fn record_store_health(store: &str, up: bool, restarts: u64) {
+    let labels = [("store", store.to_owned())];
+    metrics::gauge!(STORE_UP, &labels).set(if up { 1.0 } else { 0.0 });
+    metrics::counter!(STORE_RESTARTS, &labels).absolute(restarts);
+}
+
+/// Requests per app, store and capability they needed: `app_id`, `store`, `capability`
+/// (the policy name, e.g. `ttl`). The portability report's usage, kept by Prometheus.
+pub const CAPABILITY_USAGE: &str = "mecha_capability_usage_total";
+/// Requests per app, store and request-metadata name they carried: `app_id`, `store`, `key`
+/// (a known name such as `ttlInSeconds`, or `_other`).
+pub const METADATA_KEY_USAGE: &str = "mecha_metadata_key_usage_total";
+
+/// Whether the process-wide recorder is installed (handles registered before belong to the
+/// no-op recorder and must not be cached).
+pub fn installed() -> bool {
+    INSTALLED.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// The usage counter of one capability.
+pub fn capability_usage_counter(app: &str, store: &str, capability: &str) -> metrics::Counter {
     let labels = [
         ("app_id", app.to_owned()),
-        ("component", store.to_owned()),
+        ("store", store.to_owned()),
         ("capability", capability.to_owned()),
-        ("status", status.to_owned()),
     ];
-    metrics::counter!(CAPABILITY_DECISIONS, &labels).increment(1);
+    metrics::counter!(CAPABILITY_USAGE, &labels)
+}
+
+/// The usage counter of one metadata bucket.
+pub fn metadata_key_usage_counter(app: &str, store: &str, key: &str) -> metrics::Counter {
+    let labels = [
+        ("app_id", app.to_owned()),
+        ("store", store.to_owned()),
+        ("key", key.to_owned()),
+    ];
+    metrics::counter!(METADATA_KEY_USAGE, &labels)
 }
 
 /// Request-metadata lint findings: `app_id`, `store`, `code` (a [`LintCode`] name) and

@@ -151,9 +151,9 @@ async fn bulk_is_emulated_with_a_receipt_and_a_plain_call_has_none() {
         metrics
             .lines()
             .any(|l| l.starts_with("mecha_capability_decisions_total{")
-                && l.contains("component=\"kv\"")
+                && l.contains("store=\"kv\"")
                 && l.contains("capability=\"bulk\"")
-                && l.contains("status=\"emulated\"")),
+                && l.contains("decision=\"emulated\"")),
         "{metrics}"
     );
     // A plain, fully native call: no receipt.

@@ -13,6 +13,7 @@ mod capability;
 pub mod lint;
 mod matrix;
 mod policy;
+pub mod portability;
 pub mod query;
 
 pub use capability::{Capability, CapabilitySet};

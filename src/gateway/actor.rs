@@ -30,8 +30,9 @@ use actix::prelude::*;
 use super::catalog::{AppId, Catalog, StoreInfo};
 use crate::actors::{StoreError, StoreHandle};
 use crate::capabilities::lint::{self, Finding, LintMode, LintOp, LintTarget, Location, Severity};
+use crate::capabilities::portability::MetaKeys;
 use crate::capabilities::{Feature, Matrix, Plan, Receipt, Shape, Status, needs, negotiate};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind, Operation, Protocol};
 use crate::keys;
 use crate::metrics;
 use crate::model::{
@@ -131,6 +132,8 @@ pub struct StateCall {
     pub store: String,
     /// The operation.
     pub op: Operation,
+    /// The front door it came through (for metrics).
+    pub protocol: Protocol,
     /// The request, or why the door could not build it.
     pub request: Result<StateRequest, Error>,
     /// Request-level metadata the door merged into the request's maps (HTTP `metadata.*`
@@ -175,6 +178,28 @@ fn shape_of_delete(shape: &mut Shape, r: &DeleteRequest) {
     shape.etag |= r.etag.is_some();
     shape.strong |= r.options.consistency == Consistency::Strong;
     shape.partition_key |= r.metadata.contains_key(PARTITION_KEY);
+}
+
+/// The metadata buckets a request carries, at any level (request, item, transaction).
+fn meta_keys(request: &StateRequest) -> MetaKeys {
+    let mut keys = MetaKeys::default();
+    match request {
+        StateRequest::Get { metadata, .. }
+        | StateRequest::BulkGet { metadata, .. }
+        | StateRequest::Query { metadata, .. } => keys.add_all(metadata),
+        StateRequest::Save { items } => items.iter().for_each(|r| keys.add_all(&r.metadata)),
+        StateRequest::Delete { items } => items.iter().for_each(|r| keys.add_all(&r.metadata)),
+        StateRequest::Transaction(t) => {
+            keys.add_all(&t.metadata);
+            for o in &t.operations {
+                match o {
+                    TransactionOp::Upsert(r) => keys.add_all(&r.metadata),
+                    TransactionOp::Delete(r) => keys.add_all(&r.metadata),
+                }
+            }
+        }
+    }
+    keys
 }
 
 /// Removes what the plan ignores from a write, so the store never sees it.
@@ -559,9 +584,12 @@ impl GatewayActor {
         let index = self.catalog.resolve(&msg.app, &msg.store, op)?;
         let info = self.catalog.store(index);
         let (matrix, mode) = info.view(&msg.app);
-        let op_plan = negotiate(needs(op, &Shape::default()), matrix);
+        let keys = msg.request.as_ref().map(meta_keys).unwrap_or_default();
+        let op_needs = needs(op, &Shape::default());
+        let op_plan = negotiate(op_needs, matrix);
         if let Some(step) = op_plan.rejected() {
-            self.record_plan(&msg.app, info, &op_plan);
+            self.record_plan(&msg.app, info, op, &op_plan);
+            self.catalog.usage().record(&msg.app, index, op_needs, keys);
             return Err(rejection(op, info, matrix, step.feature));
         }
         let request = msg.request?;
@@ -582,8 +610,12 @@ impl GatewayActor {
                 lint: findings,
             }));
         };
-        let plan = negotiate(needs(op, &shape), matrix);
-        self.record_plan(&msg.app, info, &plan);
+        let request_needs = needs(op, &shape);
+        let plan = negotiate(request_needs, matrix);
+        self.record_plan(&msg.app, info, op, &plan);
+        self.catalog
+            .usage()
+            .record(&msg.app, index, request_needs, keys);
         if let Some(step) = plan.rejected() {
             return Err(rejection(op, info, matrix, step.feature).with_lint(findings));
         }
@@ -604,16 +636,24 @@ impl GatewayActor {
         Ok(Ok((index, exec, plan, findings)))
     }
 
-    fn record_plan(&self, app: &str, info: &StoreInfo, plan: &Plan) {
+    fn record_plan(&self, app: &str, info: &StoreInfo, op: Operation, plan: &Plan) {
+        if plan.steps.is_empty() {
+            metrics::record_capability_decision(
+                app,
+                &info.name,
+                op,
+                metrics::BASIC_CAPABILITY,
+                Status::Native.as_str(),
+            );
+        }
         for s in &plan.steps {
-            if s.cell.status != Status::Native {
-                metrics::record_capability_decision(
-                    app,
-                    &info.name,
-                    s.feature.policy_name(),
-                    s.cell.status.as_str(),
-                );
-            }
+            metrics::record_capability_decision(
+                app,
+                &info.name,
+                op,
+                s.feature.policy_name(),
+                s.cell.status.as_str(),
+            );
         }
     }
 }
@@ -749,9 +789,32 @@ impl Handler<StateCall> for GatewayActor {
 
     fn handle(&mut self, msg: StateCall, _: &mut Context<Self>) -> Self::Result {
         let op = msg.op;
+        let protocol = msg.protocol;
         let app = msg.app.clone();
+        let start = Instant::now();
+        // The store, for the duration histogram (calls to an unknown store have no series).
+        let resolved = self.catalog.resolve(&app, &msg.store, op).ok();
         let (index, exec, plan, findings) = match self.prepare(msg) {
-            Err(e) => return Box::pin(async move { Err(e) }),
+            Err(e) => {
+                if let Some(i) = resolved {
+                    let rejected = matches!(
+                        e.kind(),
+                        ErrorKind::TransactionsNotSupported
+                            | ErrorKind::QueryNotSupported
+                            | ErrorKind::CapabilityRejected { .. }
+                    );
+                    let name = &self.catalog.store(i).name;
+                    metrics::record_request_duration(
+                        &app,
+                        name,
+                        op,
+                        protocol,
+                        !rejected,
+                        start.elapsed(),
+                    );
+                }
+                return Box::pin(async move { Err(e) });
+            }
             Ok(Err(answer)) => return Box::pin(async move { Ok(answer) }),
             Ok(Ok(prepared)) => prepared,
         };
@@ -759,13 +822,25 @@ impl Handler<StateCall> for GatewayActor {
         let catalog = self.catalog.clone();
         Box::pin(async move {
             let info = catalog.store(index);
-            let start = Instant::now();
+            let store_start = Instant::now();
+            let in_flight = info.metrics.start();
             let res = execute(handle, op, &info.name, exec).await;
-            metrics::record_store_call(&app, &info.name, op, res.is_ok(), start.elapsed());
+            drop(in_flight);
+            metrics::record_store_call(&app, &info.name, op, res.is_ok(), store_start.elapsed());
             let mut receipt = plan.receipt();
             let reply = match res {
-                Ok(r) => r,
-                Err(e) => return Err(e.with_receipt(&receipt).with_lint(findings)),
+                Ok(reply) => reply,
+                Err(e) => {
+                    metrics::record_request_duration(
+                        &app,
+                        &info.name,
+                        op,
+                        protocol,
+                        receipt.is_empty(),
+                        start.elapsed(),
+                    );
+                    return Err(e.with_receipt(&receipt).with_lint(findings));
+                }
             };
             // Reads on a store with emulated TTL: an item with an expiry was served by Mecha.
             if info.matrix.status(Feature::Ttl) == Status::Emulated {
@@ -780,6 +855,14 @@ impl Handler<StateCall> for GatewayActor {
                     receipt.add(Feature::Ttl, Status::Emulated);
                 }
             }
+            metrics::record_request_duration(
+                &app,
+                &info.name,
+                op,
+                protocol,
+                receipt.is_empty(),
+                start.elapsed(),
+            );
             Ok(Answer {
                 reply,
                 receipt,

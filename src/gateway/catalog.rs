@@ -8,10 +8,11 @@ use std::sync::atomic::AtomicBool;
 use super::auth::Tokens;
 use super::extended::ExtendedMetadata;
 use super::quota::{Permit, Quotas, Refusal};
+use super::usage::Usage;
 use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
 use crate::capabilities::lint::{LintCode, LintMode, LintTarget, RequestKey};
-use crate::capabilities::{CapabilitySet, Feature, Matrix};
+use crate::capabilities::{CapabilitySet, Feature, Matrix, portability};
 use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys::KeyPrefix;
@@ -41,6 +42,8 @@ pub struct StoreInfo {
     pub health: Arc<StoreHealth>,
     /// Builds store instances (one per shard).
     pub factory: Arc<dyn StoreFactory>,
+    /// In-flight gauge and round-trip histogram of the store.
+    pub metrics: crate::metrics::StoreMetrics,
     /// Set by the first pipeline, whose shard runs housekeeping.
     pub(crate) primary_claimed: AtomicBool,
     /// The request-metadata lint mode (`stores.<name>.lint`, default `warn`).
@@ -104,6 +107,7 @@ pub struct Catalog {
     extended: ExtendedMetadata,
     requires: HashMap<String, Vec<&'static str>>,
     lint_log: parking_lot::Mutex<HashMap<(AppId, usize, LintCode), std::time::Instant>>,
+    usage: Usage,
 }
 
 impl Catalog {
@@ -143,6 +147,7 @@ impl Catalog {
                     key_prefix: c.key_prefix.clone(),
                     scopes: c.scopes.clone(),
                     health: Arc::new(StoreHealth::default()),
+                    metrics: crate::metrics::StoreMetrics::new(&c.name),
                     factory,
                     primary_claimed: AtomicBool::new(false),
                     lint_mode: c.lint_mode(settings, None),
@@ -189,7 +194,14 @@ impl Catalog {
         if !quotas.iter().any(|(id, _)| *id == default_app) {
             quotas.push((default_app.clone(), settings.quota));
         }
+        let usage = Usage::new(
+            apps.iter()
+                .map(|(id, _)| id.clone())
+                .chain(std::iter::once(default_app.clone())),
+            stores.iter().map(|s| s.name.clone()).collect(),
+        );
         Ok(Catalog {
+            usage,
             stores,
             by_name,
             tokens,
@@ -342,6 +354,54 @@ impl Catalog {
                 (format!("mecha.requires.{}", s.name), value)
             })
             .collect()
+    }
+
+    /// What each app's traffic used (the portability report's counts).
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// The portability report of `app`'s traffic since start (on every store it can see) for
+    /// a move to store type `target` under the built-in policy defaults. `Err` names the
+    /// known types when `target` is not one.
+    pub fn portability(
+        &self,
+        app: &AppId,
+        target: &str,
+    ) -> Result<(&'static str, Vec<&str>, portability::Report), String> {
+        let descriptor = crate::actors::backends::lookup(target).ok_or_else(|| {
+            let known: Vec<&str> = crate::actors::backends::REGISTRY
+                .iter()
+                .map(|d| d.component_type)
+                .collect();
+            format!(
+                "unknown target store type '{target}': use one of {}",
+                known.join(", ")
+            )
+        })?;
+        let matrix =
+            Matrix::without_policy(descriptor.default_traits(self.limits.max_transaction_ops));
+        let mut used = Vec::new();
+        let sources: Vec<portability::Source<'_>> = self
+            .stores
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.visible_to(app))
+            .map(|(i, s)| portability::Source {
+                matrix: &s.matrix,
+                usage: self.usage.counts(app, i),
+            })
+            .collect();
+        for (i, s) in self.stores.iter().enumerate() {
+            if s.visible_to(app) && self.usage.counts(app, i).requests > 0 {
+                used.push(s.name.as_str());
+            }
+        }
+        Ok((
+            descriptor.component_type,
+            used,
+            portability::report(descriptor.component_type, &matrix, &sources),
+        ))
     }
 
     /// Sets one of `app`'s extended metadata attributes (`PUT /v1.0/metadata/{key}`, gRPC

@@ -14,6 +14,7 @@ pub mod extended;
 pub mod grpc;
 pub mod http;
 pub mod quota;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,7 +27,7 @@ pub use actor::{
 pub use catalog::{AppId, AppView, Catalog, StoreInfo};
 
 use crate::actors::{ActorSettings, StoreActor, StoreHandle};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind, Operation, Protocol};
 
 /// The runtime version reported in metadata.
 pub const RUNTIME_VERSION: &str = concat!("mecha-", env!("CARGO_PKG_VERSION"));
@@ -72,6 +73,7 @@ impl Gateway {
         app: AppId,
         store: String,
         op: Operation,
+        protocol: Protocol,
         request: Result<StateRequest, Error>,
         url_metadata: crate::model::Metadata,
     ) -> Result<Answer, Error> {
@@ -79,6 +81,7 @@ impl Gateway {
             app,
             store,
             op,
+            protocol,
             request,
             url_metadata,
         };

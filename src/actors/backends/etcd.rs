@@ -99,6 +99,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1", "v2"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
+    lists_keys: true,
     metadata: METADATA,
     per_process: false,
     // Only the portable keys (`ttlInSeconds`, `contentType`).

@@ -28,6 +28,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
+    lists_keys: true,
     per_process: true,
     metadata: &[Field::new(
         "sweepInterval",

@@ -94,6 +94,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
+    lists_keys: true,
     metadata: METADATA,
     per_process: false,
     // Only the portable keys (`ttlInSeconds`, `contentType`).

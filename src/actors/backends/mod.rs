@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::actors::StoreFactory;
 use crate::capabilities::lint::RequestKey;
-use crate::capabilities::{CapabilitySet, MatrixRow, render_matrix};
+use crate::capabilities::{CapabilitySet, MatrixRow, StoreTraits, render_matrix};
 
 pub mod etcd;
 pub mod in_memory;
@@ -39,6 +39,8 @@ pub struct Descriptor {
     pub capabilities: CapabilitySet,
     /// Those of `capabilities` a store has only with some configuration (shown as `(✔)`).
     pub conditional: CapabilitySet,
+    /// Whether instances can list their keys (what the expiry sweep of emulated TTL needs).
+    pub lists_keys: bool,
     /// Component metadata the backend reads (in addition to [`COMMON_FIELDS`]).
     pub metadata: &'static [Field],
     /// Whether the data lives inside one Mecha process, so replicas do not share it (the
@@ -56,6 +58,21 @@ impl Descriptor {
     /// Whether `type_name` (lower-cased) names this backend.
     pub fn matches(&self, type_name: &str) -> bool {
         self.component_type == type_name || self.aliases.contains(&type_name)
+    }
+
+    /// The native traits of a store of this type in its default configuration (conditional
+    /// capabilities left out), with Mecha's transaction limit `max_transaction_ops`: what the
+    /// portability report assumes for a target type.
+    pub fn default_traits(&self, max_transaction_ops: usize) -> StoreTraits {
+        let mut native = self.capabilities;
+        for c in self.conditional.iter() {
+            native = native.without(c);
+        }
+        StoreTraits {
+            native,
+            lists_keys: self.lists_keys,
+            max_transaction_ops,
+        }
     }
 
     /// Looks up the schema of a metadata field (names match case-insensitively, as Dapr's

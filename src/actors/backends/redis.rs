@@ -102,6 +102,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES.with(Capability::StrongConsistency),
     conditional: CapabilitySet::of(&[Capability::StrongConsistency]),
+    lists_keys: false,
     metadata: METADATA,
     per_process: false,
     // Only the portable keys: Mecha's Redis store has no RediSearch query API, so

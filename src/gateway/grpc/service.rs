@@ -51,7 +51,14 @@ impl DaprService {
         request: Result<StateRequest, Error>,
     ) -> Result<Answer, Status> {
         self.gateway
-            .state(app, store, op, request, Metadata::new())
+            .state(
+                app,
+                store,
+                op,
+                crate::error::Protocol::Grpc,
+                request,
+                Metadata::new(),
+            )
             .await
             .map_err(fail)
     }

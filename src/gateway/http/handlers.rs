@@ -194,6 +194,7 @@ fn path_label<'c>(gw: &'c Gateway, route: &Route<'_>, segments: &[&str]) -> metr
         Route::HealthzOutbound => return Fixed("/v1.0/healthz/outbound"),
         Route::GetMetadata => return Fixed("/v1.0/metadata"),
         Route::PutMetadata(_) => return Fixed("/v1.0/metadata/{key}"),
+        Route::Portability => return Fixed("/v1.0-alpha1/mecha/portability"),
         Route::NotFound => return Fixed(metrics::UNKNOWN),
     };
     let name = if store.contains(['%', '+']) {
@@ -401,6 +402,7 @@ async fn serve(
             (param!("storeName", store), op, request)
         }
         Route::GetMetadata => return Outcome::Response(metadata(gw, &app)),
+        Route::Portability => return portability(gw, req.query_string(), &app).into(),
         Route::PutMetadata(key) => {
             let key = param!("key", key);
             // No value can be larger than the app's whole metadata allowance.
@@ -417,7 +419,17 @@ async fn serve(
         }
     };
     let url_metadata = std::mem::take(&mut q.metadata);
-    let answer = tri!(gw.state(app, store, op, request, url_metadata).await);
+    let answer = tri!(
+        gw.state(
+            app,
+            store,
+            op,
+            crate::error::Protocol::Http,
+            request,
+            url_metadata
+        )
+        .await
+    );
     let mut resp = render(answer.reply);
     if let Some(v) = answer
         .receipt
@@ -635,6 +647,59 @@ fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Erro
         Err(Error::new(ErrorKind::HealthNotReady, Operation::Other)
             .detail(format!("{} state store(s) not ready", unhealthy.len())))
     }
+}
+
+/// `GET /v1.0-alpha1/mecha/portability?app=ID&target=TYPE`: the calling app's report (an
+/// app reads only its own: `app`, when given, must be the caller).
+fn portability(gw: &Gateway, query: &str, caller: &AppId) -> Result<HttpResponse, Error> {
+    let bad = |m: String| Error::malformed(Operation::Other, m);
+    let mut app = None;
+    let mut target = None;
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "app" => {
+                app.get_or_insert(v);
+            }
+            "target" => {
+                target.get_or_insert(v);
+            }
+            _ => {}
+        }
+    }
+    if let Some(a) = app.filter(|a| a.as_str() != caller.as_ref()) {
+        return Err(Error::new(ErrorKind::Unauthorized, Operation::Other).detail(format!(
+            "the token is app {caller}'s: an app reads only its own portability report, not {a}'s"
+        )));
+    }
+    let target = target.filter(|t| !t.is_empty()).ok_or_else(|| {
+        bad("the query parameter 'target' (a store type, e.g. state.jetstream) is required".into())
+    })?;
+    let (target_type, stores, report) = gw.catalog().portability(caller, &target).map_err(bad)?;
+    let gaps: Vec<serde_json::Value> = report
+        .gaps
+        .iter()
+        .map(|g| {
+            json!({
+                "kind": g.kind.as_str(),
+                "name": g.name,
+                "now": g.now.as_str(),
+                "target": g.target.as_str(),
+                "count": g.count,
+            })
+        })
+        .collect();
+    let body = json!({
+        "app": caller.as_ref(),
+        "target": target_type,
+        "stores": stores,
+        "requests": report.requests,
+        "gaps": gaps,
+        "verdict": report.verdict,
+    });
+    Ok(respond::json_bytes(
+        serde_json::to_vec(&body).unwrap_or_default(),
+        &[],
+    ))
 }
 
 fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {

@@ -27,6 +27,8 @@ pub enum Route<'a> {
     GetMetadata,
     /// `PUT /v1.0/metadata/{key}`.
     PutMetadata(&'a str),
+    /// `GET /v1.0-alpha1/mecha/portability`: Mecha's portability report.
+    Portability,
     /// Anything else: daprd's service-invocation fallback (404 `ERR_DIRECT_INVOKE`).
     NotFound,
 }
@@ -45,6 +47,7 @@ impl Route<'_> {
             Route::HealthzOutbound => "HealthzOutbound",
             Route::GetMetadata => "GetMetadata",
             Route::PutMetadata(_) => "SetMetadata",
+            Route::Portability => "Portability",
             Route::NotFound => "NotFound",
         }
     }
@@ -80,6 +83,7 @@ pub fn route<'a>(method: &Method, segments: &[&'a str]) -> Route<'a> {
         ["v1.0", "state", store, key] if method == Method::GET => Route::Get(store, key),
         ["v1.0", "state", store, key] if method == Method::DELETE => Route::Delete(store, key),
         ["v1.0-alpha1", "state", store, "query"] if write => Route::Query(store),
+        ["v1.0-alpha1", "mecha", "portability"] if method == Method::GET => Route::Portability,
         _ => Route::NotFound,
     }
 }

@@ -1,0 +1,139 @@
+//! What each app's traffic used on each store, for the portability report: a fixed table of
+//! counters, one row per (known app, configured store), allocated at start-up. Apps and
+//! stores are finite sets (configured apps plus the default app; configured stores), so the
+//! memory is bounded whatever the traffic; nothing raw (keys, values, metadata names outside
+//! the known list) is kept.
+//!
+//! Each use is also a Prometheus counter (`mecha_capability_usage_total`,
+//! `mecha_metadata_key_usage_total`), so the history outlives a restart.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::catalog::AppId;
+use crate::capabilities::portability::{MetaKey, MetaKeys, UsageCounts};
+use crate::capabilities::{Feature, Needs};
+use crate::metrics;
+use ::metrics::Counter;
+
+const FEATURES: usize = Feature::ALL.len();
+const KEYS: usize = MetaKey::ALL.len();
+
+#[derive(Default)]
+struct Row {
+    requests: AtomicU64,
+    features: [AtomicU64; FEATURES],
+    keys: [AtomicU64; KEYS],
+    feature_counters: [OnceLock<Counter>; FEATURES],
+    key_counters: [OnceLock<Counter>; KEYS],
+}
+
+/// The usage table.
+pub struct Usage {
+    apps: HashMap<AppId, usize>,
+    stores: Vec<String>,
+    rows: Vec<Row>,
+}
+
+/// Increments a cached Prometheus counter (registered on first use once the recorder is
+/// installed; before that, each increment goes to whatever recorder is current).
+fn bump(cell: &OnceLock<Counter>, register: impl FnOnce() -> Counter) {
+    if let Some(c) = cell.get() {
+        c.increment(1);
+    } else if metrics::installed() {
+        cell.get_or_init(register).increment(1);
+    } else {
+        register().increment(1);
+    }
+}
+
+impl Usage {
+    /// A table for `apps` × `stores`.
+    pub fn new(apps: impl IntoIterator<Item = AppId>, stores: Vec<String>) -> Usage {
+        let mut map = HashMap::new();
+        for a in apps {
+            let next = map.len();
+            map.entry(a).or_insert(next);
+        }
+        let rows = (0..map.len() * stores.len())
+            .map(|_| Row::default())
+            .collect();
+        Usage {
+            apps: map,
+            stores,
+            rows,
+        }
+    }
+
+    fn row(&self, app: &str, store: usize) -> Option<&Row> {
+        let a = *self.apps.get(app)?;
+        self.rows.get(a * self.stores.len() + store)
+    }
+
+    /// Records one request of `app` on store `store` (an index of the catalog) that needed
+    /// `needs` and carried the metadata names in `keys`.
+    pub fn record(&self, app: &str, store: usize, needs: Needs, keys: MetaKeys) {
+        let Some(row) = self.row(app, store) else {
+            return;
+        };
+        let store_name = &self.stores[store];
+        row.requests.fetch_add(1, Ordering::Relaxed);
+        for f in Feature::ALL.into_iter().filter(|f| needs.has(*f)) {
+            let i = f as usize;
+            row.features[i].fetch_add(1, Ordering::Relaxed);
+            bump(&row.feature_counters[i], || {
+                metrics::capability_usage_counter(app, store_name, f.policy_name())
+            });
+        }
+        for k in keys.iter() {
+            let i = k as usize;
+            row.keys[i].fetch_add(1, Ordering::Relaxed);
+            bump(&row.key_counters[i], || {
+                metrics::metadata_key_usage_counter(app, store_name, k.name())
+            });
+        }
+    }
+
+    /// `app`'s usage of store `store` since start (zero for an unknown app).
+    pub fn counts(&self, app: &str, store: usize) -> UsageCounts {
+        let mut out = UsageCounts::default();
+        if let Some(row) = self.row(app, store) {
+            out.requests = row.requests.load(Ordering::Relaxed);
+            for (o, c) in out.features.iter_mut().zip(&row.features) {
+                *o = c.load(Ordering::Relaxed);
+            }
+            for (o, c) in out.keys.iter_mut().zip(&row.keys) {
+                *o = c.load(Ordering::Relaxed);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_apps_are_not_recorded_and_memory_is_fixed() {
+        let u = Usage::new([AppId::from("a"), AppId::from("b")], vec!["s".into()]);
+        assert_eq!(u.rows.len(), 2);
+        let needs = Needs::NONE.with(Feature::Ttl);
+        let mut keys = MetaKeys::default();
+        keys.add_all(&crate::model::Metadata::from([(
+            "ttlInSeconds".to_owned(),
+            "5".to_owned(),
+        )]));
+        u.record("a", 0, needs, keys);
+        u.record("a", 0, Needs::NONE, MetaKeys::default());
+        u.record("zzz", 0, needs, keys);
+        let c = u.counts("a", 0);
+        assert_eq!(c.requests, 2);
+        assert_eq!(c.features[Feature::Ttl as usize], 1);
+        assert_eq!(c.keys[MetaKey::TtlInSeconds as usize], 1);
+        assert_eq!(u.counts("b", 0), UsageCounts::default());
+        assert_eq!(u.counts("zzz", 0), UsageCounts::default());
+        assert_eq!(u.rows.len(), 2);
+    }
+}
