@@ -12,6 +12,7 @@ mod capability;
 mod matrix;
 mod policy;
 pub mod query;
+pub mod resiliency;
 
 pub use capability::{Capability, CapabilitySet};
 pub use matrix::{MatrixRow, render_effective, render_matrix};

@@ -43,6 +43,8 @@ pub struct LoadedComponent {
     pub factory: Arc<dyn StoreFactory>,
     /// The file it came from.
     pub file: PathBuf,
+    /// The effective resiliency policies (Dapr `kind: Resiliency` documents).
+    pub resiliency: super::resiliency::StoreResiliency,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -71,6 +73,7 @@ impl LoadedComponent {
             scopes: Vec::new(),
             factory,
             file: PathBuf::from("<custom>"),
+            resiliency: Default::default(),
         }
     }
 
@@ -182,7 +185,24 @@ pub fn load_components(
         .iter()
         .map(|(p, t)| (p.as_path(), t.as_str()))
         .collect();
-    parse_components(&refs, &|k| std::env::var(k).ok())
+    let (mut components, warnings) = parse_components(&refs, &|k| std::env::var(k).ok())?;
+    apply_resiliency(&refs, &mut components)?;
+    Ok((components, warnings))
+}
+
+/// Resolves the `kind: Resiliency` documents of `files` onto `components`.
+pub fn apply_resiliency(
+    files: &[(&Path, &str)],
+    components: &mut [LoadedComponent],
+) -> Result<(), Vec<ConfigError>> {
+    let names: Vec<String> = components.iter().map(|c| c.name.clone()).collect();
+    let mut by_store = super::resiliency::parse_resiliency(files, &names)?;
+    for c in components {
+        if let Some(r) = by_store.remove(&c.name) {
+            c.resiliency = r;
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates component files given as `(path, text)`; `env` resolves `envRef`.
@@ -220,6 +240,8 @@ pub fn parse_components(
             };
             match raw.kind.as_deref() {
                 Some("Component") => {}
+                // Read by `resiliency::parse_resiliency`.
+                Some("Resiliency") => continue,
                 other => {
                     warnings.push(ConfigError::new(
                         file,
@@ -383,6 +405,7 @@ fn validate(
         scopes: raw.scopes,
         factory,
         file: file.to_owned(),
+        resiliency: Default::default(),
     })
 }
 
