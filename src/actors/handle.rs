@@ -1,54 +1,151 @@
 //! `StoreHandle`: the typed, timeout-bounded way to reach a store actor.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 use futures::FutureExt;
 
 use super::store::{BulkGetItem, StateStore, StoreError};
 use super::store_actor::{Call, StoreActor};
+use crate::capabilities::resiliency::Resilience;
 use crate::model::{
     DeleteRequest, GetRequest, QueryRequest, QueryResponse, SetRequest, StateEntry,
     TransactionRequest,
 };
 
 /// The gateway's view of one store shard. Cloning is cheap.
+///
+/// Every call goes through the store's resiliency, Dapr's order: retry → breaker →
+/// per-attempt timeout → store. The request timeout bounds the whole call, retries and
+/// their waits included, so no request waits longer than it.
 #[derive(Clone)]
 pub struct StoreHandle {
     addr: Addr<StoreActor>,
     timeout: Duration,
+    resilience: Arc<Resilience>,
 }
 
+/// Whether a failed attempt may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Reads: repeating cannot change anything.
+    Idempotent,
+    /// Writes: repeated only when the store was certainly not reached.
+    OnlyIfNotSent,
+}
+
+/// A boxed store call, made anew for each attempt.
+type Attempt<R> =
+    Box<dyn FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send>;
+
 impl StoreHandle {
-    /// Wraps a shard's address with the per-request timeout.
-    pub fn new(addr: Addr<StoreActor>, timeout: Duration) -> StoreHandle {
-        StoreHandle { addr, timeout }
+    /// Wraps a shard's address with the per-request timeout and the store's resiliency.
+    pub fn new(
+        addr: Addr<StoreActor>,
+        timeout: Duration,
+        resilience: Arc<Resilience>,
+    ) -> StoreHandle {
+        StoreHandle {
+            addr,
+            timeout,
+            resilience,
+        }
     }
 
-    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send + 'static,
-    {
-        match self
-            .addr
-            .send(Call(Box::new(f)))
-            .timeout(self.timeout)
-            .await
-        {
-            Ok(r) => r,
-            Err(MailboxError::Timeout) => Err(StoreError::Timeout(self.timeout)),
+    /// One attempt within `limit`, through the breaker.
+    async fn attempt<R: Send + 'static>(
+        &self,
+        f: Attempt<Result<R, StoreError>>,
+        limit: Duration,
+    ) -> Result<R, StoreError> {
+        let ticket = match &self.resilience.breaker {
+            Some(b) => Some(b.admit(Instant::now()).map_err(StoreError::CircuitOpen)?),
+            None => None,
+        };
+        let result = match self.addr.send(Call(f)).timeout(limit).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e),
+            Err(MailboxError::Timeout) => Err(StoreError::Timeout(limit)),
             Err(MailboxError::Closed) => Err(StoreError::Unavailable(
                 "the store actor is not running".into(),
             )),
+        };
+        if let (Some(b), Some(t)) = (&self.resilience.breaker, ticket) {
+            let ok = match &result {
+                Ok(_) => true,
+                Err(e) => !e.is_store_failure(),
+            };
+            if let Some(state) = b.record(t, ok, Instant::now()) {
+                tracing::warn!(
+                    breaker = %b.settings().name,
+                    state = state.as_str(),
+                    "circuit breaker changed state"
+                );
+                crate::metrics::breaker_state(self.store_name(), state);
+            }
+        }
+        result
+    }
+
+    fn store_name(&self) -> &str {
+        &self.resilience.store
+    }
+
+    /// Runs `make()`'s call with the resiliency policies; `repeat` says when a failed
+    /// attempt may run again.
+    async fn call<R, M>(&self, repeat: Repeat, make: M) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        M: Fn() -> Attempt<Result<R, StoreError>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut retry = 0u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Timeout(self.timeout));
+            }
+            let limit = self
+                .resilience
+                .attempt_timeout
+                .map_or(left, |t| t.min(left));
+            let err = match self.attempt(make(), limit).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            let may_repeat = match (repeat, &err) {
+                (_, StoreError::CircuitOpen(_)) => false,
+                (Repeat::Idempotent, e) => e.is_store_failure(),
+                (Repeat::OnlyIfNotSent, StoreError::Unavailable(m)) => {
+                    m == "the store actor is not running"
+                }
+                (Repeat::OnlyIfNotSent, _) => false,
+            };
+            let Some(policy) = self.resilience.retry.as_ref().filter(|_| may_repeat) else {
+                return Err(err);
+            };
+            retry += 1;
+            let Some(wait) = policy.wait(retry, rand::random::<f64>()) else {
+                return Err(err);
+            };
+            // Retry only when the wait leaves time for another attempt.
+            if Instant::now() + wait >= deadline {
+                return Err(err);
+            }
+            crate::metrics::store_retry(self.store_name());
+            tracing::debug!(retry, error = %err, wait_ms = wait.as_millis() as u64, "retrying a store call");
+            tokio::time::sleep(wait).await;
         }
     }
 
     /// Reads one key.
     pub async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.call(move |s| async move { s.get(req).await }.boxed())
-            .await?
+        self.call(Repeat::Idempotent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.get(req).await }.boxed())
+        })
+        .await
     }
 
     /// Reads several keys.
@@ -57,14 +154,20 @@ impl StoreHandle {
         reqs: Vec<GetRequest>,
         parallelism: usize,
     ) -> Result<Vec<BulkGetItem>, StoreError> {
-        self.call(move |s| async move { s.bulk_get(reqs, parallelism).await }.boxed())
-            .await
+        self.call(Repeat::Idempotent, || {
+            let reqs = reqs.clone();
+            Box::new(move |s| async move { Ok(s.bulk_get(reqs, parallelism).await) }.boxed())
+        })
+        .await
     }
 
     /// Writes one key.
     pub async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
-        self.call(move |s| async move { s.set(req).await }.boxed())
-            .await?
+        self.call(Repeat::OnlyIfNotSent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.set(req).await }.boxed())
+        })
+        .await
     }
 
     /// Writes several keys.
@@ -72,14 +175,20 @@ impl StoreHandle {
         &self,
         reqs: Vec<SetRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(move |s| async move { s.bulk_set(reqs).await }.boxed())
-            .await
+        self.call(Repeat::OnlyIfNotSent, || {
+            let reqs = reqs.clone();
+            Box::new(move |s| async move { Ok(s.bulk_set(reqs).await) }.boxed())
+        })
+        .await
     }
 
     /// Deletes one key.
     pub async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        self.call(move |s| async move { s.delete(req).await }.boxed())
-            .await?
+        self.call(Repeat::OnlyIfNotSent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.delete(req).await }.boxed())
+        })
+        .await
     }
 
     /// Deletes several keys.
@@ -87,19 +196,28 @@ impl StoreHandle {
         &self,
         reqs: Vec<DeleteRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(move |s| async move { s.bulk_delete(reqs).await }.boxed())
-            .await
+        self.call(Repeat::OnlyIfNotSent, || {
+            let reqs = reqs.clone();
+            Box::new(move |s| async move { Ok(s.bulk_delete(reqs).await) }.boxed())
+        })
+        .await
     }
 
     /// Runs a transaction.
     pub async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
-        self.call(move |s| async move { s.transact(req).await }.boxed())
-            .await?
+        self.call(Repeat::OnlyIfNotSent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.transact(req).await }.boxed())
+        })
+        .await
     }
 
     /// Runs a query.
     pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
-        self.call(move |s| async move { s.query(req).await }.boxed())
-            .await?
+        self.call(Repeat::Idempotent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.query(req).await }.boxed())
+        })
+        .await
     }
 }

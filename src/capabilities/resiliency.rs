@@ -569,6 +569,42 @@ impl RetryPolicy {
     }
 }
 
+/// A store's resiliency at run time: its breaker (shared by every shard and app), its
+/// retry policy and its per-attempt timeout.
+#[derive(Debug, Default)]
+pub struct Resilience {
+    /// The store's name (metric labels and logs).
+    pub store: String,
+    /// The breaker, if one is configured.
+    pub breaker: Option<Breaker>,
+    /// The retry policy, if one is configured.
+    pub retry: Option<RetryPolicy>,
+    /// The per-attempt timeout, if one is configured (the request timeout bounds the whole).
+    pub attempt_timeout: Option<Duration>,
+}
+
+impl Resilience {
+    /// Builds the run-time state from configured policies.
+    pub fn new(
+        store: &str,
+        breaker: Option<BreakerSettings>,
+        retry: Option<RetryPolicy>,
+        attempt_timeout: Option<Duration>,
+    ) -> Resilience {
+        Resilience {
+            store: store.to_owned(),
+            breaker: breaker.map(|b| Breaker::new(b, Instant::now())),
+            retry,
+            attempt_timeout,
+        }
+    }
+
+    /// The breaker's state now, if there is a breaker.
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.breaker.as_ref().map(|b| b.state(Instant::now()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

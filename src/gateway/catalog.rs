@@ -38,6 +38,8 @@ pub struct StoreInfo {
     pub max_transaction_ops: usize,
     /// Shared health, updated by the store's actors.
     pub health: Arc<StoreHealth>,
+    /// The store's resiliency (breaker, retry, attempt timeout), shared by all its shards.
+    pub resilience: Arc<crate::capabilities::resiliency::Resilience>,
     /// Builds store instances (one per shard).
     pub factory: Arc<dyn StoreFactory>,
     /// Set by the first pipeline, whose shard runs housekeeping.
@@ -101,6 +103,12 @@ impl Catalog {
                     key_prefix: c.key_prefix.clone(),
                     scopes: c.scopes.clone(),
                     health: Arc::new(StoreHealth::default()),
+                    resilience: Arc::new(crate::capabilities::resiliency::Resilience::new(
+                        &c.name,
+                        c.resiliency.breaker.clone(),
+                        c.resiliency.retry.clone(),
+                        c.resiliency.timeout.as_ref().map(|(_, d)| *d),
+                    )),
                     factory,
                     primary_claimed: AtomicBool::new(false),
                 }

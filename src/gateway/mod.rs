@@ -53,7 +53,7 @@ impl Gateway {
                     settings.clone(),
                     primary,
                 );
-                StoreHandle::new(addr, settings.request_timeout)
+                StoreHandle::new(addr, settings.request_timeout, info.resilience.clone())
             })
             .collect();
         let addr = GatewayActor::new(catalog.clone(), stores).start();
