@@ -26,6 +26,8 @@ fn main() -> io::Result<()> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // prost plus an item-count check before decoding (src/gateway/grpc/codec.rs).
+        .codec_path("crate::gateway::grpc::codec::BoundedCodec")
         .compile_with_config(config, &protos, &includes)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

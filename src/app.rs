@@ -101,8 +101,12 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let catalog = Arc::new(catalog);
     let prometheus = crate::metrics::install();
 
-    let grpc_listener = GrpcServer::bind(SocketAddr::new(opts.listen_address, opts.grpc_port))?;
+    let grpc_addr = SocketAddr::new(opts.listen_address, opts.grpc_port);
+    let grpc_listener =
+        GrpcServer::bind(grpc_addr).map_err(|e| bind_error("gRPC", grpc_addr, "--grpc-port", e))?;
     let actor_settings = settings.actors.clone();
+    let limits = settings.limits.clone();
+    let threads = serving_threads(settings.server.workers);
     let c = catalog.clone();
     let mut http = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own gateway and store shards.
@@ -111,14 +115,23 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             .app_data(web::Data::new(HttpState { gateway }))
             .default_service(web::to(dispatch))
     })
-    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+    // Bounded connections and time: actix counts connections per worker thread.
+    .max_connections(per_thread(limits.max_connections, threads))
+    .backlog(u32::try_from(limits.max_connections.min(4096)).unwrap_or(1024))
+    .client_request_timeout(limits.header_timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .keep_alive(limits.idle_timeout);
     if settings.server.workers > 0 {
         http = http.workers(settings.server.workers);
     }
     if !opts.handle_signals {
         http = http.disable_signals();
     }
-    let http = http.bind((opts.listen_address, opts.http_port))?;
+    let http_bind = SocketAddr::new(opts.listen_address, opts.http_port);
+    let http = http
+        .bind(http_bind)
+        .map_err(|e| bind_error("HTTP", http_bind, "--http-port", e))?;
     let http_addr = http.addrs()[0];
     let http = http.run();
     let http_handle = http.handle();
@@ -146,8 +159,14 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         )
     })
     .workers(1)
-    .disable_signals()
-    .bind((opts.listen_address, opts.metrics_port))?;
+    .max_connections(256)
+    .client_request_timeout(settings.limits.header_timeout)
+    .keep_alive(settings.limits.idle_timeout)
+    .disable_signals();
+    let metrics_bind = SocketAddr::new(opts.listen_address, opts.metrics_port);
+    let metrics = metrics
+        .bind(metrics_bind)
+        .map_err(|e| bind_error("metrics", metrics_bind, "--metrics-port", e))?;
     let metrics_addr = metrics.addrs()[0];
     let metrics = metrics.run();
     let metrics_handle = metrics.handle();
@@ -178,9 +197,10 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     for s in catalog.stores() {
         tracing::info!(
             store = %s.name, r#type = %s.component_type, version = %s.version,
-            capabilities = %s.capabilities.to_list_string(), matrix = %s.matrix.describe(), "state store ready"
+            capabilities = %s.capabilities.to_list_string(), matrix = %s.matrix.describe(), "state store configured"
         );
     }
+    wait_first_pings(&catalog, settings.actors.request_timeout).await;
     if catalog.stores().is_empty() {
         tracing::warn!("no state store is configured: every state call will fail");
     }
@@ -195,6 +215,30 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         http_task,
         token_reload,
     })
+}
+
+/// Names the listener, the address and the flag that sets it in a bind failure.
+fn bind_error(listener: &str, addr: SocketAddr, flag: &str, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("cannot listen for {listener} on {addr} (set with {flag}): {e}"),
+    )
+}
+
+/// Waits (at most `limit`) until every store has answered its first ping, so the log says
+/// at start-up which stores are reachable; a store that is not stays unhealthy either way.
+async fn wait_first_pings(catalog: &Catalog, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline
+        && !catalog.stores().iter().all(|s| s.health.is_checked())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// A per-listener maximum split over `threads` threads (rounded up, at least 1).
+fn per_thread(total: usize, threads: usize) -> usize {
+    total.div_ceil(threads.max(1)).max(1)
 }
 
 /// The token of a `/metrics` request: `Authorization: Bearer <token>` (what Prometheus

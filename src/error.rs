@@ -185,6 +185,17 @@ pub enum ErrorKind {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The body did not arrive within `limits.bodyTimeout`.
+    BodyTimeout {
+        /// The limit.
+        limit: std::time::Duration,
+    },
+    /// The store shard already runs `actors.mailboxCapacity` requests and none finished
+    /// within the request timeout.
+    StoreBusy {
+        /// The in-flight limit.
+        capacity: usize,
+    },
     /// A request option or request-level value is invalid (bad `consistency`, `ttlInSeconds`, ...).
     InvalidOption,
     /// A configured limit (bulk size, key length) was exceeded.
@@ -329,6 +340,9 @@ impl Error {
             StoreError::EtagInvalid(_) => ErrorKind::EtagInvalid,
             StoreError::Timeout(_) => ErrorKind::StoreTimeout,
             StoreError::CircuitOpen(_) => ErrorKind::StoreUnavailable,
+            StoreError::Busy(capacity) => ErrorKind::StoreBusy {
+                capacity: *capacity,
+            },
             StoreError::Unsupported(crate::capabilities::Capability::Transactional) => {
                 ErrorKind::TransactionsNotSupported
             }
@@ -390,6 +404,7 @@ impl Error {
             ErrorKind::Malformed
             | ErrorKind::BodyRead
             | ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::BodyTimeout { .. }
             | ErrorKind::ResponseTooLarge { .. } => "common",
             ErrorKind::Unauthorized
             | ErrorKind::RouteNotFound
@@ -528,6 +543,24 @@ impl Error {
                 G::ResourceExhausted,
                 "ERR_MALFORMED_REQUEST",
                 format!("request body is larger than the limit of {limit} bytes"),
+            ),
+            K::BodyTimeout { limit } => legacy(
+                408,
+                G::DeadlineExceeded,
+                "ERR_BODY_READ",
+                format!(
+                    "failed to read request body: not received within {}ms",
+                    limit.as_millis()
+                ),
+            ),
+            K::StoreBusy { capacity } => legacy(
+                503,
+                G::ResourceExhausted,
+                self.op_code(),
+                format!(
+                    "state store {} is busy: {capacity} requests already in flight on this serving thread and none finished within the request timeout",
+                    self.store
+                ),
             ),
             K::InvalidOption => legacy(400, G::InvalidArgument, self.op_code(), self.op_message()),
             K::TransactionsNotSupported => Wire {

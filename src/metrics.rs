@@ -172,44 +172,81 @@ pub fn record_store_call(app: &str, store: &str, op: Operation, success: bool, e
     );
 }
 
-/// Dapr's low-cardinality `path` label: state paths are cut to `/<version>/state/<store>`.
-pub fn http_path_label(segments: &[&str]) -> String {
-    match segments {
-        [version, "state", store, ..] => format!("/{version}/state/{store}"),
-        other => format!("/{}", other.join("/")),
+/// The one label value for anything outside the finite sets (unknown routes, stores
+/// that are not configured, gRPC methods Mecha does not serve).
+pub const UNKNOWN: &str = "_unknown";
+
+/// The `path` label of an HTTP request: always from a finite set, so no request can add
+/// series at will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpPath<'a> {
+    /// A state route on a configured store: `/<version>/state/<store>` (Dapr's label).
+    State {
+        /// `v1.0` or `v1.0-alpha1`.
+        version: &'static str,
+        /// A configured store's name.
+        store: &'a str,
+    },
+    /// A route template (`/v1.0/healthz`, `/v1.0/metadata/{key}`) or [`UNKNOWN`].
+    Fixed(&'static str),
+}
+
+impl HttpPath<'_> {
+    /// The label text.
+    pub fn label(&self) -> String {
+        match self {
+            HttpPath::State { version, store } => format!("/{version}/state/{store}"),
+            HttpPath::Fixed(p) => (*p).to_owned(),
+        }
     }
 }
 
-/// Records one HTTP request; `segments` are the cleaned path segments, cut to the
-/// low-cardinality label of [`http_path_label`].
-pub fn record_http_segments(
+/// Records one HTTP request under its finite `path` label.
+pub fn record_http_path(
     app: &str,
     method: &str,
-    segments: &[&str],
+    path: HttpPath<'_>,
     status: u16,
     elapsed: Duration,
 ) {
-    // The key parts: the segments that make the label (`/v/state/store` or the whole path)
-    // plus a marker of which shape it is, so different paths never share a key.
-    let label_segments = match segments {
-        [_, "state", _, ..] => &segments[..3],
-        other => other,
-    };
     let method = method_label(method);
     let mut status_buf = [0u8; 5];
     let status_str = status_text(status, &mut status_buf);
-    let mut parts: Vec<&str> = Vec::with_capacity(4 + label_segments.len());
-    parts.extend([app, method, status_str, "/"]);
-    parts.extend_from_slice(label_segments);
+    let (a, b) = match path {
+        HttpPath::State { version, store } => (version, store),
+        HttpPath::Fixed(p) => (p, ""),
+    };
     with_handles(
         &HTTP_CALLS,
-        &parts,
-        || http_handles(app, method, &http_path_label(segments), status),
+        &[app, method, status_str, a, b],
+        || http_handles(app, method, &path.label(), status),
         |h| {
             h.count.increment(1);
             h.latency.record(ms(elapsed));
         },
     );
+}
+
+/// The gRPC methods Mecha serves: the only values of `grpc_server_method` besides [`UNKNOWN`].
+pub const GRPC_METHODS: &[&str] = &[
+    "/dapr.proto.runtime.v1.Dapr/GetState",
+    "/dapr.proto.runtime.v1.Dapr/GetBulkState",
+    "/dapr.proto.runtime.v1.Dapr/SaveState",
+    "/dapr.proto.runtime.v1.Dapr/DeleteState",
+    "/dapr.proto.runtime.v1.Dapr/DeleteBulkState",
+    "/dapr.proto.runtime.v1.Dapr/ExecuteStateTransaction",
+    "/dapr.proto.runtime.v1.Dapr/QueryStateAlpha1",
+    "/dapr.proto.runtime.v1.Dapr/GetMetadata",
+    "/dapr.proto.runtime.v1.Dapr/SetMetadata",
+];
+
+/// The `grpc_server_method` label of a request path.
+pub fn grpc_method_label(path: &str) -> &'static str {
+    GRPC_METHODS
+        .iter()
+        .find(|m| **m == path)
+        .copied()
+        .unwrap_or(UNKNOWN)
 }
 
 fn method_label(method: &str) -> &str {
@@ -249,24 +286,9 @@ fn http_handles(app: &str, method: &str, path: &str, status: u16) -> Handles {
     }
 }
 
-/// Records one HTTP request.
-pub fn record_http(app: &str, method: &str, path: &str, status: u16, elapsed: Duration) {
-    let method = method_label(method);
-    let mut status_buf = [0u8; 5];
-    let status_str = status_text(status, &mut status_buf);
-    with_handles(
-        &HTTP_CALLS,
-        &[app, method, status_str, path],
-        || http_handles(app, method, path, status),
-        |h| {
-            h.count.increment(1);
-            h.latency.record(ms(elapsed));
-        },
-    );
-}
-
-/// Records one gRPC call.
+/// Records one gRPC call; `method` is the request path, labelled by [`grpc_method_label`].
 pub fn record_grpc(app: &str, method: &str, status: &str, elapsed: Duration) {
+    let method = grpc_method_label(method);
     with_handles(
         &GRPC_CALLS,
         &[app, method, status],
@@ -353,15 +375,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_label_is_low_cardinality() {
+    fn labels_come_from_finite_sets() {
+        let p = HttpPath::State {
+            version: "v1.0",
+            store: "s",
+        };
+        assert_eq!(p.label(), "/v1.0/state/s");
         assert_eq!(
-            http_path_label(&["v1.0", "state", "s", "k"]),
-            "/v1.0/state/s"
+            grpc_method_label("/dapr.proto.runtime.v1.Dapr/GetState"),
+            "/dapr.proto.runtime.v1.Dapr/GetState"
         );
+        assert_eq!(grpc_method_label("/x.Y/Z"), UNKNOWN);
         assert_eq!(
-            http_path_label(&["v1.0-alpha1", "state", "s", "query"]),
-            "/v1.0-alpha1/state/s"
+            grpc_method_label("/dapr.proto.runtime.v1.Dapr/InvokeService"),
+            UNKNOWN
         );
-        assert_eq!(http_path_label(&["v1.0", "healthz"]), "/v1.0/healthz");
     }
 }

@@ -106,6 +106,32 @@ async fn slow_requests_to_one_store_run_concurrently() {
 }
 
 #[actix_rt::test]
+async fn mailbox_capacity_bounds_store_calls_in_flight() {
+    // Four slow reads (3 s each) fill the shard's four slots; the next four wait for a
+    // slot until the 500 ms request timeout and get 503 ERR_STATE_GET (busy), while the
+    // four running ones time out (504). Before the bound, all eight ran at once (504).
+    let factory = TrickFactory::new(1);
+    let m = TestMecha::empty()
+        .custom("trick", factory.clone())
+        .settings("server:\n  workers: 1\nactors:\n  requestTimeout: 500ms\n  mailboxCapacity: 4\n")
+        .start()
+        .await;
+    let reads = (0..8).map(|_| m.get("/v1.0/state/trick/slow"));
+    let mut statuses: Vec<u16> = Vec::new();
+    for r in futures::future::join_all(reads).await {
+        statuses.push(r.status().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [503, 503, 503, 503, 504, 504, 504, 504]);
+    // The slots stay taken until the store calls really end, not when callers give up.
+    let (status, code, msg, _) = error_of(m.get("/v1.0/state/trick/fine").await).await;
+    assert_eq!((status, code.as_str()), (503, "ERR_STATE_GET"), "{msg}");
+    assert!(msg.contains("4 requests already in flight"), "{msg}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(m.get("/v1.0/state/trick/fine").await.status(), 200);
+}
+
+#[actix_rt::test]
 async fn a_panicking_store_is_restarted_and_the_next_requests_succeed() {
     let factory = TrickFactory::new(1);
     let m = TestMecha::empty()

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 use futures::FutureExt;
+use tokio::sync::Semaphore;
 
 use super::store::{BulkGetItem, StateStore, StoreError};
 use super::store_actor::{Call, StoreActor};
@@ -14,16 +15,20 @@ use crate::model::{
     TransactionRequest,
 };
 
-/// The gateway's view of one store shard. Cloning is cheap.
+/// The gateway's view of one store shard. Cloning is cheap (clones share the shard's
+/// in-flight bound and the store's resiliency).
 ///
 /// Every call goes through the store's resiliency, Dapr's order: retry → breaker →
-/// per-attempt timeout → store. The request timeout bounds the whole call, retries and
-/// their waits included, so no request waits longer than it.
+/// per-attempt timeout → store. The request timeout bounds the whole call, retries, their
+/// waits and the wait for an in-flight slot included, so no request waits longer than it.
 #[derive(Clone)]
 pub struct StoreHandle {
     addr: Addr<StoreActor>,
     timeout: Duration,
     resilience: Arc<Resilience>,
+    /// One permit per request allowed in flight on this shard (`actors.mailboxCapacity`).
+    in_flight: Arc<Semaphore>,
+    capacity: usize,
 }
 
 /// Whether a failed attempt may be repeated.
@@ -40,20 +45,27 @@ type Attempt<R> =
     Box<dyn FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send>;
 
 impl StoreHandle {
-    /// Wraps a shard's address with the per-request timeout and the store's resiliency.
+    /// Wraps a shard's address with the per-request timeout, an in-flight bound of
+    /// `capacity` requests (a request past it waits for a free slot, within its timeout) and
+    /// the store's resiliency.
     pub fn new(
         addr: Addr<StoreActor>,
         timeout: Duration,
+        capacity: usize,
         resilience: Arc<Resilience>,
     ) -> StoreHandle {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
         StoreHandle {
             addr,
             timeout,
             resilience,
+            in_flight: Arc::new(Semaphore::new(capacity)),
+            capacity,
         }
     }
 
-    /// One attempt within `limit`, through the breaker.
+    /// One attempt within `limit`, through the breaker (checked first, so an open breaker
+    /// answers at once) and the in-flight bound.
     async fn attempt<R: Send + 'static>(
         &self,
         f: Attempt<Result<R, StoreError>>,
@@ -63,13 +75,38 @@ impl StoreHandle {
             Some(b) => Some(b.admit(Instant::now()).map_err(StoreError::CircuitOpen)?),
             None => None,
         };
-        let result = match self.addr.send(Call(f)).timeout(limit).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(e),
-            Err(MailboxError::Timeout) => Err(StoreError::Timeout(limit)),
-            Err(MailboxError::Closed) => Err(StoreError::Unavailable(
-                "the store actor is not running".into(),
-            )),
+        let start = Instant::now();
+        // The permit travels with the call and is released when the store future ends (not
+        // when the caller gives up), so at most `capacity` store calls run at once on this
+        // shard; waiting for one counts against the timeout.
+        let permit = match tokio::time::timeout(limit, self.in_flight.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the store shard is closed".into())),
+            Err(_) => Err(StoreError::Busy(self.capacity)),
+        };
+        let result = match permit {
+            Err(e) => Err(e),
+            Ok(permit) => {
+                let left = limit.saturating_sub(start.elapsed());
+                let call = move |store: Arc<dyn StateStore>| {
+                    let fut = f(store);
+                    async move {
+                        let r = fut.await;
+                        drop(permit);
+                        r
+                    }
+                    .boxed()
+                };
+                match self.addr.send(Call(Box::new(call))).timeout(left).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(e),
+                    Err(MailboxError::Timeout) => Err(StoreError::Timeout(limit)),
+                    Err(MailboxError::Closed) => Err(StoreError::Unavailable(
+                        "the store actor is not running".into(),
+                    )),
+                }
+            }
         };
         if let (Some(b), Some(t)) = (&self.resilience.breaker, ticket) {
             let ok = match &result {
@@ -78,6 +115,7 @@ impl StoreHandle {
             };
             if let Some(state) = b.record(t, ok, Instant::now()) {
                 tracing::warn!(
+                    store = %self.resilience.store,
                     breaker = %b.settings().name,
                     state = state.as_str(),
                     "circuit breaker changed state"

@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The store's circuit breaker refused the call; the store was not called.
     #[error("state store unavailable: {0} (the store was not called)")]
     CircuitOpen(crate::capabilities::resiliency::Rejection),
+    /// The shard already runs its maximum of requests (`actors.mailboxCapacity`) and none
+    /// finished within the request timeout.
+    #[error("{0} requests already in flight")]
+    Busy(usize),
     /// Anything else.
     #[error("{0}")]
     Internal(String),

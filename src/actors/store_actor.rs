@@ -1,14 +1,14 @@
 //! `StoreActor`: one supervised actor per store and serving thread.
 //!
 //! Each request becomes its own task (`ResponseFuture`), so the mailbox never serializes
-//! requests; the actor only bounds the queue, catches panics, pings the backend and lets its
-//! [`actix::Supervisor`] rebuild the store instance from its factory after a panic or after
+//! requests; how many run at once is bounded by the handle (`mailboxCapacity`). The actor
+//! catches panics, pings the backend and lets its [`actix::Supervisor`] rebuild the store instance from its factory after a panic or after
 //! repeated failed pings.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -21,7 +21,8 @@ use super::store::{StateStore, StoreError, StoreFactory};
 /// Tunables of every store actor.
 #[derive(Debug, Clone)]
 pub struct ActorSettings {
-    /// Mailbox capacity: requests queued beyond this wait (back-pressure) until the timeout.
+    /// Store calls in flight per shard (enforced by [`super::StoreHandle`]): more wait for
+    /// a slot within the request timeout, then fail with [`StoreError::Busy`].
     pub mailbox_capacity: usize,
     /// Per-request deadline, covering queueing and the store call.
     pub request_timeout: Duration,
@@ -47,17 +48,32 @@ impl Default for ActorSettings {
 }
 
 /// Health of one store, shared by all its shards and read by `/v1.0/healthz`.
+///
+/// A store starts *unchecked*, which counts as not ready: a store that cannot be reached at
+/// start-up is never reported healthy. Every shard pings once as soon as it starts and then
+/// every `healthInterval`; the state changes on each result, and only a change is logged
+/// (once per store, whichever shard sees it first).
 #[derive(Debug, Default)]
 pub struct StoreHealth {
-    unhealthy: AtomicBool,
+    /// [`UNCHECKED`], [`HEALTHY`] or [`UNHEALTHY`].
+    state: AtomicU8,
     restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
+const UNCHECKED: u8 = 0;
+const HEALTHY: u8 = 1;
+const UNHEALTHY: u8 = 2;
+
 impl StoreHealth {
-    /// Whether the last ping (of any shard) succeeded.
+    /// Whether the last ping (of any shard) succeeded; `false` before the first ping answered.
     pub fn is_healthy(&self) -> bool {
-        !self.unhealthy.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) == HEALTHY
+    }
+
+    /// Whether any ping has answered yet (successfully or not).
+    pub fn is_checked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != UNCHECKED
     }
 
     /// How many times a shard of this store was restarted.
@@ -65,21 +81,29 @@ impl StoreHealth {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// The last ping error, if the store is unhealthy.
+    /// Why the store is not healthy (the last ping error, or that none answered yet).
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().clone()
+        match self.state.load(Ordering::Relaxed) {
+            UNCHECKED => Some("not reached yet".to_owned()),
+            _ => self.last_error.lock().clone(),
+        }
     }
 
-    fn record(&self, result: &Result<(), StoreError>) {
+    /// Records a ping result of store `name`, logging when the state changes.
+    pub fn record(&self, name: &str, result: &Result<(), StoreError>) {
+        let new = if result.is_ok() { HEALTHY } else { UNHEALTHY };
         match result {
-            Ok(()) => {
-                self.unhealthy.store(false, Ordering::Relaxed);
-                *self.last_error.lock() = None;
+            Ok(()) => *self.last_error.lock() = None,
+            Err(e) => *self.last_error.lock() = Some(e.to_string()),
+        }
+        let old = self.state.swap(new, Ordering::Relaxed);
+        match (old, result) {
+            (UNCHECKED, Ok(())) => tracing::info!(store = %name, "state store reachable"),
+            (UNHEALTHY, Ok(())) => tracing::info!(store = %name, "state store reachable again"),
+            (UNCHECKED | HEALTHY, Err(e)) => {
+                tracing::warn!(store = %name, error = %e, "state store unreachable")
             }
-            Err(e) => {
-                self.unhealthy.store(true, Ordering::Relaxed);
-                *self.last_error.lock() = Some(e.to_string());
-            }
+            _ => {}
         }
     }
 }
@@ -126,31 +150,42 @@ impl StoreActor {
     }
 }
 
+impl StoreActor {
+    fn ping(&mut self, ctx: &mut Context<Self>) {
+        let store = match self.ensure_store() {
+            Ok(s) => s,
+            Err(e) => {
+                self.health.record(&self.name, &Err(e));
+                return;
+            }
+        };
+        let ping = async move { store.ping().await };
+        ctx.spawn(ping.into_actor(self).map(|res, act, ctx| {
+            act.health.record(&act.name, &res);
+            match res {
+                Ok(()) => act.failed_pings = 0,
+                Err(e) => {
+                    act.failed_pings += 1;
+                    // The store-level change is logged once by `record`; this is per shard.
+                    tracing::debug!(store = %act.name, error = %e, failures = act.failed_pings, "store ping failed");
+                    if act.failed_pings >= act.settings.restart_after_failed_pings {
+                        ctx.stop();
+                    }
+                }
+            }
+        }));
+    }
+}
+
 impl Actor for StoreActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-        if let Err(e) = self.ensure_store() {
-            tracing::error!(store = %self.name, error = %e, "cannot create store instance");
-        }
-        ctx.run_interval(self.settings.health_interval, |act, ctx| {
-            let Ok(store) = act.ensure_store() else { return };
-            let ping = async move { store.ping().await };
-            ctx.spawn(ping.into_actor(act).map(|res, act, ctx| {
-                act.health.record(&res);
-                match res {
-                    Ok(()) => act.failed_pings = 0,
-                    Err(e) => {
-                        act.failed_pings += 1;
-                        tracing::warn!(store = %act.name, error = %e, failures = act.failed_pings, "store ping failed");
-                        if act.failed_pings >= act.settings.restart_after_failed_pings {
-                            ctx.stop();
-                        }
-                    }
-                }
-            }));
-        });
+        // Ping at once, so a store that cannot be reached is known at start-up, then
+        // every `healthInterval`.
+        Self::ping(self, ctx);
+        ctx.run_interval(self.settings.health_interval, Self::ping);
         if self.primary
             && let Some(interval) = self.store.as_ref().and_then(|s| s.housekeeping_interval())
         {
@@ -169,7 +204,7 @@ impl Supervised for StoreActor {
         self.failed_pings = 0;
         // Drop the old instance (and its connections); `started` builds a fresh one.
         self.store = None;
-        tracing::warn!(store = %self.name, "restarting store actor");
+        tracing::debug!(store = %self.name, "restarting store actor");
     }
 }
 

@@ -101,6 +101,22 @@ pub struct Limits {
     pub max_transaction_ops: usize,
     /// Default fan-out of a bulk get that does not say (`parallelism` ≤ 0).
     pub default_bulk_parallelism: usize,
+    /// Most open connections per listener (HTTP and gRPC each); more are closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send the request headers (HTTP) or its first bytes (gRPC).
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole request body (HTTP) or message (gRPC), from the
+    /// end of the headers.
+    pub body_timeout: Duration,
+    /// An open connection on which the client sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per gRPC connection.
+    pub max_concurrent_streams: u32,
+    /// Deepest nesting of arrays and objects in a JSON body.
+    pub max_json_depth: usize,
+    /// JSON bodies larger than this are parsed on a bounded pool of blocking threads, so
+    /// a big parse never stalls the other requests of its serving thread.
+    pub blocking_parse_threshold: usize,
     /// Most extended-metadata attributes one app may set.
     pub max_metadata_entries: usize,
     /// Longest extended-metadata attribute name, in bytes.
@@ -117,6 +133,13 @@ impl Default for Limits {
             max_bulk_items: 1000,
             max_transaction_ops: 1000,
             default_bulk_parallelism: 16,
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 100,
+            max_json_depth: 64,
+            blocking_parse_threshold: 64 * 1024,
             max_metadata_entries: 64,
             max_metadata_key_length: 256,
             max_metadata_bytes: 64 * 1024,
@@ -253,6 +276,13 @@ struct RawLimits {
     max_bulk_items: Option<usize>,
     max_transaction_ops: Option<usize>,
     default_bulk_parallelism: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_concurrent_streams: Option<usize>,
+    max_json_depth: Option<usize>,
+    blocking_parse_threshold: Option<serde_norway::Value>,
     max_metadata_entries: Option<usize>,
     max_metadata_key_length: Option<usize>,
     max_metadata_bytes: Option<serde_norway::Value>,
@@ -428,6 +458,12 @@ impl Settings {
                 Err(e) => err("limits.maxBodySize", e),
             }
         }
+        if let Some(v) = l.blocking_parse_threshold {
+            match parse_size(&yaml_scalar(&v)) {
+                Ok(n) => s.limits.blocking_parse_threshold = n,
+                Err(e) => err("limits.blockingParseThreshold", e),
+            }
+        }
         if let Some(v) = l.max_metadata_bytes {
             match parse_size(&yaml_scalar(&v)) {
                 Ok(0) => err(
@@ -463,6 +499,23 @@ impl Settings {
             l.default_bulk_parallelism,
             &mut s.limits.default_bulk_parallelism,
         );
+        positive(
+            "limits.maxConnections",
+            l.max_connections,
+            &mut s.limits.max_connections,
+        );
+        positive(
+            "limits.maxJsonDepth",
+            l.max_json_depth,
+            &mut s.limits.max_json_depth,
+        );
+        let mut streams = s.limits.max_concurrent_streams as usize;
+        positive(
+            "limits.maxConcurrentStreams",
+            l.max_concurrent_streams,
+            &mut streams,
+        );
+        s.limits.max_concurrent_streams = u32::try_from(streams).unwrap_or(u32::MAX);
         positive(
             "limits.maxMetadataEntries",
             l.max_metadata_entries,
@@ -506,6 +559,21 @@ impl Settings {
             "actors.healthInterval",
             raw.actors.health_interval,
             &mut s.actors.health_interval,
+        );
+        duration(
+            "limits.headerTimeout",
+            l.header_timeout,
+            &mut s.limits.header_timeout,
+        );
+        duration(
+            "limits.bodyTimeout",
+            l.body_timeout,
+            &mut s.limits.body_timeout,
+        );
+        duration(
+            "limits.idleTimeout",
+            l.idle_timeout,
+            &mut s.limits.idle_timeout,
         );
         duration(
             "actors.ttlSweepInterval",

@@ -10,6 +10,10 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::Malformed,
         ErrorKind::BodyRead,
         ErrorKind::BodyTooLarge { limit: 10 },
+        ErrorKind::BodyTimeout {
+            limit: std::time::Duration::from_secs(1),
+        },
+        ErrorKind::StoreBusy { capacity: 4 },
         ErrorKind::InvalidOption,
         ErrorKind::LimitExceeded,
         ErrorKind::TransactionsNotSupported,

@@ -161,6 +161,11 @@ impl Catalog {
         &self.stores
     }
 
+    /// A configured store by name (scopes not applied).
+    pub fn store_named(&self, name: &str) -> Option<&StoreInfo> {
+        self.by_name.get(name).map(|i| &self.stores[*i])
+    }
+
     /// One store by index (from [`Catalog::resolve`]).
     pub fn store(&self, index: usize) -> &StoreInfo {
         &self.stores[index]

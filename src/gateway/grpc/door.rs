@@ -36,12 +36,43 @@ pub struct Caller(pub AppId);
 pub struct Door<S> {
     inner: S,
     catalog: Arc<Catalog>,
+    request_timeout: std::time::Duration,
 }
 
 impl<S> Door<S> {
-    /// The door in front of `inner`.
-    pub fn new(inner: S, catalog: Arc<Catalog>) -> Door<S> {
-        Door { inner, catalog }
+    /// The door in front of `inner`; `request_timeout` is the store actors' deadline.
+    pub fn new(inner: S, catalog: Arc<Catalog>, request_timeout: std::time::Duration) -> Door<S> {
+        Door {
+            inner,
+            catalog,
+            request_timeout,
+        }
+    }
+}
+
+/// Puts a [`Door`] around the whole router, so calls to methods and services Mecha does not
+/// serve pass through it too (auth, metrics under `_unknown`).
+#[derive(Clone)]
+pub struct DoorLayer {
+    catalog: Arc<Catalog>,
+    request_timeout: std::time::Duration,
+}
+
+impl DoorLayer {
+    /// The layer; `request_timeout` is the store actors' deadline.
+    pub fn new(catalog: Arc<Catalog>, request_timeout: std::time::Duration) -> DoorLayer {
+        DoorLayer {
+            catalog,
+            request_timeout,
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for DoorLayer {
+    type Service = Door<S>;
+
+    fn layer(&self, inner: S) -> Door<S> {
+        Door::new(inner, self.catalog.clone(), self.request_timeout)
     }
 }
 
@@ -117,8 +148,19 @@ where
         // The ready service is the one polled; leave a fresh clone in its place (tower's rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // A call (its message and its store call) gets `bodyTimeout + requestTimeout`: a
+        // stream whose message never completes is answered and closed, not held.
+        let limit = catalog.limits.body_timeout;
+        let deadline = limit + self.request_timeout;
         Box::pin(async move {
-            let mut resp = inner.call(req).await?;
+            let mut resp = match tokio::time::timeout(deadline, inner.call(req)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let err = Error::new(ErrorKind::BodyTimeout { limit }, operation(&method));
+                    tracing::debug!(error = %err, method = %method, "grpc call timed out");
+                    status(&err).into_http()
+                }
+            };
             drop(permit);
             // Errors of unary calls are trailers-only: the status is in the headers.
             let mut code = Code::Ok;

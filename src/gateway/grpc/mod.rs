@@ -37,8 +37,10 @@
 //!   calls finish, bounded by the shutdown timeout), then stops the arbiter.
 //!   `app::Running` stops gRPC when HTTP stops.
 
+pub mod codec;
 mod convert;
 mod door;
+mod listener;
 pub mod proto;
 mod service;
 mod status;
@@ -51,12 +53,11 @@ use std::time::Duration;
 use actix_rt::Arbiter;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use door::Caller;
 pub use status::{code_name, status};
 
-use self::door::Door;
+use self::door::DoorLayer;
 use self::proto::runtime::dapr_server::DaprServer;
 use self::service::DaprService;
 use crate::actors::ActorSettings;
@@ -96,6 +97,17 @@ impl GrpcServer {
     ) -> io::Result<GrpcServer> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        let limits = &catalog.limits;
+        codec::allow_repeated(limits.max_bulk_items.max(limits.max_transaction_ops));
+        let conn_limits = listener::ConnLimits {
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                limits
+                    .max_connections
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            handshake: limits.header_timeout,
+            idle: limits.idle_timeout,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut server = GrpcServer {
             addr,
@@ -106,12 +118,16 @@ impl GrpcServer {
         };
         for _ in 0..threads.max(1) {
             let listener = listener.try_clone()?;
-            let (catalog, settings, shutdown_rx) =
-                (catalog.clone(), settings.clone(), shutdown_rx.clone());
+            let (catalog, settings, shutdown_rx, conn_limits) = (
+                catalog.clone(),
+                settings.clone(),
+                shutdown_rx.clone(),
+                conn_limits.clone(),
+            );
             let (finished_tx, finished) = watch::channel(false);
             let arbiter = Arbiter::new();
             let spawned = arbiter.spawn(async move {
-                if let Err(e) = serve(catalog, settings, listener, shutdown_rx).await {
+                if let Err(e) = serve(catalog, settings, listener, conn_limits, shutdown_rx).await {
                     tracing::error!(error = %e, "grpc server failed");
                 }
                 let _ = finished_tx.send(true);
@@ -161,6 +177,7 @@ async fn serve(
     catalog: Arc<Catalog>,
     settings: ActorSettings,
     listener: std::net::TcpListener,
+    conn_limits: listener::ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -169,9 +186,12 @@ async fn serve(
     let dapr = DaprServer::new(DaprService::new(gateway))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let max_streams = catalog.limits.max_concurrent_streams;
+    let incoming = listener::incoming(listener, conn_limits);
     Server::builder()
-        .add_service(Door::new(dapr, catalog))
+        .max_concurrent_streams(max_streams)
+        .layer(DoorLayer::new(catalog, settings.request_timeout))
+        .add_service(dapr)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

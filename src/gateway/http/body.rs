@@ -274,9 +274,130 @@ fn prefix_malformed(e: Error, prefix: &str) -> Error {
     }
 }
 
+/// The shape of a JSON text, measured without parsing it: how deep it nests and how many
+/// elements its arrays hold at the first two levels. Costs one pass and no allocation, so
+/// limits are checked before a parser allocates for what it was sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Deepest nesting of arrays and objects (a scalar is 0, `[]` is 1).
+    pub depth: usize,
+    /// Most elements of one array opened at depth 1 (the body itself).
+    pub top_items: usize,
+    /// Most elements of one array opened at depth 2 (a field of the body, such as `keys`).
+    pub field_items: usize,
+}
+
+/// Measures `body`; stops with an error once it nests deeper than `max_depth`. Invalid JSON
+/// is measured as far as it goes (the parser reports it afterwards).
+pub fn shape(body: &[u8], max_depth: usize, op: Operation) -> Result<Shape, Error> {
+    // Per open container: whether it is an array, and whether a value started since the
+    // last separator (so the next value start counts as a new element).
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    let mut counts = [0usize; 3];
+    let mut shape = Shape::default();
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        let depth = stack.len();
+        if matches!(b, b']' | b'}') {
+            if let Some((is_array, _)) = stack.pop()
+                && is_array
+                && (1..=2).contains(&depth)
+            {
+                let slot = if depth == 1 {
+                    &mut shape.top_items
+                } else {
+                    &mut shape.field_items
+                };
+                *slot = (*slot).max(counts[depth]);
+            }
+            continue;
+        }
+        if let Some((is_array, started)) = stack.last_mut() {
+            if b == b',' {
+                *started = false;
+                continue;
+            }
+            if *is_array && !*started && b != b':' {
+                *started = true;
+                if depth <= 2 {
+                    counts[depth] += 1;
+                }
+            }
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                if depth + 1 > max_depth {
+                    return Err(Error::new(ErrorKind::LimitExceeded, op).detail(format!(
+                        "the JSON body nests deeper than the limit of {max_depth} levels"
+                    )));
+                }
+                if depth < 2 {
+                    counts[depth + 1] = 0;
+                }
+                stack.push((b == b'[', false));
+                shape.depth = shape.depth.max(depth + 1);
+            }
+            _ => {}
+        }
+    }
+    Ok(shape)
+}
+
+/// Fails with Mecha's bulk limit error when `n` items are more than `max`.
+pub fn check_items(op: Operation, what: &str, n: usize, max: usize) -> Result<(), Error> {
+    if n > max {
+        return Err(Error::new(ErrorKind::LimitExceeded, op).detail(format!(
+            "the request has {n} {what}, more than the limit of {max}"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shape_counts_items_and_depth_without_parsing() {
+        let op = Operation::Save;
+        let s = shape(
+            br#"[{"key":"a","value":[1,2,3,[4]]},{},null, "x,[y]" ]"#,
+            10,
+            op,
+        )
+        .unwrap();
+        assert_eq!((s.depth, s.top_items), (4, 4));
+        let s = shape(br#"{"keys":["a","b\"]","c"],"metadata":{"k":"v"}}"#, 10, op).unwrap();
+        assert_eq!((s.depth, s.top_items, s.field_items), (2, 0, 3));
+        let s = shape(
+            br#"{"operations":[{"request":{"value":[1,2,3,4,5]}},{}]}"#,
+            10,
+            op,
+        )
+        .unwrap();
+        assert_eq!(s.field_items, 2);
+        assert_eq!(shape(b"[]", 10, op).unwrap().top_items, 0);
+        assert_eq!(shape(b"[[],[]]", 10, op).unwrap().top_items, 2);
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        let e = shape(deep.as_bytes(), 64, op).unwrap_err();
+        assert_eq!(*e.kind(), ErrorKind::LimitExceeded);
+        assert!(shape(deep.as_bytes(), 65, op).is_ok());
+    }
     use crate::error::Protocol;
 
     fn msg(e: Error) -> (u16, String) {

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
 use crate::capabilities::RECEIPT_HEADER;
+use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
@@ -83,7 +84,7 @@ impl From<Result<HttpResponse, Error>> for Outcome {
 /// The catch-all service: every request of the HTTP door comes through here.
 pub async fn dispatch(
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> HttpResponse {
     let start = Instant::now();
@@ -101,7 +102,11 @@ pub async fn dispatch(
             let detailed = gw.catalog().is_valid_token(token);
             healthz(gw, &Query::parse(req.query_string()), detailed).into()
         }
-        Route::HealthzOutbound => Outcome::Response(respond::no_content()),
+        // Outbound readiness is the stores' readiness (an unreachable store is not ready).
+        Route::HealthzOutbound => {
+            let detailed = gw.catalog().is_valid_token(token);
+            healthz(gw, &Query::parse(""), detailed).into()
+        }
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         _ => match gw.catalog().authenticate(token) {
             Err(e) => Outcome::Error(e),
@@ -113,7 +118,7 @@ pub async fn dispatch(
                         actix_rt::time::sleep(refusal.delay).await;
                         Outcome::Error(refusal.error)
                     }
-                    Ok(_permit) => serve(gw, &req, payload, &route, a).await,
+                    Ok(_permit) => serve(gw, &req, &mut payload, &route, a).await,
                 }
             }
         },
@@ -127,7 +132,28 @@ pub async fn dispatch(
             } else {
                 tracing::warn!(error = %e.log_summary(), "request failed");
             }
-            respond::error(&e)
+            let mut resp = respond::error(&e);
+            if matches!(
+                e.kind(),
+                ErrorKind::BodyTooLarge { .. }
+                    | ErrorKind::BodyTimeout { .. }
+                    | ErrorKind::BodyRead
+            ) {
+                // The rest of the body was not read: close instead of holding the
+                // connection for a body that may never end. actix-http closes when the
+                // payload is still unread (not dropped) as the response ends; dropped, it
+                // would drain a chunked body for as long as the client keeps it open. So
+                // the response body keeps the payload until it is written.
+                resp.head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                resp = resp
+                    .map_body(|_, body| HoldPayload {
+                        body,
+                        _payload: payload,
+                    })
+                    .map_into_boxed_body();
+            }
+            resp
         }
         Outcome::BadParam(name, why) => respond::text(
             StatusCode::BAD_REQUEST,
@@ -136,10 +162,10 @@ pub async fn dispatch(
     };
     let elapsed = start.elapsed();
     let app_label = app.as_deref().unwrap_or_else(|| gw.catalog().default_app());
-    metrics::record_http_segments(
+    metrics::record_http_path(
         app_label,
         req.method().as_str(),
-        &segments,
+        path_label(gw, &route, &segments),
         resp.status().as_u16(),
         elapsed,
     );
@@ -151,6 +177,63 @@ pub async fn dispatch(
     resp
 }
 
+/// The metrics `path` of a request: a configured store's state path, a route template, or
+/// `_unknown` (never the raw path, so requests cannot create series at will).
+fn path_label<'c>(gw: &'c Gateway, route: &Route<'_>, segments: &[&str]) -> metrics::HttpPath<'c> {
+    use metrics::HttpPath::{Fixed, State};
+    let store = match *route {
+        Route::Save(s)
+        | Route::Get(s, _)
+        | Route::Delete(s, _)
+        | Route::BulkGet(s)
+        | Route::Transaction(s)
+        | Route::Query(s) => s,
+        Route::Healthz => return Fixed("/v1.0/healthz"),
+        Route::HealthzOutbound => return Fixed("/v1.0/healthz/outbound"),
+        Route::GetMetadata => return Fixed("/v1.0/metadata"),
+        Route::PutMetadata(_) => return Fixed("/v1.0/metadata/{key}"),
+        Route::NotFound => return Fixed(metrics::UNKNOWN),
+    };
+    let name = if store.contains(['%', '+']) {
+        query_unescape(store).ok().map(std::borrow::Cow::Owned)
+    } else {
+        Some(std::borrow::Cow::Borrowed(store))
+    };
+    let version = if segments.first() == Some(&"v1.0-alpha1") {
+        "v1.0-alpha1"
+    } else {
+        "v1.0"
+    };
+    match name.and_then(|n| gw.catalog().store_named(&n)) {
+        Some(info) => State {
+            version,
+            store: &info.name,
+        },
+        None => Fixed(metrics::UNKNOWN),
+    }
+}
+
+/// A response body that keeps the request payload alive until the body is written.
+struct HoldPayload {
+    body: actix_web::body::BoxBody,
+    _payload: web::Payload,
+}
+
+impl actix_web::body::MessageBody for HoldPayload {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
 fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
     query_unescape(raw).map_err(|e| Outcome::BadParam(name, e))
 }
@@ -158,12 +241,15 @@ fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
 async fn serve(
     gw: &Gateway,
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     route: &Route<'_>,
     app: AppId,
 ) -> Outcome {
     let q = Query::parse(req.query_string());
-    let limit = gw.catalog().limits.max_body_size;
+    let limits = gw.catalog().limits.clone();
+    let limits = &limits;
+    let limit = limits.max_body_size;
+    let wait = limits.body_timeout;
     macro_rules! param {
         ($name:literal, $raw:expr) => {
             match unescape($name, $raw) {
@@ -185,10 +271,22 @@ async fn serve(
     let (store, op, request) = match *route {
         Route::Save(store) => {
             let op = Operation::Save;
-            let body = read_body(req, &mut payload, limit, op).await;
-            let request = body
-                .and_then(|b| body::parse_save(&b, &q.metadata))
-                .map(|items| StateRequest::Save { items });
+            let max = limits.max_bulk_items;
+            let url = q.metadata.clone();
+            let request = match read_body(req, payload, limit, wait, op).await {
+                Ok(b) => {
+                    parse_body(
+                        b,
+                        limits,
+                        op,
+                        move |s| body::check_items(op, "items", s.top_items, max),
+                        move |b| body::parse_save(b, &url),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+            .map(|items| StateRequest::Save { items });
             (param!("storeName", store), op, request)
         }
         Route::Get(store, key) => {
@@ -224,27 +322,70 @@ async fn serve(
         }
         Route::BulkGet(store) => {
             let op = Operation::BulkGet;
-            let body = read_body(req, &mut payload, limit, op).await;
-            let request = body
-                .and_then(|b| body::parse_bulk(&b, &q.metadata))
-                .map(|b| StateRequest::BulkGet {
-                    keys: b.keys,
-                    parallelism: b.parallelism,
-                    metadata: b.metadata,
-                });
+            let max = limits.max_bulk_items;
+            let url = q.metadata.clone();
+            let request = match read_body(req, payload, limit, wait, op).await {
+                Ok(b) => {
+                    parse_body(
+                        b,
+                        limits,
+                        op,
+                        move |s| body::check_items(op, "keys", s.field_items, max),
+                        move |b| body::parse_bulk(b, &url),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+            .map(|b| StateRequest::BulkGet {
+                keys: b.keys,
+                parallelism: b.parallelism,
+                metadata: b.metadata,
+            });
             (param!("storeName", store), op, request)
         }
         Route::Transaction(store) => {
             let op = Operation::Transaction;
-            let body = read_body(req, &mut payload, limit, op).await;
-            let request = body
-                .and_then(|b| body::parse_transaction(&b, &q.metadata))
-                .map(StateRequest::Transaction);
-            (param!("storeName", store), op, request)
+            let store = param!("storeName", store);
+            // Counted before parsing, against the store's own limit when it has one.
+            let (max, name) = gw
+                .catalog()
+                .store_named(&store)
+                .map_or((limits.max_transaction_ops, store.clone()), |s| {
+                    (s.max_transaction_ops, s.name.clone())
+                });
+            let url = q.metadata.clone();
+            let request = match read_body(req, payload, limit, wait, op).await {
+                Ok(b) => {
+                    parse_body(
+                        b,
+                        limits,
+                        op,
+                        move |s| {
+                            if s.field_items > max {
+                                return Err(Error::new(
+                                    ErrorKind::TooManyTransactionOps {
+                                        count: s.field_items,
+                                        max,
+                                    },
+                                    op,
+                                )
+                                .store(name));
+                            }
+                            Ok(())
+                        },
+                        move |b| body::parse_transaction(b, &url),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+            .map(StateRequest::Transaction);
+            (store, op, request)
         }
         Route::Query(store) => {
             let op = Operation::Query;
-            let body = read_body(req, &mut payload, limit, op).await;
+            let body = read_body(req, payload, limit, wait, op).await;
             let request = body
                 .and_then(|b| {
                     String::from_utf8(b.to_vec()).map_err(|_| {
@@ -262,7 +403,7 @@ async fn serve(
             let key = param!("key", key);
             // No value can be larger than the app's whole metadata allowance.
             let limit = limit.min(gw.catalog().max_extended_value());
-            let body = tri!(read_body(req, &mut payload, limit, Operation::Other).await);
+            let body = tri!(read_body(req, payload, limit, wait, Operation::Other).await);
             tri!(
                 gw.catalog()
                     .set_extended(&app, &key, &String::from_utf8_lossy(&body))
@@ -313,11 +454,14 @@ fn render(reply: StateReply) -> HttpResponse {
     }
 }
 
-/// Reads the whole body, failing fast (413) once it passes `limit`.
+/// Reads the whole body, failing fast (413) once it passes `limit` (checked on every chunk,
+/// so a chunked body is bounded too), and (408) when it has not arrived within
+/// `limits.bodyTimeout` (a trickled body, or a chunk size that is never filled).
 async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
     limit: usize,
+    body_timeout: std::time::Duration,
     op: Operation,
 ) -> Result<Bytes, Error> {
     let too_large = || Error::new(ErrorKind::BodyTooLarge { limit }, op);
@@ -329,15 +473,65 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
+    let read = async {
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(body_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(
+            ErrorKind::BodyTimeout {
+                limit: body_timeout,
+            },
+            op,
+        )),
     }
-    Ok(buf.freeze())
+}
+
+/// Bounds the blocking threads parsing large bodies at once (their memory too).
+fn parse_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cpus * 2)
+    })
+}
+
+/// Checks the body's shape (depth, item count via `items`) and parses it with `parse`: on
+/// this thread when it is small, else on a bounded pool of blocking threads so a long
+/// parse never stalls the other requests of this worker.
+async fn parse_body<T: Send + 'static>(
+    body: Bytes,
+    limits: &Limits,
+    op: Operation,
+    items: impl FnOnce(&body::Shape) -> Result<(), Error> + Send + 'static,
+    parse: impl FnOnce(&[u8]) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let max_depth = limits.max_json_depth;
+    let len = body.len();
+    let work = move || {
+        let shape = body::shape(&body, max_depth, op)?;
+        items(&shape)?;
+        parse(&body)
+    };
+    if len <= limits.blocking_parse_threshold {
+        return work();
+    }
+    let _permit = parse_permits()
+        .acquire()
+        .await
+        .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
+    web::block(work)
+        .await
+        .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?
 }
 
 fn bulk_json(items: &[crate::gateway::BulkItem]) -> Vec<u8> {

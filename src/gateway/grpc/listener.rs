@@ -1,0 +1,162 @@
+//! The gRPC door's accept loop, with the bounds hyper does not give: at most
+//! `limits.maxConnections` open connections (shared by every accepting thread; one more
+//! is closed at once), a connection must send its first bytes within
+//! `limits.headerTimeout` (an idle TCP connection never reaches hyper), and a connection on
+//! which the client sends nothing for `limits.idleTimeout` is closed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::Connected;
+
+/// Connection bounds of one listener.
+#[derive(Clone)]
+pub(super) struct ConnLimits {
+    /// One permit per open connection, shared by every accepting thread.
+    pub permits: Arc<Semaphore>,
+    /// Time to the first byte.
+    pub handshake: Duration,
+    /// Longest silence from the client.
+    pub idle: Duration,
+}
+
+/// Accepts on `listener` and yields connections that sent their first bytes in time. Runs
+/// until the returned stream is dropped.
+pub(super) fn incoming(
+    listener: TcpListener,
+    limits: ConnLimits,
+) -> impl Stream<Item = Result<Conn, io::Error>> {
+    let (tx, rx) = mpsc::unbounded_channel::<Conn>();
+    tokio::spawn(accept_loop(listener, limits, tx));
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) },
+    )
+}
+
+async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::UnboundedSender<Conn>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = tx.closed() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::debug!(error = %e, "grpc accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limits.permits.clone().try_acquire_owned() else {
+            tracing::debug!("grpc connection refused: maxConnections reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let tx = tx.clone();
+        let (handshake, idle) = (limits.handshake, limits.idle);
+        tokio::spawn(async move {
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(handshake, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    let _ = tx.send(Conn::new(stream, permit, idle));
+                }
+                _ => tracing::debug!("grpc connection closed: nothing received in time"),
+            }
+        });
+    }
+}
+
+/// An accepted connection holding its slot; reads fail once the client stays silent for
+/// the idle timeout, which makes hyper close the connection.
+pub(super) struct Conn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, idle: Duration) -> Conn {
+        Conn {
+            stream,
+            _permit: permit,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    let next = Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing within the idle timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
