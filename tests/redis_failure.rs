@@ -407,6 +407,15 @@ async fn frozen_redis_trips_the_breaker_fails_fast_and_recovers() {
         slowest < Duration::from_millis(50),
         "open-breaker failures took up to {slowest:?}"
     );
+    // Health says so at once (the breaker is read on each health call).
+    if opened.elapsed() < Duration::from_millis(800) {
+        let (status, code, message, _) = error_of(m.get("/v1.0/healthz/outbound").await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (500, "ERR_HEALTH_NOT_READY"),
+            "{message}"
+        );
+    }
     let metrics = m.metrics().await;
     assert!(
         metrics.contains("dapr_resiliency_cb_state{policy=\"circuitbreaker\",namespace=\"\",flow_direction=\"outbound\",target=\"Statestore_cache\",status=\"open\"} 1"),
