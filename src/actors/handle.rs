@@ -70,6 +70,7 @@ impl StoreHandle {
         &self,
         f: Attempt<Result<R, StoreError>>,
         limit: Duration,
+        named: Duration,
     ) -> Result<R, StoreError> {
         let ticket = match &self.resilience.breaker {
             Some(b) => Some(b.admit(Instant::now()).map_err(StoreError::CircuitOpen)?),
@@ -101,7 +102,7 @@ impl StoreHandle {
                 match self.addr.send(Call(Box::new(call))).timeout(left).await {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => Err(e),
-                    Err(MailboxError::Timeout) => Err(StoreError::Timeout(limit)),
+                    Err(MailboxError::Timeout) => Err(StoreError::Timeout(named)),
                     Err(MailboxError::Closed) => Err(StoreError::Unavailable(
                         "the store actor is not running".into(),
                     )),
@@ -148,7 +149,12 @@ impl StoreHandle {
                 .resilience
                 .attempt_timeout
                 .map_or(left, |t| t.min(left));
-            let err = match self.attempt(make(), limit).await {
+            // A timeout names the limit that fired: the attempt's, or the request's.
+            let named = match self.resilience.attempt_timeout {
+                Some(t) if t < left => t,
+                _ => self.timeout,
+            };
+            let err = match self.attempt(make(), limit, named).await {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
