@@ -74,6 +74,48 @@ ensure_nats() {
   wait_for nats 15 nats_jetstream "$host" "$port"
 }
 
+etcd_health() { # etcd_health HOST PORT: the member answers /health with "health":"true"
+  local reply
+  { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
+  printf 'GET /health HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" >&3
+  reply=$(timeout 2 cat <&3 || true)
+  exec 3<&- 3>&-
+  [[ "$reply" == *'"health":"true"'* ]]
+}
+
+# etcd for the state.etcd tests: a three-member cluster on private ports (client
+# ${ETCD_BASE_PORT:-2379}1..3, peer ${ETCD_BASE_PORT:-2380}1..3 by default: 23791-23793 / 23801-23803),
+# data in a temp dir, unless ETCD_ENDPOINTS names a cluster already. The binary is needed even
+# when a cluster answers: the failover tests kill and restart members of their own.
+ensure_etcd() {
+  command -v etcd >/dev/null || { log "etcd: installing"; apt_install etcd-server; }
+  if [ -n "${ETCD_ENDPOINTS:-}" ]; then log "etcd: using ETCD_ENDPOINTS=$ETCD_ENDPOINTS"; return 0; fi
+  local host=127.0.0.1 client_base=${ETCD_CLIENT_BASE:-2379} peer_base=${ETCD_PEER_BASE:-2380}
+  local i endpoints="" cluster="" all_up=1
+  for i in 1 2 3; do
+    endpoints+="${endpoints:+,}http://$host:$client_base$i"
+    cluster+="${cluster:+,}m$i=http://$host:$peer_base$i"
+    etcd_health "$host" "$client_base$i" || all_up=0
+  done
+  export ETCD_ENDPOINTS="$endpoints"
+  if [ "$all_up" = 1 ]; then log "etcd: three members up at $ETCD_ENDPOINTS"; return 0; fi
+  local dir="${TMPDIR:-/tmp}/mecha-etcd-$client_base"
+  log "etcd: starting a three-member cluster at $ETCD_ENDPOINTS (data in $dir)"
+  for i in 1 2 3; do
+    if etcd_health "$host" "$client_base$i"; then continue; fi
+    mkdir -p "$dir/m$i"
+    local state=new
+    [ -d "$dir/m$i/member" ] && state=existing
+    nohup etcd --name "m$i" --data-dir "$dir/m$i" \
+      --listen-client-urls "http://$host:$client_base$i" --advertise-client-urls "http://$host:$client_base$i" \
+      --listen-peer-urls "http://$host:$peer_base$i" --initial-advertise-peer-urls "http://$host:$peer_base$i" \
+      --initial-cluster "$cluster" --initial-cluster-state "$state" --initial-cluster-token mecha-test \
+      >"$dir/m$i.log" 2>&1 &
+    disown || true
+  done
+  for i in 1 2 3; do wait_for "etcd member $i" 30 etcd_health "$host" "$client_base$i" || return 1; done
+}
+
 pg_ready() { tcp_open 127.0.0.1 "${PGPORT:-5432}"; }
 
 ensure_postgres() {
@@ -116,7 +158,7 @@ ensure_node() {
 }
 
 # The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
-# the clone (reused between runs), Redis, PostgreSQL and NATS (with JetStream) up, and their
+# the clone (reused between runs), Redis, PostgreSQL, NATS (with JetStream) and etcd up, and their
 # URLs exported.
 prepare_test_environment() {
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mecha/target}"
@@ -124,6 +166,7 @@ prepare_test_environment() {
   ensure_redis
   ensure_postgres
   ensure_nats
+  ensure_etcd
   export NATS_URL="${NATS_URL:-nats://127.0.0.1:${NATS_PORT:-4222}}"
   export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
   export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"

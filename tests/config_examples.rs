@@ -56,6 +56,10 @@ fn example_components_load() {
         types.iter().any(|t| t == "state.jetstream"),
         "no JetStream example: {types:?}"
     );
+    assert!(
+        types.iter().any(|t| t == "state.etcd"),
+        "no etcd example: {types:?}"
+    );
 }
 
 #[test]

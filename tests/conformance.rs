@@ -48,6 +48,7 @@ conformance!(kv_in_memory, conformance::harness::kv_in_memory());
 conformance!(redis, conformance::harness::redis());
 conformance!(postgresql, conformance::harness::postgresql());
 conformance!(jetstream, conformance::harness::jetstream());
+conformance!(etcd, conformance::harness::etcd());
 
 /// Key listing (`StateStore::list_keys`), on the stores that implement it.
 mod list_keys {
@@ -59,6 +60,12 @@ mod list_keys {
             &conformance::harness::in_memory().await,
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn etcd() {
+        conformance::cases::list_keys_pages_every_live_key(&conformance::harness::etcd().await)
+            .await;
     }
 
     #[tokio::test]

@@ -198,3 +198,27 @@ pub fn delete_kv_bucket(url: String, bucket: String) {
     });
     let _ = job.join();
 }
+
+/// `ETCD_ENDPOINTS`, or the three-member cluster `scripts/test.sh` starts.
+pub fn etcd_endpoints() -> String {
+    std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| {
+        "http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793".into()
+    })
+}
+
+/// etcd under a `keyPrefixPath` of its own (keys with a lease expire by themselves; the rest
+/// stay under that prefix). Fails (never skips) when etcd is unreachable.
+pub async fn etcd() -> Backend {
+    let prefix = format!("conf-{:016x}", rand::random::<u64>());
+    let b = from_component(
+        "state.etcd",
+        &[("endpoints", etcd_endpoints()), ("keyPrefixPath", prefix)],
+    );
+    if let Err(e) = b.store.ping().await {
+        panic!(
+            "etcd at {} is unreachable ({e}); run scripts/test.sh, which starts a cluster",
+            etcd_endpoints()
+        );
+    }
+    b
+}

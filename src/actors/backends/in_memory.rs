@@ -28,6 +28,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
+    per_process: true,
     metadata: &[Field::new(
         "sweepInterval",
         FieldKind::Duration,

@@ -95,6 +95,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
     metadata: METADATA,
+    per_process: false,
     build,
 };
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::actors::StoreFactory;
 use crate::capabilities::{CapabilitySet, MatrixRow, render_matrix};
 
+pub mod etcd;
 pub mod in_memory;
 pub mod jetstream;
 pub mod postgresql;
@@ -22,6 +23,7 @@ pub static REGISTRY: &[&Descriptor] = &[
     &redis::DESCRIPTOR,
     &postgresql::DESCRIPTOR,
     &jetstream::DESCRIPTOR,
+    &etcd::DESCRIPTOR,
 ];
 
 /// How a backend describes itself.
@@ -38,6 +40,9 @@ pub struct Descriptor {
     pub conditional: CapabilitySet,
     /// Component metadata the backend reads (in addition to [`COMMON_FIELDS`]).
     pub metadata: &'static [Field],
+    /// Whether the data lives inside one Mecha process, so replicas do not share it (the
+    /// matrix says so: ETags and transactions then hold per process only).
+    pub per_process: bool,
     /// Builds the store factory from validated component metadata.
     pub build: fn(&ComponentConfig) -> Result<Arc<dyn StoreFactory>, String>,
 }
@@ -64,7 +69,11 @@ pub fn registry_matrix() -> String {
         .iter()
         .map(|d| MatrixRow {
             name: d.component_type.to_owned(),
-            detail: d.versions.join(", "),
+            detail: if d.per_process {
+                format!("{} (per process)", d.versions.join(", "))
+            } else {
+                d.versions.join(", ")
+            },
             capabilities: d.capabilities,
             conditional: d.conditional,
         })

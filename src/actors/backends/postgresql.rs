@@ -72,6 +72,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1", "v2"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
+    per_process: false,
     metadata: &[
         Field::new(
             "connectionString",

@@ -103,6 +103,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     capabilities: CAPABILITIES.with(Capability::StrongConsistency),
     conditional: CapabilitySet::of(&[Capability::StrongConsistency]),
     metadata: METADATA,
+    per_process: false,
     build,
 };
 

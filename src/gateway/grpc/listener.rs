@@ -28,18 +28,25 @@ pub(super) struct ConnLimits {
     pub idle: Duration,
 }
 
-/// Accepts on `listener` and yields connections that sent their first bytes in time. Runs
-/// until the returned stream is dropped.
+/// Accepts on `listener` and yields connections that sent their first bytes in time. The
+/// accept loop runs until the returned stream is dropped or the returned task is aborted;
+/// the listener is closed once that task has ended (await it after aborting, so a stopped
+/// server refuses new connections at once).
 pub(super) fn incoming(
     listener: TcpListener,
     limits: ConnLimits,
-) -> impl Stream<Item = Result<Conn, io::Error>> {
+) -> (
+    impl Stream<Item = Result<Conn, io::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::unbounded_channel::<Conn>();
-    tokio::spawn(accept_loop(listener, limits, tx));
-    futures::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) },
-    )
+    let task = tokio::spawn(accept_loop(listener, limits, tx));
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) },
+        );
+    (stream, task)
 }
 
 async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::UnboundedSender<Conn>) {

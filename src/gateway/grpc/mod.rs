@@ -187,14 +187,18 @@ async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let max_streams = catalog.limits.max_concurrent_streams;
-    let incoming = listener::incoming(listener, conn_limits);
-    Server::builder()
+    let (incoming, accept_task) = listener::incoming(listener, conn_limits);
+    let served = Server::builder()
         .max_concurrent_streams(max_streams)
         .layer(DoorLayer::new(catalog, settings.request_timeout))
         .add_service(dapr)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
-        .await?;
+        .await;
+    // Close the listener before reporting the server finished.
+    accept_task.abort();
+    let _ = accept_task.await;
+    served?;
     Ok(())
 }
