@@ -251,6 +251,8 @@ pub enum ErrorKind {
     QueryInvalid,
     /// Any other store failure.
     StoreFailure,
+    /// The store's circuit breaker is open: the call failed at once without reaching it.
+    StoreUnavailable,
     /// The API token is missing or wrong.
     Unauthorized,
     /// No route matches (daprd's service-invocation fallback).
@@ -356,6 +358,7 @@ impl Error {
             StoreError::EtagMismatch(_) => ErrorKind::EtagMismatch,
             StoreError::EtagInvalid(_) => ErrorKind::EtagInvalid,
             StoreError::Timeout(_) => ErrorKind::StoreTimeout,
+            StoreError::CircuitOpen(_) => ErrorKind::StoreUnavailable,
             StoreError::Busy(capacity) => ErrorKind::StoreBusy {
                 capacity: *capacity,
             },
@@ -743,6 +746,9 @@ impl Error {
                 ..legacy(500, G::Unknown, self.op_code(), self.op_message())
             },
             K::StoreFailure => legacy(500, G::Internal, self.op_code(), self.op_message()),
+            // daprd answers 500 with the op's code for a breaker rejection; Mecha keeps that
+            // and says UNAVAILABLE over gRPC so clients see a retryable condition.
+            K::StoreUnavailable => legacy(500, G::Unavailable, self.op_code(), self.op_message()),
             K::Unauthorized => Wire {
                 http_status: 401,
                 grpc_code: G::Unauthenticated,

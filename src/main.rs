@@ -150,6 +150,14 @@ fn check(args: &RunArgs) -> ExitCode {
             );
         }
     }
+    println!(
+        "Effective resiliency per store (Dapr `kind: Resiliency`; retry -> breaker -> timeout):\n"
+    );
+    for c in &config.components {
+        println!("{}:", c.name);
+        print!("{}", c.resiliency.describe());
+    }
+    println!();
     for w in &config.warnings {
         println!("warning: {w}");
     }

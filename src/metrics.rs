@@ -537,6 +537,51 @@ pub fn record_lint_finding(app: &str, store: &str, code: &'static str, severity:
     metrics::counter!(LINT_FINDINGS, &labels).increment(1);
 }
 
+/// Circuit breaker state per store, Dapr's gauge: `policy` (`circuitbreaker`),
+/// `flow_direction` (`outbound`), `target` (`Statestore_<store>`), `status` (`closed`,
+/// `half-open`, `open`); 1 for the current state, 0 for the others.
+pub const RESILIENCY_CB_STATE: &str = "dapr_resiliency_cb_state";
+/// Resiliency activations, Dapr's counter: a breaker changing state (`policy` =
+/// `circuitbreaker`, `status` = the new state) or a retry being scheduled (`policy` = `retry`).
+pub const RESILIENCY_ACTIVATIONS: &str = "dapr_resiliency_activations_total";
+
+fn resiliency_labels(store: &str, policy: &str, status: &str) -> [(&'static str, String); 5] {
+    [
+        ("policy", policy.to_owned()),
+        ("namespace", String::new()),
+        ("flow_direction", "outbound".to_owned()),
+        ("target", format!("Statestore_{store}")),
+        ("status", status.to_owned()),
+    ]
+}
+
+/// Sets the breaker-state gauge of `store` (a configured store name) to `state`.
+pub fn breaker_state(store: &str, state: crate::capabilities::resiliency::BreakerState) {
+    use crate::capabilities::resiliency::BreakerState as B;
+    for s in [B::Closed, B::HalfOpen, B::Open] {
+        let v = if s == state { 1.0 } else { 0.0 };
+        metrics::gauge!(
+            RESILIENCY_CB_STATE,
+            &resiliency_labels(store, "circuitbreaker", s.as_str())
+        )
+        .set(v);
+    }
+    metrics::counter!(
+        RESILIENCY_ACTIVATIONS,
+        &resiliency_labels(store, "circuitbreaker", state.as_str())
+    )
+    .increment(1);
+}
+
+/// Counts one retry scheduled on `store` (a configured store name).
+pub fn store_retry(store: &str) {
+    metrics::counter!(
+        RESILIENCY_ACTIVATIONS,
+        &resiliency_labels(store, "retry", "")
+    )
+    .increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,3 +334,51 @@ fn check_prints_met_app_requirements() {
         "{stdout}"
     );
 }
+
+/// `mecha check` prints each store's effective resiliency, and lists every problem of a bad
+/// resiliency file instead of starting.
+#[test]
+fn check_prints_the_effective_resiliency_and_refuses_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path();
+    std::fs::write(
+        c.join("stores.yaml"),
+        "kind: Component\nmetadata:\n  name: mem\nspec:\n  type: state.in-memory\n",
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("resiliency.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    circuitBreakers:\n      DefaultCircuitBreakerPolicy:\n        maxRequests: 2\n        timeout: 10s\n        trip: consecutiveFailures >= 5\n",
+    )
+    .unwrap();
+    let run = || {
+        Command::new(BIN)
+            .args(["check", "--resources-path", c.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("circuitBreaker: DefaultCircuitBreakerPolicy = trip 'consecutiveFailures >= 5', open 10s, 2 half-open probe(s)"),
+        "{stdout}"
+    );
+    std::fs::write(
+        c.join("resiliency.yaml"),
+        "kind: Resiliency\nspec:\n  policies:\n    timeouts:\n      t: 5\n  targets:\n    actors:\n      a: {}\n",
+    )
+    .unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("timeouts.t: durations are strings"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spec.targets.actors"), "{stderr}");
+}

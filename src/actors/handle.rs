@@ -1,7 +1,7 @@
 //! `StoreHandle`: the typed, timeout-bounded way to reach a store actor.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 use futures::FutureExt;
@@ -9,79 +9,187 @@ use tokio::sync::Semaphore;
 
 use super::store::{BulkGetItem, StateStore, StoreError};
 use super::store_actor::{Call, StoreActor};
+use crate::capabilities::resiliency::Resilience;
 use crate::model::{
     DeleteRequest, GetRequest, QueryRequest, QueryResponse, SetRequest, StateEntry,
     TransactionRequest,
 };
 
 /// The gateway's view of one store shard. Cloning is cheap (clones share the shard's
-/// in-flight bound).
+/// in-flight bound and the store's resiliency).
+///
+/// Every call goes through the store's resiliency, Dapr's order: retry → breaker →
+/// per-attempt timeout → store. The request timeout bounds the whole call, retries, their
+/// waits and the wait for an in-flight slot included, so no request waits longer than it.
 #[derive(Clone)]
 pub struct StoreHandle {
     addr: Addr<StoreActor>,
     timeout: Duration,
+    resilience: Arc<Resilience>,
     /// One permit per request allowed in flight on this shard (`actors.mailboxCapacity`).
     in_flight: Arc<Semaphore>,
     capacity: usize,
 }
 
+/// Whether a failed attempt may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Reads: repeating cannot change anything.
+    Idempotent,
+    /// Writes: repeated only when the store was certainly not reached.
+    OnlyIfNotSent,
+}
+
+/// A boxed store call, made anew for each attempt.
+type Attempt<R> =
+    Box<dyn FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send>;
+
 impl StoreHandle {
-    /// Wraps a shard's address with the per-request timeout and an in-flight bound of
-    /// `capacity` requests: a request past it waits for a free slot, within its timeout.
-    pub fn new(addr: Addr<StoreActor>, timeout: Duration, capacity: usize) -> StoreHandle {
+    /// Wraps a shard's address with the per-request timeout, an in-flight bound of
+    /// `capacity` requests (a request past it waits for a free slot, within its timeout) and
+    /// the store's resiliency.
+    pub fn new(
+        addr: Addr<StoreActor>,
+        timeout: Duration,
+        capacity: usize,
+        resilience: Arc<Resilience>,
+    ) -> StoreHandle {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
         StoreHandle {
             addr,
             timeout,
+            resilience,
             in_flight: Arc::new(Semaphore::new(capacity)),
             capacity,
         }
     }
 
-    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send + 'static,
-    {
-        let start = tokio::time::Instant::now();
+    /// One attempt within `limit`, through the breaker (checked first, so an open breaker
+    /// answers at once) and the in-flight bound.
+    async fn attempt<R: Send + 'static>(
+        &self,
+        f: Attempt<Result<R, StoreError>>,
+        limit: Duration,
+        named: Duration,
+    ) -> Result<R, StoreError> {
+        let ticket = match &self.resilience.breaker {
+            Some(b) => Some(b.admit(Instant::now()).map_err(StoreError::CircuitOpen)?),
+            None => None,
+        };
+        let start = Instant::now();
         // The permit travels with the call and is released when the store future ends (not
         // when the caller gives up), so at most `capacity` store calls run at once on this
         // shard; waiting for one counts against the timeout.
-        let permit = match tokio::time::timeout(
-            self.timeout,
-            self.in_flight.clone().acquire_owned(),
-        )
-        .await
+        let permit = match tokio::time::timeout(limit, self.in_flight.clone().acquire_owned()).await
         {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => {
-                return Err(StoreError::Unavailable("the store shard is closed".into()));
-            }
-            Err(_) => return Err(StoreError::Busy(self.capacity)),
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the store shard is closed".into())),
+            Err(_) => Err(StoreError::Busy(self.capacity)),
         };
-        let left = self.timeout.saturating_sub(start.elapsed());
-        let call = move |store: Arc<dyn StateStore>| {
-            let fut = f(store);
-            async move {
-                let r = fut.await;
-                drop(permit);
-                r
+        let result = match permit {
+            Err(e) => Err(e),
+            Ok(permit) => {
+                let left = limit.saturating_sub(start.elapsed());
+                let call = move |store: Arc<dyn StateStore>| {
+                    let fut = f(store);
+                    async move {
+                        let r = fut.await;
+                        drop(permit);
+                        r
+                    }
+                    .boxed()
+                };
+                match self.addr.send(Call(Box::new(call))).timeout(left).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(e),
+                    Err(MailboxError::Timeout) => Err(StoreError::Timeout(named)),
+                    Err(MailboxError::Closed) => Err(StoreError::Unavailable(
+                        "the store actor is not running".into(),
+                    )),
+                }
             }
-            .boxed()
         };
-        match self.addr.send(Call(Box::new(call))).timeout(left).await {
-            Ok(r) => r,
-            Err(MailboxError::Timeout) => Err(StoreError::Timeout(self.timeout)),
-            Err(MailboxError::Closed) => Err(StoreError::Unavailable(
-                "the store actor is not running".into(),
-            )),
+        if let (Some(b), Some(t)) = (&self.resilience.breaker, ticket) {
+            let ok = match &result {
+                Ok(_) => true,
+                Err(e) => !e.is_store_failure(),
+            };
+            if let Some(state) = b.record(t, ok, Instant::now()) {
+                tracing::warn!(
+                    store = %self.resilience.store,
+                    breaker = %b.settings().name,
+                    state = state.as_str(),
+                    "circuit breaker changed state"
+                );
+                crate::metrics::breaker_state(self.store_name(), state);
+            }
+        }
+        result
+    }
+
+    fn store_name(&self) -> &str {
+        &self.resilience.store
+    }
+
+    /// Runs `make()`'s call with the resiliency policies; `repeat` says when a failed
+    /// attempt may run again.
+    async fn call<R, M>(&self, repeat: Repeat, make: M) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        M: Fn() -> Attempt<Result<R, StoreError>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut retry = 0u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Timeout(self.timeout));
+            }
+            let limit = self
+                .resilience
+                .attempt_timeout
+                .map_or(left, |t| t.min(left));
+            // A timeout names the limit that fired: the attempt's, or the request's.
+            let named = match self.resilience.attempt_timeout {
+                Some(t) if t < left => t,
+                _ => self.timeout,
+            };
+            let err = match self.attempt(make(), limit, named).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            let may_repeat = match (repeat, &err) {
+                (_, StoreError::CircuitOpen(_)) => false,
+                (Repeat::Idempotent, e) => e.is_store_failure(),
+                (Repeat::OnlyIfNotSent, StoreError::Unavailable(m)) => {
+                    m == "the store actor is not running"
+                }
+                (Repeat::OnlyIfNotSent, _) => false,
+            };
+            let Some(policy) = self.resilience.retry.as_ref().filter(|_| may_repeat) else {
+                return Err(err);
+            };
+            retry += 1;
+            let Some(wait) = policy.wait(retry, rand::random::<f64>()) else {
+                return Err(err);
+            };
+            // Retry only when the wait leaves time for another attempt.
+            if Instant::now() + wait >= deadline {
+                return Err(err);
+            }
+            crate::metrics::store_retry(self.store_name());
+            tracing::debug!(retry, error = %err, wait_ms = wait.as_millis() as u64, "retrying a store call");
+            tokio::time::sleep(wait).await;
         }
     }
 
     /// Reads one key.
     pub async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.call(move |s| async move { s.get(req).await }.boxed())
-            .await?
+        self.call(Repeat::Idempotent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.get(req).await }.boxed())
+        })
+        .await
     }
 
     /// Reads several keys.
@@ -90,14 +198,20 @@ impl StoreHandle {
         reqs: Vec<GetRequest>,
         parallelism: usize,
     ) -> Result<Vec<BulkGetItem>, StoreError> {
-        self.call(move |s| async move { s.bulk_get(reqs, parallelism).await }.boxed())
-            .await
+        self.call(Repeat::Idempotent, || {
+            let reqs = reqs.clone();
+            Box::new(move |s| async move { Ok(s.bulk_get(reqs, parallelism).await) }.boxed())
+        })
+        .await
     }
 
     /// Writes one key.
     pub async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
-        self.call(move |s| async move { s.set(req).await }.boxed())
-            .await?
+        self.call(Repeat::OnlyIfNotSent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.set(req).await }.boxed())
+        })
+        .await
     }
 
     /// Writes several keys.
@@ -105,14 +219,20 @@ impl StoreHandle {
         &self,
         reqs: Vec<SetRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(move |s| async move { s.bulk_set(reqs).await }.boxed())
-            .await
+        self.call(Repeat::OnlyIfNotSent, || {
+            let reqs = reqs.clone();
+            Box::new(move |s| async move { Ok(s.bulk_set(reqs).await) }.boxed())
+        })
+        .await
     }
 
     /// Deletes one key.
     pub async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        self.call(move |s| async move { s.delete(req).await }.boxed())
-            .await?
+        self.call(Repeat::OnlyIfNotSent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.delete(req).await }.boxed())
+        })
+        .await
     }
 
     /// Deletes several keys.
@@ -120,19 +240,28 @@ impl StoreHandle {
         &self,
         reqs: Vec<DeleteRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(move |s| async move { s.bulk_delete(reqs).await }.boxed())
-            .await
+        self.call(Repeat::OnlyIfNotSent, || {
+            let reqs = reqs.clone();
+            Box::new(move |s| async move { Ok(s.bulk_delete(reqs).await) }.boxed())
+        })
+        .await
     }
 
     /// Runs a transaction.
     pub async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
-        self.call(move |s| async move { s.transact(req).await }.boxed())
-            .await?
+        self.call(Repeat::OnlyIfNotSent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.transact(req).await }.boxed())
+        })
+        .await
     }
 
     /// Runs a query.
     pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
-        self.call(move |s| async move { s.query(req).await }.boxed())
-            .await?
+        self.call(Repeat::Idempotent, || {
+            let req = req.clone();
+            Box::new(move |s| async move { s.query(req).await }.boxed())
+        })
+        .await
     }
 }

@@ -36,6 +36,9 @@ pub enum StoreError {
     /// The store did not answer in time.
     #[error("timed out after {}ms", .0.as_millis())]
     Timeout(Duration),
+    /// The store's circuit breaker refused the call; the store was not called.
+    #[error("state store unavailable: {0} (the store was not called)")]
+    CircuitOpen(crate::capabilities::resiliency::Rejection),
     /// The shard already runs its maximum of requests (`actors.mailboxCapacity`) and none
     /// finished within the request timeout.
     #[error("{0} requests already in flight")]
@@ -46,6 +49,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the error says the store is unwell (so it counts against its circuit
+    /// breaker). Conflicts, bad input and missing capabilities are the caller's outcome,
+    /// not the store's health: one app's ETag conflicts never open the breaker for others.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::Internal(_)
+        )
+    }
+
     /// Whether this is an ETag error (mismatch or invalid).
     pub fn is_etag(&self) -> bool {
         matches!(

@@ -159,7 +159,18 @@ impl StoreActor {
                 return;
             }
         };
-        let ping = async move { store.ping().await };
+        // A ping that does not answer is a failed ping: whatever the backend's own timeouts,
+        // a frozen store shows in health within `healthInterval` (at most `requestTimeout`)
+        // after the ping is sent.
+        let limit = self
+            .settings
+            .health_interval
+            .min(self.settings.request_timeout);
+        let ping = async move {
+            tokio::time::timeout(limit, store.ping())
+                .await
+                .unwrap_or(Err(StoreError::Timeout(limit)))
+        };
         ctx.spawn(ping.into_actor(self).map(|res, act, ctx| {
             act.health.record(&act.name, &res);
             match res {

@@ -15,6 +15,7 @@ mod matrix;
 mod policy;
 pub mod portability;
 pub mod query;
+pub mod resiliency;
 
 pub use capability::{Capability, CapabilitySet};
 pub use matrix::{MatrixRow, render_effective, render_matrix};

@@ -45,6 +45,8 @@ pub struct LoadedComponent {
     pub request_keys: &'static [crate::capabilities::lint::RequestKey],
     /// The file it came from.
     pub file: PathBuf,
+    /// The effective resiliency policies (Dapr `kind: Resiliency` documents).
+    pub resiliency: super::resiliency::StoreResiliency,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -74,6 +76,7 @@ impl LoadedComponent {
             factory,
             request_keys: &[],
             file: PathBuf::from("<custom>"),
+            resiliency: Default::default(),
         }
     }
 
@@ -221,7 +224,24 @@ pub fn load_components(
         .iter()
         .map(|(p, t)| (p.as_path(), t.as_str()))
         .collect();
-    parse_components(&refs, &|k| std::env::var(k).ok())
+    let (mut components, warnings) = parse_components(&refs, &|k| std::env::var(k).ok())?;
+    apply_resiliency(&refs, &mut components)?;
+    Ok((components, warnings))
+}
+
+/// Resolves the `kind: Resiliency` documents of `files` onto `components`.
+pub fn apply_resiliency(
+    files: &[(&Path, &str)],
+    components: &mut [LoadedComponent],
+) -> Result<(), Vec<ConfigError>> {
+    let names: Vec<String> = components.iter().map(|c| c.name.clone()).collect();
+    let mut by_store = super::resiliency::parse_resiliency(files, &names)?;
+    for c in components {
+        if let Some(r) = by_store.remove(&c.name) {
+            c.resiliency = r;
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates component files given as `(path, text)`; `env` resolves `envRef`.
@@ -259,6 +279,8 @@ pub fn parse_components(
             };
             match raw.kind.as_deref() {
                 Some("Component") => {}
+                // Read by `resiliency::parse_resiliency`.
+                Some("Resiliency") => continue,
                 other => {
                     warnings.push(ConfigError::new(
                         file,
@@ -423,6 +445,7 @@ fn validate(
         scopes: raw.scopes,
         factory,
         file: file.to_owned(),
+        resiliency: Default::default(),
     })
 }
 

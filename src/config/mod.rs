@@ -5,6 +5,7 @@
 //! that cannot hold an invalid value.
 
 pub mod components;
+pub mod resiliency;
 mod settings;
 
 use std::path::{Path, PathBuf};

@@ -101,6 +101,7 @@ fn grpc_codes_follow_the_spec_summary() {
             "DAPR_STATE_QUERY_FAILED",
         ),
         (K::StoreFailure, O::Get, G::Internal, "ERR_STATE_GET"),
+        (K::StoreUnavailable, O::Get, G::Unavailable, "ERR_STATE_GET"),
         (K::EmptyKey, O::Save, G::InvalidArgument, "ERR_STATE_SAVE"),
         (
             K::BodyTooLarge { limit: 10 },

@@ -36,6 +36,7 @@ fn kinds() -> Vec<ErrorKind> {
         ErrorKind::QueryFailed,
         ErrorKind::QueryInvalid,
         ErrorKind::StoreFailure,
+        ErrorKind::StoreUnavailable,
         ErrorKind::Unauthorized,
         ErrorKind::RouteNotFound,
         ErrorKind::HealthNotReady,
@@ -299,6 +300,14 @@ fn rows_match_the_spec() {
             G::DeadlineExceeded,
             "ERR_STATE_GET",
             "fail to get k1 from state store mystore: inner",
+        ),
+        (
+            K::StoreUnavailable,
+            Operation::Save,
+            500,
+            G::Unavailable,
+            "ERR_STATE_SAVE",
+            "failed saving state in state store mystore: inner",
         ),
         (
             K::RouteNotFound,

@@ -40,6 +40,8 @@ pub struct StoreInfo {
     pub max_transaction_ops: usize,
     /// Shared health, updated by the store's actors.
     pub health: Arc<StoreHealth>,
+    /// The store's resiliency (breaker, retry, attempt timeout), shared by all its shards.
+    pub resilience: Arc<crate::capabilities::resiliency::Resilience>,
     /// Builds store instances (one per shard).
     pub factory: Arc<dyn StoreFactory>,
     /// In-flight gauge and round-trip histogram of the store.
@@ -148,6 +150,12 @@ impl Catalog {
                     scopes: c.scopes.clone(),
                     health: Arc::new(StoreHealth::default()),
                     metrics: crate::metrics::StoreMetrics::new(&c.name),
+                    resilience: Arc::new(crate::capabilities::resiliency::Resilience::new(
+                        &c.name,
+                        c.resiliency.breaker.clone(),
+                        c.resiliency.retry.clone(),
+                        c.resiliency.timeout.as_ref().map(|(_, d)| *d),
+                    )),
                     factory,
                     primary_claimed: AtomicBool::new(false),
                     lint_mode: c.lint_mode(settings, None),

@@ -54,7 +54,12 @@ impl Gateway {
                     settings.clone(),
                     primary,
                 );
-                StoreHandle::new(addr, settings.request_timeout, settings.mailbox_capacity)
+                StoreHandle::new(
+                    addr,
+                    settings.request_timeout,
+                    settings.mailbox_capacity,
+                    info.resilience.clone(),
+                )
             })
             .collect();
         let addr = GatewayActor::new(catalog.clone(), stores).start();

@@ -46,6 +46,9 @@ impl TestMecha {
             std::env::var(k).ok()
         })
         .unwrap_or_else(|e| panic!("bad test component: {e:?}"));
+        let mut c = c;
+        mecha::config::components::apply_resiliency(&[(Path::new("test.yaml"), text)], &mut c)
+            .unwrap_or_else(|e| panic!("bad test resiliency: {e:?}"));
         self.components.extend(c);
         self
     }

@@ -498,8 +498,22 @@ impl StoreFactory for RedisFactory {
 /// One store instance: the shared settings plus this instance's multiplexed connection.
 pub struct RedisStore {
     shared: Arc<Shared>,
-    conn: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
-    generation: AtomicU64,
+    conn: parking_lot::Mutex<Slot>,
+    generation: Arc<AtomicU64>,
+}
+
+/// The connect every caller shares while it is in flight.
+type Connecting = futures::future::Shared<
+    futures::future::BoxFuture<'static, Result<(u64, MultiplexedConnection), StoreError>>,
+>;
+
+/// This instance's connection. The lock is never held across an await: while a connect is
+/// in flight every caller awaits the same one (within its own deadline), so reconnects
+/// never queue requests behind one another, and a failed connect fails all of them at once.
+enum Slot {
+    Empty,
+    Connecting(Connecting),
+    Ready(u64, MultiplexedConnection),
 }
 
 /// Whether a failed command may be sent again.
@@ -636,38 +650,63 @@ impl RedisStore {
     fn new(shared: Arc<Shared>) -> RedisStore {
         RedisStore {
             shared,
-            conn: tokio::sync::Mutex::new(None),
-            generation: AtomicU64::new(0),
+            conn: parking_lot::Mutex::new(Slot::Empty),
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// This instance's connection, opened on first use. Concurrent callers wait for one
-    /// connect instead of each opening their own.
+    /// This instance's connection, opened on first use. Concurrent callers share one
+    /// connect (bounded by `dialTimeout`) instead of each opening their own or queueing.
     async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
-        let dial = self.shared.settings.dial_timeout;
-        let mut slot = self.conn.lock().await;
-        if let Some((g, c)) = slot.as_ref() {
-            return Ok((*g, c.clone()));
-        }
-        let connect = self
-            .shared
-            .client
-            .get_multiplexed_async_connection_with_config(&self.shared.conn_config);
-        let conn = match tokio::time::timeout(dial, connect).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(map_redis_error(&e, dial)),
-            Err(_) => return Err(StoreError::Timeout(dial)),
+        use futures::FutureExt;
+        let fut = {
+            let mut slot = self.conn.lock();
+            match &*slot {
+                Slot::Ready(g, c) => return Ok((*g, c.clone())),
+                Slot::Connecting(f) => f.clone(),
+                Slot::Empty => {
+                    let dial = self.shared.settings.dial_timeout;
+                    let client = self.shared.client.clone();
+                    let config = self.shared.conn_config.clone();
+                    let generation = self.generation.clone();
+                    let f = async move {
+                        let connect = client.get_multiplexed_async_connection_with_config(&config);
+                        let conn = match tokio::time::timeout(dial, connect).await {
+                            Ok(Ok(c)) => c,
+                            Ok(Err(e)) => return Err(map_redis_error(&e, dial)),
+                            Err(_) => {
+                                return Err(StoreError::Unavailable(format!(
+                                    "connect timed out after {}ms",
+                                    dial.as_millis()
+                                )));
+                            }
+                        };
+                        let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
+                        Ok((g, conn))
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Slot::Connecting(f.clone());
+                    f
+                }
+            }
         };
-        let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *slot = Some((g, conn.clone()));
-        Ok((g, conn))
+        let result = fut.clone().await;
+        let mut slot = self.conn.lock();
+        if matches!(&*slot, Slot::Connecting(f) if f.ptr_eq(&fut)) {
+            *slot = match &result {
+                Ok((g, c)) => Slot::Ready(*g, c.clone()),
+                Err(_) => Slot::Empty,
+            };
+        }
+        result
     }
 
     /// Forgets connection `generation` so the next call opens a fresh one.
     async fn discard(&self, generation: u64) {
-        let mut slot = self.conn.lock().await;
-        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *slot = None;
+        let mut slot = self.conn.lock();
+        if matches!(&*slot, Slot::Ready(g, _) if *g == generation) {
+            *slot = Slot::Empty;
         }
     }
 
@@ -684,28 +723,37 @@ impl RedisStore {
             Kind::Write | Kind::GuardedWrite => s.write_timeout,
         };
         let started = Instant::now();
+        // The whole call, reconnects included, stays within this budget, so a call never
+        // takes longer than the timeout its error names.
+        let budget = timeout.max(s.dial_timeout);
         let mut attempt = 0u32;
         loop {
             let failure = match self.connection().await {
                 Err(e) => Failure::Connect(e),
-                Ok((generation, conn)) => match tokio::time::timeout(timeout, f(conn)).await {
-                    Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(e)) => {
-                        if is_broken(&e) {
+                Ok((generation, conn)) => {
+                    let left = budget.saturating_sub(started.elapsed()).min(timeout);
+                    if left.is_zero() {
+                        return Err(StoreError::Timeout(started.elapsed()));
+                    }
+                    match tokio::time::timeout(left, f(conn)).await {
+                        Ok(Ok(v)) => return Ok(v),
+                        Ok(Err(e)) => {
+                            if is_broken(&e) {
+                                self.discard(generation).await;
+                            }
+                            let err = map_redis_error(&e, timeout);
+                            if kind != Kind::GuardedWrite && is_broken(&e) && !e.is_timeout() {
+                                Failure::Connect(err)
+                            } else {
+                                Failure::Command(err)
+                            }
+                        }
+                        Err(_) => {
                             self.discard(generation).await;
-                        }
-                        let err = map_redis_error(&e, timeout);
-                        if kind != Kind::GuardedWrite && is_broken(&e) && !e.is_timeout() {
-                            Failure::Connect(err)
-                        } else {
-                            Failure::Command(err)
+                            return Err(StoreError::Timeout(started.elapsed()));
                         }
                     }
-                    Err(_) => {
-                        self.discard(generation).await;
-                        return Err(StoreError::Timeout(timeout));
-                    }
-                },
+                }
             };
             let err = match failure {
                 Failure::Command(e) => return Err(e),
@@ -1004,9 +1052,11 @@ impl StateStore for RedisStore {
         match tokio::time::timeout(limit, ping).await {
             Ok(r) => r,
             Err(_) => {
-                // Whatever connection hung is replaced on the next call.
-                if let Ok(mut slot) = self.conn.try_lock() {
-                    *slot = None;
+                // Whatever connection hung is replaced on the next call; a connect in flight
+                // is bounded by its own dial timeout.
+                let mut slot = self.conn.lock();
+                if matches!(&*slot, Slot::Ready(..)) {
+                    *slot = Slot::Empty;
                 }
                 Err(StoreError::Timeout(limit))
             }

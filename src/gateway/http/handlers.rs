@@ -1,6 +1,7 @@
 //! Thin handlers: route → extract → gateway → respond, in daprd's order of checks
 //! (auth, store lookup, capability, body, empty shortcut, keys, store call).
 
+use crate::capabilities::resiliency::BreakerState;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -633,11 +634,24 @@ fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Erro
     {
         return Err(Error::new(ErrorKind::HealthAppIdMismatch, Operation::Other));
     }
+    // A store is not ready when its last ping failed (pings run every `healthInterval`) or
+    // when its circuit breaker is open (read now, so the change shows at once).
     let unhealthy: Vec<String> = catalog
         .stores()
         .iter()
-        .filter(|s| !s.health.is_healthy())
-        .map(|s| format!("{} ({})", s.name, s.health.last_error().unwrap_or_default()))
+        .filter_map(|s| {
+            if s.resilience.breaker_state() == Some(BreakerState::Open) {
+                Some(format!("{} (circuit breaker open)", s.name))
+            } else if !s.health.is_healthy() {
+                Some(format!(
+                    "{} ({})",
+                    s.name,
+                    s.health.last_error().unwrap_or_default()
+                ))
+            } else {
+                None
+            }
+        })
         .collect();
     if unhealthy.is_empty() {
         Ok(respond::no_content())
