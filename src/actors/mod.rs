@@ -9,9 +9,11 @@
 pub mod backends;
 pub mod emulation;
 mod handle;
+mod lazy;
 mod store;
 mod store_actor;
 
 pub use handle::StoreHandle;
+pub use lazy::LazyConnection;
 pub use store::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 pub use store_actor::{ActorSettings, StoreActor, StoreHealth};

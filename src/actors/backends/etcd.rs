@@ -74,7 +74,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -85,7 +85,7 @@ use etcd_client::{
 use prost::Message;
 
 use super::{ComponentConfig, Descriptor, Field, FieldKind};
-use crate::actors::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
+use crate::actors::{BulkGetItem, KeyPage, LazyConnection, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
     Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry,
@@ -251,8 +251,7 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     Ok(Arc::new(EtcdFactory {
         shared: Arc::new(Shared {
             settings,
-            ready: parking_lot::RwLock::new(None),
-            connecting: tokio::sync::Mutex::new(None),
+            conn: LazyConnection::default(),
         }),
     }))
 }
@@ -342,9 +341,8 @@ fn decode_value(
 /// What all instances of one configured store share.
 struct Shared {
     settings: Settings,
-    ready: parking_lot::RwLock<Option<Arc<Pool>>>,
-    /// Held while connecting; remembers the last failed connect.
-    connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
+    /// The clients, created on first use.
+    conn: LazyConnection<Pool>,
 }
 
 /// One client per endpoint, and the one calls go to first. etcd-client's own balanced
@@ -368,19 +366,12 @@ impl Pool {
 
 impl Shared {
     async fn pool(&self) -> Result<Arc<Pool>, StoreError> {
-        if let Some(c) = self.ready.read().clone() {
-            return Ok(c);
-        }
         let s = &self.settings;
-        let mut failed = self.connecting.lock().await;
-        if let Some(c) = self.ready.read().clone() {
-            return Ok(c);
-        }
-        if let Some((at, e)) = &*failed
-            && at.elapsed() < s.reconnect_wait
-        {
-            return Err(e.clone());
-        }
+        self.conn.get(s.reconnect_wait, || self.connect()).await
+    }
+
+    async fn connect(&self) -> Result<Pool, StoreError> {
+        let s = &self.settings;
         let opts = ConnectOptions::new()
             .with_connect_timeout(s.connect_timeout)
             .with_timeout(s.request_timeout)
@@ -393,25 +384,14 @@ impl Shared {
             }
             Ok::<_, etcd_client::Error>(clients)
         };
-        let result = match tokio::time::timeout(s.connect_timeout, connect).await {
-            Ok(Ok(clients)) => Ok(Arc::new(Pool {
+        match tokio::time::timeout(s.connect_timeout, connect).await {
+            Ok(Ok(clients)) => Ok(Pool {
                 // Replicas spread over the members instead of all starting on the first.
                 preferred: AtomicUsize::new(rand::random_range(0..clients.len())),
                 clients,
-            })),
+            }),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("etcd: connect: {e}"))),
             Err(_) => Err(StoreError::Timeout(s.connect_timeout)),
-        };
-        match result {
-            Ok(c) => {
-                *self.ready.write() = Some(c.clone());
-                *failed = None;
-                Ok(c)
-            }
-            Err(e) => {
-                *failed = Some((Instant::now(), e.clone()));
-                Err(e)
-            }
         }
     }
 }

@@ -74,7 +74,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::{self, context::GetStreamError, context::GetStreamErrorKind};
@@ -83,7 +83,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::{ComponentConfig, Descriptor, Field, FieldKind};
-use crate::actors::{KeyPage, StateStore, StoreError, StoreFactory};
+use crate::actors::{KeyPage, LazyConnection, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, Ttl};
 
@@ -338,8 +338,7 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     Ok(Arc::new(JetStreamFactory {
         shared: Arc::new(Shared {
             settings,
-            ready: parking_lot::RwLock::new(None),
-            connecting: tokio::sync::Mutex::new(None),
+            conn: LazyConnection::default(),
             probing: AtomicBool::new(false),
         }),
     }))
@@ -420,10 +419,8 @@ pub fn decode_key(stored: &str) -> Option<String> {
 /// What all instances of one configured store share.
 struct Shared {
     settings: Settings,
-    /// The open connection; read without waiting on every call.
-    ready: parking_lot::RwLock<Option<Arc<Conn>>>,
-    /// Held while connecting; remembers the last failed connect.
-    connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
+    /// The connection and bucket, opened on first use.
+    conn: LazyConnection<Conn>,
     /// Whether a background check that the bucket exists is running.
     probing: AtomicBool,
 }
@@ -464,40 +461,20 @@ impl Shared {
     /// The shared connection, opened on first use. Concurrent callers wait for one connect
     /// instead of each opening their own.
     async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
-        if let Some(c) = self.ready.read().clone() {
-            return Ok(c);
-        }
         let s = &self.settings;
-        let mut failed = self.connecting.lock().await;
-        if let Some(c) = self.ready.read().clone() {
-            return Ok(c);
-        }
-        if let Some((at, e)) = &*failed
-            && at.elapsed() < s.reconnect_wait
-        {
-            return Err(e.clone());
-        }
         let budget = s.connect_timeout + s.request_timeout;
-        let result = match tokio::time::timeout(budget, self.open()).await {
-            Ok(r) => r.map(Arc::new),
-            Err(_) => Err(StoreError::Timeout(budget)),
-        };
-        match result {
-            Ok(c) => {
-                *self.ready.write() = Some(c.clone());
-                *failed = None;
-                Ok(c)
-            }
-            Err(e) => {
-                *failed = Some((Instant::now(), e.clone()));
-                Err(e)
-            }
-        }
+        self.conn
+            .get(s.reconnect_wait, || async {
+                tokio::time::timeout(budget, self.open())
+                    .await
+                    .unwrap_or(Err(StoreError::Timeout(budget)))
+            })
+            .await
     }
 
     /// Forgets the connection, so the next call opens it (and the bucket) again.
     fn forget(&self) {
-        *self.ready.write() = None;
+        self.conn.forget();
     }
 
     /// Connects, and opens (or creates) the bucket.

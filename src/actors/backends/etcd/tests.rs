@@ -4,6 +4,7 @@
 //! test works under a `keyPrefixPath` of its own.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::*;
 use crate::model::StateOptions;

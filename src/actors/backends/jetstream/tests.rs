@@ -4,6 +4,7 @@
 //! Each test works on a bucket of its own, deleted when the test ends.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use proptest::prelude::*;
 
