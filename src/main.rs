@@ -75,6 +75,19 @@ struct RunArgs {
     /// Log filter (tracing syntax, e.g. `info` or `mecha=debug`).
     #[arg(long, env = "MECHA_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Log format: `text` (human-readable) or `json` (one JSON object per line, with the
+    /// request's span fields: protocol, trace_id, app, store, operation).
+    #[arg(long, env = "MECHA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl RunArgs {
@@ -232,7 +245,7 @@ const TALKATIVE_TARGETS: &[&str] = &[
     "mio",
 ];
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: LogFormat) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
@@ -246,14 +259,25 @@ fn init_logging(level: &str) {
     );
     let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_filter(filter.and(capped));
+        .with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => layer
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter.and(capped))
+            .boxed(),
+        // The current span and the list of its parents, each with its fields.
+        LogFormat::Json => layer
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_filter(filter.and(capped))
+            .boxed(),
+    };
     tracing_subscriber::registry().with(layer).init();
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    init_logging(&args.log_level);
+    init_logging(&args.log_level, args.log_format);
     let config = match load(&args) {
         Ok(c) => c,
         Err(code) => return code,

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use tracing::Instrument;
 
 use super::catalog::{AppId, Catalog, StoreInfo};
 use crate::actors::{StoreError, StoreHandle};
@@ -126,6 +127,9 @@ pub struct Answer {
 #[derive(Message)]
 #[rtype(result = "Result<Answer, Error>")]
 pub struct StateCall {
+    /// The call's span (app, store, operation; a child of the door's request span): the
+    /// pipeline runs inside it, so every log line of the call carries its fields.
+    pub span: tracing::Span,
     /// The calling app.
     pub app: AppId,
     /// The store name as the caller wrote it.
@@ -788,6 +792,28 @@ impl Handler<StateCall> for GatewayActor {
     type Result = ResponseFuture<Result<Answer, Error>>;
 
     fn handle(&mut self, msg: StateCall, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.span.clone();
+        let start = Instant::now();
+        let answer = span.in_scope(|| self.pipeline(msg));
+        Box::pin(
+            async move {
+                let res = answer.await;
+                // Never the error's detail here (it may name a key): the door logs its summary.
+                tracing::debug!(
+                    ok = res.is_ok(),
+                    micros = start.elapsed().as_micros() as u64,
+                    "state call"
+                );
+                res
+            }
+            .instrument(span),
+        )
+    }
+}
+
+impl GatewayActor {
+    /// The pipeline of one call: resolve, validate, plan, execute, record.
+    fn pipeline(&mut self, msg: StateCall) -> ResponseFuture<Result<Answer, Error>> {
         let op = msg.op;
         let protocol = msg.protocol;
         let app = msg.app.clone();

@@ -14,6 +14,7 @@ pub mod extended;
 pub mod grpc;
 pub mod http;
 pub mod quota;
+pub mod trace;
 pub mod usage;
 
 use std::sync::Arc;
@@ -82,7 +83,15 @@ impl Gateway {
         request: Result<StateRequest, Error>,
         url_metadata: crate::model::Metadata,
     ) -> Result<Answer, Error> {
+        // Inside the door's request span (protocol, trace id): never a key or a value.
+        let span = tracing::info_span!(
+            "state",
+            app = %app,
+            store = %store,
+            operation = op.metric_label(),
+        );
         let msg = StateCall {
+            span,
             app,
             store,
             op,

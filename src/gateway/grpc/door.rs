@@ -21,9 +21,11 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use super::status::{code_name, status};
 use crate::error::{Error, ErrorKind, Operation};
+use crate::gateway::trace;
 use crate::gateway::{AppId, Catalog};
 use crate::metrics;
 
@@ -114,6 +116,14 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        // The call's span: protocol and, from valid `traceparent` metadata, trace id.
+        let span = trace::request_span(
+            "grpc",
+            req.headers()
+                .get(trace::TRACEPARENT)
+                .map(http::HeaderValue::as_bytes),
+        );
+        let _entered = span.enter();
         let start = Instant::now();
         let method = req.uri().path().to_owned();
         let catalog = self.catalog.clone();
@@ -152,37 +162,41 @@ where
         // stream whose message never completes is answered and closed, not held.
         let limit = catalog.limits.body_timeout;
         let deadline = limit + self.request_timeout;
-        Box::pin(async move {
-            let mut resp = match tokio::time::timeout(deadline, inner.call(req)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    let err = Error::new(ErrorKind::BodyTimeout { limit }, operation(&method));
-                    tracing::debug!(error = %err, method = %method, "grpc call timed out");
-                    status(&err).into_http()
-                }
-            };
-            drop(permit);
-            // Errors of unary calls are trailers-only: the status is in the headers.
-            let mut code = Code::Ok;
-            if let Some(st) = Status::from_header_map(resp.headers()) {
-                code = st.code();
-                if is_decode_limit(&st) {
-                    let limit = catalog.limits.max_body_size;
-                    let err = Error::new(ErrorKind::BodyTooLarge { limit }, operation(&method));
-                    tracing::debug!(error = %err, method = %method, "grpc message too large");
-                    let st = status(&err);
+        let call_span = span.clone();
+        Box::pin(
+            async move {
+                let mut resp = match tokio::time::timeout(deadline, inner.call(req)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        let err = Error::new(ErrorKind::BodyTimeout { limit }, operation(&method));
+                        tracing::debug!(error = %err, method = %method, "grpc call timed out");
+                        status(&err).into_http()
+                    }
+                };
+                drop(permit);
+                // Errors of unary calls are trailers-only: the status is in the headers.
+                let mut code = Code::Ok;
+                if let Some(st) = Status::from_header_map(resp.headers()) {
                     code = st.code();
-                    resp = st.into_http();
+                    if is_decode_limit(&st) {
+                        let limit = catalog.limits.max_body_size;
+                        let err = Error::new(ErrorKind::BodyTooLarge { limit }, operation(&method));
+                        tracing::debug!(error = %err, method = %method, "grpc message too large");
+                        let st = status(&err);
+                        code = st.code();
+                        resp = st.into_http();
+                    }
                 }
+                let elapsed = start.elapsed();
+                metrics::record_grpc(&app, &method, code_name(code), elapsed);
+                tracing::debug!(
+                    method = %method, app = %app, status = code_name(code),
+                    micros = elapsed.as_micros() as u64, "grpc request"
+                );
+                Ok(resp)
             }
-            let elapsed = start.elapsed();
-            metrics::record_grpc(&app, &method, code_name(code), elapsed);
-            tracing::debug!(
-                method = %method, app = %app, status = code_name(code),
-                micros = elapsed.as_micros() as u64, "grpc request"
-            );
-            Ok(resp)
-        })
+            .instrument(call_span),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
@@ -18,6 +19,7 @@ use crate::capabilities::lint::LINT_HEADER;
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::http::respond::lint_header;
+use crate::gateway::trace;
 use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
 use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
@@ -84,8 +86,23 @@ impl From<Result<HttpResponse, Error>> for Outcome {
     }
 }
 
-/// The catch-all service: every request of the HTTP door comes through here.
+/// The catch-all service: every request of the HTTP door comes through here, inside its
+/// request span (protocol and, from a valid `traceparent` header, trace id).
 pub async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let span = trace::request_span(
+        "http",
+        req.headers()
+            .get(trace::TRACEPARENT)
+            .map(HeaderValue::as_bytes),
+    );
+    serve_request(req, payload, state).instrument(span).await
+}
+
+async fn serve_request(
     req: HttpRequest,
     mut payload: web::Payload,
     state: web::Data<HttpState>,

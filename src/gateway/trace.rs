@@ -1,0 +1,112 @@
+//! W3C Trace Context (`traceparent`) parsing and the request span of each front door.
+//!
+//! A `traceparent` is `version-traceid-parentid-flags`: 55 characters of lowercase hex in
+//! four dash-separated fields of 2, 32, 16 and 2 digits. The version `ff` is invalid, as are
+//! a trace id or parent id of all zeros. An invalid or absent value is ignored (never an
+//! error): the request then has no trace id (none is generated).
+
+/// The header (HTTP) and metadata key (gRPC) carrying the trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A valid `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent<'a> {
+    /// The trace id: 32 lowercase hex digits, not all zeros.
+    pub trace_id: &'a str,
+    /// The caller's span id: 16 lowercase hex digits, not all zeros.
+    pub parent_id: &'a str,
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Parses a `traceparent` value; `None` when it is not valid.
+pub fn parse_traceparent(value: &str) -> Option<TraceParent<'_>> {
+    if value.len() != 55 || !value.is_ascii() {
+        return None;
+    }
+    let mut parts = value.split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || version.len() != 2
+        || trace_id.len() != 32
+        || parent_id.len() != 16
+        || flags.len() != 2
+        || ![version, trace_id, parent_id, flags]
+            .iter()
+            .all(|p| is_lower_hex(p))
+        || version == "ff"
+        || trace_id.bytes().all(|b| b == b'0')
+        || parent_id.bytes().all(|b| b == b'0')
+    {
+        return None;
+    }
+    Some(TraceParent {
+        trace_id,
+        parent_id,
+        flags: u8::from_str_radix(flags, 16).ok()?,
+    })
+}
+
+/// The span of one request at a front door: its `protocol` and, when the caller sent a valid
+/// `traceparent`, its `trace_id`. Every log line of the request is inside it.
+pub fn request_span(protocol: &'static str, traceparent: Option<&[u8]>) -> tracing::Span {
+    let trace_id = traceparent
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(parse_traceparent)
+        .map(|t| t.trace_id);
+    match trace_id {
+        Some(id) => tracing::info_span!("request", protocol, trace_id = id),
+        None => tracing::info_span!("request", protocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_parses() {
+        let t = parse_traceparent(VALID).unwrap();
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent_id, "00f067aa0ba902b7");
+        assert_eq!(t.flags, 1);
+        let t =
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        assert_eq!(t.flags, 0);
+    }
+
+    #[test]
+    fn invalid_traceparents_are_ignored() {
+        for bad in [
+            "",
+            "garbage",
+            // Upper-case hex.
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            // All-zero trace id and parent id.
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            // Version ff.
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            // Wrong lengths (one field short, one long; 55 chars in total).
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "000-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            // Too short, too long, trailing data.
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            // Non-hex, wrong separators, non-ASCII.
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47é-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
+        }
+    }
+}
