@@ -655,6 +655,9 @@ async fn app_tightenings_and_requirements() {
         .await
         .unwrap();
     assert_eq!(meta["extended"]["mecha.requires.kv"], "ETAG=met(native)");
+    // The matrix an app is shown is its own, with its tightenings.
+    let matrix = meta["extended"]["mecha.matrix.kv"].as_str().unwrap();
+    assert!(matrix.contains("ttl=rejected"), "{matrix}");
     assert_eq!(
         meta["extended"]["mecha.requires.statestore"],
         "ETAG=met(native)"
@@ -665,6 +668,8 @@ async fn app_tightenings_and_requirements() {
         .insert("dapr-api-token", "t-billing".parse().unwrap());
     let meta = c.get_metadata(req).await.unwrap().into_inner();
     assert!(!meta.extended_metadata.contains_key("mecha.requires.kv"));
+    let matrix = &meta.extended_metadata["mecha.matrix.kv"];
+    assert!(matrix.contains("ttl=ignored"), "{matrix}");
     let mut req = tonic::Request::new(GetMetadataRequest::default());
     req.metadata_mut()
         .insert("dapr-api-token", "t-orders".parse().unwrap());

@@ -434,7 +434,7 @@ impl Catalog {
                 format!("mecha.capabilities.{}", s.name),
                 s.capabilities.to_list_string(),
             );
-            out.insert(format!("mecha.matrix.{}", s.name), s.matrix.describe());
+            out.insert(format!("mecha.matrix.{}", s.name), s.view(app).0.describe());
         }
         out
     }

@@ -259,7 +259,7 @@ impl Dapr for DaprService {
                 name: s.name.clone(),
                 r#type: s.component_type.clone(),
                 version: s.version.clone(),
-                capabilities: s.matrix.dapr_strings(),
+                capabilities: s.view(&app).0.dapr_strings(),
             })
             .collect();
         let resp = GetMetadataResponse {

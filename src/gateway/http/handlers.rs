@@ -741,7 +741,7 @@ fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
         .filter(|s| s.visible_to(app))
         .map(|s| {
             let mut c = json!({"name": s.name, "type": s.component_type, "version": s.version});
-            let caps = s.matrix.dapr_strings();
+            let caps = s.view(app).0.dapr_strings();
             if !caps.is_empty() {
                 c["capabilities"] = json!(caps);
             }
