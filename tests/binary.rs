@@ -72,6 +72,32 @@ fn check_prints_the_stores_and_their_capabilities() {
     assert!(stdout.contains("configuration OK: 1 state store(s)"));
 }
 
+/// Runs `mecha check` and `mecha run` on a configuration that must be refused; asserts both
+/// fail and returns their stderr.
+fn check_and_run_fail(components: &str, cfg: &str) -> Vec<String> {
+    let ports = [
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+    ];
+    ["check", "run"]
+        .into_iter()
+        .map(|cmd| {
+            let mut c = Command::new(BIN);
+            c.args([cmd, "--resources-path", components, "--config", cfg]);
+            if cmd == "run" {
+                c.args(ports);
+            }
+            let out = c.output().unwrap();
+            assert!(!out.status.success(), "{cmd} must fail");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        })
+        .collect()
+}
+
 /// Two stores (in-memory and Redis, which connects lazily) and a policy file.
 fn policy_setup(policy: &str) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -123,25 +149,7 @@ fn refused_policies_stop_check_and_start_up() {
     let (_dir, components, cfg) = policy_setup(
         "stores:\n  cache:\n    strongConsistency: emulate\n  mem:\n    query: ignore\n  ghost:\n    ttl: emulate\n",
     );
-    for args in [
-        vec!["check", "--resources-path", &components, "--config", &cfg],
-        vec![
-            "run",
-            "--resources-path",
-            &components,
-            "--config",
-            &cfg,
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ],
-    ] {
-        let out = Command::new(BIN).args(&args).output().unwrap();
-        assert!(!out.status.success(), "{args:?} must fail");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    for stderr in check_and_run_fail(&components, &cfg) {
         assert!(stderr.contains("3 problem(s)"), "{stderr}");
         assert!(
             stderr.contains("stores.cache.strongConsistency: store 'cache' (state.redis): capability strongConsistency (STRONG_CONSISTENCY): policy 'emulate' is refused"),
@@ -274,25 +282,7 @@ fn unmet_app_requirements_stop_check_and_start_up() {
     let (_dir, components, cfg) = policy_setup(
         "apps:\n  - id: orders\n    token: t1\n    requires: [ETAG, QUERY_API]\nstores:\n  mem:\n    lint: reject\n",
     );
-    for args in [
-        vec!["check", "--resources-path", &components, "--config", &cfg],
-        vec![
-            "run",
-            "--resources-path",
-            &components,
-            "--config",
-            &cfg,
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ],
-    ] {
-        let out = Command::new(BIN).args(&args).output().unwrap();
-        assert!(!out.status.success(), "{args:?} must fail");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    for stderr in check_and_run_fail(&components, &cfg) {
         assert!(stderr.contains("2 problem(s)"), "{stderr}");
         for store in ["'mem' (state.in-memory)", "'cache' (state.redis)"] {
             assert!(
