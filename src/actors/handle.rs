@@ -40,6 +40,20 @@ enum Repeat {
     OnlyIfNotSent,
 }
 
+/// A single call's `Ok` means the store answered.
+fn single<R>(_: &R) -> bool {
+    true
+}
+
+/// A bulk call's `Ok` holds per-item results: the store answered only if no item failed
+/// with a store failure (ETag conflicts and bad input are answers).
+#[allow(clippy::ptr_arg)] // must match `fn(&R) -> bool` with `R = Vec<_>`
+fn every_item<T>(items: &Vec<Result<T, StoreError>>) -> bool {
+    !items
+        .iter()
+        .any(|i| matches!(i, Err(e) if e.is_store_failure()))
+}
+
 /// A boxed store call, made anew for each attempt.
 type Attempt<R> =
     Box<dyn FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send>;
@@ -71,6 +85,7 @@ impl StoreHandle {
         f: Attempt<Result<R, StoreError>>,
         limit: Duration,
         named: Duration,
+        answered: fn(&R) -> bool,
     ) -> Result<R, StoreError> {
         let ticket = match &self.resilience.breaker {
             Some(b) => Some(b.admit(Instant::now()).map_err(StoreError::CircuitOpen)?),
@@ -99,7 +114,12 @@ impl StoreHandle {
                     }
                     .boxed()
                 };
-                match self.addr.send(Call(Box::new(call))).timeout(left).await {
+                match self
+                    .addr
+                    .send(Call(Box::new(call), tracing::Span::current()))
+                    .timeout(left)
+                    .await
+                {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => Err(e),
                     Err(MailboxError::Timeout) => Err(StoreError::Timeout(named)),
@@ -110,8 +130,10 @@ impl StoreHandle {
             }
         };
         if let (Some(b), Some(t)) = (&self.resilience.breaker, ticket) {
+            // A bulk call answers `Ok` with per-item results: items the store failed count
+            // as a failure of the call, or a store failing every bulk call would never trip.
             let ok = match &result {
-                Ok(_) => true,
+                Ok(r) => answered(r),
                 Err(e) => !e.is_store_failure(),
             };
             if let Some(state) = b.record(t, ok, Instant::now()) {
@@ -133,7 +155,12 @@ impl StoreHandle {
 
     /// Runs `make()`'s call with the resiliency policies; `repeat` says when a failed
     /// attempt may run again.
-    async fn call<R, M>(&self, repeat: Repeat, make: M) -> Result<R, StoreError>
+    async fn call<R, M>(
+        &self,
+        repeat: Repeat,
+        answered: fn(&R) -> bool,
+        make: M,
+    ) -> Result<R, StoreError>
     where
         R: Send + 'static,
         M: Fn() -> Attempt<Result<R, StoreError>>,
@@ -154,7 +181,7 @@ impl StoreHandle {
                 Some(t) if t < left => t,
                 _ => self.timeout,
             };
-            let err = match self.attempt(make(), limit, named).await {
+            let err = match self.attempt(make(), limit, named, answered).await {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
@@ -185,7 +212,7 @@ impl StoreHandle {
 
     /// Reads one key.
     pub async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.call(Repeat::Idempotent, || {
+        self.call(Repeat::Idempotent, single, || {
             let req = req.clone();
             Box::new(move |s| async move { s.get(req).await }.boxed())
         })
@@ -198,7 +225,7 @@ impl StoreHandle {
         reqs: Vec<GetRequest>,
         parallelism: usize,
     ) -> Result<Vec<BulkGetItem>, StoreError> {
-        self.call(Repeat::Idempotent, || {
+        self.call(Repeat::Idempotent, every_item, || {
             let reqs = reqs.clone();
             Box::new(move |s| async move { Ok(s.bulk_get(reqs, parallelism).await) }.boxed())
         })
@@ -207,7 +234,7 @@ impl StoreHandle {
 
     /// Writes one key.
     pub async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
+        self.call(Repeat::OnlyIfNotSent, single, || {
             let req = req.clone();
             Box::new(move |s| async move { s.set(req).await }.boxed())
         })
@@ -219,7 +246,7 @@ impl StoreHandle {
         &self,
         reqs: Vec<SetRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
+        self.call(Repeat::OnlyIfNotSent, every_item, || {
             let reqs = reqs.clone();
             Box::new(move |s| async move { Ok(s.bulk_set(reqs).await) }.boxed())
         })
@@ -228,7 +255,7 @@ impl StoreHandle {
 
     /// Deletes one key.
     pub async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
+        self.call(Repeat::OnlyIfNotSent, single, || {
             let req = req.clone();
             Box::new(move |s| async move { s.delete(req).await }.boxed())
         })
@@ -240,7 +267,7 @@ impl StoreHandle {
         &self,
         reqs: Vec<DeleteRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
+        self.call(Repeat::OnlyIfNotSent, every_item, || {
             let reqs = reqs.clone();
             Box::new(move |s| async move { Ok(s.bulk_delete(reqs).await) }.boxed())
         })
@@ -249,7 +276,7 @@ impl StoreHandle {
 
     /// Runs a transaction.
     pub async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
+        self.call(Repeat::OnlyIfNotSent, single, || {
             let req = req.clone();
             Box::new(move |s| async move { s.transact(req).await }.boxed())
         })
@@ -258,7 +285,7 @@ impl StoreHandle {
 
     /// Runs a query.
     pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
-        self.call(Repeat::Idempotent, || {
+        self.call(Repeat::Idempotent, single, || {
             let req = req.clone();
             Box::new(move |s| async move { s.query(req).await }.boxed())
         })

@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use actix::prelude::*;
 use futures::FutureExt;
@@ -219,9 +220,11 @@ impl Supervised for StoreActor {
     }
 }
 
-/// A call into the store: a closure that receives the current store instance.
+/// A call into the store: a closure that receives the current store instance, and the
+/// request's span, so what the store logs while serving it names the request.
 pub(crate) struct Call<R: Send + 'static>(
     pub(crate) Box<dyn FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, R> + Send>,
+    pub(crate) tracing::Span,
 );
 
 impl<R: Send + 'static> Message for Call<R> {
@@ -251,7 +254,8 @@ impl<R: Send + 'static> Handler<Call<R>> for StoreActor {
         };
         let me = ctx.address();
         let name = self.name.clone();
-        let fut = (msg.0)(store);
+        let span = msg.1;
+        let fut = span.in_scope(|| (msg.0)(store));
         Box::pin(async move {
             match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(r) => Ok(r),
@@ -264,7 +268,8 @@ impl<R: Send + 'static> Handler<Call<R>> for StoreActor {
                     )))
                 }
             }
-        })
+        }
+        .instrument(span))
     }
 }
 
