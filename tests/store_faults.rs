@@ -6,6 +6,7 @@
 //!   each write, so a kill loses nothing it acknowledged);
 //! * bulk calls feed the breaker (a bulk call answers per item, so before this a store that
 //!   failed every bulk call never tripped it);
+//! * PostgreSQL crashed (immediate shutdown) and restarted, the same way;
 //! * NATS JetStream frozen, then killed and restarted, the same way;
 //! * retries happen only where they are safe, and never past the request's deadline.
 //!
@@ -24,7 +25,7 @@ use mecha::actors::{StateStore, StoreError, StoreFactory};
 use mecha::capabilities::{Capability, CapabilitySet};
 use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use serde_json::json;
-use support::servers::{PrivateServer, durable_redis, jetstream};
+use support::servers::{PrivateServer, durable_redis, jetstream, postgres};
 use support::{Mecha, TestMecha, error_of, unique};
 
 /// A breaker that trips after three consecutive failures and probes again after 1 s, a
@@ -212,6 +213,19 @@ async fn redis_killed_and_restarted_under_a_breaker() {
         metrics.lines().filter(|l| l.contains("resiliency")).collect::<Vec<_>>().join("\n")
     );
     kill_and_restart(m, &mut redis, "cache").await;
+}
+
+#[actix_rt::test]
+async fn postgres_killed_and_restarted_under_a_breaker() {
+    let mut pg = postgres();
+    let m = start(&format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pg\nspec:\n  type: state.postgresql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=1\"\n  - name: timeout\n    value: 500ms\n---\n{}",
+        pg.port,
+        resiliency("pg")
+    ))
+    .await;
+    until_recovered(&m, "pg", Instant::now(), Duration::from_secs(5)).await;
+    kill_and_restart(m, &mut pg, "pg").await;
 }
 
 #[actix_rt::test]

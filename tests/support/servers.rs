@@ -19,10 +19,12 @@ pub fn free_port() -> u16 {
 pub struct PrivateServer {
     /// Its port.
     pub port: u16,
-    program: &'static str,
+    program: String,
     args: Vec<String>,
     child: Option<Child>,
     ready: fn(u16) -> bool,
+    /// How [`PrivateServer::kill`] ends it.
+    kill_signal: &'static str,
     /// Kept for the server's lifetime (data directory).
     _dir: Option<tempfile::TempDir>,
 }
@@ -30,7 +32,7 @@ pub struct PrivateServer {
 impl PrivateServer {
     /// Starts the server (again) on the same port and waits until it answers.
     pub fn restart(&mut self) {
-        let child = Command::new(self.program)
+        let child = Command::new(&self.program)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -54,10 +56,12 @@ impl PrivateServer {
         }
     }
 
-    /// Kills it at once (SIGKILL) and reaps it.
+    /// Kills it at once (SIGKILL, or the server's own crash signal) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            let _ = Command::new("kill")
+                .args([self.kill_signal, &c.id().to_string()])
+                .status();
             let _ = c.wait();
         }
     }
@@ -134,10 +138,11 @@ pub fn durable_redis() -> PrivateServer {
     .to_vec();
     let mut s = PrivateServer {
         port,
-        program: "redis-server",
+        program: "redis-server".into(),
         args,
         child: None,
         ready: redis_answers,
+        kill_signal: "-KILL",
         _dir: Some(dir),
     };
     s.restart();
@@ -162,12 +167,106 @@ pub fn jetstream() -> PrivateServer {
     .to_vec();
     let mut s = PrivateServer {
         port,
-        program: "nats-server",
+        program: "nats-server".into(),
         args,
         child: None,
         ready: nats_answers,
+        kill_signal: "-KILL",
         _dir: Some(dir),
     };
     s.restart();
     s
+}
+
+fn accepts(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A PostgreSQL server of its own (`initdb` in a temporary directory, trust auth, user and
+/// database `postgres`), run as the `postgres` user when the test runs as root. Its kill is
+/// SIGQUIT to the postmaster: PostgreSQL's immediate shutdown, a crash without checkpoint
+/// that the restart recovers from the WAL.
+pub fn postgres() -> PrivateServer {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .filter(|b| b.join("initdb").exists())
+                .max()
+        })
+        .expect(
+            "PostgreSQL server binaries under /usr/lib/postgresql (scripts/test.sh installs them)",
+        );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = running_as_root();
+    let as_postgres = |program: &std::path::Path| -> Command {
+        if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+                .arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    };
+    if root {
+        let ok = Command::new("chown")
+            .args(["postgres:", &dir.path().display().to_string()])
+            .status()
+            .expect("chown")
+            .success();
+        assert!(ok, "chown the PostgreSQL data directory");
+    }
+    let data = dir.path().join("data");
+    let ok = as_postgres(&bin.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("initdb")
+        .success();
+    assert!(ok, "initdb failed");
+    let port = free_port();
+    let program = if root {
+        "setpriv".to_owned()
+    } else {
+        bin.join("postgres").display().to_string()
+    };
+    let mut args: Vec<String> = Vec::new();
+    if root {
+        args.extend(["--reuid=postgres", "--regid=postgres", "--init-groups"].map(String::from));
+        args.push(bin.join("postgres").display().to_string());
+    }
+    args.extend([
+        "-D".to_owned(),
+        data.display().to_string(),
+        "-p".to_owned(),
+        port.to_string(),
+        "-k".to_owned(),
+        dir.path().display().to_string(),
+        "-c".to_owned(),
+        "listen_addresses=127.0.0.1".to_owned(),
+    ]);
+    let mut s = PrivateServer {
+        port,
+        program,
+        args,
+        child: None,
+        ready: accepts,
+        kill_signal: "-QUIT",
+        _dir: Some(dir),
+    };
+    s.restart();
+    s
+}
+
+/// Whether this process runs as root (PostgreSQL refuses to run as root).
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
 }
