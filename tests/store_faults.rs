@@ -93,7 +93,13 @@ fn writers(
 async fn until_open(m: &Mecha, store: &str, since: Instant) -> Instant {
     loop {
         let started = Instant::now();
-        let (_, _, message, _) = error_of(m.get(&format!("/v1.0/state/{store}/probe")).await).await;
+        let r = m.get(&format!("/v1.0/state/{store}/probe")).await;
+        // Calls sent just before the fault took hold may still succeed.
+        let message = if r.status().is_success() {
+            String::new()
+        } else {
+            error_of(r).await.2
+        };
         assert!(
             started.elapsed() < Duration::from_millis(1200),
             "a call took {:?}: {message}",
@@ -112,7 +118,7 @@ async fn until_open(m: &Mecha, store: &str, since: Instant) -> Instant {
 /// While the breaker is open (for up to 800 ms after `opened`), every call fails at once
 /// with a message that says why; `/v1.0/healthz/outbound` says the store is not ready.
 async fn assert_fails_fast(m: &Mecha, store: &str, opened: Instant) {
-    let mut slowest = Duration::ZERO;
+    let mut took = Vec::new();
     let mut calls = 0;
     while opened.elapsed() < Duration::from_millis(800) {
         let started = Instant::now();
@@ -121,11 +127,14 @@ async fn assert_fails_fast(m: &Mecha, store: &str, opened: Instant) {
         if opened.elapsed() > Duration::from_millis(800) {
             break; // half-open may start at 1 s
         }
-        slowest = slowest.max(started.elapsed());
+        took.push(started.elapsed());
         calls += 1;
         assert_eq!((status, code.as_str()), (500, "ERR_STATE_GET"), "{message}");
+        // Open, or half-open with its probe out (the writers may have tripped it before
+        // this reader saw it): either way the store was not called.
         assert!(
-            message.contains("state store unavailable: circuit breaker is open"),
+            message.contains("state store unavailable: circuit breaker is")
+                && message.ends_with("(the store was not called)"),
             "{message}"
         );
         if calls == 5 {
@@ -138,9 +147,13 @@ async fn assert_fails_fast(m: &Mecha, store: &str, opened: Instant) {
         }
     }
     assert!(calls >= 5, "only {calls} calls while open");
+    // The median bounds what the breaker costs; the maximum only what a busy test machine
+    // (two cores shared with builds) adds to an HTTP round trip.
+    took.sort();
+    let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
     assert!(
-        slowest < Duration::from_millis(50),
-        "open-breaker failures took up to {slowest:?}"
+        median < Duration::from_millis(10) && slowest < Duration::from_millis(250),
+        "open-breaker failures took {median:?} (median), up to {slowest:?}"
     );
 }
 
