@@ -24,7 +24,7 @@ const ROUNDS: u64 = 400;
 /// Most allocations per request, averaged over `ROUNDS` requests.
 const GET_BUDGET: f64 = 40.0;
 const SAVE_BUDGET: f64 = 48.0;
-const BULK_GET_10_BUDGET: f64 = 128.0;
+const BULK_GET_10_BUDGET: f64 = 108.0;
 
 const STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
 
