@@ -102,7 +102,9 @@ async fn allocations_per_request_stay_within_budget() {
         }
         let per_request = (blocks() - before) as f64 / ROUNDS as f64 - harness;
         println!("{name}: harness {harness:.1}");
-        report.push(format!("{name}: {per_request:.1} allocations per request (budget {budget})"));
+        report.push(format!(
+            "{name}: {per_request:.1} allocations per request (budget {budget})"
+        ));
         println!("{name}: {per_request:.1} allocations per request (budget {budget})");
         assert!(
             per_request <= budget,

@@ -14,8 +14,8 @@
 //! * footprint: start-up (exec → `/v1.0/healthz` 204), resident memory idle and under load,
 //!   CPU per 1000 requests per second.
 //!
-//! The direct baselines send what Mecha sends: for Redis the same `EVALSHA` of Mecha's read
-//! and write scripts on the same prefixed keys, for PostgreSQL the same prepared statements
+//! The direct baselines send what Mecha sends: for Redis the same read pipeline (`MULTI`,
+//! `HMGET`, `PTTL`, `EXEC`) and `EVALSHA` of the write script on the same prefixed keys, for PostgreSQL the same prepared statements
 //! with the same parameters. Any error fails its scenario and makes the exit status non-zero.
 //! `--quick` runs everything briefly (a smoke test: it never judges timings).
 //!
@@ -781,7 +781,7 @@ async fn measure(
             sides: vec![
                 side("Mecha HTTP", http_get("redis"), true),
                 side(
-                    "direct Redis (EVALSHA read script)",
+                    "direct Redis (HMGET+PTTL pipeline)",
                     redis_get.clone(),
                     false,
                 ),
@@ -803,7 +803,7 @@ async fn measure(
             sides: vec![
                 side("Mecha gRPC", grpc_get(&grpc, "redis"), true),
                 side(
-                    "direct Redis (EVALSHA read script)",
+                    "direct Redis (HMGET+PTTL pipeline)",
                     redis_get.clone(),
                     false,
                 ),
