@@ -22,9 +22,9 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 const ROUNDS: u64 = 400;
 
 /// Most allocations per request, averaged over `ROUNDS` requests.
-const GET_BUDGET: f64 = 40.0;
-const SAVE_BUDGET: f64 = 48.0;
-const BULK_GET_10_BUDGET: f64 = 108.0;
+const GET_BUDGET: f64 = 34.0;
+const SAVE_BUDGET: f64 = 42.0;
+const BULK_GET_10_BUDGET: f64 = 102.0;
 
 const STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
 
