@@ -39,7 +39,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use clients::{GrpcPool, HttpPool, PgDirect, RedisDirect};
-use load::{Errors, Op, closed_loop, median, open_loop};
+use load::{Errors, Op, RedisBenchmark, closed_loop, median, open_loop};
 use process::Mecha;
 
 /// Benchmarks Mecha against direct store clients in one run.
@@ -53,7 +53,7 @@ struct Args {
     #[arg(long, default_value = "mecha-bench.json")]
     json: PathBuf,
     /// Concurrent requests in the throughput runs.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Value size in bytes.
     #[arg(long, default_value_t = 1024)]
@@ -118,9 +118,35 @@ struct Plan {
 /// One side of a scenario.
 struct Side {
     label: &'static str,
-    op: Op,
+    load: Load,
     /// Whether this side is served by Mecha (its CPU is measured in latency runs).
     mecha: bool,
+}
+
+/// What a side runs.
+enum Load {
+    /// Requests from this process.
+    Op(Op),
+    /// `redis-benchmark` as a process of its own (throughput only).
+    RedisBenchmark(RedisBenchmark),
+}
+
+impl Side {
+    /// The side's requests, for the latency runs (which only have request sides).
+    fn op(&self) -> Result<&Op, String> {
+        match &self.load {
+            Load::Op(op) => Ok(op),
+            Load::RedisBenchmark(_) => Err(format!("{}: not a latency side", self.label)),
+        }
+    }
+
+    /// One closed-loop throughput run.
+    async fn throughput(&self, concurrency: usize, duration: Duration) -> load::Throughput {
+        match &self.load {
+            Load::Op(op) => closed_loop(op, concurrency, duration).await,
+            Load::RedisBenchmark(rb) => rb.run(concurrency, duration).await,
+        }
+    }
 }
 
 /// A scenario: its sides run alternately, several rounds.
@@ -166,11 +192,25 @@ struct Check {
 
 const CHECKS: &[Check] = &[
     Check {
-        what: "HTTP GetState via Redis / direct Redis",
+        what: "HTTP GetState via Redis / redis-benchmark -t get",
+        scenario: "redis_get_http",
+        num: 0,
+        den: 2,
+        target: Some(0.85),
+    },
+    Check {
+        what: "HTTP GetState via Redis / the same Mecha's in-memory GetState",
+        scenario: "redis_get_http",
+        num: 0,
+        den: 3,
+        target: Some(0.85),
+    },
+    Check {
+        what: "HTTP GetState via Redis / direct Redis (same commands)",
         scenario: "redis_get_http",
         num: 0,
         den: 1,
-        target: Some(0.85),
+        target: None,
     },
     Check {
         what: "HTTP SaveState via Redis / direct Redis",
@@ -231,8 +271,9 @@ const CHECKS: &[Check] = &[
 ];
 
 /// Added p99 latency target (ms) for the scenarios with a direct baseline.
-const ADDED_P99_TARGET_MS: f64 = 0.3;
-const IDLE_RSS_TARGET_MIB: f64 = 16.0;
+const ADDED_P99_TARGET_MS: f64 = 0.1;
+/// Issue 14: 8 MB.
+const IDLE_RSS_TARGET_MIB: f64 = 8.0 * 1000.0 * 1000.0 / (1024.0 * 1024.0);
 const STARTUP_TARGET_MS: f64 = 100.0;
 
 fn main() -> ExitCode {
@@ -443,12 +484,15 @@ async fn bench(
             ));
         }
     };
+    eprintln!("allocations per request (in-process) ...");
+    let allocations = allocations()?;
     let footprint = Footprint {
         startup_ms: startups,
         idle_rss,
         idle_after,
         load_rss,
         hwm,
+        allocations,
     };
     let mut report = render(args, plan, &throughput, &latency, &footprint);
     let mut ok = ok;
@@ -510,6 +554,32 @@ struct Footprint {
     idle_after: f64,
     load_rss: f64,
     hwm: f64,
+    /// `mecha-allocs`' rows (name, per_request, harness, budget).
+    allocations: Vec<Value>,
+}
+
+/// Runs `mecha-allocs` (next to this executable): allocations per request of the hot path,
+/// counted in-process with a counting allocator (this binary keeps the system allocator).
+fn allocations() -> Result<Vec<Value>, String> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("mecha-allocs");
+    let out = std::process::Command::new(&bin).output().map_err(|e| {
+        format!(
+            "{}: {e} (run scripts/bench.sh, which builds it)",
+            bin.display()
+        )
+    })?;
+    if !out.status.success() {
+        return Err(format!(
+            "mecha-allocs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(rows)) => Ok(rows),
+        _ => Err("mecha-allocs printed no JSON array".into()),
+    }
 }
 
 type Measured = (
@@ -772,7 +842,12 @@ async fn measure(
         })
     };
 
-    let side = |label, op, mecha| Side { label, op, mecha };
+    let side = |label, op, mecha| Side {
+        label,
+        load: Load::Op(op),
+        mecha,
+    };
+    let redis_benchmark = RedisBenchmark::from_url(&args.redis_url, args.value_size)?;
     let scenarios: Vec<Scenario> = vec![
         Scenario {
             id: "redis_get_http",
@@ -785,6 +860,12 @@ async fn measure(
                     redis_get.clone(),
                     false,
                 ),
+                Side {
+                    label: "redis-benchmark -t get",
+                    load: Load::RedisBenchmark(redis_benchmark),
+                    mecha: false,
+                },
+                side("Mecha HTTP, in-memory store", http_get("mem"), true),
             ],
         },
         Scenario {
@@ -914,7 +995,9 @@ async fn measure(
         eprintln!("throughput: {} ...", sc.title);
         // Warm-up (connections, statement caches, JIT-free but caches and pools).
         for s in &sc.sides {
-            let w = closed_loop(&s.op, conc, plan.seconds.min(Duration::from_millis(300))).await;
+            let w = s
+                .throughput(conc, plan.seconds.min(Duration::from_millis(300)))
+                .await;
             if w.errors.count > 0 {
                 eprintln!(
                     "  warm-up of {}: {} errors, first: {:?}",
@@ -938,7 +1021,7 @@ async fn measure(
                 order.reverse();
             }
             for i in order {
-                let t = closed_loop(&sc.sides[i].op, conc, plan.seconds).await;
+                let t = sc.sides[i].throughput(conc, plan.seconds).await;
                 let v = if sc.keys { t.keys_per_s } else { t.rps };
                 results[i].values.push(v);
                 results[i].errors.add(&t.errors);
@@ -980,7 +1063,7 @@ async fn measure(
             })
             .collect();
         for s in &sides {
-            let _ = open_loop(&s.op, args.rate, Duration::from_millis(200), conc).await;
+            let _ = open_loop(s.op()?, args.rate, Duration::from_millis(200), conc).await;
         }
         for round in 0..plan.latency_rounds {
             let mut order: Vec<usize> = (0..sides.len()).collect();
@@ -990,7 +1073,7 @@ async fn measure(
             for i in order {
                 let cpu0 = process::cpu_seconds(mecha.pid());
                 let t0 = Instant::now();
-                let l = open_loop(&sides[i].op, args.rate, plan.latency_seconds, conc).await;
+                let l = open_loop(sides[i].op()?, args.rate, plan.latency_seconds, conc).await;
                 let wall = t0.elapsed().as_secs_f64();
                 let cpu = process::cpu_seconds(mecha.pid()) - cpu0;
                 let r = &mut results[i];
@@ -1173,7 +1256,7 @@ fn render(
         pass(startup <= STARTUP_TARGET_MS)
     ));
     md.push_str(&format!(
-        "| resident memory, idle after start | {:.1} MiB | <= {IDLE_RSS_TARGET_MIB} MiB | {} |\n",
+        "| resident memory, idle after start | {:.1} MiB | <= {IDLE_RSS_TARGET_MIB:.2} MiB (8 MB) | {} |\n",
         fp.idle_rss,
         pass(fp.idle_rss <= IDLE_RSS_TARGET_MIB)
     ));
@@ -1189,6 +1272,16 @@ fn render(
         "| resident memory, peak (VmHWM) | {:.1} MiB | - | - |\n",
         fp.hwm
     ));
+    md.push_str("\n### Allocations per request (in-process, HTTP door to the in-memory store)\n\n| Request | Allocations | Budget (CI test) | Result |\n|---|---:|---:|---|\n");
+    for row in &fp.allocations {
+        let n = row["per_request"].as_f64().unwrap_or(f64::NAN);
+        let budget = row["budget"].as_f64().unwrap_or(f64::NAN);
+        md.push_str(&format!(
+            "| {} | {n:.1} | <= {budget} | {} |\n",
+            row["name"].as_str().unwrap_or("?"),
+            pass(n <= budget)
+        ));
+    }
     println!("{md}");
     json!({
         "quick": args.quick,
@@ -1214,5 +1307,6 @@ fn render(
             "idle_after_load_rss_mib": fp.idle_after,
             "peak_rss_mib": fp.hwm,
         },
+        "allocations_per_request": fp.allocations,
     })
 }
