@@ -104,6 +104,10 @@ struct Args {
     /// The mecha binary [default: `mecha` next to this executable].
     #[arg(long)]
     mecha: Option<PathBuf>,
+    /// Another mecha binary (an earlier build) to compare against: adds the scenario
+    /// `before_after`, HTTP GetState via Redis on both, alternately.
+    #[arg(long)]
+    baseline_mecha: Option<PathBuf>,
 }
 
 struct Plan {
@@ -260,6 +264,13 @@ const CHECKS: &[Check] = &[
         num: 0,
         den: 1,
         target: Some(7.0),
+    },
+    Check {
+        what: "GetState via Redis: this build / --baseline-mecha (recording costs a few %)",
+        scenario: "before_after",
+        num: 0,
+        den: 1,
+        target: Some(0.95),
     },
     Check {
         what: "read + ETag'd save / read + plain save",
@@ -467,8 +478,20 @@ async fn bench(
     let mpid = mecha.pid();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = process::status_mib(mpid, "VmRSS");
+    let baseline = match &args.baseline_mecha {
+        Some(b) => Some(Mecha::start(
+            b,
+            &resources,
+            &config,
+            dir.join("mecha-baseline.log"),
+        )?),
+        None => None,
+    };
 
-    let out = measure(args, plan, &mecha, cleanup).await;
+    let out = measure(args, plan, &mecha, baseline.as_ref(), cleanup).await;
+    if let Some(b) = baseline {
+        b.stop();
+    }
     let idle_after = process::status_mib(mpid, "VmRSS");
     let hwm = process::status_mib(mpid, "VmHWM");
     let log = mecha.log.clone();
@@ -594,6 +617,7 @@ async fn measure(
     args: &Args,
     plan: &Plan,
     mecha: &Mecha,
+    baseline: Option<&Mecha>,
     cleanup: &Cleanup,
 ) -> Result<Measured, String> {
     let conc = args.concurrency.max(1);
@@ -659,8 +683,7 @@ async fn measure(
     let pg = PgDirect::connect(&args.database_url, &cleanup.table, pg_conns).await?;
 
     let expect_len = value.len();
-    let http_get = |store: &'static str| -> Op {
-        let http = http.clone();
+    let http_get_on = |http: Arc<HttpPool>, store: &'static str| -> Op {
         Arc::new(move |_w, seq| {
             let http = http.clone();
             async move {
@@ -674,6 +697,7 @@ async fn measure(
             .boxed()
         })
     };
+    let http_get = |store: &'static str| http_get_on(http.clone(), store);
     let save_body = {
         let value = value.clone();
         move |key: &str| {
@@ -848,7 +872,7 @@ async fn measure(
         mecha,
     };
     let redis_benchmark = RedisBenchmark::from_url(&args.redis_url, args.value_size)?;
-    let scenarios: Vec<Scenario> = vec![
+    let mut scenarios: Vec<Scenario> = vec![
         Scenario {
             id: "redis_get_http",
             title: "HTTP GetState via Redis",
@@ -937,6 +961,21 @@ async fn measure(
             ],
         },
     ];
+    if let Some(b) = baseline {
+        scenarios.push(Scenario {
+            id: "before_after",
+            title: "HTTP GetState via Redis: this build vs --baseline-mecha",
+            keys: false,
+            sides: vec![
+                side("this build", http_get("redis"), true),
+                side(
+                    "baseline build",
+                    http_get_on(HttpPool::new(b.http), "redis"),
+                    true,
+                ),
+            ],
+        });
+    }
     let latency_scenarios: Vec<(&'static str, &'static str, Vec<Side>)> = vec![
         (
             "redis_get_http",
