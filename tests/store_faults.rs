@@ -48,10 +48,11 @@ fn jetstream_component(name: &str, port: u16, bucket: &str) -> String {
     )
 }
 
-async fn start(yaml: &str) -> Arc<Mecha> {
+/// Mecha serving `component` (store `store`) under [`resiliency`].
+async fn start(component: &str, store: &str) -> Arc<Mecha> {
     Arc::new(
         TestMecha::empty()
-            .yaml(yaml)
+            .yaml(&format!("{component}---\n{}", resiliency(store)))
             .settings("actors:\n  requestTimeout: 1s\n  healthInterval: 200ms\n")
             .start()
             .await,
@@ -212,12 +213,7 @@ async fn kill_and_restart(m: Arc<Mecha>, server: &mut PrivateServer, store: &str
 #[actix_rt::test]
 async fn redis_killed_and_restarted_under_a_breaker() {
     let mut redis = durable_redis();
-    let m = start(&format!(
-        "{}---\n{}",
-        redis_component("cache", &redis.addr()),
-        resiliency("cache")
-    ))
-    .await;
+    let m = start(&redis_component("cache", &redis.addr()), "cache").await;
     // The breaker's gauge exists from the start, closed, before any state change.
     let metrics = m.metrics().await;
     assert!(
@@ -231,12 +227,11 @@ async fn redis_killed_and_restarted_under_a_breaker() {
 #[actix_rt::test]
 async fn postgres_killed_and_restarted_under_a_breaker() {
     let mut pg = postgres();
-    let m = start(&format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pg\nspec:\n  type: state.postgresql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=1\"\n  - name: timeout\n    value: 500ms\n---\n{}",
-        pg.port,
-        resiliency("pg")
-    ))
-    .await;
+    let component = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pg\nspec:\n  type: state.postgresql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=1\"\n  - name: timeout\n    value: 500ms\n",
+        pg.port
+    );
+    let m = start(&component, "pg").await;
     until_recovered(&m, "pg", Instant::now(), Duration::from_secs(5)).await;
     kill_and_restart(m, &mut pg, "pg").await;
 }
@@ -244,12 +239,7 @@ async fn postgres_killed_and_restarted_under_a_breaker() {
 #[actix_rt::test]
 async fn bulk_calls_that_fail_trip_the_breaker() {
     let mut redis = durable_redis();
-    let m = start(&format!(
-        "{}---\n{}",
-        redis_component("bulky", &redis.addr()),
-        resiliency("bulky")
-    ))
-    .await;
+    let m = start(&redis_component("bulky", &redis.addr()), "bulky").await;
     let keys: Vec<String> = (0..4).map(|i| format!("bulk-{i}")).collect();
     let r = m
         .post(
@@ -286,12 +276,7 @@ async fn jetstream_frozen_then_killed_fails_fast_and_recovers() {
     let mut nats = jetstream();
     let store = "kv";
     let bucket = unique("faults").replace('-', "_");
-    let m = start(&format!(
-        "{}---\n{}",
-        jetstream_component(store, nats.port, &bucket),
-        resiliency(store)
-    ))
-    .await;
+    let m = start(&jetstream_component(store, nats.port, &bucket), store).await;
     // The bucket exists and the store answers before the faults.
     until_recovered(&m, store, Instant::now(), Duration::from_secs(5)).await;
 
