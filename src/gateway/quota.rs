@@ -70,9 +70,24 @@ fn too_many(app: &AppId, wait: Duration, why: String) -> Error {
 impl Quotas {
     /// Quotas for `apps`; an app not listed is not limited.
     pub fn new(apps: impl IntoIterator<Item = (AppId, QuotaSettings)>) -> Quotas {
+        Quotas::carried(apps, None)
+    }
+
+    /// Quotas for `apps` after a reload: an app whose settings did not change keeps its
+    /// budget (requests in flight, rate-limiter state) from `previous`.
+    pub fn carried(
+        apps: impl IntoIterator<Item = (AppId, QuotaSettings)>,
+        previous: Option<&Quotas>,
+    ) -> Quotas {
         let by_app = apps
             .into_iter()
             .map(|(app, settings)| {
+                if let Some(old) = previous
+                    .and_then(|p| p.by_app.get(&app))
+                    .filter(|q| q.settings == settings)
+                {
+                    return (app, old.clone());
+                }
                 let limiter = NonZeroU32::new(settings.requests_per_second).map(|rps| {
                     let burst = NonZeroU32::new(settings.burst).unwrap_or(rps);
                     governor::RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
