@@ -243,9 +243,10 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             }
         }));
     }
-    let reloader = opts.config_sources.clone().map(|sources| {
-        Arc::new(Reloader::new(sources, live.clone(), settings.clone()))
-    });
+    let reloader = opts
+        .config_sources
+        .clone()
+        .map(|sources| Arc::new(Reloader::new(sources, live.clone(), settings.clone())));
     if let Some(r) = &reloader {
         if !settings.server.reload_interval.is_zero() {
             tasks.push(actix_rt::spawn(

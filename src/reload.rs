@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use sha2::Digest;
 
-use crate::config::{
-    Config, ConfigSources, DEFAULT_CONFIG_FILE, DEFAULT_RESOURCES_PATH, Settings,
-};
+use crate::config::{Config, ConfigSources, DEFAULT_CONFIG_FILE, DEFAULT_RESOURCES_PATH, Settings};
 use crate::gateway::{Catalog, Live};
 
 /// What started a reload.
@@ -262,31 +260,63 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<String> {
         }
     };
     let (o, n) = (&old.server, &new.server);
-    check("server.workers", o.workers.to_string(), n.workers.to_string());
-    check("server.shutdownTimeout", dur(o.shutdown_timeout), dur(n.shutdown_timeout));
+    check(
+        "server.workers",
+        o.workers.to_string(),
+        n.workers.to_string(),
+    );
+    check(
+        "server.shutdownTimeout",
+        dur(o.shutdown_timeout),
+        dur(n.shutdown_timeout),
+    );
     check(
         "server.tokenFileCheckInterval",
         dur(o.token_file_check_interval),
         dur(n.token_file_check_interval),
     );
-    check("server.reloadInterval", dur(o.reload_interval), dur(n.reload_interval));
+    check(
+        "server.reloadInterval",
+        dur(o.reload_interval),
+        dur(n.reload_interval),
+    );
     let (o, n) = (&old.actors, &new.actors);
     check(
         "actors.mailboxCapacity",
         o.mailbox_capacity.to_string(),
         n.mailbox_capacity.to_string(),
     );
-    check("actors.requestTimeout", dur(o.request_timeout), dur(n.request_timeout));
-    check("actors.healthInterval", dur(o.health_interval), dur(n.health_interval));
+    check(
+        "actors.requestTimeout",
+        dur(o.request_timeout),
+        dur(n.request_timeout),
+    );
+    check(
+        "actors.healthInterval",
+        dur(o.health_interval),
+        dur(n.health_interval),
+    );
     check(
         "actors.restartAfterFailedPings",
         o.restart_after_failed_pings.to_string(),
         n.restart_after_failed_pings.to_string(),
     );
-    check("actors.ttlSweepInterval", dur(o.ttl_sweep_interval), dur(n.ttl_sweep_interval));
+    check(
+        "actors.ttlSweepInterval",
+        dur(o.ttl_sweep_interval),
+        dur(n.ttl_sweep_interval),
+    );
     let (o, n) = (&old.limits, &new.limits);
-    check("limits.maxBodySize", o.max_body_size.to_string(), n.max_body_size.to_string());
-    check("limits.maxBulkItems", o.max_bulk_items.to_string(), n.max_bulk_items.to_string());
+    check(
+        "limits.maxBodySize",
+        o.max_body_size.to_string(),
+        n.max_body_size.to_string(),
+    );
+    check(
+        "limits.maxBulkItems",
+        o.max_bulk_items.to_string(),
+        n.max_bulk_items.to_string(),
+    );
     check(
         "limits.maxTransactionOps",
         o.max_transaction_ops.to_string(),
@@ -297,8 +327,16 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<String> {
         o.max_connections.to_string(),
         n.max_connections.to_string(),
     );
-    check("limits.headerTimeout", dur(o.header_timeout), dur(n.header_timeout));
-    check("limits.idleTimeout", dur(o.idle_timeout), dur(n.idle_timeout));
+    check(
+        "limits.headerTimeout",
+        dur(o.header_timeout),
+        dur(n.header_timeout),
+    );
+    check(
+        "limits.idleTimeout",
+        dur(o.idle_timeout),
+        dur(n.idle_timeout),
+    );
     check(
         "limits.maxConcurrentStreams",
         o.max_concurrent_streams.to_string(),
@@ -408,7 +446,10 @@ mod tests {
         new.limits.max_key_length = 10; // live: not listed
         let got = restart_only_changes(&old, &new);
         assert_eq!(got.len(), 2, "{got:?}");
-        assert!(got[0].contains("server.workers changed (0 -> 3)"), "{got:?}");
+        assert!(
+            got[0].contains("server.workers changed (0 -> 3)"),
+            "{got:?}"
+        );
         assert!(got[1].contains("limits.maxConnections"), "{got:?}");
     }
 }

@@ -12,11 +12,15 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mecha::actors::{StateStore, StoreError, StoreFactory};
 use mecha::app::{Options, start};
-use mecha::config::{Config, ConfigSources};
+use mecha::capabilities::CapabilitySet;
+use mecha::config::{Config, ConfigSources, LoadedComponent};
+use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use mecha::reload::Outcome;
 use serde_json::json;
 use support::{Mecha, error_of, unique};
@@ -126,7 +130,13 @@ impl PrivateNats {
     fn start() -> PrivateNats {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &PrivateNats::PORT.to_string(), "-js"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &PrivateNats::PORT.to_string(),
+                "-js",
+            ])
             .arg("-sd")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -136,7 +146,10 @@ impl PrivateNats {
         let nats = PrivateNats { child, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", PrivateNats::PORT)).is_err() {
-            assert!(Instant::now() < deadline, "private nats-server did not start");
+            assert!(
+                Instant::now() < deadline,
+                "private nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         nats
@@ -181,10 +194,7 @@ async fn policy_flip_applies_to_the_next_request_while_a_call_in_flight_finishes
     let m = files.start().await;
     let save = |m: &Mecha, a: &str, b: &str| {
         let body = json!([{"key": a, "value": 1}, {"key": b, "value": 2}]).to_string();
-        m.client
-            .post(m.url("/v1.0/state/kv"))
-            .body(body)
-            .send()
+        m.client.post(m.url("/v1.0/state/kv")).body(body).send()
     };
     let r = save(&m, "a", "b").await.unwrap();
     assert_eq!(r.status(), 204);
@@ -194,7 +204,10 @@ async fn policy_flip_applies_to_the_next_request_while_a_call_in_flight_finishes
     nats.signal("-STOP");
     let in_flight = actix_rt::spawn(save(&m, "c", "d"));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(!in_flight.is_finished(), "the store is frozen: the call must be in flight");
+    assert!(
+        !in_flight.is_finished(),
+        "the store is frozen: the call must be in flight"
+    );
 
     files.write_config(&policy("reject"));
     match m.running.reload().await.unwrap() {
@@ -210,10 +223,19 @@ async fn policy_flip_applies_to_the_next_request_while_a_call_in_flight_finishes
     let started = Instant::now();
     let r = save(&m, "e", "f").await.unwrap();
     let (status, code, msg, _) = error_of(r).await;
-    assert_eq!((status, code.as_str()), (500, "ERR_STATE_STORE_NOT_SUPPORTED"));
-    assert!(msg.contains("capability bulk (BULK_NATIVE), policy: reject"), "{msg}");
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_STATE_STORE_NOT_SUPPORTED")
+    );
+    assert!(
+        msg.contains("capability bulk (BULK_NATIVE), policy: reject"),
+        "{msg}"
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
-    assert!(!in_flight.is_finished(), "the old call still waits for the store");
+    assert!(
+        !in_flight.is_finished(),
+        "the old call still waits for the store"
+    );
 
     // The store comes back: the call in flight completes on the old configuration.
     nats.signal("-CONT");
@@ -282,7 +304,10 @@ async fn stores_added_and_removed_under_load_by_file_change() {
     files.write_component("fresh.yaml", &memory("fresh"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while m.running.catalog().version() < 2 {
-        assert!(Instant::now() < deadline, "the file change was not picked up");
+        assert!(
+            Instant::now() < deadline,
+            "the file change was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -290,11 +315,18 @@ async fn stores_added_and_removed_under_load_by_file_change() {
     let mut total = 0;
     for c in clients {
         let (ok, failed) = c.await.unwrap();
-        assert!(failed.is_empty(), "failed requests on unchanged stores: {failed:?}");
+        assert!(
+            failed.is_empty(),
+            "failed requests on unchanged stores: {failed:?}"
+        );
         total += ok;
     }
     assert!(total > 20, "the clients made too few requests: {total}");
-    assert_eq!(m.running.catalog().version(), 2, "one reload for one change");
+    assert_eq!(
+        m.running.catalog().version(),
+        2,
+        "one reload for one change"
+    );
 
     let r = m.get("/v1.0/state/a/kept").await;
     assert_eq!(r.status(), 200);
@@ -340,7 +372,10 @@ async fn a_token_change_applies_without_restart() {
         .await
         .unwrap();
     assert_eq!(save.status(), 204);
-    assert_eq!(call("new-token", "/v1.0/state/s/k").await.unwrap().status(), 401);
+    assert_eq!(
+        call("new-token", "/v1.0/state/s/k").await.unwrap().status(),
+        401
+    );
 
     files.write_config(&cfg("new-token"));
     let outcome = m.running.reload().await.unwrap();
@@ -351,10 +386,126 @@ async fn a_token_change_applies_without_restart() {
             changes: vec!["app orders changed".into()]
         }
     );
-    assert_eq!(call("old-token", "/v1.0/state/s/k").await.unwrap().status(), 401);
+    assert_eq!(
+        call("old-token", "/v1.0/state/s/k").await.unwrap().status(),
+        401
+    );
     let r = call("new-token", "/v1.0/state/s/k").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "\"v\"");
+    m.running.stop(true).await;
+}
+
+/// A store whose writes wait for a gate, counting its live instances.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for Gated {
+    async fn get(&self, _: GetRequest) -> Result<Option<StateEntry>, StoreError> {
+        Ok(None)
+    }
+    async fn set(&self, _: SetRequest) -> Result<(), StoreError> {
+        let _permit = self.gate.acquire().await.expect("gate open");
+        Ok(())
+    }
+    async fn delete(&self, _: DeleteRequest) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+struct GatedFactory {
+    gate: Arc<tokio::sync::Semaphore>,
+    live: Arc<AtomicUsize>,
+}
+
+impl StoreFactory for GatedFactory {
+    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(Gated {
+            gate: self.gate.clone(),
+            live: self.live.clone(),
+        }))
+    }
+    fn capabilities(&self) -> CapabilitySet {
+        CapabilitySet::of(&[])
+    }
+}
+
+/// Issue 13: a removed store drains. A write in flight on it when the reload applies
+/// completes (204); new calls get "not found" at once; once the write is done, its shards
+/// stop and drop their store instances.
+#[actix_rt::test]
+async fn a_removed_store_drains_its_calls_then_drops_its_shards() {
+    let files = Files::new(
+        "server:\n  reloadInterval: 0s\n",
+        &[("a.yaml", &memory("a"))],
+    );
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let live = Arc::new(AtomicUsize::new(0));
+    let factory = Arc::new(GatedFactory {
+        gate: gate.clone(),
+        live: live.clone(),
+    });
+    let mut config = Config::load(&files.sources()).unwrap();
+    config
+        .components
+        .push(LoadedComponent::custom("gated", "state.test", factory));
+    let opts = Options {
+        http_port: 0,
+        grpc_port: 0,
+        metrics_port: 0,
+        handle_signals: false,
+        config_sources: Some(files.sources()),
+        ..Options::default()
+    };
+    let running = start(config, opts).await.unwrap();
+    let m = Mecha {
+        base: format!("http://{}", running.http_addr),
+        running,
+        client: reqwest::Client::new(),
+    };
+    assert!(live.load(Ordering::SeqCst) > 0);
+    let body = json!([{"key": "k", "value": 1}]).to_string();
+    let in_flight = actix_rt::spawn(m.client.post(m.url("/v1.0/state/gated")).body(body).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!in_flight.is_finished());
+
+    // The files do not have it: the reload removes it.
+    let Outcome::Applied { changes, .. } = m.running.reload().await.unwrap() else {
+        panic!("reload refused");
+    };
+    assert_eq!(changes, ["store gated removed (draining)"]);
+    let (status, code, _, _) = error_of(m.get("/v1.0/state/gated/k").await).await;
+    assert_eq!((status, code.as_str()), (400, "ERR_STATE_STORE_NOT_FOUND"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!in_flight.is_finished());
+    assert!(
+        live.load(Ordering::SeqCst) > 0,
+        "the store is draining: its shards must stay while a call runs"
+    );
+
+    gate.add_permits(1);
+    let r = in_flight.await.unwrap().unwrap();
+    assert_eq!(r.status(), 204, "the call in flight completes");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live.load(Ordering::SeqCst) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the removed store's shards did not stop: {} instance(s) left",
+            live.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    m.save("a", "k", json!(1)).await;
     m.running.stop(true).await;
 }
 
@@ -382,11 +533,20 @@ async fn an_invalid_reload_changes_nothing() {
     };
     assert_eq!(version, 1);
     let all = problems.join("\n");
-    assert!(all.contains("unknown state store type 'state.nope'"), "{all}");
-    assert!(all.contains("app 'orders': no state store named 'elsewhere'"), "{all}");
+    assert!(
+        all.contains("unknown state store type 'state.nope'"),
+        "{all}"
+    );
+    assert!(
+        all.contains("app 'orders': no state store named 'elsewhere'"),
+        "{all}"
+    );
     assert!(all.contains("no state store named 'nosuch'"), "{all}");
     assert_eq!(m.running.catalog().version(), 1);
-    assert_eq!(error_of(m.get("/v1.0/state/t/k").await).await.1, "ERR_STATE_STORE_NOT_FOUND");
+    assert_eq!(
+        error_of(m.get("/v1.0/state/t/k").await).await.1,
+        "ERR_STATE_STORE_NOT_FOUND"
+    );
     assert_eq!(m.get("/v1.0/state/s/k").await.status(), 200);
 
     // Valid, but a restart-only setting changed: refused, naming the field.
@@ -396,17 +556,25 @@ async fn an_invalid_reload_changes_nothing() {
         panic!("a restart-only change must be refused");
     };
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("server.workers changed (0 -> 7)"), "{problems:?}");
+    assert!(
+        problems[0].contains("server.workers changed (0 -> 7)"),
+        "{problems:?}"
+    );
     assert!(problems[0].contains("needs a restart"), "{problems:?}");
     assert_eq!(m.running.catalog().version(), 1);
-    assert_eq!(error_of(m.get("/v1.0/state/t/k").await).await.1, "ERR_STATE_STORE_NOT_FOUND");
+    assert_eq!(
+        error_of(m.get("/v1.0/state/t/k").await).await.1,
+        "ERR_STATE_STORE_NOT_FOUND"
+    );
 
-    // Fixed: applies.
-    files.write_config("server:\n  reloadInterval: 0s\n");
-    let Outcome::Applied { version, .. } = m.running.reload().await.unwrap() else {
+    // Fixed: applies. The policy of `s` changes (new shards over the same backend): its
+    // in-memory data stays.
+    files.write_config("server:\n  reloadInterval: 0s\nstores:\n  s:\n    partitionKey: ignore\n");
+    let Outcome::Applied { version, changes } = m.running.reload().await.unwrap() else {
         panic!("a valid configuration must apply");
     };
     assert_eq!(version, 2);
+    assert_eq!(changes, ["store s changed (policy)", "store t added"]);
     assert_eq!(m.get("/v1.0/state/t/k").await.status(), 204);
     assert_eq!(m.get("/v1.0/state/s/k").await.status(), 200);
     m.running.stop(true).await;
@@ -421,10 +589,19 @@ struct Binary {
 }
 
 impl Binary {
+    // The child moves into `Binary`, whose `Drop` kills and waits for it.
+    #[allow(clippy::zombie_processes)]
     fn spawn(files: &Files) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mecha"))
             .args(files.args())
-            .args(["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
+            .args([
+                "--http-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -457,7 +634,10 @@ impl Binary {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("mecha did not report its address: {:?}", log.lock().unwrap());
+                panic!(
+                    "mecha did not report its address: {:?}",
+                    log.lock().unwrap()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -489,7 +669,12 @@ impl Binary {
     }
 
     async fn metric(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(&self.metrics).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(&self.metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
@@ -508,12 +693,16 @@ impl Drop for Binary {
 /// logged, and the running version keeps serving.
 #[actix_rt::test]
 async fn sighup_reloads_and_the_log_and_metrics_show_the_live_version() {
-    let files = Files::new("server:\n  reloadInterval: 0s\n", &[("s.yaml", &memory("s"))]);
+    let files = Files::new(
+        "server:\n  reloadInterval: 0s\n",
+        &[("s.yaml", &memory("s"))],
+    );
     let bin = Binary::spawn(&files);
     let client = reqwest::Client::new();
     assert_eq!(bin.metric("mecha_config_version ").await, Some(1.0));
     assert_eq!(
-        bin.metric("mecha_config_reloads_total{result=\"applied\"} ").await,
+        bin.metric("mecha_config_reloads_total{result=\"applied\"} ")
+            .await,
         Some(0.0)
     );
     let save = |store: &str| {
@@ -528,14 +717,16 @@ async fn sighup_reloads_and_the_log_and_metrics_show_the_live_version() {
     files.write_component("t.yaml", &memory("t"));
     files.write_config("server:\n  reloadInterval: 0s\nstores:\n  s:\n    lint: reject\n");
     bin.sighup();
-    bin.wait_log("configuration reloaded: version 2 is live").await;
+    bin.wait_log("configuration reloaded: version 2 is live")
+        .await;
     assert!(bin.log_has("trigger=\"SIGHUP\""));
     assert!(bin.log_has("store t added"));
     assert!(bin.log_has("store s changed (lint)"));
     assert_eq!(save("t").await.unwrap().status(), 204);
     assert_eq!(bin.metric("mecha_config_version ").await, Some(2.0));
     assert_eq!(
-        bin.metric("mecha_config_reloads_total{result=\"applied\"} ").await,
+        bin.metric("mecha_config_reloads_total{result=\"applied\"} ")
+            .await,
         Some(1.0)
     );
 
@@ -546,11 +737,13 @@ async fn sighup_reloads_and_the_log_and_metrics_show_the_live_version() {
     );
     files.write_config("server:\n  reloadInterval: 0s\nstores:\n  s:\n    lint: sometimes\n");
     bin.sighup();
-    bin.wait_log("configuration reload refused: version 2 keeps serving").await;
+    bin.wait_log("configuration reload refused: version 2 keeps serving")
+        .await;
     assert!(bin.log_has("unknown state store type 'state.nope'"));
     assert!(bin.log_has("stores.s"));
     assert_eq!(
-        bin.metric("mecha_config_reloads_total{result=\"refused\"} ").await,
+        bin.metric("mecha_config_reloads_total{result=\"refused\"} ")
+            .await,
         Some(1.0)
     );
     assert_eq!(bin.metric("mecha_config_version ").await, Some(2.0));
@@ -562,12 +755,20 @@ async fn sighup_reloads_and_the_log_and_metrics_show_the_live_version() {
 /// never does (the version stays put between checks).
 #[actix_rt::test]
 async fn a_file_change_reloads_the_binary_without_a_signal() {
-    let files = Files::new("server:\n  reloadInterval: 100ms\n", &[("s.yaml", &memory("s"))]);
+    let files = Files::new(
+        "server:\n  reloadInterval: 100ms\n",
+        &[("s.yaml", &memory("s"))],
+    );
     let bin = Binary::spawn(&files);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(bin.metric("mecha_config_version ").await, Some(1.0), "nothing changed");
+    assert_eq!(
+        bin.metric("mecha_config_version ").await,
+        Some(1.0),
+        "nothing changed"
+    );
     files.write_component("t.yaml", &memory("t"));
-    bin.wait_log("configuration reloaded: version 2 is live").await;
+    bin.wait_log("configuration reloaded: version 2 is live")
+        .await;
     assert!(bin.log_has("trigger=\"file change\""));
     let r = reqwest::Client::new()
         .get(format!("{}/v1.0/state/t/k", bin.http))

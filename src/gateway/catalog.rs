@@ -184,10 +184,11 @@ impl Catalog {
             .iter()
             .map(|c| {
                 let matrix = c.matrix(settings).expect("policies were checked above");
-                let old = previous
-                    .and_then(|p| p.store_named(&c.name))
-                    .filter(|o| o.definition == c.definition && o.component_type == c.component_type);
-                let base_factory = old.map_or_else(|| c.factory.clone(), |o| o.base_factory.clone());
+                let old = previous.and_then(|p| p.store_named(&c.name)).filter(|o| {
+                    o.definition == c.definition && o.component_type == c.component_type
+                });
+                let base_factory =
+                    old.map_or_else(|| c.factory.clone(), |o| o.base_factory.clone());
                 let same_matrix = old.is_some_and(|o| o.matrix == matrix);
                 let same_resiliency = old.is_some_and(|o| o.resiliency == c.resiliency);
                 // Emulations wrap every instance of the store, so no path bypasses them.
@@ -221,7 +222,8 @@ impl Catalog {
                     matrix,
                     key_prefix: c.key_prefix.clone(),
                     scopes: c.scopes.clone(),
-                    health: old.map_or_else(|| Arc::new(StoreHealth::default()), |o| o.health.clone()),
+                    health: old
+                        .map_or_else(|| Arc::new(StoreHealth::default()), |o| o.health.clone()),
                     metrics: old.map_or_else(
                         || crate::metrics::StoreMetrics::new(&c.name),
                         |o| o.metrics.clone(),

@@ -8,8 +8,8 @@
 //! `mecha_metadata_key_usage_total`), so the history outlives a restart.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use super::catalog::AppId;
 use crate::capabilities::portability::{MetaKey, MetaKeys, UsageCounts};

@@ -200,7 +200,11 @@ async fn serve_request(
 
 /// The metrics `path` of a request: a configured store's state path, a route template, or
 /// `_unknown` (never the raw path, so requests cannot create series at will).
-fn path_label<'c>(catalog: &'c Catalog, route: &Route<'_>, segments: &[&str]) -> metrics::HttpPath<'c> {
+fn path_label<'c>(
+    catalog: &'c Catalog,
+    route: &Route<'_>,
+    segments: &[&str],
+) -> metrics::HttpPath<'c> {
     use metrics::HttpPath::{Fixed, State};
     let store = match *route {
         Route::Save(s)
