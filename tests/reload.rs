@@ -509,6 +509,67 @@ async fn a_removed_store_drains_its_calls_then_drops_its_shards() {
     m.running.stop(true).await;
 }
 
+/// Dapr resiliency files reload with the components: a new breaker applies to its store
+/// (and only it changes); a document naming an undefined policy is refused.
+#[actix_rt::test]
+async fn resiliency_files_reload_all_or_nothing() {
+    let files = Files::new(
+        "server:\n  reloadInterval: 0s\n",
+        &[("s.yaml", &memory("s")), ("t.yaml", &memory("t"))],
+    );
+    let m = files.start().await;
+    m.save("s", "k", json!(1)).await;
+    let doc = |breaker: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    circuitBreakers:\n      cb:\n        maxRequests: 1\n        timeout: 30s\n        trip: consecutiveFailures >= 5\n  targets:\n    components:\n      s:\n        outbound:\n          circuitBreaker: {breaker}\n"
+        )
+    };
+    files.write_component("resiliency.yaml", &doc("cb"));
+    let outcome = m.running.reload().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            version: 2,
+            changes: vec!["store s changed (resiliency)".into()]
+        }
+    );
+    let catalog = m.running.catalog();
+    assert!(
+        catalog
+            .store_named("s")
+            .unwrap()
+            .resilience
+            .breaker
+            .is_some()
+    );
+    assert!(
+        catalog
+            .store_named("t")
+            .unwrap()
+            .resilience
+            .breaker
+            .is_none()
+    );
+    assert_eq!(m.get("/v1.0/state/s/k").await.status(), 200);
+
+    files.write_component("resiliency.yaml", &doc("nosuch"));
+    let Outcome::Refused { problems, .. } = m.running.reload().await.unwrap() else {
+        panic!("an undefined policy must be refused");
+    };
+    assert!(problems.join("\n").contains("nosuch"), "{problems:?}");
+    assert_eq!(m.running.catalog().version(), 2);
+    assert!(
+        m.running
+            .catalog()
+            .store_named("s")
+            .unwrap()
+            .resilience
+            .breaker
+            .is_some()
+    );
+    m.running.stop(true).await;
+}
+
 /// An invalid configuration (three problems in two files, next to a valid new store) and a restart-only change are
 /// refused as a whole, naming every problem; the old version keeps serving unchanged.
 #[actix_rt::test]

@@ -195,4 +195,39 @@ mod tests {
         let held: Vec<_> = (0..100).map(|_| q.admit(&app).unwrap()).collect();
         assert_eq!(held.len(), 100);
     }
+
+    #[test]
+    fn a_reload_keeps_the_budget_of_unchanged_apps_only() {
+        let (q, app) = quotas(1, 0, 0);
+        let _held = q.admit(&app).unwrap();
+        let same = Quotas::carried(
+            [(
+                app.clone(),
+                QuotaSettings {
+                    max_concurrent: 1,
+                    requests_per_second: 0,
+                    burst: 0,
+                    refusal_delay: Duration::ZERO,
+                },
+            )],
+            Some(&q),
+        );
+        assert!(
+            same.admit(&app).is_err(),
+            "the request in flight still counts"
+        );
+        let changed = Quotas::carried(
+            [(
+                app.clone(),
+                QuotaSettings {
+                    max_concurrent: 2,
+                    requests_per_second: 0,
+                    burst: 0,
+                    refusal_delay: Duration::ZERO,
+                },
+            )],
+            Some(&q),
+        );
+        assert!(changed.admit(&app).is_ok(), "a changed quota starts afresh");
+    }
 }

@@ -162,4 +162,22 @@ mod tests {
         assert_eq!(u.counts("zzz", 0), UsageCounts::default());
         assert_eq!(u.rows.len(), 2);
     }
+
+    #[test]
+    fn a_reload_carries_counts_of_kept_pairs_only() {
+        let old = Usage::new([AppId::from("a")], vec!["s".into(), "gone".into()]);
+        old.record("a", 0, Needs::NONE, MetaKeys::default());
+        old.record("a", 1, Needs::NONE, MetaKeys::default());
+        let new = Usage::carried(
+            [AppId::from("b"), AppId::from("a")],
+            vec!["t".into(), "s".into()],
+            Some(&old),
+        );
+        assert_eq!(new.counts("a", 1).requests, 1, "a on s carried");
+        assert_eq!(new.counts("a", 0).requests, 0, "t is new");
+        assert_eq!(new.counts("b", 1).requests, 0, "b is new");
+        // Shared: a request still running on the old table counts in the new one.
+        old.record("a", 0, Needs::NONE, MetaKeys::default());
+        assert_eq!(new.counts("a", 1).requests, 2);
+    }
 }
