@@ -255,7 +255,12 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         }
         #[cfg(unix)]
         if opts.handle_signals {
-            tasks.push(actix_rt::spawn(r.clone().on_sighup()));
+            match crate::reload::sighup() {
+                Ok(hup) => tasks.push(actix_rt::spawn(r.clone().on_sighup(hup))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on file change only")
+                }
+            }
         }
     }
 

@@ -180,21 +180,21 @@ impl Reloader {
         }
     }
 
-    /// Reloads on every `SIGHUP`, forever (spawn it; abort to stop).
+    /// Reloads on every `SIGHUP` received by `hup`, forever (spawn it; abort to stop).
+    /// Create `hup` with [`sighup`] before announcing the server, so that no SIGHUP can
+    /// arrive unhandled (its default action ends the process).
     #[cfg(unix)]
-    pub async fn on_sighup(self: Arc<Self>) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on file change only");
-                return;
-            }
-        };
+    pub async fn on_sighup(self: Arc<Self>, mut hup: tokio::signal::unix::Signal) {
         while hup.recv().await.is_some() {
             self.reload(Trigger::Signal).await;
         }
     }
+}
+
+/// Starts listening for `SIGHUP` (must run inside the tokio runtime).
+#[cfg(unix)]
+pub fn sighup() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
 /// The files a load reads, as [`Config::load`] picks them.

@@ -302,8 +302,13 @@ async fn stores_added_and_removed_under_load_by_file_change() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     files.remove_component("gone.yaml");
     files.write_component("fresh.yaml", &memory("fresh"));
+    // Two file operations: one or two reloads, whichever the file check sees.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while m.running.catalog().version() < 2 {
+    loop {
+        let c = m.running.catalog();
+        if c.store_named("fresh").is_some() && c.store_named("gone").is_none() {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "the file change was not picked up"
@@ -322,11 +327,6 @@ async fn stores_added_and_removed_under_load_by_file_change() {
         total += ok;
     }
     assert!(total > 20, "the clients made too few requests: {total}");
-    assert_eq!(
-        m.running.catalog().version(),
-        2,
-        "one reload for one change"
-    );
 
     let r = m.get("/v1.0/state/a/kept").await;
     assert_eq!(r.status(), 200);
