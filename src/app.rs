@@ -1,6 +1,7 @@
 //! Wiring: build the catalog, start the HTTP door (one gateway pipeline per worker thread),
 //! the gRPC door (one more pipeline, on its own arbiter; see [`crate::gateway::grpc`]) and
-//! the metrics endpoint; stop them gracefully, gRPC together with HTTP.
+//! the metrics endpoint; stop them gracefully, gRPC together with HTTP. With configuration
+//! sources, reload on `SIGHUP` and on file change ([`crate::reload`]).
 //!
 //! Must run inside an actix system (`actix_rt::System`), which `main` and the test harness
 //! provide.
@@ -12,10 +13,11 @@ use std::sync::Arc;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigSources};
 use crate::gateway::grpc::GrpcServer;
 use crate::gateway::http::{HttpState, dispatch};
-use crate::gateway::{Catalog, Gateway};
+use crate::gateway::{Catalog, Gateway, Live};
+use crate::reload::{Outcome, Reloader, Trigger};
 
 /// Where and as whom to serve.
 #[derive(Debug, Clone)]
@@ -30,8 +32,12 @@ pub struct Options {
     pub metrics_port: u16,
     /// The app id used when no apps are configured.
     pub app_id: String,
-    /// Whether SIGINT/SIGTERM trigger a graceful shutdown (off for embedded use and tests).
+    /// Whether SIGINT/SIGTERM trigger a graceful shutdown (off for embedded use and tests);
+    /// with `config_sources`, also whether SIGHUP reloads.
     pub handle_signals: bool,
+    /// Where the configuration was loaded from: enables reloads ([`Running::reload`], the
+    /// file check every `server.reloadInterval`, and SIGHUP with `handle_signals`).
+    pub config_sources: Option<ConfigSources>,
 }
 
 impl Default for Options {
@@ -43,6 +49,7 @@ impl Default for Options {
             metrics_port: 9090,
             app_id: "default".into(),
             handle_signals: true,
+            config_sources: None,
         }
     }
 }
@@ -55,21 +62,40 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// Where `/metrics` listens.
     pub metrics_addr: SocketAddr,
-    /// The shared catalog.
-    pub catalog: Arc<Catalog>,
+    live: Arc<Live>,
+    reloader: Option<Arc<Reloader>>,
     http: ServerHandle,
     grpc: GrpcServer,
     metrics: ServerHandle,
     http_task: actix_rt::task::JoinHandle<io::Result<()>>,
-    token_reload: Option<actix_rt::task::JoinHandle<()>>,
+    /// Background tasks (token file check, configuration watch, SIGHUP), aborted on stop.
+    tasks: Vec<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops every listener; `graceful` waits (up to the shutdown timeout) for in-flight requests.
-    pub async fn stop(&self, graceful: bool) {
-        if let Some(t) = &self.token_reload {
+    /// The live catalog (the configuration version new requests use).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.live.catalog()
+    }
+
+    /// Reloads the configuration from its sources now (as SIGHUP does). `None` when Mecha
+    /// was started without `config_sources`.
+    pub async fn reload(&self) -> Option<Outcome> {
+        match &self.reloader {
+            Some(r) => Some(r.reload(Trigger::Call).await),
+            None => None,
+        }
+    }
+
+    fn abort_tasks(&self) {
+        for t in &self.tasks {
             t.abort();
         }
+    }
+
+    /// Stops every listener; `graceful` waits (up to the shutdown timeout) for in-flight requests.
+    pub async fn stop(&self, graceful: bool) {
+        self.abort_tasks();
         self.http.stop(graceful).await;
         self.grpc.stop(graceful).await;
         self.metrics.stop(graceful).await;
@@ -78,13 +104,20 @@ impl Running {
     /// Waits until the HTTP server ends (on a signal, or after [`Running::stop`]), then
     /// stops the other listeners (gRPC gracefully).
     pub async fn wait(self) -> io::Result<()> {
-        let result = self.http_task.await.map_err(io::Error::other)?;
-        if let Some(t) = &self.token_reload {
+        let Running {
+            http_task,
+            tasks,
+            grpc,
+            metrics,
+            ..
+        } = self;
+        let result = http_task.await.map_err(io::Error::other);
+        for t in &tasks {
             t.abort();
         }
-        self.grpc.stop(true).await;
-        self.metrics.stop(true).await;
-        result
+        grpc.stop(true).await;
+        metrics.stop(true).await;
+        result?
     }
 }
 
@@ -101,6 +134,8 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             )
         })?;
     let catalog = Arc::new(catalog);
+    let live = Live::new(catalog.clone());
+    crate::metrics::config_version(catalog.version());
 
     let grpc_addr = SocketAddr::new(opts.listen_address, opts.grpc_port);
     let grpc_listener =
@@ -108,10 +143,10 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let actor_settings = settings.actors.clone();
     let limits = settings.limits.clone();
     let threads = serving_threads(settings.server.workers);
-    let c = catalog.clone();
+    let l = live.clone();
     let mut http = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own gateway and store shards.
-        let gateway = Gateway::start_local(c.clone(), &actor_settings);
+        let gateway = Gateway::start_local(l.clone(), &actor_settings);
         App::new()
             .app_data(web::Data::new(HttpState { gateway }))
             .default_service(web::to(dispatch))
@@ -137,13 +172,14 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let http = http.run();
     let http_handle = http.handle();
 
-    let c = catalog.clone();
+    let l = live.clone();
     let metrics = HttpServer::new(move || {
         let handle = prometheus.clone();
-        let catalog = c.clone();
+        let live = l.clone();
         App::new().route(
             "/metrics",
             web::get().to(move |req: actix_web::HttpRequest| {
+                let catalog = live.catalog();
                 let allowed = catalog.metrics_allowed(metrics_token(&req));
                 if allowed {
                     for s in catalog.stores() {
@@ -183,25 +219,50 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     actix_rt::spawn(metrics);
     let http_task = actix_rt::spawn(http);
     let grpc = GrpcServer::start(
-        catalog.clone(),
+        live.clone(),
         settings.actors.clone(),
         grpc_listener,
         settings.server.shutdown_timeout,
         serving_threads(settings.server.workers),
     )?;
     let grpc_addr = grpc.local_addr();
-    // Token files are checked for changes, so a rotated token needs no restart.
-    let token_reload = catalog.has_token_files().then(|| {
-        let catalog = catalog.clone();
+    // Token files are checked for changes, so a rotated token needs no restart (whichever
+    // configuration version is live, and whether or not it has token files).
+    let mut tasks = Vec::new();
+    {
+        let live = live.clone();
         let every = settings.server.token_file_check_interval;
-        actix_rt::spawn(async move {
+        tasks.push(actix_rt::spawn(async move {
             let mut tick = actix_rt::time::interval(every);
             loop {
                 tick.tick().await;
-                catalog.reload_tokens();
+                let catalog = live.catalog();
+                if catalog.has_token_files() {
+                    catalog.reload_tokens();
+                }
             }
-        })
-    });
+        }));
+    }
+    let reloader = opts
+        .config_sources
+        .clone()
+        .map(|sources| Arc::new(Reloader::new(sources, live.clone(), settings.clone())));
+    if let Some(r) = &reloader {
+        if !settings.server.reload_interval.is_zero() {
+            tasks.push(actix_rt::spawn(
+                r.clone().watch(settings.server.reload_interval),
+            ));
+        }
+        #[cfg(unix)]
+        if opts.handle_signals {
+            match crate::reload::sighup() {
+                Ok(hup) => tasks.push(actix_rt::spawn(r.clone().on_sighup(hup))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on file change only")
+                }
+            }
+        }
+    }
 
     tracing::info!(http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id, "mecha listening");
     for s in catalog.stores() {
@@ -218,12 +279,13 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         http_addr,
         grpc_addr,
         metrics_addr,
-        catalog,
+        live,
+        reloader,
         http: http_handle,
         grpc,
         metrics: metrics_handle,
         http_task,
-        token_reload,
+        tasks,
     })
 }
 

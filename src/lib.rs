@@ -29,3 +29,4 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod portability_client;
+pub mod reload;

@@ -290,6 +290,7 @@ fn run(args: RunArgs) -> ExitCode {
         http_port: args.http_port,
         grpc_port: args.grpc_port,
         metrics_port: args.metrics_port,
+        config_sources: Some(args.sources()),
         app_id: args.app_id,
         handle_signals: true,
     };

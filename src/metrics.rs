@@ -593,6 +593,29 @@ pub fn store_retry(store: &str) {
     .increment(1);
 }
 
+/// The version of the configuration that serves new requests (1 at start, +1 per applied
+/// reload). Mecha's own gauge, no labels.
+pub const CONFIG_VERSION: &str = "mecha_config_version";
+/// Configuration reloads: `result` (`applied`, `refused`). Mecha's own counter.
+pub const CONFIG_RELOADS: &str = "mecha_config_reloads_total";
+
+/// Publishes the live configuration version; at start (`version` 1) it also registers both
+/// reload series at 0, so they are visible before the first reload.
+pub fn config_version(version: u64) {
+    metrics::gauge!(CONFIG_VERSION).set(version as f64);
+    if version == 1 {
+        for result in ["applied", "refused"] {
+            metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);
+        }
+    }
+}
+
+/// Counts one reload attempt: applied, or refused (the old configuration keeps serving).
+pub fn config_reload(applied: bool) {
+    let result = if applied { "applied" } else { "refused" };
+    metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

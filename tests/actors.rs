@@ -151,7 +151,7 @@ async fn a_panicking_store_is_restarted_and_the_next_requests_succeed() {
         factory.created.load(Ordering::SeqCst) > created,
         "the supervisor rebuilt the store"
     );
-    assert!(m.running.catalog.stores()[0].health.restarts() >= 1);
+    assert!(m.running.catalog().stores()[0].health.restarts() >= 1);
 }
 
 #[actix_rt::test]
@@ -178,7 +178,7 @@ async fn a_store_that_loses_its_backend_is_reported_and_restarted() {
     assert_eq!(code, "ERR_HEALTH_NOT_READY");
     // Without a valid token the answer names no backend error; the catalog keeps it.
     assert_eq!(msg, "dapr is not ready: [1 state store(s) not ready]");
-    let last = m.running.catalog.stores()[0].health.last_error();
+    let last = m.running.catalog().stores()[0].health.last_error();
     assert!(
         last.as_deref().is_some_and(|e| e.contains("backend lost")),
         "{last:?}"

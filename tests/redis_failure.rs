@@ -183,7 +183,7 @@ async fn redis_outage_fails_fast_shows_in_health_and_recovers() {
     );
     // Without a valid token, health says how many stores are down, not which or why.
     assert_eq!(message, "dapr is not ready: [1 state store(s) not ready]");
-    assert!(!m.running.catalog.stores()[0].health.is_healthy());
+    assert!(!m.running.catalog().stores()[0].health.is_healthy());
 
     // Back (empty, as it saves nothing): the next calls work, no Mecha restart.
     redis.restart();

@@ -126,7 +126,7 @@ async fn frozen_postgres_shows_in_health_trips_the_breaker_and_recovers() {
         "{message}"
     );
     let deadline = Instant::now() + Duration::from_secs(2);
-    while m.running.catalog.stores()[0].health.is_healthy() {
+    while m.running.catalog().stores()[0].health.is_healthy() {
         assert!(
             Instant::now() < deadline,
             "the ping never noticed the frozen database"

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix_web::{App, test, web};
 use mecha::config::{Settings, parse_components};
 use mecha::gateway::http::{HttpState, dispatch};
-use mecha::gateway::{Catalog, Gateway};
+use mecha::gateway::{Catalog, Gateway, Live};
 
 /// Requests counted per kind.
 pub const ROUNDS: u64 = 400;
@@ -49,7 +49,7 @@ pub async fn measure(blocks: impl Fn() -> u64) -> Result<Vec<Count>, String> {
         .map_err(|e| format!("{e:?}"))?;
     let settings = Settings::default();
     let catalog = Arc::new(Catalog::new(&components, &settings, "app").map_err(|e| e.join("; "))?);
-    let gateway = Gateway::start_local(catalog, &settings.actors);
+    let gateway = Gateway::start_local(Live::new(catalog), &settings.actors);
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(HttpState { gateway }))

@@ -109,6 +109,9 @@ impl StoreHealth {
     }
 }
 
+/// How often a shard checks whether any handle to it is left (see `started`).
+const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Runs one shard of one store.
 pub struct StoreActor {
     name: Arc<str>,
@@ -203,6 +206,15 @@ impl Actor for StoreActor {
         // every `healthInterval`.
         Self::ping(self, ctx);
         ctx.run_interval(self.settings.health_interval, Self::ping);
+        // Its interval tasks would keep the actor alive for ever: once no handle is left (the
+        // store was removed or replaced by a reload, and its last in-flight call finished),
+        // the shard stops and drops its store instance and connections.
+        let check = self.settings.health_interval.min(DRAIN_CHECK_INTERVAL);
+        ctx.run_interval(check, |_, ctx| {
+            if !ctx.connected() {
+                ctx.stop();
+            }
+        });
         if self.primary
             && let Some(interval) = self.store.as_ref().and_then(|s| s.housekeeping_interval())
         {

@@ -47,6 +47,10 @@ pub struct LoadedComponent {
     pub file: PathBuf,
     /// The effective resiliency policies (Dapr `kind: Resiliency` documents).
     pub resiliency: super::resiliency::StoreResiliency,
+    /// A digest of what builds the backend (type, version, every metadata value): two
+    /// loads with the same definition talk to the same backend the same way, so a reload
+    /// keeps the running store (its connections and data) instead of building a new one.
+    pub definition: String,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -73,10 +77,12 @@ impl LoadedComponent {
             version: "v1".to_owned(),
             key_prefix: KeyPrefix::AppId,
             scopes: Vec::new(),
-            factory,
             request_keys: &[],
             file: PathBuf::from("<custom>"),
             resiliency: Default::default(),
+            // A hand-built factory is its own definition: never equal to a loaded one.
+            definition: format!("custom:{name}:{:p}", Arc::as_ptr(&factory).cast::<u8>()),
+            factory,
         }
     }
 
@@ -423,6 +429,7 @@ fn validate(
             return None;
         }
     };
+    let definition = definition_digest(desc.component_type, &version, &metadata);
     let cfg = ComponentConfig {
         name: name.clone(),
         component_type: desc.component_type.to_owned(),
@@ -446,7 +453,35 @@ fn validate(
         factory,
         file: file.to_owned(),
         resiliency: Default::default(),
+        definition,
     })
+}
+
+/// The digest of a backend definition: SHA-256 over the type, the version and the metadata
+/// sorted by name (values may be secrets, so only the digest is kept for comparison).
+fn definition_digest(
+    component_type: &str,
+    version: &str,
+    metadata: &std::collections::HashMap<String, String>,
+) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut field = |s: &str| {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(component_type);
+    field(version);
+    let mut entries: Vec<(&String, &String)> = metadata.iter().collect();
+    entries.sort();
+    for (k, v) in entries {
+        field(k);
+        field(v);
+    }
+    h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
 }
 
 fn validate_metadata(

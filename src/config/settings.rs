@@ -172,6 +172,9 @@ pub struct ServerSettings {
     pub workers: usize,
     /// How often token files (`tokenFile`) are checked for a change.
     pub token_file_check_interval: Duration,
+    /// How often the configuration files are checked for a change to reload (zero: only
+    /// on `SIGHUP`).
+    pub reload_interval: Duration,
 }
 
 impl Default for ServerSettings {
@@ -180,6 +183,7 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(10),
             workers: 0,
             token_file_check_interval: Duration::from_secs(1),
+            reload_interval: Duration::from_secs(2),
         }
     }
 }
@@ -373,6 +377,7 @@ struct RawServer {
     shutdown_timeout: Option<String>,
     workers: Option<usize>,
     token_file_check_interval: Option<String>,
+    reload_interval: Option<String>,
 }
 
 /// The capability strings an app may list in `requires`.
@@ -711,6 +716,13 @@ impl Settings {
         );
         if let Some(w) = raw.server.workers {
             s.server.workers = w;
+        }
+        // Zero is allowed here: it turns the file check off (reload on SIGHUP only).
+        if let Some(v) = raw.server.reload_interval {
+            match parse_duration(&v) {
+                Ok(d) => s.server.reload_interval = d,
+                Err(e) => err("server.reloadInterval", e),
+            }
         }
         for (store, entries) in raw.stores {
             let (lint, policy) = parse_store_entry(&format!("stores.{store}"), entries, &mut err);

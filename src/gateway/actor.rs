@@ -29,7 +29,8 @@ use actix::prelude::*;
 use tracing::Instrument;
 
 use super::catalog::{AppId, Catalog, StoreInfo};
-use crate::actors::{StoreError, StoreHandle};
+use super::live::{Live, Refresh};
+use crate::actors::{ActorSettings, StoreActor, StoreError, StoreHandle};
 use crate::capabilities::lint::{self, Finding, LintMode, LintOp, LintTarget, Location, Severity};
 use crate::capabilities::portability::MetaKeys;
 use crate::capabilities::{Feature, Matrix, Plan, Receipt, Shape, Status, needs, negotiate};
@@ -147,7 +148,12 @@ pub struct StateCall {
 
 /// The gateway actor of one serving thread.
 pub struct GatewayActor {
+    live: Arc<Live>,
+    settings: ActorSettings,
+    /// The catalog this gateway's shards belong to (the live one, or the one before it
+    /// until the next request or [`Refresh`]).
     catalog: Arc<Catalog>,
+    /// This thread's shard of every store, index-aligned with `catalog`.
     stores: Vec<StoreHandle>,
 }
 
@@ -157,7 +163,36 @@ impl Actor for GatewayActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // The gateway only validates and forwards; store actors bound the real work.
         ctx.set_mailbox_capacity(usize::MAX >> 1);
+        self.live
+            .register(ctx.address().downgrade().recipient::<Refresh>());
+        // A reload may have been published between `new` and now.
+        self.refresh();
     }
+}
+
+impl Handler<Refresh> for GatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Refresh, _: &mut Context<Self>) {
+        self.refresh();
+    }
+}
+
+/// Starts this thread's shard of `info`.
+fn start_shard(info: &StoreInfo, settings: &ActorSettings) -> StoreHandle {
+    let addr = StoreActor::start_supervised(
+        Arc::from(info.name.as_str()),
+        info.factory.clone(),
+        info.health.clone(),
+        settings.clone(),
+        info.claim_primary(),
+    );
+    StoreHandle::new(
+        addr,
+        settings.request_timeout,
+        settings.mailbox_capacity,
+        info.resilience.clone(),
+    )
 }
 
 /// A validated request, keys prefixed, ready for the store.
@@ -317,9 +352,45 @@ fn rejection(op: Operation, info: &StoreInfo, matrix: &Matrix, feature: Feature)
 }
 
 impl GatewayActor {
-    /// A gateway over `stores`, index-aligned with the catalog.
-    pub fn new(catalog: Arc<Catalog>, stores: Vec<StoreHandle>) -> GatewayActor {
-        GatewayActor { catalog, stores }
+    /// A gateway serving the live catalog, with one shard of each of its stores.
+    pub fn new(live: Arc<Live>, settings: ActorSettings) -> GatewayActor {
+        let catalog = live.catalog();
+        let stores = catalog
+            .stores()
+            .iter()
+            .map(|info| start_shard(info, &settings))
+            .collect();
+        GatewayActor {
+            live,
+            settings,
+            catalog,
+            stores,
+        }
+    }
+
+    /// Adopts the live catalog if it is newer (one atomic load when it is not). Shards of
+    /// stores whose backend and resiliency did not change are kept; new and changed stores
+    /// get new shards; the handles of removed or replaced shards are dropped here, and their
+    /// actors stop once the requests still holding a handle have finished.
+    fn refresh(&mut self) {
+        if self.live.version() == self.catalog.version() {
+            return;
+        }
+        let catalog = self.live.catalog();
+        let stores = catalog
+            .stores()
+            .iter()
+            .map(|info| {
+                let kept = self
+                    .catalog
+                    .index_of(&info.name)
+                    .filter(|i| info.same_shards(self.catalog.store(*i)))
+                    .and_then(|i| self.stores.get(i).cloned());
+                kept.unwrap_or_else(|| start_shard(info, &self.settings))
+            })
+            .collect();
+        self.catalog = catalog;
+        self.stores = stores;
     }
 
     fn check_key(
@@ -792,6 +863,7 @@ impl Handler<StateCall> for GatewayActor {
     type Result = ResponseFuture<Result<Answer, Error>>;
 
     fn handle(&mut self, msg: StateCall, _: &mut Context<Self>) -> Self::Result {
+        self.refresh();
         let span = msg.span.clone();
         let start = Instant::now();
         let answer = span.in_scope(|| self.pipeline(msg));

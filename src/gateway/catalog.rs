@@ -1,9 +1,12 @@
-//! The catalog: which stores exist, which app is calling, and the limits. Immutable after
-//! start-up (except extended metadata) and shared by every gateway actor and front door.
+//! The catalog: which stores exist, which app is calling, and the limits. One catalog is one
+//! version of the configuration: immutable (except extended metadata and token files) and
+//! shared by every gateway actor and front door. A reload builds the next version with
+//! [`Catalog::next`], which carries over the running parts of every store whose definition
+//! did not change, and publishes it through [`super::Live`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::auth::Tokens;
 use super::extended::ExtendedMetadata;
@@ -13,6 +16,7 @@ use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
 use crate::capabilities::lint::{LintCode, LintMode, LintTarget, RequestKey};
 use crate::capabilities::{CapabilitySet, Feature, Matrix, portability};
+use crate::config::resiliency::StoreResiliency;
 use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::keys::KeyPrefix;
@@ -42,12 +46,19 @@ pub struct StoreInfo {
     pub health: Arc<StoreHealth>,
     /// The store's resiliency (breaker, retry, attempt timeout), shared by all its shards.
     pub resilience: Arc<crate::capabilities::resiliency::Resilience>,
-    /// Builds store instances (one per shard).
+    /// Builds store instances (one per shard), wrapped in the store's emulations.
     pub factory: Arc<dyn StoreFactory>,
+    /// The backend's own factory (without emulations): it holds the connections (or, for
+    /// the in-memory store, the data), so a reload that keeps the definition keeps it.
+    pub base_factory: Arc<dyn StoreFactory>,
+    /// The digest of the backend definition ([`LoadedComponent::definition`]).
+    pub definition: String,
+    /// The resiliency settings `resilience` was built from.
+    pub resiliency: StoreResiliency,
     /// In-flight gauge and round-trip histogram of the store.
     pub metrics: crate::metrics::StoreMetrics,
     /// Set by the first pipeline, whose shard runs housekeeping.
-    pub(crate) primary_claimed: AtomicBool,
+    pub(crate) primary_claimed: Arc<AtomicBool>,
     /// The request-metadata lint mode (`stores.<name>.lint`, default `warn`).
     pub lint_mode: LintMode,
     /// Request metadata keys the backend understands beyond the portable ones.
@@ -66,6 +77,17 @@ pub struct AppView {
 }
 
 impl StoreInfo {
+    /// Whether a gateway may keep its shard of `old` for this store: same backend instance
+    /// factory (emulations included) and same resiliency.
+    pub fn same_shards(&self, old: &StoreInfo) -> bool {
+        Arc::ptr_eq(&self.factory, &old.factory) && Arc::ptr_eq(&self.resilience, &old.resilience)
+    }
+
+    /// Claims the primary shard (the one that runs housekeeping); true for the first caller.
+    pub(crate) fn claim_primary(&self) -> bool {
+        !self.primary_claimed.swap(true, Ordering::SeqCst)
+    }
+
     /// Whether `app` may use this store.
     pub fn visible_to(&self, app: &str) -> bool {
         self.scopes.is_empty() || self.scopes.iter().any(|s| s == app)
@@ -98,27 +120,56 @@ const LINT_LOG_MAX_ENTRIES: usize = 4096;
 
 /// Every store and app, plus limits.
 pub struct Catalog {
+    version: u64,
     stores: Vec<StoreInfo>,
     by_name: HashMap<String, usize>,
     default_app: AppId,
     tokens: Tokens,
     metrics_token: Tokens,
-    quotas: Quotas,
+    quotas: Arc<Quotas>,
     /// Request limits.
     pub limits: Limits,
-    extended: ExtendedMetadata,
+    extended: Arc<ExtendedMetadata>,
     requires: HashMap<String, Vec<&'static str>>,
     lint_log: parking_lot::Mutex<HashMap<(AppId, usize, LintCode), std::time::Instant>>,
     usage: Usage,
 }
 
 impl Catalog {
-    /// Builds the catalog from configuration. Fails, listing every problem, when a store's
-    /// policy would break a guarantee (see [`crate::config::policy_problems`]).
+    /// Builds the catalog from configuration (version 1). Fails, listing every problem, when
+    /// a store's policy would break a guarantee (see [`crate::config::policy_problems`]).
     pub fn new(
         components: &[LoadedComponent],
         settings: &Settings,
         default_app: &str,
+    ) -> Result<Catalog, Vec<String>> {
+        Catalog::build(components, settings, default_app, None)
+    }
+
+    /// The next version of this catalog, from reloaded configuration. A store whose backend
+    /// definition is unchanged keeps its backend (connections, data), health and metrics; if
+    /// its effective matrix and resiliency are unchanged too it keeps its shards (gateways
+    /// reuse them, see [`StoreInfo::same_shards`]). Quota budgets of apps whose quota did not
+    /// change, extended metadata and usage counts carry over.
+    pub fn next(
+        &self,
+        components: &[LoadedComponent],
+        settings: &Settings,
+    ) -> Result<Catalog, Vec<String>> {
+        let default_app = self.default_app.clone();
+        Catalog::build(components, settings, &default_app, Some(self))
+    }
+
+    /// This catalog's version of the configuration (1 at start, +1 per applied reload).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn build(
+        components: &[LoadedComponent],
+        settings: &Settings,
+        default_app: &str,
+        previous: Option<&Catalog>,
     ) -> Result<Catalog, Vec<String>> {
         let problems = crate::config::policy_problems(
             std::path::Path::new("mecha.yaml"),
@@ -133,34 +184,61 @@ impl Catalog {
             .iter()
             .map(|c| {
                 let matrix = c.matrix(settings).expect("policies were checked above");
+                let old = previous.and_then(|p| p.store_named(&c.name)).filter(|o| {
+                    o.definition == c.definition && o.component_type == c.component_type
+                });
+                let base_factory =
+                    old.map_or_else(|| c.factory.clone(), |o| o.base_factory.clone());
+                let same_matrix = old.is_some_and(|o| o.matrix == matrix);
+                let same_resiliency = old.is_some_and(|o| o.resiliency == c.resiliency);
                 // Emulations wrap every instance of the store, so no path bypasses them.
-                let factory = emulation::wrap(
-                    c.factory.clone(),
-                    &matrix,
-                    settings.actors.ttl_sweep_interval,
-                );
-                if c.resiliency.breaker.is_some() {
-                    crate::metrics::breaker_started(&c.name);
-                }
+                let factory = match old.filter(|_| same_matrix) {
+                    Some(o) => o.factory.clone(),
+                    None => emulation::wrap(
+                        base_factory.clone(),
+                        &matrix,
+                        settings.actors.ttl_sweep_interval,
+                    ),
+                };
+                let resilience = match old.filter(|_| same_resiliency) {
+                    Some(o) => o.resilience.clone(),
+                    None => {
+                        if c.resiliency.breaker.is_some() {
+                            crate::metrics::breaker_started(&c.name);
+                        }
+                        Arc::new(crate::capabilities::resiliency::Resilience::new(
+                            &c.name,
+                            c.resiliency.breaker.clone(),
+                            c.resiliency.retry.clone(),
+                            c.resiliency.timeout.as_ref().map(|(_, d)| *d),
+                        ))
+                    }
+                };
+                let primary_claimed = match old.filter(|_| same_matrix && same_resiliency) {
+                    Some(o) => o.primary_claimed.clone(),
+                    None => Arc::new(AtomicBool::new(false)),
+                };
                 StoreInfo {
                     name: c.name.clone(),
                     component_type: c.component_type.clone(),
                     version: c.version.clone(),
-                    capabilities: c.capabilities(),
+                    capabilities: base_factory.capabilities(),
                     max_transaction_ops: matrix.max_transaction_ops(),
                     matrix,
                     key_prefix: c.key_prefix.clone(),
                     scopes: c.scopes.clone(),
-                    health: Arc::new(StoreHealth::default()),
-                    metrics: crate::metrics::StoreMetrics::new(&c.name),
-                    resilience: Arc::new(crate::capabilities::resiliency::Resilience::new(
-                        &c.name,
-                        c.resiliency.breaker.clone(),
-                        c.resiliency.retry.clone(),
-                        c.resiliency.timeout.as_ref().map(|(_, d)| *d),
-                    )),
+                    health: old
+                        .map_or_else(|| Arc::new(StoreHealth::default()), |o| o.health.clone()),
+                    metrics: old.map_or_else(
+                        || crate::metrics::StoreMetrics::new(&c.name),
+                        |o| o.metrics.clone(),
+                    ),
+                    resilience,
                     factory,
-                    primary_claimed: AtomicBool::new(false),
+                    base_factory,
+                    definition: c.definition.clone(),
+                    resiliency: c.resiliency.clone(),
+                    primary_claimed,
                     lint_mode: c.lint_mode(settings, None),
                     request_keys: c.request_keys,
                     per_app: settings
@@ -205,13 +283,15 @@ impl Catalog {
         if !quotas.iter().any(|(id, _)| *id == default_app) {
             quotas.push((default_app.clone(), settings.quota));
         }
-        let usage = Usage::new(
+        let usage = Usage::carried(
             apps.iter()
                 .map(|(id, _)| id.clone())
                 .chain(std::iter::once(default_app.clone())),
             stores.iter().map(|s| s.name.clone()).collect(),
+            previous.map(|p| &p.usage),
         );
         Ok(Catalog {
+            version: previous.map_or(1, |p| p.version + 1),
             usage,
             stores,
             by_name,
@@ -222,8 +302,12 @@ impl Catalog {
                     .clone()
                     .map(|t| (AppId::from("metrics"), t)),
             ),
-            quotas: Quotas::new(quotas),
-            extended: ExtendedMetadata::new(&limits),
+            quotas: Arc::new(Quotas::carried(quotas, previous.map(|p| &*p.quotas))),
+            // Restart-only limits bound it (see `crate::reload`): the apps' attributes stay.
+            extended: previous.map_or_else(
+                || Arc::new(ExtendedMetadata::new(&limits)),
+                |p| p.extended.clone(),
+            ),
             default_app,
             limits,
             requires: settings
@@ -244,6 +328,11 @@ impl Catalog {
     /// A configured store by name (scopes not applied).
     pub fn store_named(&self, name: &str) -> Option<&StoreInfo> {
         self.by_name.get(name).map(|i| &self.stores[*i])
+    }
+
+    /// The index of the store `name` (scopes not applied).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// One store by index (from [`Catalog::resolve`]).

@@ -13,12 +13,12 @@ mod catalog;
 pub mod extended;
 pub mod grpc;
 pub mod http;
+mod live;
 pub mod quota;
 pub mod trace;
 pub mod usage;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 
@@ -26,8 +26,9 @@ pub use actor::{
     Answer, BulkItem, GatewayActor, PARTITION_KEY, StateCall, StateReply, StateRequest,
 };
 pub use catalog::{AppId, AppView, Catalog, StoreInfo};
+pub use live::{Live, Refresh};
 
-use crate::actors::{ActorSettings, StoreActor, StoreHandle};
+use crate::actors::ActorSettings;
 use crate::error::{Error, ErrorKind, Operation, Protocol};
 
 /// The runtime version reported in metadata.
@@ -37,39 +38,25 @@ pub const RUNTIME_VERSION: &str = concat!("mecha-", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct Gateway {
     addr: Addr<GatewayActor>,
-    catalog: Arc<Catalog>,
+    live: Arc<Live>,
 }
 
 impl Gateway {
-    /// Starts a gateway actor and one shard of every store on the current arbiter.
-    pub fn start_local(catalog: Arc<Catalog>, settings: &ActorSettings) -> Gateway {
-        let stores = catalog
-            .stores()
-            .iter()
-            .map(|info| {
-                let primary = !info.primary_claimed.swap(true, Ordering::SeqCst);
-                let addr = StoreActor::start_supervised(
-                    Arc::from(info.name.as_str()),
-                    info.factory.clone(),
-                    info.health.clone(),
-                    settings.clone(),
-                    primary,
-                );
-                StoreHandle::new(
-                    addr,
-                    settings.request_timeout,
-                    settings.mailbox_capacity,
-                    info.resilience.clone(),
-                )
-            })
-            .collect();
-        let addr = GatewayActor::new(catalog.clone(), stores).start();
-        Gateway { addr, catalog }
+    /// Starts a gateway actor on the current arbiter; it starts one shard of every store of
+    /// the live catalog (and, after a reload, of every new or changed store).
+    pub fn start_local(live: Arc<Live>, settings: &ActorSettings) -> Gateway {
+        let addr = GatewayActor::new(live.clone(), settings.clone()).start();
+        Gateway { addr, live }
     }
 
-    /// The shared catalog.
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
+    /// The live catalog (the configuration new requests use).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.live.catalog()
+    }
+
+    /// The live configuration holder.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// Runs one state operation through the gateway pipeline. `request` is the door's

@@ -70,9 +70,24 @@ fn too_many(app: &AppId, wait: Duration, why: String) -> Error {
 impl Quotas {
     /// Quotas for `apps`; an app not listed is not limited.
     pub fn new(apps: impl IntoIterator<Item = (AppId, QuotaSettings)>) -> Quotas {
+        Quotas::carried(apps, None)
+    }
+
+    /// Quotas for `apps` after a reload: an app whose settings did not change keeps its
+    /// budget (requests in flight, rate-limiter state) from `previous`.
+    pub fn carried(
+        apps: impl IntoIterator<Item = (AppId, QuotaSettings)>,
+        previous: Option<&Quotas>,
+    ) -> Quotas {
         let by_app = apps
             .into_iter()
             .map(|(app, settings)| {
+                if let Some(old) = previous
+                    .and_then(|p| p.by_app.get(&app))
+                    .filter(|q| q.settings == settings)
+                {
+                    return (app, old.clone());
+                }
                 let limiter = NonZeroU32::new(settings.requests_per_second).map(|rps| {
                     let burst = NonZeroU32::new(settings.burst).unwrap_or(rps);
                     governor::RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
@@ -179,5 +194,40 @@ mod tests {
         let (q, app) = quotas(0, 0, 0);
         let held: Vec<_> = (0..100).map(|_| q.admit(&app).unwrap()).collect();
         assert_eq!(held.len(), 100);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_budget_of_unchanged_apps_only() {
+        let (q, app) = quotas(1, 0, 0);
+        let _held = q.admit(&app).unwrap();
+        let same = Quotas::carried(
+            [(
+                app.clone(),
+                QuotaSettings {
+                    max_concurrent: 1,
+                    requests_per_second: 0,
+                    burst: 0,
+                    refusal_delay: Duration::ZERO,
+                },
+            )],
+            Some(&q),
+        );
+        assert!(
+            same.admit(&app).is_err(),
+            "the request in flight still counts"
+        );
+        let changed = Quotas::carried(
+            [(
+                app.clone(),
+                QuotaSettings {
+                    max_concurrent: 2,
+                    requests_per_second: 0,
+                    burst: 0,
+                    refusal_delay: Duration::ZERO,
+                },
+            )],
+            Some(&q),
+        );
+        assert!(changed.admit(&app).is_ok(), "a changed quota starts afresh");
     }
 }

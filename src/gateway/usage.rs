@@ -8,8 +8,8 @@
 //! `mecha_metadata_key_usage_total`), so the history outlives a restart.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use super::catalog::AppId;
 use crate::capabilities::portability::{MetaKey, MetaKeys, UsageCounts};
@@ -33,7 +33,7 @@ struct Row {
 pub struct Usage {
     apps: HashMap<AppId, usize>,
     stores: Vec<String>,
-    rows: Vec<Row>,
+    rows: Vec<Arc<Row>>,
 }
 
 /// Increments a cached Prometheus counter (registered on first use once the recorder is
@@ -51,13 +51,33 @@ fn bump(cell: &OnceLock<Counter>, register: impl FnOnce() -> Counter) {
 impl Usage {
     /// A table for `apps` × `stores`.
     pub fn new(apps: impl IntoIterator<Item = AppId>, stores: Vec<String>) -> Usage {
-        let mut map = HashMap::new();
+        Usage::carried(apps, stores, None)
+    }
+
+    /// A table for `apps` × `stores` after a reload: the rows of (app, store) pairs that
+    /// `previous` had are shared with it (so counts go on, even from requests still running
+    /// on the old configuration); new pairs start at zero.
+    pub fn carried(
+        apps: impl IntoIterator<Item = AppId>,
+        stores: Vec<String>,
+        previous: Option<&Usage>,
+    ) -> Usage {
+        let mut map: HashMap<AppId, usize> = HashMap::new();
+        let mut order: Vec<AppId> = Vec::new();
         for a in apps {
-            let next = map.len();
-            map.entry(a).or_insert(next);
+            if !map.contains_key(&a) {
+                map.insert(a.clone(), order.len());
+                order.push(a);
+            }
         }
-        let rows = (0..map.len() * stores.len())
-            .map(|_| Row::default())
+        let rows = order
+            .iter()
+            .flat_map(|a| stores.iter().map(move |s| (a, s)))
+            .map(|(a, s)| {
+                previous
+                    .and_then(|p| p.shared_row(a, s))
+                    .unwrap_or_default()
+            })
             .collect();
         Usage {
             apps: map,
@@ -66,9 +86,15 @@ impl Usage {
         }
     }
 
+    fn shared_row(&self, app: &str, store: &str) -> Option<Arc<Row>> {
+        let s = self.stores.iter().position(|n| n == store)?;
+        let a = *self.apps.get(app)?;
+        self.rows.get(a * self.stores.len() + s).cloned()
+    }
+
     fn row(&self, app: &str, store: usize) -> Option<&Row> {
         let a = *self.apps.get(app)?;
-        self.rows.get(a * self.stores.len() + store)
+        self.rows.get(a * self.stores.len() + store).map(|r| &**r)
     }
 
     /// Records one request of `app` on store `store` (an index of the catalog) that needed
@@ -135,5 +161,23 @@ mod tests {
         assert_eq!(u.counts("b", 0), UsageCounts::default());
         assert_eq!(u.counts("zzz", 0), UsageCounts::default());
         assert_eq!(u.rows.len(), 2);
+    }
+
+    #[test]
+    fn a_reload_carries_counts_of_kept_pairs_only() {
+        let old = Usage::new([AppId::from("a")], vec!["s".into(), "gone".into()]);
+        old.record("a", 0, Needs::NONE, MetaKeys::default());
+        old.record("a", 1, Needs::NONE, MetaKeys::default());
+        let new = Usage::carried(
+            [AppId::from("b"), AppId::from("a")],
+            vec!["t".into(), "s".into()],
+            Some(&old),
+        );
+        assert_eq!(new.counts("a", 1).requests, 1, "a on s carried");
+        assert_eq!(new.counts("a", 0).requests, 0, "t is new");
+        assert_eq!(new.counts("b", 1).requests, 0, "b is new");
+        // Shared: a request still running on the old table counts in the new one.
+        old.record("a", 0, Needs::NONE, MetaKeys::default());
+        assert_eq!(new.counts("a", 1).requests, 2);
     }
 }

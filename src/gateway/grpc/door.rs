@@ -1,10 +1,10 @@
 //! The door around the generated `DaprServer`: what every call goes through before and after
 //! its handler, at the HTTP/2 level (so it also covers calls tonic rejects itself).
 //!
-//! * Auth: `dapr-api-token` picks the app ([`Catalog::authenticate`]); a failure answers
+//! * Auth: `dapr-api-token` picks the app ([`crate::gateway::Catalog::authenticate`]); a failure answers
 //!   `Unauthenticated` without reaching the handler. The token is removed, and the app
 //!   passed to the handler as [`Caller`].
-//! * Quota: the app's in-flight and rate limits ([`Catalog::admit`]); past them the call is
+//! * Quota: the app's in-flight and rate limits ([`crate::gateway::Catalog::admit`]); past them the call is
 //!   answered `ResourceExhausted` with `retry-after` metadata, without reaching the handler.
 //! * Message size: tonic's decoder rejects an oversized request with `OutOfRange`; the door
 //!   turns that into [`ErrorKind::BodyTooLarge`], rendered by the error table like every
@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::status::{code_name, status};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::trace;
-use crate::gateway::{AppId, Catalog};
+use crate::gateway::{AppId, Live};
 use crate::metrics;
 
 /// The authenticated app of a call (a request extension set by the door).
@@ -37,16 +37,16 @@ pub struct Caller(pub AppId);
 #[derive(Clone)]
 pub struct Door<S> {
     inner: S,
-    catalog: Arc<Catalog>,
+    live: Arc<Live>,
     request_timeout: std::time::Duration,
 }
 
 impl<S> Door<S> {
     /// The door in front of `inner`; `request_timeout` is the store actors' deadline.
-    pub fn new(inner: S, catalog: Arc<Catalog>, request_timeout: std::time::Duration) -> Door<S> {
+    pub fn new(inner: S, live: Arc<Live>, request_timeout: std::time::Duration) -> Door<S> {
         Door {
             inner,
-            catalog,
+            live,
             request_timeout,
         }
     }
@@ -56,15 +56,15 @@ impl<S> Door<S> {
 /// serve pass through it too (auth, metrics under `_unknown`).
 #[derive(Clone)]
 pub struct DoorLayer {
-    catalog: Arc<Catalog>,
+    live: Arc<Live>,
     request_timeout: std::time::Duration,
 }
 
 impl DoorLayer {
     /// The layer; `request_timeout` is the store actors' deadline.
-    pub fn new(catalog: Arc<Catalog>, request_timeout: std::time::Duration) -> DoorLayer {
+    pub fn new(live: Arc<Live>, request_timeout: std::time::Duration) -> DoorLayer {
         DoorLayer {
-            catalog,
+            live,
             request_timeout,
         }
     }
@@ -74,7 +74,7 @@ impl<S> tower_layer::Layer<S> for DoorLayer {
     type Service = Door<S>;
 
     fn layer(&self, inner: S) -> Door<S> {
-        Door::new(inner, self.catalog.clone(), self.request_timeout)
+        Door::new(inner, self.live.clone(), self.request_timeout)
     }
 }
 
@@ -126,7 +126,8 @@ where
         let _entered = span.enter();
         let start = Instant::now();
         let method = req.uri().path().to_owned();
-        let catalog = self.catalog.clone();
+        // The configuration this call started with serves it to the end.
+        let catalog = self.live.catalog();
         // daprd removes the token before the handler runs.
         let token = req.headers_mut().remove("dapr-api-token");
         let token = token.as_ref().and_then(|v| v.to_str().ok());

@@ -61,7 +61,7 @@ use self::door::DoorLayer;
 use self::proto::runtime::dapr_server::DaprServer;
 use self::service::DaprService;
 use crate::actors::ActorSettings;
-use crate::gateway::{Catalog, Gateway};
+use crate::gateway::{Gateway, Live};
 
 /// A running gRPC door on its own arbiters.
 pub struct GrpcServer {
@@ -89,7 +89,7 @@ impl GrpcServer {
     /// Starts serving on `listener` from `threads` new arbiters (at least one), each with
     /// its own gateway and store shards. Must be called inside a running actix system.
     pub fn start(
-        catalog: Arc<Catalog>,
+        live: Arc<Live>,
         settings: ActorSettings,
         listener: std::net::TcpListener,
         shutdown_timeout: Duration,
@@ -97,6 +97,7 @@ impl GrpcServer {
     ) -> io::Result<GrpcServer> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        let catalog = live.catalog();
         let limits = &catalog.limits;
         codec::allow_repeated(limits.max_bulk_items.max(limits.max_transaction_ops));
         let conn_limits = listener::ConnLimits {
@@ -118,8 +119,8 @@ impl GrpcServer {
         };
         for _ in 0..threads.max(1) {
             let listener = listener.try_clone()?;
-            let (catalog, settings, shutdown_rx, conn_limits) = (
-                catalog.clone(),
+            let (live, settings, shutdown_rx, conn_limits) = (
+                live.clone(),
                 settings.clone(),
                 shutdown_rx.clone(),
                 conn_limits.clone(),
@@ -127,7 +128,7 @@ impl GrpcServer {
             let (finished_tx, finished) = watch::channel(false);
             let arbiter = Arbiter::new();
             let spawned = arbiter.spawn(async move {
-                if let Err(e) = serve(catalog, settings, listener, conn_limits, shutdown_rx).await {
+                if let Err(e) = serve(live, settings, listener, conn_limits, shutdown_rx).await {
                     tracing::error!(error = %e, "grpc server failed");
                 }
                 let _ = finished_tx.send(true);
@@ -174,14 +175,16 @@ impl GrpcServer {
 }
 
 async fn serve(
-    catalog: Arc<Catalog>,
+    live: Arc<Live>,
     settings: ActorSettings,
     listener: std::net::TcpListener,
     conn_limits: listener::ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let gateway = Gateway::start_local(catalog.clone(), &settings);
+    let gateway = Gateway::start_local(live.clone(), &settings);
+    // Restart-only limits (see `crate::reload`): read once.
+    let catalog = live.catalog();
     let limit = catalog.limits.max_body_size;
     let dapr = DaprServer::new(DaprService::new(gateway))
         .max_decoding_message_size(limit)
@@ -190,7 +193,7 @@ async fn serve(
     let (incoming, accept_task) = listener::incoming(listener, conn_limits);
     let served = Server::builder()
         .max_concurrent_streams(max_streams)
-        .layer(DoorLayer::new(catalog, settings.request_timeout))
+        .layer(DoorLayer::new(live, settings.request_timeout))
         .add_service(dapr)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -20,7 +20,7 @@ use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::http::respond::lint_header;
 use crate::gateway::trace;
-use crate::gateway::{AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
+use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
 use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
 
@@ -181,11 +181,12 @@ async fn serve_request(
         ),
     };
     let elapsed = start.elapsed();
-    let app_label = app.as_deref().unwrap_or_else(|| gw.catalog().default_app());
+    let catalog = gw.catalog();
+    let app_label = app.as_deref().unwrap_or_else(|| catalog.default_app());
     metrics::record_http_path(
         app_label,
         req.method().as_str(),
-        path_label(gw, &route, &segments),
+        path_label(&catalog, &route, &segments),
         resp.status().as_u16(),
         elapsed,
     );
@@ -199,7 +200,11 @@ async fn serve_request(
 
 /// The metrics `path` of a request: a configured store's state path, a route template, or
 /// `_unknown` (never the raw path, so requests cannot create series at will).
-fn path_label<'c>(gw: &'c Gateway, route: &Route<'_>, segments: &[&str]) -> metrics::HttpPath<'c> {
+fn path_label<'c>(
+    catalog: &'c Catalog,
+    route: &Route<'_>,
+    segments: &[&str],
+) -> metrics::HttpPath<'c> {
     use metrics::HttpPath::{Fixed, State};
     let store = match *route {
         Route::Save(s)
@@ -225,7 +230,7 @@ fn path_label<'c>(gw: &'c Gateway, route: &Route<'_>, segments: &[&str]) -> metr
     } else {
         "v1.0"
     };
-    match name.and_then(|n| gw.catalog().store_named(&n)) {
+    match name.and_then(|n| catalog.store_named(&n)) {
         Some(info) => State {
             version,
             store: &info.name,
@@ -716,7 +721,8 @@ fn portability(gw: &Gateway, query: &str, caller: &AppId) -> Result<HttpResponse
     let target = target.filter(|t| !t.is_empty()).ok_or_else(|| {
         bad("the query parameter 'target' (a store type, e.g. state.jetstream) is required".into())
     })?;
-    let (target_type, stores, report) = gw.catalog().portability(caller, &target).map_err(bad)?;
+    let catalog = gw.catalog();
+    let (target_type, stores, report) = catalog.portability(caller, &target).map_err(bad)?;
     let gaps: Vec<serde_json::Value> = report
         .gaps
         .iter()
