@@ -62,14 +62,16 @@ pub struct Running {
     metrics: ServerHandle,
     http_task: actix_rt::task::JoinHandle<io::Result<()>>,
     token_reload: Option<actix_rt::task::JoinHandle<()>>,
+    tls_watch: Option<actix_rt::task::JoinHandle<()>>,
+    /// The served TLS certificate, when `server.tls` is set (for a forced
+    /// [`crate::tls::CertStore::refresh`], e.g. on `SIGHUP`).
+    pub tls: Option<Arc<crate::tls::CertStore>>,
 }
 
 impl Running {
     /// Stops every listener; `graceful` waits (up to the shutdown timeout) for in-flight requests.
     pub async fn stop(&self, graceful: bool) {
-        if let Some(t) = &self.token_reload {
-            t.abort();
-        }
+        self.stop_watchers();
         self.http.stop(graceful).await;
         self.grpc.stop(graceful).await;
         self.metrics.stop(graceful).await;
@@ -77,14 +79,18 @@ impl Running {
 
     /// Waits until the HTTP server ends (on a signal, or after [`Running::stop`]), then
     /// stops the other listeners (gRPC gracefully).
-    pub async fn wait(self) -> io::Result<()> {
-        let result = self.http_task.await.map_err(io::Error::other)?;
-        if let Some(t) = &self.token_reload {
-            t.abort();
-        }
+    pub async fn wait(mut self) -> io::Result<()> {
+        let result = (&mut self.http_task).await.map_err(io::Error::other)?;
+        self.stop_watchers();
         self.grpc.stop(true).await;
         self.metrics.stop(true).await;
         result
+    }
+
+    fn stop_watchers(&self) {
+        for t in [&self.token_reload, &self.tls_watch].into_iter().flatten() {
+            t.abort();
+        }
     }
 }
 
@@ -101,6 +107,16 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             )
         })?;
     let catalog = Arc::new(catalog);
+
+    let tls = match &settings.server.tls {
+        None => None,
+        Some(t) => Some(crate::tls::ServerTls::new(t).map_err(|problems| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refused TLS settings: {}", crate::tls::ServerTls::describe(&problems)),
+            )
+        })?),
+    };
 
     let grpc_addr = SocketAddr::new(opts.listen_address, opts.grpc_port);
     let grpc_listener =
@@ -122,6 +138,8 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     .backlog(u32::try_from(limits.max_connections.min(4096)).unwrap_or(1024))
     .client_request_timeout(limits.header_timeout)
     .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    // A TLS handshake gets the time the headers get (counted before them).
+    .tls_handshake_timeout(limits.header_timeout)
     .keep_alive(limits.idle_timeout);
     if settings.server.workers > 0 {
         http = http.workers(settings.server.workers);
@@ -130,9 +148,11 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         http = http.disable_signals();
     }
     let http_bind = SocketAddr::new(opts.listen_address, opts.http_port);
-    let http = http
-        .bind(http_bind)
-        .map_err(|e| bind_error("HTTP", http_bind, "--http-port", e))?;
+    let http = match &tls {
+        Some(tls) => http.bind_rustls_0_23(http_bind, tls.http.clone()),
+        None => http.bind(http_bind),
+    }
+    .map_err(|e| bind_error("HTTP", http_bind, "--http-port", e))?;
     let http_addr = http.addrs()[0];
     let http = http.run();
     let http_handle = http.handle();
@@ -188,6 +208,7 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         grpc_listener,
         settings.server.shutdown_timeout,
         serving_threads(settings.server.workers),
+        tls.as_ref().map(|t| t.grpc.clone()),
     )?;
     let grpc_addr = grpc.local_addr();
     // Token files are checked for changes, so a rotated token needs no restart.
@@ -203,7 +224,24 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         })
     });
 
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id, "mecha listening");
+    // Renewed certificate files are picked up without a restart.
+    let tls_watch = match (&tls, &settings.server.tls) {
+        (Some(t), Some(s)) => Some(crate::tls::spawn_watcher(t.certs.clone(), s.check_interval)),
+        _ => None,
+    };
+
+    // `tls` says whether HTTP and gRPC serve TLS (the metrics listener stays plain).
+    match &tls {
+        Some(t) => tracing::info!(
+            http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id,
+            tls = "on", client_certs = %t.client_auth, fingerprint = %t.certs.fingerprint(),
+            "mecha listening"
+        ),
+        None => tracing::info!(
+            http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id,
+            tls = "off", "mecha listening"
+        ),
+    }
     for s in catalog.stores() {
         tracing::info!(
             store = %s.name, r#type = %s.component_type, version = %s.version,
@@ -224,6 +262,8 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         metrics: metrics_handle,
         http_task,
         token_reload,
+        tls_watch,
+        tls: tls.map(|t| t.certs),
     })
 }
 
