@@ -113,7 +113,10 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         Some(t) => Some(crate::tls::ServerTls::new(t).map_err(|problems| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("refused TLS settings: {}", crate::tls::ServerTls::describe(&problems)),
+                format!(
+                    "refused TLS settings: {}",
+                    crate::tls::ServerTls::describe(&problems)
+                ),
             )
         })?),
     };

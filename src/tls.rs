@@ -69,13 +69,19 @@ fn certified_key(
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
         problem(
             "keyFile",
-            format!("{} holds no usable PEM private key: {e}", settings.key_file.display()),
+            format!(
+                "{} holds no usable PEM private key: {e}",
+                settings.key_file.display()
+            ),
         )
     })?;
     let signing = provider.key_provider.load_private_key(key).map_err(|e| {
         problem(
             "keyFile",
-            format!("{}: unsupported private key: {e}", settings.key_file.display()),
+            format!(
+                "{}: unsupported private key: {e}",
+                settings.key_file.display()
+            ),
         )
     })?;
     let pair = CertifiedKey::new(chain, signing);
@@ -125,12 +131,8 @@ fn client_roots(path: &Path) -> Result<RootCertStore, Problem> {
     let pem = read("clientCaFile", path)?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| {
-            problem(
-                "clientCaFile",
-                format!("{}: bad PEM: {e}", path.display()),
-            )
-        })?;
+        let cert =
+            cert.map_err(|e| problem("clientCaFile", format!("{}: bad PEM: {e}", path.display())))?;
         roots.add(cert).map_err(|e| {
             problem(
                 "clientCaFile",
@@ -284,7 +286,9 @@ impl ServerTls {
     pub fn new(settings: &TlsSettings) -> Result<ServerTls, Vec<Problem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let pair = load_pair(settings, &provider).map_err(|p| problems.push(p)).ok();
+        let pair = load_pair(settings, &provider)
+            .map_err(|p| problems.push(p))
+            .ok();
         let verifier = match &settings.client_ca_file {
             None => None,
             Some(path) => match client_roots(path) {
@@ -301,10 +305,8 @@ impl ServerTls {
                     match b.build() {
                         Ok(v) => Some(v),
                         Err(e) => {
-                            problems.push(problem(
-                                "clientCaFile",
-                                format!("{}: {e}", path.display()),
-                            ));
+                            problems
+                                .push(problem("clientCaFile", format!("{}: {e}", path.display())));
                             None
                         }
                     }

@@ -1,7 +1,7 @@
 //! TLS on the HTTP and gRPC listeners (`server.tls`): certificates made here with rcgen (a CA,
 //! server certificates for 127.0.0.1/localhost, client certificates), clients with rustls.
 //!
-//! Covered: HTTP (reqwest) and gRPC (tonic) over TLS; a certificate renewed under load with no
+//! Covered: HTTP (hyper on tokio-rustls) and gRPC (tonic) over TLS; a certificate renewed under load with no
 //! failed request and new connections getting the new certificate; a broken renewal keeping
 //! the old one; required client certificates; handshakes bounded by `limits.headerTimeout`
 //! and counted against `limits.maxConnections`.
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{GetStateRequest, SaveStateRequest};
-use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::tls::Refresh;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -164,23 +164,71 @@ fn client_config(ca: &Ca, identity: Option<&Leaf>, alpn: &[&[u8]]) -> ClientConf
     c
 }
 
-/// An HTTPS client (HTTP/1.1, a fresh connection pool) that records the server certificate.
-fn https(ca: &Ca, identity: Option<&Leaf>) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(ca, identity, &[]))
-        .tls_info(true)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+/// One HTTP/1.1 connection over TLS (hyper on tokio-rustls). reqwest is not used here: its
+/// rustls feature without a default crypto provider makes every plain `Client::new()` of the
+/// other tests panic, and the one with a provider builds aws-lc.
+struct Https {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    /// The server's leaf certificate.
+    peer: Vec<u8>,
 }
 
-/// The certificate a response came with.
-fn peer_cert(r: &reqwest::Response) -> Vec<u8> {
-    r.extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|i| i.peer_certificate())
-        .expect("TLS info")
-        .to_vec()
+impl Https {
+    async fn connect(addr: SocketAddr, cfg: ClientConfig) -> Result<Https, String> {
+        let (tls, peer) = handshake(addr, cfg)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("http handshake: {e}"))?;
+        tokio::spawn(conn);
+        Ok(Https { sender, peer })
+    }
+
+    /// Sends one request; the status and body.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), String> {
+        use http_body_util::BodyExt;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.sender.send_request(req))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// One request on a new connection.
+async fn once(
+    addr: SocketAddr,
+    cfg: ClientConfig,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String, Vec<u8>), String> {
+    let mut c = Https::connect(addr, cfg).await?;
+    let (status, body) = c.send(method, path, body).await?;
+    Ok((status, body, c.peer))
 }
 
 /// A TLS connection to `addr` (name `localhost`); returns the stream and the server's leaf.
@@ -197,18 +245,26 @@ async fn handshake(
 }
 
 /// A tonic channel over TLS to the gRPC port.
-async fn grpc(m: &Mecha, ca: &Ca, identity: Option<&Leaf>) -> Result<DaprClient<tonic::transport::Channel>, tonic::transport::Error> {
+async fn grpc(
+    m: &Mecha,
+    ca: &Ca,
+    identity: Option<&Leaf>,
+) -> Result<DaprClient<tonic::transport::Channel>, tonic::transport::Error> {
     let mut tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
         .domain_name("localhost");
     if let Some(id) = identity {
-        tls = tls.identity(tonic::transport::Identity::from_pem(&id.cert_pem, &id.key_pem));
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            &id.cert_pem,
+            &id.key_pem,
+        ));
     }
-    let channel = tonic::transport::Channel::from_shared(format!("https://{}", m.running.grpc_addr))
-        .unwrap()
-        .tls_config(tls)?
-        .connect()
-        .await?;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("https://{}", m.running.grpc_addr))
+            .unwrap()
+            .tls_config(tls)?
+            .connect()
+            .await?;
     Ok(DaprClient::new(channel))
 }
 
@@ -231,14 +287,6 @@ fn get_req(key: &str) -> GetStateRequest {
     }
 }
 
-fn https_url(m: &Mecha, path: &str) -> String {
-    url_of(m.running.http_addr, path)
-}
-
-fn url_of(http: SocketAddr, path: &str) -> String {
-    format!("https://localhost:{}{path}", http.port())
-}
-
 async fn start(settings: &str) -> Mecha {
     TestMecha::memory().settings(settings).start().await
 }
@@ -251,22 +299,32 @@ async fn http_and_grpc_serve_tls() {
     let m = start(&files.settings("", "")).await;
 
     // HTTP: save and read back; the certificate is the configured one.
-    let c = https(&ca, None);
-    let r = c
-        .post(https_url(&m, "/v1.0/state/statestore"))
-        .body(r#"[{"key":"h1","value":"over-tls"}]"#)
-        .header("content-type", "application/json")
-        .send()
+    let mut c = Https::connect(m.running.http_addr, client_config(&ca, None, &[]))
         .await
         .unwrap();
-    assert_eq!(r.status(), 204, "{:?}", r.text().await);
-    let r = c
-        .get(https_url(&m, "/v1.0/state/statestore/h1"))
-        .send()
+    assert_eq!(c.peer, leaf.der.to_vec());
+    let (status, body) = c
+        .send(
+            "POST",
+            "/v1.0/state/statestore",
+            r#"[{"key":"h1","value":"over-tls"}]"#,
+        )
         .await
         .unwrap();
-    assert_eq!(peer_cert(&r), leaf.der.to_vec());
-    assert_eq!(r.text().await.unwrap(), "\"over-tls\"");
+    assert_eq!(status, 204, "{body}");
+    let got = c
+        .send("GET", "/v1.0/state/statestore/h1", "")
+        .await
+        .unwrap();
+    assert_eq!(got, (200, "\"over-tls\"".to_string()));
+    // HTTP/2 is offered too.
+    let (tls, _) = handshake(
+        m.running.http_addr,
+        client_config(&ca, None, &[b"h2", b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 
     // gRPC: the same store through tonic over TLS.
     let mut g = grpc(&m, &ca, None).await.expect("gRPC TLS connect");
@@ -316,8 +374,14 @@ async fn certificate_renewed_under_load_without_failures() {
         let ca_pem = ca.pem();
         let ca_der = ca.der();
         tasks.push(tokio::spawn(async move {
-            let ca = CaTrust { pem: ca_pem, der: ca_der };
-            let pooled = ca.https();
+            let ca = CaTrust {
+                pem: ca_pem,
+                der: ca_der,
+            };
+            let mut kept = match kind {
+                0 => Some(Https::connect(http, ca.config(&[])).await.unwrap()),
+                _ => None,
+            };
             let mut channel = None;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -325,17 +389,23 @@ async fn certificate_renewed_under_load_without_failures() {
                 let key = format!("r{kind}-{i}");
                 let result: Result<(), String> = match kind {
                     0 | 1 => {
-                        let c = if kind == 0 { pooled.clone() } else { ca.https() };
-                        match c
-                            .post(url_of(http, "/v1.0/state/statestore"))
-                            .header("content-type", "application/json")
-                            .body(format!(r#"[{{"key":"{key}","value":{i}}}]"#))
-                            .send()
+                        let body = format!(r#"[{{"key":"{key}","value":{i}}}]"#);
+                        let sent = match kept.as_mut() {
+                            Some(c) => c.send("POST", "/v1.0/state/statestore", &body).await,
+                            None => once(
+                                http,
+                                ca.config(&[]),
+                                "POST",
+                                "/v1.0/state/statestore",
+                                &body,
+                            )
                             .await
-                        {
-                            Ok(r) if r.status() == 204 => Ok(()),
-                            Ok(r) => Err(format!("HTTP status {}", r.status())),
-                            Err(e) => Err(format!("HTTP: {e:?}")),
+                            .map(|(s, b, _)| (s, b)),
+                        };
+                        match sent {
+                            Ok((204, _)) => Ok(()),
+                            Ok((s, b)) => Err(format!("HTTP status {s}: {b}")),
+                            Err(e) => Err(format!("HTTP: {e}")),
                         }
                     }
                     _ => {
@@ -367,22 +437,34 @@ async fn certificate_renewed_under_load_without_failures() {
     // New connections get the new certificate within a few check intervals.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = https(&ca, None)
-            .get(https_url(&m, "/v1.0/healthz"))
-            .send()
-            .await
-            .unwrap();
-        if peer_cert(&r) == new.der.to_vec() {
+        let (status, _, peer) = once(
+            http,
+            client_config(&ca, None, &[]),
+            "GET",
+            "/v1.0/healthz",
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 204);
+        if peer == new.der.to_vec() {
             break;
         }
-        assert_eq!(peer_cert(&r), old.der.to_vec(), "neither certificate");
-        assert!(Instant::now() < deadline, "the renewed certificate was never served");
+        assert_eq!(peer, old.der.to_vec(), "neither certificate");
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, grpc_cert) = handshake(m.running.grpc_addr, client_config(&ca, None, &[b"h2"]))
         .await
         .unwrap();
-    assert_eq!(grpc_cert, new.der.to_vec(), "gRPC still serves the old certificate");
+    assert_eq!(
+        grpc_cert,
+        new.der.to_vec(),
+        "gRPC still serves the old certificate"
+    );
     // Load continues on the new certificate.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -390,9 +472,17 @@ async fn certificate_renewed_under_load_without_failures() {
         t.await.unwrap();
     }
     let failures = failures.lock().clone();
-    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     let total = ok.load(Ordering::Relaxed);
-    assert!(before > 20 && total > before + 20, "too little load: {before} then {total}");
+    assert!(
+        before > 20 && total > before + 20,
+        "too little load: {before} then {total}"
+    );
     m.running.stop(false).await;
 }
 
@@ -415,14 +505,6 @@ impl CaTrust {
         c
     }
 
-    fn https(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .tls_backend_preconfigured(self.config(&[]))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
-    }
-
     async fn grpc(
         &self,
         addr: SocketAddr,
@@ -430,12 +512,11 @@ impl CaTrust {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&self.pem))
             .domain_name("localhost");
-        let channel =
-            tonic::transport::Channel::from_shared(format!("https://{addr}"))
-                .unwrap()
-                .tls_config(tls)?
-                .connect()
-                .await?;
+        let channel = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)?
+            .connect()
+            .await?;
         Ok(DaprClient::new(channel))
     }
 }
@@ -481,18 +562,25 @@ async fn a_broken_renewal_keeps_the_old_certificate() {
         .await
         .unwrap();
     assert_eq!(cert, good.der.to_vec());
-    let r = https(&ca, None)
-        .get(https_url(&m, "/v1.0/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, ..) = once(
+        m.running.http_addr,
+        client_config(&ca, None, &[]),
+        "GET",
+        "/v1.0/healthz",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
 
     // A good pair afterwards is taken.
     files.install(&other);
     let deadline = Instant::now() + Duration::from_secs(5);
     while served().await != other.der.to_vec() {
-        assert!(Instant::now() < deadline, "a good renewal after a bad one was not taken");
+        assert!(
+            Instant::now() < deadline,
+            "a good renewal after a bad one was not taken"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     m.running.stop(false).await;
@@ -514,20 +602,32 @@ async fn client_certificates_can_be_required() {
     let stranger = stranger_ca.client("stranger-app");
 
     // HTTP without a certificate, and with one from another CA: refused.
+    let http = m.running.http_addr;
     for id in [None, Some(&stranger)] {
-        let r = https(&ca, id)
-            .get(https_url(&m, "/v1.0/healthz"))
-            .send()
-            .await;
-        assert!(r.is_err(), "served without a valid client certificate: {r:?}");
+        let r = once(
+            http,
+            client_config(&ca, id, &[]),
+            "GET",
+            "/v1.0/healthz",
+            "",
+        )
+        .await;
+        assert!(
+            r.is_err(),
+            "served without a valid client certificate: {r:?}"
+        );
     }
     // With a certificate of the client CA: served.
-    let r = https(&ca, Some(&trusted))
-        .get(https_url(&m, "/v1.0/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, ..) = once(
+        http,
+        client_config(&ca, Some(&trusted), &[]),
+        "GET",
+        "/v1.0/healthz",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
 
     // gRPC the same way.
     for id in [None, Some(&stranger)] {
@@ -539,7 +639,14 @@ async fn client_certificates_can_be_required() {
     }
     let mut g = grpc(&m, &ca, Some(&trusted)).await.unwrap();
     g.save_state(save_req("mtls", "yes")).await.unwrap();
-    assert_eq!(g.get_state(get_req("mtls")).await.unwrap().into_inner().data, b"yes");
+    assert_eq!(
+        g.get_state(get_req("mtls"))
+            .await
+            .unwrap()
+            .into_inner()
+            .data,
+        b"yes"
+    );
     m.running.stop(false).await;
 }
 
@@ -551,19 +658,27 @@ async fn optional_client_certificates_are_verified_when_sent() {
     let files = Files::new(&ca.server("server"), Some(&client_ca));
     let extra = format!("    clientCaFile: {}\n", yaml_path(&files.path("ca.pem")));
     let m = start(&files.settings(&extra, "")).await;
+    let http = m.running.http_addr;
     let get = |id: Option<&Leaf>| {
-        https(&ca, id)
-            .get(https_url(&m, "/v1.0/healthz"))
-            .send()
+        once(
+            http,
+            client_config(&ca, id, &[]),
+            "GET",
+            "/v1.0/healthz",
+            "",
+        )
     };
-    assert_eq!(get(None).await.unwrap().status(), 204);
-    assert_eq!(get(Some(&client_ca.client("a"))).await.unwrap().status(), 204);
+    assert_eq!(get(None).await.unwrap().0, 204);
+    assert_eq!(get(Some(&client_ca.client("a"))).await.unwrap().0, 204);
     assert!(get(Some(&stranger_ca.client("b"))).await.is_err());
     m.running.stop(false).await;
 }
 
 /// Reads until the server closes (or the read fails); `None` if it stays open past `limit`.
-async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<Duration> {
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> Option<Duration> {
     let t = Instant::now();
     let mut buf = [0u8; 512];
     loop {
@@ -583,7 +698,9 @@ async fn a_stalled_handshake_is_closed_after_the_header_timeout() {
     for addr in [m.running.http_addr, m.running.grpc_addr] {
         // The start of a ClientHello record that never completes.
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .await
+            .unwrap();
         let closed = closed_within(&mut s, Duration::from_secs(5)).await;
         let closed = closed.unwrap_or_else(|| panic!("{addr}: stalled handshake kept open"));
         assert!(
@@ -593,7 +710,9 @@ async fn a_stalled_handshake_is_closed_after_the_header_timeout() {
         // A silent connection too.
         let mut s = TcpStream::connect(addr).await.unwrap();
         assert!(
-            closed_within(&mut s, Duration::from_secs(5)).await.is_some(),
+            closed_within(&mut s, Duration::from_secs(5))
+                .await
+                .is_some(),
             "{addr}: silent connection kept open"
         );
     }
@@ -617,7 +736,10 @@ async fn tls_connections_count_against_max_connections() {
     let mut third = handshake(m.running.grpc_addr, cfg()).await;
     if let Ok((s, _)) = third.as_mut() {
         // TLS 1.3 may finish the client side before the server's close is seen.
-        assert!(closed_within(s, Duration::from_secs(2)).await.is_some(), "third gRPC connection served");
+        assert!(
+            closed_within(s, Duration::from_secs(2)).await.is_some(),
+            "third gRPC connection served"
+        );
     }
     drop((a, b));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -632,7 +754,10 @@ async fn tls_connections_count_against_max_connections() {
     let b = handshake(m.running.http_addr, cfg()).await.unwrap();
     let third = tokio::spawn(handshake(m.running.http_addr, cfg()));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!third.is_finished(), "third HTTP TLS connection handled beyond maxConnections");
+    assert!(
+        !third.is_finished(),
+        "third HTTP TLS connection handled beyond maxConnections"
+    );
     drop(a);
     let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), third)
         .await
@@ -669,7 +794,9 @@ fn bad_tls_settings_are_reported_with_file_and_field() {
         resources_path: Some(dir.path().join("none")),
         tls_flags: Default::default(),
     };
-    let errors = mecha::config::Config::load(&sources).err().expect("refused");
+    let errors = mecha::config::Config::load(&sources)
+        .err()
+        .expect("refused");
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     for field in ["server.tls.certFile", "server.tls.clientCaFile"] {
         assert!(
@@ -684,9 +811,15 @@ fn bad_tls_settings_are_reported_with_file_and_field() {
         "server:\n  tls:\n    keyFile: k.pem\n    requireClientCert: true\n    checkInterval: 0s\n",
     )
     .unwrap();
-    let errors = mecha::config::Config::load(&sources).err().expect("refused");
+    let errors = mecha::config::Config::load(&sources)
+        .err()
+        .expect("refused");
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-    for field in ["server.tls.certFile", "server.tls.requireClientCert", "server.tls.checkInterval"] {
+    for field in [
+        "server.tls.certFile",
+        "server.tls.requireClientCert",
+        "server.tls.checkInterval",
+    ] {
         assert!(fields.contains(&field), "no {field} error: {fields:?}");
     }
 }

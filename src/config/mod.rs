@@ -222,7 +222,8 @@ impl Config {
     pub fn load(sources: &ConfigSources) -> Result<Config, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let env = |k: &str| std::env::var(k).ok();
-        let parse = |path: &Path, text: &str| Settings::parse_full(path, text, &env, &sources.tls_flags);
+        let parse =
+            |path: &Path, text: &str| Settings::parse_full(path, text, &env, &sources.tls_flags);
         let settings = match &sources.config_file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => parse(path, &text),

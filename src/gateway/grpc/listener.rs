@@ -100,7 +100,9 @@ async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::Unboun
                             return;
                         }
                         Err(_) => {
-                            tracing::debug!("grpc connection closed: TLS handshake not done in time");
+                            tracing::debug!(
+                                "grpc connection closed: TLS handshake not done in time"
+                            );
                             return;
                         }
                     }
