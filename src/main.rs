@@ -193,6 +193,20 @@ fn check(args: &RunArgs) -> ExitCode {
         print!("{}", c.resiliency.describe());
     }
     println!();
+    match &config.settings.server.tls {
+        None => println!("TLS: off (HTTP and gRPC serve plain TCP)"),
+        Some(t) => println!(
+            "TLS: on for HTTP and gRPC (certificate {}, key {}, client certificates {}, files checked every {}); metrics stays plain",
+            t.cert_file.display(),
+            t.key_file.display(),
+            match (&t.client_ca_file, t.require_client_cert) {
+                (None, _) => "off".to_string(),
+                (Some(ca), false) => format!("optional, verified against {}", ca.display()),
+                (Some(ca), true) => format!("required, verified against {}", ca.display()),
+            },
+            humantime::format_duration(t.check_interval),
+        ),
+    }
     for w in &config.warnings {
         println!("warning: {w}");
     }

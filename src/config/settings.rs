@@ -1001,6 +1001,54 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_parse_and_flags_replace_file_fields() {
+        assert_eq!(parse("").unwrap().server.tls, None);
+        let s = parse(
+            "server:\n  tls:\n    certFile: c.pem\n    keyFile: k.pem\n    clientCaFile: ca.pem\n    requireClientCert: true\n    checkInterval: 250ms\n",
+        )
+        .unwrap();
+        let tls = s.server.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("c.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(tls.require_client_cert);
+        assert_eq!(tls.check_interval, Duration::from_millis(250));
+
+        // Flags fill in or replace fields of the file.
+        let flags = RawTls {
+            key_file: Some("flag-k.pem".into()),
+            ..RawTls::default()
+        };
+        let s = Settings::parse_full(
+            Path::new("mecha.yaml"),
+            "server:\n  tls:\n    certFile: c.pem\n    keyFile: k.pem\n",
+            &|_| None,
+            &flags,
+        )
+        .unwrap();
+        let tls = s.server.tls.unwrap();
+        assert_eq!(tls.key_file, PathBuf::from("flag-k.pem"));
+        assert_eq!(tls.check_interval, TlsSettings::DEFAULT_CHECK_INTERVAL);
+        assert!(!tls.require_client_cert);
+
+        // Every shape problem, each with its field.
+        let errs = parse("server:\n  tls:\n    requireClientCert: true\n    checkInterval: soon\n")
+            .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "server.tls.checkInterval",
+                "server.tls.certFile",
+                "server.tls.keyFile",
+                "server.tls.requireClientCert"
+            ]
+        );
+        let errs = parse("server:\n  tls:\n    cert: c.pem\n").unwrap_err();
+        assert!(errs[0].message.contains("unknown field"), "{errs:?}");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("4Mi"), Ok(4 * 1024 * 1024));
         assert_eq!(parse_size("512"), Ok(512));
