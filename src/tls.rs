@@ -86,11 +86,14 @@ fn certified_key(
     })?;
     let pair = CertifiedKey::new(chain, signing);
     match pair.keys_match() {
-        Ok(()) => Ok(pair),
-        Err(e) => Err(problem(
+        // A key whose public half cannot be read is checked at the first handshake instead.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(pair)
+        }
+        Err(_) => Err(problem(
             "keyFile",
             format!(
-                "{} does not belong to the certificate in {}: {e}",
+                "{} does not belong to the certificate in {}",
                 settings.key_file.display(),
                 settings.cert_file.display()
             ),
