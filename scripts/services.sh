@@ -148,6 +148,15 @@ ensure_python_venv() {
   apt_install python3 python3-venv python3-pip
 }
 
+# The openssl command, which the Python SDK TLS test uses to make its certificates.
+ensure_openssl() {
+  if command -v openssl >/dev/null; then
+    log "openssl: $(openssl version)"; return 0
+  fi
+  log "openssl: installing openssl"
+  apt_install openssl
+}
+
 # Node.js with npm, for the official JavaScript SDK compatibility test.
 ensure_node() {
   if command -v node >/dev/null && command -v npm >/dev/null; then

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 prepare_test_environment
 ensure_python_venv
+ensure_openssl
 ensure_node
 
 cargo build --bins

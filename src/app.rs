@@ -70,6 +70,9 @@ pub struct Running {
     http_task: actix_rt::task::JoinHandle<io::Result<()>>,
     /// Background tasks (token file check, configuration watch, SIGHUP), aborted on stop.
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
+    /// The served TLS certificate, when `server.tls` is set (for a forced
+    /// [`crate::tls::CertStore::refresh`], e.g. on `SIGHUP`).
+    pub tls: Option<Arc<crate::tls::CertStore>>,
 }
 
 impl Running {
@@ -137,6 +140,19 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let live = Live::new(catalog.clone());
     crate::metrics::config_version(catalog.version());
 
+    let tls = match &settings.server.tls {
+        None => None,
+        Some(t) => Some(crate::tls::ServerTls::new(t).map_err(|problems| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "refused TLS settings: {}",
+                    crate::tls::ServerTls::describe(&problems)
+                ),
+            )
+        })?),
+    };
+
     let grpc_addr = SocketAddr::new(opts.listen_address, opts.grpc_port);
     let grpc_listener =
         GrpcServer::bind(grpc_addr).map_err(|e| bind_error("gRPC", grpc_addr, "--grpc-port", e))?;
@@ -157,6 +173,8 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     .backlog(u32::try_from(limits.max_connections.min(4096)).unwrap_or(1024))
     .client_request_timeout(limits.header_timeout)
     .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    // A TLS handshake gets the time the headers get (counted before them).
+    .tls_handshake_timeout(limits.header_timeout)
     .keep_alive(limits.idle_timeout);
     if settings.server.workers > 0 {
         http = http.workers(settings.server.workers);
@@ -165,9 +183,11 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         http = http.disable_signals();
     }
     let http_bind = SocketAddr::new(opts.listen_address, opts.http_port);
-    let http = http
-        .bind(http_bind)
-        .map_err(|e| bind_error("HTTP", http_bind, "--http-port", e))?;
+    let http = match &tls {
+        Some(tls) => http.bind_rustls_0_23(http_bind, tls.http.clone()),
+        None => http.bind(http_bind),
+    }
+    .map_err(|e| bind_error("HTTP", http_bind, "--http-port", e))?;
     let http_addr = http.addrs()[0];
     let http = http.run();
     let http_handle = http.handle();
@@ -224,6 +244,7 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         grpc_listener,
         settings.server.shutdown_timeout,
         serving_threads(settings.server.workers),
+        tls.as_ref().map(|t| t.grpc.clone()),
     )?;
     let grpc_addr = grpc.local_addr();
     // Token files are checked for changes, so a rotated token needs no restart (whichever
@@ -264,7 +285,23 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         }
     }
 
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id, "mecha listening");
+    // Renewed certificate files are picked up without a restart.
+    if let (Some(t), Some(s)) = (&tls, &settings.server.tls) {
+        tasks.push(crate::tls::spawn_watcher(t.certs.clone(), s.check_interval));
+    }
+
+    // `tls` says whether HTTP and gRPC serve TLS (the metrics listener stays plain).
+    match &tls {
+        Some(t) => tracing::info!(
+            http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id,
+            tls = "on", client_certs = %t.client_auth, fingerprint = %t.certs.fingerprint(),
+            "mecha listening"
+        ),
+        None => tracing::info!(
+            http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id,
+            tls = "off", "mecha listening"
+        ),
+    }
     for s in catalog.stores() {
         tracing::info!(
             store = %s.name, r#type = %s.component_type, version = %s.version,
@@ -286,6 +323,7 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         metrics: metrics_handle,
         http_task,
         tasks,
+        tls: tls.map(|t| t.certs),
     })
 }
 

@@ -18,6 +18,7 @@
 //! * [`config`]: `mecha.yaml` and Dapr component files, validated with every problem reported.
 //! * [`model`], [`keys`]: protocol-neutral requests and daprd's key prefixing.
 //! * [`app`]: wiring and shutdown; [`metrics`]: metric names and recording.
+//! * [`tls`]: TLS on the listeners, with certificates renewed without a restart.
 
 pub mod actors;
 pub mod app;
@@ -30,3 +31,4 @@ pub mod metrics;
 pub mod model;
 pub mod portability_client;
 pub mod reload;
+pub mod tls;

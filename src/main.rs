@@ -79,6 +79,21 @@ struct RunArgs {
     /// request's span fields: protocol, trace_id, app, store, operation).
     #[arg(long, env = "MECHA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// PEM certificate chain for TLS on the HTTP and gRPC listeners (replaces
+    /// `server.tls.certFile`); TLS needs `--tls-key-file` too.
+    #[arg(long, env = "MECHA_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS certificate (replaces `server.tls.keyFile`).
+    #[arg(long, env = "MECHA_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates are verified against (replaces
+    /// `server.tls.clientCaFile`).
+    #[arg(long, env = "MECHA_TLS_CLIENT_CA_FILE")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate signed by the client CA (replaces
+    /// `server.tls.requireClientCert`).
+    #[arg(long, env = "MECHA_TLS_REQUIRE_CLIENT_CERT")]
+    tls_require_client_cert: Option<bool>,
 }
 
 /// How log lines are written.
@@ -95,6 +110,13 @@ impl RunArgs {
         ConfigSources {
             config_file: self.config.clone(),
             resources_path: self.resources_path.clone(),
+            tls_flags: mecha::config::RawTls {
+                cert_file: self.tls_cert_file.clone(),
+                key_file: self.tls_key_file.clone(),
+                client_ca_file: self.tls_client_ca_file.clone(),
+                require_client_cert: self.tls_require_client_cert,
+                check_interval: None,
+            },
         }
     }
 }
@@ -171,6 +193,20 @@ fn check(args: &RunArgs) -> ExitCode {
         print!("{}", c.resiliency.describe());
     }
     println!();
+    match &config.settings.server.tls {
+        None => println!("TLS: off (HTTP and gRPC serve plain TCP)"),
+        Some(t) => println!(
+            "TLS: on for HTTP and gRPC (certificate {}, key {}, client certificates {}, files checked every {}); metrics stays plain",
+            t.cert_file.display(),
+            t.key_file.display(),
+            match (&t.client_ca_file, t.require_client_cert) {
+                (None, _) => "off".to_string(),
+                (Some(ca), false) => format!("optional, verified against {}", ca.display()),
+                (Some(ca), true) => format!("required, verified against {}", ca.display()),
+            },
+            humantime::format_duration(t.check_interval),
+        ),
+    }
     for w in &config.warnings {
         println!("warning: {w}");
     }

@@ -280,6 +280,9 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<String> {
         dur(o.reload_interval),
         dur(n.reload_interval),
     );
+    // The listeners are built with or without TLS at start; renewed certificate files (same
+    // paths) are picked up without a reload (`server.tls.checkInterval`).
+    check("server.tls", tls(o.tls.as_ref()), tls(n.tls.as_ref()));
     let (o, n) = (&old.actors, &new.actors);
     check(
         "actors.mailboxCapacity",
@@ -432,6 +435,23 @@ fn describe_changes(
     out
 }
 
+/// `server.tls` in one line, for a restart-only change.
+fn tls(t: Option<&crate::config::TlsSettings>) -> String {
+    match t {
+        None => "off".to_owned(),
+        Some(t) => format!(
+            "certFile {}, keyFile {}, clientCaFile {}, requireClientCert {}, checkInterval {}",
+            t.cert_file.display(),
+            t.key_file.display(),
+            t.client_ca_file
+                .as_deref()
+                .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+            t.require_client_cert,
+            dur(t.check_interval)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,5 +471,20 @@ mod tests {
             "{got:?}"
         );
         assert!(got[1].contains("limits.maxConnections"), "{got:?}");
+        // Turning TLS on needs new listeners.
+        let mut tls = Settings::default();
+        tls.server.tls = Some(crate::config::TlsSettings {
+            cert_file: "c.pem".into(),
+            key_file: "k.pem".into(),
+            client_ca_file: None,
+            require_client_cert: false,
+            check_interval: std::time::Duration::from_secs(1),
+        });
+        let got = restart_only_changes(&old, &tls);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains("server.tls changed (off -> certFile c.pem, keyFile k.pem"),
+            "{got:?}"
+        );
     }
 }

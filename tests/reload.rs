@@ -72,6 +72,7 @@ impl Files {
         ConfigSources {
             config_file: Some(self.config.clone()),
             resources_path: Some(self.resources.clone()),
+            tls_flags: Default::default(),
         }
     }
 

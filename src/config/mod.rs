@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use components::{ComponentSource, LoadedComponent, load_components, parse_components};
 pub use settings::{
-    AppConfig, Limits, QuotaSettings, ServerSettings, Settings, TokenSource, parse_size,
+    AppConfig, Limits, QuotaSettings, RawTls, ServerSettings, Settings, TlsSettings, TokenSource,
+    parse_size,
 };
 
 /// The component file used when the resources path does not exist and was not given
@@ -204,6 +205,8 @@ pub struct ConfigSources {
     /// `--resources-path`: `None` means the default path, falling back to the embedded
     /// default store when that directory does not exist.
     pub resources_path: Option<PathBuf>,
+    /// `--tls-*` flags: `server.tls` fields that replace the file's.
+    pub tls_flags: RawTls,
 }
 
 /// The environment variable of daprd's single API token.
@@ -218,9 +221,12 @@ impl Config {
     /// Reads and validates everything; on failure returns every problem found.
     pub fn load(sources: &ConfigSources) -> Result<Config, Vec<ConfigError>> {
         let mut errors = Vec::new();
+        let env = |k: &str| std::env::var(k).ok();
+        let parse =
+            |path: &Path, text: &str| Settings::parse_full(path, text, &env, &sources.tls_flags);
         let settings = match &sources.config_file {
             Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => Settings::parse(path, &text),
+                Ok(text) => parse(path, &text),
                 Err(e) => Err(vec![ConfigError::new(
                     path,
                     "",
@@ -230,8 +236,8 @@ impl Config {
             None => {
                 let path = Path::new(DEFAULT_CONFIG_FILE);
                 match std::fs::read_to_string(path) {
-                    Ok(text) => Settings::parse(path, &text),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+                    Ok(text) => parse(path, &text),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => parse(path, ""),
                     Err(e) => Err(vec![ConfigError::new(
                         path,
                         "",
@@ -267,6 +273,13 @@ impl Config {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
         errors.extend(policy_problems(&config_file, &settings, &components));
+        if let Some(tls) = &settings.server.tls {
+            errors.extend(
+                crate::tls::check(tls)
+                    .into_iter()
+                    .map(|(field, msg)| ConfigError::new(&config_file, field, msg)),
+            );
+        }
         if errors.is_empty() {
             Ok(Config {
                 settings,

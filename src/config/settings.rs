@@ -175,6 +175,29 @@ pub struct ServerSettings {
     /// How often the configuration files are checked for a change to reload (zero: only
     /// on `SIGHUP`).
     pub reload_interval: Duration,
+    /// TLS on the HTTP and gRPC listeners (`server.tls`); `None` serves plain TCP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `server.tls`: the certificate the HTTP and gRPC listeners present, and optionally the
+/// CA that client certificates must chain to. The files are re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first (`certFile`).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate (`keyFile`).
+    pub key_file: PathBuf,
+    /// PEM CA certificates client certificates are verified against (`clientCaFile`).
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `client_ca_file` (`requireClientCert`).
+    pub require_client_cert: bool,
+    /// How often the files are checked for a change (`checkInterval`).
+    pub check_interval: Duration,
+}
+
+impl TlsSettings {
+    /// Default of `server.tls.checkInterval`.
+    pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 impl Default for ServerSettings {
@@ -184,6 +207,7 @@ impl Default for ServerSettings {
             workers: 0,
             token_file_check_interval: Duration::from_secs(1),
             reload_interval: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -378,6 +402,95 @@ struct RawServer {
     workers: Option<usize>,
     token_file_check_interval: Option<String>,
     reload_interval: Option<String>,
+    tls: Option<RawTls>,
+}
+
+/// `server.tls` as written; also filled from the `--tls-*` flags.
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTls {
+    /// `certFile`.
+    pub cert_file: Option<PathBuf>,
+    /// `keyFile`.
+    pub key_file: Option<PathBuf>,
+    /// `clientCaFile`.
+    pub client_ca_file: Option<PathBuf>,
+    /// `requireClientCert`.
+    pub require_client_cert: Option<bool>,
+    /// `checkInterval`.
+    pub check_interval: Option<String>,
+}
+
+impl RawTls {
+    /// `self` with every field `over` sets replaced (flags win over the file).
+    pub fn merged(self, over: RawTls) -> RawTls {
+        RawTls {
+            cert_file: over.cert_file.or(self.cert_file),
+            key_file: over.key_file.or(self.key_file),
+            client_ca_file: over.client_ca_file.or(self.client_ca_file),
+            require_client_cert: over.require_client_cert.or(self.require_client_cert),
+            check_interval: over.check_interval.or(self.check_interval),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cert_file.is_none()
+            && self.key_file.is_none()
+            && self.client_ca_file.is_none()
+            && self.require_client_cert.is_none()
+            && self.check_interval.is_none()
+    }
+
+    /// Validates the shape (both files given, `requireClientCert` only with a CA); the files
+    /// themselves are checked by [`crate::tls::check`]. `None` when TLS is off or on error.
+    pub fn validate(self, field: &str, err: &mut dyn FnMut(&str, String)) -> Option<TlsSettings> {
+        if self.is_empty() {
+            return None;
+        }
+        let check_interval = match self.check_interval.as_deref().map(parse_duration) {
+            None => Some(TlsSettings::DEFAULT_CHECK_INTERVAL),
+            Some(Ok(d)) if !d.is_zero() => Some(d),
+            Some(Ok(_)) => {
+                err(
+                    &format!("{field}.checkInterval"),
+                    "must be greater than zero".into(),
+                );
+                None
+            }
+            Some(Err(e)) => {
+                err(&format!("{field}.checkInterval"), e);
+                None
+            }
+        };
+        let mut file = |name: &str, v: Option<PathBuf>| match v {
+            Some(p) if !p.as_os_str().is_empty() => Some(p),
+            _ => {
+                err(
+                    &format!("{field}.{name}"),
+                    "is required when TLS is configured (give both certFile and keyFile)".into(),
+                );
+                None
+            }
+        };
+        let cert_file = file("certFile", self.cert_file);
+        let key_file = file("keyFile", self.key_file);
+        let require_client_cert = self.require_client_cert.unwrap_or(false);
+        let client_ca_file = self.client_ca_file.filter(|p| !p.as_os_str().is_empty());
+        if require_client_cert && client_ca_file.is_none() {
+            err(
+                &format!("{field}.requireClientCert"),
+                "needs clientCaFile (the CA client certificates are verified against)".into(),
+            );
+            return None;
+        }
+        Some(TlsSettings {
+            cert_file: cert_file?,
+            key_file: key_file?,
+            client_ca_file,
+            require_client_cert,
+            check_interval: check_interval?,
+        })
+    }
 }
 
 /// The capability strings an app may list in `requires`.
@@ -461,6 +574,17 @@ impl Settings {
         file: &Path,
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Vec<ConfigError>> {
+        Self::parse_full(file, text, env, &RawTls::default())
+    }
+
+    /// As [`Settings::parse_with_env`], with `server.tls` fields given by flags (`tls_flags`)
+    /// replacing the file's.
+    pub fn parse_full(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        tls_flags: &RawTls,
     ) -> Result<Settings, Vec<ConfigError>> {
         let raw: RawSettings = if text.trim().is_empty() {
             RawSettings::default()
@@ -724,6 +848,12 @@ impl Settings {
                 Err(e) => err("server.reloadInterval", e),
             }
         }
+        s.server.tls = raw
+            .server
+            .tls
+            .unwrap_or_default()
+            .merged(tls_flags.clone())
+            .validate("server.tls", &mut err);
         for (store, entries) in raw.stores {
             let (lint, policy) = parse_store_entry(&format!("stores.{store}"), entries, &mut err);
             if let Some(mode) = lint {
@@ -880,6 +1010,54 @@ mod tests {
             ]
         );
         assert!(errs[0].message.contains("TRANSACTIONAL"), "{errs:?}");
+    }
+
+    #[test]
+    fn tls_settings_parse_and_flags_replace_file_fields() {
+        assert_eq!(parse("").unwrap().server.tls, None);
+        let s = parse(
+            "server:\n  tls:\n    certFile: c.pem\n    keyFile: k.pem\n    clientCaFile: ca.pem\n    requireClientCert: true\n    checkInterval: 250ms\n",
+        )
+        .unwrap();
+        let tls = s.server.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("c.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(tls.require_client_cert);
+        assert_eq!(tls.check_interval, Duration::from_millis(250));
+
+        // Flags fill in or replace fields of the file.
+        let flags = RawTls {
+            key_file: Some("flag-k.pem".into()),
+            ..RawTls::default()
+        };
+        let s = Settings::parse_full(
+            Path::new("mecha.yaml"),
+            "server:\n  tls:\n    certFile: c.pem\n    keyFile: k.pem\n",
+            &|_| None,
+            &flags,
+        )
+        .unwrap();
+        let tls = s.server.tls.unwrap();
+        assert_eq!(tls.key_file, PathBuf::from("flag-k.pem"));
+        assert_eq!(tls.check_interval, TlsSettings::DEFAULT_CHECK_INTERVAL);
+        assert!(!tls.require_client_cert);
+
+        // Every shape problem, each with its field.
+        let errs = parse("server:\n  tls:\n    requireClientCert: true\n    checkInterval: soon\n")
+            .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "server.tls.checkInterval",
+                "server.tls.certFile",
+                "server.tls.keyFile",
+                "server.tls.requireClientCert"
+            ]
+        );
+        let errs = parse("server:\n  tls:\n    cert: c.pem\n").unwrap_err();
+        assert!(errs[0].message.contains("unknown field"), "{errs:?}");
     }
 
     #[test]

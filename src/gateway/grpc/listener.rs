@@ -3,6 +3,10 @@
 //! is closed at once), a connection must send its first bytes within
 //! `limits.headerTimeout` (an idle TCP connection never reaches hyper), and a connection on
 //! which the client sends nothing for `limits.idleTimeout` is closed.
+//!
+//! With TLS configured, the handshake runs here too, inside the same first-bytes deadline
+//! and holding the same connection slot, so TLS connections count against
+//! `limits.maxConnections` like plain ones and a stalled handshake is dropped in time.
 
 use std::io;
 use std::pin::Pin;
@@ -12,10 +16,11 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::Connected;
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Connection bounds of one listener.
 #[derive(Clone)]
@@ -26,6 +31,8 @@ pub(super) struct ConnLimits {
     pub handshake: Duration,
     /// Longest silence from the client.
     pub idle: Duration,
+    /// Serve TLS with this acceptor (`server.tls`); `None` serves plain TCP.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Accepts on `listener` and yields connections that sent their first bytes in time. The
@@ -71,32 +78,65 @@ async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::Unboun
         };
         let _ = stream.set_nodelay(true);
         let tx = tx.clone();
-        let (handshake, idle) = (limits.handshake, limits.idle);
+        let (handshake, idle, tls) = (limits.handshake, limits.idle, limits.tls.clone());
         tokio::spawn(async move {
+            let deadline = Instant::now() + handshake;
             let mut probe = [0u8; 1];
-            match tokio::time::timeout(handshake, stream.peek(&mut probe)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    let _ = tx.send(Conn::new(stream, permit, idle));
+            match tokio::time::timeout_at(deadline, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    tracing::debug!("grpc connection closed: nothing received in time");
+                    return;
                 }
-                _ => tracing::debug!("grpc connection closed: nothing received in time"),
             }
+            let info = stream.connect_info();
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "grpc TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                "grpc connection closed: TLS handshake not done in time"
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
+            let _ = tx.send(Conn::new(io, info, permit, idle));
         });
     }
 }
 
+/// A connection's byte stream: plain TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 /// An accepted connection holding its slot; reads fail once the client stays silent for
 /// the idle timeout, which makes hyper close the connection.
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
+    info: TcpConnectInfo,
     _permit: OwnedSemaphorePermit,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl Conn {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, idle: Duration) -> Conn {
+    fn new(
+        stream: Box<dyn Io>,
+        info: TcpConnectInfo,
+        permit: OwnedSemaphorePermit,
+        idle: Duration,
+    ) -> Conn {
         Conn {
             stream,
+            info,
             _permit: permit,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
@@ -161,9 +201,9 @@ impl AsyncWrite for Conn {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+    type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }

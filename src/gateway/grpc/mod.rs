@@ -87,13 +87,15 @@ impl GrpcServer {
     }
 
     /// Starts serving on `listener` from `threads` new arbiters (at least one), each with
-    /// its own gateway and store shards. Must be called inside a running actix system.
+    /// its own gateway and store shards; TLS with `tls` when given. Must be called inside a
+    /// running actix system.
     pub fn start(
         live: Arc<Live>,
         settings: ActorSettings,
         listener: std::net::TcpListener,
         shutdown_timeout: Duration,
         threads: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<GrpcServer> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -108,6 +110,7 @@ impl GrpcServer {
             )),
             handshake: limits.header_timeout,
             idle: limits.idle_timeout,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut server = GrpcServer {

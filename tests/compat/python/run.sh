@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Python SDK compatibility suite: installs the official SDK (dapr==1.19.0) in a virtual
-# environment and drives the mecha binary through DaprClient. Never skips: if the SDK
+# environment and drives the mecha binary through DaprClient, over plain TCP and over TLS
+# (test_dapr_sdk_tls.py, which needs the openssl command). Never skips: if the SDK
 # cannot be installed, this fails.
 #
 #   tests/compat/python/run.sh
@@ -35,4 +36,7 @@ if [ -z "${MECHA_BIN:-}" ]; then
   MECHA_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/mecha"
 fi
 
-exec "$venv/bin/python" "$here/test_dapr_sdk.py" --mecha "$MECHA_BIN"
+command -v openssl >/dev/null || { echo "run.sh: the openssl command is required (apt-get install openssl)" >&2; exit 1; }
+
+"$venv/bin/python" "$here/test_dapr_sdk.py" --mecha "$MECHA_BIN"
+"$venv/bin/python" "$here/test_dapr_sdk_tls.py" --mecha "$MECHA_BIN"
