@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::WeakRecipient;
 use actix::prelude::*;
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use super::catalog::Catalog;
 
@@ -22,7 +23,8 @@ pub struct Refresh;
 
 /// The current catalog, shared by every door and gateway.
 pub struct Live {
-    current: RwLock<Arc<Catalog>>,
+    /// Read by every request on every thread: a lock-free load, no lock.
+    current: ArcSwap<Catalog>,
     /// The current catalog's version: one atomic load tells a gateway whether it is behind.
     version: AtomicU64,
     gateways: Mutex<Vec<WeakRecipient<Refresh>>>,
@@ -33,14 +35,14 @@ impl Live {
     pub fn new(catalog: Arc<Catalog>) -> Arc<Live> {
         Arc::new(Live {
             version: AtomicU64::new(catalog.version()),
-            current: RwLock::new(catalog),
+            current: ArcSwap::new(catalog),
             gateways: Mutex::new(Vec::new()),
         })
     }
 
     /// The catalog new requests use.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.current.read().clone()
+        self.current.load_full()
     }
 
     /// The version of the catalog new requests use.
@@ -50,11 +52,11 @@ impl Live {
 
     /// Makes `catalog` the live one and tells every gateway; returns the previous one.
     pub fn publish(&self, catalog: Arc<Catalog>) -> Arc<Catalog> {
-        let old = {
-            let mut cur = self.current.write();
-            self.version.store(catalog.version(), Ordering::Release);
-            std::mem::replace(&mut *cur, catalog)
-        };
+        // The catalog first, then its version: a gateway that sees the new version finds
+        // the new catalog (one that sees the old version keeps its catalog a moment longer).
+        let version = catalog.version();
+        let old = self.current.swap(catalog);
+        self.version.store(version, Ordering::Release);
         let mut gateways = self.gateways.lock();
         // A gateway that stopped (its server shut down) is forgotten.
         gateways.retain(|g| match g.upgrade() {
