@@ -10,100 +10,11 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::servers::redis as private_redis;
 use support::{Mecha, TestMecha, error_of, unique};
-
-/// A `redis-server` this test owns; killed on drop.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = PrivateRedis { port, child: None };
-        r.restart();
-        r
-    }
-
-    /// Starts the server (again) on the same port and waits until it answers.
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); scripts/test.sh installs it")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not come up",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn answers(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        if let Some(c) = &self.child {
-            // A frozen server must be thawed to die promptly; never panic while unwinding.
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-        }
-        self.kill();
-    }
-}
 
 fn component(name: &str, host: &str, extra: &str) -> String {
     format!(
@@ -124,7 +35,7 @@ async fn healthz_until(m: &Mecha, healthy: bool, within: Duration) -> reqwest::R
 
 #[actix_rt::test]
 async fn redis_outage_fails_fast_shows_in_health_and_recovers() {
-    let mut redis = PrivateRedis::start();
+    let mut redis = private_redis();
     let yaml = component(
         "cache",
         &format!("127.0.0.1:{}", redis.port),
@@ -326,7 +237,7 @@ async fn etag_errors_have_daprs_status_codes() {
 /// every acknowledged write is present afterwards.
 #[actix_rt::test]
 async fn frozen_redis_trips_the_breaker_fails_fast_and_recovers() {
-    let redis = PrivateRedis::start();
+    let redis = private_redis();
     let yaml = format!(
         "{}---\n{}",
         component(
@@ -456,7 +367,7 @@ async fn frozen_redis_trips_the_breaker_fails_fast_and_recovers() {
 /// each call alone is bounded by the component's timeouts.
 #[actix_rt::test]
 async fn frozen_redis_reconnects_never_queue_calls() {
-    let redis = PrivateRedis::start();
+    let redis = private_redis();
     let yaml = component(
         "cache",
         &format!("127.0.0.1:{}", redis.port),

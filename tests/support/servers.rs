@@ -115,27 +115,37 @@ fn nats_answers(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"INFO"
 }
 
+/// A `redis-server` that keeps nothing on disk: a kill loses everything.
+pub fn redis() -> PrivateServer {
+    redis_server(false)
+}
+
 /// A `redis-server` that writes every acknowledged write to its append-only file before
 /// answering (`appendfsync always`), so a kill loses nothing it acknowledged.
 pub fn durable_redis() -> PrivateServer {
+    redis_server(true)
+}
+
+fn redis_server(durable: bool) -> PrivateServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let args = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        &dir.path().display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+        .map(String::from)
+        .to_vec();
+    let persistence: &[&str] = if durable {
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+    } else {
+        &["--save", "", "--appendonly", "no"]
+    };
+    args.extend(persistence.iter().map(|a| (*a).to_owned()));
+    args.extend(["--dir".to_owned(), dir.path().display().to_string()]);
     let mut s = PrivateServer {
         port,
         program: "redis-server".into(),
