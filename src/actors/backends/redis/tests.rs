@@ -30,7 +30,7 @@ fn factory(extra: &[(&str, &str)]) -> Arc<dyn StoreFactory> {
 
 fn shared(extra: &[(&str, &str)]) -> Arc<Shared> {
     let cfg = config(extra);
-    Arc::new(Shared::new(connection_info(&cfg).unwrap(), settings(&cfg).unwrap()).unwrap())
+    Arc::new(Shared::new(connection_infos(&cfg).unwrap(), settings(&cfg).unwrap()).unwrap())
 }
 
 /// A store on the test Redis, and a key base unique to the test.
@@ -100,11 +100,11 @@ fn settings_reject_what_is_not_supported() {
     for (field, value, needle) in [
         ("failover", "true", "Sentinel"),
         ("sentinelMasterName", "mymaster", "Sentinel"),
-        ("redisType", "cluster", "cluster"),
+        ("clusterKeyPlacement", "prefix", "redisType: cluster"),
         ("enableTLS", "true", "TLS"),
         ("clientCert", "-----BEGIN", "TLS"),
         ("useEntraID", "true", "useEntraID"),
-        ("redisHost", "a:6379,b:6379", "several hosts"),
+        ("redisHost", "a:6379,b:6379", "redisType: cluster"),
         ("redisHost", "rediss://h:6380", "TLS"),
         ("redisHost", "h:port", "host:port"),
         ("dialTimeout", "0s", "dialTimeout"),
@@ -125,17 +125,54 @@ fn host_forms() {
     assert_eq!(split_host_port("[::1]:7000").unwrap(), ("::1".into(), 7000));
     assert_eq!(split_host_port("[::1]").unwrap(), ("::1".into(), 6379));
     assert!(split_host_port(":1").is_err());
-    let info = connection_info(&config(&[
+    let info = connection_infos(&config(&[
         ("redisHost", "example:6380"),
         ("redisUsername", "u"),
         ("redisPassword", "p"),
         ("redisDB", "3"),
     ]))
-    .unwrap();
+    .unwrap()
+    .remove(0);
     assert_eq!(info.addr(), &ConnectionAddr::Tcp("example".into(), 6380));
     assert_eq!(info.redis_settings().db(), 3);
     assert_eq!(info.redis_settings().username(), Some("u"));
     assert_eq!(info.redis_settings().password(), Some("p"));
+    // A cluster takes a list of seed nodes, database 0 only.
+    let seeds = connection_infos(&config(&[
+        ("redisType", "cluster"),
+        ("redisHost", "a:7000, b:7001,,c"),
+    ]))
+    .unwrap();
+    let addrs: Vec<_> = seeds.iter().map(|i| i.addr().clone()).collect();
+    assert_eq!(
+        addrs,
+        [
+            ConnectionAddr::Tcp("a".into(), 7000),
+            ConnectionAddr::Tcp("b".into(), 7001),
+            ConnectionAddr::Tcp("c".into(), 6379)
+        ]
+    );
+    let err = connection_infos(&config(&[("redisType", "cluster"), ("redisDB", "2")])).unwrap_err();
+    assert!(err.contains("database 0"), "{err}");
+}
+
+#[test]
+fn every_slot_has_its_own_version_counter() {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..2000 {
+        let key = format!("app||key-{i}");
+        let counter = slot_counter_key(&key);
+        assert_eq!(
+            HashSlot::for_key(counter.as_bytes()),
+            HashSlot::for_key(key.as_bytes()),
+            "{counter} is not in the slot of {key}"
+        );
+        assert!(counter.starts_with(VERSION_COUNTER_KEY));
+        seen.insert(counter);
+    }
+    // Distinct slots get distinct counters; a hash tag picks the tag's slot.
+    assert!(seen.len() > 1800, "{}", seen.len());
+    assert_eq!(slot_counter_key("a{x}1"), slot_counter_key("b{x}2"));
 }
 
 #[test]
@@ -495,7 +532,7 @@ async fn a_killed_connection_is_replaced() {
     s.set(set(&k, "1")).await.unwrap();
     let redis_store = RedisStore::new(shared(&[]));
     redis_store.set(set(&k, "2")).await.unwrap();
-    let (_, mut conn) = redis_store.connection().await.unwrap();
+    let (_, mut conn) = redis_store.connection(Kind::Read).await.unwrap();
     let id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut conn)
@@ -516,7 +553,7 @@ async fn a_killed_connection_is_replaced() {
     if redis_store.set(set(&k, "3")).await.is_err() {
         redis_store.set(set(&k, "3")).await.unwrap();
     }
-    let (_, mut conn) = redis_store.connection().await.unwrap();
+    let (_, mut conn) = redis_store.connection(Kind::Read).await.unwrap();
     let new_id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut conn)
@@ -567,7 +604,7 @@ async fn connection_strategies() {
     let read = Arc::new(Script::new(READ_SCRIPT));
     let _: Value = read
         .key(&key)
-        .invoke_async(&mut store.connection().await.unwrap().1)
+        .invoke_async(&mut store.connection(Kind::Read).await.unwrap().1)
         .await
         .unwrap();
 
@@ -595,7 +632,7 @@ async fn connection_strategies() {
     }
 
     let direct = {
-        let (_, conn) = store.connection().await.unwrap();
+        let (_, conn) = store.connection(Kind::Read).await.unwrap();
         let (key, read) = (key.clone(), read.clone());
         timed("one multiplexed connection (direct)", move || {
             let mut conn = conn.clone();
@@ -620,7 +657,10 @@ async fn connection_strategies() {
         .await
     };
     let pooled = {
-        let pool = shared.pool.clone();
+        let Mode::Node { pool, .. } = &shared.mode else {
+            unreachable!("a node store")
+        };
+        let pool = pool.clone();
         let (key, read) = (key.clone(), read.clone());
         timed("deadpool checkout per request", move || {
             let pool = pool.clone();
