@@ -142,7 +142,7 @@ ensure_redis_cluster() {
     if redis_ping "$host" "$base$i" 2>/dev/null; then continue; fi
     mkdir -p "$dir/n$i"
     redis-server --daemonize yes --bind "$host" --port "$base$i" --dir "$dir/n$i" \
-      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 --repl-diskless-sync-delay 0 \
       --save "" --appendonly no --logfile "$dir/n$i.log" >/dev/null
   done
   for i in 1 2 3 4 5 6; do wait_for "redis cluster node $i" 15 redis_ping "$host" "$base$i" || return 1; done
