@@ -91,7 +91,12 @@ async fn transactions_across_hash_slots_are_refused_and_write_nothing() {
     let (status, code, message, _) =
         error_of(m.post("/v1.0/state/rc/transaction", tx.to_string()).await).await;
     assert_eq!((status, code.as_str()), (500, "ERR_STATE_TRANSACTION"));
-    for needle in ["different hash slots", "nothing was written", "hash tag", "clusterKeyPlacement"] {
+    for needle in [
+        "different hash slots",
+        "nothing was written",
+        "hash tag",
+        "clusterKeyPlacement",
+    ] {
         assert!(message.contains(needle), "{needle}: {message}");
     }
     assert_eq!(value(&m, "rc", &a).await.unwrap().0, json!("a0"));
@@ -104,8 +109,11 @@ async fn transactions_across_hash_slots_are_refused_and_write_nothing() {
         upsert(&ta, json!("a1"), None),
         upsert(&tb, json!("b1"), Some("999999")),
     ]});
-    let (status, code, _, _) =
-        error_of(m.post("/v1.0/state/rc/transaction", stale.to_string()).await).await;
+    let (status, code, _, _) = error_of(
+        m.post("/v1.0/state/rc/transaction", stale.to_string())
+            .await,
+    )
+    .await;
     assert_eq!((status, code.as_str()), (500, "ERR_STATE_TRANSACTION"));
     assert!(value(&m, "rc", &ta).await.is_none(), "half a transaction");
     let (_, etag) = value(&m, "rc", &tb).await.unwrap();
@@ -140,10 +148,10 @@ async fn key_placement_by_prefix_makes_every_transaction_of_an_app_atomic() {
             .map(|h| format!("redis://{h}"))
             .collect::<Vec<_>>(),
     )
-        .unwrap()
-        .get_async_connection()
-        .await
-        .unwrap();
+    .unwrap()
+    .get_async_connection()
+    .await
+    .unwrap();
     let stored: Option<String> = redis::cmd("HGET")
         .arg(format!("{{{prefix}}}||{a}"))
         .arg("data")
@@ -347,7 +355,14 @@ impl PrivateCluster {
             .filter(|l| !l.contains("fail"))
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                let port = f.get(1)?.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+                let port = f
+                    .get(1)?
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
                 let role = if f.get(2)?.contains("master") {
                     "master"
                 } else {
@@ -368,7 +383,11 @@ impl PrivateCluster {
 
     /// The first node still running.
     fn live(&self) -> u16 {
-        *self.ports.iter().find(|p| self.nodes.contains_key(p)).unwrap()
+        *self
+            .ports
+            .iter()
+            .find(|p| self.nodes.contains_key(p))
+            .unwrap()
     }
 
     /// The primary serving the slot of `key` (a stored Redis key), as a live node sees it.
@@ -386,7 +405,10 @@ impl PrivateCluster {
         // CLUSTER NODES lines: "<id> <host:port@bus> <flags> <primary> <ping> <pong> <epoch> <link> <ranges…>".
         for line in redis_cli(from, &["cluster", "nodes"]).lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if !f.get(2).is_some_and(|r| r.contains("master") && !r.contains("fail")) {
+            if !f
+                .get(2)
+                .is_some_and(|r| r.contains("master") && !r.contains("fail"))
+            {
                 continue;
             }
             for range in f.iter().skip(8) {
@@ -409,8 +431,7 @@ impl PrivateCluster {
 }
 
 #[actix_rt::test]
-async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledged_strong_writes()
-{
+async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledged_strong_writes() {
     let mut cluster = PrivateCluster::start(27100);
     let yaml = component(
         "rc",
@@ -480,7 +501,12 @@ async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledge
     cluster.kill(victim);
     let killed = Instant::now();
     // The victim's replica is promoted (the survivors see it serve the victim's slots).
-    let survivors: Vec<u16> = cluster.ports.iter().copied().filter(|p| *p != victim).collect();
+    let survivors: Vec<u16> = cluster
+        .ports
+        .iter()
+        .copied()
+        .filter(|p| *p != victim)
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while cluster.owner_of(&keys[0]).is_none_or(|p| p == victim) {
         assert!(Instant::now() < deadline, "no replica was promoted");
@@ -500,9 +526,19 @@ async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledge
             if r.status() == 204 {
                 break;
             }
-            eprintln!("{:?} write: {} {:?}", killed.elapsed(), r.status(), r.text().await);
+            eprintln!(
+                "{:?} write: {} {:?}",
+                killed.elapsed(),
+                r.status(),
+                r.text().await
+            );
         } else {
-            eprintln!("{:?} read: {} {:?}", killed.elapsed(), r.status(), r.text().await);
+            eprintln!(
+                "{:?} read: {} {:?}",
+                killed.elapsed(),
+                r.status(),
+                r.text().await
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -523,7 +559,10 @@ async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledge
     eprintln!(
         "failover: election {elected:?}, Mecha recovered {recovered:?} after the kill, {errors_during} failed requests, slowest request {slowest:?}"
     );
-    assert!(errors_during > 0, "the kill caused no failed request at all");
+    assert!(
+        errors_during > 0,
+        "the kill caused no failed request at all"
+    );
     // Fail fast: no request waited for the election to end (read 1 s + write 1 s + WAIT 1 s).
     assert!(slowest < Duration::from_millis(3500), "{slowest:?}");
     // Every write acknowledged with WAIT 1 survives the failover: each counter is at least

@@ -687,9 +687,8 @@ pub struct RedisStore {
 }
 
 /// The connect every caller shares while it is in flight.
-type Connecting = futures::future::Shared<
-    futures::future::BoxFuture<'static, Result<(u64, Conn), StoreError>>,
->;
+type Connecting =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<(u64, Conn), StoreError>>>;
 
 /// This instance's connection. The lock is never held across an await: while a connect is
 /// in flight every caller awaits the same one (within its own deadline), so reconnects
@@ -1225,7 +1224,11 @@ impl RedisStore {
     /// Refuses a transaction whose keys are in more than one hash slot of the cluster: a
     /// script, the one way to make it atomic, runs on one node over keys of one slot. Checked
     /// before anything is sent, so nothing is written.
-    fn check_one_slot(&self, req: &TransactionRequest, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
+    fn check_one_slot(
+        &self,
+        req: &TransactionRequest,
+        ops: &[WriteOp<'_>],
+    ) -> Result<(), StoreError> {
         let Some(first) = ops.first() else {
             return Ok(());
         };

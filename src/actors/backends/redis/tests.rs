@@ -678,3 +678,99 @@ async fn connection_strategies() {
         pooled / direct
     );
 }
+
+/// A TCP proxy to the test Redis that breaks the connection once: after forwarding the first
+/// command containing `marker` and reading Redis's reply, it drops the connection instead of
+/// passing the reply on. Counts how often a command with `marker` reached Redis.
+async fn breaking_proxy(marker: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = match Client::open(redis_url())
+        .unwrap()
+        .get_connection_info()
+        .addr()
+    {
+        ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+        other => panic!("REDIS_URL must be TCP: {other:?}"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(true));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let mut up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (marker, sent, armed) = (marker.clone(), counter.clone(), armed.clone());
+            tokio::spawn(async move {
+                let (mut a, mut b) = ([0u8; 65536], [0u8; 65536]);
+                let mut saw = false;
+                loop {
+                    tokio::select! {
+                        n = down.read(&mut a) => {
+                            let Ok(n @ 1..) = n else { return };
+                            if String::from_utf8_lossy(&a[..n]).contains(&marker) {
+                                saw = true;
+                                sent.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if up.write_all(&a[..n]).await.is_err() { return }
+                        }
+                        n = up.read(&mut b) => {
+                            let Ok(n @ 1..) = n else { return };
+                            if saw && armed.swap(false, Ordering::SeqCst) {
+                                // The command ran; its client never hears so.
+                                return;
+                            }
+                            if down.write_all(&b[..n]).await.is_err() { return }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
+#[tokio::test]
+async fn a_write_is_never_resent_after_its_connection_broke() {
+    // Every write kind: unguarded set, guarded set, unguarded delete.
+    for case in ["set", "etag", "delete"] {
+        let (s, base) = store(&[]).await;
+        let k = format!("{base}||k");
+        // Loads the scripts, so the write below is one EVALSHA.
+        s.set(set(&k, "before")).await.unwrap();
+        let etag = etag_of(&s, &k).await;
+        let marker = format!("resend-probe-{:016x}", rand::random::<u64>());
+        let (port, sent) = breaking_proxy(marker.clone()).await;
+        let host = format!("127.0.0.1:{port}");
+        let via_proxy = factory(&[("redisHost", host.as_str())]).create().unwrap();
+        via_proxy.get(get(&k)).await.unwrap();
+        let r = match case {
+            "set" => via_proxy.set(set(&k, &marker)).await,
+            "etag" => via_proxy.set(etagged(set(&k, &marker), &etag)).await,
+            _ => {
+                // The marker rides in the key of a delete.
+                let mk = format!("{k}-{marker}");
+                s.set(set(&mk, "x")).await.unwrap();
+                via_proxy.delete(del(&mk, None)).await
+            }
+        };
+        assert!(
+            matches!(r, Err(StoreError::Unavailable(_))),
+            "{case}: a write whose reply was lost must fail, not be re-sent: {r:?}"
+        );
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            1,
+            "{case}: the write was re-sent"
+        );
+        // It was applied exactly once, and the store works again on a fresh connection.
+        if case != "delete" {
+            let v = s.get(get(&k)).await.unwrap().unwrap();
+            assert_eq!(v.data, Bytes::from(marker.clone()), "{case}");
+            let version: u64 = v.etag.unwrap().parse().unwrap();
+            assert!(version > etag.parse::<u64>().unwrap(), "{case}");
+        }
+        via_proxy.set(set(&k, "after")).await.unwrap();
+    }
+}
