@@ -19,7 +19,7 @@ mod support;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::cluster_routing::Slot;
@@ -461,10 +461,11 @@ async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledge
     // strong writes; it records the highest value Mecha acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicUsize::new(0));
-    let slowest = Arc::new(parking_lot::Mutex::new(Duration::ZERO));
+    let slowest_ms = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for k in keys.clone() {
-        let (m, stop, errors, slowest) = (m.clone(), stop.clone(), errors.clone(), slowest.clone());
+        let (m, stop, errors, slowest_ms) =
+            (m.clone(), stop.clone(), errors.clone(), slowest_ms.clone());
         workers.push(actix_rt::spawn(async move {
             let mut acked = 0i64;
             while !stop.load(Ordering::Relaxed) {
@@ -483,9 +484,7 @@ async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledge
                     false
                 };
                 let took = started.elapsed();
-                let mut w = slowest.lock();
-                *w = (*w).max(took);
-                drop(w);
+                slowest_ms.fetch_max(took.as_millis() as u64, Ordering::Relaxed);
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -555,7 +554,7 @@ async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledge
         acked.push(w.await.unwrap());
     }
     let errors_during = errors.load(Ordering::Relaxed);
-    let slowest = *slowest.lock();
+    let slowest = Duration::from_millis(slowest_ms.load(Ordering::Relaxed));
     eprintln!(
         "failover: election {elected:?}, Mecha recovered {recovered:?} after the kill, {errors_during} failed requests, slowest request {slowest:?}"
     );

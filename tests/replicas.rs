@@ -1,6 +1,7 @@
 //! Many Mecha replicas on the same stores: three `mecha` processes (the real binary) serve one
-//! etcd cluster (`ETCD_ENDPOINTS`, default the three-member cluster `scripts/test.sh` starts)
-//! and one PostgreSQL (`DATABASE_URL`), and the tests drive them together. Every guarantee
+//! etcd cluster (`ETCD_ENDPOINTS`, default the three-member cluster `scripts/test.sh` starts),
+//! one PostgreSQL (`DATABASE_URL`) and one Redis Cluster (`REDIS_CLUSTER_NODES`, default the
+//! six-node cluster `scripts/test.sh` starts), and the tests drive them together. Every guarantee
 //! that must hold across replicas is decided in the store: ETag-guarded counters end exact, a
 //! same-ETag race has one winner, transactions stay all-or-nothing, and killing a replica (and
 //! an etcd member of a private cluster) loses no acknowledged write.

@@ -1,4 +1,5 @@
-//! `state.redis`: Dapr-compatible state on Redis (one node; Redis 4 or newer, 6 for ACL users).
+//! `state.redis`: Dapr-compatible state on Redis: one node (Redis 4 or newer, 6 for ACL
+//! users), or Redis Cluster with `redisType: cluster` (see [Cluster](#cluster)).
 //!
 //! # Data layout
 //!
@@ -9,6 +10,24 @@
 //! gets an earlier version back and an old ETag can never match a new value (as long as the
 //! counter itself is not deleted, e.g. by `FLUSHDB`). A key written by Dapr keeps its version
 //! and continues above it.
+//!
+//! # Cluster
+//!
+//! With `redisType: cluster`, `redisHost` lists seed nodes and the `redis` crate's cluster
+//! client routes each command to the primary of its key's hash slot, follows `MOVED`/`ASK`
+//! and re-reads the topology. A script may only touch keys of one slot, so:
+//!
+//! * every slot has its own version counter (`slot_counter_key`): the counter's name carries
+//!   a hash tag chosen to fall in the slot, so a key and its counter always travel together;
+//! * bulk calls are split by slot, one script call per slot, sent together (at most
+//!   64 in flight), each item keeping its own result;
+//! * a transaction whose keys span slots is refused before anything is sent (it cannot be
+//!   atomic); hash tags, or `clusterKeyPlacement: prefix` (the key prefix becomes the hash
+//!   tag), put keys in one slot;
+//! * `consistency: strong` sends the script and `WAIT` in one pipeline to the slot's primary.
+//!
+//! Reads use a cluster client that retries by itself; writes one whose retries are off, so
+//! the crate never re-sends a write whose connection broke (see `Kind::Write`).
 //!
 //! # Atomicity
 //!
@@ -32,7 +51,8 @@
 //! # Connections
 //!
 //! Each store instance (one per serving thread, rebuilt by the supervisor after failures)
-//! keeps one multiplexed connection, opened lazily on the first call and replaced after an
+//! keeps one multiplexed connection (on a cluster: one cluster connection for reads and one
+//! for writes), opened lazily on the first call and replaced after an
 //! I/O error or a timeout, so a broken connection is never reused. All ordinary commands are
 //! pipelined over it: they need no connection state of their own.
 //!
@@ -56,10 +76,12 @@
 //! (defaults 2 s each, below the actor's 5 s request timeout). Unreachable Redis answers
 //! [`StoreError::Unavailable`], a timeout [`StoreError::Timeout`]. A failed connect is retried
 //! up to `maxRetries` times with exponential backoff capped by `maxRetryBackoff`, within one
-//! `dialTimeout` in total. A command whose connection broke is retried only when repeating it
-//! is harmless: reads, and writes without ETags or first-write. A guarded write may or may not
-//! have been applied, and repeating it could report a false ETag mismatch, so its error is
-//! returned. `ping` sends `PING` with a short timeout and no retries.
+//! `dialTimeout` in total. A read whose connection broke is retried on a fresh connection. A
+//! write is sent again only when it provably did not run (the connect failed, or a cluster
+//! node answered `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY` or `LOADING`): after a
+//! broken connection it may have been applied, and repeating it could report a false ETag
+//! mismatch or overwrite another client's newer write, so its error is returned. `ping`
+//! sends `PING` with a short timeout and no retries.
 //!
 //! # Differences from Dapr's Redis store
 //!
@@ -71,7 +93,10 @@
 //! * Reads return `ttlExpireTime`.
 //! * `strong` consistency is declared and honoured only when `redisReplicas` is set (Dapr
 //!   counts the connected replicas at start-up instead).
-//! * No RedisJSON query API, cluster or Sentinel mode, and no TLS in this build.
+//! * On a cluster, a transaction over keys of several hash slots is refused up front (Dapr's
+//!   store fails it with `CROSSSLOT` or, with older go-redis, runs it per slot, not
+//!   atomically); `redisDB` other than 0 is refused on a cluster (Dapr ignores it).
+//! * No RedisJSON query API, no Sentinel mode, and no TLS in this build.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -91,7 +116,7 @@ use redis::{
     Pipeline, RedisError, RedisFuture, Script, Value,
 };
 
-use super::{ComponentConfig, Descriptor, Field, FieldKind, parse_duration};
+use super::{ComponentConfig, Descriptor, Field, FieldKind, Variant, parse_duration};
 use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
@@ -109,6 +134,13 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     lists_keys: false,
     metadata: METADATA,
     per_process: false,
+    variants: &[Variant {
+        detail: "v1, `redisType: cluster`",
+        capabilities: CAPABILITIES.with(Capability::StrongConsistency),
+        // Transactions only over keys of one hash slot (others are refused), strong
+        // consistency only with `redisReplicas`.
+        conditional: CapabilitySet::of(&[Capability::Transactional, Capability::StrongConsistency]),
+    }],
     // Only the portable keys: Mecha's Redis store has no RediSearch query API, so
     // `queryIndexName` does nothing here (the lint reports it as store-specific).
     request_keys: &[],
@@ -478,6 +510,8 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
 }
 
 /// How a configured store reaches Redis.
+// One per configured store, never moved in a hot path: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Mode {
     /// One node: a client for the multiplexed connections and a pool for `WAIT`.
     Node {
@@ -1249,7 +1283,7 @@ impl RedisStore {
 
     /// Runs independent writes: one result per request, in order. On a node in one round
     /// trip; on a cluster in one script call per hash slot, all sent at once (at most
-    /// [`MAX_SLOT_CALLS`] in flight). Requests that failed before reaching Redis (an invalid
+    /// 64 in flight). Requests that failed before reaching Redis (an invalid
     /// ETag) keep their error.
     async fn write_each(
         &self,
