@@ -547,6 +547,20 @@ async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledge
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovered = killed.elapsed();
+    // Health follows: healthy again with the dead primary still listed as failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = m.get("/v1.0/healthz").await;
+        if r.status() == 204 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still unhealthy: {:?}",
+            r.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();

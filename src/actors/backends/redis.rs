@@ -717,6 +717,11 @@ pub struct RedisStore {
     conn: parking_lot::Mutex<ConnSlot>,
     /// On a cluster: writes, over the client that never re-sends a command by itself.
     write_conn: parking_lot::Mutex<ConnSlot>,
+    /// On a cluster: `consistency: strong` writes. `WAIT` blocks the connection it is sent on
+    /// until replicas acknowledge (up to `waitTimeout`), so it never shares one with other
+    /// calls: without a replica to answer, every other write of the instance would queue
+    /// behind it.
+    strong_conn: parking_lot::Mutex<ConnSlot>,
     generation: Arc<AtomicU64>,
 }
 
@@ -915,6 +920,7 @@ impl RedisStore {
             shared,
             conn: parking_lot::Mutex::new(ConnSlot::Empty),
             write_conn: parking_lot::Mutex::new(ConnSlot::Empty),
+            strong_conn: parking_lot::Mutex::new(ConnSlot::Empty),
             generation: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -922,7 +928,8 @@ impl RedisStore {
     /// The connection slot commands of `kind` use.
     fn slot(&self, kind: Kind) -> &parking_lot::Mutex<ConnSlot> {
         match (&self.shared.mode, kind) {
-            (Mode::Cluster { .. }, Kind::Write | Kind::StrongWrite) => &self.write_conn,
+            (Mode::Cluster { .. }, Kind::Write) => &self.write_conn,
+            (Mode::Cluster { .. }, Kind::StrongWrite) => &self.strong_conn,
             _ => &self.conn,
         }
     }
@@ -1168,8 +1175,10 @@ impl RedisStore {
     /// (and replicas configured) the script is followed by `WAIT` on the same connection,
     /// which fails the call when too few replicas acknowledge in time (the write itself
     /// stays applied on the primary): on one node over a pooled connection of its own, on a
-    /// cluster in one pipeline to the slot's primary (`WAIT` then also waits for the other
-    /// writes sent before it on that connection, which only makes it stricter).
+    /// cluster in one pipeline to the slot's primary over a connection only strong writes use
+    /// (`WAIT` then also waits for the other strong writes sent before it on that connection,
+    /// which only makes it stricter; when replicas do not answer, strong writes queue behind
+    /// each other's `WAIT`, while other calls are unaffected).
     async fn write(
         &self,
         mode: &str,
