@@ -10,5 +10,5 @@ source scripts/services.sh
 prepare_test_environment
 
 # Both binaries: mecha-bench starts the release `mecha` next to it as a separate process.
-cargo build --release --bin mecha --bin mecha-bench
+cargo build --release --workspace --bins
 exec "$CARGO_TARGET_DIR/release/mecha-bench" "$@"

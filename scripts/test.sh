@@ -10,8 +10,8 @@ ensure_python_venv
 ensure_node
 
 cargo build --bins
-cargo test --doc
-cargo test --all-targets
+cargo test --workspace --doc
+cargo test --workspace --all-targets
 
 # The official SDKs against the real binary.
 MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/python/run.sh

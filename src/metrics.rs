@@ -556,7 +556,7 @@ fn resiliency_labels(store: &str, policy: &str, status: &str) -> [(&'static str,
 }
 
 /// Sets the breaker-state gauge of `store` (a configured store name) to `state`.
-pub fn breaker_state(store: &str, state: crate::capabilities::resiliency::BreakerState) {
+fn breaker_gauge(store: &str, state: crate::capabilities::resiliency::BreakerState) {
     use crate::capabilities::resiliency::BreakerState as B;
     for s in [B::Closed, B::HalfOpen, B::Open] {
         let v = if s == state { 1.0 } else { 0.0 };
@@ -566,6 +566,17 @@ pub fn breaker_state(store: &str, state: crate::capabilities::resiliency::Breake
         )
         .set(v);
     }
+}
+
+/// Shows a new breaker of `store` as closed, so the gauge exists (and alerts on it work)
+/// before the breaker ever changes state. Not an activation.
+pub fn breaker_started(store: &str) {
+    breaker_gauge(store, crate::capabilities::resiliency::BreakerState::Closed);
+}
+
+/// Records a breaker of `store` changing to `state`: the gauge and one activation.
+pub fn breaker_state(store: &str, state: crate::capabilities::resiliency::BreakerState) {
+    breaker_gauge(store, state);
     metrics::counter!(
         RESILIENCY_ACTIVATIONS,
         &resiliency_labels(store, "circuitbreaker", state.as_str())

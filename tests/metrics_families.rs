@@ -1,6 +1,7 @@
 //! Mecha's metric families end to end: a known mix over HTTP and gRPC on a key-value-shaped
 //! store (native calls, an emulated bulk and TTL, an ignored consistency, a rejected
-//! transaction on both doors, an ETag conflict), then exact counts per family and label set
+//! transaction on both doors, an ETag conflict, lint warnings on both doors), then exact
+//! counts per family and label set
 //! in `/metrics`.
 
 mod support;
@@ -57,7 +58,13 @@ async fn families_count_a_known_mix_exactly() {
         .post(&path, json!([{"key": k1, "value": 1}]).to_string())
         .await;
     assert_eq!(r.status(), 204);
-    assert_eq!(m.get(&format!("{path}/{k1}")).await.status(), 200);
+    // A misspelled metadata key: a lint warning (mode `warn`), served all the same.
+    assert_eq!(
+        m.get(&format!("{path}/{k1}?metadata.ttlInSecond=5"))
+            .await
+            .status(),
+        200
+    );
     let body = json!([
         {"key": k1, "value": 2, "metadata": {"ttlInSeconds": "600"}},
         {"key": k2, "value": 3}
@@ -83,9 +90,11 @@ async fn families_count_a_known_mix_exactly() {
         .await
         .unwrap();
     let mut g = DaprClient::new(ch);
+    // A key the operation does not use: a second lint warning, on the other door.
     g.get_state(GetStateRequest {
         store_name: store.clone(),
         key: k1.clone(),
+        metadata: [("ttlInSeconds".to_owned(), "5".to_owned())].into(),
         ..GetStateRequest::default()
     })
     .await
@@ -152,6 +161,18 @@ async fn families_count_a_known_mix_exactly() {
         duration("get", "grpc", false, 1),
         duration("set", "grpc", true, 1),
         duration("transaction", "grpc", false, 1),
+        (
+            format!(
+                "mecha_lint_findings_total{{app_id=\"{app}\",store=\"{store}\",code=\"unknown-key\",severity=\"warning\"}}"
+            ),
+            1,
+        ),
+        (
+            format!(
+                "mecha_lint_findings_total{{app_id=\"{app}\",store=\"{store}\",code=\"not-for-operation\",severity=\"warning\"}}"
+            ),
+            1,
+        ),
         (format!("mecha_store_up{{store=\"{store}\"}}"), 1),
         (
             format!("mecha_store_actor_restarts_total{{store=\"{store}\"}}"),
@@ -186,6 +207,7 @@ async fn families_count_a_known_mix_exactly() {
             .count()
     };
     assert_eq!(count("mecha_capability_decisions_total{"), 7, "{metrics}");
+    assert_eq!(count("mecha_lint_findings_total{"), 2, "{metrics}");
     assert_eq!(
         count("mecha_request_duration_seconds_count{"),
         8,

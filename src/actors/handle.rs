@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 use futures::FutureExt;
-use tokio::sync::Semaphore;
+use futures::future::BoxFuture;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::store::{BulkGetItem, StateStore, StoreError};
 use super::store_actor::{Call, StoreActor};
@@ -23,6 +24,11 @@ use crate::model::{
 /// waits and the wait for an in-flight slot included, so no request waits longer than it.
 #[derive(Clone)]
 pub struct StoreHandle {
+    /// Shared by clones: cloning an actor address allocates, an `Arc` does not.
+    shard: Arc<Shard>,
+}
+
+struct Shard {
     addr: Addr<StoreActor>,
     timeout: Duration,
     resilience: Arc<Resilience>,
@@ -40,9 +46,33 @@ enum Repeat {
     OnlyIfNotSent,
 }
 
-/// A boxed store call, made anew for each attempt.
-type Attempt<R> =
-    Box<dyn FnOnce(Arc<dyn StateStore>) -> futures::future::BoxFuture<'static, R> + Send>;
+/// A single call's `Ok` means the store answered.
+fn single<R>(_: &R) -> bool {
+    true
+}
+
+/// A bulk call's `Ok` holds per-item results: the store answered only if no item failed
+/// with a store failure (ETag conflicts and bad input are answers).
+#[allow(clippy::ptr_arg)] // must match `fn(&R) -> bool` with `R = Vec<_>`
+fn every_item<T>(items: &Vec<Result<T, StoreError>>) -> bool {
+    !items
+        .iter()
+        .any(|i| matches!(i, Err(e) if e.is_store_failure()))
+}
+
+/// A store call: cloned for each attempt (with its request), then run on the store.
+trait Attempt<R>:
+    FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, Result<R, StoreError>> + Clone + Send + 'static
+{
+}
+
+impl<R, F> Attempt<R> for F where
+    F: FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, Result<R, StoreError>>
+        + Clone
+        + Send
+        + 'static
+{
+}
 
 impl StoreHandle {
     /// Wraps a shard's address with the per-request timeout, an in-flight bound of
@@ -56,11 +86,13 @@ impl StoreHandle {
     ) -> StoreHandle {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
         StoreHandle {
-            addr,
-            timeout,
-            resilience,
-            in_flight: Arc::new(Semaphore::new(capacity)),
-            capacity,
+            shard: Arc::new(Shard {
+                addr,
+                timeout,
+                resilience,
+                in_flight: Arc::new(Semaphore::new(capacity)),
+                capacity,
+            }),
         }
     }
 
@@ -68,38 +100,43 @@ impl StoreHandle {
     /// answers at once) and the in-flight bound.
     async fn attempt<R: Send + 'static>(
         &self,
-        f: Attempt<Result<R, StoreError>>,
+        f: impl Attempt<R>,
         limit: Duration,
         named: Duration,
+        answered: fn(&R) -> bool,
     ) -> Result<R, StoreError> {
-        let ticket = match &self.resilience.breaker {
+        let shard = &*self.shard;
+        let ticket = match &shard.resilience.breaker {
             Some(b) => Some(b.admit(Instant::now()).map_err(StoreError::CircuitOpen)?),
             None => None,
         };
         let start = Instant::now();
         // The permit travels with the call and is released when the store future ends (not
         // when the caller gives up), so at most `capacity` store calls run at once on this
-        // shard; waiting for one counts against the timeout.
-        let permit = match tokio::time::timeout(limit, self.in_flight.clone().acquire_owned()).await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(StoreError::Unavailable("the store shard is closed".into())),
-            Err(_) => Err(StoreError::Busy(self.capacity)),
+        // shard; waiting for one counts against the timeout (no timer when one is free).
+        let permit = match shard.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::Closed) => {
+                Err(StoreError::Unavailable("the store shard is closed".into()))
+            }
+            Err(TryAcquireError::NoPermits) => {
+                match tokio::time::timeout(limit, shard.in_flight.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => Ok(permit),
+                    Ok(Err(_)) => Err(StoreError::Unavailable("the store shard is closed".into())),
+                    Err(_) => Err(StoreError::Busy(shard.capacity)),
+                }
+            }
         };
         let result = match permit {
             Err(e) => Err(e),
             Ok(permit) => {
                 let left = limit.saturating_sub(start.elapsed());
-                let call = move |store: Arc<dyn StateStore>| {
-                    let fut = f(store);
-                    async move {
-                        let r = fut.await;
-                        drop(permit);
-                        r
-                    }
-                    .boxed()
+                let call = Call {
+                    run: Box::new(f),
+                    span: tracing::Span::current(),
+                    permit,
                 };
-                match self.addr.send(Call(Box::new(call))).timeout(left).await {
+                match shard.addr.send(call).timeout(left).await {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => Err(e),
                     Err(MailboxError::Timeout) => Err(StoreError::Timeout(named)),
@@ -109,14 +146,16 @@ impl StoreHandle {
                 }
             }
         };
-        if let (Some(b), Some(t)) = (&self.resilience.breaker, ticket) {
+        if let (Some(b), Some(t)) = (&shard.resilience.breaker, ticket) {
+            // A bulk call answers `Ok` with per-item results: items the store failed count
+            // as a failure of the call, or a store failing every bulk call would never trip.
             let ok = match &result {
-                Ok(_) => true,
+                Ok(r) => answered(r),
                 Err(e) => !e.is_store_failure(),
             };
             if let Some(state) = b.record(t, ok, Instant::now()) {
                 tracing::warn!(
-                    store = %self.resilience.store,
+                    store = %shard.resilience.store,
                     breaker = %b.settings().name,
                     state = state.as_str(),
                     "circuit breaker changed state"
@@ -128,33 +167,35 @@ impl StoreHandle {
     }
 
     fn store_name(&self) -> &str {
-        &self.resilience.store
+        &self.shard.resilience.store
     }
 
     /// Runs `make()`'s call with the resiliency policies; `repeat` says when a failed
     /// attempt may run again.
-    async fn call<R, M>(&self, repeat: Repeat, make: M) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        M: Fn() -> Attempt<Result<R, StoreError>>,
-    {
-        let deadline = Instant::now() + self.timeout;
+    async fn call<R: Send + 'static>(
+        &self,
+        repeat: Repeat,
+        answered: fn(&R) -> bool,
+        run: impl Attempt<R>,
+    ) -> Result<R, StoreError> {
+        let shard = &*self.shard;
+        let deadline = Instant::now() + shard.timeout;
         let mut retry = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(StoreError::Timeout(self.timeout));
+                return Err(StoreError::Timeout(shard.timeout));
             }
-            let limit = self
+            let limit = shard
                 .resilience
                 .attempt_timeout
                 .map_or(left, |t| t.min(left));
             // A timeout names the limit that fired: the attempt's, or the request's.
-            let named = match self.resilience.attempt_timeout {
+            let named = match shard.resilience.attempt_timeout {
                 Some(t) if t < left => t,
-                _ => self.timeout,
+                _ => shard.timeout,
             };
-            let err = match self.attempt(make(), limit, named).await {
+            let err = match self.attempt(run.clone(), limit, named, answered).await {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
@@ -166,7 +207,7 @@ impl StoreHandle {
                 }
                 (Repeat::OnlyIfNotSent, _) => false,
             };
-            let Some(policy) = self.resilience.retry.as_ref().filter(|_| may_repeat) else {
+            let Some(policy) = shard.resilience.retry.as_ref().filter(|_| may_repeat) else {
                 return Err(err);
             };
             retry += 1;
@@ -185,9 +226,8 @@ impl StoreHandle {
 
     /// Reads one key.
     pub async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.call(Repeat::Idempotent, || {
-            let req = req.clone();
-            Box::new(move |s| async move { s.get(req).await }.boxed())
+        self.call(Repeat::Idempotent, single, move |s: Arc<dyn StateStore>| {
+            async move { s.get(req).await }.boxed()
         })
         .await
     }
@@ -198,19 +238,23 @@ impl StoreHandle {
         reqs: Vec<GetRequest>,
         parallelism: usize,
     ) -> Result<Vec<BulkGetItem>, StoreError> {
-        self.call(Repeat::Idempotent, || {
-            let reqs = reqs.clone();
-            Box::new(move |s| async move { Ok(s.bulk_get(reqs, parallelism).await) }.boxed())
-        })
+        self.call(
+            Repeat::Idempotent,
+            every_item,
+            move |s: Arc<dyn StateStore>| {
+                async move { Ok(s.bulk_get(reqs, parallelism).await) }.boxed()
+            },
+        )
         .await
     }
 
     /// Writes one key.
     pub async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
-            let req = req.clone();
-            Box::new(move |s| async move { s.set(req).await }.boxed())
-        })
+        self.call(
+            Repeat::OnlyIfNotSent,
+            single,
+            move |s: Arc<dyn StateStore>| async move { s.set(req).await }.boxed(),
+        )
         .await
     }
 
@@ -219,19 +263,21 @@ impl StoreHandle {
         &self,
         reqs: Vec<SetRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
-            let reqs = reqs.clone();
-            Box::new(move |s| async move { Ok(s.bulk_set(reqs).await) }.boxed())
-        })
+        self.call(
+            Repeat::OnlyIfNotSent,
+            every_item,
+            move |s: Arc<dyn StateStore>| async move { Ok(s.bulk_set(reqs).await) }.boxed(),
+        )
         .await
     }
 
     /// Deletes one key.
     pub async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
-            let req = req.clone();
-            Box::new(move |s| async move { s.delete(req).await }.boxed())
-        })
+        self.call(
+            Repeat::OnlyIfNotSent,
+            single,
+            move |s: Arc<dyn StateStore>| async move { s.delete(req).await }.boxed(),
+        )
         .await
     }
 
@@ -240,27 +286,28 @@ impl StoreHandle {
         &self,
         reqs: Vec<DeleteRequest>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
-            let reqs = reqs.clone();
-            Box::new(move |s| async move { Ok(s.bulk_delete(reqs).await) }.boxed())
-        })
+        self.call(
+            Repeat::OnlyIfNotSent,
+            every_item,
+            move |s: Arc<dyn StateStore>| async move { Ok(s.bulk_delete(reqs).await) }.boxed(),
+        )
         .await
     }
 
     /// Runs a transaction.
     pub async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
-        self.call(Repeat::OnlyIfNotSent, || {
-            let req = req.clone();
-            Box::new(move |s| async move { s.transact(req).await }.boxed())
-        })
+        self.call(
+            Repeat::OnlyIfNotSent,
+            single,
+            move |s: Arc<dyn StateStore>| async move { s.transact(req).await }.boxed(),
+        )
         .await
     }
 
     /// Runs a query.
     pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
-        self.call(Repeat::Idempotent, || {
-            let req = req.clone();
-            Box::new(move |s| async move { s.query(req).await }.boxed())
+        self.call(Repeat::Idempotent, single, move |s: Arc<dyn StateStore>| {
+            async move { s.query(req).await }.boxed()
         })
         .await
     }

@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use actix::prelude::*;
 use futures::FutureExt;
@@ -117,6 +118,9 @@ pub struct StoreActor {
     settings: ActorSettings,
     primary: bool,
     failed_pings: u32,
+    /// Its own address, weak (a strong one would keep it alive forever), for the request
+    /// tasks to report a panic; taken once instead of on every call.
+    me: Option<actix::WeakAddr<StoreActor>>,
 }
 
 impl StoreActor {
@@ -137,6 +141,7 @@ impl StoreActor {
             settings,
             primary,
             failed_pings: 0,
+            me: None,
         })
     }
 
@@ -193,6 +198,7 @@ impl Actor for StoreActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        self.me = Some(ctx.address().downgrade());
         // Ping at once, so a store that cannot be reached is known at start-up, then
         // every `healthInterval`.
         Self::ping(self, ctx);
@@ -219,10 +225,16 @@ impl Supervised for StoreActor {
     }
 }
 
-/// A call into the store: a closure that receives the current store instance.
-pub(crate) struct Call<R: Send + 'static>(
-    pub(crate) Box<dyn FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, R> + Send>,
-);
+/// A call into the store.
+pub(crate) struct Call<R: Send + 'static> {
+    /// Receives the current store instance.
+    pub(crate) run: Box<dyn FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, R> + Send>,
+    /// The request's span, so what the store logs while serving it names the request.
+    pub(crate) span: tracing::Span,
+    /// The shard's in-flight slot, released when the store future ends (not when the caller
+    /// gives up).
+    pub(crate) permit: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl<R: Send + 'static> Message for Call<R> {
     type Result = Result<R, StoreError>;
@@ -244,27 +256,35 @@ impl Handler<Crashed> for StoreActor {
 impl<R: Send + 'static> Handler<Call<R>> for StoreActor {
     type Result = ResponseFuture<Result<R, StoreError>>;
 
-    fn handle(&mut self, msg: Call<R>, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Call<R>, _: &mut Context<Self>) -> Self::Result {
         let store = match self.ensure_store() {
             Ok(s) => s,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let me = ctx.address();
+        let me = self.me.clone();
         let name = self.name.clone();
-        let fut = (msg.0)(store);
-        Box::pin(async move {
-            match AssertUnwindSafe(fut).catch_unwind().await {
+        let Call { run, span, permit } = msg;
+        let fut = span.in_scope(|| run(store));
+        Box::pin(
+            async move {
+            let r = AssertUnwindSafe(fut).catch_unwind().await;
+            drop(permit);
+            match r {
                 Ok(r) => Ok(r),
                 Err(panic) => {
                     let why = panic_message(&panic);
                     tracing::error!(store = %name, panic = %why, "store call panicked; restarting the shard");
-                    me.do_send(Crashed);
+                    if let Some(me) = me.and_then(|m| m.upgrade()) {
+                        me.do_send(Crashed);
+                    }
                     Err(StoreError::Internal(format!(
                         "state store {name} failed: {why}"
                     )))
                 }
             }
-        })
+        }
+        .instrument(span),
+        )
     }
 }
 

@@ -139,6 +139,9 @@ impl Catalog {
                     &matrix,
                     settings.actors.ttl_sweep_interval,
                 );
+                if c.resiliency.breaker.is_some() {
+                    crate::metrics::breaker_started(&c.name);
+                }
                 StoreInfo {
                     name: c.name.clone(),
                     component_type: c.component_type.clone(),

@@ -8,6 +8,8 @@ use mecha::actors::StoreFactory;
 use mecha::app::{Options, Running, start};
 use mecha::config::{Config, LoadedComponent, Settings, parse_components};
 
+pub mod servers;
+
 /// The in-memory `statestore` most tests use.
 pub const MEMORY_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
 
@@ -57,6 +59,16 @@ impl TestMecha {
     pub fn custom(mut self, name: &str, factory: Arc<dyn StoreFactory>) -> TestMecha {
         self.components
             .push(LoadedComponent::custom(name, "state.test", factory));
+        self
+    }
+
+    /// Applies the `kind: Resiliency` documents of `yaml` to the stores added so far.
+    pub fn resiliency(mut self, yaml: &str) -> TestMecha {
+        mecha::config::components::apply_resiliency(
+            &[(Path::new("resiliency.yaml"), yaml)],
+            &mut self.components,
+        )
+        .unwrap_or_else(|e| panic!("bad test resiliency: {e:?}"));
         self
     }
 

@@ -31,9 +31,10 @@
 //!
 //! # Atomicity
 //!
-//! Every write goes through one Lua script ([`WRITE_SCRIPT`]) and every read through another
-//! ([`READ_SCRIPT`]), each loaded once and called by SHA (`EVALSHA`; `redis::Script` loads it
-//! again after `NOSCRIPT`, for example after a Redis restart). Redis runs a script without
+//! Every write goes through one Lua script ([`WRITE_SCRIPT`]), loaded once and called by SHA
+//! (`EVALSHA`; `redis::Script` loads it again after `NOSCRIPT`, for example after a Redis
+//! restart). Reads are plain commands in a `MULTI`/`EXEC` block ([`read_pipeline`]), one
+//! round trip whatever the number of keys. Redis runs a script, and a `MULTI` block, without
 //! interleaving other commands, so:
 //!
 //! * the ETag or first-write check and the write happen in one step;
@@ -293,8 +294,6 @@ const METADATA: &[Field] = &[
 
 /// The Lua script every write runs.
 pub const WRITE_SCRIPT: &str = include_str!("redis/write.lua");
-/// The Lua script every read runs.
-pub const READ_SCRIPT: &str = include_str!("redis/read.lua");
 
 /// The counter all versions come from. It contains `||` twice, which no state key does.
 pub const VERSION_COUNTER_KEY: &str = "mecha||etag||counter";
@@ -532,7 +531,6 @@ struct Shared {
     mode: Mode,
     settings: Settings,
     write: Script,
-    read: Script,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -589,7 +587,6 @@ impl Shared {
             mode,
             settings,
             write: Script::new(WRITE_SCRIPT),
-            read: Script::new(READ_SCRIPT),
         })
     }
 
@@ -873,45 +870,59 @@ fn unexpected(v: &Value) -> StoreError {
 }
 
 /// Interprets one entry of the read script's reply.
-fn read_result(v: Value) -> Result<Option<StateEntry>, StoreError> {
-    let Value::Array(mut items) = v else {
-        return Err(unexpected(&v));
-    };
-    // The value is moved out (no copy); a placeholder stays in its slot.
-    let found = matches!(items.first(), Some(Value::Int(1)));
-    let data = match items.get_mut(1) {
-        Some(Value::BulkString(b)) if found => Some(Bytes::from(std::mem::take(b))),
-        _ => None,
-    };
-    match items.as_slice() {
-        [Value::Int(0)] => Ok(None),
-        [Value::Int(1), data_slot, version, Value::Int(pttl)] => {
-            let data = match (data, data_slot) {
-                (Some(d), _) => d,
-                (None, other) => return Err(unexpected(other)),
-            };
-            let etag = match version {
-                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                Value::Nil => None,
-                other => return Err(unexpected(other)),
-            };
-            let mut metadata = Metadata::new();
-            if *pttl >= 0 {
-                let at = SystemTime::now() + Duration::from_millis(*pttl as u64);
-                metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(at));
-            }
-            Ok(Some(StateEntry {
-                data,
-                etag,
-                metadata,
-            }))
+fn read_result(fields: Value, pttl: Value) -> Result<Option<StateEntry>, StoreError> {
+    let mut fields = match fields {
+        Value::Array(f) if f.len() == 2 => f,
+        Value::ServerError(e) => {
+            return Err(StoreError::Internal(format!(
+                "redis: {} {}",
+                e.code(),
+                e.details().unwrap_or_default()
+            )));
         }
-        [Value::Int(-1), Value::BulkString(msg)] => Err(StoreError::Internal(format!(
-            "redis: {}",
-            String::from_utf8_lossy(msg)
-        ))),
-        other => Err(unexpected(&Value::Array(other.to_vec()))),
+        other => return Err(unexpected(&other)),
+    };
+    let version = fields.pop().expect("two fields");
+    // The value is moved out (no copy).
+    let data = match fields.pop().expect("two fields") {
+        Value::Nil => return Ok(None),
+        Value::BulkString(b) => Bytes::from(b),
+        other => return Err(unexpected(&other)),
+    };
+    let etag = match version {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Value::Nil => None,
+        other => return Err(unexpected(&other)),
+    };
+    let mut metadata = Metadata::new();
+    match pttl {
+        Value::Int(ms) if ms >= 0 => {
+            let at = SystemTime::now() + Duration::from_millis(ms as u64);
+            metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(at));
+        }
+        Value::Int(_) => {}
+        other => return Err(unexpected(&other)),
     }
+    Ok(Some(StateEntry {
+        data,
+        etag,
+        metadata,
+    }))
+}
+
+/// What a read of `keys` sends: `MULTI`, then per key `HMGET key data version` and
+/// `PTTL key`, then `EXEC`: plain commands (no script), one round trip, and one consistent
+/// snapshot of value, version and expiry. Native expiry is set by the write script in the
+/// same step as the value, so a read needs nothing else. A key that is not a hash answers
+/// its own error (the pipeline ignores errors per command).
+pub fn read_pipeline(keys: &[&str]) -> redis::Pipeline {
+    let mut pipe = redis::Pipeline::with_capacity(2 * keys.len());
+    pipe.atomic().ignore_errors();
+    for k in keys {
+        pipe.cmd("HMGET").arg(*k).arg("data").arg("version");
+        pipe.cmd("PTTL").arg(*k);
+    }
+    pipe
 }
 
 impl RedisStore {
@@ -1059,8 +1070,8 @@ impl RedisStore {
         }
     }
 
-    /// Reads `keys` (state keys) with the read script, one result per key: in one call on a
-    /// node; on a cluster in one call per hash slot, all sent at once.
+    /// Reads `keys` (state keys), one result per key: in one round trip on a node; on a
+    /// cluster in one `MULTI` block per hash slot, all sent at once.
     async fn read(&self, keys: &[&str]) -> Result<Vec<BulkGetItem>, StoreError> {
         let keys: Vec<std::borrow::Cow<'_, str>> =
             keys.iter().map(|k| self.shared.redis_key(k)).collect();
@@ -1100,26 +1111,29 @@ impl RedisStore {
             .collect())
     }
 
-    /// Reads Redis keys of one hash slot (any keys on one node) in one script call.
+    /// Reads Redis keys of one hash slot (any keys on one node) in one round trip
+    /// ([`read_pipeline`]).
     async fn read_slot(&self, keys: &[&str]) -> Result<Vec<BulkGetItem>, StoreError> {
-        let script = &self.shared.read;
+        let pipe = read_pipeline(keys);
+        let pipe = &pipe;
         let reply: Vec<Value> = self
             .run(Kind::Read, |mut conn| async move {
-                let mut inv = script.prepare_invoke();
-                for k in keys {
-                    inv.key(*k);
-                }
-                inv.invoke_async(&mut conn).await
+                pipe.query_async(&mut conn).await
             })
             .await?;
-        if reply.len() != keys.len() {
+        if reply.len() != 2 * keys.len() {
             return Err(StoreError::Internal(format!(
-                "redis: read script answered {} items for {} keys",
+                "redis: a read answered {} replies for {} keys",
                 reply.len(),
                 keys.len()
             )));
         }
-        Ok(reply.into_iter().map(read_result).collect())
+        let mut reply = reply.into_iter();
+        let mut out = Vec::with_capacity(keys.len());
+        while let (Some(fields), Some(pttl)) = (reply.next(), reply.next()) {
+            out.push(read_result(fields, pttl));
+        }
+        Ok(out)
     }
 
     /// The version counter the write script uses for `ops` (all in one hash slot on a cluster).

@@ -571,74 +571,85 @@ async fn parse_body<T: Send + 'static>(
         .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?
 }
 
+/// Metadata in a stable (sorted) order, as the JSON bodies show it.
+type SortedMetadata<'a> = std::collections::BTreeMap<&'a String, &'a String>;
+
+/// One item of a bulk get's body.
+#[derive(serde::Serialize)]
+struct BulkItemJson<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<respond::JsonData<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<SortedMetadata<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
 fn bulk_json(items: &[crate::gateway::BulkItem]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 * items.len() + 2);
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"key\":");
-        respond::push_str(&mut out, &item.key);
-        match &item.result {
-            Ok(Some(entry)) => {
-                out.extend_from_slice(b",\"data\":");
-                respond::push_raw_json(&mut out, &entry.data);
-                if let Some(etag) = &entry.etag {
-                    out.extend_from_slice(b",\"etag\":");
-                    respond::push_str(&mut out, etag);
+    let items: Vec<BulkItemJson<'_>> = items
+        .iter()
+        .map(|item| {
+            let mut j = BulkItemJson {
+                key: &item.key,
+                data: None,
+                etag: None,
+                metadata: None,
+                error: None,
+            };
+            match &item.result {
+                Ok(Some(entry)) => {
+                    j.data = Some(respond::JsonData(&entry.data));
+                    j.etag = entry.etag.as_deref();
+                    j.metadata =
+                        (!entry.metadata.is_empty()).then(|| entry.metadata.iter().collect());
                 }
-                if !entry.metadata.is_empty() {
-                    out.extend_from_slice(b",\"metadata\":");
-                    let sorted: std::collections::BTreeMap<_, _> = entry.metadata.iter().collect();
-                    out.extend_from_slice(&serde_json::to_vec(&sorted).unwrap_or_default());
-                }
+                Ok(None) => {}
+                Err(e) => j.error = Some(e),
             }
-            Ok(None) => {}
-            Err(e) => {
-                out.extend_from_slice(b",\"error\":");
-                respond::push_str(&mut out, e);
-            }
-        }
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]\n");
-    out
+            j
+        })
+        .collect();
+    respond::to_json_line(&items, 64 * items.len() + 2)
+}
+
+/// One result of a query's body.
+#[derive(serde::Serialize)]
+struct QueryItemJson<'a> {
+    key: &'a str,
+    /// `null` for an empty value.
+    data: Option<respond::JsonData<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<&'a str>,
+}
+
+/// A query's body.
+#[derive(serde::Serialize)]
+struct QueryJson<'a> {
+    results: Vec<QueryItemJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<SortedMetadata<'a>>,
 }
 
 fn query_json(resp: &crate::model::QueryResponse) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 * resp.results.len() + 16);
-    out.extend_from_slice(b"{\"results\":[");
-    for (i, item) in resp.results.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"key\":");
-        respond::push_str(&mut out, &item.key);
-        out.extend_from_slice(b",\"data\":");
-        if item.data.is_empty() {
-            out.extend_from_slice(b"null");
-        } else {
-            respond::push_raw_json(&mut out, &item.data);
-        }
-        if let Some(etag) = item.etag.as_deref().filter(|e| !e.is_empty()) {
-            out.extend_from_slice(b",\"etag\":");
-            respond::push_str(&mut out, etag);
-        }
-        out.push(b'}');
-    }
-    out.push(b']');
-    if let Some(token) = resp.token.as_deref().filter(|t| !t.is_empty()) {
-        out.extend_from_slice(b",\"token\":");
-        respond::push_str(&mut out, token);
-    }
-    if !resp.metadata.is_empty() {
-        out.extend_from_slice(b",\"metadata\":");
-        let sorted: std::collections::BTreeMap<_, _> = resp.metadata.iter().collect();
-        out.extend_from_slice(&serde_json::to_vec(&sorted).unwrap_or_default());
-    }
-    out.extend_from_slice(b"}\n");
-    out
+    let body = QueryJson {
+        results: resp
+            .results
+            .iter()
+            .map(|item| QueryItemJson {
+                key: &item.key,
+                data: (!item.data.is_empty()).then_some(respond::JsonData(&item.data)),
+                etag: item.etag.as_deref().filter(|e| !e.is_empty()),
+            })
+            .collect(),
+        token: resp.token.as_deref().filter(|t| !t.is_empty()),
+        metadata: (!resp.metadata.is_empty()).then(|| resp.metadata.iter().collect()),
+    };
+    respond::to_json_line(&body, 64 * resp.results.len() + 16)
 }
 
 /// `/v1.0/healthz`: healthy or not for everyone; which stores failed and why only for a

@@ -116,18 +116,28 @@ pub fn json_bytes(
     resp
 }
 
-/// Appends stored bytes as a JSON value: embedded raw when they are JSON (as daprd does), or
-/// as a JSON string otherwise (daprd's encoder would fail halfway; we stay well-formed).
-pub fn push_raw_json(out: &mut Vec<u8>, data: &[u8]) {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() {
-        out.extend_from_slice(data);
-    } else {
-        let s = String::from_utf8_lossy(data);
-        out.extend_from_slice(&serde_json::to_vec(&s).unwrap_or_else(|_| b"null".to_vec()));
+/// Stored bytes as a JSON value: embedded raw when they are JSON (as daprd does), or as a
+/// JSON string otherwise (daprd's encoder would fail halfway; we stay well-formed). Checking
+/// and embedding borrow the bytes; nothing is copied but the output.
+pub struct JsonData<'a>(pub &'a [u8]);
+
+impl serde::Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = std::str::from_utf8(self.0)
+            .ok()
+            .and_then(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).ok());
+        match raw {
+            Some(raw) => raw.serialize(s),
+            None => String::from_utf8_lossy(self.0).serialize(s),
+        }
     }
 }
 
-/// Appends a JSON string.
-pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
+/// `value` as JSON followed by a newline, into a buffer of `capacity` bytes to start with.
+pub fn to_json_line<T: serde::Serialize>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    // Serializing borrowed strings and raw JSON into a Vec cannot fail.
+    serde_json::to_writer(&mut out, value).expect("JSON into memory");
+    out.push(b'\n');
+    out
 }

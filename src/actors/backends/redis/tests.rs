@@ -601,10 +601,9 @@ async fn connection_strategies() {
     let key = format!("bench-{:016x}", rand::random::<u64>());
     let store = RedisStore::new(shared.clone());
     store.set(set(&key, "v")).await.unwrap();
-    let read = Arc::new(Script::new(READ_SCRIPT));
-    let _: Value = read
-        .key(&key)
-        .invoke_async(&mut store.connection(Kind::Read).await.unwrap().1)
+    let read = Arc::new(read_pipeline(&[&key]));
+    let _: Vec<Value> = read
+        .query_async(&mut store.connection(Kind::Read).await.unwrap().1)
         .await
         .unwrap();
 
@@ -633,12 +632,12 @@ async fn connection_strategies() {
 
     let direct = {
         let (_, conn) = store.connection(Kind::Read).await.unwrap();
-        let (key, read) = (key.clone(), read.clone());
+        let read = read.clone();
         timed("one multiplexed connection (direct)", move || {
             let mut conn = conn.clone();
-            let (key, read) = (key.clone(), read.clone());
+            let read = read.clone();
             async move {
-                let _: Value = read.key(&key).invoke_async(&mut conn).await.unwrap();
+                let _: Vec<Value> = read.query_async(&mut conn).await.unwrap();
             }
         })
         .await
@@ -661,13 +660,13 @@ async fn connection_strategies() {
             unreachable!("a node store")
         };
         let pool = pool.clone();
-        let (key, read) = (key.clone(), read.clone());
+        let read = read.clone();
         timed("deadpool checkout per request", move || {
             let pool = pool.clone();
-            let (key, read) = (key.clone(), read.clone());
+            let read = read.clone();
             async move {
                 let mut conn = pool.get().await.unwrap();
-                let _: Value = read.key(&key).invoke_async(&mut conn).await.unwrap();
+                let _: Vec<Value> = read.query_async(&mut conn).await.unwrap();
             }
         })
         .await

@@ -14,8 +14,8 @@
 //! * footprint: start-up (exec → `/v1.0/healthz` 204), resident memory idle and under load,
 //!   CPU per 1000 requests per second.
 //!
-//! The direct baselines send what Mecha sends: for Redis the same `EVALSHA` of Mecha's read
-//! and write scripts on the same prefixed keys, for PostgreSQL the same prepared statements
+//! The direct baselines send what Mecha sends: for Redis the same read pipeline (`MULTI`,
+//! `HMGET`, `PTTL`, `EXEC`) and `EVALSHA` of the write script on the same prefixed keys, for PostgreSQL the same prepared statements
 //! with the same parameters. Any error fails its scenario and makes the exit status non-zero.
 //! `--quick` runs everything briefly (a smoke test: it never judges timings).
 //!
@@ -39,7 +39,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use clients::{GrpcPool, HttpPool, PgDirect, RedisDirect};
-use load::{Errors, Op, closed_loop, median, open_loop};
+use load::{Errors, Op, RedisBenchmark, closed_loop, median, open_loop};
 use process::Mecha;
 
 /// Benchmarks Mecha against direct store clients in one run.
@@ -53,7 +53,7 @@ struct Args {
     #[arg(long, default_value = "mecha-bench.json")]
     json: PathBuf,
     /// Concurrent requests in the throughput runs.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Value size in bytes.
     #[arg(long, default_value_t = 1024)]
@@ -104,6 +104,10 @@ struct Args {
     /// The mecha binary [default: `mecha` next to this executable].
     #[arg(long)]
     mecha: Option<PathBuf>,
+    /// Another mecha binary (an earlier build) to compare against: adds the scenario
+    /// `before_after`, HTTP GetState via Redis on both, alternately.
+    #[arg(long)]
+    baseline_mecha: Option<PathBuf>,
 }
 
 struct Plan {
@@ -118,9 +122,35 @@ struct Plan {
 /// One side of a scenario.
 struct Side {
     label: &'static str,
-    op: Op,
+    load: Load,
     /// Whether this side is served by Mecha (its CPU is measured in latency runs).
     mecha: bool,
+}
+
+/// What a side runs.
+enum Load {
+    /// Requests from this process.
+    Op(Op),
+    /// `redis-benchmark` as a process of its own (throughput only).
+    RedisBenchmark(RedisBenchmark),
+}
+
+impl Side {
+    /// The side's requests, for the latency runs (which only have request sides).
+    fn op(&self) -> Result<&Op, String> {
+        match &self.load {
+            Load::Op(op) => Ok(op),
+            Load::RedisBenchmark(_) => Err(format!("{}: not a latency side", self.label)),
+        }
+    }
+
+    /// One closed-loop throughput run.
+    async fn throughput(&self, concurrency: usize, duration: Duration) -> load::Throughput {
+        match &self.load {
+            Load::Op(op) => closed_loop(op, concurrency, duration).await,
+            Load::RedisBenchmark(rb) => rb.run(concurrency, duration).await,
+        }
+    }
 }
 
 /// A scenario: its sides run alternately, several rounds.
@@ -166,11 +196,25 @@ struct Check {
 
 const CHECKS: &[Check] = &[
     Check {
-        what: "HTTP GetState via Redis / direct Redis",
+        what: "HTTP GetState via Redis / redis-benchmark -t get",
+        scenario: "redis_get_http",
+        num: 0,
+        den: 2,
+        target: Some(0.85),
+    },
+    Check {
+        what: "HTTP GetState via Redis / the same Mecha's in-memory GetState",
+        scenario: "redis_get_http",
+        num: 0,
+        den: 3,
+        target: Some(0.85),
+    },
+    Check {
+        what: "HTTP GetState via Redis / direct Redis (same commands)",
         scenario: "redis_get_http",
         num: 0,
         den: 1,
-        target: Some(0.85),
+        target: None,
     },
     Check {
         what: "HTTP SaveState via Redis / direct Redis",
@@ -222,6 +266,13 @@ const CHECKS: &[Check] = &[
         target: Some(7.0),
     },
     Check {
+        what: "GetState via Redis: this build / --baseline-mecha (recording costs a few %)",
+        scenario: "before_after",
+        num: 0,
+        den: 1,
+        target: Some(0.95),
+    },
+    Check {
         what: "read + ETag'd save / read + plain save",
         scenario: "etag_save",
         num: 0,
@@ -231,8 +282,9 @@ const CHECKS: &[Check] = &[
 ];
 
 /// Added p99 latency target (ms) for the scenarios with a direct baseline.
-const ADDED_P99_TARGET_MS: f64 = 0.3;
-const IDLE_RSS_TARGET_MIB: f64 = 16.0;
+const ADDED_P99_TARGET_MS: f64 = 0.1;
+/// Issue 14: 8 MB.
+const IDLE_RSS_TARGET_MIB: f64 = 8.0 * 1000.0 * 1000.0 / (1024.0 * 1024.0);
 const STARTUP_TARGET_MS: f64 = 100.0;
 
 fn main() -> ExitCode {
@@ -426,8 +478,20 @@ async fn bench(
     let mpid = mecha.pid();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = process::status_mib(mpid, "VmRSS");
+    let baseline = match &args.baseline_mecha {
+        Some(b) => Some(Mecha::start(
+            b,
+            &resources,
+            &config,
+            dir.join("mecha-baseline.log"),
+        )?),
+        None => None,
+    };
 
-    let out = measure(args, plan, &mecha, cleanup).await;
+    let out = measure(args, plan, &mecha, baseline.as_ref(), cleanup).await;
+    if let Some(b) = baseline {
+        b.stop();
+    }
     let idle_after = process::status_mib(mpid, "VmRSS");
     let hwm = process::status_mib(mpid, "VmHWM");
     let log = mecha.log.clone();
@@ -443,12 +507,15 @@ async fn bench(
             ));
         }
     };
+    eprintln!("allocations per request (in-process) ...");
+    let allocations = allocations()?;
     let footprint = Footprint {
         startup_ms: startups,
         idle_rss,
         idle_after,
         load_rss,
         hwm,
+        allocations,
     };
     let mut report = render(args, plan, &throughput, &latency, &footprint);
     let mut ok = ok;
@@ -510,6 +577,32 @@ struct Footprint {
     idle_after: f64,
     load_rss: f64,
     hwm: f64,
+    /// `mecha-allocs`' rows (name, per_request, harness, budget).
+    allocations: Vec<Value>,
+}
+
+/// Runs `mecha-allocs` (next to this executable): allocations per request of the hot path,
+/// counted in-process with a counting allocator (this binary keeps the system allocator).
+fn allocations() -> Result<Vec<Value>, String> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("mecha-allocs");
+    let out = std::process::Command::new(&bin).output().map_err(|e| {
+        format!(
+            "{}: {e} (run scripts/bench.sh, which builds it)",
+            bin.display()
+        )
+    })?;
+    if !out.status.success() {
+        return Err(format!(
+            "mecha-allocs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(rows)) => Ok(rows),
+        _ => Err("mecha-allocs printed no JSON array".into()),
+    }
 }
 
 type Measured = (
@@ -524,6 +617,7 @@ async fn measure(
     args: &Args,
     plan: &Plan,
     mecha: &Mecha,
+    baseline: Option<&Mecha>,
     cleanup: &Cleanup,
 ) -> Result<Measured, String> {
     let conc = args.concurrency.max(1);
@@ -589,8 +683,7 @@ async fn measure(
     let pg = PgDirect::connect(&args.database_url, &cleanup.table, pg_conns).await?;
 
     let expect_len = value.len();
-    let http_get = |store: &'static str| -> Op {
-        let http = http.clone();
+    let http_get_on = |http: Arc<HttpPool>, store: &'static str| -> Op {
         Arc::new(move |_w, seq| {
             let http = http.clone();
             async move {
@@ -604,6 +697,7 @@ async fn measure(
             .boxed()
         })
     };
+    let http_get = |store: &'static str| http_get_on(http.clone(), store);
     let save_body = {
         let value = value.clone();
         move |key: &str| {
@@ -772,8 +866,13 @@ async fn measure(
         })
     };
 
-    let side = |label, op, mecha| Side { label, op, mecha };
-    let scenarios: Vec<Scenario> = vec![
+    let side = |label, op, mecha| Side {
+        label,
+        load: Load::Op(op),
+        mecha,
+    };
+    let redis_benchmark = RedisBenchmark::from_url(&args.redis_url, args.value_size)?;
+    let mut scenarios: Vec<Scenario> = vec![
         Scenario {
             id: "redis_get_http",
             title: "HTTP GetState via Redis",
@@ -781,10 +880,16 @@ async fn measure(
             sides: vec![
                 side("Mecha HTTP", http_get("redis"), true),
                 side(
-                    "direct Redis (EVALSHA read script)",
+                    "direct Redis (HMGET+PTTL pipeline)",
                     redis_get.clone(),
                     false,
                 ),
+                Side {
+                    label: "redis-benchmark -t get",
+                    load: Load::RedisBenchmark(redis_benchmark),
+                    mecha: false,
+                },
+                side("Mecha HTTP, in-memory store", http_get("mem"), true),
             ],
         },
         Scenario {
@@ -803,7 +908,7 @@ async fn measure(
             sides: vec![
                 side("Mecha gRPC", grpc_get(&grpc, "redis"), true),
                 side(
-                    "direct Redis (EVALSHA read script)",
+                    "direct Redis (HMGET+PTTL pipeline)",
                     redis_get.clone(),
                     false,
                 ),
@@ -856,6 +961,21 @@ async fn measure(
             ],
         },
     ];
+    if let Some(b) = baseline {
+        scenarios.push(Scenario {
+            id: "before_after",
+            title: "HTTP GetState via Redis: this build vs --baseline-mecha",
+            keys: false,
+            sides: vec![
+                side("this build", http_get("redis"), true),
+                side(
+                    "baseline build",
+                    http_get_on(HttpPool::new(b.http), "redis"),
+                    true,
+                ),
+            ],
+        });
+    }
     let latency_scenarios: Vec<(&'static str, &'static str, Vec<Side>)> = vec![
         (
             "redis_get_http",
@@ -914,7 +1034,9 @@ async fn measure(
         eprintln!("throughput: {} ...", sc.title);
         // Warm-up (connections, statement caches, JIT-free but caches and pools).
         for s in &sc.sides {
-            let w = closed_loop(&s.op, conc, plan.seconds.min(Duration::from_millis(300))).await;
+            let w = s
+                .throughput(conc, plan.seconds.min(Duration::from_millis(300)))
+                .await;
             if w.errors.count > 0 {
                 eprintln!(
                     "  warm-up of {}: {} errors, first: {:?}",
@@ -938,7 +1060,7 @@ async fn measure(
                 order.reverse();
             }
             for i in order {
-                let t = closed_loop(&sc.sides[i].op, conc, plan.seconds).await;
+                let t = sc.sides[i].throughput(conc, plan.seconds).await;
                 let v = if sc.keys { t.keys_per_s } else { t.rps };
                 results[i].values.push(v);
                 results[i].errors.add(&t.errors);
@@ -980,7 +1102,7 @@ async fn measure(
             })
             .collect();
         for s in &sides {
-            let _ = open_loop(&s.op, args.rate, Duration::from_millis(200), conc).await;
+            let _ = open_loop(s.op()?, args.rate, Duration::from_millis(200), conc).await;
         }
         for round in 0..plan.latency_rounds {
             let mut order: Vec<usize> = (0..sides.len()).collect();
@@ -990,7 +1112,7 @@ async fn measure(
             for i in order {
                 let cpu0 = process::cpu_seconds(mecha.pid());
                 let t0 = Instant::now();
-                let l = open_loop(&sides[i].op, args.rate, plan.latency_seconds, conc).await;
+                let l = open_loop(sides[i].op()?, args.rate, plan.latency_seconds, conc).await;
                 let wall = t0.elapsed().as_secs_f64();
                 let cpu = process::cpu_seconds(mecha.pid()) - cpu0;
                 let r = &mut results[i];
@@ -1173,7 +1295,7 @@ fn render(
         pass(startup <= STARTUP_TARGET_MS)
     ));
     md.push_str(&format!(
-        "| resident memory, idle after start | {:.1} MiB | <= {IDLE_RSS_TARGET_MIB} MiB | {} |\n",
+        "| resident memory, idle after start | {:.1} MiB | <= {IDLE_RSS_TARGET_MIB:.2} MiB (8 MB) | {} |\n",
         fp.idle_rss,
         pass(fp.idle_rss <= IDLE_RSS_TARGET_MIB)
     ));
@@ -1189,6 +1311,16 @@ fn render(
         "| resident memory, peak (VmHWM) | {:.1} MiB | - | - |\n",
         fp.hwm
     ));
+    md.push_str("\n### Allocations per request (in-process, HTTP door to the in-memory store)\n\n| Request | Allocations | Budget (CI test) | Result |\n|---|---:|---:|---|\n");
+    for row in &fp.allocations {
+        let n = row["per_request"].as_f64().unwrap_or(f64::NAN);
+        let budget = row["budget"].as_f64().unwrap_or(f64::NAN);
+        md.push_str(&format!(
+            "| {} | {n:.1} | <= {budget} | {} |\n",
+            row["name"].as_str().unwrap_or("?"),
+            pass(n <= budget)
+        ));
+    }
     println!("{md}");
     json!({
         "quick": args.quick,
@@ -1214,5 +1346,6 @@ fn render(
             "idle_after_load_rss_mib": fp.idle_after,
             "peak_rss_mib": fp.hwm,
         },
+        "allocations_per_request": fp.allocations,
     })
 }

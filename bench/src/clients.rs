@@ -168,10 +168,10 @@ impl GrpcPool {
     }
 }
 
-/// Direct Redis: multiplexed connections running Mecha's own Lua scripts by SHA.
+/// Direct Redis: multiplexed connections sending Mecha's own commands (the read pipeline,
+/// the write script by SHA).
 pub struct RedisDirect {
     conns: Vec<redis::aio::MultiplexedConnection>,
-    read: redis::Script,
     write: redis::Script,
 }
 
@@ -189,7 +189,6 @@ impl RedisDirect {
         }
         Ok(Arc::new(RedisDirect {
             conns: out,
-            read: redis::Script::new(mecha::actors::backends::redis::READ_SCRIPT),
             write: redis::Script::new(mecha::actors::backends::redis::WRITE_SCRIPT),
         }))
     }
@@ -198,22 +197,18 @@ impl RedisDirect {
         self.conns[(seq % self.conns.len() as u64) as usize].clone()
     }
 
-    /// `EVALSHA <read script> 1 key`: what Mecha's GetState sends. Returns the value's length.
+    /// `MULTI; HMGET key data version; PTTL key; EXEC` in one round trip: what Mecha's
+    /// GetState sends. Returns the value's length.
     pub async fn get(&self, seq: u64, key: &str) -> Result<usize, String> {
         let mut conn = self.conn(seq);
-        let v: redis::Value = self
-            .read
-            .key(key)
-            .invoke_async(&mut conn)
+        let v: Vec<redis::Value> = mecha::actors::backends::redis::read_pipeline(&[key])
+            .query_async(&mut conn)
             .await
             .map_err(|e| err("redis", e))?;
-        match v {
-            redis::Value::Array(items) => match items.first() {
-                Some(redis::Value::Array(entry)) => match entry.get(1) {
-                    Some(redis::Value::BulkString(b)) => Ok(b.len()),
-                    _ => Err(format!("redis: key {key} missing")),
-                },
-                _ => Err("redis: unexpected reply".into()),
+        match v.first() {
+            Some(redis::Value::Array(fields)) => match fields.first() {
+                Some(redis::Value::BulkString(b)) => Ok(b.len()),
+                _ => Err(format!("redis: key {key} missing")),
             },
             _ => Err("redis: unexpected reply".into()),
         }

@@ -192,3 +192,76 @@ pub fn median(xs: &[f64]) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// `redis-benchmark -t get` on the same Redis, concurrency and value size: the baseline
+/// of a Redis proxy (what Redis serves to a C client that does nothing else).
+#[derive(Clone)]
+pub struct RedisBenchmark {
+    pub host: String,
+    pub port: u16,
+    pub value_size: usize,
+}
+
+impl RedisBenchmark {
+    /// From a `redis://host:port` URL.
+    pub fn from_url(url: &str, value_size: usize) -> Result<RedisBenchmark, String> {
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| format!("redis-benchmark needs a redis:// URL, not {url}"))?;
+        let hostport = rest.rsplit('@').next().unwrap_or(rest);
+        let hostport = hostport.split('/').next().unwrap_or(hostport);
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|e| format!("port in {url}: {e}"))?),
+            None => (hostport, 6379),
+        };
+        Ok(RedisBenchmark {
+            host: host.to_owned(),
+            port,
+            value_size,
+        })
+    }
+
+    /// Runs about `duration` of GETs (its request count estimated from a 100k/s rate) on
+    /// `concurrency` connections. The key is set first (`-t set,get`), so GETs return values
+    /// of the same size as Mecha's; only the GET rate is reported.
+    pub async fn run(&self, concurrency: usize, duration: Duration) -> Throughput {
+        let requests = ((duration.as_secs_f64() * 100_000.0) as u64).max(1000);
+        let out = tokio::process::Command::new("redis-benchmark")
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
+            .args(["-c", &concurrency.to_string()])
+            .args(["-n", &requests.to_string()])
+            .args(["-d", &self.value_size.to_string()])
+            .args(["-t", "set,get", "--csv"])
+            .output()
+            .await;
+        let failed = |e: String| Throughput {
+            rps: 0.0,
+            keys_per_s: 0.0,
+            errors: Errors {
+                count: 1,
+                first: Some(e),
+            },
+        };
+        let out = match out {
+            Ok(o) if o.status.success() => o,
+            Ok(o) => return failed(format!("redis-benchmark: {}", o.status)),
+            Err(e) => return failed(format!("redis-benchmark: {e}")),
+        };
+        // CSV: "test","rps",...; one line per test.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rps = text.lines().find_map(|l| {
+            let mut cols = l.split(',').map(|c| c.trim_matches('"'));
+            (cols.next() == Some("GET"))
+                .then(|| cols.next().and_then(|v| v.parse::<f64>().ok()))
+                .flatten()
+        });
+        match rps {
+            Some(rps) => Throughput {
+                rps,
+                keys_per_s: rps,
+                errors: Errors::default(),
+            },
+            None => failed(format!("redis-benchmark printed no GET rate: {text}")),
+        }
+    }
+}
