@@ -19,7 +19,8 @@
 //!
 //! * every slot has its own version counter (`slot_counter_key`): the counter's name carries
 //!   a hash tag chosen to fall in the slot, so a key and its counter always travel together;
-//! * bulk calls are split by slot, one script call per slot, sent together (at most
+//! * bulk calls are split by slot, one script call (or, for reads, one `MULTI` block) per
+//!   slot, sent together (at most
 //!   64 in flight), each item keeping its own result;
 //! * a transaction whose keys span slots is refused before anything is sent (it cannot be
 //!   atomic); hash tags, or `clusterKeyPlacement: prefix` (the key prefix becomes the hash
@@ -869,7 +870,7 @@ fn unexpected(v: &Value) -> StoreError {
     StoreError::Internal(format!("redis: unexpected script reply {v:?}"))
 }
 
-/// Interprets one entry of the read script's reply.
+/// Interprets the replies of one key in a read ([`read_pipeline`]).
 fn read_result(fields: Value, pttl: Value) -> Result<Option<StateEntry>, StoreError> {
     let mut fields = match fields {
         Value::Array(f) if f.len() == 2 => f,
