@@ -116,6 +116,46 @@ ensure_etcd() {
   for i in 1 2 3; do wait_for "etcd member $i" 30 etcd_health "$host" "$client_base$i" || return 1; done
 }
 
+# Redis Cluster for the redisType=cluster tests: six nodes (three primaries, three replicas) on
+# private ports ${REDIS_CLUSTER_BASE:-2700}1..6 (cluster bus on port + 10000), data in a temp dir,
+# unless REDIS_CLUSTER_NODES names a cluster already. Idempotent: a cluster whose nodes all
+# answer and whose state is ok is reused; otherwise the missing nodes are started and, when the
+# nodes are not yet one cluster, it is created with redis-cli --cluster create.
+redis_cluster_ok() { # redis_cluster_ok PORT: the node reports cluster_state:ok
+  redis-cli -h 127.0.0.1 -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
+}
+
+ensure_redis_cluster() {
+  command -v redis-server >/dev/null || { log "redis: installing"; apt_install redis-server; }
+  command -v redis-cli >/dev/null || { log "redis-cli: installing"; apt_install redis-tools; }
+  if [ -n "${REDIS_CLUSTER_NODES:-}" ]; then log "redis cluster: using REDIS_CLUSTER_NODES=$REDIS_CLUSTER_NODES"; return 0; fi
+  local host=127.0.0.1 base=${REDIS_CLUSTER_BASE:-2700} i nodes="" all_up=1
+  for i in 1 2 3 4 5 6; do
+    nodes+="${nodes:+,}$host:$base$i"
+    redis_cluster_ok "$base$i" || all_up=0
+  done
+  export REDIS_CLUSTER_NODES="$nodes"
+  if [ "$all_up" = 1 ]; then log "redis cluster: six nodes up at $REDIS_CLUSTER_NODES"; return 0; fi
+  local dir="${TMPDIR:-/tmp}/mecha-redis-cluster-$base"
+  log "redis cluster: starting six nodes at $REDIS_CLUSTER_NODES (data in $dir)"
+  for i in 1 2 3 4 5 6; do
+    if redis_ping "$host" "$base$i" 2>/dev/null; then continue; fi
+    mkdir -p "$dir/n$i"
+    redis-server --daemonize yes --bind "$host" --port "$base$i" --dir "$dir/n$i" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 --repl-diskless-sync-delay 0 \
+      --save "" --appendonly no --logfile "$dir/n$i.log" >/dev/null
+  done
+  for i in 1 2 3 4 5 6; do wait_for "redis cluster node $i" 15 redis_ping "$host" "$base$i" || return 1; done
+  # A node that knows no other node has not joined a cluster yet: create it.
+  if [ "$(redis-cli -h "$host" -p "${base}1" cluster info | tr -d '\r' | sed -n 's/^cluster_known_nodes://p')" = 1 ]; then
+    log "redis cluster: creating (3 primaries, 3 replicas)"
+    # shellcheck disable=SC2046
+    redis-cli --cluster create $(for i in 1 2 3 4 5 6; do printf '%s:%s ' "$host" "$base$i"; done) \
+      --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 || { log "redis cluster: create failed, see $dir/create.log"; return 1; }
+  fi
+  for i in 1 2 3 4 5 6; do wait_for "redis cluster state ok on node $i" 30 redis_cluster_ok "$base$i" || return 1; done
+}
+
 pg_ready() { tcp_open 127.0.0.1 "${PGPORT:-5432}"; }
 
 ensure_postgres() {
@@ -167,7 +207,7 @@ ensure_node() {
 }
 
 # The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
-# the clone (reused between runs), Redis, PostgreSQL, NATS (with JetStream) and etcd up, and their
+# the clone (reused between runs), Redis, Redis Cluster, PostgreSQL, NATS (with JetStream) and etcd up, and their
 # URLs exported.
 prepare_test_environment() {
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mecha/target}"
@@ -176,6 +216,7 @@ prepare_test_environment() {
   ensure_postgres
   ensure_nats
   ensure_etcd
+  ensure_redis_cluster
   export NATS_URL="${NATS_URL:-nats://127.0.0.1:${NATS_PORT:-4222}}"
   export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
   export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"

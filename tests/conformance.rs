@@ -46,7 +46,27 @@ macro_rules! conformance {
 conformance!(in_memory, conformance::harness::in_memory());
 conformance!(kv_in_memory, conformance::harness::kv_in_memory());
 conformance!(redis, conformance::harness::redis());
+conformance!(redis_cluster, conformance::harness::redis_cluster());
 conformance!(postgresql, conformance::harness::postgresql());
+
+/// Redis Cluster with the keys of each test spread over hash slots (and so over primaries):
+/// every case but the multi-key transactions, which a cluster refuses across slots
+/// (`transactions_across_slots_are_refused`, and `tests/redis_cluster.rs`).
+mod redis_cluster_spread {
+    use super::*;
+    conformance!(@cases conformance::harness::redis_cluster_spread();
+        get_missing_is_none, set_then_get_round_trips_bytes, every_write_changes_the_etag,
+        stale_etag_is_a_mismatch, invalid_etag_is_invalid, etag_on_missing_key_is_a_mismatch,
+        empty_etag_is_normalised_by_the_gateway_not_the_store, last_write_without_etag_overwrites,
+        first_write_is_create_only, first_write_with_etag_is_a_normal_check,
+        delete_missing_key_is_ok, delete_with_etag_is_guarded, ttl_expires_and_reports_expire_time,
+        ttl_never_and_plain_writes_clear_expiry, bulk_get_preserves_order_and_missing,
+        bulk_set_keeps_good_items_when_one_etag_fails, bulk_delete_reports_per_key,
+        transaction_sees_its_own_earlier_operations, concurrent_etag_increments_lose_nothing,
+        racing_writers_with_one_etag_have_one_winner, keys_with_unusual_characters,
+        query_filters_like_dapr_conformance, undeclared_ttl_is_refused_not_ignored,
+    );
+}
 conformance!(jetstream, conformance::harness::jetstream());
 conformance!(etcd, conformance::harness::etcd());
 

@@ -1,6 +1,7 @@
 //! Many Mecha replicas on the same stores: three `mecha` processes (the real binary) serve one
-//! etcd cluster (`ETCD_ENDPOINTS`, default the three-member cluster `scripts/test.sh` starts)
-//! and one PostgreSQL (`DATABASE_URL`), and the tests drive them together. Every guarantee
+//! etcd cluster (`ETCD_ENDPOINTS`, default the three-member cluster `scripts/test.sh` starts),
+//! one PostgreSQL (`DATABASE_URL`) and one Redis Cluster (`REDIS_CLUSTER_NODES`, default the
+//! six-node cluster `scripts/test.sh` starts), and the tests drive them together. Every guarantee
 //! that must hold across replicas is decided in the store: ETag-guarded counters end exact, a
 //! same-ETag race has one winner, transactions stay all-or-nothing, and killing a replica (and
 //! an etcd member of a private cluster) loses no acknowledged write.
@@ -18,6 +19,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_mecha");
 fn etcd_endpoints() -> String {
     std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| {
         "http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793".into()
+    })
+}
+
+/// Seed nodes of the Redis Cluster `scripts/test.sh` starts (or `REDIS_CLUSTER_NODES`).
+fn redis_cluster_nodes() -> String {
+    std::env::var("REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
+        (1..=6)
+            .map(|i| format!("127.0.0.1:2700{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
     })
 }
 
@@ -81,6 +92,18 @@ fn setup(etcd: &str) -> Setup {
         format!(
             "kind: Component\nmetadata:\n  name: etcd\nspec:\n  type: state.etcd\n  version: v2\n  metadata:\n  - name: endpoints\n    value: {etcd}\n  - name: keyPrefixPath\n    value: {prefix}\n  - name: requestTimeout\n    value: 2s\n  - name: connectTimeout\n    value: 2s\n---\nkind: Component\nmetadata:\n  name: pg\nspec:\n  type: state.postgresql\n  metadata:\n  - name: connectionString\n    value: {}\n  - name: tableName\n    value: {table}\n",
             database_url()
+        ),
+    )
+    .unwrap();
+    // Redis Cluster twice under a key prefix of this run: `rc` keeps all keys of the prefix
+    // in one hash slot (clusterKeyPlacement: prefix, so transactions work), `rcs` spreads
+    // them over slots by their own names (the default).
+    let redis_prefix = unique("replicas");
+    let nodes = redis_cluster_nodes();
+    std::fs::write(
+        dir.path().join("redis.yaml"),
+        format!(
+            "kind: Component\nmetadata:\n  name: rc\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: \"{nodes}\"\n  - name: redisType\n    value: cluster\n  - name: clusterKeyPlacement\n    value: prefix\n  - name: keyPrefix\n    value: {redis_prefix}\n---\nkind: Component\nmetadata:\n  name: rcs\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: \"{nodes}\"\n  - name: redisType\n    value: cluster\n  - name: keyPrefix\n    value: {redis_prefix}s\n"
         ),
     )
     .unwrap();
@@ -159,7 +182,12 @@ async fn save(c: &reqwest::Client, base: &str, store: &str, body: Value) -> u16 
         .as_u16()
 }
 
-const STORES: [&str; 2] = ["etcd", "pg"];
+/// Every shared store: etcd, PostgreSQL and Redis Cluster (one hash slot per key prefix, and
+/// keys spread over slots).
+const STORES: [&str; 4] = ["etcd", "pg", "rc", "rcs"];
+
+/// The stores where transactions over any keys are atomic (`rcs` refuses keys of two slots).
+const TX_STORES: [&str; 3] = ["etcd", "pg", "rc"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn guarded_counters_through_all_replicas_end_exact() {
@@ -264,7 +292,7 @@ async fn transfers_in_transactions_across_replicas_stay_all_or_nothing() {
     let bases: Vec<String> = rs.iter().map(|r| r.base.clone()).collect();
     let c = client();
     const ACCOUNTS: usize = 4;
-    for store in STORES {
+    for store in TX_STORES {
         let init: Vec<Value> = (0..ACCOUNTS)
             .map(|i| json!({"key": format!("acct{i}"), "value": 100}))
             .collect();

@@ -114,6 +114,45 @@ pub async fn redis() -> Backend {
     backend
 }
 
+/// The seed nodes of the test Redis Cluster: `REDIS_CLUSTER_NODES`, or the private cluster
+/// `scripts/services.sh` starts (ports 27001-27006).
+pub fn redis_cluster_nodes() -> String {
+    std::env::var("REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
+        (1..=6)
+            .map(|i| format!("127.0.0.1:2700{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// A store on the test Redis Cluster (`redisType: cluster`), keys spread over hash slots by
+/// their own names. Fails (never skips) when the cluster is unreachable.
+pub async fn redis_cluster_spread() -> Backend {
+    let backend = from_component(
+        "state.redis",
+        &[
+            ("redisHost", redis_cluster_nodes()),
+            ("redisType", "cluster".into()),
+        ],
+    );
+    if let Err(e) = backend.store.ping().await {
+        panic!(
+            "Redis Cluster at {} is unreachable ({e}); run scripts/test.sh, which starts one",
+            redis_cluster_nodes()
+        );
+    }
+    backend
+}
+
+/// The same store with every key of the test under one hash tag (`{conf-…}||key`), so the
+/// multi-key transaction cases run too: on Redis Cluster a transaction is atomic (and
+/// accepted) only within one hash slot.
+pub async fn redis_cluster() -> Backend {
+    let mut backend = redis_cluster_spread().await;
+    backend.base = format!("{{{}}}", backend.base);
+    backend
+}
+
 /// `DATABASE_URL`, or the local default `scripts/test.sh` provides.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")

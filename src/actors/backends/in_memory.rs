@@ -30,6 +30,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     conditional: CapabilitySet::EMPTY,
     lists_keys: true,
     per_process: true,
+    variants: &[],
     metadata: &[Field::new(
         "sweepInterval",
         FieldKind::Duration,

@@ -97,6 +97,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     lists_keys: true,
     metadata: METADATA,
     per_process: false,
+    variants: &[],
     // Only the portable keys (`ttlInSeconds`, `contentType`).
     request_keys: &[],
     build,

@@ -46,6 +46,9 @@ pub struct Descriptor {
     /// Whether the data lives inside one Mecha process, so replicas do not share it (the
     /// matrix says so: ETags and transactions then hold per process only).
     pub per_process: bool,
+    /// Configurations whose capabilities differ from the type's, each with a matrix row of
+    /// its own (e.g. Redis Cluster, where transactions hold only within one hash slot).
+    pub variants: &'static [Variant],
     /// Request metadata keys the backend understands beyond the portable ones
     /// ([`crate::capabilities::lint::PORTABLE`]), with their value kinds; the request lint
     /// reports every other key.
@@ -85,19 +88,37 @@ impl Descriptor {
     }
 }
 
+/// A configuration of a backend with capabilities of its own (a row of the matrix).
+pub struct Variant {
+    /// The matrix row's second column, e.g. ``v1, `redisType: cluster` ``.
+    pub detail: &'static str,
+    /// What the backend can do natively in this configuration.
+    pub capabilities: CapabilitySet,
+    /// Those of `capabilities` that hold only with some configuration or for some keys.
+    pub conditional: CapabilitySet,
+}
+
 /// The capability matrix of every backend, as the README shows it.
 pub fn registry_matrix() -> String {
     let rows: Vec<MatrixRow> = REGISTRY
         .iter()
-        .map(|d| MatrixRow {
-            name: d.component_type.to_owned(),
-            detail: if d.per_process {
-                format!("{} (per process)", d.versions.join(", "))
-            } else {
-                d.versions.join(", ")
-            },
-            capabilities: d.capabilities,
-            conditional: d.conditional,
+        .flat_map(|d| {
+            let main = MatrixRow {
+                name: d.component_type.to_owned(),
+                detail: if d.per_process {
+                    format!("{} (per process)", d.versions.join(", "))
+                } else {
+                    d.versions.join(", ")
+                },
+                capabilities: d.capabilities,
+                conditional: d.conditional,
+            };
+            std::iter::once(main).chain(d.variants.iter().map(|v| MatrixRow {
+                name: d.component_type.to_owned(),
+                detail: v.detail.to_owned(),
+                capabilities: v.capabilities,
+                conditional: v.conditional,
+            }))
         })
         .collect();
     render_matrix("type", "versions", &rows)

@@ -74,6 +74,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     conditional: CapabilitySet::EMPTY,
     lists_keys: false,
     per_process: false,
+    variants: &[],
     metadata: &[
         Field::new(
             "connectionString",

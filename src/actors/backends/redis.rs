@@ -1,4 +1,5 @@
-//! `state.redis`: Dapr-compatible state on Redis (one node; Redis 4 or newer, 6 for ACL users).
+//! `state.redis`: Dapr-compatible state on Redis: one node (Redis 4 or newer, 6 for ACL
+//! users), or Redis Cluster with `redisType: cluster` (see [Cluster](#cluster)).
 //!
 //! # Data layout
 //!
@@ -9,6 +10,25 @@
 //! gets an earlier version back and an old ETag can never match a new value (as long as the
 //! counter itself is not deleted, e.g. by `FLUSHDB`). A key written by Dapr keeps its version
 //! and continues above it.
+//!
+//! # Cluster
+//!
+//! With `redisType: cluster`, `redisHost` lists seed nodes and the `redis` crate's cluster
+//! client routes each command to the primary of its key's hash slot, follows `MOVED`/`ASK`
+//! and re-reads the topology. A script may only touch keys of one slot, so:
+//!
+//! * every slot has its own version counter (`slot_counter_key`): the counter's name carries
+//!   a hash tag chosen to fall in the slot, so a key and its counter always travel together;
+//! * bulk calls are split by slot, one script call (or, for reads, one `MULTI` block) per
+//!   slot, sent together (at most
+//!   64 in flight), each item keeping its own result;
+//! * a transaction whose keys span slots is refused before anything is sent (it cannot be
+//!   atomic); hash tags, or `clusterKeyPlacement: prefix` (the key prefix becomes the hash
+//!   tag), put keys in one slot;
+//! * `consistency: strong` sends the script and `WAIT` in one pipeline to the slot's primary.
+//!
+//! Reads use a cluster client that retries by itself; writes one whose retries are off, so
+//! the crate never re-sends a write whose connection broke (see `Kind::Write`).
 //!
 //! # Atomicity
 //!
@@ -33,7 +53,8 @@
 //! # Connections
 //!
 //! Each store instance (one per serving thread, rebuilt by the supervisor after failures)
-//! keeps one multiplexed connection, opened lazily on the first call and replaced after an
+//! keeps one multiplexed connection (on a cluster: one cluster connection for reads and one
+//! for writes), opened lazily on the first call and replaced after an
 //! I/O error or a timeout, so a broken connection is never reused. All ordinary commands are
 //! pipelined over it: they need no connection state of their own.
 //!
@@ -57,10 +78,12 @@
 //! (defaults 2 s each, below the actor's 5 s request timeout). Unreachable Redis answers
 //! [`StoreError::Unavailable`], a timeout [`StoreError::Timeout`]. A failed connect is retried
 //! up to `maxRetries` times with exponential backoff capped by `maxRetryBackoff`, within one
-//! `dialTimeout` in total. A command whose connection broke is retried only when repeating it
-//! is harmless: reads, and writes without ETags or first-write. A guarded write may or may not
-//! have been applied, and repeating it could report a false ETag mismatch, so its error is
-//! returned. `ping` sends `PING` with a short timeout and no retries.
+//! `dialTimeout` in total. A read whose connection broke is retried on a fresh connection. A
+//! write is sent again only when it provably did not run (the connect failed, or a cluster
+//! node answered `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY` or `LOADING`): after a
+//! broken connection it may have been applied, and repeating it could report a false ETag
+//! mismatch or overwrite another client's newer write, so its error is returned. `ping`
+//! sends `PING` with a short timeout and no retries.
 //!
 //! # Differences from Dapr's Redis store
 //!
@@ -72,7 +95,10 @@
 //! * Reads return `ttlExpireTime`.
 //! * `strong` consistency is declared and honoured only when `redisReplicas` is set (Dapr
 //!   counts the connected replicas at start-up instead).
-//! * No RedisJSON query API, cluster or Sentinel mode, and no TLS in this build.
+//! * On a cluster, a transaction over keys of several hash slots is refused up front (Dapr's
+//!   store fails it with `CROSSSLOT` or, with older go-redis, runs it per slot, not
+//!   atomically); `redisDB` other than 0 is refused on a cluster (Dapr ignores it).
+//! * No RedisJSON query API, no Sentinel mode, and no TLS in this build.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,13 +108,17 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::{Manager, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
+use futures::StreamExt;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot as HashSlot;
 use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
-    Script, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    Pipeline, RedisError, RedisFuture, Script, Value,
 };
 
-use super::{ComponentConfig, Descriptor, Field, FieldKind, parse_duration};
+use super::{ComponentConfig, Descriptor, Field, FieldKind, Variant, parse_duration};
 use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
@@ -106,6 +136,13 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     lists_keys: false,
     metadata: METADATA,
     per_process: false,
+    variants: &[Variant {
+        detail: "v1, `redisType: cluster`",
+        capabilities: CAPABILITIES.with(Capability::StrongConsistency),
+        // Transactions only over keys of one hash slot (others are refused), strong
+        // consistency only with `redisReplicas`.
+        conditional: CapabilitySet::of(&[Capability::Transactional, Capability::StrongConsistency]),
+    }],
     // Only the portable keys: Mecha's Redis store has no RediSearch query API, so
     // `queryIndexName` does nothing here (the lint reports it as store-specific).
     request_keys: &[],
@@ -129,7 +166,7 @@ const METADATA: &[Field] = &[
     Field::new(
         "redisHost",
         STRING,
-        "address as host:port (port 6379 when left out), or a redis:// URL",
+        "address as host:port (port 6379 when left out), or a redis:// URL; with redisType cluster a comma-separated list of seed nodes",
     )
     .required(),
     Field::new("redisPassword", STRING, "password (AUTH)").sensitive(),
@@ -145,7 +182,7 @@ const METADATA: &[Field] = &[
     Field::new(
         "redisType",
         FieldKind::OneOf(&["node", "cluster"]),
-        "node (default); cluster is not supported and is rejected",
+        "node (default), or cluster: Redis Cluster, redisHost lists seed nodes (transactions only within one hash slot)",
     ),
     Field::new(
         "ttlInSeconds",
@@ -242,6 +279,11 @@ const METADATA: &[Field] = &[
         "Mecha: how long a strong write waits for replicas (default 1s, as Dapr)",
     ),
     Field::new(
+        "clusterKeyPlacement",
+        FieldKind::OneOf(&["key", "prefix"]),
+        "Mecha, redisType cluster: key (default) spreads keys over slots by their own name; prefix puts all keys of one key prefix (app) in one hash slot, so all its transactions are atomic",
+    ),
+    Field::new(
         "maxTransactionOps",
         FieldKind::Integer {
             min: 1,
@@ -274,6 +316,10 @@ struct Settings {
     replicas: u32,
     wait_timeout: Duration,
     max_transaction_ops: usize,
+    /// `redisType: cluster`.
+    cluster: bool,
+    /// `clusterKeyPlacement: prefix`: the key prefix becomes the hash tag.
+    place_by_prefix: bool,
 }
 
 /// A retry interval: a Go duration, bare seconds (bare nanoseconds from 1 000 000 up, as in
@@ -291,15 +337,42 @@ fn parse_interval(raw: &str) -> Result<Duration, String> {
     parse_duration(v)
 }
 
-fn connection_info(cfg: &ComponentConfig) -> Result<ConnectionInfo, String> {
-    let host = cfg.get("redisHost").unwrap_or_default().trim();
+fn is_cluster(cfg: &ComponentConfig) -> bool {
+    cfg.get("redisType")
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("cluster"))
+}
+
+/// The node to connect to, or with `redisType: cluster` the seed nodes (at least one).
+fn connection_infos(cfg: &ComponentConfig) -> Result<Vec<ConnectionInfo>, String> {
+    let hosts = cfg.get("redisHost").unwrap_or_default();
+    if !is_cluster(cfg) {
+        if hosts.contains(',') {
+            return Err(format!(
+                "redisHost '{}' lists several hosts, which needs redisType: cluster (Sentinel is not supported)",
+                hosts.trim()
+            ));
+        }
+        return Ok(vec![connection_info(cfg, hosts)?]);
+    }
+    if cfg.get("redisDB").is_some_and(|d| d.trim() != "0") {
+        return Err("redisDB: Redis Cluster has only database 0".into());
+    }
+    let infos = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| connection_info(cfg, h))
+        .collect::<Result<Vec<_>, _>>()?;
+    if infos.is_empty() {
+        return Err("redisHost must name at least one seed node".into());
+    }
+    Ok(infos)
+}
+
+fn connection_info(cfg: &ComponentConfig, host: &str) -> Result<ConnectionInfo, String> {
+    let host = host.trim();
     if host.is_empty() {
         return Err("redisHost must not be empty".into());
-    }
-    if host.contains(',') {
-        return Err(format!(
-            "redisHost '{host}' lists several hosts, which needs cluster or Sentinel mode; Mecha supports one Redis node"
-        ));
     }
     let info = if host.contains("://") {
         if host.starts_with("rediss://") {
@@ -354,13 +427,12 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
     {
         return Err("failover/sentinelMasterName: Redis Sentinel is not supported; point redisHost at the primary".into());
     }
-    if cfg
-        .get("redisType")
-        .is_some_and(|t| t.eq_ignore_ascii_case("cluster"))
-    {
-        return Err(
-            "redisType cluster is not supported; Mecha's redis store needs one node".into(),
-        );
+    let cluster = is_cluster(cfg);
+    let place_by_prefix = cfg
+        .get("clusterKeyPlacement")
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("prefix"));
+    if place_by_prefix && !cluster {
+        return Err("clusterKeyPlacement needs redisType: cluster".into());
     }
     if cfg.bool_or("enableTLS", false) {
         return Err("enableTLS: TLS is not supported by this build of Mecha; use a TLS tunnel (e.g. stunnel) to a local port".into());
@@ -411,6 +483,8 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
         wait_timeout: cfg.duration_or("waitTimeout", Duration::from_secs(1)),
         max_transaction_ops: cfg.int_or("maxTransactionOps", DEFAULT_MAX_TRANSACTION_OPS as i64)
             as usize,
+        cluster,
+        place_by_prefix,
     };
     for (name, d) in [
         ("dialTimeout", s.dial_timeout),
@@ -429,46 +503,187 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
 
 fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let settings = settings(cfg)?;
-    let info = connection_info(cfg)?;
+    let infos = connection_infos(cfg)?;
     Ok(Arc::new(RedisFactory {
-        shared: Arc::new(Shared::new(info, settings)?),
+        shared: Arc::new(Shared::new(infos, settings)?),
     }))
+}
+
+/// How a configured store reaches Redis.
+// One per configured store, never moved in a hot path: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Mode {
+    /// One node: a client for the multiplexed connections and a pool for `WAIT`.
+    Node {
+        client: Client,
+        conn_config: AsyncConnectionConfig,
+        pool: Pool,
+    },
+    /// Redis Cluster: one client whose connections retry (reads, `PING`) and one whose
+    /// connections never re-send a command by themselves (writes; see [`Kind::Write`]).
+    Cluster {
+        reads: ClusterClient,
+        writes: ClusterClient,
+    },
 }
 
 /// What all instances of one configured store share.
 struct Shared {
-    client: Client,
-    conn_config: AsyncConnectionConfig,
-    pool: Pool,
+    mode: Mode,
     settings: Settings,
     write: Script,
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Shared {
-    fn new(info: ConnectionInfo, settings: Settings) -> Result<Shared, String> {
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(settings.dial_timeout))
-            .set_response_timeout(Some(settings.read_timeout.max(settings.write_timeout)));
-        let client = Client::open(info.clone()).map_err(|e| e.to_string())?;
-        let manager =
-            Manager::new_with_config(info, conn_config.clone()).map_err(|e| e.to_string())?;
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(settings.pool_timeout))
-            .create_timeout(Some(settings.dial_timeout))
-            .recycle_timeout(Some(settings.read_timeout))
-            .build()
-            .map_err(|e| e.to_string())?;
+    fn new(mut infos: Vec<ConnectionInfo>, settings: Settings) -> Result<Shared, String> {
+        let response_timeout = settings.read_timeout.max(settings.write_timeout);
+        let mode = if settings.cluster {
+            let client = |retries: u32| {
+                let first = infos[0].redis_settings().clone();
+                let mut b = ClusterClientBuilder::new(infos.clone())
+                    .connection_timeout(settings.dial_timeout)
+                    .response_timeout(response_timeout)
+                    .retries(retries)
+                    .min_retry_wait(millis(settings.min_backoff).max(1))
+                    .max_retry_wait(millis(settings.max_backoff).max(1));
+                if let Some(u) = first.username() {
+                    b = b.username(u);
+                }
+                if let Some(p) = first.password() {
+                    b = b.password(p);
+                }
+                b.build().map_err(|e| e.to_string())
+            };
+            Mode::Cluster {
+                reads: client(settings.max_retries)?,
+                writes: client(0)?,
+            }
+        } else {
+            let info = infos.remove(0);
+            let conn_config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(settings.dial_timeout))
+                .set_response_timeout(Some(response_timeout));
+            let client = Client::open(info.clone()).map_err(|e| e.to_string())?;
+            let manager =
+                Manager::new_with_config(info, conn_config.clone()).map_err(|e| e.to_string())?;
+            let pool = Pool::builder(manager)
+                .max_size(settings.pool_size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(settings.pool_timeout))
+                .create_timeout(Some(settings.dial_timeout))
+                .recycle_timeout(Some(settings.read_timeout))
+                .build()
+                .map_err(|e| e.to_string())?;
+            Mode::Node {
+                client,
+                conn_config,
+                pool,
+            }
+        };
         Ok(Shared {
-            client,
-            conn_config,
-            pool,
+            mode,
             settings,
             write: Script::new(WRITE_SCRIPT),
         })
     }
+
+    /// Opens a connection: for reads (`write == false`) or for writes.
+    async fn open(&self, write: bool) -> Result<Conn, RedisError> {
+        match &self.mode {
+            Mode::Node {
+                client,
+                conn_config,
+                ..
+            } => client
+                .get_multiplexed_async_connection_with_config(conn_config)
+                .await
+                .map(Conn::Node),
+            Mode::Cluster { reads, writes } => {
+                let client = if write { writes } else { reads };
+                client.get_async_connection().await.map(Conn::Cluster)
+            }
+        }
+    }
+
+    /// The Redis key a (prefixed) state key is stored under. With `clusterKeyPlacement:
+    /// prefix`, the key prefix (the part before the first `||`) becomes the hash tag.
+    fn redis_key<'a>(&self, key: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.settings.place_by_prefix
+            && let Some((prefix, rest)) = key.split_once("||")
+        {
+            return format!("{{{prefix}}}||{rest}").into();
+        }
+        key.into()
+    }
 }
+
+/// A connection to one node or to a cluster.
+#[derive(Clone)]
+enum Conn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The version counter of the hash slot of `key` on Redis Cluster: a script may only touch
+/// keys of one slot, so every slot has its own counter, named `mecha||etag||counter||{t}`
+/// with a hash tag `t` chosen to fall in that slot. A key always lives in the same slot
+/// (resharding moves the counter along with it), so its versions keep rising as on one node.
+fn slot_counter_key(key: &str) -> &'static str {
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<HashSlot, String>> =
+        std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        // About 170 000 CRC16s (the coupon collector's 16384 * ln 16384): a few ms, once.
+        let mut table = std::collections::HashMap::with_capacity(SLOTS);
+        let mut n = 0u32;
+        while table.len() < SLOTS {
+            let tag = n.to_string();
+            table
+                .entry(HashSlot::for_key(tag.as_bytes()))
+                .or_insert_with(|| format!("{VERSION_COUNTER_KEY}||{{{tag}}}"));
+            n += 1;
+        }
+        table
+    });
+    &table[&HashSlot::for_key(key.as_bytes())]
+}
+
+/// Hash slots of Redis Cluster.
+const SLOTS: usize = 16384;
+
+/// How many per-slot script calls of one bulk request are in flight at once.
+const MAX_SLOT_CALLS: usize = 64;
 
 struct RedisFactory {
     shared: Arc<Shared>,
@@ -492,43 +707,55 @@ impl StoreFactory for RedisFactory {
     }
 }
 
-/// One store instance: the shared settings plus this instance's multiplexed connection.
+/// One store instance: the shared settings plus this instance's multiplexed connection (on a
+/// cluster: its cluster connections, one for reads and one for writes).
 pub struct RedisStore {
     shared: Arc<Shared>,
-    conn: parking_lot::Mutex<Slot>,
+    /// Reads and pings; on one node every command.
+    conn: parking_lot::Mutex<ConnSlot>,
+    /// On a cluster: writes, over the client that never re-sends a command by itself.
+    write_conn: parking_lot::Mutex<ConnSlot>,
+    /// On a cluster: `consistency: strong` writes. `WAIT` blocks the connection it is sent on
+    /// until replicas acknowledge (up to `waitTimeout`), so it never shares one with other
+    /// calls: without a replica to answer, every other write of the instance would queue
+    /// behind it.
+    strong_conn: parking_lot::Mutex<ConnSlot>,
     generation: Arc<AtomicU64>,
 }
 
 /// The connect every caller shares while it is in flight.
-type Connecting = futures::future::Shared<
-    futures::future::BoxFuture<'static, Result<(u64, MultiplexedConnection), StoreError>>,
->;
+type Connecting =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<(u64, Conn), StoreError>>>;
 
 /// This instance's connection. The lock is never held across an await: while a connect is
 /// in flight every caller awaits the same one (within its own deadline), so reconnects
 /// never queue requests behind one another, and a failed connect fails all of them at once.
-enum Slot {
+enum ConnSlot {
     Empty,
     Connecting(Connecting),
-    Ready(u64, MultiplexedConnection),
+    Ready(u64, Conn),
 }
 
 /// Whether a failed command may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Reads: repeated after a broken connection.
+    /// Reads: repeated after a broken connection (on a cluster the crate also follows
+    /// `MOVED`/`ASK` and retries by itself).
     Read,
-    /// Writes without ETags or first-write: repeating one leaves the same state, so they are
-    /// repeated after a broken connection too.
+    /// Every write, guarded or not: repeated only when it provably did not run (the connect
+    /// failed, or a cluster node answered `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`,
+    /// `READONLY`, `LOADING`). After a broken connection or a timeout it may have been
+    /// applied: a repeated guarded write would report a false ETag mismatch, and a repeated
+    /// unguarded one could overwrite what another client wrote in between (and change the
+    /// ETag that client holds), so the error is returned instead.
     Write,
-    /// Guarded writes: repeated only when they were never sent (the connect failed), since
-    /// a repeat of an applied write would report a false ETag mismatch.
-    GuardedWrite,
+    /// A `consistency: strong` write on a cluster: the script and `WAIT` in one pipeline.
+    StrongWrite,
 }
 
 /// How a command failed.
 enum Failure {
-    /// Could not get a connection: nothing was sent.
+    /// Nothing was sent (or the server refused to run it): it may be sent again.
     Connect(StoreError),
     /// The command failed.
     Command(StoreError),
@@ -558,9 +785,51 @@ fn is_broken(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
+/// Whether an error proves the command was not run, so sending it again is harmless.
+fn not_executed(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    match e.kind() {
+        ErrorKind::Server(
+            S::Moved | S::Ask | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly,
+        )
+        | ErrorKind::Server(S::BusyLoading)
+        | ErrorKind::ClusterConnectionNotFound => true,
+        _ => e.is_connection_refusal(),
+    }
+}
+
+/// Groups items by the hash slot of their key, in order of first appearance.
+fn group_by_slot<'a, T: Copy>(items: impl IntoIterator<Item = (T, &'a str)>) -> Vec<Vec<T>> {
+    let mut index: std::collections::HashMap<HashSlot, usize> = Default::default();
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for (item, key) in items {
+        let g = *index
+            .entry(HashSlot::for_key(key.as_bytes()))
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[g].push(item);
+    }
+    groups
+}
+
+/// Fails a strong write that too few replicas acknowledged.
+fn check_acked(acked: i64, s: &Settings) -> Result<(), StoreError> {
+    if acked < i64::from(s.replicas) {
+        return Err(StoreError::Internal(format!(
+            "strong consistency: {acked} of {} replicas acknowledged the write within {}ms (it is applied on the primary)",
+            s.replicas,
+            s.wait_timeout.as_millis()
+        )));
+    }
+    Ok(())
+}
+
 /// One operation for the write script, its ETag already checked for format.
 struct WriteOp<'a> {
-    key: &'a str,
+    /// The Redis key (see [`Shared::redis_key`]).
+    key: std::borrow::Cow<'a, str>,
     del: bool,
     etag: Option<String>,
     first_write: bool,
@@ -601,7 +870,7 @@ fn unexpected(v: &Value) -> StoreError {
     StoreError::Internal(format!("redis: unexpected script reply {v:?}"))
 }
 
-/// Interprets one entry of the read script's reply.
+/// Interprets the replies of one key in a read ([`read_pipeline`]).
 fn read_result(fields: Value, pttl: Value) -> Result<Option<StateEntry>, StoreError> {
     let mut fields = match fields {
         Value::Array(f) if f.len() == 2 => f,
@@ -661,27 +930,39 @@ impl RedisStore {
     fn new(shared: Arc<Shared>) -> RedisStore {
         RedisStore {
             shared,
-            conn: parking_lot::Mutex::new(Slot::Empty),
+            conn: parking_lot::Mutex::new(ConnSlot::Empty),
+            write_conn: parking_lot::Mutex::new(ConnSlot::Empty),
+            strong_conn: parking_lot::Mutex::new(ConnSlot::Empty),
             generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// This instance's connection, opened on first use. Concurrent callers share one
-    /// connect (bounded by `dialTimeout`) instead of each opening their own or queueing.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
+    /// The connection slot commands of `kind` use.
+    fn slot(&self, kind: Kind) -> &parking_lot::Mutex<ConnSlot> {
+        match (&self.shared.mode, kind) {
+            (Mode::Cluster { .. }, Kind::Write) => &self.write_conn,
+            (Mode::Cluster { .. }, Kind::StrongWrite) => &self.strong_conn,
+            _ => &self.conn,
+        }
+    }
+
+    /// This instance's connection for `kind`, opened on first use. Concurrent callers share
+    /// one connect (bounded by `dialTimeout`) instead of each opening their own or queueing.
+    async fn connection(&self, kind: Kind) -> Result<(u64, Conn), StoreError> {
         use futures::FutureExt;
+        let slot_lock = self.slot(kind);
         let fut = {
-            let mut slot = self.conn.lock();
+            let mut slot = slot_lock.lock();
             match &*slot {
-                Slot::Ready(g, c) => return Ok((*g, c.clone())),
-                Slot::Connecting(f) => f.clone(),
-                Slot::Empty => {
+                ConnSlot::Ready(g, c) => return Ok((*g, c.clone())),
+                ConnSlot::Connecting(f) => f.clone(),
+                ConnSlot::Empty => {
                     let dial = self.shared.settings.dial_timeout;
-                    let client = self.shared.client.clone();
-                    let config = self.shared.conn_config.clone();
+                    let shared = self.shared.clone();
+                    let for_writes = !matches!(kind, Kind::Read);
                     let generation = self.generation.clone();
                     let f = async move {
-                        let connect = client.get_multiplexed_async_connection_with_config(&config);
+                        let connect = shared.open(for_writes);
                         let conn = match tokio::time::timeout(dial, connect).await {
                             Ok(Ok(c)) => c,
                             Ok(Err(e)) => return Err(map_redis_error(&e, dial)),
@@ -697,27 +978,28 @@ impl RedisStore {
                     }
                     .boxed()
                     .shared();
-                    *slot = Slot::Connecting(f.clone());
+                    *slot = ConnSlot::Connecting(f.clone());
                     f
                 }
             }
         };
         let result = fut.clone().await;
-        let mut slot = self.conn.lock();
-        if matches!(&*slot, Slot::Connecting(f) if f.ptr_eq(&fut)) {
+        let mut slot = slot_lock.lock();
+        if matches!(&*slot, ConnSlot::Connecting(f) if f.ptr_eq(&fut)) {
             *slot = match &result {
-                Ok((g, c)) => Slot::Ready(*g, c.clone()),
-                Err(_) => Slot::Empty,
+                Ok((g, c)) => ConnSlot::Ready(*g, c.clone()),
+                Err(_) => ConnSlot::Empty,
             };
         }
         result
     }
 
-    /// Forgets connection `generation` so the next call opens a fresh one.
-    async fn discard(&self, generation: u64) {
-        let mut slot = self.conn.lock();
-        if matches!(&*slot, Slot::Ready(g, _) if *g == generation) {
-            *slot = Slot::Empty;
+    /// Forgets connection `generation` so the next call opens a fresh one (on a cluster a
+    /// fresh connection also reads the current topology from the seed nodes).
+    fn discard(&self, kind: Kind, generation: u64) {
+        let mut slot = self.slot(kind).lock();
+        if matches!(&*slot, ConnSlot::Ready(g, _) if *g == generation) {
+            *slot = ConnSlot::Empty;
         }
     }
 
@@ -725,13 +1007,14 @@ impl RedisStore {
     /// connection and retrying as the module doc describes.
     async fn run<T, F, Fut>(&self, kind: Kind, f: F) -> Result<T, StoreError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let s = &self.shared.settings;
         let timeout = match kind {
             Kind::Read => s.read_timeout,
-            Kind::Write | Kind::GuardedWrite => s.write_timeout,
+            Kind::Write => s.write_timeout,
+            Kind::StrongWrite => s.write_timeout + s.wait_timeout,
         };
         let started = Instant::now();
         // The whole call, reconnects included, stays within this budget, so a call never
@@ -739,7 +1022,7 @@ impl RedisStore {
         let budget = timeout.max(s.dial_timeout);
         let mut attempt = 0u32;
         loop {
-            let failure = match self.connection().await {
+            let failure = match self.connection(kind).await {
                 Err(e) => Failure::Connect(e),
                 Ok((generation, conn)) => {
                     let left = budget.saturating_sub(started.elapsed()).min(timeout);
@@ -750,17 +1033,19 @@ impl RedisStore {
                         Ok(Ok(v)) => return Ok(v),
                         Ok(Err(e)) => {
                             if is_broken(&e) {
-                                self.discard(generation).await;
+                                self.discard(kind, generation);
                             }
                             let err = map_redis_error(&e, timeout);
-                            if kind != Kind::GuardedWrite && is_broken(&e) && !e.is_timeout() {
+                            let again = not_executed(&e)
+                                || (kind == Kind::Read && is_broken(&e) && !e.is_timeout());
+                            if again {
                                 Failure::Connect(err)
                             } else {
                                 Failure::Command(err)
                             }
                         }
                         Err(_) => {
-                            self.discard(generation).await;
+                            self.discard(kind, generation);
                             return Err(StoreError::Timeout(started.elapsed()));
                         }
                     }
@@ -781,14 +1066,55 @@ impl RedisStore {
                 return Err(err);
             }
             attempt += 1;
-            tracing::debug!(attempt, error = %err, "redis: retrying after a connection failure");
+            tracing::debug!(attempt, error = %err, "redis: retrying a command that did not run");
             tokio::time::sleep(backoff).await;
         }
     }
 
-    /// Reads `keys` with plain commands in one round trip ([`read_pipeline`]), one result
-    /// per key.
+    /// Reads `keys` (state keys), one result per key: in one round trip on a node; on a
+    /// cluster in one `MULTI` block per hash slot, all sent at once.
     async fn read(&self, keys: &[&str]) -> Result<Vec<BulkGetItem>, StoreError> {
+        let keys: Vec<std::borrow::Cow<'_, str>> =
+            keys.iter().map(|k| self.shared.redis_key(k)).collect();
+        if !self.shared.settings.cluster || keys.len() == 1 {
+            let refs: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
+            return self.read_slot(&refs).await;
+        }
+        let groups = group_by_slot(keys.iter().enumerate().map(|(i, k)| (i, k.as_ref())));
+        let keys = &keys;
+        let mut calls: Vec<futures::future::BoxFuture<'_, _>> = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let refs: Vec<&str> = g.iter().map(|i| keys[*i].as_ref()).collect();
+            calls.push(Box::pin(async move { self.read_slot(&refs).await }));
+        }
+        let replies: Vec<_> = futures::stream::iter(calls)
+            .buffered(MAX_SLOT_CALLS)
+            .collect()
+            .await;
+        let mut out: Vec<Option<BulkGetItem>> = keys.iter().map(|_| None).collect();
+        for (g, reply) in groups.iter().zip(replies) {
+            match reply {
+                Ok(items) => {
+                    for (i, item) in g.iter().zip(items) {
+                        out[*i] = Some(item);
+                    }
+                }
+                Err(e) => {
+                    for i in g {
+                        out[*i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every key is in one group"))
+            .collect())
+    }
+
+    /// Reads Redis keys of one hash slot (any keys on one node) in one round trip
+    /// ([`read_pipeline`]).
+    async fn read_slot(&self, keys: &[&str]) -> Result<Vec<BulkGetItem>, StoreError> {
         let pipe = read_pipeline(keys);
         let pipe = &pipe;
         let reply: Vec<Value> = self
@@ -811,17 +1137,25 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The version counter the write script uses for `ops` (all in one hash slot on a cluster).
+    fn counter_key(&self, ops: &[&WriteOp<'_>]) -> &'static str {
+        match ops.first() {
+            Some(op) if self.shared.settings.cluster => slot_counter_key(&op.key),
+            _ => VERSION_COUNTER_KEY,
+        }
+    }
+
     /// Sends the write script over `ops` in `mode` (`each` or `all`) on `conn`.
-    async fn invoke_write<C: redis::aio::ConnectionLike>(
+    async fn invoke_write<C: ConnectionLike>(
         &self,
         conn: &mut C,
         mode: &str,
         ops: &[&WriteOp<'_>],
     ) -> Result<Value, RedisError> {
         let mut inv = self.shared.write.prepare_invoke();
-        inv.key(VERSION_COUNTER_KEY).arg(mode);
+        inv.key(self.counter_key(ops)).arg(mode);
         for op in ops {
-            inv.key(op.key)
+            inv.key(op.key.as_ref())
                 .arg(if op.del { "del" } else { "set" })
                 .arg(op.etag.as_deref().unwrap_or(""))
                 .arg(if op.first_write { "1" } else { "0" })
@@ -831,9 +1165,35 @@ impl RedisStore {
         inv.invoke_async(conn).await
     }
 
-    /// Runs the write script. With `strong` (and replicas configured) it runs on a pooled
-    /// connection of its own followed by `WAIT`, which fails the call when too few replicas
-    /// acknowledge in time (the write itself stays applied on the primary).
+    /// The write script as one `EVAL` command (for a pipeline, where `EVALSHA` cannot load
+    /// the script after `NOSCRIPT`).
+    fn eval_write(&self, mode: &str, ops: &[&WriteOp<'_>]) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(WRITE_SCRIPT)
+            .arg(ops.len() + 1)
+            .arg(self.counter_key(ops));
+        for op in ops {
+            cmd.arg(op.key.as_ref());
+        }
+        cmd.arg(mode);
+        for op in ops {
+            cmd.arg(if op.del { "del" } else { "set" })
+                .arg(op.etag.as_deref().unwrap_or(""))
+                .arg(if op.first_write { "1" } else { "0" })
+                .arg(op.ttl_ms)
+                .arg(op.data);
+        }
+        cmd
+    }
+
+    /// Runs the write script over `ops` (on a cluster: all in one hash slot). With `strong`
+    /// (and replicas configured) the script is followed by `WAIT` on the same connection,
+    /// which fails the call when too few replicas acknowledge in time (the write itself
+    /// stays applied on the primary): on one node over a pooled connection of its own, on a
+    /// cluster in one pipeline to the slot's primary over a connection only strong writes use
+    /// (`WAIT` then also waits for the other strong writes sent before it on that connection,
+    /// which only makes it stricter; when replicas do not answer, strong writes queue behind
+    /// each other's `WAIT`, while other calls are unaffected).
     async fn write(
         &self,
         mode: &str,
@@ -842,21 +1202,32 @@ impl RedisStore {
     ) -> Result<Value, StoreError> {
         let s = &self.shared.settings;
         if !(strong && s.replicas > 0) {
-            let guarded = ops.iter().any(|o| o.etag.is_some() || o.first_write);
-            let kind = if guarded {
-                Kind::GuardedWrite
-            } else {
-                Kind::Write
-            };
             return self
-                .run(kind, |mut conn| async move {
+                .run(Kind::Write, |mut conn| async move {
                     self.invoke_write(&mut conn, mode, ops).await
                 })
                 .await;
         }
+        let pool = match &self.shared.mode {
+            Mode::Node { pool, .. } => pool,
+            Mode::Cluster { .. } => {
+                let (reply, acked): (Value, i64) = self
+                    .run(Kind::StrongWrite, |mut conn| async move {
+                        let mut pipe = redis::pipe();
+                        pipe.add_command(self.eval_write(mode, ops))
+                            .cmd("WAIT")
+                            .arg(s.replicas)
+                            .arg(millis(s.wait_timeout));
+                        pipe.query_async(&mut conn).await
+                    })
+                    .await?;
+                check_acked(acked, s)?;
+                return Ok(reply);
+            }
+        };
         let deadline = s.pool_timeout + s.write_timeout + s.wait_timeout;
         let strong_write = async {
-            let mut conn = self.shared.pool.get().await.map_err(|e| match e {
+            let mut conn = pool.get().await.map_err(|e| match e {
                 deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout(s.pool_timeout),
                 deadpool_redis::PoolError::Backend(e) => map_redis_error(&e, s.dial_timeout),
                 other => StoreError::Unavailable(other.to_string()),
@@ -867,17 +1238,11 @@ impl RedisStore {
                 .map_err(|e| map_redis_error(&e, s.write_timeout))?;
             let acked: i64 = redis::cmd("WAIT")
                 .arg(s.replicas)
-                .arg(s.wait_timeout.as_millis() as u64)
+                .arg(millis(s.wait_timeout))
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| map_redis_error(&e, s.wait_timeout))?;
-            if acked < i64::from(s.replicas) {
-                return Err(StoreError::Internal(format!(
-                    "strong consistency: {acked} of {} replicas acknowledged the write within {}ms (it is applied on the primary)",
-                    s.replicas,
-                    s.wait_timeout.as_millis()
-                )));
-            }
+            check_acked(acked, s)?;
             Ok(reply)
         };
         tokio::time::timeout(deadline, strong_write)
@@ -894,7 +1259,7 @@ impl RedisStore {
 
     fn set_op<'a>(&self, r: &'a SetRequest) -> Result<WriteOp<'a>, StoreError> {
         Ok(WriteOp {
-            key: &r.key,
+            key: self.shared.redis_key(&r.key),
             del: false,
             etag: r.etag.as_deref().map(canonical_etag).transpose()?,
             first_write: r.options.concurrency == Concurrency::FirstWrite,
@@ -903,9 +1268,9 @@ impl RedisStore {
         })
     }
 
-    fn delete_op(r: &DeleteRequest) -> Result<WriteOp<'_>, StoreError> {
+    fn delete_op<'a>(&self, r: &'a DeleteRequest) -> Result<WriteOp<'a>, StoreError> {
         Ok(WriteOp {
-            key: &r.key,
+            key: self.shared.redis_key(&r.key),
             del: true,
             etag: r.etag.as_deref().map(canonical_etag).transpose()?,
             first_write: false,
@@ -914,29 +1279,87 @@ impl RedisStore {
         })
     }
 
-    /// Runs independent writes in one round trip: one result per request, in order.
-    /// Requests that failed before reaching Redis (an invalid ETag) keep their error.
+    /// Refuses a transaction whose keys are in more than one hash slot of the cluster: a
+    /// script, the one way to make it atomic, runs on one node over keys of one slot. Checked
+    /// before anything is sent, so nothing is written.
+    fn check_one_slot(
+        &self,
+        req: &TransactionRequest,
+        ops: &[WriteOp<'_>],
+    ) -> Result<(), StoreError> {
+        let Some(first) = ops.first() else {
+            return Ok(());
+        };
+        let slot = HashSlot::for_key(first.key.as_bytes());
+        let Some(other) = ops
+            .iter()
+            .position(|o| HashSlot::for_key(o.key.as_bytes()) != slot)
+        else {
+            return Ok(());
+        };
+        let key = |i: usize| req.operations.get(i).map(TransactionOp::key).unwrap_or("?");
+        Err(StoreError::InvalidRequest(format!(
+            "transaction refused, nothing was written: keys '{}' and '{}' are in different hash slots of the Redis Cluster, and a transaction is atomic only within one slot; give keys that change together the same hash tag (only the part in braces is hashed, e.g. 'order{{42}}' and 'stock{{42}}'), or set clusterKeyPlacement: prefix on the component to keep all keys of an app in one slot",
+            key(0),
+            key(other)
+        )))
+    }
+
+    /// Runs independent writes: one result per request, in order. On a node in one round
+    /// trip; on a cluster in one script call per hash slot, all sent at once (at most
+    /// 64 in flight). Requests that failed before reaching Redis (an invalid
+    /// ETag) keep their error.
     async fn write_each(
         &self,
         ops: Vec<Result<WriteOp<'_>, StoreError>>,
         strong: bool,
     ) -> Vec<Result<(), StoreError>> {
-        let valid: Vec<&WriteOp<'_>> = ops.iter().filter_map(|o| o.as_ref().ok()).collect();
-        if valid.is_empty() {
-            return ops.into_iter().map(|o| o.map(|_| ())).collect();
-        }
-        let reply = self.write("each", &valid, strong).await;
-        let codes = match &reply {
-            Ok(Value::Array(codes)) if codes.len() == valid.len() => codes.as_slice(),
-            Ok(other) => {
-                let e = unexpected(other);
-                return ops.into_iter().map(|o| o.and(Err(e.clone()))).collect();
-            }
-            Err(e) => return ops.into_iter().map(|o| o.and(Err(e.clone()))).collect(),
+        let mut out: Vec<Option<Result<(), StoreError>>> = ops
+            .iter()
+            .map(|o| o.as_ref().err().map(|e| Err(e.clone())))
+            .collect();
+        let valid = ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().ok().map(|o| (i, o)));
+        let groups: Vec<Vec<(usize, &WriteOp<'_>)>> = if self.shared.settings.cluster {
+            group_by_slot(valid.map(|(i, o)| ((i, o), o.key.as_ref())))
+        } else {
+            vec![valid.collect()]
         };
-        let mut codes = codes.iter();
-        ops.into_iter()
-            .map(|o| o.and_then(|_| write_result(codes.next().expect("one code per valid op"))))
+        let mut calls: Vec<futures::future::BoxFuture<'_, _>> = Vec::with_capacity(groups.len());
+        for g in groups.iter().filter(|g| !g.is_empty()) {
+            let refs: Vec<&WriteOp<'_>> = g.iter().map(|(_, o)| *o).collect();
+            calls.push(Box::pin(async move {
+                (g, self.write("each", &refs, strong).await)
+            }));
+        }
+        let replies: Vec<_> = futures::stream::iter(calls)
+            .buffered(MAX_SLOT_CALLS)
+            .collect()
+            .await;
+        for (g, reply) in replies {
+            match reply {
+                Ok(Value::Array(codes)) if codes.len() == g.len() => {
+                    for ((i, _), code) in g.iter().zip(codes.iter()) {
+                        out[*i] = Some(write_result(code));
+                    }
+                }
+                Ok(other) => {
+                    let e = unexpected(&other);
+                    for (i, _) in g {
+                        out[*i] = Some(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in g {
+                        out[*i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.expect("one result per request"))
             .collect()
     }
 }
@@ -965,7 +1388,7 @@ impl StateStore for RedisStore {
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
         let strong = strong(req.options.consistency);
-        let op = Self::delete_op(&req);
+        let op = self.delete_op(&req);
         self.write_each(vec![op], strong)
             .await
             .pop()
@@ -991,7 +1414,7 @@ impl StateStore for RedisStore {
 
     async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
         let strong = reqs.iter().any(|r| strong(r.options.consistency));
-        let ops = reqs.iter().map(Self::delete_op).collect();
+        let ops = reqs.iter().map(|r| self.delete_op(r)).collect();
         self.write_each(ops, strong).await
     }
 
@@ -1011,10 +1434,13 @@ impl StateStore for RedisStore {
         for op in &req.operations {
             let (w, c) = match op {
                 TransactionOp::Upsert(r) => (self.set_op(r)?, r.options.consistency),
-                TransactionOp::Delete(r) => (Self::delete_op(r)?, r.options.consistency),
+                TransactionOp::Delete(r) => (self.delete_op(r)?, r.options.consistency),
             };
             strong_any |= strong(c);
             ops.push(w);
+        }
+        if self.shared.settings.cluster {
+            self.check_one_slot(&req, &ops)?;
         }
         let refs: Vec<&WriteOp<'_>> = ops.iter().collect();
         let reply = self.write("all", &refs, strong_any).await?;
@@ -1051,13 +1477,13 @@ impl StateStore for RedisStore {
         let s = &self.shared.settings;
         let limit = (s.dial_timeout + s.read_timeout).min(PING_TIMEOUT);
         let ping = async {
-            let (generation, mut conn) = self.connection().await?;
-            let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+            let (generation, mut conn) = self.connection(Kind::Read).await?;
+            let pong: Result<Value, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
             match pong {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     if is_broken(&e) {
-                        self.discard(generation).await;
+                        self.discard(Kind::Read, generation);
                     }
                     Err(map_redis_error(&e, limit))
                 }
@@ -1069,8 +1495,8 @@ impl StateStore for RedisStore {
                 // Whatever connection hung is replaced on the next call; a connect in flight
                 // is bounded by its own dial timeout.
                 let mut slot = self.conn.lock();
-                if matches!(&*slot, Slot::Ready(..)) {
-                    *slot = Slot::Empty;
+                if matches!(&*slot, ConnSlot::Ready(..)) {
+                    *slot = ConnSlot::Empty;
                 }
                 Err(StoreError::Timeout(limit))
             }

@@ -30,7 +30,7 @@ fn factory(extra: &[(&str, &str)]) -> Arc<dyn StoreFactory> {
 
 fn shared(extra: &[(&str, &str)]) -> Arc<Shared> {
     let cfg = config(extra);
-    Arc::new(Shared::new(connection_info(&cfg).unwrap(), settings(&cfg).unwrap()).unwrap())
+    Arc::new(Shared::new(connection_infos(&cfg).unwrap(), settings(&cfg).unwrap()).unwrap())
 }
 
 /// A store on the test Redis, and a key base unique to the test.
@@ -100,11 +100,11 @@ fn settings_reject_what_is_not_supported() {
     for (field, value, needle) in [
         ("failover", "true", "Sentinel"),
         ("sentinelMasterName", "mymaster", "Sentinel"),
-        ("redisType", "cluster", "cluster"),
+        ("clusterKeyPlacement", "prefix", "redisType: cluster"),
         ("enableTLS", "true", "TLS"),
         ("clientCert", "-----BEGIN", "TLS"),
         ("useEntraID", "true", "useEntraID"),
-        ("redisHost", "a:6379,b:6379", "several hosts"),
+        ("redisHost", "a:6379,b:6379", "redisType: cluster"),
         ("redisHost", "rediss://h:6380", "TLS"),
         ("redisHost", "h:port", "host:port"),
         ("dialTimeout", "0s", "dialTimeout"),
@@ -125,17 +125,54 @@ fn host_forms() {
     assert_eq!(split_host_port("[::1]:7000").unwrap(), ("::1".into(), 7000));
     assert_eq!(split_host_port("[::1]").unwrap(), ("::1".into(), 6379));
     assert!(split_host_port(":1").is_err());
-    let info = connection_info(&config(&[
+    let info = connection_infos(&config(&[
         ("redisHost", "example:6380"),
         ("redisUsername", "u"),
         ("redisPassword", "p"),
         ("redisDB", "3"),
     ]))
-    .unwrap();
+    .unwrap()
+    .remove(0);
     assert_eq!(info.addr(), &ConnectionAddr::Tcp("example".into(), 6380));
     assert_eq!(info.redis_settings().db(), 3);
     assert_eq!(info.redis_settings().username(), Some("u"));
     assert_eq!(info.redis_settings().password(), Some("p"));
+    // A cluster takes a list of seed nodes, database 0 only.
+    let seeds = connection_infos(&config(&[
+        ("redisType", "cluster"),
+        ("redisHost", "a:7000, b:7001,,c"),
+    ]))
+    .unwrap();
+    let addrs: Vec<_> = seeds.iter().map(|i| i.addr().clone()).collect();
+    assert_eq!(
+        addrs,
+        [
+            ConnectionAddr::Tcp("a".into(), 7000),
+            ConnectionAddr::Tcp("b".into(), 7001),
+            ConnectionAddr::Tcp("c".into(), 6379)
+        ]
+    );
+    let err = connection_infos(&config(&[("redisType", "cluster"), ("redisDB", "2")])).unwrap_err();
+    assert!(err.contains("database 0"), "{err}");
+}
+
+#[test]
+fn every_slot_has_its_own_version_counter() {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..2000 {
+        let key = format!("app||key-{i}");
+        let counter = slot_counter_key(&key);
+        assert_eq!(
+            HashSlot::for_key(counter.as_bytes()),
+            HashSlot::for_key(key.as_bytes()),
+            "{counter} is not in the slot of {key}"
+        );
+        assert!(counter.starts_with(VERSION_COUNTER_KEY));
+        seen.insert(counter);
+    }
+    // Distinct slots get distinct counters; a hash tag picks the tag's slot.
+    assert!(seen.len() > 1800, "{}", seen.len());
+    assert_eq!(slot_counter_key("a{x}1"), slot_counter_key("b{x}2"));
 }
 
 #[test]
@@ -495,7 +532,7 @@ async fn a_killed_connection_is_replaced() {
     s.set(set(&k, "1")).await.unwrap();
     let redis_store = RedisStore::new(shared(&[]));
     redis_store.set(set(&k, "2")).await.unwrap();
-    let (_, mut conn) = redis_store.connection().await.unwrap();
+    let (_, mut conn) = redis_store.connection(Kind::Read).await.unwrap();
     let id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut conn)
@@ -516,7 +553,7 @@ async fn a_killed_connection_is_replaced() {
     if redis_store.set(set(&k, "3")).await.is_err() {
         redis_store.set(set(&k, "3")).await.unwrap();
     }
-    let (_, mut conn) = redis_store.connection().await.unwrap();
+    let (_, mut conn) = redis_store.connection(Kind::Read).await.unwrap();
     let new_id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut conn)
@@ -566,7 +603,7 @@ async fn connection_strategies() {
     store.set(set(&key, "v")).await.unwrap();
     let read = Arc::new(read_pipeline(&[&key]));
     let _: Vec<Value> = read
-        .query_async(&mut store.connection().await.unwrap().1)
+        .query_async(&mut store.connection(Kind::Read).await.unwrap().1)
         .await
         .unwrap();
 
@@ -594,7 +631,7 @@ async fn connection_strategies() {
     }
 
     let direct = {
-        let (_, conn) = store.connection().await.unwrap();
+        let (_, conn) = store.connection(Kind::Read).await.unwrap();
         let read = read.clone();
         timed("one multiplexed connection (direct)", move || {
             let mut conn = conn.clone();
@@ -619,7 +656,10 @@ async fn connection_strategies() {
         .await
     };
     let pooled = {
-        let pool = shared.pool.clone();
+        let Mode::Node { pool, .. } = &shared.mode else {
+            unreachable!("a node store")
+        };
+        let pool = pool.clone();
         let read = read.clone();
         timed("deadpool checkout per request", move || {
             let pool = pool.clone();
@@ -636,4 +676,100 @@ async fn connection_strategies() {
         shard / direct,
         pooled / direct
     );
+}
+
+/// A TCP proxy to the test Redis that breaks the connection once: after forwarding the first
+/// command containing `marker` and reading Redis's reply, it drops the connection instead of
+/// passing the reply on. Counts how often a command with `marker` reached Redis.
+async fn breaking_proxy(marker: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = match Client::open(redis_url())
+        .unwrap()
+        .get_connection_info()
+        .addr()
+    {
+        ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+        other => panic!("REDIS_URL must be TCP: {other:?}"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(true));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let mut up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (marker, sent, armed) = (marker.clone(), counter.clone(), armed.clone());
+            tokio::spawn(async move {
+                let (mut a, mut b) = ([0u8; 65536], [0u8; 65536]);
+                let mut saw = false;
+                loop {
+                    tokio::select! {
+                        n = down.read(&mut a) => {
+                            let Ok(n @ 1..) = n else { return };
+                            if String::from_utf8_lossy(&a[..n]).contains(&marker) {
+                                saw = true;
+                                sent.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if up.write_all(&a[..n]).await.is_err() { return }
+                        }
+                        n = up.read(&mut b) => {
+                            let Ok(n @ 1..) = n else { return };
+                            if saw && armed.swap(false, Ordering::SeqCst) {
+                                // The command ran; its client never hears so.
+                                return;
+                            }
+                            if down.write_all(&b[..n]).await.is_err() { return }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
+#[tokio::test]
+async fn a_write_is_never_resent_after_its_connection_broke() {
+    // Every write kind: unguarded set, guarded set, unguarded delete.
+    for case in ["set", "etag", "delete"] {
+        let (s, base) = store(&[]).await;
+        let k = format!("{base}||k");
+        // Loads the scripts, so the write below is one EVALSHA.
+        s.set(set(&k, "before")).await.unwrap();
+        let etag = etag_of(&s, &k).await;
+        let marker = format!("resend-probe-{:016x}", rand::random::<u64>());
+        let (port, sent) = breaking_proxy(marker.clone()).await;
+        let host = format!("127.0.0.1:{port}");
+        let via_proxy = factory(&[("redisHost", host.as_str())]).create().unwrap();
+        via_proxy.get(get(&k)).await.unwrap();
+        let r = match case {
+            "set" => via_proxy.set(set(&k, &marker)).await,
+            "etag" => via_proxy.set(etagged(set(&k, &marker), &etag)).await,
+            _ => {
+                // The marker rides in the key of a delete.
+                let mk = format!("{k}-{marker}");
+                s.set(set(&mk, "x")).await.unwrap();
+                via_proxy.delete(del(&mk, None)).await
+            }
+        };
+        assert!(
+            matches!(r, Err(StoreError::Unavailable(_))),
+            "{case}: a write whose reply was lost must fail, not be re-sent: {r:?}"
+        );
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            1,
+            "{case}: the write was re-sent"
+        );
+        // It was applied exactly once, and the store works again on a fresh connection.
+        if case != "delete" {
+            let v = s.get(get(&k)).await.unwrap().unwrap();
+            assert_eq!(v.data, Bytes::from(marker.clone()), "{case}");
+            let version: u64 = v.etag.unwrap().parse().unwrap();
+            assert!(version > etag.parse::<u64>().unwrap(), "{case}");
+        }
+        via_proxy.set(set(&k, "after")).await.unwrap();
+    }
 }
