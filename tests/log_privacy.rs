@@ -2,16 +2,12 @@
 //! or the API token to its log: a marker is written through every state route of three
 //! stores (in-memory, Redis, PostgreSQL), over HTTP and gRPC, and must not appear.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod support;
 
 use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{GetStateRequest, SaveStateRequest};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mecha");
+use support::binary::Process;
 
 fn database_url() -> String {
     std::env::var("DATABASE_URL")
@@ -33,16 +29,6 @@ fn component(name: &str, ty: &str, metadata: &[(&str, &str)]) -> String {
         y = y.replace("  metadata:\n", "");
     }
     y
-}
-
-/// Kills the child if the test fails half-way.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[actix_rt::test]
@@ -70,52 +56,18 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["--resources-path", dir.path().to_str().unwrap()])
-        .args([
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .args(["--config", "/dev/null", "--log-level", "debug"])
-        .env("DAPR_API_TOKEN", &token)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mecha");
-    let mut child = Guard(child);
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let stderr = child.0.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        })
-    };
-    let addr = |name: &str| -> Option<String> {
-        let l = log.lock().unwrap();
-        let rest = l.split(&format!("{name}=")).nth(1)?;
-        Some(rest.split_whitespace().next()?.to_owned())
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (http, grpc) = loop {
-        if let (Some(h), Some(g)) = (addr("http"), addr("grpc")) {
-            break (h, g);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mecha did not start: {}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut mecha = Process::spawn(
+        &[
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+            "--config",
+            "/dev/null",
+            "--log-level",
+            "debug",
+        ],
+        &[("DAPR_API_TOKEN", &token)],
+    );
+    let (http, grpc) = (mecha.http.clone(), mecha.grpc.clone());
 
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: String| {
@@ -230,18 +182,8 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
         c.get_state(req).await.unwrap();
     }
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.0.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.0.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
+    mecha.terminate();
+    let log = mecha.log();
     let pg_cleanup = {
         let url = database_url();
         let table = table.clone();

@@ -2,109 +2,23 @@
 //! stream of writes; after a restart every write it acknowledged (single saves, bulk saves and
 //! transactions) reads back with the acknowledged value. Needs PostgreSQL (`DATABASE_URL`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::json;
+use support::binary::Process;
 
 fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
 }
 
-/// A running `mecha` process and its HTTP base URL. Killed on drop.
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Removes ANSI colour sequences from a log line.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Forwards a child's output lines to `tx` (and keeps draining, so the child never blocks).
-fn pump(stream: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            let _ = tx.send(strip_ansi(&line));
-        }
-    });
-}
-
-fn spawn_mecha(resources: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mecha"))
-        .arg("--resources-path")
-        .arg(resources)
-        .args([
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mecha starts");
-    let (tx, rx) = mpsc::channel();
-    pump(child.stdout.take().unwrap(), tx.clone());
-    pump(child.stderr.take().unwrap(), tx);
-    let mut seen = Vec::new();
-    loop {
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "no 'mecha listening' line; output so far:\n{}",
-                    seen.join("\n")
-                );
-            }
-        };
-        if line.contains("mecha listening")
-            && let Some(rest) = line.split("http=").nth(1)
-        {
-            let addr = rest.split_whitespace().next().unwrap().to_owned();
-            // Keep draining the output in the background.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Proc {
-                child,
-                base: format!("http://{addr}"),
-            };
-        }
-        seen.push(line);
-    }
+fn spawn_mecha(resources: &std::path::Path) -> Process {
+    Process::spawn(&["--resources-path", resources.to_str().unwrap()], &[])
 }
 
 /// What a writer was told succeeded: key → value.
@@ -188,13 +102,12 @@ async fn acknowledged_writes_survive_sigkill() {
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..8)
-        .map(|id| tokio::spawn(writer(id, first.base.clone(), acked.clone(), stop.clone())))
+        .map(|id| tokio::spawn(writer(id, first.base(), acked.clone(), stop.clone())))
         .collect();
     // Let the stream run, then kill without warning while requests are in flight.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
-    first.child.kill().expect("SIGKILL");
-    first.child.wait().unwrap();
+    first.kill();
     for w in writers {
         w.await.expect("writer");
     }
@@ -211,7 +124,7 @@ async fn acknowledged_writes_survive_sigkill() {
     for chunk in acked.chunks(200) {
         let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
         let r = client
-            .post(format!("{}/v1.0/state/pg/bulk", second.base))
+            .post(format!("{}/v1.0/state/pg/bulk", second.base()))
             .body(json!({"keys": keys}).to_string())
             .send()
             .await

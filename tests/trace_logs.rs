@@ -2,26 +2,12 @@
 //! request sent with a W3C `traceparent` (HTTP header or gRPC metadata) carry its trace id
 //! together with the app, store and operation; an invalid `traceparent` is ignored.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod support;
 
 use mecha::gateway::grpc::proto::runtime::GetStateRequest;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mecha");
-
-/// Kills the child if the test fails half-way.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::binary::Process;
 
 /// Every field of a line's spans (the current span and its parents), merged.
 fn span_fields(line: &Value) -> serde_json::Map<String, Value> {
@@ -42,54 +28,20 @@ async fn json_logs_carry_the_trace_id_app_store_and_operation() {
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: mem\nspec:\n  type: state.in-memory\n  version: v1\n",
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["--resources-path", dir.path().to_str().unwrap()])
-        .args([
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .args(["--config", "/dev/null", "--log-level", "debug"])
-        .args(["--log-format", "json"])
-        .env_remove("DAPR_API_TOKEN")
-        .env_remove("MECHA_LOG_FORMAT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mecha");
-    let mut child = Guard(child);
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let log = log.clone();
-        let stderr = child.0.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.lock().unwrap().push(line);
-            }
-        })
-    };
-    let listening = |name: &str| -> Option<String> {
-        log.lock().unwrap().iter().find_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            (v["fields"]["message"] == "mecha listening")
-                .then(|| v["fields"][name].as_str().map(str::to_owned))?
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (http, grpc) = loop {
-        if let (Some(h), Some(g)) = (listening("http"), listening("grpc")) {
-            break (h, g);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mecha did not start: {:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut mecha = Process::spawn(
+        &[
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+            "--config",
+            "/dev/null",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ],
+        &[],
+    );
+    let (http, grpc) = (mecha.http.clone(), mecha.grpc.clone());
 
     let http_trace = format!("{:032x}", rand::random::<u128>() | 1);
     let grpc_trace = format!("{:032x}", rand::random::<u128>() | 1);
@@ -129,18 +81,8 @@ async fn json_logs_carry_the_trace_id_app_store_and_operation() {
     let got = c.get_state(req).await.unwrap().into_inner();
     assert_eq!(got.data, br#""v""#.to_vec());
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.0.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.0.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    reader.join().unwrap();
-    let lines = log.lock().unwrap().clone();
+    mecha.terminate();
+    let lines = mecha.lines();
     let all = lines.join("\n");
     let parsed: Vec<Value> = lines
         .iter()

@@ -8,6 +8,7 @@ use mecha::actors::StoreFactory;
 use mecha::app::{Options, Running, start};
 use mecha::config::{Config, LoadedComponent, Settings, parse_components};
 
+pub mod binary;
 pub mod servers;
 
 /// The in-memory `statestore` most tests use.
