@@ -286,6 +286,8 @@ const ADDED_P99_TARGET_MS: f64 = 0.1;
 /// Issue 14: 8 MB.
 const IDLE_RSS_TARGET_MIB: f64 = 8.0 * 1000.0 * 1000.0 / (1024.0 * 1024.0);
 const STARTUP_TARGET_MS: f64 = 100.0;
+/// Concurrent requests of the noisy app in the noisy-neighbour scenario.
+const NOISY_FLOOD_CONCURRENCY: usize = 128;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -528,7 +530,8 @@ async fn bench(
             "noisy neighbour: quiet app at {}/s, noisy app flooding ...",
             args.rate
         );
-        let flood = (args.concurrency * 4).max(64);
+        // The scenario of issue 10: 128 concurrent flooding requests, whatever --concurrency.
+        let flood = NOISY_FLOOD_CONCURRENCY;
         let n = neighbour::run(
             bin,
             dir,

@@ -70,13 +70,23 @@ impl Gateway {
         request: Result<StateRequest, Error>,
         url_metadata: crate::model::Metadata,
     ) -> Result<Answer, Error> {
-        // Inside the door's request span (protocol, trace id): never a key or a value.
-        let span = tracing::info_span!(
-            "state",
-            app = %app,
-            store = %store,
-            operation = op.metric_label(),
-        );
+        // Inside the door's request span (protocol, trace id): never a key or a value. At
+        // the door span's level (info when traced, else debug; see `trace::request_span`).
+        let span = if tracing::Span::current().is_disabled() {
+            tracing::debug_span!(
+                "state",
+                app = %app,
+                store = %store,
+                operation = op.metric_label(),
+            )
+        } else {
+            tracing::info_span!(
+                "state",
+                app = %app,
+                store = %store,
+                operation = op.metric_label(),
+            )
+        };
         let msg = StateCall {
             span,
             app,
