@@ -250,118 +250,68 @@ fn files_digest(sources: &ConfigSources) -> [u8; 32] {
 /// naming its `mecha.yaml` field. Ports, the listen address and the app id are command-line
 /// flags and never reload.
 pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |field: &str, a: String, b: String| {
-        if a != b {
-            out.push(format!(
-                "{}: {field} changed ({a} -> {b}): this setting needs a restart, so the reload is refused (restore it, or restart Mecha)",
-                Path::new(DEFAULT_CONFIG_FILE).display()
-            ));
-        }
-    };
-    let (o, n) = (&old.server, &new.server);
-    check(
-        "server.workers",
-        o.workers.to_string(),
-        n.workers.to_string(),
-    );
-    check(
-        "server.shutdownTimeout",
-        dur(o.shutdown_timeout),
-        dur(n.shutdown_timeout),
-    );
-    check(
-        "server.tokenFileCheckInterval",
-        dur(o.token_file_check_interval),
-        dur(n.token_file_check_interval),
-    );
-    check(
-        "server.reloadInterval",
-        dur(o.reload_interval),
-        dur(n.reload_interval),
-    );
+    RESTART_ONLY
+        .iter()
+        .filter_map(|(field, show)| {
+            let (a, b) = (show(old), show(new));
+            (a != b).then(|| {
+                format!(
+                    "{}: {field} changed ({a} -> {b}): this setting needs a restart, so the reload is refused (restore it, or restart Mecha)",
+                    Path::new(DEFAULT_CONFIG_FILE).display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// The restart-only settings: each `mecha.yaml` field and how its value is shown.
+type Shown = fn(&Settings) -> String;
+const RESTART_ONLY: &[(&str, Shown)] = &[
+    ("server.workers", |s| s.server.workers.to_string()),
+    ("server.shutdownTimeout", |s| dur(s.server.shutdown_timeout)),
+    ("server.tokenFileCheckInterval", |s| {
+        dur(s.server.token_file_check_interval)
+    }),
+    ("server.reloadInterval", |s| dur(s.server.reload_interval)),
     // The listeners are built with or without TLS at start; renewed certificate files (same
     // paths) are picked up without a reload (`server.tls.checkInterval`).
-    check("server.tls", tls(o.tls.as_ref()), tls(n.tls.as_ref()));
-    let (o, n) = (&old.actors, &new.actors);
-    check(
-        "actors.mailboxCapacity",
-        o.mailbox_capacity.to_string(),
-        n.mailbox_capacity.to_string(),
-    );
-    check(
-        "actors.requestTimeout",
-        dur(o.request_timeout),
-        dur(n.request_timeout),
-    );
-    check(
-        "actors.healthInterval",
-        dur(o.health_interval),
-        dur(n.health_interval),
-    );
-    check(
-        "actors.restartAfterFailedPings",
-        o.restart_after_failed_pings.to_string(),
-        n.restart_after_failed_pings.to_string(),
-    );
-    check(
-        "actors.ttlSweepInterval",
-        dur(o.ttl_sweep_interval),
-        dur(n.ttl_sweep_interval),
-    );
-    let (o, n) = (&old.limits, &new.limits);
-    check(
-        "limits.maxBodySize",
-        o.max_body_size.to_string(),
-        n.max_body_size.to_string(),
-    );
-    check(
-        "limits.maxBulkItems",
-        o.max_bulk_items.to_string(),
-        n.max_bulk_items.to_string(),
-    );
-    check(
-        "limits.maxTransactionOps",
-        o.max_transaction_ops.to_string(),
-        n.max_transaction_ops.to_string(),
-    );
-    check(
-        "limits.maxConnections",
-        o.max_connections.to_string(),
-        n.max_connections.to_string(),
-    );
-    check(
-        "limits.headerTimeout",
-        dur(o.header_timeout),
-        dur(n.header_timeout),
-    );
-    check(
-        "limits.idleTimeout",
-        dur(o.idle_timeout),
-        dur(n.idle_timeout),
-    );
-    check(
-        "limits.maxConcurrentStreams",
-        o.max_concurrent_streams.to_string(),
-        n.max_concurrent_streams.to_string(),
-    );
-    check(
-        "limits.maxMetadataEntries",
-        o.max_metadata_entries.to_string(),
-        n.max_metadata_entries.to_string(),
-    );
-    check(
-        "limits.maxMetadataKeyLength",
-        o.max_metadata_key_length.to_string(),
-        n.max_metadata_key_length.to_string(),
-    );
-    check(
-        "limits.maxMetadataBytes",
-        o.max_metadata_bytes.to_string(),
-        n.max_metadata_bytes.to_string(),
-    );
-    out
-}
+    ("server.tls", |s| tls(s.server.tls.as_ref())),
+    ("actors.mailboxCapacity", |s| {
+        s.actors.mailbox_capacity.to_string()
+    }),
+    ("actors.requestTimeout", |s| dur(s.actors.request_timeout)),
+    ("actors.healthInterval", |s| dur(s.actors.health_interval)),
+    ("actors.restartAfterFailedPings", |s| {
+        s.actors.restart_after_failed_pings.to_string()
+    }),
+    ("actors.ttlSweepInterval", |s| {
+        dur(s.actors.ttl_sweep_interval)
+    }),
+    ("limits.maxBodySize", |s| s.limits.max_body_size.to_string()),
+    ("limits.maxBulkItems", |s| {
+        s.limits.max_bulk_items.to_string()
+    }),
+    ("limits.maxTransactionOps", |s| {
+        s.limits.max_transaction_ops.to_string()
+    }),
+    ("limits.maxConnections", |s| {
+        s.limits.max_connections.to_string()
+    }),
+    ("limits.headerTimeout", |s| dur(s.limits.header_timeout)),
+    ("limits.idleTimeout", |s| dur(s.limits.idle_timeout)),
+    ("limits.maxConcurrentStreams", |s| {
+        s.limits.max_concurrent_streams.to_string()
+    }),
+    ("limits.maxMetadataEntries", |s| {
+        s.limits.max_metadata_entries.to_string()
+    }),
+    ("limits.maxMetadataKeyLength", |s| {
+        s.limits.max_metadata_key_length.to_string()
+    }),
+    ("limits.maxMetadataBytes", |s| {
+        s.limits.max_metadata_bytes.to_string()
+    }),
+];
 
 fn dur(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
