@@ -6,7 +6,8 @@
 //!   same-slot transactions (hash tags, or `clusterKeyPlacement: prefix`) are atomic, bulk
 //!   operations over keys of many slots are correct, and `consistency: strong` waits for a
 //!   replica with `WAIT`;
-//! * on a private six-node cluster of its own (ports 27101-27106, cluster bus +10000, node
+//! * on a private six-node cluster of its own (ports 21101-21106, cluster bus +10000 so
+//!   below Linux's ephemeral range, where a test's passing connection could hold it; node
 //!   timeout 1 s): a primary is killed under bounded load, its replica is promoted, requests
 //!   fail fast during the election and recover without restarting Mecha, and writes
 //!   acknowledged with `consistency: strong` (WAIT 1) survive.
@@ -432,7 +433,7 @@ impl PrivateCluster {
 
 #[actix_rt::test]
 async fn a_primary_failover_under_load_fails_fast_recovers_and_keeps_acknowledged_strong_writes() {
-    let mut cluster = PrivateCluster::start(27100);
+    let mut cluster = PrivateCluster::start(21100);
     let yaml = component(
         "rc",
         &cluster.seeds(),
