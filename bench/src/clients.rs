@@ -197,8 +197,8 @@ impl RedisDirect {
         self.conns[(seq % self.conns.len() as u64) as usize].clone()
     }
 
-    /// `MULTI; HMGET key data version; PTTL key; EXEC` in one round trip: what Mecha's
-    /// GetState sends. Returns the value's length.
+    /// `HMGET key data version expiry`: what Mecha's GetState sends. Returns the value's
+    /// length.
     pub async fn get(&self, seq: u64, key: &str) -> Result<usize, String> {
         let mut conn = self.conn(seq);
         let v: Vec<redis::Value> = mecha::actors::backends::redis::read_pipeline(&[key])

@@ -14,9 +14,9 @@
 //! * footprint: start-up (exec → `/v1.0/healthz` 204), resident memory idle and under load,
 //!   CPU per 1000 requests per second.
 //!
-//! The direct baselines send what Mecha sends: for Redis the same read pipeline (`MULTI`,
-//! `HMGET`, `PTTL`, `EXEC`) and `EVALSHA` of the write script on the same prefixed keys, for PostgreSQL the same prepared statements
-//! with the same parameters. Any error fails its scenario and makes the exit status non-zero.
+//! The direct baselines send what Mecha sends: for Redis the same read (`HMGET key data
+//! version expiry`) and `EVALSHA` of the write script on the same prefixed keys, for
+//! PostgreSQL the same prepared statements with the same parameters. Any error fails its scenario and makes the exit status non-zero.
 //! `--quick` runs everything briefly (a smoke test: it never judges timings).
 //!
 //! Run it with `scripts/bench.sh [--quick] [--json FILE]`.
@@ -166,11 +166,26 @@ struct SideResult {
     label: &'static str,
     values: Vec<f64>,
     errors: Errors,
+    /// CPU microseconds per request (or key) by party, per round.
+    cpu: Vec<process::CpuSnapshot>,
 }
 
 impl SideResult {
     fn median(&self) -> f64 {
         median(&self.values)
+    }
+
+    /// Median CPU microseconds per request (or key) of each party.
+    fn cpu_us(&self) -> process::CpuSnapshot {
+        let of = |f: fn(&process::CpuSnapshot) -> f64| {
+            median(&self.cpu.iter().map(f).collect::<Vec<_>>())
+        };
+        process::CpuSnapshot {
+            mecha: of(|c| c.mecha),
+            store: of(|c| c.store),
+            client: of(|c| c.client),
+            machine: of(|c| c.machine),
+        }
     }
 }
 
@@ -882,11 +897,7 @@ async fn measure(
             keys: false,
             sides: vec![
                 side("Mecha HTTP", http_get("redis"), true),
-                side(
-                    "direct Redis (HMGET+PTTL pipeline)",
-                    redis_get.clone(),
-                    false,
-                ),
+                side("direct Redis (HMGET)", redis_get.clone(), false),
                 Side {
                     label: "redis-benchmark -t get",
                     load: Load::RedisBenchmark(redis_benchmark),
@@ -910,11 +921,7 @@ async fn measure(
             keys: false,
             sides: vec![
                 side("Mecha gRPC", grpc_get(&grpc, "redis"), true),
-                side(
-                    "direct Redis (HMGET+PTTL pipeline)",
-                    redis_get.clone(),
-                    false,
-                ),
+                side("direct Redis (HMGET)", redis_get.clone(), false),
                 side("empty tonic handler", grpc_get(&empty, "redis"), false),
             ],
         },
@@ -1030,6 +1037,10 @@ async fn measure(
         })
     };
 
+    // CPU per request: both Mecha processes count as Mecha (only one serves at a time).
+    let mecha_pids: Vec<u32> = std::iter::once(mecha.pid())
+        .chain(baseline.map(Mecha::pid))
+        .collect();
     let mut ok = true;
     let scenarios: &'static [Scenario] = Vec::leak(scenarios);
     let mut throughput = Vec::new();
@@ -1054,6 +1065,7 @@ async fn measure(
                 label: s.label,
                 values: Vec::new(),
                 errors: Errors::default(),
+                cpu: Vec::new(),
             })
             .collect();
         for round in 0..plan.rounds {
@@ -1063,8 +1075,19 @@ async fn measure(
                 order.reverse();
             }
             for i in order {
+                let before = process::cpu_snapshot(&mecha_pids);
+                let started = Instant::now();
                 let t = sc.sides[i].throughput(conc, plan.seconds).await;
+                let wall = started.elapsed().as_secs_f64();
+                let used = process::cpu_snapshot(&mecha_pids) - before;
                 let v = if sc.keys { t.keys_per_s } else { t.rps };
+                let per_unit = 1e6 / (v * wall).max(1.0);
+                results[i].cpu.push(process::CpuSnapshot {
+                    mecha: used.mecha * per_unit,
+                    store: used.store * per_unit,
+                    client: used.client * per_unit,
+                    machine: used.machine * per_unit,
+                });
                 results[i].values.push(v);
                 results[i].errors.add(&t.errors);
             }
@@ -1158,6 +1181,10 @@ fn ms(us: f64) -> String {
 }
 
 #[allow(clippy::too_many_lines)]
+fn cpu_json(c: &process::CpuSnapshot) -> Value {
+    json!({"mecha": c.mecha, "store": c.store, "load_generator": c.client, "machine": c.machine})
+}
+
 fn render(
     args: &Args,
     plan: &Plan,
@@ -1203,8 +1230,19 @@ fn render(
                 "errors": r.errors.count,
                 "first_error": r.errors.first,
                 "failed": r.errors.count > 0,
+                "cpu_us_per_unit": cpu_json(&r.cpu_us()),
             })).collect::<Vec<_>>(),
         }));
+    }
+    md.push_str("\n### CPU per request (closed loop; µs of CPU time per request, or per key for bulk)\n\nThe load generator, Mecha and the store share the machine's cores, so throughput is about cores / machine CPU per request.\n\n| Scenario | Client | Mecha | store server | load generator | machine |\n|---|---|---:|---:|---:|---:|\n");
+    for (sc, results) in throughput {
+        for r in results {
+            let c = r.cpu_us();
+            md.push_str(&format!(
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                sc.title, r.label, c.mecha, c.store, c.client, c.machine
+            ));
+        }
     }
     md.push_str("\n### Ratios\n\n| Ratio | Value | Target | Result |\n|---|---:|---:|---|\n");
     let mut rjson = Vec::new();

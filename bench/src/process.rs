@@ -196,3 +196,73 @@ fn clock_ticks() -> f64 {
             .unwrap_or(100.0)
     })
 }
+
+/// CPU seconds used so far by the processes a measurement involves, by role, and by the
+/// whole machine: what a request costs each party on shared cores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSnapshot {
+    /// The Mecha processes under test.
+    pub mecha: f64,
+    /// Store servers: every `redis-server` and `postgres` process.
+    pub store: f64,
+    /// The load generators: this process and any `redis-benchmark`.
+    pub client: f64,
+    /// Every CPU of the machine, busy time (user, nice, system, irq, softirq, steal).
+    pub machine: f64,
+}
+
+impl std::ops::Sub for CpuSnapshot {
+    type Output = CpuSnapshot;
+
+    fn sub(self, o: CpuSnapshot) -> CpuSnapshot {
+        CpuSnapshot {
+            mecha: self.mecha - o.mecha,
+            store: self.store - o.store,
+            client: self.client - o.client,
+            machine: self.machine - o.machine,
+        }
+    }
+}
+
+/// Reads `/proc` once: the CPU time of `mecha` (its pids), of the store servers, of the
+/// load generators and of the machine.
+pub fn cpu_snapshot(mecha: &[u32]) -> CpuSnapshot {
+    let me = std::process::id();
+    let mut snap = CpuSnapshot::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return snap;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let comm = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map_or("", |(c, _)| c);
+        let slot = if mecha.contains(&pid) {
+            &mut snap.mecha
+        } else if pid == me || comm == "redis-benchmark" {
+            &mut snap.client
+        } else if comm == "redis-server" || comm == "postgres" {
+            &mut snap.store
+        } else {
+            continue;
+        };
+        *slot += cpu_seconds(pid);
+    }
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    if let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) {
+        let f: Vec<f64> = cpu
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| f.get(*i)).sum();
+        snap.machine = busy / clock_ticks();
+    }
+    snap
+}

@@ -4,7 +4,8 @@
 //! # Data layout
 //!
 //! Each key is a hash `{data, version}`, the layout Dapr's Redis store uses, so data written
-//! by Dapr can be read here. The version is the ETag, written as a decimal number. Versions
+//! by Dapr can be read here, plus a field `expiry` ([`EXPIRY_FIELD`]) that records when the
+//! value expires, so that a read is one `HMGET`. The version is the ETag, written as a decimal number. Versions
 //! come from one counter key (`mecha||etag||counter`, which no prefixed state key can equal:
 //! state keys contain `||` at most once), so a key that is deleted and created again never
 //! gets an earlier version back and an old ETag can never match a new value (as long as the
@@ -19,7 +20,7 @@
 //!
 //! * every slot has its own version counter (`slot_counter_key`): the counter's name carries
 //!   a hash tag chosen to fall in the slot, so a key and its counter always travel together;
-//! * bulk calls are split by slot, one script call (or, for reads, one `MULTI` block) per
+//! * bulk calls are split by slot, one script call (or, for reads, one pipeline) per
 //!   slot, sent together (at most
 //!   64 in flight), each item keeping its own result;
 //! * a transaction whose keys span slots is refused before anything is sent (it cannot be
@@ -34,14 +35,18 @@
 //!
 //! Every write goes through one Lua script ([`WRITE_SCRIPT`]), loaded once and called by SHA
 //! (`EVALSHA`; `redis::Script` loads it again after `NOSCRIPT`, for example after a Redis
-//! restart). Reads are plain commands in a `MULTI`/`EXEC` block ([`read_pipeline`]), one
-//! round trip whatever the number of keys. Redis runs a script, and a `MULTI` block, without
-//! interleaving other commands, so:
+//! restart). A read is one plain command per key, `HMGET key data version expiry`
+//! ([`read_pipeline`]), pipelined: one round trip whatever the number of keys, and no work
+//! for Redis beyond what a `GET` costs. Redis runs a script without interleaving other
+//! commands, so:
 //!
 //! * the ETag or first-write check and the write happen in one step;
-//! * the TTL (`PEXPIRE`, or `PERSIST` when there is none) is set in the same step as the
-//!   value: there is no moment where the key exists without its expiry;
-//! * a read returns value, version and remaining TTL from one consistent moment;
+//! * the TTL (`PEXPIRE`, or `PERSIST` when there is none) and the `expiry` field are set in
+//!   the same step as the value: there is no moment where the key exists without its
+//!   expiry, and a read's `HMGET` returns value, version and expiry of one moment (the
+//!   expiry is Redis's clock at the write plus the TTL). A key whose `expiry` field is
+//!   missing or names another version (written by Dapr) is read again with `MULTI`,
+//!   `HMGET`, `PTTL`, `EXEC` ([`ttl_read_pipeline`]);
 //! * bulk get, bulk save and bulk delete are one round trip each, with one result per key
 //!   (an ETag failure only fails its own item);
 //! * a transaction first checks every operation (ETags, first-write, key types, seeing the
@@ -295,6 +300,11 @@ const METADATA: &[Field] = &[
 
 /// The Lua script every write runs.
 pub const WRITE_SCRIPT: &str = include_str!("redis/write.lua");
+
+/// The hash field in which the write script records a value's expiry, as
+/// `<version>:<unix ms>` (`0`: none), so a read needs no `PTTL`. It names its version, so a
+/// field left behind by a later write that does not set it (Dapr's) is recognised as stale.
+pub const EXPIRY_FIELD: &str = "expiry";
 
 /// The counter all versions come from. It contains `||` twice, which no state key does.
 pub const VERSION_COUNTER_KEY: &str = "mecha||etag||counter";
@@ -564,12 +574,18 @@ impl Shared {
             }
         } else {
             let info = infos.remove(0);
+            // No response timeout of the crate's: `RedisStore::run` bounds every call (and
+            // replaces the connection when it fires), so a second timer per command would
+            // only cost time.
             let conn_config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.dial_timeout))
-                .set_response_timeout(Some(response_timeout));
+                .set_response_timeout(None);
             let client = Client::open(info.clone()).map_err(|e| e.to_string())?;
-            let manager =
-                Manager::new_with_config(info, conn_config.clone()).map_err(|e| e.to_string())?;
+            // Pooled connections (strong writes) keep the crate's timeout per command.
+            let pooled = conn_config
+                .clone()
+                .set_response_timeout(Some(response_timeout));
+            let manager = Manager::new_with_config(info, pooled).map_err(|e| e.to_string())?;
             let pool = Pool::builder(manager)
                 .max_size(settings.pool_size)
                 .runtime(Runtime::Tokio1)
@@ -870,53 +886,129 @@ fn unexpected(v: &Value) -> StoreError {
     StoreError::Internal(format!("redis: unexpected script reply {v:?}"))
 }
 
-/// Interprets the replies of one key in a read ([`read_pipeline`]).
-fn read_result(fields: Value, pttl: Value) -> Result<Option<StateEntry>, StoreError> {
-    let mut fields = match fields {
-        Value::Array(f) if f.len() == 2 => f,
-        Value::ServerError(e) => {
-            return Err(StoreError::Internal(format!(
-                "redis: {} {}",
-                e.code(),
-                e.details().unwrap_or_default()
-            )));
-        }
-        other => return Err(unexpected(&other)),
-    };
-    let version = fields.pop().expect("two fields");
-    // The value is moved out (no copy).
-    let data = match fields.pop().expect("two fields") {
-        Value::Nil => return Ok(None),
-        Value::BulkString(b) => Bytes::from(b),
-        other => return Err(unexpected(&other)),
-    };
-    let etag = match version {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-        Value::Nil => None,
-        other => return Err(unexpected(&other)),
-    };
-    let mut metadata = Metadata::new();
-    match pttl {
-        Value::Int(ms) if ms >= 0 => {
-            let at = SystemTime::now() + Duration::from_millis(ms as u64);
-            metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(at));
-        }
-        Value::Int(_) => {}
-        other => return Err(unexpected(&other)),
-    }
-    Ok(Some(StateEntry {
-        data,
-        etag,
-        metadata,
-    }))
+/// What one key's `HMGET key data version expiry` says.
+enum Read {
+    /// No value.
+    Missing,
+    /// The value, its version and its expiry, all from the hash.
+    Entry(StateEntry),
+    /// A value whose `expiry` field is absent or belongs to another version (the key was
+    /// written by Dapr, or by Dapr after Mecha): its TTL must be asked of Redis
+    /// ([`ttl_read_pipeline`]).
+    UnknownExpiry,
 }
 
-/// What a read of `keys` sends: `MULTI`, then per key `HMGET key data version` and
-/// `PTTL key`, then `EXEC`: plain commands (no script), one round trip, and one consistent
-/// snapshot of value, version and expiry. Native expiry is set by the write script in the
-/// same step as the value, so a read needs nothing else. A key that is not a hash answers
-/// its own error (the pipeline ignores errors per command).
+fn server_error(e: &redis::ServerError) -> StoreError {
+    StoreError::Internal(format!(
+        "redis: {} {}",
+        e.code(),
+        e.details().unwrap_or_default()
+    ))
+}
+
+fn bulk_str(v: Value) -> Result<Option<Vec<u8>>, StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(Some(b)),
+        Value::Nil => Ok(None),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The time a key expires at, from its `expiry` field (`<version>:<unix ms>`, `0` for
+/// none), if the field belongs to `version`: `Some(None)` means no expiry.
+fn parse_expiry(field: &[u8], version: &[u8]) -> Option<Option<SystemTime>> {
+    let field = std::str::from_utf8(field).ok()?;
+    let (of, ms) = field.split_once(':')?;
+    if of.as_bytes() != version {
+        return None;
+    }
+    match ms.parse::<u64>().ok()? {
+        0 => Some(None),
+        ms => Some(Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))),
+    }
+}
+
+/// Interprets the reply to one key's `HMGET key data version expiry` ([`read_pipeline`]).
+fn read_result(fields: Value) -> Result<Read, StoreError> {
+    let mut fields = match fields {
+        Value::Array(f) if f.len() == 3 => f.into_iter(),
+        Value::ServerError(e) => return Err(server_error(&e)),
+        other => return Err(unexpected(&other)),
+    };
+    let (Some(data), Some(version), Some(expiry)) = (fields.next(), fields.next(), fields.next())
+    else {
+        unreachable!("three fields")
+    };
+    // The value is moved out (no copy).
+    let Some(data) = bulk_str(data)? else {
+        return Ok(Read::Missing);
+    };
+    let version = bulk_str(version)?;
+    let expires = match (bulk_str(expiry)?, &version) {
+        (Some(e), Some(v)) => match parse_expiry(&e, v) {
+            Some(at) => at,
+            None => return Ok(Read::UnknownExpiry),
+        },
+        _ => return Ok(Read::UnknownExpiry),
+    };
+    Ok(Read::Entry(entry(data, version, expires)))
+}
+
+fn entry(data: Vec<u8>, version: Option<Vec<u8>>, expires: Option<SystemTime>) -> StateEntry {
+    let mut metadata = Metadata::new();
+    if let Some(at) = expires {
+        metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(at));
+    }
+    StateEntry {
+        data: Bytes::from(data),
+        etag: version.map(|v| String::from_utf8_lossy(&v).into_owned()),
+        metadata,
+    }
+}
+
+/// Interprets the replies of one key in [`ttl_read_pipeline`].
+fn ttl_read_result(fields: Value, pttl: Value) -> Result<Option<StateEntry>, StoreError> {
+    let mut fields = match fields {
+        Value::Array(f) if f.len() == 2 => f.into_iter(),
+        Value::ServerError(e) => return Err(server_error(&e)),
+        other => return Err(unexpected(&other)),
+    };
+    let (Some(data), Some(version)) = (fields.next(), fields.next()) else {
+        unreachable!("two fields")
+    };
+    let Some(data) = bulk_str(data)? else {
+        return Ok(None);
+    };
+    let expires = match pttl {
+        Value::Int(ms) if ms >= 0 => Some(SystemTime::now() + Duration::from_millis(ms as u64)),
+        Value::Int(_) => None,
+        other => return Err(unexpected(&other)),
+    };
+    Ok(Some(entry(data, bulk_str(version)?, expires)))
+}
+
+/// What a read of `keys` sends: one `HMGET key data version expiry` per key, pipelined:
+/// plain commands (no script, no `MULTI`), one round trip whatever the number of keys.
+/// Each `HMGET` sees one moment of its key: the write script sets value, version, expiry
+/// field and native expiry in one step. A key that is not a hash answers its own error (the
+/// pipeline ignores errors per command).
 pub fn read_pipeline(keys: &[&str]) -> redis::Pipeline {
+    let mut pipe = redis::Pipeline::with_capacity(keys.len());
+    pipe.ignore_errors();
+    for k in keys {
+        pipe.cmd("HMGET")
+            .arg(*k)
+            .arg("data")
+            .arg("version")
+            .arg(EXPIRY_FIELD);
+    }
+    pipe
+}
+
+/// The read of keys whose expiry the hash does not record (written by Dapr): `MULTI`, then
+/// per key `HMGET key data version` and `PTTL key`, then `EXEC`, so value, version and
+/// remaining TTL come from one moment.
+pub fn ttl_read_pipeline(keys: &[&str]) -> redis::Pipeline {
     let mut pipe = redis::Pipeline::with_capacity(2 * keys.len());
     pipe.atomic().ignore_errors();
     for k in keys {
@@ -1113,7 +1205,8 @@ impl RedisStore {
     }
 
     /// Reads Redis keys of one hash slot (any keys on one node) in one round trip
-    /// ([`read_pipeline`]).
+    /// ([`read_pipeline`]); keys written by Dapr, whose hash does not record their expiry,
+    /// take a second one ([`ttl_read_pipeline`]).
     async fn read_slot(&self, keys: &[&str]) -> Result<Vec<BulkGetItem>, StoreError> {
         let pipe = read_pipeline(keys);
         let pipe = &pipe;
@@ -1122,17 +1215,50 @@ impl RedisStore {
                 pipe.query_async(&mut conn).await
             })
             .await?;
-        if reply.len() != 2 * keys.len() {
+        if reply.len() != keys.len() {
             return Err(StoreError::Internal(format!(
                 "redis: a read answered {} replies for {} keys",
                 reply.len(),
                 keys.len()
             )));
         }
-        let mut reply = reply.into_iter();
         let mut out = Vec::with_capacity(keys.len());
-        while let (Some(fields), Some(pttl)) = (reply.next(), reply.next()) {
-            out.push(read_result(fields, pttl));
+        let mut unknown = Vec::new();
+        for (i, fields) in reply.into_iter().enumerate() {
+            out.push(match read_result(fields) {
+                Ok(Read::Missing) => Ok(None),
+                Ok(Read::Entry(e)) => Ok(Some(e)),
+                Ok(Read::UnknownExpiry) => {
+                    unknown.push(i);
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            });
+        }
+        if unknown.is_empty() {
+            return Ok(out);
+        }
+        let again: Vec<&str> = unknown.iter().map(|i| keys[*i]).collect();
+        let pipe = ttl_read_pipeline(&again);
+        let pipe = &pipe;
+        let reply: Vec<Value> = self
+            .run(Kind::Read, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        if reply.len() != 2 * again.len() {
+            return Err(StoreError::Internal(format!(
+                "redis: a read answered {} replies for {} keys",
+                reply.len(),
+                again.len()
+            )));
+        }
+        let mut reply = reply.into_iter();
+        for i in unknown {
+            let (Some(fields), Some(pttl)) = (reply.next(), reply.next()) else {
+                unreachable!("checked length")
+            };
+            out[i] = ttl_read_result(fields, pttl);
         }
         Ok(out)
     }

@@ -525,6 +525,127 @@ async fn data_written_by_dapr_is_read_and_versions_keep_rising() {
     assert!(next > high, "{next} <= {high}");
 }
 
+/// The expiry a read reports, as seconds from now.
+async fn expires_in(s: &Arc<dyn StateStore>, key: &str) -> Option<u64> {
+    let e = s.get(get(key)).await.unwrap().unwrap();
+    let at = humantime::parse_rfc3339(e.metadata.get(TTL_EXPIRE_TIME)?).unwrap();
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs(),
+    )
+}
+
+/// A read is one `HMGET`: the expiry comes from the field the write script sets, and a key
+/// whose field is missing (written by Dapr) or stale (rewritten by Dapr after Mecha, which
+/// changes the version but not the field) is read with `PTTL` instead, in one step with
+/// its value.
+#[tokio::test]
+async fn the_expiry_field_is_used_only_for_its_own_version() {
+    let (s, base) = store(&[]).await;
+    let k = format!("{base}||ttl");
+    let mut conn = raw().await;
+    let mut r = set(&k, "1");
+    r.ttl = Some(Ttl::Seconds(1000));
+    s.set(r).await.unwrap();
+    let version = etag_of(&s, &k).await;
+    let field: String = redis::cmd("HGET")
+        .arg(&k)
+        .arg(EXPIRY_FIELD)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (of, ms) = field.split_once(':').unwrap();
+    assert_eq!(of, version);
+    let ms: u64 = ms.parse().unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(ms > now_ms + 990_000 && ms <= now_ms + 1_000_000, "{ms}");
+    let left = expires_in(&s, &k).await.expect("ttl reported");
+    assert!((990..=1000).contains(&left), "{left}");
+
+    // Dapr rewrites the value: new version, its own TTL, the field left behind.
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(&k)
+        .arg("data")
+        .arg("2")
+        .ignore()
+        .cmd("HINCRBY")
+        .arg(&k)
+        .arg("version")
+        .arg(1)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&k)
+        .arg(50)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let left = expires_in(&s, &k).await.expect("Dapr's ttl reported");
+    assert!((45..=50).contains(&left), "{left}");
+    // Dapr rewrites it without a TTL.
+    let _: () = redis::pipe()
+        .cmd("HINCRBY")
+        .arg(&k)
+        .arg("version")
+        .arg(1)
+        .ignore()
+        .cmd("PERSIST")
+        .arg(&k)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(expires_in(&s, &k).await, None);
+
+    // A key only Dapr ever wrote (no field at all), with and without a TTL, in one bulk
+    // read with Mecha's own keys.
+    let dapr = format!("{base}||dapr-ttl");
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(&dapr)
+        .arg("data")
+        .arg("3")
+        .arg("version")
+        .arg(7)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&dapr)
+        .arg(30)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mine = format!("{base}||mine");
+    let mut r = set(&mine, "4");
+    r.ttl = Some(Ttl::Seconds(60));
+    s.set(r).await.unwrap();
+    let missing = format!("{base}||missing");
+    let items = s
+        .bulk_get(vec![get(&mine), get(&dapr), get(&missing), get(&k)], 4)
+        .await;
+    let expiry = |i: usize| {
+        let e = items[i].as_ref().unwrap().as_ref().unwrap();
+        e.metadata.get(TTL_EXPIRE_TIME).map(|t| {
+            humantime::parse_rfc3339(t)
+                .unwrap()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .as_secs()
+        })
+    };
+    assert!(matches!(expiry(0), Some(55..=60)), "{:?}", expiry(0));
+    assert!(matches!(expiry(1), Some(25..=30)), "{:?}", expiry(1));
+    assert!(matches!(items[2], Ok(None)));
+    assert_eq!(expiry(3), None);
+    let e = items[1].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!((e.data.as_ref(), e.etag.as_deref()), (&b"3"[..], Some("7")));
+}
+
 #[tokio::test]
 async fn a_killed_connection_is_replaced() {
     let (s, base) = store(&[]).await;

@@ -1,6 +1,9 @@
 -- Mecha state.redis: every write (set, delete, bulk, transaction) in one atomic step.
 --
--- A key is a hash {data, version}. Versions come from one counter (KEYS[1]) shared by all
+-- A key is a hash {data, version, expiry}. `expiry` is '<version>:<unix ms>' ('<version>:0'
+-- without a TTL), on Redis's clock, so a read learns the expiry without asking PTTL; naming
+-- the version lets a reader tell a field left behind by another writer (Dapr sets only data
+-- and version). Versions come from one counter (KEYS[1]) shared by all
 -- keys, so a key that is deleted and created again never gets a version it had before and an
 -- old ETag can never match a new value.
 --
@@ -20,6 +23,9 @@
 -- applied, or {i, result} for the first operation that failed (nothing is written then).
 
 local STALE, MISSING, EXISTS = -1, -2, -3
+-- Redis before 5 replicates scripts by their body and refuses a write after TIME unless the
+-- script replicates its effects instead (the default since Redis 5).
+if redis.replicate_commands then redis.replicate_commands() end
 local mode = ARGV[1]
 local n = #KEYS - 1
 local staged = {}
@@ -46,6 +52,18 @@ local function check(key, kind, etag, fw)
   return 0
 end
 
+local now_ms
+
+-- When a value written now with `ttl` milliseconds to live expires ('0': never).
+local function expires_at(ttl)
+  if ttl <= 0 then return '0' end
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return string.format('%d', now_ms + ttl)
+end
+
 local function apply(key, kind, ttl, data)
   if kind == 'del' then
     redis.call('DEL', key)
@@ -58,7 +76,8 @@ local function apply(key, kind, ttl, data)
     v = old + 1
     redis.call('SET', KEYS[1], string.format('%d', v))
   end
-  redis.call('HSET', key, 'data', data, 'version', string.format('%d', v))
+  local version = string.format('%d', v)
+  redis.call('HSET', key, 'data', data, 'version', version, 'expiry', version .. ':' .. expires_at(ttl))
   if ttl > 0 then
     redis.call('PEXPIRE', key, ttl)
   else
