@@ -1234,7 +1234,7 @@ fn render(
             })).collect::<Vec<_>>(),
         }));
     }
-    md.push_str("\n### CPU per request (closed loop; µs of CPU time per request, or per key for bulk)\n\nThe load generator, Mecha and the store share the machine's cores, so throughput is about cores / machine CPU per request.\n\n| Scenario | Client | Mecha | store server | load generator | machine |\n|---|---|---:|---:|---:|---:|\n");
+    md.push_str("\n### CPU per request (closed loop; µs of CPU time per request, or per key for bulk)\n\nThe load generator, Mecha and the store share the machine's cores, so throughput is about cores / machine CPU per request. The empty tonic handler runs inside the load generator's process.\n\n| Scenario | Client | Mecha | store server | load generator | machine |\n|---|---|---:|---:|---:|---:|\n");
     for (sc, results) in throughput {
         for r in results {
             let c = r.cpu_us();

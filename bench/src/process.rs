@@ -169,6 +169,11 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
 
 /// User + system CPU seconds of the process (all threads), from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(pid, &[14, 15])
+}
+
+/// The `/proc/<pid>/stat` fields `fields` (1-based, as in proc(5)), summed, in seconds.
+fn stat_seconds(pid: u32, fields: &[usize]) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
@@ -178,9 +183,8 @@ pub fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(f64::NAN)
     };
-    let hz = clock_ticks();
     // `rest` starts at field 3 (state), so field N is index N - 3.
-    (ticks(14 - 3) + ticks(15 - 3)) / hz
+    fields.iter().map(|n| ticks(n - 3)).sum::<f64>() / clock_ticks()
 }
 
 /// `sysconf(_SC_CLK_TCK)` via `getconf` (the crate forbids `unsafe`); 100 on failure.
@@ -252,7 +256,12 @@ pub fn cpu_snapshot(mecha: &[u32]) -> CpuSnapshot {
         } else {
             continue;
         };
-        *slot += cpu_seconds(pid);
+        // This process also counts its children that ended (`redis-benchmark` runs).
+        *slot += if pid == me {
+            stat_seconds(pid, &[14, 15, 16, 17])
+        } else {
+            cpu_seconds(pid)
+        };
     }
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     if let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) {
