@@ -61,7 +61,9 @@
 //! keeps one multiplexed connection (on a cluster: one cluster connection for reads and one
 //! for writes), opened lazily on the first call and replaced after an
 //! I/O error or a timeout, so a broken connection is never reused. All ordinary commands are
-//! pipelined over it: they need no connection state of their own.
+//! pipelined over it: they need no connection state of their own. A call reads the ready
+//! connection through `arc-swap`, without a lock; a lock is taken only to connect or to
+//! replace it.
 //!
 //! Only `WAIT` needs a connection to itself: it blocks the connection it is sent on and
 //! counts the writes of that connection. Writes asking for `consistency: strong` therefore
@@ -728,15 +730,50 @@ impl StoreFactory for RedisFactory {
 pub struct RedisStore {
     shared: Arc<Shared>,
     /// Reads and pings; on one node every command.
-    conn: parking_lot::Mutex<ConnSlot>,
+    conn: Slot,
     /// On a cluster: writes, over the client that never re-sends a command by itself.
-    write_conn: parking_lot::Mutex<ConnSlot>,
+    write_conn: Slot,
     /// On a cluster: `consistency: strong` writes. `WAIT` blocks the connection it is sent on
     /// until replicas acknowledge (up to `waitTimeout`), so it never shares one with other
     /// calls: without a replica to answer, every other write of the instance would queue
     /// behind it.
-    strong_conn: parking_lot::Mutex<ConnSlot>,
+    strong_conn: Slot,
     generation: Arc<AtomicU64>,
+}
+
+/// One connection slot. A call reads the ready connection from `ready` without taking a
+/// lock; `state` is locked only to change the slot (connect, discard), and every change
+/// sets `ready` in the same critical section, so `ready` holds a connection exactly when
+/// `state` is `Ready`.
+struct Slot {
+    ready: arc_swap::ArcSwapOption<(u64, Conn)>,
+    state: parking_lot::Mutex<ConnSlot>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            ready: arc_swap::ArcSwapOption::empty(),
+            state: parking_lot::Mutex::new(ConnSlot::Empty),
+        }
+    }
+
+    /// Moves the slot to `new` (`state` is the locked state).
+    fn set(&self, state: &mut ConnSlot, new: ConnSlot) {
+        self.ready.store(match &new {
+            ConnSlot::Ready(g, c) => Some(Arc::new((*g, c.clone()))),
+            _ => None,
+        });
+        *state = new;
+    }
+
+    /// Forgets the ready connection if it is `generation` (any ready one when `None`).
+    fn discard(&self, generation: Option<u64>) {
+        let mut state = self.state.lock();
+        if matches!(&*state, ConnSlot::Ready(g, _) if generation.is_none_or(|want| *g == want)) {
+            self.set(&mut state, ConnSlot::Empty);
+        }
+    }
 }
 
 /// The connect every caller shares while it is in flight.
@@ -1022,15 +1059,15 @@ impl RedisStore {
     fn new(shared: Arc<Shared>) -> RedisStore {
         RedisStore {
             shared,
-            conn: parking_lot::Mutex::new(ConnSlot::Empty),
-            write_conn: parking_lot::Mutex::new(ConnSlot::Empty),
-            strong_conn: parking_lot::Mutex::new(ConnSlot::Empty),
+            conn: Slot::new(),
+            write_conn: Slot::new(),
+            strong_conn: Slot::new(),
             generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// The connection slot commands of `kind` use.
-    fn slot(&self, kind: Kind) -> &parking_lot::Mutex<ConnSlot> {
+    fn slot(&self, kind: Kind) -> &Slot {
         match (&self.shared.mode, kind) {
             (Mode::Cluster { .. }, Kind::Write) => &self.write_conn,
             (Mode::Cluster { .. }, Kind::StrongWrite) => &self.strong_conn,
@@ -1042,10 +1079,14 @@ impl RedisStore {
     /// one connect (bounded by `dialTimeout`) instead of each opening their own or queueing.
     async fn connection(&self, kind: Kind) -> Result<(u64, Conn), StoreError> {
         use futures::FutureExt;
-        let slot_lock = self.slot(kind);
+        let slot = self.slot(kind);
+        // The common case: a ready connection, read without a lock.
+        if let Some(ready) = &*slot.ready.load() {
+            return Ok((ready.0, ready.1.clone()));
+        }
         let fut = {
-            let mut slot = slot_lock.lock();
-            match &*slot {
+            let mut state = slot.state.lock();
+            match &*state {
                 ConnSlot::Ready(g, c) => return Ok((*g, c.clone())),
                 ConnSlot::Connecting(f) => f.clone(),
                 ConnSlot::Empty => {
@@ -1070,18 +1111,19 @@ impl RedisStore {
                     }
                     .boxed()
                     .shared();
-                    *slot = ConnSlot::Connecting(f.clone());
+                    slot.set(&mut state, ConnSlot::Connecting(f.clone()));
                     f
                 }
             }
         };
         let result = fut.clone().await;
-        let mut slot = slot_lock.lock();
-        if matches!(&*slot, ConnSlot::Connecting(f) if f.ptr_eq(&fut)) {
-            *slot = match &result {
+        let mut state = slot.state.lock();
+        if matches!(&*state, ConnSlot::Connecting(f) if f.ptr_eq(&fut)) {
+            let new = match &result {
                 Ok((g, c)) => ConnSlot::Ready(*g, c.clone()),
                 Err(_) => ConnSlot::Empty,
             };
+            slot.set(&mut state, new);
         }
         result
     }
@@ -1089,10 +1131,7 @@ impl RedisStore {
     /// Forgets connection `generation` so the next call opens a fresh one (on a cluster a
     /// fresh connection also reads the current topology from the seed nodes).
     fn discard(&self, kind: Kind, generation: u64) {
-        let mut slot = self.slot(kind).lock();
-        if matches!(&*slot, ConnSlot::Ready(g, _) if *g == generation) {
-            *slot = ConnSlot::Empty;
-        }
+        self.slot(kind).discard(Some(generation));
     }
 
     /// Runs `f` on this instance's connection within the kind's timeout, replacing a broken
@@ -1620,10 +1659,7 @@ impl StateStore for RedisStore {
             Err(_) => {
                 // Whatever connection hung is replaced on the next call; a connect in flight
                 // is bounded by its own dial timeout.
-                let mut slot = self.conn.lock();
-                if matches!(&*slot, ConnSlot::Ready(..)) {
-                    *slot = ConnSlot::Empty;
-                }
+                self.conn.discard(None);
                 Err(StoreError::Timeout(limit))
             }
         }
