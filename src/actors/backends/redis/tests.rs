@@ -175,6 +175,19 @@ fn every_slot_has_its_own_version_counter() {
     assert_eq!(slot_counter_key("a{x}1"), slot_counter_key("b{x}2"));
 }
 
+/// A read sends plain `HMGET`s, one per key, in one pipeline: no script, no `MULTI`, no
+/// `PTTL` (the expiry comes from the hash). Only keys written by Dapr take the second read.
+#[test]
+fn a_read_is_one_hmget_per_key() {
+    let packed = String::from_utf8(read_pipeline(&["a", "b", "c"]).get_packed_pipeline()).unwrap();
+    let one = |k: &str| {
+        format!("*5\r\n$5\r\nHMGET\r\n$1\r\n{k}\r\n$4\r\ndata\r\n$7\r\nversion\r\n$6\r\nexpiry\r\n")
+    };
+    assert_eq!(packed, format!("{}{}{}", one("a"), one("b"), one("c")));
+    let fallback = String::from_utf8(ttl_read_pipeline(&["a"]).get_packed_pipeline()).unwrap();
+    assert!(fallback.contains("MULTI") && fallback.contains("PTTL") && fallback.contains("EXEC"));
+}
+
 #[test]
 fn retry_intervals_parse_like_dapr() {
     assert_eq!(parse_interval("-1").unwrap(), Duration::ZERO);
