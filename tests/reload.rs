@@ -8,12 +8,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mecha::actors::{StateStore, StoreError, StoreFactory};
@@ -23,6 +22,7 @@ use mecha::config::{Config, ConfigSources, LoadedComponent};
 use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use mecha::reload::Outcome;
 use serde_json::json;
+use support::binary::Process;
 use support::{Mecha, error_of, unique};
 
 /// A configuration on disk: `mecha.yaml` and a resources directory.
@@ -644,70 +644,28 @@ async fn an_invalid_reload_changes_nothing() {
 
 /// The binary with its log and metrics.
 struct Binary {
-    child: Child,
+    process: Process,
+    /// `http://` and the HTTP API's address.
     http: String,
+    /// The `/metrics` URL.
     metrics: String,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Binary {
-    // The child moves into `Binary`, whose `Drop` kills and waits for it.
-    #[allow(clippy::zombie_processes)]
     fn spawn(files: &Files) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mecha"))
-            .args(files.args())
-            .args([
-                "--http-port",
-                "0",
-                "--grpc-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mecha");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                l.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = log.lock().unwrap().iter().find_map(|line| {
-                let field = |name: &str| {
-                    line.split(&format!("{name}="))
-                        .nth(1)
-                        .map(|r| r.split_whitespace().next().unwrap().to_owned())
-                };
-                Some((field("http")?, field("metrics")?))
-            });
-            if let Some((http, metrics)) = found {
-                return Binary {
-                    child,
-                    http: format!("http://{http}"),
-                    metrics: format!("http://{metrics}/metrics"),
-                    log,
-                };
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "mecha did not report its address: {:?}",
-                    log.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let args = files.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Process::spawn(&args, &[]);
+        Binary {
+            http: process.base(),
+            metrics: format!("http://{}/metrics", process.metrics),
+            process,
         }
     }
 
     fn sighup(&self) {
         let ok = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args(["-HUP", &self.process.pid().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
@@ -716,18 +674,18 @@ impl Binary {
     /// Waits for a log line containing `text`.
     async fn wait_log(&self, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.log.lock().unwrap().iter().any(|l| l.contains(text)) {
+        while !self.log_has(text) {
             assert!(
                 Instant::now() < deadline,
-                "no log line with {text:?}: {:?}",
-                self.log.lock().unwrap()
+                "no log line with {text:?}:\n{}",
+                self.process.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     fn log_has(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+        self.process.lines().iter().any(|l| l.contains(text))
     }
 
     async fn metric(&self, series: &str) -> Option<f64> {
@@ -739,13 +697,6 @@ impl Binary {
             .unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,7 +6,6 @@
 //! same-ETag race has one winner, transactions stay all-or-nothing, and killing a replica (and
 //! an etcd member of a private cluster) loses no acknowledged write.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mecha");
+mod support;
+
+use support::binary::Process;
 
 fn etcd_endpoints() -> String {
     std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| {
@@ -43,15 +44,8 @@ fn unique(prefix: &str) -> String {
 
 /// One `mecha` process; killed (SIGKILL) when dropped.
 struct Replica {
-    child: Child,
+    process: Process,
     base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A components directory with an etcd store `etcd` and a PostgreSQL store `pg`, each under
@@ -112,38 +106,18 @@ fn setup(etcd: &str) -> Setup {
 
 /// Starts one replica on free ports and waits until it serves.
 fn spawn(setup: &Setup) -> Replica {
-    let mut child = Command::new(BIN)
-        .args([
+    let process = Process::spawn(
+        &[
             "run",
             "--resources-path",
             setup.dir.path().to_str().unwrap(),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mecha");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.split("http=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_owned();
-            std::thread::spawn(move || lines.for_each(drop));
-            return Replica {
-                child,
-                base: format!("http://{addr}"),
-            };
-        }
+        ],
+        &[],
+    );
+    Replica {
+        base: process.base(),
+        process,
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("mecha did not report its address");
 }
 
 fn replicas(setup: &Setup) -> Vec<Replica> {
@@ -489,8 +463,7 @@ async fn killing_a_replica_and_an_etcd_member_loses_no_acknowledged_write() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // SIGKILL: no graceful shutdown for replica 0; and etcd member 1 dies too.
     let mut dead = rs.remove(0);
-    dead.child.kill().unwrap();
-    dead.child.wait().unwrap();
+    dead.process.kill();
     if let Some(mut m) = etcd.members[0].take() {
         m.kill().unwrap();
         m.wait().unwrap();
