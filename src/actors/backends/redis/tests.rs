@@ -538,15 +538,19 @@ async fn data_written_by_dapr_is_read_and_versions_keep_rising() {
     assert!(next > high, "{next} <= {high}");
 }
 
-/// The expiry a read reports, as seconds from now.
-async fn expires_in(s: &Arc<dyn StateStore>, key: &str) -> Option<u64> {
-    let e = s.get(get(key)).await.unwrap().unwrap();
+/// The expiry an entry reports, as seconds from now.
+fn seconds_left(e: &StateEntry) -> Option<u64> {
     let at = humantime::parse_rfc3339(e.metadata.get(TTL_EXPIRE_TIME)?).unwrap();
     Some(
         at.duration_since(SystemTime::now())
             .unwrap_or_default()
             .as_secs(),
     )
+}
+
+/// The expiry a read of `key` reports, as seconds from now.
+async fn expires_in(s: &Arc<dyn StateStore>, key: &str) -> Option<u64> {
+    seconds_left(&s.get(get(key)).await.unwrap().unwrap())
 }
 
 /// A read is one `HMGET`: the expiry comes from the field the write script sets, and a key
@@ -641,16 +645,7 @@ async fn the_expiry_field_is_used_only_for_its_own_version() {
     let items = s
         .bulk_get(vec![get(&mine), get(&dapr), get(&missing), get(&k)], 4)
         .await;
-    let expiry = |i: usize| {
-        let e = items[i].as_ref().unwrap().as_ref().unwrap();
-        e.metadata.get(TTL_EXPIRE_TIME).map(|t| {
-            humantime::parse_rfc3339(t)
-                .unwrap()
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .as_secs()
-        })
-    };
+    let expiry = |i: usize| seconds_left(items[i].as_ref().unwrap().as_ref().unwrap());
     assert!(matches!(expiry(0), Some(55..=60)), "{:?}", expiry(0));
     assert!(matches!(expiry(1), Some(25..=30)), "{:?}", expiry(1));
     assert!(matches!(items[2], Ok(None)));
