@@ -181,13 +181,75 @@ impl fmt::Display for Status {
     }
 }
 
-/// One store's policy: a `default` for features not listed, and per-feature actions.
+/// What Mecha does, when no policy names it, for a capability a store lacks
+/// (`policy: {default: compatible | strict}` in `mecha.yaml`, for every store).
+///
+/// Both emulate what can be emulated correctly and reject every guarantee that cannot be
+/// had (ETag, first-write, transactions, query, strong consistency). They differ only in
+/// request options that cannot change the result on the store:
+///
+/// * `compatible` (the default) serves a client written for daprd as daprd does:
+///   `partitionKey` on a store without partitions is ignored, with a receipt and a lint
+///   finding;
+/// * `strict` rejects it, so an app cannot come to depend on an option its store ignores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Baseline {
+    /// Whatever daprd gives, never a weaker guarantee than asked for.
+    #[default]
+    Compatible,
+    /// Only what the store does natively or Mecha emulates correctly.
+    Strict,
+}
+
+impl Baseline {
+    /// Parses `compatible` or `strict`.
+    pub fn parse(s: &str) -> Result<Baseline, String> {
+        match s {
+            "compatible" => Ok(Baseline::Compatible),
+            "strict" => Ok(Baseline::Strict),
+            other => Err(format!(
+                "'{other}' is not a default policy: use compatible or strict"
+            )),
+        }
+    }
+
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Baseline::Compatible => "compatible",
+            Baseline::Strict => "strict",
+        }
+    }
+
+    /// The status of `feature` on a store with `traits` that lacks it natively, when no
+    /// policy names it.
+    pub fn status(self, traits: &StoreTraits, feature: Feature) -> Status {
+        if emulation(traits, feature).is_ok() {
+            Status::Emulated
+        } else if self == Baseline::Compatible && feature == Feature::PartitionKey {
+            Status::Ignored
+        } else {
+            Status::Rejected
+        }
+    }
+}
+
+impl fmt::Display for Baseline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One store's policy: a `default` for features not listed, per-feature actions, and the
+/// [`Baseline`] for everything neither names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Applies to features not listed, where the action is allowed for that feature.
     pub default: Option<Action>,
     /// Explicit per-feature actions (validated strictly).
     pub features: BTreeMap<Feature, Action>,
+    /// What applies where neither `default` nor `features` decides.
+    pub baseline: Baseline,
 }
 
 /// What a configured store has natively, as its backend factory reports it.
@@ -234,8 +296,8 @@ pub enum Origin {
     Explicit,
     /// The policy's `default`.
     StoreDefault,
-    /// No policy said anything: emulate if correct, otherwise reject.
-    BuiltIn,
+    /// No policy said anything: the [`Baseline`] decided.
+    BuiltIn(Baseline),
     /// The calling app's own tightening (`apps[].stores.<store>`).
     App,
 }
@@ -307,7 +369,8 @@ impl Cell {
         match self.origin {
             Origin::Native | Origin::Explicit => action.to_owned(),
             Origin::StoreDefault => format!("{action} (the store's default)"),
-            Origin::BuiltIn => format!("{action} (built-in default)"),
+            Origin::BuiltIn(Baseline::Compatible) => format!("{action} (built-in default)"),
+            Origin::BuiltIn(Baseline::Strict) => format!("{action} (default: strict)"),
             Origin::App => format!("{action} (the app's own policy)"),
         }
     }
@@ -357,12 +420,8 @@ impl Matrix {
                 };
             }
             Cell {
-                status: if emulation(&traits, f).is_ok() {
-                    Status::Emulated
-                } else {
-                    Status::Rejected
-                },
-                origin: Origin::BuiltIn,
+                status: policy.baseline.status(&traits, f),
+                origin: Origin::BuiltIn(policy.baseline),
             }
         });
         if problems.is_empty() {
@@ -372,9 +431,13 @@ impl Matrix {
         }
     }
 
-    /// The matrix of a store with no policy at all.
-    pub fn without_policy(traits: StoreTraits) -> Matrix {
-        Matrix::build(traits, &Policy::default()).expect("the built-in default is always valid")
+    /// The matrix of a store that no `stores:` entry names, under `baseline`.
+    pub fn without_policy(traits: StoreTraits, baseline: Baseline) -> Matrix {
+        let policy = Policy {
+            baseline,
+            ..Policy::default()
+        };
+        Matrix::build(traits, &policy).expect("a baseline alone is always valid")
     }
 
     /// The cell of `feature`.

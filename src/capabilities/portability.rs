@@ -340,7 +340,7 @@ mod tests {
             native: CapabilitySet::of(caps),
             lists_keys,
             max_transaction_ops: 100,
-        })
+        }, crate::capabilities::Baseline::Compatible)
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_norway::Value;
 use super::ConfigError;
 use crate::actors::StoreFactory;
 use crate::actors::backends::{self, ComponentConfig, Descriptor};
-use crate::capabilities::{CapabilitySet, Matrix, PolicyProblem, StoreTraits};
+use crate::capabilities::{CapabilitySet, Matrix, Policy, PolicyProblem, StoreTraits};
 use crate::keys::KeyPrefix;
 
 /// Where components come from.
@@ -107,11 +107,10 @@ impl LoadedComponent {
 
     /// The effective matrix under the store's policy in `settings` (none: the built-in default).
     pub fn matrix(&self, settings: &super::Settings) -> Result<Matrix, Vec<PolicyProblem>> {
-        let policy = settings
-            .policies
-            .get(&self.name)
-            .cloned()
-            .unwrap_or_default();
+        let policy = settings.policies.get(&self.name).cloned().unwrap_or(Policy {
+            baseline: settings.baseline,
+            ..Policy::default()
+        });
         Matrix::build(self.traits(&settings.limits), &policy)
     }
 

@@ -11,7 +11,7 @@ use super::ConfigError;
 use crate::actors::ActorSettings;
 use crate::actors::backends::parse_duration;
 use crate::capabilities::lint::LintMode;
-use crate::capabilities::{Action, Feature, Policy};
+use crate::capabilities::{Action, Baseline, Feature, Policy};
 
 /// Where a token comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -232,6 +232,8 @@ pub struct Settings {
     pub quota: QuotaSettings,
     /// Per-store capability policies (`stores:`), by store name.
     pub policies: BTreeMap<String, Policy>,
+    /// What every store does where its policy says nothing (`policy.default`).
+    pub baseline: Baseline,
     /// Per-store request-metadata lint mode (`stores.<name>.lint`); absent: `warn`.
     pub lint: BTreeMap<String, LintMode>,
 }
@@ -250,9 +252,18 @@ struct RawSettings {
     #[serde(default)]
     stores: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
     quotas: RawQuota,
     #[serde(default)]
     metrics: RawMetrics,
+}
+
+/// `policy:`: what applies to every store where its own `stores:` entry says nothing.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPolicy {
+    default: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -854,8 +865,16 @@ impl Settings {
             .unwrap_or_default()
             .merged(tls_flags.clone())
             .validate("server.tls", &mut err);
+        if let Some(v) = raw.policy.default {
+            match Baseline::parse(&v) {
+                Ok(b) => s.baseline = b,
+                Err(e) => err("policy.default", e),
+            }
+        }
         for (store, entries) in raw.stores {
-            let (lint, policy) = parse_store_entry(&format!("stores.{store}"), entries, &mut err);
+            let (lint, mut policy) =
+                parse_store_entry(&format!("stores.{store}"), entries, &mut err);
+            policy.baseline = s.baseline;
             if let Some(mode) = lint {
                 s.lint.insert(store.clone(), mode);
             }

@@ -15,7 +15,7 @@ use super::usage::Usage;
 use crate::actors::emulation;
 use crate::actors::{StoreFactory, StoreHealth};
 use crate::capabilities::lint::{LintCode, LintMode, LintTarget, RequestKey};
-use crate::capabilities::{CapabilitySet, Feature, Matrix, portability};
+use crate::capabilities::{Baseline, CapabilitySet, Feature, Matrix, portability};
 use crate::config::resiliency::StoreResiliency;
 use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
 use crate::error::{Error, ErrorKind, Operation};
@@ -129,6 +129,9 @@ pub struct Catalog {
     quotas: Arc<Quotas>,
     /// Request limits.
     pub limits: Limits,
+    /// What stores do where their policy says nothing (the portability report assumes it for
+    /// a target store type).
+    baseline: Baseline,
     extended: Arc<ExtendedMetadata>,
     requires: HashMap<String, Vec<&'static str>>,
     lint_log: parking_lot::Mutex<HashMap<(AppId, usize, LintCode), std::time::Instant>>,
@@ -310,6 +313,7 @@ impl Catalog {
             ),
             default_app,
             limits,
+            baseline: settings.baseline,
             requires: settings
                 .apps
                 .iter()
@@ -462,7 +466,7 @@ impl Catalog {
     }
 
     /// The portability report of `app`'s traffic since start (on every store it can see) for
-    /// a move to store type `target` under the built-in policy defaults. `Err` names the
+    /// a move to store type `target` under the configured default policy. `Err` names the
     /// known types when `target` is not one.
     pub fn portability(
         &self,
@@ -480,7 +484,10 @@ impl Catalog {
             )
         })?;
         let matrix =
-            Matrix::without_policy(descriptor.default_traits(self.limits.max_transaction_ops));
+            Matrix::without_policy(
+                descriptor.default_traits(self.limits.max_transaction_ops),
+                self.baseline,
+            );
         let mut used = Vec::new();
         let sources: Vec<portability::Source<'_>> = self
             .stores

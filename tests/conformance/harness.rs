@@ -60,7 +60,7 @@ pub fn effective(factory: Arc<dyn StoreFactory>) -> Backend {
         lists_keys: factory.lists_keys(),
         max_transaction_ops: factory.max_transaction_ops().unwrap_or(1000),
     };
-    let matrix = Matrix::without_policy(traits);
+    let matrix = Matrix::without_policy(traits, mecha::capabilities::Baseline::Compatible);
     let factory = emulation::wrap(factory, &matrix, emulation::DEFAULT_SWEEP_INTERVAL);
     Backend {
         store: factory.create().expect("store instance"),

@@ -51,8 +51,11 @@
 //!   on connect and logged, but this build never uses native TTL: a write with
 //!   `ttlInSeconds` > 0 is refused with `Unsupported(Ttl)` (the gateway's policy may emulate
 //!   TTL above the store). `ttlInSeconds` of `-1`/`0` (no expiry) is accepted.
-//! * Bulk operations fan out over single ones (no native bulk); strong consistency is not
-//!   declared (reads use the server's direct get, which a cluster may serve from a replica).
+//! * Bulk operations fan out over single ones (no native bulk).
+//! * Strong consistency is declared only for a bucket of one replica (`replicas: 1`, the
+//!   default): reads are direct gets, which a replica of a replicated bucket may answer
+//!   before it has the latest write. A strong read of a bucket found with more replicas than
+//!   configured is refused.
 //! * Query API.
 //!
 //! # Connections and failures
@@ -85,15 +88,18 @@ use futures::StreamExt;
 use super::{ComponentConfig, Descriptor, Field, FieldKind};
 use crate::actors::{KeyPage, LazyConnection, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
-use crate::model::{Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, Ttl};
+use crate::model::{
+    Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, Ttl,
+};
 
 /// The backend's self-description.
 pub const DESCRIPTOR: Descriptor = Descriptor {
     component_type: "state.jetstream",
     aliases: &[],
     versions: &["v1"],
-    capabilities: CAPABILITIES,
-    conditional: CapabilitySet::EMPTY,
+    capabilities: CAPABILITIES.with(Capability::StrongConsistency),
+    // Strong consistency only on a bucket of one replica (the default).
+    conditional: CapabilitySet::of(&[Capability::StrongConsistency]),
     lists_keys: true,
     metadata: METADATA,
     per_process: false,
@@ -433,6 +439,8 @@ struct Conn {
     kv: kv::Store,
     /// The server's `max_payload`, read once on connect.
     max_payload: usize,
+    /// The bucket stream's replicas, read once on connect.
+    replicas: usize,
 }
 
 /// What was detected about the server on connect.
@@ -543,11 +551,16 @@ impl Shared {
             msg_ttl_stream = ttl.stream_allows_msg_ttl,
             "jetstream: connected; per-item TTL is not used natively by this build"
         );
+        let replicas = kv.stream.cached_info().config.num_replicas;
+        if replicas > 1 && s.replicas == 1 {
+            tracing::warn!(bucket = %s.bucket, replicas, "jetstream: the bucket has several replicas; consistency=strong reads are refused (a replica may serve them)");
+        }
         Ok(Conn {
             client,
             js,
             kv,
             max_payload,
+            replicas,
         })
     }
 }
@@ -594,8 +607,14 @@ impl StoreFactory for JetStreamFactory {
         }))
     }
 
+    /// Strong consistency on a bucket of one replica: every write is acknowledged once
+    /// stored (on several replicas: by a quorum), and the one copy serves every read.
     fn capabilities(&self) -> CapabilitySet {
-        CAPABILITIES
+        if self.shared.settings.replicas == 1 {
+            CAPABILITIES.with(Capability::StrongConsistency)
+        } else {
+            CAPABILITIES
+        }
     }
 
     /// Instances list their keys, so Mecha may emulate TTL on the bucket (expiry sweep).
@@ -821,6 +840,13 @@ impl StateStore for JetStreamStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
         let key = self.key(&req.key)?;
         let c = self.conn().await?;
+        if req.consistency == Consistency::Strong && c.replicas > 1 {
+            // Reads are direct gets, which any replica may answer with what it has so far.
+            return Err(StoreError::InvalidRequest(format!(
+                "consistency=strong: bucket '{}' has {} replicas and a read may be served by one that lags; strong reads need a bucket of one replica",
+                self.shared.settings.bucket, c.replicas
+            )));
+        }
         Ok(match self.entry(&c, &key).await? {
             Some(e) if e.operation == Operation::Put => Some(StateEntry {
                 data: e.value,

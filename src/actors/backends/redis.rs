@@ -100,8 +100,11 @@
 //! * A write without `ttlInSeconds` and without a component default clears an earlier TTL
 //!   (Dapr's Redis keeps it); this is the portable rule of the SQL and in-memory stores.
 //! * Reads return `ttlExpireTime`.
-//! * `strong` consistency is declared and honoured only when `redisReplicas` is set (Dapr
-//!   counts the connected replicas at start-up instead).
+//! * `strong` consistency is always declared: reads and writes go to the primary, and a
+//!   strong write waits (`WAIT`) for every replica Mecha has seen behind it, learned on
+//!   each connect and health ping and never forgotten while the store lives (Dapr counts
+//!   the connected replicas once, at start-up), or for `redisReplicas` when set. With no
+//!   replica there is nothing to wait for.
 //! * On a cluster, a transaction over keys of several hash slots is refused up front (Dapr's
 //!   store fails it with `CROSSSLOT` or, with older go-redis, runs it per slot, not
 //!   atomically); `redisDB` other than 0 is refused on a cluster (Dapr ignores it).
@@ -138,17 +141,16 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     component_type: "state.redis",
     aliases: &[],
     versions: &["v1"],
-    capabilities: CAPABILITIES.with(Capability::StrongConsistency),
-    conditional: CapabilitySet::of(&[Capability::StrongConsistency]),
+    capabilities: CAPABILITIES,
+    conditional: CapabilitySet::EMPTY,
     lists_keys: false,
     metadata: METADATA,
     per_process: false,
     variants: &[Variant {
         detail: "v1, `redisType: cluster`",
-        capabilities: CAPABILITIES.with(Capability::StrongConsistency),
-        // Transactions only over keys of one hash slot (others are refused), strong
-        // consistency only with `redisReplicas`.
-        conditional: CapabilitySet::of(&[Capability::Transactional, Capability::StrongConsistency]),
+        capabilities: CAPABILITIES,
+        // Transactions only over keys of one hash slot (others are refused).
+        conditional: CapabilitySet::of(&[Capability::Transactional]),
     }],
     // Only the portable keys: Mecha's Redis store has no RediSearch query API, so
     // `queryIndexName` does nothing here (the lint reports it as store-specific).
@@ -156,13 +158,15 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     build,
 };
 
-/// What every Redis store does; `StrongConsistency` is added when replicas are configured.
+/// What every Redis store does. `StrongConsistency`: reads and writes go to the primary, and
+/// a strong write waits for the replicas (see [`Topology`]).
 const CAPABILITIES: CapabilitySet = CapabilitySet::of(&[
     Capability::Etag,
     Capability::Transactional,
     Capability::Ttl,
     Capability::FirstWrite,
     Capability::BulkNative,
+    Capability::StrongConsistency,
 ]);
 
 const DURATION: FieldKind = FieldKind::Duration;
@@ -278,7 +282,7 @@ const METADATA: &[Field] = &[
     Field::new(
         "redisReplicas",
         FieldKind::Integer { min: 0, max: 1000 },
-        "Mecha: replicas that must acknowledge a consistency=strong write (WAIT); 0 (default) = strong is not declared",
+        "Mecha: replicas that must acknowledge a consistency=strong write (WAIT); 0 (default): every replica Mecha has seen connected to the primary (none: no WAIT)",
     ),
     Field::new(
         "waitTimeout",
@@ -544,6 +548,8 @@ struct Shared {
     mode: Mode,
     settings: Settings,
     write: Script,
+    /// The replicas seen, which strong writes wait for.
+    topology: topology::Topology,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -606,7 +612,43 @@ impl Shared {
             mode,
             settings,
             write: Script::new(WRITE_SCRIPT),
+            topology: topology::Topology::default(),
         })
+    }
+
+    /// Reads the replication topology over `conn` (`INFO replication` on one node,
+    /// `CLUSTER SLOTS` on a cluster) into [`Shared::topology`]. Not needed, and not sent,
+    /// when `redisReplicas` fixes the count.
+    async fn learn_topology(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        if self.settings.replicas > 0 {
+            return Ok(());
+        }
+        let timeout = self.settings.read_timeout;
+        let unreadable =
+            |e: String| StoreError::Unavailable(format!("cannot read the replication topology: {e}"));
+        let read = async {
+            match conn {
+                Conn::Node(_) => {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async(conn)
+                        .await
+                        .map_err(|e| map_redis_error(&e, timeout))?;
+                    self.topology.observe_info(&info).map_err(unreadable)
+                }
+                Conn::Cluster(_) => {
+                    let slots: Value = redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query_async(conn)
+                        .await
+                        .map_err(|e| map_redis_error(&e, timeout))?;
+                    self.topology.observe_slots(&slots).map_err(unreadable)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)))
     }
 
     /// Opens a connection: for reads (`write == false`) or for writes.
@@ -713,11 +755,7 @@ impl StoreFactory for RedisFactory {
     }
 
     fn capabilities(&self) -> CapabilitySet {
-        if self.shared.settings.replicas > 0 {
-            CAPABILITIES.with(Capability::StrongConsistency)
-        } else {
-            CAPABILITIES
-        }
+        CAPABILITIES
     }
 
     fn max_transaction_ops(&self) -> Option<usize> {
@@ -867,12 +905,11 @@ fn group_by_slot<'a, T: Copy>(items: impl IntoIterator<Item = (T, &'a str)>) -> 
     groups
 }
 
-/// Fails a strong write that too few replicas acknowledged.
-fn check_acked(acked: i64, s: &Settings) -> Result<(), StoreError> {
-    if acked < i64::from(s.replicas) {
+/// Fails a strong write that fewer than `required` replicas acknowledged.
+fn check_acked(acked: i64, required: u32, s: &Settings) -> Result<(), StoreError> {
+    if acked < i64::from(required) {
         return Err(StoreError::Internal(format!(
-            "strong consistency: {acked} of {} replicas acknowledged the write within {}ms (it is applied on the primary)",
-            s.replicas,
+            "consistency=strong: the write is applied on the primary but not yet replicated: {acked} of {required} replicas acknowledged it within {}ms",
             s.wait_timeout.as_millis()
         )));
     }
@@ -1107,6 +1144,13 @@ impl RedisStore {
                             }
                         };
                         let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
+                        // A new connection is a moment where the topology may have changed
+                        // (a failover, a restart). Reading it must not fail the connect: a
+                        // strong write reads it again if it is still unknown.
+                        let mut probe = conn.clone();
+                        if let Err(e) = shared.learn_topology(&mut probe).await {
+                            tracing::debug!(error = %e, "redis: replication topology not read");
+                        }
                         Ok((g, conn))
                     }
                     .boxed()
@@ -1352,7 +1396,7 @@ impl RedisStore {
     }
 
     /// Runs the write script over `ops` (on a cluster: all in one hash slot). With `strong`
-    /// (and replicas configured) the script is followed by `WAIT` on the same connection,
+    /// (and replicas to wait for) the script is followed by `WAIT` on the same connection,
     /// which fails the call when too few replicas acknowledge in time (the write itself
     /// stays applied on the primary): on one node over a pooled connection of its own, on a
     /// cluster in one pipeline to the slot's primary over a connection only strong writes use
@@ -1366,7 +1410,12 @@ impl RedisStore {
         strong: bool,
     ) -> Result<Value, StoreError> {
         let s = &self.shared.settings;
-        if !(strong && s.replicas > 0) {
+        let required = if strong {
+            self.replicas_to_wait_for(ops).await?
+        } else {
+            0
+        };
+        if required == 0 {
             return self
                 .run(Kind::Write, |mut conn| async move {
                     self.invoke_write(&mut conn, mode, ops).await
@@ -1381,12 +1430,12 @@ impl RedisStore {
                         let mut pipe = redis::pipe();
                         pipe.add_command(self.eval_write(mode, ops))
                             .cmd("WAIT")
-                            .arg(s.replicas)
+                            .arg(required)
                             .arg(millis(s.wait_timeout));
                         pipe.query_async(&mut conn).await
                     })
                     .await?;
-                check_acked(acked, s)?;
+                check_acked(acked, required, s)?;
                 return Ok(reply);
             }
         };
@@ -1402,17 +1451,37 @@ impl RedisStore {
                 .await
                 .map_err(|e| map_redis_error(&e, s.write_timeout))?;
             let acked: i64 = redis::cmd("WAIT")
-                .arg(s.replicas)
+                .arg(required)
                 .arg(millis(s.wait_timeout))
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| map_redis_error(&e, s.wait_timeout))?;
-            check_acked(acked, s)?;
+            check_acked(acked, required, s)?;
             Ok(reply)
         };
         tokio::time::timeout(deadline, strong_write)
             .await
             .unwrap_or(Err(StoreError::Timeout(deadline)))
+    }
+
+    /// How many replicas a strong write of `ops` (on a cluster: all in one hash slot) waits
+    /// for: `redisReplicas` when set, otherwise every replica seen behind the primary that
+    /// serves them (see [`topology`]), read now if it was never read.
+    async fn replicas_to_wait_for(&self, ops: &[&WriteOp<'_>]) -> Result<u32, StoreError> {
+        let s = &self.shared.settings;
+        if s.replicas > 0 {
+            return Ok(s.replicas);
+        }
+        let slot = match (&self.shared.mode, ops.first()) {
+            (Mode::Cluster { .. }, Some(op)) => Some(HashSlot::for_key(op.key.as_bytes())),
+            _ => None,
+        };
+        if let Some(n) = self.shared.topology.required(slot) {
+            return Ok(n);
+        }
+        let (_, mut conn) = self.connection(Kind::Read).await?;
+        self.shared.learn_topology(&mut conn).await?;
+        Ok(self.shared.topology.required(slot).unwrap_or(0))
     }
 
     fn ttl_ms(&self, ttl: Option<Ttl>) -> i64 {
@@ -1645,7 +1714,12 @@ impl StateStore for RedisStore {
             let (generation, mut conn) = self.connection(Kind::Read).await?;
             let pong: Result<Value, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
             match pong {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    if let Err(e) = self.shared.learn_topology(&mut conn).await {
+                        tracing::debug!(error = %e, "redis: replication topology not read");
+                    }
+                    Ok(())
+                }
                 Err(e) => {
                     if is_broken(&e) {
                         self.discard(Kind::Read, generation);
@@ -1668,6 +1742,8 @@ impl StateStore for RedisStore {
 
 /// The most a ping may take, whatever the component's timeouts say.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+mod topology;
 
 #[cfg(test)]
 mod tests;

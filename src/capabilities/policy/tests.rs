@@ -149,21 +149,50 @@ fn every_capability_status_and_operation() {
 
 #[test]
 fn no_policy_emulates_what_is_correct_and_rejects_the_rest() {
-    let m = Matrix::without_policy(traits(&[Capability::Etag, Capability::FirstWrite], true));
-    let got: Vec<(Feature, Status)> = Feature::ALL.iter().map(|f| (*f, m.status(*f))).collect();
+    let kv = traits(&[Capability::Etag, Capability::FirstWrite], true);
+    let strict = Matrix::without_policy(kv, Baseline::Strict);
+    let compatible = Matrix::without_policy(kv, Baseline::Compatible);
+    let got: Vec<(Feature, Status, Status)> = Feature::ALL
+        .iter()
+        .map(|f| (*f, compatible.status(*f), strict.status(*f)))
+        .collect();
+    // The two baselines differ only where the option cannot change the result.
     assert_eq!(
         got,
         [
-            (Feature::Etag, Status::Native),
-            (Feature::FirstWrite, Status::Native),
-            (Feature::Transactions, Status::Rejected),
-            (Feature::Ttl, Status::Emulated),
-            (Feature::Bulk, Status::Emulated),
-            (Feature::StrongConsistency, Status::Rejected),
-            (Feature::Query, Status::Rejected),
-            (Feature::PartitionKey, Status::Rejected),
+            (Feature::Etag, Status::Native, Status::Native),
+            (Feature::FirstWrite, Status::Native, Status::Native),
+            (Feature::Transactions, Status::Rejected, Status::Rejected),
+            (Feature::Ttl, Status::Emulated, Status::Emulated),
+            (Feature::Bulk, Status::Emulated, Status::Emulated),
+            (
+                Feature::StrongConsistency,
+                Status::Rejected,
+                Status::Rejected
+            ),
+            (Feature::Query, Status::Rejected, Status::Rejected),
+            (Feature::PartitionKey, Status::Ignored, Status::Rejected),
         ]
     );
+    assert_eq!(
+        compatible.cell(Feature::PartitionKey).policy_text(),
+        "ignore (built-in default)"
+    );
+    assert_eq!(
+        strict.cell(Feature::PartitionKey).policy_text(),
+        "reject (default: strict)"
+    );
+    // Compatible never ignores a guarantee: on a store with nothing, every guarantee is
+    // rejected and only partitionKey is ignored.
+    let bare = Matrix::without_policy(traits(&[], false), Baseline::Compatible);
+    for f in Feature::ALL {
+        let want = match f {
+            Feature::Bulk => Status::Emulated,
+            Feature::PartitionKey => Status::Ignored,
+            _ => Status::Rejected,
+        };
+        assert_eq!(bare.status(f), want, "{f}");
+    }
     // Without key listing, without CAS, or on a transactional store, TTL is not emulated.
     for t in [
         traits(&[Capability::Etag, Capability::FirstWrite], false),
@@ -179,7 +208,7 @@ fn no_policy_emulates_what_is_correct_and_rejects_the_rest() {
         ),
     ] {
         assert_eq!(
-            Matrix::without_policy(t).status(Feature::Ttl),
+            Matrix::without_policy(t, Baseline::Compatible).status(Feature::Ttl),
             Status::Rejected
         );
     }
@@ -234,6 +263,7 @@ fn the_store_default_applies_where_allowed() {
     let policy = Policy {
         default: Some(Action::Ignore),
         features: BTreeMap::from([(Feature::Bulk, Action::Emulate)]),
+        baseline: Baseline::Compatible,
     };
     let m = Matrix::build(
         traits(&[Capability::Etag, Capability::FirstWrite], true),
@@ -245,7 +275,7 @@ fn the_store_default_applies_where_allowed() {
     assert_eq!(m.status(Feature::Bulk), Status::Emulated);
     // Ignore is not allowed for transactions: the built-in default (reject) applies.
     assert_eq!(m.status(Feature::Transactions), Status::Rejected);
-    assert_eq!(m.cell(Feature::Transactions).origin, Origin::BuiltIn);
+    assert_eq!(m.cell(Feature::Transactions).origin, Origin::BuiltIn(Baseline::Compatible));
     assert_eq!(
         m.cell(Feature::Ttl).policy_text(),
         "ignore (the store's default)"
@@ -261,6 +291,7 @@ fn discovery_lists_native_and_emulated_only() {
             (Feature::Ttl, Action::Emulate),
             (Feature::StrongConsistency, Action::Ignore),
         ]),
+        ..Policy::default()
     };
     let m = Matrix::build(kv, &policy).unwrap();
     assert_eq!(m.dapr_strings(), ["ETAG", "TTL"]);
@@ -277,7 +308,7 @@ fn discovery_lists_native_and_emulated_only() {
         false,
     );
     assert_eq!(
-        Matrix::without_policy(full).dapr_strings(),
+        Matrix::without_policy(full, Baseline::Compatible).dapr_strings(),
         ["ETAG", "TRANSACTIONAL", "ACTOR"]
     );
 }
@@ -311,6 +342,7 @@ fn requirements_follow_the_matrix_and_app_tightenings() {
     let policy = Policy {
         default: None,
         features: [(Feature::StrongConsistency, Action::Ignore)].into(),
+        ..Policy::default()
     };
     let m = Matrix::build(
         traits(&[Capability::Etag, Capability::FirstWrite], true),
@@ -346,9 +378,9 @@ fn requirements_follow_the_matrix_and_app_tightenings() {
         Status::Emulated,
         "the store's matrix is untouched"
     );
-    let actor = Matrix::without_policy(traits(
-        &[Capability::Etag, Capability::Transactional],
-        false,
-    ));
+    let actor = Matrix::without_policy(
+        traits(&[Capability::Etag, Capability::Transactional], false),
+        Baseline::Compatible,
+    );
     assert_eq!(actor.requirement_status("ACTOR"), Some(Status::Native));
 }
