@@ -126,6 +126,19 @@ pub fn durable_redis() -> PrivateServer {
     redis_server(true)
 }
 
+/// A `redis-server` that replicates `primary` (`--replicaof`), keeping nothing on disk.
+pub fn redis_replica_of(primary: &PrivateServer) -> PrivateServer {
+    let mut s = redis_server(false);
+    s.kill();
+    s.args.extend([
+        "--replicaof".to_owned(),
+        "127.0.0.1".to_owned(),
+        primary.port.to_string(),
+    ]);
+    s.restart();
+    s
+}
+
 fn redis_server(durable: bool) -> PrivateServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();

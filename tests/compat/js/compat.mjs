@@ -35,14 +35,26 @@ spec:
   version: v1
 `;
 
-// The SDK examples send partitionKey, which no Mecha store has: the operator ignores it
-// (each such response carries a mecha-receipt); without a policy it would be rejected.
+// A Redis store as the SDK's own e2e suite configures it (state-redis): no `stores:` entry, so
+// the built-in (compatible) default decides, as it does for a newcomer.
+const REDIS_STORE = "state-redis";
+const REDIS_COMPONENT = `apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: ${REDIS_STORE}
+spec:
+  type: state.redis
+  version: v1
+  metadata:
+  - name: redisHost
+    value: "${process.env.REDIS_HOST ?? "127.0.0.1:6379"}"
+`;
+
+// The SDK examples send partitionKey, which no Mecha store has: the built-in (compatible)
+// default ignores it, as daprd does, with a mecha-receipt on each such response.
 const CONFIG = `apps:
   - id: ${APP_ID}
     token: ${TOKEN}
-stores:
-  statestore:
-    partitionKey: ignore
 `;
 
 const LISTENING = /mecha listening.*?http=(\S+).*?grpc=(\S+)/;
@@ -73,6 +85,7 @@ function startMecha(binary, workdir) {
   const components = join(workdir, "components");
   mkdirSync(components);
   writeFileSync(join(components, "statestore.yaml"), COMPONENT);
+  writeFileSync(join(components, "state-redis.yaml"), REDIS_COMPONENT);
   const config = join(workdir, "mecha.yaml");
   writeFileSync(config, CONFIG);
   const proc = spawn(
@@ -366,6 +379,33 @@ function scenarios(proto) {
       if (http) await httpThrows(client.state.transaction(STORE, ops), 500, "ERR_STATE_TRANSACTION", message);
       else await grpcThrows(client.state.transaction(STORE, ops), "internal", message);
       assert.equal(await client.state.get(STORE, k("t3")), "v2");
+    },
+
+    // The SDK's own e2e test "should be able to add metadata, etag and options" on a Redis store
+    // with the built-in defaults: consistency strong and partitionKey are served, not refused.
+    async redis_strong_and_partition_key_on_defaults(client) {
+      const key = `${k("opts")}-${Date.now()}`;
+      const strong = StateConsistencyEnum.CONSISTENCY_STRONG;
+      let res = await client.state.save(REDIS_STORE, [{
+        key, value: "value-1",
+        options: { concurrency: StateConcurrencyEnum.CONCURRENCY_FIRST_WRITE, consistency: strong },
+        metadata: { hello: "world", partitionKey: "p1" },
+      }]);
+      assert.deepEqual(res, {}, `strong first-write save failed: ${inspectResult(res)}`);
+      assert.equal(await client.state.get(REDIS_STORE, key, { consistency: strong }), "value-1");
+      const [item] = await client.state.getBulk(REDIS_STORE, [key]);
+      res = await client.state.save(REDIS_STORE, [{
+        key, value: "value-2", etag: item.etag, options: { consistency: strong },
+      }]);
+      assert.deepEqual(res, {}, `strong save with etag failed: ${inspectResult(res)}`);
+      res = await client.state.transaction(REDIS_STORE, [
+        { operation: "upsert", request: { key, value: "value-3" } },
+      ], { partitionKey: "p1" });
+      assert.ok(!res?.error, `transaction with partitionKey failed: ${inspectResult(res)}`);
+      assert.equal(await client.state.get(REDIS_STORE, key), "value-3");
+      res = await client.state.delete(REDIS_STORE, key, { consistency: strong });
+      assert.deepEqual(res, {}, `strong delete failed: ${inspectResult(res)}`);
+      assert.equal(await client.state.get(REDIS_STORE, key), "");
     },
 
     async unknown_store_fails(client) {

@@ -52,15 +52,14 @@ spec:
     value: mecha-pycompat
 """
 
-# The SDK examples send partitionKey, which no Mecha store has: the operator ignores it
-# (each such response carries a mecha-receipt); without a policy it would be rejected.
+# The SDK examples send partitionKey, which no Mecha store has: the built-in (compatible)
+# default ignores it, as daprd does, with a mecha-receipt on each such response. No
+# `stores:` entry is needed for that.
 CONFIG = f"""\
 apps:
   - id: {APP_ID}
     token: {TOKEN}
 stores:
-  statestore:
-    partitionKey: ignore
   {STRICT_STORE}:
     lint: reject
 """

@@ -203,14 +203,16 @@ fn retry_intervals_parse_like_dapr() {
 #[test]
 fn capabilities_and_limits_follow_metadata() {
     let plain = factory(&[]);
-    assert!(!plain.capabilities().has(Capability::StrongConsistency));
     assert!(!plain.capabilities().has(Capability::QueryApi));
+    // Strong consistency with or without `redisReplicas`: with it the count is fixed,
+    // without it Mecha waits for the replicas it sees.
     for c in [
         Capability::Etag,
         Capability::Transactional,
         Capability::Ttl,
         Capability::FirstWrite,
         Capability::BulkNative,
+        Capability::StrongConsistency,
     ] {
         assert!(plain.capabilities().has(c), "{c:?}");
     }
@@ -703,7 +705,7 @@ async fn strong_consistency_waits_for_replicas() {
     let started = Instant::now();
     let res = s.set(r).await;
     assert!(
-        matches!(&res, Err(StoreError::Internal(m)) if m.contains("0 of 1 replicas")),
+        matches!(&res, Err(StoreError::Internal(m)) if m.contains("not yet replicated: 0 of 1 replicas")),
         "{res:?}"
     );
     assert!(started.elapsed() >= Duration::from_millis(100));
