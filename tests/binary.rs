@@ -65,7 +65,7 @@ fn check_prints_the_stores_and_their_capabilities() {
     );
     assert!(
         stdout.contains(
-            "| `statestore` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | rejected |"
+            "| `statestore` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | ignored |"
         ),
         "{stdout}"
     );
@@ -120,7 +120,7 @@ fn policy_setup(policy: &str) -> (tempfile::TempDir, String, String) {
 #[test]
 fn check_prints_the_effective_matrix_after_policy() {
     let (_dir, components, cfg) = policy_setup(
-        "stores:\n  cache:\n    default: reject\n    strongConsistency: ignore\n  mem:\n    partitionKey: ignore\n",
+        "policy:\n  default: strict\nstores:\n  cache:\n    default: reject\n    partitionKey: ignore\n",
     );
     let out = Command::new(BIN)
         .args(["check", "--resources-path", &components, "--config", &cfg])
@@ -133,11 +133,11 @@ fn check_prints_the_effective_matrix_after_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("| `cache` | state.redis v1 | native | native | native (max 1000) | native | native | ignored | rejected | rejected |"),
+        stdout.contains("| `cache` | state.redis v1 | native | native | native (max 1000) | native | native | native | rejected | ignored |"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("| `mem` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | ignored |"),
+        stdout.contains("| `mem` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | rejected |"),
         "{stdout}"
     );
 }
@@ -147,12 +147,12 @@ fn check_prints_the_effective_matrix_after_policy() {
 #[test]
 fn refused_policies_stop_check_and_start_up() {
     let (_dir, components, cfg) = policy_setup(
-        "stores:\n  cache:\n    strongConsistency: emulate\n  mem:\n    query: ignore\n  ghost:\n    ttl: emulate\n",
+        "stores:\n  cache:\n    query: emulate\n  mem:\n    query: ignore\n  ghost:\n    ttl: emulate\n",
     );
     for stderr in check_and_run_fail(&components, &cfg) {
         assert!(stderr.contains("3 problem(s)"), "{stderr}");
         assert!(
-            stderr.contains("stores.cache.strongConsistency: store 'cache' (state.redis): capability strongConsistency (STRONG_CONSISTENCY): policy 'emulate' is refused"),
+            stderr.contains("stores.cache.query: store 'cache' (state.redis): capability query (QUERY_API): policy 'emulate' is refused"),
             "{stderr}"
         );
         assert!(

@@ -114,7 +114,9 @@ async fn strong_consistency_and_partition_key_work_over_http_on_every_store() {
     for (store, _) in stores() {
         let key = unique("strong");
         let body = json!([{"key": key, "value": {"n": 1}, "options": {"consistency": "strong"}}]);
-        let r = m.post(&format!("/v1.0/state/{store}"), body.to_string()).await;
+        let r = m
+            .post(&format!("/v1.0/state/{store}"), body.to_string())
+            .await;
         assert_eq!(r.status(), 204, "{store}: {:?}", error_of(r).await);
         assert_eq!(receipt(&r), "", "{store}: strong is native, nothing to say");
 
@@ -126,7 +128,9 @@ async fn strong_consistency_and_partition_key_work_over_http_on_every_store() {
 
         // partitionKey on a save: ignored, with a receipt and a lint finding.
         let body = json!([{"key": key, "value": 2, "metadata": {"partitionKey": "p1"}}]);
-        let r = m.post(&format!("/v1.0/state/{store}"), body.to_string()).await;
+        let r = m
+            .post(&format!("/v1.0/state/{store}"), body.to_string())
+            .await;
         assert_eq!(r.status(), 204, "{store}: {:?}", error_of(r).await);
         assert_eq!(receipt(&r), "partition-key=ignored", "{store}");
         let lint = r
@@ -144,7 +148,10 @@ async fn strong_consistency_and_partition_key_work_over_http_on_every_store() {
             "metadata": {"partitionKey": "p1"},
         });
         let r = m
-            .post(&format!("/v1.0/state/{store}/transaction"), body.to_string())
+            .post(
+                &format!("/v1.0/state/{store}/transaction"),
+                body.to_string(),
+            )
             .await;
         assert_eq!(r.status(), 204, "{store}: {:?}", error_of(r).await);
         assert_eq!(receipt(&r), "partition-key=ignored", "{store}");
@@ -250,7 +257,9 @@ async fn strict_is_one_line_away() {
     for (store, _) in stores() {
         let key = unique("strict");
         let body = json!([{"key": key, "value": 1, "metadata": {"partitionKey": "p1"}}]);
-        let r = m.post(&format!("/v1.0/state/{store}"), body.to_string()).await;
+        let r = m
+            .post(&format!("/v1.0/state/{store}"), body.to_string())
+            .await;
         let (status, code, message, _) = error_of(r).await;
         assert_eq!(
             (status, code.as_str()),
@@ -263,12 +272,16 @@ async fn strict_is_one_line_away() {
         );
         // Strong consistency stays native under strict.
         let body = json!([{"key": key, "value": 1, "options": {"consistency": "strong"}}]);
-        let r = m.post(&format!("/v1.0/state/{store}"), body.to_string()).await;
+        let r = m
+            .post(&format!("/v1.0/state/{store}"), body.to_string())
+            .await;
         assert_eq!(r.status(), 204, "{store}: {:?}", error_of(r).await);
     }
     // The matrix says so where every app can read it.
     let md: serde_json::Value = m.get("/v1.0/metadata").await.json().await.unwrap();
-    let matrix = md["extended"]["mecha.matrix.redis"].as_str().unwrap_or_default();
+    let matrix = md["extended"]["mecha.matrix.redis"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         matrix.contains("consistency=native") && matrix.contains("partition-key=rejected"),
         "{md}"
@@ -303,12 +316,13 @@ async fn the_compatible_matrix_is_what_metadata_shows() {
 
 #[actix_rt::test]
 async fn an_unknown_default_policy_is_a_configuration_error() {
-    let e = mecha::config::Settings::parse(
+    let parsed = mecha::config::Settings::parse(
         std::path::Path::new("mecha.yaml"),
         "policy:\n  default: lenient\n",
-    )
-    .err()
-    .expect("refused");
+    );
+    let Err(e) = parsed else {
+        panic!("an unknown default policy was accepted")
+    };
     let text = format!("{e:?}");
     assert!(
         text.contains("policy.default") && text.contains("compatible or strict"),

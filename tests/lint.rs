@@ -51,14 +51,15 @@ fn memory(name: &str) -> String {
 }
 
 /// `statestore` (warn, the default), `strict` (reject), `quiet` (off), `kv` (TTL and
-/// partitionKey ignored, warn).
+/// partitionKey ignored, warn), `pinned` (partitionKey rejected).
 async fn mecha() -> Mecha {
     TestMecha::memory()
         .yaml(&memory("strict"))
         .yaml(&memory("quiet"))
+        .yaml(&memory("pinned"))
         .custom("kv", kv())
         .settings(
-            "stores:\n  strict:\n    lint: reject\n  quiet:\n    lint: off\n  kv:\n    ttl: ignore\n    partitionKey: ignore\n",
+            "stores:\n  strict:\n    lint: reject\n  quiet:\n    lint: off\n  kv:\n    ttl: ignore\n    partitionKey: ignore\n  pinned:\n    partitionKey: reject\n",
         )
         .start()
         .await
@@ -403,27 +404,50 @@ async fn off_reports_nothing() {
     m.running.stop(true).await;
 }
 
-/// `partitionKey`: the matrix decides. Rejected (the built-in default): negotiation answers in
-/// every lint mode and the lint does not repeat it. Ignored by policy: a receipt, and the lint
-/// reports `ignored-by-store` (a warning: `reject` mode refuses it). Same for a positive TTL on
-/// a store whose policy ignores TTL.
+/// `partitionKey`: the matrix decides. Ignored (the built-in compatible default, or a
+/// policy): a receipt, and the lint reports `ignored-by-store` (a warning: `reject` mode
+/// refuses it). Rejected by policy: negotiation answers and the lint does not repeat it. Same
+/// for a positive TTL on a store whose policy ignores TTL.
 #[actix_rt::test]
 async fn partition_key_and_ttl_follow_the_matrix() {
     let m = mecha().await;
     let k = unique("pk");
-    for store in ["statestore", "strict"] {
-        let r = m
-            .get(&format!("/v1.0/state/{store}/{k}?metadata.partitionKey=p1"))
-            .await;
-        assert_eq!(lint_of(&r), None);
-        let (status, code, message, _) = error_of(r).await;
-        assert_eq!(
-            (status, code.as_str()),
-            (400, "ERR_STATE_STORE_NOT_SUPPORTED"),
-            "{message}"
-        );
-        assert!(message.contains("capability partitionKey"), "{message}");
-    }
+    let r = m
+        .get(&format!(
+            "/v1.0/state/statestore/{k}?metadata.partitionKey=p1"
+        ))
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers().get("mecha-receipt").unwrap(),
+        "partition-key=ignored"
+    );
+    assert_eq!(
+        lint_of(&r).as_deref(),
+        Some("ignored-by-store;key=partitionKey;at=request")
+    );
+    let (status, code, message, _) = error_of(
+        m.get(&format!("/v1.0/state/strict/{k}?metadata.partitionKey=p1"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_METADATA_LINT"),
+        "{message}"
+    );
+    assert!(message.contains("partitionKey"), "{message}");
+    let r = m
+        .get(&format!("/v1.0/state/pinned/{k}?metadata.partitionKey=p1"))
+        .await;
+    assert_eq!(lint_of(&r), None);
+    let (status, code, message, _) = error_of(r).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_STATE_STORE_NOT_SUPPORTED"),
+        "{message}"
+    );
+    assert!(message.contains("capability partitionKey"), "{message}");
     let r = m
         .post(
             "/v1.0/state/kv",

@@ -345,15 +345,19 @@ async fn ttl_is_emulated_expires_and_is_swept() {
 /// Strong consistency on Redis without replicas: rejected by default (400 / INVALID_ARGUMENT
 /// naming the policy), ignored with a receipt when the policy says so.
 #[actix_rt::test]
-async fn redis_strong_consistency_rejected_by_default_ignored_by_policy() {
+async fn strong_consistency_rejected_by_default_ignored_by_policy() {
+    // Two key-value stores without strong consistency, and Redis, where it is native.
     let m = TestMecha::empty()
-        .yaml(&redis_component("cache"))
-        .yaml(&redis_component("blur"))
+        .custom("cache", kv().1)
+        .custom("blur", kv().1)
+        .yaml(&redis_component("redis"))
         .settings("stores:\n  blur:\n    strongConsistency: ignore\n")
         .start()
         .await;
     let k = unique("strong");
     let body = json!([{"key": k, "value": 1, "options": {"consistency": "strong"}}]);
+    let r = post_json(&m, "/v1.0/state/redis", body.clone()).await;
+    assert_eq!((r.status().as_u16(), receipt_of(&r)), (204, None));
     let (status, code, msg, _) =
         error_of(post_json(&m, "/v1.0/state/cache", body.clone()).await).await;
     assert_eq!(
@@ -376,7 +380,7 @@ async fn redis_strong_consistency_rejected_by_default_ignored_by_policy() {
         .await;
     assert_eq!(receipt_of(&r).as_deref(), Some("consistency=ignored"));
     assert_eq!(r.text().await.unwrap(), "1");
-    // A plain call on Redis is fully native.
+    // A plain call is fully native.
     let r = m.get(&format!("/v1.0/state/blur/{k}")).await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (200, None));
 
@@ -454,11 +458,11 @@ async fn metadata_lists_effective_capabilities() {
         .find(|c| c.name == "kv")
         .unwrap();
     assert_eq!(kv.capabilities, ["ETAG", "TTL"]);
-    assert!(resp.extended_metadata["mecha.matrix.cache"].contains("consistency=rejected"));
+    assert!(resp.extended_metadata["mecha.matrix.cache"].contains("consistency=native"));
     m.running.stop(true).await;
 }
 
-/// PostgreSQL: native calls carry no receipt, and a partitionKey is rejected by default.
+/// PostgreSQL: native calls carry no receipt, and a partitionKey is ignored by default, with one.
 #[actix_rt::test]
 async fn postgresql_native_calls_have_no_receipt() {
     let url = std::env::var("DATABASE_URL")
@@ -485,13 +489,13 @@ async fn postgresql_native_calls_have_no_receipt() {
     )
     .await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (204, None));
-    let (status, _, msg, _) = error_of(
-        m.get(&format!("/v1.0/state/pg/{b}?metadata.partitionKey=p"))
-            .await,
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(msg.contains("partitionKey (PARTITION_KEY)"), "{msg}");
+    let r = m
+        .get(&format!("/v1.0/state/pg/{b}?metadata.partitionKey=p"))
+        .await;
+    assert_eq!(
+        (r.status().as_u16(), receipt_of(&r).as_deref()),
+        (200, Some("partition-key=ignored"))
+    );
     m.running.stop(true).await;
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await

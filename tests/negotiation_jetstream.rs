@@ -26,7 +26,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The README's worked example policy.
-const POLICY: &str = "stores:\n  kvstore:\n    default: reject\n    ttl: emulate\n    bulk: emulate\n    strongConsistency: ignore\nactors:\n  ttlSweepInterval: 1s\n";
+const POLICY: &str = "stores:\n  kvstore:\n    default: reject\n    ttl: emulate\n    bulk: emulate\n    partitionKey: ignore\nactors:\n  ttlSweepInterval: 1s\n";
 
 fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -130,8 +130,9 @@ async fn raw_get(store: &Arc<dyn StateStore>, key: &str) -> Option<bytes::Bytes>
         .map(|e| e.data)
 }
 
-/// The README's worked example, step by step: receipts for emulated TTL and bulk and for
-/// ignored strong consistency, none for a native call, and the transaction refusal.
+/// The README's worked example, step by step: receipts for emulated TTL and bulk and for an
+/// ignored partitionKey, none for a native call (strong consistency included: one replica),
+/// and the transaction refusal.
 #[actix_rt::test]
 async fn readme_worked_example() {
     let bucket = Bucket::new();
@@ -147,9 +148,13 @@ async fn readme_worked_example() {
         receipt_of(&r).as_deref(),
         Some("ttl=emulated, bulk=emulated")
     );
-    let r = m.get("/v1.0/state/kvstore/a?consistency=strong").await;
-    assert_eq!(receipt_of(&r).as_deref(), Some("consistency=ignored"));
+    let r = m
+        .get("/v1.0/state/kvstore/a?metadata.partitionKey=p1")
+        .await;
+    assert_eq!(receipt_of(&r).as_deref(), Some("partition-key=ignored"));
     assert_eq!(r.text().await.unwrap(), "1");
+    let r = m.get("/v1.0/state/kvstore/a?consistency=strong").await;
+    assert_eq!((r.status().as_u16(), receipt_of(&r)), (200, None));
     let r = m.get("/v1.0/state/kvstore/a").await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (200, None));
     assert!(r.headers().contains_key("etag"));
@@ -210,8 +215,8 @@ async fn transaction_rejected_applies_nothing() {
     m.running.stop(true).await;
 }
 
-/// Bulk is emulated with a receipt on both doors; with the default policy `reject` for
-/// partitionKey, a request carrying one is refused (400) naming the capability.
+/// Bulk is emulated with a receipt on both doors; with the store's `default: reject` a query
+/// is refused naming the capability, while the listed `partitionKey: ignore` holds.
 #[actix_rt::test]
 async fn bulk_emulated_with_a_receipt() {
     let bucket = Bucket::new();
@@ -249,19 +254,29 @@ async fn bulk_emulated_with_a_receipt() {
     assert!(items[2].data.is_empty());
     let r = post_json(&m, "/v1.0/state/kvstore/bulk", json!({"keys": ["x", "y"]})).await;
     assert_eq!(receipt_of(&r).as_deref(), Some("bulk=emulated"));
+    let r = m.get("/v1.0/state/kvstore/x?metadata.partitionKey=p").await;
+    assert_eq!(
+        (r.status().as_u16(), receipt_of(&r).as_deref()),
+        (200, Some("partition-key=ignored"))
+    );
+    let strict = Bucket::new();
+    let s = start(&strict, "stores:\n  kvstore:\n    partitionKey: reject\n").await;
     let (status, _, msg, _) =
-        error_of(m.get("/v1.0/state/kvstore/x?metadata.partitionKey=p").await).await;
+        error_of(s.get("/v1.0/state/kvstore/x?metadata.partitionKey=p").await).await;
     assert_eq!(status, 400);
     assert!(
         msg.contains("partitionKey (PARTITION_KEY), policy: reject"),
         "{msg}"
     );
+    s.running.stop(true).await;
     m.running.stop(true).await;
 }
 
-/// Strong consistency is ignored by policy, with a receipt, on both doors; a plain call has none.
+/// Strong consistency is native on a bucket of one replica (the default), on both doors, with
+/// no receipt. A component that asks for more replicas does not declare it: ignored by policy
+/// with a receipt, rejected without one.
 #[actix_rt::test]
-async fn strong_consistency_ignored_with_a_receipt() {
+async fn strong_consistency_native_on_one_replica_else_by_policy() {
     let bucket = Bucket::new();
     let m = start(&bucket, POLICY).await;
     let mut c = grpc(&m).await;
@@ -273,6 +288,38 @@ async fn strong_consistency_ignored_with_a_receipt() {
     let resp = c
         .save_state(SaveStateRequest {
             store_name: "kvstore".into(),
+            states: vec![strong.clone()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(grpc_receipt(resp.metadata()), None);
+    let resp = c
+        .get_state(GetStateRequest {
+            store_name: "kvstore".into(),
+            key: "s".into(),
+            consistency: state_options::StateConsistency::ConsistencyStrong as i32,
+            ..GetStateRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(grpc_receipt(resp.metadata()), None);
+    assert_eq!(resp.into_inner().data, b"1");
+    m.running.stop(true).await;
+
+    // The same bucket (it exists, so it is not created again) configured with three replicas.
+    let replicated = bucket.component().replace(
+        "  - name: bucket",
+        "  - name: replicas\n    value: \"3\"\n  - name: bucket",
+    );
+    let blur = TestMecha::empty()
+        .yaml(&replicated)
+        .settings("stores:\n  kvstore:\n    strongConsistency: ignore\n")
+        .start()
+        .await;
+    let resp = grpc(&blur)
+        .await
+        .save_state(SaveStateRequest {
+            store_name: "kvstore".into(),
             states: vec![strong],
         })
         .await
@@ -281,19 +328,9 @@ async fn strong_consistency_ignored_with_a_receipt() {
         grpc_receipt(resp.metadata()).as_deref(),
         Some("consistency=ignored")
     );
-    let resp = c
-        .get_state(GetStateRequest {
-            store_name: "kvstore".into(),
-            key: "s".into(),
-            ..GetStateRequest::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(grpc_receipt(resp.metadata()), None);
-    assert_eq!(resp.into_inner().data, b"1");
+    blur.running.stop(true).await;
     // Without the policy, the same request is rejected rather than silently weakened.
-    let bucket2 = Bucket::new();
-    let plain = start(&bucket2, "").await;
+    let plain = TestMecha::empty().yaml(&replicated).start().await;
     let r = post_json(
         &plain,
         "/v1.0/state/kvstore",
@@ -306,7 +343,6 @@ async fn strong_consistency_ignored_with_a_receipt() {
         (400, "ERR_STATE_STORE_NOT_SUPPORTED")
     );
     assert!(msg.contains("policy: reject (built-in default)"), "{msg}");
-    m.running.stop(true).await;
     plain.running.stop(true).await;
 }
 

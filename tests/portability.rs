@@ -83,9 +83,9 @@ async fn mix(m: &Mecha, store: &str) {
     )
     .await;
     assert_eq!(r.status(), 204);
-    // partitionKey: rejected on this store (no partitions), still counted as used.
+    // partitionKey: ignored on this store (no partitions, the compatible default), counted as used.
     let body = json!([{"key": k1, "value": 4, "metadata": {"partitionKey": "p"}}]);
-    assert_eq!(call(m, M::POST, &save, t, Some(body)).await.status(), 400);
+    assert_eq!(call(m, M::POST, &save, t, Some(body)).await.status(), 204);
     // Metadata no Mecha store reads: a Redis index name and made-up names (bucketed).
     let r = call(
         m,
@@ -217,25 +217,24 @@ async fn report_names_exactly_the_gaps_for_two_targets() {
             row("capability", "transactions", "native", "rejected", 1),
             row("capability", "ttl", "native", "emulated", 2),
             row("capability", "bulk", "native", "emulated", 1),
-            row("capability", "strongConsistency", "native", "rejected", 1),
-            row("capability", "partitionKey", "rejected", "rejected", 1),
+            row("capability", "partitionKey", "ignored", "ignored", 1),
             row("metadata", "ttlInSeconds", "native", "emulated", 2),
-            row("metadata", "partitionKey", "rejected", "rejected", 1),
+            row("metadata", "partitionKey", "ignored", "ignored", 1),
             row("metadata", "queryIndexName", "ignored", "ignored", 1),
             row("metadata", "_other", "ignored", "ignored", 1),
         ]
     );
     assert_eq!(
         js["verdict"],
-        "not portable to state.jetstream: calls served now would be rejected (transactions x1, strongConsistency x1)"
+        "not portable to state.jetstream: calls served now would be rejected (transactions x1)"
     );
 
     let pg = get("state.postgresql").await;
     assert_eq!(
         gaps(&pg),
         [
-            row("capability", "partitionKey", "rejected", "rejected", 1),
-            row("metadata", "partitionKey", "rejected", "rejected", 1),
+            row("capability", "partitionKey", "ignored", "ignored", 1),
+            row("metadata", "partitionKey", "ignored", "ignored", 1),
             row("metadata", "queryIndexName", "ignored", "ignored", 1),
             row("metadata", "_other", "ignored", "ignored", 1),
         ]

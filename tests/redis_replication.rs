@@ -65,7 +65,10 @@ async fn a_strong_write_waits_for_the_replicas_mecha_has_seen() {
         if info.contains("state=online") {
             break;
         }
-        assert!(Instant::now() < deadline, "the replica never came online: {info}");
+        assert!(
+            Instant::now() < deadline,
+            "the replica never came online: {info}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -77,7 +80,10 @@ async fn a_strong_write_waits_for_the_replicas_mecha_has_seen() {
         if waits(&primary) > before {
             break;
         }
-        assert!(Instant::now() < deadline, "strong writes never waited for the replica");
+        assert!(
+            Instant::now() < deadline,
+            "strong writes never waited for the replica"
+        );
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -99,7 +105,11 @@ async fn a_strong_write_waits_for_the_replicas_mecha_has_seen() {
     let r = save(&m, "k", 7, true).await;
     let elapsed = started.elapsed();
     let (status, code, message, _) = error_of(r).await;
-    assert_eq!((status, code.as_str()), (500, "ERR_STATE_SAVE"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "ERR_STATE_SAVE"),
+        "{message}"
+    );
     assert!(
         message.contains("applied on the primary but not yet replicated")
             && message.contains("0 of 1 replicas"),

@@ -20,6 +20,7 @@ pub mod resiliency;
 pub use capability::{Capability, CapabilitySet};
 pub use matrix::{MatrixRow, render_effective, render_matrix};
 pub use policy::{
-    Action, Baseline, Cell, Feature, Matrix, Needs, Origin, Plan, Policy, PolicyProblem, RECEIPT_HEADER,
-    Receipt, Shape, Status, Step, StoreTraits, emulation, ignorable, needs, negotiate,
+    Action, Baseline, Cell, Feature, Matrix, Needs, Origin, Plan, Policy, PolicyProblem,
+    RECEIPT_HEADER, Receipt, Shape, Status, Step, StoreTraits, emulation, ignorable, needs,
+    negotiate,
 };

@@ -336,11 +336,14 @@ mod tests {
     use crate::capabilities::{Capability, CapabilitySet, StoreTraits};
 
     fn matrix(caps: &[Capability], lists_keys: bool) -> Matrix {
-        Matrix::without_policy(StoreTraits {
-            native: CapabilitySet::of(caps),
-            lists_keys,
-            max_transaction_ops: 100,
-        }, crate::capabilities::Baseline::Compatible)
+        Matrix::without_policy(
+            StoreTraits {
+                native: CapabilitySet::of(caps),
+                lists_keys,
+                max_transaction_ops: 100,
+            },
+            crate::capabilities::Baseline::Compatible,
+        )
     }
 
     #[test]

@@ -107,10 +107,14 @@ impl LoadedComponent {
 
     /// The effective matrix under the store's policy in `settings` (none: the built-in default).
     pub fn matrix(&self, settings: &super::Settings) -> Result<Matrix, Vec<PolicyProblem>> {
-        let policy = settings.policies.get(&self.name).cloned().unwrap_or(Policy {
-            baseline: settings.baseline,
-            ..Policy::default()
-        });
+        let policy = settings
+            .policies
+            .get(&self.name)
+            .cloned()
+            .unwrap_or(Policy {
+                baseline: settings.baseline,
+                ..Policy::default()
+            });
         Matrix::build(self.traits(&settings.limits), &policy)
     }
 

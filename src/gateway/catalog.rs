@@ -483,11 +483,10 @@ impl Catalog {
                 known.join(", ")
             )
         })?;
-        let matrix =
-            Matrix::without_policy(
-                descriptor.default_traits(self.limits.max_transaction_ops),
-                self.baseline,
-            );
+        let matrix = Matrix::without_policy(
+            descriptor.default_traits(self.limits.max_transaction_ops),
+            self.baseline,
+        );
         let mut used = Vec::new();
         let sources: Vec<portability::Source<'_>> = self
             .stores

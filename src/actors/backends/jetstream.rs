@@ -97,9 +97,10 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     component_type: "state.jetstream",
     aliases: &[],
     versions: &["v1"],
+    // Strong consistency on a bucket of one replica: the default, so not conditional here;
+    // a component with `replicas` above 1 does not declare it (see the factory).
     capabilities: CAPABILITIES.with(Capability::StrongConsistency),
-    // Strong consistency only on a bucket of one replica (the default).
-    conditional: CapabilitySet::of(&[Capability::StrongConsistency]),
+    conditional: CapabilitySet::EMPTY,
     lists_keys: true,
     metadata: METADATA,
     per_process: false,

@@ -624,8 +624,9 @@ impl Shared {
             return Ok(());
         }
         let timeout = self.settings.read_timeout;
-        let unreadable =
-            |e: String| StoreError::Unavailable(format!("cannot read the replication topology: {e}"));
+        let unreadable = |e: String| {
+            StoreError::Unavailable(format!("cannot read the replication topology: {e}"))
+        };
         let read = async {
             match conn {
                 Conn::Node(_) => {

@@ -275,7 +275,10 @@ fn the_store_default_applies_where_allowed() {
     assert_eq!(m.status(Feature::Bulk), Status::Emulated);
     // Ignore is not allowed for transactions: the built-in default (reject) applies.
     assert_eq!(m.status(Feature::Transactions), Status::Rejected);
-    assert_eq!(m.cell(Feature::Transactions).origin, Origin::BuiltIn(Baseline::Compatible));
+    assert_eq!(
+        m.cell(Feature::Transactions).origin,
+        Origin::BuiltIn(Baseline::Compatible)
+    );
     assert_eq!(
         m.cell(Feature::Ttl).policy_text(),
         "ignore (the store's default)"
