@@ -35,20 +35,30 @@ spec:
   version: v1
 `;
 
-// A Redis store as the SDK's own e2e suite configures it (state-redis): no `stores:` entry, so
-// the built-in (compatible) default decides, as it does for a newcomer.
-const REDIS_STORE = "state-redis";
-const REDIS_COMPONENT = `apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: ${REDIS_STORE}
-spec:
-  type: state.redis
-  version: v1
-  metadata:
-  - name: redisHost
-    value: "${process.env.REDIS_HOST ?? "127.0.0.1:6379"}"
-`;
+// The stores that serve strong consistency, as daprd users configure them (a Redis store as the
+// SDK's own e2e suite names it, state-redis): no `stores:` entry, so the built-in (compatible)
+// default decides, as it does for a newcomer.
+function component(name, type, metadata) {
+  const items = Object.entries(metadata)
+    .map(([k, v]) => `  - name: ${k}\n    value: "${v}"\n`).join("");
+  return `apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: ${name}\nspec:\n  type: ${type}\n  version: v1\n  metadata:\n${items}`;
+}
+const etcdHosts = (process.env.ETCD_ENDPOINTS ??
+  "http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793").replaceAll("http://", "");
+const STRONG_STORES = {
+  "state-redis": component("state-redis", "state.redis",
+    { redisHost: (process.env.REDIS_URL ?? "redis://127.0.0.1:6379").replace("redis://", "") }),
+  "state-redis-cluster": component("state-redis-cluster", "state.redis", {
+    redisHost: process.env.REDIS_CLUSTER_NODES ??
+      [1, 2, 3, 4, 5, 6].map((i) => `127.0.0.1:2700${i}`).join(","),
+    redisType: "cluster",
+  }),
+  "state-pg": component("state-pg", "state.postgresql", {
+    connectionString: process.env.DATABASE_URL ?? "postgres://postgres:postgres@127.0.0.1:5432/test",
+    tableName: "mecha_js_compat",
+  }),
+  "state-etcd": component("state-etcd", "state.etcd", { endpoints: etcdHosts }),
+};
 
 // The SDK examples send partitionKey, which no Mecha store has: the built-in (compatible)
 // default ignores it, as daprd does, with a mecha-receipt on each such response.
@@ -85,7 +95,9 @@ function startMecha(binary, workdir) {
   const components = join(workdir, "components");
   mkdirSync(components);
   writeFileSync(join(components, "statestore.yaml"), COMPONENT);
-  writeFileSync(join(components, "state-redis.yaml"), REDIS_COMPONENT);
+  for (const [name, text] of Object.entries(STRONG_STORES)) {
+    writeFileSync(join(components, `${name}.yaml`), text);
+  }
   const config = join(workdir, "mecha.yaml");
   writeFileSync(config, CONFIG);
   const proc = spawn(
@@ -206,6 +218,32 @@ function scenarios(proto) {
   async function save(client, items, options) {
     const res = await client.state.save(STORE, items, options);
     assert.deepEqual(res, {}, `save returned ${inspectResult(res)}`);
+  }
+
+  async function strongAndPartitionKey(client, store) {
+    const key = `${k("opts")}-${Date.now()}`;
+    const strong = StateConsistencyEnum.CONSISTENCY_STRONG;
+    const where = `${store}:`;
+    let res = await client.state.save(store, [{
+      key, value: "value-1",
+      options: { concurrency: StateConcurrencyEnum.CONCURRENCY_FIRST_WRITE, consistency: strong },
+      metadata: { hello: "world", partitionKey: "p1" },
+    }]);
+    assert.deepEqual(res, {}, `${where} strong first-write save failed: ${inspectResult(res)}`);
+    assert.equal(await client.state.get(store, key, { consistency: strong }), "value-1", where);
+    const [item] = await client.state.getBulk(store, [key]);
+    res = await client.state.save(store, [{
+      key, value: "value-2", etag: item.etag, options: { consistency: strong },
+    }]);
+    assert.deepEqual(res, {}, `${where} strong save with etag failed: ${inspectResult(res)}`);
+    res = await client.state.transaction(store, [
+      { operation: "upsert", request: { key, value: "value-3" } },
+    ], { partitionKey: "p1" });
+    assert.ok(!res?.error, `${where} transaction with partitionKey failed: ${inspectResult(res)}`);
+    assert.equal(await client.state.get(store, key), "value-3", where);
+    res = await client.state.delete(store, key, { consistency: strong });
+    assert.deepEqual(res, {}, `${where} strong delete failed: ${inspectResult(res)}`);
+    assert.equal(await client.state.get(store, key), "", where);
   }
 
   async function etagOf(client, key) {
@@ -381,31 +419,13 @@ function scenarios(proto) {
       assert.equal(await client.state.get(STORE, k("t3")), "v2");
     },
 
-    // The SDK's own e2e test "should be able to add metadata, etag and options" on a Redis store
-    // with the built-in defaults: consistency strong and partitionKey are served, not refused.
-    async redis_strong_and_partition_key_on_defaults(client) {
-      const key = `${k("opts")}-${Date.now()}`;
-      const strong = StateConsistencyEnum.CONSISTENCY_STRONG;
-      let res = await client.state.save(REDIS_STORE, [{
-        key, value: "value-1",
-        options: { concurrency: StateConcurrencyEnum.CONCURRENCY_FIRST_WRITE, consistency: strong },
-        metadata: { hello: "world", partitionKey: "p1" },
-      }]);
-      assert.deepEqual(res, {}, `strong first-write save failed: ${inspectResult(res)}`);
-      assert.equal(await client.state.get(REDIS_STORE, key, { consistency: strong }), "value-1");
-      const [item] = await client.state.getBulk(REDIS_STORE, [key]);
-      res = await client.state.save(REDIS_STORE, [{
-        key, value: "value-2", etag: item.etag, options: { consistency: strong },
-      }]);
-      assert.deepEqual(res, {}, `strong save with etag failed: ${inspectResult(res)}`);
-      res = await client.state.transaction(REDIS_STORE, [
-        { operation: "upsert", request: { key, value: "value-3" } },
-      ], { partitionKey: "p1" });
-      assert.ok(!res?.error, `transaction with partitionKey failed: ${inspectResult(res)}`);
-      assert.equal(await client.state.get(REDIS_STORE, key), "value-3");
-      res = await client.state.delete(REDIS_STORE, key, { consistency: strong });
-      assert.deepEqual(res, {}, `strong delete failed: ${inspectResult(res)}`);
-      assert.equal(await client.state.get(REDIS_STORE, key), "");
+    // The SDK's own e2e test "should be able to add metadata, etag and options" on Redis, Redis
+    // Cluster, PostgreSQL, etcd (and in-memory) with the built-in defaults: consistency strong
+    // and partitionKey are served, not refused.
+    async strong_and_partition_key_on_defaults(client) {
+      for (const store of [STORE, ...Object.keys(STRONG_STORES)]) {
+        await strongAndPartitionKey(client, store);
+      }
     },
 
     async unknown_store_fails(client) {

@@ -52,6 +52,29 @@ spec:
     value: mecha-pycompat
 """
 
+def _component(name, type_, metadata):
+    items = "".join(f'  - name: {k}\n    value: "{v}"\n' for k, v in metadata.items())
+    return (f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n"
+            f"spec:\n  type: {type_}\n  version: v1\n  metadata:\n{items}")
+
+
+# Stores that serve strong consistency, as daprd users configure them; no `stores:` entry.
+_ETCD = os.environ.get(
+    "ETCD_ENDPOINTS", "http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793")
+STRONG_STORES = {
+    "py-redis": _component("py-redis", "state.redis", {
+        "redisHost": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").replace("redis://", "")}),
+    "py-redis-cluster": _component("py-redis-cluster", "state.redis", {
+        "redisHost": os.environ.get(
+            "REDIS_CLUSTER_NODES", ",".join(f"127.0.0.1:2700{i}" for i in range(1, 7))),
+        "redisType": "cluster"}),
+    "py-pg": _component("py-pg", "state.postgresql", {
+        "connectionString": os.environ.get(
+            "DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/test"),
+        "tableName": "mecha_py_compat"}),
+    "py-etcd": _component("py-etcd", "state.etcd", {"endpoints": _ETCD.replace("http://", "")}),
+}
+
 # The SDK examples send partitionKey, which no Mecha store has: the built-in (compatible)
 # default ignores it, as daprd does, with a mecha-receipt on each such response. No
 # `stores:` entry is needed for that.
@@ -78,6 +101,9 @@ def start_mecha(binary, workdir):
         f.write(STRICT_COMPONENT)
     with open(os.path.join(components, "jsstore.yaml"), "w") as f:
         f.write(JS_COMPONENT)
+    for name, text in STRONG_STORES.items():
+        with open(os.path.join(components, f"{name}.yaml"), "w") as f:
+            f.write(text)
     config = os.path.join(workdir, "mecha.yaml")
     with open(config, "w") as f:
         f.write(CONFIG)
@@ -333,7 +359,24 @@ def run_tests():
             for key in (k, fresh):
                 d.delete_state(JS_STORE, key)
 
+    def t_strong_and_partition_key_on_defaults(d):
+        # Dapr's examples on every store that serves strong consistency, with no policy:
+        # consistency strong on save, get, delete and transaction, partitionKey ignored.
+        strong = StateOptions(consistency=Consistency.strong)
+        for store in [STORE, *STRONG_STORES]:
+            k = f"strong-{run}"
+            d.save_state(store, k, "v1", options=strong, state_metadata={"partitionKey": "p1"})
+            r = d.get_state(store, k, state_metadata={"partitionKey": "p1"})
+            assert r.data == b"v1", (store, r.data)
+            d.execute_state_transaction(store, [
+                TransactionalStateOperation(key=k, data="v2", etag=r.etag),
+            ], transactional_metadata={"partitionKey": "p1"})
+            assert d.get_state(store, k).data == b"v2", store
+            d.delete_state(store, k, options=strong)
+            assert d.get_state(store, k).data == b"", store
+
     tests = [
+        t_strong_and_partition_key_on_defaults,
         t_save_get, t_etag_success_and_stale, t_bulk_save_and_get, t_transaction,
         t_delete_with_etag, t_missing_key, t_unknown_store, t_illegal_key,
         t_query_not_supported, t_metadata, t_no_token_is_unauthenticated, t_jetstream,
