@@ -146,6 +146,24 @@ fn check(args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Key namespaces that could meet on one physical store (start-up refuses them too).
+    let file = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(mecha::config::DEFAULT_CONFIG_FILE));
+    let clashes = mecha::config::namespace_problems(
+        &file,
+        &config.settings,
+        &config.components,
+        &args.app_id,
+    );
+    if !clashes.is_empty() {
+        eprintln!("configuration has {} problem(s):", clashes.len());
+        for e in &clashes {
+            eprintln!("  - {e}");
+        }
+        return ExitCode::FAILURE;
+    }
     // `load` has refused every policy that would break a guarantee, so each matrix builds.
     let stores: Vec<(String, String, Matrix)> = config
         .components

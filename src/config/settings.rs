@@ -613,11 +613,8 @@ impl Settings {
         let mut tokens: Vec<String> = Vec::new();
         for (i, app) in raw.apps.into_iter().enumerate() {
             let field = format!("apps[{i}]");
-            if app.id.is_empty() || app.id.contains("||") {
-                err(
-                    &format!("{field}.id"),
-                    "must be non-empty and must not contain '||'".into(),
-                );
+            if let Some(why) = crate::keys::id_problem(&app.id) {
+                err(&format!("{field}.id"), format!("app '{}' {why}", app.id));
             }
             let source = token_source(
                 &field,

@@ -174,11 +174,14 @@ impl Catalog {
         default_app: &str,
         previous: Option<&Catalog>,
     ) -> Result<Catalog, Vec<String>> {
-        let problems = crate::config::policy_problems(
-            std::path::Path::new("mecha.yaml"),
+        let file = std::path::Path::new("mecha.yaml");
+        let mut problems = crate::config::policy_problems(file, settings, components);
+        problems.extend(crate::config::namespace_problems(
+            file,
             settings,
             components,
-        );
+            default_app,
+        ));
         if !problems.is_empty() {
             return Err(problems.iter().map(ToString::to_string).collect());
         }
