@@ -118,15 +118,9 @@ async fn serve_request(
         .and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
     let outcome = match route {
-        Route::Healthz => {
-            let detailed = gw.catalog().is_valid_token(token);
-            healthz(gw, &Query::parse(req.query_string()), detailed).into()
-        }
+        Route::Healthz => healthz(gw, &Query::parse(req.query_string()), token).into(),
         // Outbound readiness is the stores' readiness (an unreachable store is not ready).
-        Route::HealthzOutbound => {
-            let detailed = gw.catalog().is_valid_token(token);
-            healthz(gw, &Query::parse(""), detailed).into()
-        }
+        Route::HealthzOutbound => healthz(gw, &Query::parse(""), token).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         _ => match gw.catalog().authenticate(token) {
             Err(e) => Outcome::Error(e),
@@ -657,9 +651,22 @@ fn query_json(resp: &crate::model::QueryResponse) -> Vec<u8> {
     respond::to_json_line(&body, 64 * resp.results.len() + 16)
 }
 
-/// `/v1.0/healthz`: healthy or not for everyone; which stores failed and why only for a
-/// caller with a valid app token (backend errors can name hosts, users and databases).
-fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Error> {
+/// Whose health a `/v1.0/healthz` (or `/outbound`) caller sees.
+enum HealthView {
+    /// An app's view: only the stores in its scope, and why they failed when `detailed`
+    /// (a valid token: backend errors can name hosts, users and databases).
+    App { app: AppId, detailed: bool },
+    /// The process-level health the platform probes (liveness and readiness, no token):
+    /// the process serves. No store is named or counted: one tenant's store being down
+    /// neither restarts Mecha nor takes it out of service for the other tenants.
+    Process,
+}
+
+/// `/v1.0/healthz`: with a valid app token, the health of the stores in that app's scope
+/// (named, with why); with no token configured, that of the `--app-id` app's stores
+/// (counted only: anyone may call); without a valid token when tokens are configured, the
+/// process-level health.
+fn healthz(gw: &Gateway, q: &Query, token: Option<&str>) -> Result<HttpResponse, Error> {
     let catalog = gw.catalog();
     if let Some(id) = q.appid.as_deref().filter(|id| !id.is_empty())
         && id != catalog.default_app().as_ref()
@@ -667,11 +674,29 @@ fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Erro
     {
         return Err(Error::new(ErrorKind::HealthAppIdMismatch, Operation::Other));
     }
+    let view = if !catalog.requires_token() {
+        HealthView::App {
+            app: catalog.default_app().clone(),
+            detailed: false,
+        }
+    } else {
+        match catalog.authenticate(token) {
+            Ok(app) => HealthView::App {
+                app,
+                detailed: true,
+            },
+            Err(_) => HealthView::Process,
+        }
+    };
+    let HealthView::App { app, detailed } = view else {
+        return Ok(respond::no_content());
+    };
     // A store is not ready when its last ping failed (pings run every `healthInterval`) or
     // when its circuit breaker is open (read now, so the change shows at once).
     let unhealthy: Vec<String> = catalog
         .stores()
         .iter()
+        .filter(|s| s.visible_to(&app))
         .filter_map(|s| {
             if s.resilience.breaker_state() == Some(BreakerState::Open) {
                 Some(format!("{} (circuit breaker open)", s.name))
