@@ -312,7 +312,14 @@ async fn health_answers_carry_backend_text_only_for_a_valid_token() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = send(&m, reqwest::Method::GET, "/v1.0/healthz", Some("tok-alpha"), "").await;
+        let r = send(
+            &m,
+            reqwest::Method::GET,
+            "/v1.0/healthz",
+            Some("tok-alpha"),
+            "",
+        )
+        .await;
         if r.status() != 204 {
             break;
         }

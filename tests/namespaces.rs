@@ -239,8 +239,7 @@ fn the_reported_collisions_are_refused() {
         redis("shared", "127.0.0.1", "Orders"),
         redis("team", "127.0.0.1", "name"),
     );
-    let (mut components, _) =
-        parse_components(&[(Path::new("c.yaml"), &text)], &|_| None).unwrap();
+    let (mut components, _) = parse_components(&[(Path::new("c.yaml"), &text)], &|_| None).unwrap();
     assert_eq!(
         namespace_problems(Path::new("mecha.yaml"), &settings, &components, "x").len(),
         1

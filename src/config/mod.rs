@@ -140,8 +140,7 @@ pub fn namespace_problems(
     // The apps that can call at all: the configured ones, and the `--app-id` app when no
     // app is configured or `DAPR_API_TOKEN` makes it reachable.
     let mut apps: Vec<&str> = settings.apps.iter().map(|a| a.id.as_str()).collect();
-    if (settings.apps.is_empty() || settings.api_token.is_some()) && !apps.contains(&default_app)
-    {
+    if (settings.apps.is_empty() || settings.api_token.is_some()) && !apps.contains(&default_app) {
         apps.push(default_app);
     }
     let fixed = |c: &LoadedComponent| -> Option<(String, &'static str)> {
@@ -166,7 +165,12 @@ pub fn namespace_problems(
                 KeyPrefix::AppId => apps
                     .iter()
                     .find(|id| **id == prefix && a.visible_to(id))
-                    .map(|id| format!("app '{id}' writes its own keys there through store '{}'", a.name)),
+                    .map(|id| {
+                        format!(
+                            "app '{id}' writes its own keys there through store '{}'",
+                            a.name
+                        )
+                    }),
                 // A store-name prefix meeting a custom one (each pair reported once).
                 KeyPrefix::StoreName | KeyPrefix::Custom(_) if j < i => fixed(a)
                     .filter(|(p, h)| *p == prefix && *h != how)

@@ -532,15 +532,6 @@ async fn read_body(
     }
 }
 
-/// Bounds the blocking threads parsing large bodies at once (their memory too).
-fn parse_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        tokio::sync::Semaphore::new(cpus * 2)
-    })
-}
-
 /// Checks the body's shape (depth, item count via `items`) and parses it with `parse`: on
 /// this thread when it is small, else on a bounded pool of blocking threads so a long
 /// parse never stalls the other requests of this worker.
@@ -561,7 +552,7 @@ async fn parse_body<T: Send + 'static>(
     if len <= limits.blocking_parse_threshold {
         return work();
     }
-    let _permit = parse_permits()
+    let _permit = crate::gateway::parse_permits()
         .acquire()
         .await
         .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
