@@ -370,6 +370,14 @@ impl Error {
                 ErrorKind::QueryNotSupported
             }
             StoreError::InvalidQuery(_) => ErrorKind::QueryInvalid,
+            // The store refused the request itself (a key too long once encoded, too many
+            // operations, a value too large): the caller's to fix, so a 400, never a 500. A
+            // transaction keeps Dapr's contract: every failure in it is ERR_STATE_TRANSACTION/500.
+            StoreError::InvalidRequest(_)
+                if !matches!(op, Operation::Query | Operation::Transaction) =>
+            {
+                ErrorKind::InvalidOption
+            }
             _ if op == Operation::Query => ErrorKind::QueryFailed,
             _ => ErrorKind::StoreFailure,
         };

@@ -30,5 +30,6 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod portability_client;
+pub mod redact;
 pub mod reload;
 pub mod tls;

@@ -60,6 +60,12 @@ pub enum Outcome {
     },
 }
 
+/// How long changed files must stay unchanged before a file-change reload reads them.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+/// The longest a file-change reload waits for files that keep changing; it then loads what
+/// is there (and refuses it if it does not validate).
+pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Loads, validates and publishes configuration versions. One reload runs at a time.
 pub struct Reloader {
     sources: ConfigSources,
@@ -87,11 +93,7 @@ impl Reloader {
 
     /// Whether the files changed since the last reload (or the start).
     pub async fn files_changed(&self) -> bool {
-        let sources = self.sources.clone();
-        let digest = tokio::task::spawn_blocking(move || files_digest(&sources))
-            .await
-            .unwrap_or([0; 32]);
-        digest != self.state.lock().await.digest
+        self.digest().await != self.state.lock().await.digest
     }
 
     /// Reloads now: loads and validates every file, then applies all of it or nothing.
@@ -175,9 +177,34 @@ impl Reloader {
         loop {
             tick.tick().await;
             if self.files_changed().await {
+                self.settle().await;
                 self.reload(Trigger::FileChange).await;
             }
         }
+    }
+
+    /// Waits until the files have stayed the same for [`SETTLE`] (at most [`SETTLE_MAX`]),
+    /// so that a file still being written in place (an editor's save, `cp`, a config agent
+    /// writing in chunks) is never loaded half-written: a component cut at a line boundary
+    /// parses, and would lose its last lines (`scopes:`, say).
+    async fn settle(&self) {
+        let started = tokio::time::Instant::now();
+        let mut last = self.digest().await;
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let now = self.digest().await;
+            if now == last || started.elapsed() >= SETTLE_MAX {
+                return;
+            }
+            last = now;
+        }
+    }
+
+    async fn digest(&self) -> [u8; 32] {
+        let sources = self.sources.clone();
+        tokio::task::spawn_blocking(move || files_digest(&sources))
+            .await
+            .unwrap_or([0; 32])
     }
 
     /// Reloads on every `SIGHUP` received by `hup`, forever (spawn it; abort to stop).

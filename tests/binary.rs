@@ -372,3 +372,50 @@ fn check_prints_the_effective_resiliency_and_refuses_bad_files() {
     );
     assert!(stderr.contains("spec.targets.actors"), "{stderr}");
 }
+
+/// Credentials in host and URL values never reach `mecha check`'s report or the start-up
+/// error: only the host part of `user:pw@host` is echoed.
+#[test]
+fn credentials_in_host_values_are_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = dir.path().join("components");
+    std::fs::create_dir(&components).unwrap();
+    std::fs::write(
+        components.join("b.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: b\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: \"ops:S3cretPw@a:1,ops:S3cretPw@b:2\"\n",
+    )
+    .unwrap();
+    let components = components.to_str().unwrap();
+    for args in [
+        vec!["check", "--resources-path", components],
+        vec![
+            "run",
+            "--resources-path",
+            components,
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{args:?}: {text}");
+        assert!(text.contains("redisHost"), "{args:?}: {text}");
+        assert!(text.contains("'***@a:1,***@b:2'"), "{args:?}: {text}");
+        assert!(
+            !text.contains("S3cretPw"),
+            "{args:?} echoed a password: {text}"
+        );
+    }
+}

@@ -291,3 +291,30 @@ async fn grpc_save_get_etag_conflicts_and_bulk_delete() {
             .all(|i| i.data.is_empty() && i.etag.is_empty())
     );
 }
+
+/// A key within Mecha's key-length limit that NATS KV cannot hold once encoded is the
+/// caller's mistake: 400 naming `maxKeyLength` on HTTP, `INVALID_ARGUMENT` on gRPC (not 500).
+#[actix_rt::test]
+async fn a_key_too_long_once_encoded_is_a_400() {
+    let (m, _b) = mecha().await;
+    let key = "_".repeat(600);
+    let body = json!([{"key": key, "value": 1}]).to_string();
+    for (what, r) in [
+        ("save", m.post("/v1.0/state/kv", body).await),
+        ("get", m.get(&format!("/v1.0/state/kv/{key}")).await),
+        ("delete", m.delete(&format!("/v1.0/state/kv/{key}")).await),
+    ] {
+        let (status, _, message, _) = error_of(r).await;
+        assert_eq!(status, 400, "{what}: {message}");
+        assert!(message.contains("maxKeyLength"), "{what}: {message}");
+    }
+    let mut client = grpc(&m).await;
+    let err = client
+        .save_state(SaveStateRequest {
+            store_name: "kv".into(),
+            states: vec![item(&key, b"1", None)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+}

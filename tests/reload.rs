@@ -792,3 +792,57 @@ async fn a_file_change_reloads_the_binary_without_a_signal() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(bin.metric("mecha_config_version ").await, Some(2.0));
 }
+
+/// A component written in place in two steps, the second (its `scopes:`) 300 ms after the
+/// first: the first part parses on its own and would open the store to every app. The
+/// file-change reload waits for the file to settle, so the unscoped half is never applied.
+#[actix_rt::test]
+async fn a_component_written_in_place_in_parts_is_applied_only_whole() {
+    let files = Files::new(
+        "server:\n  reloadInterval: 100ms\napps:\n  - id: orders\n    token: t-orders\n  - id: billing\n    token: t-billing\n",
+        &[("a.yaml", &memory("a"))],
+    );
+    let m = files.start().await;
+    let status = |token: &'static str| {
+        let req = m
+            .client
+            .get(m.url("/v1.0/state/secret/k"))
+            .header("dapr-api-token", token)
+            .send();
+        async move { req.await.unwrap().status().as_u16() }
+    };
+    let path = files.resources.join("secret.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: secret\nspec:\n  type: state.in-memory\n  version: v1\n",
+    )
+    .unwrap();
+    let watch_billing = |until: Instant| async move {
+        while Instant::now() < until {
+            let s = status("t-billing").await;
+            assert!(s >= 400, "billing reached the half-written store: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    watch_billing(Instant::now() + Duration::from_millis(300)).await;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"scopes:\n  - orders\n").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status("t-orders").await != 204 {
+        assert!(
+            Instant::now() < deadline,
+            "the whole file was never applied"
+        );
+        let s = status("t-billing").await;
+        assert!(s >= 400, "billing reached the store: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watch_billing(Instant::now() + Duration::from_millis(300)).await;
+    m.running.stop(true).await;
+}

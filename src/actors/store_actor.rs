@@ -93,15 +93,17 @@ impl StoreHealth {
     /// Records a ping result of store `name`, logging when the state changes.
     pub fn record(&self, name: &str, result: &Result<(), StoreError>) {
         let new = if result.is_ok() { HEALTHY } else { UNHEALTHY };
-        match result {
-            Ok(()) => *self.last_error.lock() = None,
-            Err(e) => *self.last_error.lock() = Some(e.to_string()),
-        }
+        // A driver's error may quote the address it dialled, credentials included.
+        let error = result
+            .as_ref()
+            .err()
+            .map(|e| crate::redact::credentials(&e.to_string()).into_owned());
+        *self.last_error.lock() = error.clone();
         let old = self.state.swap(new, Ordering::Relaxed);
-        match (old, result) {
-            (UNCHECKED, Ok(())) => tracing::info!(store = %name, "state store reachable"),
-            (UNHEALTHY, Ok(())) => tracing::info!(store = %name, "state store reachable again"),
-            (UNCHECKED | HEALTHY, Err(e)) => {
+        match (old, error) {
+            (UNCHECKED, None) => tracing::info!(store = %name, "state store reachable"),
+            (UNHEALTHY, None) => tracing::info!(store = %name, "state store reachable again"),
+            (UNCHECKED | HEALTHY, Some(e)) => {
                 tracing::warn!(store = %name, error = %e, "state store unreachable")
             }
             _ => {}

@@ -38,7 +38,8 @@ impl ConfigError {
         ConfigError {
             file: file.to_owned(),
             field: field.into(),
-            message: message.into(),
+            // Operators put credentials in host and URL values: never echo them.
+            message: crate::redact::credentials(&message.into()).into_owned(),
         }
     }
 }

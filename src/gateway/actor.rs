@@ -259,6 +259,53 @@ fn degrade_delete(plan: &Plan, r: &mut DeleteRequest) {
 }
 
 /// The lint operation a map of the request's top level travels with.
+/// The longest ETag accepted. Every store's own ETags are far shorter (a number, a UUID, a
+/// revision); a longer one can only be a mistake or an attack.
+pub const MAX_ETAG_LEN: usize = 256;
+
+/// Checks an ETag as the client gave it (the HTTP `If-Match` header, a body's `etag` field, a
+/// gRPC `Etag` message), the same way for both doors: empty means no ETag (Dapr's contract),
+/// anything else must be 1 to [`MAX_ETAG_LEN`] visible ASCII characters. A value outside that
+/// is refused with a 400 / `INVALID_ARGUMENT` naming the field, never dropped: dropping it
+/// would turn a guarded write into an unconditional one.
+fn check_etag(
+    info: &StoreInfo,
+    op: Operation,
+    key: &str,
+    etag: Option<String>,
+) -> Result<Option<String>, Error> {
+    let Some(etag) = etag.filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    let problem = if etag.len() > MAX_ETAG_LEN {
+        Some(format!(
+            "it is {} bytes long, more than {MAX_ETAG_LEN}",
+            etag.len()
+        ))
+    } else {
+        etag.bytes()
+            .find(|b| !(0x21..=0x7e).contains(b))
+            .map(|b| format!("it contains the byte 0x{b:02x}"))
+    };
+    let Some(problem) = problem else {
+        return Ok(Some(etag));
+    };
+    let detail = format!(
+        "the ETag of key {key:?} (the If-Match header or the etag field) must be 1 to \
+         {MAX_ETAG_LEN} visible ASCII characters: {problem}"
+    );
+    // Inside a transaction an invalid ETag is a malformed request (400), not a store failure
+    // (daprd's 500): nothing was tried, and the client must fix the request.
+    Err(if op == Operation::Transaction {
+        Error::malformed(op, format!("invalid etag value: {detail}")).store(&info.name)
+    } else {
+        Error::new(ErrorKind::EtagInvalid, op)
+            .store(&info.name)
+            .key(key)
+            .detail(format!("invalid etag value: {detail}"))
+    })
+}
+
 fn lint_op(op: Operation) -> LintOp {
     match op {
         Operation::Get | Operation::BulkGet | Operation::Other => LintOp::Get,
@@ -446,9 +493,7 @@ impl GatewayActor {
                 .key(&r.key)
                 .detail(e)
         })?;
-        if r.etag.as_deref() == Some("") {
-            r.etag = None;
-        }
+        r.etag = check_etag(info, op, &r.key, r.etag.take())?;
         r.key = info.key_prefix.apply(app, &info.name, &r.key);
         Ok(r)
     }
@@ -461,9 +506,7 @@ impl GatewayActor {
         mut r: DeleteRequest,
     ) -> Result<DeleteRequest, Error> {
         self.check_key(info, op, app, &r.key)?;
-        if r.etag.as_deref() == Some("") {
-            r.etag = None;
-        }
+        r.etag = check_etag(info, op, &r.key, r.etag.take())?;
         r.key = info.key_prefix.apply(app, &info.name, &r.key);
         Ok(r)
     }

@@ -327,9 +327,9 @@ async fn serve(
             let etag = req
                 .headers()
                 .get("if-match")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned);
+                // Kept even when it is not visible ASCII: the gateway refuses such an ETag
+                // (400) instead of deleting without a check.
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             let request = q.options(op).map(|options| StateRequest::Delete {
                 items: vec![DeleteRequest {
                     key,

@@ -1,0 +1,301 @@
+//! ETags are parsed strictly, the same way on both doors and on every store: an ETag that is
+//! not 1 to 256 visible ASCII characters (a non-ASCII byte, a control character, a space, an
+//! over-long value) is refused with a 400 (HTTP) / `INVALID_ARGUMENT` (gRPC) naming the
+//! field, and nothing is written. Before, a non-ASCII `If-Match` header was dropped and the
+//! delete ran unconditionally. An empty ETag still counts as none (Dapr's contract).
+//!
+//! Needs Redis, PostgreSQL and NATS JetStream (`scripts/test.sh` starts them); fails, never
+//! skips, without them.
+
+mod support;
+
+use mecha::gateway::grpc::proto::common::{Etag, StateItem};
+use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+use mecha::gateway::grpc::proto::runtime::{
+    DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest, SaveStateRequest,
+    TransactionalStateOperation,
+};
+use reqwest::header::HeaderValue;
+use serde_json::json;
+use support::{Mecha, TestMecha, error_of, unique};
+use tonic::Code;
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
+    let mut out = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n"
+    );
+    for (k, v) in metadata {
+        out.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    }
+    out
+}
+
+const STORES: [&str; 4] = ["memory", "redis", "pg", "js"];
+
+/// Mecha with an in-memory, a Redis, a PostgreSQL and a JetStream store; the bucket name.
+async fn mecha() -> (Mecha, String) {
+    let redis = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    let pg = env_or(
+        "DATABASE_URL",
+        "postgres://postgres:postgres@127.0.0.1:5432/test",
+    );
+    let bucket = unique("mecha_etag").replace('-', "_");
+    let m = TestMecha::empty()
+        .yaml(&component("memory", "state.in-memory", &[]).replace("  metadata:\n", ""))
+        .yaml(&component(
+            "redis",
+            "state.redis",
+            &[("redisHost", redis.trim_start_matches("redis://").to_owned())],
+        ))
+        .yaml(&component(
+            "pg",
+            "state.postgresql",
+            &[
+                ("connectionString", pg),
+                ("tableName", "mecha_etag_strict".into()),
+            ],
+        ))
+        .yaml(&component(
+            "js",
+            "state.jetstream",
+            &[
+                ("natsURL", env_or("NATS_URL", "nats://127.0.0.1:4222")),
+                ("bucket", bucket.clone()),
+            ],
+        ))
+        .start()
+        .await;
+    (m, bucket)
+}
+
+async fn drop_bucket(bucket: &str) {
+    if let Ok(client) = async_nats::connect(env_or("NATS_URL", "nats://127.0.0.1:4222")).await {
+        let _ = async_nats::jetstream::new(client)
+            .delete_key_value(bucket)
+            .await;
+    }
+}
+
+async fn value_of(m: &Mecha, store: &str, key: &str) -> Option<serde_json::Value> {
+    let r = m.get(&format!("/v1.0/state/{store}/{key}")).await;
+    if r.status() == 204 {
+        return None;
+    }
+    assert_eq!(r.status(), 200);
+    Some(r.json().await.unwrap())
+}
+
+/// The malformed ETags: a non-ASCII byte pair (UTF-8 `é`), a control character, a space,
+/// and 257 characters.
+fn bad_etags() -> Vec<String> {
+    vec![
+        "9\u{e9}".into(),
+        "9\u{7}".into(),
+        "1 2".into(),
+        "1".repeat(257),
+    ]
+}
+
+#[actix_rt::test]
+async fn a_malformed_if_match_never_drops_the_check_on_any_store() {
+    let (m, bucket) = mecha().await;
+    let key = unique("k");
+    for store in STORES {
+        m.save(store, &key, json!("kept")).await;
+        let mut headers: Vec<HeaderValue> = vec![HeaderValue::from_bytes(b"9\xc3\xa9").unwrap()];
+        headers.push(HeaderValue::from_bytes(b"9\xff").unwrap());
+        headers.push(HeaderValue::from_static("1 2"));
+        headers.push(HeaderValue::from_str(&"7".repeat(300)).unwrap());
+        for h in headers {
+            let r = m
+                .client
+                .delete(m.url(&format!("/v1.0/state/{store}/{key}")))
+                .header("If-Match", h.clone())
+                .send()
+                .await
+                .unwrap();
+            let (status, code, message, _) = error_of(r).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (400, "ERR_STATE_DELETE"),
+                "{store} {h:?}: {message}"
+            );
+            assert!(message.contains("If-Match"), "{store}: {message}");
+            assert!(message.contains("invalid etag value"), "{store}: {message}");
+            assert_eq!(
+                value_of(&m, store, &key).await,
+                Some(json!("kept")),
+                "{store}: a malformed If-Match deleted the key"
+            );
+        }
+        // An empty If-Match still counts as none (Dapr's contract).
+        let r = m
+            .client
+            .delete(m.url(&format!("/v1.0/state/{store}/{key}")))
+            .header("If-Match", "")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{store}");
+        assert_eq!(value_of(&m, store, &key).await, None, "{store}");
+    }
+    drop_bucket(&bucket).await;
+}
+
+#[actix_rt::test]
+async fn malformed_etags_in_http_saves_and_transactions_are_400_and_write_nothing() {
+    let (m, bucket) = mecha().await;
+    for store in STORES {
+        let key = unique("k");
+        m.save(store, &key, json!("kept")).await;
+        for bad in bad_etags() {
+            let body = json!([{"key": key, "value": "new", "etag": bad}]).to_string();
+            let (status, code, message, _) =
+                error_of(m.post(&format!("/v1.0/state/{store}"), body).await).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (400, "ERR_STATE_SAVE"),
+                "{store}: {message}"
+            );
+            assert!(message.contains("etag field"), "{store}: {message}");
+
+            let tx = json!({"operations": [
+                {"operation": "upsert", "request": {"key": format!("{key}-other"), "value": 1}},
+                {"operation": "delete", "request": {"key": key, "etag": bad}},
+            ]});
+            let (status, code, message, _) = error_of(
+                m.post(&format!("/v1.0/state/{store}/transaction"), tx.to_string())
+                    .await,
+            )
+            .await;
+            // JetStream has no transactions: refused before the ETag is looked at.
+            if store != "js" {
+                assert_eq!(
+                    (status, code.as_str()),
+                    (400, "ERR_MALFORMED_REQUEST"),
+                    "{store}: {message}"
+                );
+                assert!(message.contains("invalid etag value"), "{store}: {message}");
+            } else {
+                assert!(status >= 400, "{store}: {message}");
+            }
+            assert_eq!(
+                value_of(&m, store, &key).await,
+                Some(json!("kept")),
+                "{store}"
+            );
+            assert_eq!(
+                value_of(&m, store, &format!("{key}-other")).await,
+                None,
+                "{store}"
+            );
+        }
+    }
+    drop_bucket(&bucket).await;
+}
+
+fn item(key: &str, etag: &str) -> StateItem {
+    StateItem {
+        key: key.into(),
+        value: b"\"new\"".to_vec(),
+        etag: Some(Etag { value: etag.into() }),
+        ..StateItem::default()
+    }
+}
+
+#[actix_rt::test]
+async fn malformed_etags_over_grpc_are_invalid_argument_and_write_nothing() {
+    let (m, bucket) = mecha().await;
+    let mut c = DaprClient::connect(format!("http://{}", m.running.grpc_addr))
+        .await
+        .unwrap();
+    for store in STORES {
+        let (key, other) = (unique("k"), unique("o"));
+        m.save(store, &key, json!("kept")).await;
+        m.save(store, &other, json!("kept")).await;
+        for bad in bad_etags() {
+            let save = c
+                .save_state(SaveStateRequest {
+                    store_name: store.into(),
+                    states: vec![item(&key, &bad)],
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                save.code(),
+                Code::InvalidArgument,
+                "{store}: {}",
+                save.message()
+            );
+            let delete = c
+                .delete_state(DeleteStateRequest {
+                    store_name: store.into(),
+                    key: key.clone(),
+                    etag: Some(Etag { value: bad.clone() }),
+                    ..DeleteStateRequest::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                delete.code(),
+                Code::InvalidArgument,
+                "{store}: {}",
+                delete.message()
+            );
+            // Bulk delete: one good item and one malformed ETag; nothing is deleted.
+            let bulk = c
+                .delete_bulk_state(DeleteBulkStateRequest {
+                    store_name: store.into(),
+                    states: vec![
+                        StateItem {
+                            key: other.clone(),
+                            ..StateItem::default()
+                        },
+                        item(&key, &bad),
+                    ],
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                bulk.code(),
+                Code::InvalidArgument,
+                "{store}: {}",
+                bulk.message()
+            );
+            if store != "js" {
+                let tx = c
+                    .execute_state_transaction(ExecuteStateTransactionRequest {
+                        store_name: store.into(),
+                        operations: vec![TransactionalStateOperation {
+                            operation_type: "delete".into(),
+                            request: Some(item(&key, &bad)),
+                        }],
+                        metadata: Default::default(),
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    tx.code(),
+                    Code::InvalidArgument,
+                    "{store}: {}",
+                    tx.message()
+                );
+            }
+            assert_eq!(
+                value_of(&m, store, &key).await,
+                Some(json!("kept")),
+                "{store}"
+            );
+            assert_eq!(
+                value_of(&m, store, &other).await,
+                Some(json!("kept")),
+                "{store}"
+            );
+        }
+    }
+    drop_bucket(&bucket).await;
+}
