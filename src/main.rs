@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use mecha::capabilities::{Matrix, render_effective};
 use mecha::config::{Config, ConfigSources};
 
+/// jemalloc instead of glibc's malloc: after a burst of large request bodies glibc kept
+/// most of the memory (per-thread arenas, fragmentation), jemalloc's background thread
+/// gives it back within seconds (README, "Security model"; `tests/redteam_resources.rs`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Mecha: a Dapr State API proxy with explicit portability.
 #[derive(Parser)]
 #[command(name = "mecha", version, about, args_conflicts_with_subcommands = true)]

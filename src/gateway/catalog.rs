@@ -308,7 +308,14 @@ impl Catalog {
                     .clone()
                     .map(|t| (AppId::from("metrics"), t)),
             ),
-            quotas: Arc::new(Quotas::carried(quotas, previous.map(|p| &*p.quotas))),
+            quotas: Arc::new(Quotas::carried(
+                quotas,
+                previous.map(|p| &*p.quotas),
+                Some(&super::quota::BodyLimits {
+                    in_flight: limits.resources.max_body_bytes_in_flight,
+                    wait: limits.resources.body_memory_wait,
+                }),
+            )),
             // Restart-only limits bound it (see `crate::reload`): the apps' attributes stay.
             extended: previous.map_or_else(
                 || Arc::new(ExtendedMetadata::new(&limits)),

@@ -8,6 +8,8 @@
 //! protocol-neutral happens in the actor.
 
 mod actor;
+pub mod budget;
+pub mod conns;
 pub mod auth;
 mod catalog;
 pub mod extended;

@@ -19,6 +19,8 @@ use crate::capabilities::lint::LINT_HEADER;
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::http::respond::lint_header;
+use crate::gateway::budget::BodyMeter;
+use crate::gateway::conns::ConnHandle;
 use crate::gateway::trace;
 use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
@@ -117,6 +119,13 @@ async fn serve_request(
         .get("dapr-api-token")
         .and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
+    let mut body_refused = false;
+    // The connection's stage: a request with a valid token marks it authenticated (kept
+    // when room is made for new connections), see `crate::gateway::conns`.
+    let in_progress = req.conn_data::<ConnSlot>().map(|slot| {
+        let valid = !matches!(route, Route::NotFound) && gw.catalog().is_valid_token(token);
+        InProgress::new(slot, valid)
+    });
     let outcome = match route {
         Route::Healthz => healthz(gw, &Query::parse(req.query_string()), token).into(),
         // Outbound readiness is the stores' readiness (an unreachable store is not ready).
@@ -132,11 +141,19 @@ async fn serve_request(
                         actix_rt::time::sleep(refusal.delay).await;
                         Outcome::Error(refusal.error)
                     }
-                    Ok(_permit) => serve(gw, &req, &mut payload, &route, a).await,
+                    Ok(permit) => {
+                        // The body's bytes are charged to the memory budgets as they are
+                        // read, and held until the answer is ready.
+                        let mut meter = permit.body_meter(&a);
+                        let outcome = serve(gw, &req, &mut payload, &route, a, &mut meter).await;
+                        body_refused = meter.refused();
+                        outcome
+                    }
                 }
             }
         },
     };
+    drop(in_progress);
     let resp = match outcome {
         Outcome::Response(r) => r,
         Outcome::Error(e) => {
@@ -147,12 +164,14 @@ async fn serve_request(
                 tracing::warn!(error = %e.log_summary(), "request failed");
             }
             let mut resp = respond::error(&e);
-            if matches!(
-                e.kind(),
-                ErrorKind::BodyTooLarge { .. }
-                    | ErrorKind::BodyTimeout { .. }
-                    | ErrorKind::BodyRead
-            ) {
+            if body_refused
+                || matches!(
+                    e.kind(),
+                    ErrorKind::BodyTooLarge { .. }
+                        | ErrorKind::BodyTimeout { .. }
+                        | ErrorKind::BodyRead
+                )
+            {
                 // The rest of the body was not read: close instead of holding the
                 // connection for a body that may never end. actix-http closes when the
                 // payload is still unread (not dropped) as the response ends; dropped, it
@@ -264,6 +283,7 @@ async fn serve(
     payload: &mut web::Payload,
     route: &Route<'_>,
     app: AppId,
+    meter: &mut BodyMeter,
 ) -> Outcome {
     let mut q = Query::parse(req.query_string());
     let limits = gw.catalog().limits.clone();
@@ -293,7 +313,7 @@ async fn serve(
             let op = Operation::Save;
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op).await {
+            let request = match read_body(req, payload, limit, wait, op, meter).await {
                 Ok(b) => {
                     parse_body(
                         b,
@@ -344,7 +364,7 @@ async fn serve(
             let op = Operation::BulkGet;
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op).await {
+            let request = match read_body(req, payload, limit, wait, op, meter).await {
                 Ok(b) => {
                     parse_body(
                         b,
@@ -375,7 +395,7 @@ async fn serve(
                     (s.max_transaction_ops, s.name.clone())
                 });
             let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op).await {
+            let request = match read_body(req, payload, limit, wait, op, meter).await {
                 Ok(b) => {
                     parse_body(
                         b,
@@ -405,7 +425,7 @@ async fn serve(
         }
         Route::Query(store) => {
             let op = Operation::Query;
-            let body = read_body(req, payload, limit, wait, op).await;
+            let body = read_body(req, payload, limit, wait, op, meter).await;
             let request = body
                 .and_then(|b| {
                     String::from_utf8(b.to_vec()).map_err(|_| {
@@ -424,7 +444,7 @@ async fn serve(
             let key = param!("key", key);
             // No value can be larger than the app's whole metadata allowance.
             let limit = limit.min(gw.catalog().max_extended_value());
-            let body = tri!(read_body(req, payload, limit, wait, Operation::Other).await);
+            let body = tri!(read_body(req, payload, limit, wait, Operation::Other, meter).await);
             tri!(
                 gw.catalog()
                     .set_extended(&app, &key, &String::from_utf8_lossy(&body))
@@ -493,12 +513,17 @@ fn render(reply: StateReply) -> HttpResponse {
 /// Reads the whole body, failing fast (413) once it passes `limit` (checked on every chunk,
 /// so a chunked body is bounded too), and (408) when it has not arrived within
 /// `limits.bodyTimeout` (a trickled body, or a chunk size that is never filled).
+///
+/// Bytes are charged to `meter` (the app's and the global body budgets) before they are
+/// buffered: a declared `Content-Length` whole before the first read, a chunked body in
+/// steps of at least [`CHARGE_STEP`]. No room within `limits.bodyMemoryWait`: 429.
 async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
     limit: usize,
     body_timeout: std::time::Duration,
     op: Operation,
+    meter: &mut BodyMeter,
 ) -> Result<Bytes, Error> {
     let too_large = || Error::new(ErrorKind::BodyTooLarge { limit }, op);
     let declared = req
@@ -510,12 +535,21 @@ async fn read_body(
         return Err(too_large());
     }
     let read = async {
+        if let Some(n) = declared {
+            meter.reserve(n, op).await?;
+        }
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
         while let Some(chunk) = payload.next().await {
             let chunk =
                 chunk.map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
-            if buf.len() + chunk.len() > limit {
+            let total = buf.len() + chunk.len();
+            if total > limit {
                 return Err(too_large());
+            }
+            if total > meter.charged() {
+                meter
+                    .reserve(total.max(buf.len() + CHARGE_STEP).min(limit), op)
+                    .await?;
             }
             buf.extend_from_slice(&chunk);
         }
@@ -529,6 +563,29 @@ async fn read_body(
             },
             op,
         )),
+    }
+}
+
+/// The smallest step a chunked body's charge grows by.
+const CHARGE_STEP: usize = 64 * 1024;
+
+/// The connection of a request, as registered by the HTTP listener's tracker (set per
+/// connection by `on_connect`, see `crate::app`).
+pub struct ConnSlot(pub std::rc::Rc<ConnHandle>);
+
+/// A request in progress on a tracked connection; ends it when dropped.
+struct InProgress(std::rc::Rc<ConnHandle>);
+
+impl InProgress {
+    fn new(slot: &ConnSlot, authenticated: bool) -> InProgress {
+        slot.0.request_started(authenticated);
+        InProgress(slot.0.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.request_ended();
     }
 }
 
