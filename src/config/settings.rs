@@ -975,13 +975,18 @@ fn resource_limits(
             format!("must be 0 (unlimited) or at least limits.maxBodySize ({body} bytes)"),
         );
     }
-    let quotas = std::iter::once(("quotas".to_owned(), s.quota))
-        .chain(s.apps.iter().map(|a| (format!("app '{}' quota", a.id), a.quota)));
+    let quotas = std::iter::once(("quotas".to_owned(), s.quota)).chain(
+        s.apps
+            .iter()
+            .map(|a| (format!("app '{}' quota", a.id), a.quota)),
+    );
     for (name, q) in quotas {
         if q.max_body_bytes != 0 && q.max_body_bytes < body {
             err(
                 &format!("{name}.maxBodyBytes"),
-                format!("must be 0 (only the global budget) or at least limits.maxBodySize ({body} bytes)"),
+                format!(
+                    "must be 0 (only the global budget) or at least limits.maxBodySize ({body} bytes)"
+                ),
             );
         }
     }
@@ -1061,6 +1066,7 @@ mod tests {
             requests_per_second: 5,
             burst: 3,
             refusal_delay: Duration::from_millis(50),
+            max_body_bytes: QuotaSettings::default().max_body_bytes,
         };
         assert_eq!(s.apps[0].quota, a);
         assert_eq!(s.apps[1].quota.requests_per_second, 0);

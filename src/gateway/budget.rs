@@ -165,13 +165,18 @@ impl BodyMeter {
         self.refused = true;
         let whose = if is_app { "this app's" } else { "all apps'" };
         tracing::debug!(app = %self.app_id, budget = if is_app { "app" } else { "global" }, "body refused: memory budget in use");
-        Error::new(ErrorKind::TooManyRequests { retry_after_secs: 1 }, op)
-            .app(self.app_id.as_ref())
-            .detail(format!(
-                "request bodies in memory: {whose} budget of {} bytes is in use (waited {} ms)",
-                budget.bytes,
-                self.wait.as_millis()
-            ))
+        Error::new(
+            ErrorKind::TooManyRequests {
+                retry_after_secs: 1,
+            },
+            op,
+        )
+        .app(self.app_id.as_ref())
+        .detail(format!(
+            "request bodies in memory: {whose} budget of {} bytes is in use (waited {} ms)",
+            budget.bytes,
+            self.wait.as_millis()
+        ))
     }
 }
 

@@ -176,7 +176,10 @@ impl ConnTracker {
                 }
                 None => {
                     s.refused += 1;
-                    tracing::debug!(listener = self.name, "connection refused: maxConnectionsPerPeer reached");
+                    tracing::debug!(
+                        listener = self.name,
+                        "connection refused: maxConnectionsPerPeer reached"
+                    );
                     return None;
                 }
             }
@@ -189,7 +192,10 @@ impl ConnTracker {
                 }
                 None => {
                     s.refused += 1;
-                    tracing::debug!(listener = self.name, "connection refused: maxConnections reached");
+                    tracing::debug!(
+                        listener = self.name,
+                        "connection refused: maxConnections reached"
+                    );
                     return None;
                 }
             }
@@ -338,7 +344,8 @@ mod tests {
     }
 
     fn closed(c: &mut TcpStream) -> bool {
-        c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         matches!(c.read(&mut [0u8; 1]), Ok(0) | Err(_))
     }
 
@@ -356,7 +363,9 @@ mod tests {
         h2.request_started(true);
         h2.request_ended();
         let (_c3, s3) = pair(&l);
-        let h3 = t.admit(s3.as_fd(), B).expect("room made by closing the new one");
+        let h3 = t
+            .admit(s3.as_fd(), B)
+            .expect("room made by closing the new one");
         assert!(closed(&mut c1), "the unproven connection was shut down");
         h3.request_started(true);
         let (_c4, s4) = pair(&l);
@@ -365,7 +374,10 @@ mod tests {
             "authenticated connections are never closed for room"
         );
         let st = t.stats();
-        assert_eq!((st.open, st.authenticated, st.evicted, st.refused), (2, 2, 1, 1));
+        assert_eq!(
+            (st.open, st.authenticated, st.evicted, st.refused),
+            (2, 2, 1, 1)
+        );
         drop(h1);
         drop(h2);
         assert_eq!(t.stats().open, 1);
@@ -385,7 +397,8 @@ mod tests {
         let (_ca3, sa3) = pair(&l);
         let _ha3 = t.admit(sa3.as_fd(), A).unwrap();
         assert!(closed(&mut ca1), "A's oldest new connection made room");
-        cb.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        cb.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         assert!(
             cb.read(&mut [0u8; 1]).is_err(),
             "B's connection is untouched (read timed out)"
@@ -395,7 +408,13 @@ mod tests {
     #[test]
     fn a_connection_without_a_request_in_time_is_closed_whatever_it_sends() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let t = ConnTracker::new("test", 10, 10, Duration::from_millis(300), Some(Duration::from_millis(400)));
+        let t = ConnTracker::new(
+            "test",
+            10,
+            10,
+            Duration::from_millis(300),
+            Some(Duration::from_millis(400)),
+        );
         let (mut c1, s1) = pair(&l);
         let _h1 = t.admit(s1.as_fd(), A).unwrap();
         let (mut c2, s2) = pair(&l);

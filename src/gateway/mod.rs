@@ -8,10 +8,10 @@
 //! protocol-neutral happens in the actor.
 
 mod actor;
-pub mod budget;
-pub mod conns;
 pub mod auth;
+pub mod budget;
 mod catalog;
+pub mod conns;
 pub mod extended;
 pub mod grpc;
 pub mod http;

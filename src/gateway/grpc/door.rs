@@ -33,9 +33,9 @@ use tracing::Instrument;
 
 use super::listener::ConnInfo;
 use super::status::{code_name, status};
+use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
-use crate::error::{Error, ErrorKind, Operation};
 use crate::gateway::trace;
 use crate::gateway::{AppId, Live};
 use crate::metrics;

@@ -142,11 +142,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    fn new(
-        stream: Box<dyn Io>,
-        permit: Arc<ConnHandle>,
-        idle: Duration,
-    ) -> Conn {
+    fn new(stream: Box<dyn Io>, permit: Arc<ConnHandle>, idle: Duration) -> Conn {
         Conn {
             stream,
             permit,
