@@ -519,8 +519,13 @@ fn quiet_latencies(config: &str) -> Vec<Duration> {
                                 ..StateItem::default()
                             }],
                         };
-                        c.save_state(req).await.expect("big save");
-                        saved += 1;
+                        // The app's body budget (quotas.maxBodyBytes) may refuse some
+                        // of the six at once: that is the budget working, not a failure.
+                        match c.save_state(req).await {
+                            Ok(_) => saved += 1,
+                            Err(e) if e.code() == tonic::Code::ResourceExhausted => {}
+                            Err(e) => panic!("big save: {e:?}"),
+                        }
                     }
                     saved
                 })
@@ -566,7 +571,9 @@ fn quiet_latencies(config: &str) -> Vec<Duration> {
 /// second in a debug build; off it, about a millisecond.)
 #[test]
 fn big_grpc_json_values_do_not_stall_other_calls() {
-    let l = quiet_latencies("");
+    // The flood's six 3.8 MB bodies fit the app's body budget, so this measures where the
+    // values are parsed (the budget is held by tests/redteam_resources.rs).
+    let l = quiet_latencies("quotas:\n  maxBodyBytes: 64Mi\n");
     let (p50, p99) = (l[l.len() / 2], l[l.len() * 99 / 100]);
     eprintln!(
         "quiet gRPC client under a JSON flood: p50 {p50:?}, p99 {p99:?}, {} calls",
