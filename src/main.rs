@@ -128,6 +128,10 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    // jemalloc's background thread purges pages left unused for its decay time (10 s), so
+    // an idle process gives a burst's memory back instead of keeping it until the next
+    // allocation. Without it (a build that cannot start threads) memory is still bounded.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check(args)) => check(&args),
