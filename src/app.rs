@@ -158,8 +158,14 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         GrpcServer::bind(grpc_addr).map_err(|e| bind_error("gRPC", grpc_addr, "--grpc-port", e))?;
     let actor_settings = settings.actors.clone();
     let limits = settings.limits.clone();
-    let threads = serving_threads(settings.server.workers);
     let l = live.clone();
+    let http_conns = crate::gateway::conns::ConnTracker::new(
+        "http",
+        limits.max_connections,
+        limits.resources.max_connections_per_peer,
+        limits.header_timeout,
+        None,
+    );
     let mut http = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own gateway and store shards.
         let gateway = Gateway::start_local(l.clone(), &actor_settings);
@@ -168,8 +174,14 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             .default_service(web::to(dispatch))
     })
     .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
-    // Bounded connections and time: actix counts connections per worker thread.
-    .max_connections(per_thread(limits.max_connections, threads))
+    // Every connection is registered with the tracker (see `crate::gateway::conns`):
+    // at most `maxConnections` and `maxConnectionsPerPeer`, unauthenticated ones closed
+    // first for room, a first request within `headerTimeout` of the accept.
+    .on_connect(move |io, ext| track_http_connection(&http_conns, io, ext))
+    // Bounded connections and time: actix counts connections per worker thread; it
+    // accepts up to the whole limit on each, so that the tracker (not a full worker that
+    // stops accepting) decides which connection goes.
+    .max_connections(limits.max_connections)
     .backlog(u32::try_from(limits.max_connections.min(4096)).unwrap_or(1024))
     .client_request_timeout(limits.header_timeout)
     .client_disconnect_timeout(std::time::Duration::from_secs(1))
@@ -346,9 +358,31 @@ async fn wait_first_pings(catalog: &Catalog, limit: std::time::Duration) {
     }
 }
 
-/// A per-listener maximum split over `threads` threads (rounded up, at least 1).
-fn per_thread(total: usize, threads: usize) -> usize {
-    total.div_ceil(threads.max(1)).max(1)
+/// Registers a new HTTP connection with the listener's tracker (its handle lives in the
+/// connection's data); a connection that gets no room is shut down at once.
+fn track_http_connection(
+    tracker: &std::sync::Arc<crate::gateway::conns::ConnTracker>,
+    io: &dyn std::any::Any,
+    ext: &mut actix_web::dev::Extensions,
+) {
+    use actix_web::rt::net::TcpStream;
+    use std::os::fd::AsFd;
+    let tcp = io.downcast_ref::<TcpStream>().or_else(|| {
+        io.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
+            .map(|tls| tls.get_ref().0)
+    });
+    let Some(tcp) = tcp else { return };
+    let Ok(peer) = tcp.peer_addr() else { return };
+    match tracker.admit(tcp.as_fd(), peer.ip()) {
+        Some(handle) => {
+            ext.insert(crate::gateway::http::ConnSlot(std::rc::Rc::new(handle)));
+        }
+        None => {
+            if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+                let _ = std::net::TcpStream::from(fd).shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
 }
 
 /// The token of a `/metrics` request: `Authorization: Bearer <token>` (what Prometheus

@@ -229,7 +229,8 @@ pub enum ErrorKind {
     /// gRPC SaveState with an empty key.
     EmptyKey,
     /// gRPC SaveState with item metadata `contentType=application/json` whose value is not
-    /// JSON (daprd returns the raw decoder error, so gRPC sees a plain `Unknown`).
+    /// JSON (daprd returns the raw decoder error as a plain `Unknown`; Mecha answers
+    /// `INVALID_ARGUMENT`).
     ValueNotJson,
     /// A gRPC response would be larger than the message-size limit.
     ResponseTooLarge {
@@ -704,14 +705,14 @@ impl Error {
                     vec![self.error_info("ERR_STATE_SAVE", None)]
                 },
             },
-            // daprd hands the JSON decoder's error back as is: no code, no details (Unknown).
-            K::ValueNotJson => Wire {
-                http_status: 400,
-                grpc_code: G::Unknown,
-                error_code: "ERR_MALFORMED_REQUEST",
-                message: self.detail.clone(),
-                details: Vec::new(),
-            },
+            // daprd hands the JSON decoder's error back as is (gRPC `Unknown`); a value the
+            // client got wrong is INVALID_ARGUMENT here, with the code as ErrorInfo reason.
+            K::ValueNotJson => legacy(
+                400,
+                G::InvalidArgument,
+                "ERR_MALFORMED_REQUEST",
+                self.detail.clone(),
+            ),
             // Ours: daprd's gRPC server refuses to send such a message with grpc-go's
             // ResourceExhausted; we say so before encoding, with our own code.
             K::ResponseTooLarge { size, limit } => legacy(

@@ -1,6 +1,12 @@
 //! Key prefixing, exactly as daprd does it (`state_config.go`): keys are stored as
 //! `<prefix>||<key>` according to the component's `keyPrefix` strategy, and un-prefixed
 //! in bulk and query responses. Pure code.
+//!
+//! The stored form cannot be ambiguous: every prefix (an app id, a store name used by
+//! `keyPrefix: name`, a custom `keyPrefix`) is restricted to [`ID_CHARS`], which has no
+//! `|`, so the prefix of a stored key is exactly what precedes its first `|`, and user keys
+//! (which never contain `||`) can never look like a prefixed key. Which prefixes may meet
+//! on one physical store is checked by [`crate::config::namespace_problems`].
 
 /// The separator between prefix and key.
 pub const SEPARATOR: &str = "||";
@@ -36,7 +42,12 @@ impl KeyPrefix {
             // `namespace` needs a Kubernetes namespace; outside one, daprd falls back to the
             // app id, and so do we.
             "namespace" => KeyPrefix::AppId,
-            _ => KeyPrefix::Custom(value),
+            _ => {
+                if let Some(why) = id_problem(&value) {
+                    return Err(format!("keyPrefix '{raw}' {why}"));
+                }
+                KeyPrefix::Custom(value)
+            }
         })
     }
 
@@ -80,6 +91,40 @@ impl KeyPrefix {
         self.prefix(app_id, store)
             .map(|p| format!("{p}{SEPARATOR}"))
             .unwrap_or_default()
+    }
+}
+
+/// The characters an app id, a custom `keyPrefix` and a store name used as a prefix may
+/// hold (none of them is `|`, so a prefix never contains part of the separator).
+pub const ID_CHARS: &str = "letters A-Z and a-z, digits 0-9, '.', '_' and '-'";
+
+/// The longest app id (or prefix), in bytes.
+pub const MAX_ID_LENGTH: usize = 256;
+
+/// Whether `c` may appear in an app id or a key prefix.
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// What is wrong with `id` as an app id or a key prefix, if anything (the message follows
+/// the id, e.g. `app 'orders|' {message}`).
+///
+/// ```
+/// assert!(mecha::keys::id_problem("orders-v2.eu_1").is_none());
+/// assert!(mecha::keys::id_problem("orders|").is_some());
+/// assert!(mecha::keys::id_problem("").is_some());
+/// ```
+pub fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("must not be empty".into())
+    } else if id.len() > MAX_ID_LENGTH {
+        Some(format!("is longer than {MAX_ID_LENGTH} bytes"))
+    } else {
+        id.chars().find(|c| !is_id_char(*c)).map(|c| {
+            format!(
+                "contains {c:?}: use only {ID_CHARS} (key prefixes must not be able to hold the separator '{SEPARATOR}')"
+            )
+        })
     }
 }
 
@@ -137,6 +182,32 @@ mod tests {
             assert_eq!(p.apply(app, "store", "k"), *want, "{raw:?}");
         }
         assert!(KeyPrefix::parse(Some("a||b")).is_err());
+        assert!(KeyPrefix::parse(Some("orders|")).is_err());
+        assert!(KeyPrefix::parse(Some("a b")).is_err());
+        assert_eq!(
+            KeyPrefix::parse(Some("Team-A.v2")).unwrap(),
+            KeyPrefix::Custom("team-a.v2".into())
+        );
+    }
+
+    #[test]
+    fn ids_are_restricted_to_a_separator_free_set() {
+        for ok in ["orders", "a", "A-b_c.9", &"x".repeat(MAX_ID_LENGTH)] {
+            assert_eq!(id_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "orders|",
+            "|",
+            "a||b",
+            "a b",
+            "é",
+            "a/b",
+            "a\0",
+            &"x".repeat(MAX_ID_LENGTH + 1),
+        ] {
+            assert!(id_problem(bad).is_some(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use mecha::capabilities::{Matrix, render_effective};
 use mecha::config::{Config, ConfigSources};
 
+/// jemalloc instead of glibc's malloc: after a burst of large request bodies glibc kept
+/// most of the memory (per-thread arenas, fragmentation), jemalloc's background thread
+/// gives it back within seconds (README, "Security model"; `tests/redteam_resources.rs`).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Mecha: a Dapr State API proxy with explicit portability.
 #[derive(Parser)]
 #[command(name = "mecha", version, about, args_conflicts_with_subcommands = true)]
@@ -122,6 +128,10 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    // jemalloc's background thread purges pages left unused for its decay time (10 s), so
+    // an idle process gives a burst's memory back instead of keeping it until the next
+    // allocation. Without it (a build that cannot start threads) memory is still bounded.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check(args)) => check(&args),
@@ -146,6 +156,24 @@ fn check(args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Key namespaces that could meet on one physical store (start-up refuses them too).
+    let file = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(mecha::config::DEFAULT_CONFIG_FILE));
+    let clashes = mecha::config::namespace_problems(
+        &file,
+        &config.settings,
+        &config.components,
+        &args.app_id,
+    );
+    if !clashes.is_empty() {
+        eprintln!("configuration has {} problem(s):", clashes.len());
+        for e in &clashes {
+            eprintln!("  - {e}");
+        }
+        return ExitCode::FAILURE;
+    }
     // `load` has refused every policy that would break a guarantee, so each matrix builds.
     let stores: Vec<(String, String, Matrix)> = config
         .components

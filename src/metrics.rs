@@ -60,7 +60,7 @@ pub fn install() -> PrometheusHandle {
             let upkeep = handle.clone();
             let spawned = std::thread::Builder::new()
                 .name("metrics-upkeep".into())
-                .stack_size(64 * 1024)
+                .stack_size(256 * 1024)
                 .spawn(move || {
                     loop {
                         std::thread::sleep(UPKEEP_INTERVAL);

@@ -51,6 +51,9 @@ pub struct LoadedComponent {
     /// loads with the same definition talk to the same backend the same way, so a reload
     /// keeps the running store (its connections and data) instead of building a new one.
     pub definition: String,
+    /// Where the store's keys physically live ([`crate::actors::backends::Descriptor::locations`]):
+    /// stores sharing one share a key space.
+    pub locations: Vec<String>,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -82,6 +85,11 @@ impl LoadedComponent {
             resiliency: Default::default(),
             // A hand-built factory is its own definition: never equal to a loaded one.
             definition: format!("custom:{name}:{:p}", Arc::as_ptr(&factory).cast::<u8>()),
+            // A hand-built store shares its keys with no other.
+            locations: vec![format!(
+                "custom:{name}:{:p}",
+                Arc::as_ptr(&factory).cast::<u8>()
+            )],
             factory,
         }
     }
@@ -439,6 +447,7 @@ fn validate(
         version: version.clone(),
         metadata,
     };
+    let locations = (desc.locations)(&cfg);
     let factory = match (desc.build)(&cfg) {
         Ok(f) => f,
         Err(e) => {
@@ -457,6 +466,7 @@ fn validate(
         file: file.to_owned(),
         resiliency: Default::default(),
         definition,
+        locations,
     })
 }
 

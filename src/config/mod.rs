@@ -102,6 +102,97 @@ pub fn policy_problems(
     errors
 }
 
+/// Every way two tenants' keys could meet in one physical key space. Key prefixes are
+/// unambiguous by construction ([`crate::keys`]: app ids and prefixes hold no `|`); what is
+/// left is two stores on the same server and database (table, bucket) whose prefixes are
+/// equal: an app id (`keyPrefix: appid`) equal to another store's name (`keyPrefix: name`)
+/// or custom prefix, or a store name equal to a custom prefix. Each is refused, naming both
+/// stores, as is an invalid `--app-id` (`default_app`) or a store name that is a prefix but
+/// not a valid one. Start-up, reloads and `mecha check` all refuse them.
+pub fn namespace_problems(
+    file: &Path,
+    settings: &Settings,
+    components: &[LoadedComponent],
+    default_app: &str,
+) -> Vec<ConfigError> {
+    use crate::keys::{KeyPrefix, id_problem};
+    let mut errors = Vec::new();
+    if let Some(why) = id_problem(default_app) {
+        errors.push(ConfigError::new(
+            file,
+            "--app-id",
+            format!("app '{default_app}' {why}"),
+        ));
+    }
+    for c in components {
+        if c.key_prefix == KeyPrefix::StoreName
+            && let Some(why) = id_problem(&c.name)
+        {
+            errors.push(ConfigError::new(
+                &c.file,
+                "metadata.name",
+                format!(
+                    "store '{}' has keyPrefix 'name', so its name is a key prefix, which {why}",
+                    c.name
+                ),
+            ));
+        }
+    }
+    // The apps that can call at all: the configured ones, and the `--app-id` app when no
+    // app is configured or `DAPR_API_TOKEN` makes it reachable.
+    let mut apps: Vec<&str> = settings.apps.iter().map(|a| a.id.as_str()).collect();
+    if (settings.apps.is_empty() || settings.api_token.is_some()) && !apps.contains(&default_app) {
+        apps.push(default_app);
+    }
+    let fixed = |c: &LoadedComponent| -> Option<(String, &'static str)> {
+        match &c.key_prefix {
+            KeyPrefix::StoreName => Some((c.name.clone(), "name")),
+            KeyPrefix::Custom(p) => Some((p.clone(), "a custom prefix")),
+            KeyPrefix::AppId | KeyPrefix::None => None,
+        }
+    };
+    let shared = |a: &LoadedComponent, b: &LoadedComponent| {
+        a.locations.iter().any(|l| b.locations.contains(l))
+    };
+    for (i, b) in components.iter().enumerate() {
+        let Some((prefix, how)) = fixed(b) else {
+            continue;
+        };
+        for (j, a) in components.iter().enumerate() {
+            if i == j || !shared(a, b) {
+                continue;
+            }
+            let clash = match &a.key_prefix {
+                KeyPrefix::AppId => apps
+                    .iter()
+                    .find(|id| **id == prefix && a.visible_to(id))
+                    .map(|id| {
+                        format!(
+                            "app '{id}' writes its own keys there through store '{}'",
+                            a.name
+                        )
+                    }),
+                // A store-name prefix meeting a custom one (each pair reported once).
+                KeyPrefix::StoreName | KeyPrefix::Custom(_) if j < i => fixed(a)
+                    .filter(|(p, h)| *p == prefix && *h != how)
+                    .map(|(_, h)| format!("store '{}' uses the same prefix ({h})", a.name)),
+                _ => None,
+            };
+            if let Some(clash) = clash {
+                errors.push(ConfigError::new(
+                    &b.file,
+                    "spec.metadata.keyPrefix",
+                    format!(
+                        "store '{}' writes keys '{prefix}||...' ({how}) on the same {} as store '{}', and {clash}: the two would read and overwrite each other's keys. Rename the store or the app, give the store another keyPrefix, or move it to another database, table or bucket",
+                        b.name, b.component_type, a.name
+                    ),
+                ));
+            }
+        }
+    }
+    errors
+}
+
 /// Every app setting that cannot hold: a tightening of an unknown or out-of-scope store, a
 /// loosening of the operator's lint mode or policy, and a required capability that a store in
 /// the app's scope rejects or ignores (naming the app, the store and the capability).

@@ -91,6 +91,9 @@ pub struct QuotaSettings {
     /// retries at once (each of its connections gets at most one refusal per delay), so a
     /// flood costs Mecha little CPU; the wait holds no quota slot.
     pub refusal_delay: Duration,
+    /// Bytes of the app's request bodies (HTTP) and messages (gRPC) held in memory at once,
+    /// counted while they are read (`quotas.maxBodyBytes`, 0 = only the global budget).
+    pub max_body_bytes: usize,
 }
 
 impl Default for QuotaSettings {
@@ -100,6 +103,7 @@ impl Default for QuotaSettings {
             requests_per_second: 0,
             burst: 0,
             refusal_delay: Duration::from_millis(50),
+            max_body_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -139,6 +143,32 @@ pub struct Limits {
     pub max_metadata_key_length: usize,
     /// Most bytes (names plus values) of one app's extended metadata.
     pub max_metadata_bytes: usize,
+    /// Resource bounds of issue 20 (bodies in memory, connections per peer).
+    pub resources: ResourceLimits,
+}
+
+/// Bounds on what one app or one client can hold: body bytes in memory, connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// Bytes of request bodies and messages of all apps held in memory at once
+    /// (`limits.maxBodyBytesInFlight`).
+    pub max_body_bytes_in_flight: usize,
+    /// How long a body waits for room in the per-app and global budgets before it is
+    /// refused with 429 / `RESOURCE_EXHAUSTED` (`limits.bodyMemoryWait`).
+    pub body_memory_wait: Duration,
+    /// Most open connections from one peer address per listener
+    /// (`limits.maxConnectionsPerPeer`).
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            max_body_bytes_in_flight: 32 * 1024 * 1024,
+            body_memory_wait: Duration::from_secs(1),
+            max_connections_per_peer: 512,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -149,7 +179,7 @@ impl Default for Limits {
             max_bulk_items: 1000,
             max_transaction_ops: 1000,
             default_bulk_parallelism: 16,
-            max_connections: 4096,
+            max_connections: 1024,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -159,6 +189,7 @@ impl Default for Limits {
             max_metadata_entries: 64,
             max_metadata_key_length: 256,
             max_metadata_bytes: 64 * 1024,
+            resources: ResourceLimits::default(),
         }
     }
 }
@@ -273,6 +304,7 @@ struct RawQuota {
     requests_per_second: Option<u32>,
     burst: Option<u32>,
     refusal_delay: Option<String>,
+    max_body_bytes: Option<serde_norway::Value>,
 }
 
 impl RawQuota {
@@ -297,11 +329,22 @@ impl RawQuota {
                 base.refusal_delay
             }
         };
+        let max_body_bytes = match self.max_body_bytes.as_ref().map(yaml_scalar) {
+            None => base.max_body_bytes,
+            Some(v) => match parse_size(&v) {
+                Ok(n) => n,
+                Err(e) => {
+                    err(&format!("{field}.maxBodyBytes"), e);
+                    base.max_body_bytes
+                }
+            },
+        };
         QuotaSettings {
             max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
             requests_per_second: self.requests_per_second.unwrap_or(base.requests_per_second),
             burst: self.burst.unwrap_or(base.burst),
             refusal_delay,
+            max_body_bytes,
         }
     }
 }
@@ -394,6 +437,9 @@ struct RawLimits {
     max_metadata_entries: Option<usize>,
     max_metadata_key_length: Option<usize>,
     max_metadata_bytes: Option<serde_norway::Value>,
+    max_body_bytes_in_flight: Option<serde_norway::Value>,
+    body_memory_wait: Option<String>,
+    max_connections_per_peer: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -613,11 +659,8 @@ impl Settings {
         let mut tokens: Vec<String> = Vec::new();
         for (i, app) in raw.apps.into_iter().enumerate() {
             let field = format!("apps[{i}]");
-            if app.id.is_empty() || app.id.contains("||") {
-                err(
-                    &format!("{field}.id"),
-                    "must be non-empty and must not contain '||'".into(),
-                );
+            if let Some(why) = crate::keys::id_problem(&app.id) {
+                err(&format!("{field}.id"), format!("app '{}' {why}", app.id));
             }
             let source = token_source(
                 &field,
@@ -710,6 +753,11 @@ impl Settings {
         }
 
         let l = raw.limits;
+        let raw_resources = (
+            l.max_body_bytes_in_flight.clone(),
+            l.body_memory_wait.clone(),
+            l.max_connections_per_peer,
+        );
         if let Some(v) = l.max_body_size {
             match parse_size(&yaml_scalar(&v)) {
                 Ok(n) if n >= 1024 => s.limits.max_body_size = n,
@@ -880,10 +928,66 @@ impl Settings {
             }
             s.policies.insert(store, policy);
         }
+        resource_limits(raw_resources, &mut s, &mut err);
         if errors.is_empty() {
             Ok(s)
         } else {
             Err(errors)
+        }
+    }
+}
+
+/// `limits.maxBodyBytesInFlight`, `limits.bodyMemoryWait`, `limits.maxConnectionsPerPeer`,
+/// and the checks that tie them to `maxBodySize` and the apps' `maxBodyBytes` (a budget
+/// smaller than one allowed body would refuse that body forever).
+fn resource_limits(
+    (in_flight, wait, per_peer): (Option<serde_norway::Value>, Option<String>, Option<usize>),
+    s: &mut Settings,
+    err: &mut dyn FnMut(&str, String),
+) {
+    let r = &mut s.limits.resources;
+    if let Some(v) = in_flight {
+        match parse_size(&yaml_scalar(&v)) {
+            Ok(n) => r.max_body_bytes_in_flight = n,
+            Err(e) => err("limits.maxBodyBytesInFlight", e),
+        }
+    }
+    if let Some(v) = wait {
+        match parse_duration(&v) {
+            Ok(d) if d <= Duration::from_secs(60) => r.body_memory_wait = d,
+            Ok(_) => err("limits.bodyMemoryWait", "must be at most 1m".into()),
+            Err(e) => err("limits.bodyMemoryWait", e),
+        }
+    }
+    match per_peer {
+        Some(0) => err(
+            "limits.maxConnectionsPerPeer",
+            "must be greater than zero".into(),
+        ),
+        Some(n) => r.max_connections_per_peer = n,
+        None => {}
+    }
+    let body = s.limits.max_body_size;
+    let budget = r.max_body_bytes_in_flight;
+    if budget != 0 && budget < body {
+        err(
+            "limits.maxBodyBytesInFlight",
+            format!("must be 0 (unlimited) or at least limits.maxBodySize ({body} bytes)"),
+        );
+    }
+    let quotas = std::iter::once(("quotas".to_owned(), s.quota)).chain(
+        s.apps
+            .iter()
+            .map(|a| (format!("app '{}' quota", a.id), a.quota)),
+    );
+    for (name, q) in quotas {
+        if q.max_body_bytes != 0 && q.max_body_bytes < body {
+            err(
+                &format!("{name}.maxBodyBytes"),
+                format!(
+                    "must be 0 (only the global budget) or at least limits.maxBodySize ({body} bytes)"
+                ),
+            );
         }
     }
 }
@@ -962,6 +1066,7 @@ mod tests {
             requests_per_second: 5,
             burst: 3,
             refusal_delay: Duration::from_millis(50),
+            max_body_bytes: QuotaSettings::default().max_body_bytes,
         };
         assert_eq!(s.apps[0].quota, a);
         assert_eq!(s.apps[1].quota.requests_per_second, 0);

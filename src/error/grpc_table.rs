@@ -129,13 +129,23 @@ fn grpc_codes_follow_the_spec_summary() {
 /// daprd's plain errors carry no details on gRPC (they surface as `Unknown`).
 #[test]
 fn plain_grpc_errors_have_no_details() {
-    for (kind, op) in [
-        (ErrorKind::StoreFailure, Operation::BulkGet),
-        (ErrorKind::ValueNotJson, Operation::Save),
+    let w = grpc(ErrorKind::StoreFailure, Operation::BulkGet);
+    assert_eq!(w.grpc_code, GrpcCode::Unknown);
+    assert!(w.details.is_empty());
+}
+
+/// Bad input is the client's error on gRPC too (issue 20): a SaveState value that is not
+/// JSON, a value nesting too deep, and a message that is not protobuf.
+#[test]
+fn invalid_values_and_messages_are_invalid_argument() {
+    for kind in [
+        ErrorKind::ValueNotJson,
+        ErrorKind::LimitExceeded,
+        ErrorKind::Malformed,
     ] {
-        let w = grpc(kind, op);
-        assert_eq!(w.grpc_code, GrpcCode::Unknown);
-        assert!(w.details.is_empty());
+        let w = grpc(kind.clone(), Operation::Save);
+        assert_eq!(w.grpc_code, GrpcCode::InvalidArgument, "{kind:?}");
+        assert_eq!(reasons(&w), ["ERR_MALFORMED_REQUEST"], "{kind:?}");
     }
 }
 

@@ -174,11 +174,14 @@ impl Catalog {
         default_app: &str,
         previous: Option<&Catalog>,
     ) -> Result<Catalog, Vec<String>> {
-        let problems = crate::config::policy_problems(
-            std::path::Path::new("mecha.yaml"),
+        let file = std::path::Path::new("mecha.yaml");
+        let mut problems = crate::config::policy_problems(file, settings, components);
+        problems.extend(crate::config::namespace_problems(
+            file,
             settings,
             components,
-        );
+            default_app,
+        ));
         if !problems.is_empty() {
             return Err(problems.iter().map(ToString::to_string).collect());
         }
@@ -305,7 +308,14 @@ impl Catalog {
                     .clone()
                     .map(|t| (AppId::from("metrics"), t)),
             ),
-            quotas: Arc::new(Quotas::carried(quotas, previous.map(|p| &*p.quotas))),
+            quotas: Arc::new(Quotas::carried(
+                quotas,
+                previous.map(|p| &*p.quotas),
+                Some(&super::quota::BodyLimits {
+                    in_flight: limits.resources.max_body_bytes_in_flight,
+                    wait: limits.resources.body_memory_wait,
+                }),
+            )),
             // Restart-only limits bound it (see `crate::reload`): the apps' attributes stay.
             extended: previous.map_or_else(
                 || Arc::new(ExtendedMetadata::new(&limits)),

@@ -9,7 +9,9 @@
 
 mod actor;
 pub mod auth;
+pub mod budget;
 mod catalog;
+pub mod conns;
 pub mod extended;
 pub mod grpc;
 pub mod http;
@@ -104,4 +106,14 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Bounds the blocking threads parsing large bodies (HTTP) and JSON values (gRPC) at once,
+/// and so their memory: both doors share it.
+pub(crate) fn parse_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cpus * 2)
+    })
 }

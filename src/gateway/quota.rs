@@ -18,6 +18,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 
+use super::budget::{BodyMeter, Budget};
 use super::catalog::AppId;
 use crate::config::QuotaSettings;
 use crate::error::{Error, ErrorKind, Operation};
@@ -26,16 +27,42 @@ struct AppQuota {
     settings: QuotaSettings,
     in_flight: AtomicUsize,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// `quotas.maxBodyBytes` of this app.
+    bodies: Option<Arc<Budget>>,
+}
+
+/// The global body budget (`limits.maxBodyBytesInFlight`) and how long a body waits for
+/// room (`limits.bodyMemoryWait`).
+#[derive(Clone, Debug)]
+pub struct BodyLimits {
+    /// All apps' body bytes in memory at once (0 = unlimited).
+    pub in_flight: usize,
+    /// Longest wait for room.
+    pub wait: Duration,
 }
 
 /// Every app's quota.
 pub struct Quotas {
     by_app: HashMap<AppId, Arc<AppQuota>>,
     clock: DefaultClock,
+    bodies: Option<Arc<Budget>>,
+    body_wait: Duration,
 }
 
 /// Held while a request is served; releases its in-flight slot when dropped.
-pub struct Permit(Option<Arc<AppQuota>>);
+pub struct Permit(Option<Arc<AppQuota>>, Option<Arc<Budget>>, Duration);
+
+impl Permit {
+    /// A meter charging this request's body to its app's and the global budget.
+    pub fn body_meter(&self, app: &AppId) -> BodyMeter {
+        BodyMeter::new(
+            app.clone(),
+            self.0.as_ref().and_then(|q| q.bodies.clone()),
+            self.1.clone(),
+            self.2,
+        )
+    }
+}
 
 /// A refused request: the error to answer with, after `delay` (the app's `refusalDelay`).
 #[derive(Debug)]
@@ -70,14 +97,16 @@ fn too_many(app: &AppId, wait: Duration, why: String) -> Error {
 impl Quotas {
     /// Quotas for `apps`; an app not listed is not limited.
     pub fn new(apps: impl IntoIterator<Item = (AppId, QuotaSettings)>) -> Quotas {
-        Quotas::carried(apps, None)
+        Quotas::carried(apps, None, None)
     }
 
     /// Quotas for `apps` after a reload: an app whose settings did not change keeps its
     /// budget (requests in flight, rate-limiter state) from `previous`.
+    /// The global body budget is carried too while `bodies` did not change.
     pub fn carried(
         apps: impl IntoIterator<Item = (AppId, QuotaSettings)>,
         previous: Option<&Quotas>,
+        bodies: Option<&BodyLimits>,
     ) -> Quotas {
         let by_app = apps
             .into_iter()
@@ -96,25 +125,34 @@ impl Quotas {
                     settings,
                     in_flight: AtomicUsize::new(0),
                     limiter,
+                    bodies: Budget::new(settings.max_body_bytes),
                 };
                 (app, Arc::new(q))
             })
             .collect();
+        let in_flight = bodies.map_or(0, |b| b.in_flight);
+        let global = match previous.and_then(|p| p.bodies.as_ref()) {
+            Some(old) if old.bytes() == in_flight => Some(old.clone()),
+            _ => Budget::new(in_flight),
+        };
         Quotas {
             by_app,
             clock: DefaultClock::default(),
+            bodies: global,
+            body_wait: bodies.map_or(Duration::ZERO, |b| b.wait),
         }
     }
 
     /// Admits one request of `app`, or refuses it with [`ErrorKind::TooManyRequests`].
     pub fn admit(&self, app: &AppId) -> Result<Permit, Refusal> {
+        let global = self.bodies.clone();
         let Some(q) = self.by_app.get(app) else {
-            return Ok(Permit(None));
+            return Ok(Permit(None, global, self.body_wait));
         };
         let max = q.settings.max_concurrent;
         let before = q.in_flight.fetch_add(1, Ordering::AcqRel);
         // From here the permit owns the slot: dropping it (on any refusal) gives it back.
-        let permit = Permit(Some(q.clone()));
+        let permit = Permit(Some(q.clone()), global, self.body_wait);
         let refuse = |error| Refusal {
             error,
             delay: q.settings.refusal_delay,
@@ -156,6 +194,7 @@ mod tests {
                 requests_per_second: rps,
                 burst,
                 refusal_delay: Duration::ZERO,
+                max_body_bytes: 0,
             },
         )]);
         (q, app)
@@ -208,9 +247,11 @@ mod tests {
                     requests_per_second: 0,
                     burst: 0,
                     refusal_delay: Duration::ZERO,
+                    max_body_bytes: 0,
                 },
             )],
             Some(&q),
+            None,
         );
         assert!(
             same.admit(&app).is_err(),
@@ -224,9 +265,11 @@ mod tests {
                     requests_per_second: 0,
                     burst: 0,
                     refusal_delay: Duration::ZERO,
+                    max_body_bytes: 0,
                 },
             )],
             Some(&q),
+            None,
         );
         assert!(changed.admit(&app).is_ok(), "a changed quota starts afresh");
     }

@@ -144,8 +144,8 @@ async fn save_empty_key_is_invalid_argument() {
     m.stop().await;
 }
 
-/// `contentType=application/json` on SaveState re-serializes JSON; invalid JSON is a plain
-/// `Unknown` error without details.
+/// `contentType=application/json` on SaveState re-serializes JSON; invalid JSON is
+/// `INVALID_ARGUMENT` (issue 20; daprd answers a plain `Unknown`).
 #[actix_rt::test]
 async fn save_with_json_content_type() {
     let m = TestMecha::memory().start().await;
@@ -158,8 +158,8 @@ async fn save_with_json_content_type() {
     assert_eq!(r.data, br#"{"a":"x","b":1}"#);
     it.value = b"{not json".to_vec();
     let st = c.save_state(save(vec![it])).await.unwrap_err();
-    assert_eq!(st.code(), Code::Unknown);
-    assert!(st.details().is_empty());
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert_eq!(reason(&st).as_deref(), Some("ERR_MALFORMED_REQUEST"));
     m.stop().await;
 }
 

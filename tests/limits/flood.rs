@@ -7,7 +7,10 @@
 //! Bounds asserted (the baseline is the idle server, about 10 MiB and 30 descriptors):
 //! * resident memory never above [`PEAK_RSS_MIB`] MiB, and back under [`AFTER_RSS_MIB`] MiB
 //!   once the flood ends;
-//! * open descriptors never above 2 × `maxConnections` + 100;
+//! * open descriptors never above 2 listeners × (workers + 1) × `maxConnections` + 100:
+//!   each worker accepts up to `maxConnections` so that the connection tracker, not a
+//!   full worker, decides which connection goes, and the tracker holds a duplicate of each
+//!   connection it keeps (to shut it down); the excess is closed as soon as it is accepted;
 //! * fewer than 100 metric series (histogram buckets not counted);
 //! * every request of the quiet app succeeds, none slower than [`QUIET_MAX`].
 
@@ -23,6 +26,7 @@ const PEAK_RSS_MIB: usize = 256;
 const AFTER_RSS_MIB: usize = 128;
 const QUIET_MAX: Duration = Duration::from_secs(1);
 const MAX_CONNECTIONS: usize = 500;
+const WORKERS: usize = 2;
 
 const CONFIG: &str = "apps:\n  - id: quiet\n    token: quiet-token\n  - id: flood\n    token: flood-token\nlimits:\n  maxConnections: 500\n  headerTimeout: 1s\n  bodyTimeout: 2s\n  idleTimeout: 5s\nserver:\n  workers: 2\n";
 
@@ -173,7 +177,12 @@ fn a_flood_stays_bounded_and_a_quiet_app_is_served_throughout() {
                 for _ in 0..3 {
                     let (status, text) =
                         super::post_as(&addr, "flood-token", "/v1.0/state/statestore", &body);
-                    assert!(status == 400 || status == 0, "{status} {text:.300}");
+                    // 400 once parsed, or 429 when the body budget is spent (refused
+                    // before the body is buffered), or the connection closed.
+                    assert!(
+                        status == 400 || status == 429 || status == 0,
+                        "{status} {text:.300}"
+                    );
                 }
             }));
         }
@@ -230,7 +239,7 @@ fn a_flood_stays_bounded_and_a_quiet_app_is_served_throughout() {
     assert!(peak < PEAK_RSS_MIB, "peak RSS {peak} MiB");
     assert!(after < AFTER_RSS_MIB, "RSS after the flood {after} MiB");
     assert!(
-        max_fds <= 2 * MAX_CONNECTIONS + 100,
+        max_fds <= 2 * (WORKERS + 1) * MAX_CONNECTIONS + 100,
         "{max_fds} descriptors"
     );
     assert!(series < 100, "{series} metric series");

@@ -432,9 +432,10 @@ fn idle_and_silent_connections_are_bounded_on_both_ports() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let open = proc::fds(m.pid());
-    // At most maxConnections per listener (HTTP counts per worker, rounded up).
+    // At most maxConnections per listener; each tracked connection holds two descriptors
+    // (the connection's own and the tracker's duplicate, which it shuts down to close it).
     assert!(
-        open <= base + 2 * 200 + 20,
+        open <= base + 2 * 2 * 200 + 40,
         "{open} descriptors (base {base})"
     );
     // Silent connections are closed after the header timeout.

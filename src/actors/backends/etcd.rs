@@ -106,6 +106,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     // Only the portable keys (`ttlInSeconds`, `contentType`).
     request_keys: &[],
     build,
+    locations,
 };
 
 /// What an etcd store does natively.
@@ -944,6 +945,21 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// Every endpoint and key prefix path the store's keys live under.
+fn locations(cfg: &ComponentConfig) -> Vec<String> {
+    let path = cfg.get("keyPrefixPath").unwrap_or_default();
+    cfg.get("endpoints")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (addr, _) = super::normalize_endpoint(e, 2379);
+            format!("state.etcd:{addr}/{path}")
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     // Only the portable keys (`ttlInSeconds`, `contentType`).
     request_keys: &[],
     build,
+    locations,
 };
 
 const CAPABILITIES: CapabilitySet = CapabilitySet::of(&[
@@ -375,6 +376,11 @@ impl StateStore for InMemoryStore {
             tracing::debug!(removed, "in-memory sweep freed expired items");
         }
     }
+}
+
+/// Each in-memory component holds its own data: its only place is itself.
+fn locations(cfg: &ComponentConfig) -> Vec<String> {
+    vec![format!("state.in-memory:{}", cfg.name)]
 }
 
 #[cfg(test)]

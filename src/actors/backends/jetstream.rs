@@ -108,6 +108,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     // Only the portable keys (`ttlInSeconds`, `contentType`).
     request_keys: &[],
     build,
+    locations,
 };
 
 /// What a JetStream KV store does natively.
@@ -971,6 +972,21 @@ impl StateStore for JetStreamStore {
         })
         .await
     }
+}
+
+/// Every server the store's bucket is on (`host:port/bucket`).
+fn locations(cfg: &ComponentConfig) -> Vec<String> {
+    let bucket = cfg.get("bucket").unwrap_or_default().trim();
+    cfg.get("natsURL")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (addr, _) = super::normalize_endpoint(p, 4222);
+            format!("state.jetstream:{addr}/{bucket}")
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ pub struct Descriptor {
     pub request_keys: &'static [RequestKey],
     /// Builds the store factory from validated component metadata.
     pub build: fn(&ComponentConfig) -> Result<Arc<dyn StoreFactory>, String>,
+    /// Where a store's keys physically live: one string per place (server and database,
+    /// table or bucket). Two stores sharing any of them share one key space, so their key
+    /// prefixes must not meet (see [`crate::config::namespace_problems`]). Never holds a
+    /// password; never shown to users.
+    pub locations: fn(&ComponentConfig) -> Vec<String>,
 }
 
 impl Descriptor {
@@ -215,6 +220,30 @@ impl Field {
     }
 }
 
+/// `host:port` of one server address written as `host`, `host:port` or a URL
+/// (`scheme://user:password@host:port/path`): lower-cased, without scheme, credentials and
+/// path, with `default_port` when none is given and `localhost` spelled `127.0.0.1`, so two
+/// spellings of one server compare equal. The path, when there is one, is returned apart.
+pub fn normalize_endpoint(raw: &str, default_port: u16) -> (String, String) {
+    let s = raw.trim();
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    let (authority, path) = s.split_once('/').unwrap_or((s, ""));
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let authority = authority.to_ascii_lowercase();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h.to_owned(), p.to_owned())
+        }
+        _ => (authority.clone(), default_port.to_string()),
+    };
+    let host = match host.as_str() {
+        "localhost" | "[::1]" | "::1" => "127.0.0.1".to_owned(),
+        _ => host,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or_default().to_owned();
+    (format!("{host}:{port}"), path)
+}
+
 /// Metadata every component accepts.
 pub const COMMON_FIELDS: &[Field] = &[
     Field::new(
@@ -354,6 +383,18 @@ mod tests {
             );
         }
         assert_eq!(REGISTRY.len(), modules.len());
+    }
+
+    #[test]
+    fn endpoints_normalize() {
+        let n = |s: &str| normalize_endpoint(s, 6379);
+        assert_eq!(n("localhost"), ("127.0.0.1:6379".into(), String::new()));
+        assert_eq!(n("LocalHost:6379"), n("127.0.0.1"));
+        assert_eq!(
+            n("redis://u:secret@Cache.Example:7000/2?x=1"),
+            ("cache.example:7000".into(), "2".into())
+        );
+        assert_eq!(n("[::1]:6379").0, "127.0.0.1:6379");
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     // Only the portable keys (`ttlInSeconds`, `contentType`).
     request_keys: &[],
     build,
+    locations,
 };
 
 const CAPABILITIES: CapabilitySet = CapabilitySet::of(&[
@@ -1182,6 +1183,40 @@ impl StateStore for PgStore {
             }
         }
     }
+}
+
+/// Every server, database and table the store's rows live in (`host:port/db/table`).
+fn locations(cfg: &ComponentConfig) -> Vec<String> {
+    let Ok((pg, settings)) = parse_settings(cfg) else {
+        return Vec::new();
+    };
+    let db = pg
+        .get_dbname()
+        .or(pg.get_user())
+        .unwrap_or("postgres")
+        .to_owned();
+    let ports = pg.get_ports();
+    pg.get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let (addr, _) = super::normalize_endpoint(&format!("{host}:{port}"), 5432);
+            // An unqualified table is in `public` (the default search path).
+            let table = settings.table.plain();
+            let table = if table.contains('.') {
+                table
+            } else {
+                format!("public.{table}")
+            };
+            format!("state.postgresql:{addr}/{db}/{table}")
+        })
+        .collect()
 }
 
 #[cfg(test)]

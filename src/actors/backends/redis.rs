@@ -156,6 +156,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     // `queryIndexName` does nothing here (the lint reports it as store-specific).
     request_keys: &[],
     build,
+    locations,
 };
 
 /// What every Redis store does. `StrongConsistency`: reads and writes go to the primary, and
@@ -1745,6 +1746,20 @@ impl StateStore for RedisStore {
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 mod topology;
+
+/// Every node and database the store's keys live on (`host:port/db`).
+fn locations(cfg: &ComponentConfig) -> Vec<String> {
+    let Ok(infos) = connection_infos(cfg) else {
+        return Vec::new();
+    };
+    infos
+        .iter()
+        .map(|i| {
+            let (addr, _) = super::normalize_endpoint(&i.addr().to_string(), 6379);
+            format!("state.redis:{addr}/{}", i.redis_settings().db())
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests;

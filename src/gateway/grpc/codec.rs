@@ -87,9 +87,13 @@ impl<U: Message + Default> Decoder for BoundedDecoder<U> {
                 return Err(super::status(&e));
             }
         }
-        U::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        // A message that is not protobuf is the client's error.
+        U::decode(buf).map(Some).map_err(|e| {
+            super::status(&Error::malformed(
+                Operation::Other,
+                format!("the message is not valid protobuf: {e}"),
+            ))
+        })
     }
 }
 

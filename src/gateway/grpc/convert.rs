@@ -55,20 +55,31 @@ pub fn etag(e: Option<Etag>) -> Option<String> {
     e.map(|e| e.value).filter(|v| !v.is_empty())
 }
 
-/// A SaveState item. With `decode_json` (SaveState, not transactions) and item metadata
+/// A SaveState item. With `json_depth` (SaveState, not transactions) and item metadata
 /// `contentType=application/json`, the bytes are JSON-decoded and re-serialized as the HTTP
-/// door does (spec §1.11); bytes that are not JSON fail with daprd's plain decoder error.
-pub fn set_request(item: StateItem, op: Operation, decode_json: bool) -> Result<SetRequest, Error> {
-    let value = if decode_json
-        && item.metadata.get(CONTENT_TYPE).map(String::as_str) == Some(JSON_CONTENT_TYPE)
-    {
-        reserialize_json(&item.value).map_err(|e| {
-            Error::new(ErrorKind::ValueNotJson, op)
-                .key(&item.key)
-                .detail(e)
-        })?
-    } else {
-        Bytes::from(item.value)
+/// door does (spec §1.11), after the HTTP door's depth check (`json_depth` levels at most,
+/// measured before parsing); bytes that are not JSON fail with the decoder's message.
+pub fn set_request(
+    item: StateItem,
+    op: Operation,
+    json_depth: Option<usize>,
+) -> Result<SetRequest, Error> {
+    let value = match json_depth {
+        Some(max) if is_json(&item) => {
+            crate::gateway::http::body::shape(&item.value, max, op).map_err(|_| {
+                Error::new(ErrorKind::LimitExceeded, op)
+                    .key(&item.key)
+                    .detail(format!(
+                        "the JSON value nests deeper than the limit of {max} levels"
+                    ))
+            })?;
+            reserialize_json(&item.value).map_err(|e| {
+                Error::new(ErrorKind::ValueNotJson, op)
+                    .key(&item.key)
+                    .detail(e)
+            })?
+        }
+        _ => Bytes::from(item.value),
     };
     Ok(SetRequest {
         key: item.key,
@@ -78,6 +89,11 @@ pub fn set_request(item: StateItem, op: Operation, decode_json: bool) -> Result<
         ttl: None,
         metadata: item.metadata,
     })
+}
+
+/// Whether SaveState decodes this item's value as JSON (`contentType=application/json`).
+pub fn is_json(item: &StateItem) -> bool {
+    item.metadata.get(CONTENT_TYPE).map(String::as_str) == Some(JSON_CONTENT_TYPE)
 }
 
 fn reserialize_json(raw: &[u8]) -> Result<Bytes, String> {
@@ -113,7 +129,7 @@ pub fn transaction(
         .map(|o| {
             let item = o.request.unwrap_or_default();
             match o.operation_type.as_str() {
-                "upsert" => set_request(item, op, false).map(TransactionOp::Upsert),
+                "upsert" => set_request(item, op, None).map(TransactionOp::Upsert),
                 "delete" => Ok(TransactionOp::Delete(delete_request(
                     item.key,
                     item.etag,
@@ -237,7 +253,7 @@ mod tests {
         let raw = set_request(
             item("k", b"{ \"b\":1, \"a\":2 }", &[]),
             Operation::Save,
-            true,
+            Some(64),
         )
         .unwrap();
         assert_eq!(&raw.value[..], b"{ \"b\":1, \"a\":2 }");
@@ -248,7 +264,7 @@ mod tests {
                 &[("contentType", "application/json")],
             ),
             Operation::Save,
-            true,
+            Some(64),
         )
         .unwrap();
         assert_eq!(&json.value[..], br#"{"a":2,"b":1}"#);
@@ -256,17 +272,37 @@ mod tests {
         let tx = set_request(
             item("k", b"not json", &[("contentType", "application/json")]),
             Operation::Transaction,
-            false,
+            None,
         )
         .unwrap();
         assert_eq!(&tx.value[..], b"not json");
         let err = set_request(
             item("k", b"not json", &[("contentType", "application/json")]),
             Operation::Save,
-            true,
+            Some(64),
         )
         .unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::ValueNotJson);
+        // The HTTP door's depth limit, checked before parsing.
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let json = [("contentType", "application/json")];
+        assert!(
+            set_request(
+                item("k", deep(3).as_bytes(), &json),
+                Operation::Save,
+                Some(3)
+            )
+            .is_ok()
+        );
+        let err = set_request(
+            item("k", deep(4).as_bytes(), &json),
+            Operation::Save,
+            Some(3),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::LimitExceeded);
+        // Raw values are not measured.
+        assert!(set_request(item("k", deep(4).as_bytes(), &[]), Operation::Save, Some(3)).is_ok());
     }
 
     #[test]

@@ -6,12 +6,20 @@
 //!   passed to the handler as [`Caller`].
 //! * Quota: the app's in-flight and rate limits ([`crate::gateway::Catalog::admit`]); past them the call is
 //!   answered `ResourceExhausted` with `retry-after` metadata, without reaching the handler.
+//! * Memory: the request body is charged against the app's and the global body budgets
+//!   frame by frame before tonic decodes it ([`crate::gateway::budget`]); a charge that
+//!   finds no room within `limits.bodyMemoryWait` fails the call with `ResourceExhausted`.
+//!   The charge is held until the call has answered.
+//! * Connections: the call marks its connection served or authenticated
+//!   ([`crate::gateway::conns`]), so authenticated connections are kept when room is made.
 //! * Message size: tonic's decoder rejects an oversized request with `OutOfRange`; the door
 //!   turns that into [`ErrorKind::BodyTooLarge`], rendered by the error table like every
 //!   other failure (`ResourceExhausted`).
 //! * Metrics: `dapr_grpc_io_server_*` per full method name and status code name.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -23,8 +31,11 @@ use tonic::server::NamedService;
 use tonic::{Code, Status};
 use tracing::Instrument;
 
+use super::listener::ConnInfo;
 use super::status::{code_name, status};
 use crate::error::{Error, ErrorKind, Operation};
+use crate::gateway::budget::BodyMeter;
+use crate::gateway::conns::ConnHandle;
 use crate::gateway::trace;
 use crate::gateway::{AppId, Live};
 use crate::metrics;
@@ -131,7 +142,13 @@ where
         // daprd removes the token before the handler runs.
         let token = req.headers_mut().remove("dapr-api-token");
         let token = token.as_ref().and_then(|v| v.to_str().ok());
-        let app = match catalog.authenticate(token) {
+        let authenticated = catalog.authenticate(token);
+        // The connection's stage (unauthenticated connections are closed first for room).
+        let conn = req
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|i| InProgress::new(i.conn.clone(), authenticated.is_ok()));
+        let app = match authenticated {
             Ok(app) => app,
             Err(e) => {
                 tracing::debug!(error = %e.log_summary(), method = %method, "grpc call unauthenticated");
@@ -156,6 +173,12 @@ where
             }
         };
         req.extensions_mut().insert(Caller(app.clone()));
+        // The body is charged to the memory budgets as it streams in; the charge is held
+        // (in `held`) until the call has answered.
+        let held = Arc::new(parking_lot::Mutex::new(None));
+        let meter = permit.body_meter(&app);
+        let op = operation(&method);
+        let req = req.map(|b| Body::new(Metered::new(b, meter, held.clone(), op)));
         // The ready service is the one polled; leave a fresh clone in its place (tower's rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -175,6 +198,8 @@ where
                     }
                 };
                 drop(permit);
+                drop(held);
+                drop(conn);
                 // Errors of unary calls are trailers-only: the status is in the headers.
                 let mut code = Code::Ok;
                 if let Some(st) = Status::from_header_map(resp.headers()) {
@@ -198,6 +223,111 @@ where
             }
             .instrument(call_span),
         )
+    }
+}
+
+/// A call in progress on a tracked connection; ends it when dropped.
+struct InProgress(Arc<ConnHandle>);
+
+impl InProgress {
+    fn new(conn: Arc<ConnHandle>, authenticated: bool) -> InProgress {
+        conn.request_started(authenticated);
+        InProgress(conn)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+type Reserve = Pin<Box<dyn Future<Output = (BodyMeter, Result<(), Error>)> + Send>>;
+
+/// A request body charged to the memory budgets frame by frame: a DATA frame is handed to
+/// the decoder only once its bytes are charged. The meter moves to `held` when the body is
+/// dropped, so the charge outlives decoding until the call answers.
+struct Metered {
+    inner: Body,
+    meter: Option<BodyMeter>,
+    pending: Option<(Reserve, http_body::Frame<bytes::Bytes>)>,
+    seen: usize,
+    held: Arc<parking_lot::Mutex<Option<BodyMeter>>>,
+    op: Operation,
+}
+
+impl Metered {
+    fn new(
+        inner: Body,
+        meter: BodyMeter,
+        held: Arc<parking_lot::Mutex<Option<BodyMeter>>>,
+        op: Operation,
+    ) -> Metered {
+        Metered {
+            inner,
+            meter: Some(meter),
+            pending: None,
+            seen: 0,
+            held,
+            op,
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let Some(m) = self.meter.take() {
+            *self.held.lock() = Some(m);
+        }
+    }
+}
+
+impl http_body::Body for Metered {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if let Some((reserve, _)) = &mut this.pending {
+                let (meter, charged) = std::task::ready!(reserve.as_mut().poll(cx));
+                this.meter = Some(meter);
+                let (_, frame) = this.pending.take().expect("pending frame");
+                return Poll::Ready(Some(match charged {
+                    Ok(()) => Ok(frame),
+                    Err(e) => Err(status(&e)),
+                }));
+            }
+            let frame = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
+            };
+            let Some(data) = frame.data_ref() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            this.seen += data.len();
+            let (total, op) = (this.seen, this.op);
+            let Some(mut meter) = this.meter.take() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            let reserve: Reserve = Box::pin(async move {
+                let r = meter.reserve(total, op).await;
+                (meter, r)
+            });
+            this.pending = Some((reserve, frame));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,8 +1,11 @@
-//! The gRPC door's accept loop, with the bounds hyper does not give: at most
-//! `limits.maxConnections` open connections (shared by every accepting thread; one more
-//! is closed at once), a connection must send its first bytes within
-//! `limits.headerTimeout` (an idle TCP connection never reaches hyper), and a connection on
-//! which the client sends nothing for `limits.idleTimeout` is closed.
+//! The gRPC door's accept loop, with the bounds hyper does not give: every connection is
+//! registered with the listener's [`ConnTracker`] (at most `limits.maxConnections`, and
+//! `limits.maxConnectionsPerPeer` per peer address, unauthenticated connections closed
+//! first to make room; the first complete request within `limits.headerTimeout` of the
+//! accept, however the bytes trickle; closed after `limits.idleTimeout` without a call in
+//! progress), a connection must send its first bytes within `limits.headerTimeout` (an
+//! idle TCP connection never reaches hyper), and a connection on which the client sends
+//! nothing for `limits.idleTimeout` is closed.
 //!
 //! With TLS configured, the handshake runs here too, inside the same first-bytes deadline
 //! and holding the same connection slot, so TLS connections count against
@@ -17,16 +20,18 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use crate::gateway::conns::{ConnHandle, ConnTracker};
 
 /// Connection bounds of one listener.
 #[derive(Clone)]
 pub(super) struct ConnLimits {
-    /// One permit per open connection, shared by every accepting thread.
-    pub permits: Arc<Semaphore>,
+    /// The open connections, shared by every accepting thread.
+    pub tracker: Arc<ConnTracker>,
     /// Time to the first byte.
     pub handshake: Duration,
     /// Longest silence from the client.
@@ -62,8 +67,8 @@ async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::Unboun
             a = listener.accept() => a,
             () = tx.closed() => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
                 tracing::debug!(error = %e, "grpc accept failed");
@@ -71,11 +76,14 @@ async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::Unboun
                 continue;
             }
         };
-        let Ok(permit) = limits.permits.clone().try_acquire_owned() else {
-            tracing::debug!("grpc connection refused: maxConnections reached");
+        let Some(permit) = limits
+            .tracker
+            .admit(std::os::fd::AsFd::as_fd(&stream), peer.ip())
+        else {
             drop(stream);
             continue;
         };
+        let permit = Arc::new(permit);
         let _ = stream.set_nodelay(true);
         let tx = tx.clone();
         let (handshake, idle, tls) = (limits.handshake, limits.idle, limits.tls.clone());
@@ -89,7 +97,6 @@ async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::Unboun
                     return;
                 }
             }
-            let info = stream.connect_info();
             let io: Box<dyn Io> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {
@@ -108,7 +115,7 @@ async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::Unboun
                     }
                 }
             };
-            let _ = tx.send(Conn::new(io, info, permit, idle));
+            let _ = tx.send(Conn::new(io, permit, idle));
         });
     }
 }
@@ -117,27 +124,28 @@ async fn accept_loop(listener: TcpListener, limits: ConnLimits, tx: mpsc::Unboun
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
+/// What the door learns of a call's connection (a request extension, set by tonic): its
+/// registration to mark it served or authenticated.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The connection's registration with the listener's tracker.
+    pub conn: Arc<ConnHandle>,
+}
+
 /// An accepted connection holding its slot; reads fail once the client stays silent for
 /// the idle timeout, which makes hyper close the connection.
 pub(super) struct Conn {
     stream: Box<dyn Io>,
-    info: TcpConnectInfo,
-    _permit: OwnedSemaphorePermit,
+    permit: Arc<ConnHandle>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl Conn {
-    fn new(
-        stream: Box<dyn Io>,
-        info: TcpConnectInfo,
-        permit: OwnedSemaphorePermit,
-        idle: Duration,
-    ) -> Conn {
+    fn new(stream: Box<dyn Io>, permit: Arc<ConnHandle>, idle: Duration) -> Conn {
         Conn {
             stream,
-            info,
-            _permit: permit,
+            permit,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
         }
@@ -201,9 +209,11 @@ impl AsyncWrite for Conn {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.info.clone()
+        ConnInfo {
+            conn: self.permit.clone(),
+        }
     }
 }

@@ -103,11 +103,13 @@ impl GrpcServer {
         let limits = &catalog.limits;
         codec::allow_repeated(limits.max_bulk_items.max(limits.max_transaction_ops));
         let conn_limits = listener::ConnLimits {
-            permits: Arc::new(tokio::sync::Semaphore::new(
-                limits
-                    .max_connections
-                    .min(tokio::sync::Semaphore::MAX_PERMITS),
-            )),
+            tracker: crate::gateway::conns::ConnTracker::new(
+                "grpc",
+                limits.max_connections,
+                limits.resources.max_connections_per_peer,
+                limits.header_timeout,
+                Some(limits.idle_timeout),
+            ),
             handshake: limits.header_timeout,
             idle: limits.idle_timeout,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),

@@ -95,6 +95,45 @@ impl DaprService {
     }
 }
 
+/// SaveState's items, JSON values checked (depth) and re-serialized as the HTTP door does:
+/// on this thread when the JSON values are small together, else on the bounded pool of
+/// blocking threads the HTTP door uses, so a big parse never stalls the other calls served
+/// by this thread.
+async fn save_items(
+    gateway: &Gateway,
+    states: Vec<super::proto::common::StateItem>,
+    op: Operation,
+) -> Result<Vec<crate::model::SetRequest>, Error> {
+    let (max_depth, threshold) = {
+        let catalog = gateway.catalog();
+        (
+            catalog.limits.max_json_depth,
+            catalog.limits.blocking_parse_threshold,
+        )
+    };
+    let json_bytes: usize = states
+        .iter()
+        .filter(|i| convert::is_json(i))
+        .map(|i| i.value.len())
+        .sum();
+    let work = move || {
+        states
+            .into_iter()
+            .map(|item| convert::set_request(item, op, Some(max_depth)))
+            .collect::<Result<Vec<_>, Error>>()
+    };
+    if json_bytes <= threshold {
+        return work();
+    }
+    let _permit = crate::gateway::parse_permits()
+        .acquire()
+        .await
+        .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?
+}
+
 /// A reply of the wrong kind for the operation (a gateway bug, never expected).
 fn unexpected(op: Operation) -> Status {
     fail(
@@ -169,11 +208,8 @@ impl Dapr for DaprService {
         let app = self.caller(&req)?;
         let r = req.into_inner();
         let store = r.store_name;
-        let request = r
-            .states
-            .into_iter()
-            .map(|item| convert::set_request(item, op, true))
-            .collect::<Result<Vec<_>, Error>>()
+        let request = save_items(&self.gateway, r.states, op)
+            .await
             .map(|items| StateRequest::Save { items })
             .map_err(|e| e.store(&store));
         let answer = self.run(app, store, op, request).await?;

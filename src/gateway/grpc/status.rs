@@ -126,9 +126,12 @@ mod tests {
 
     #[test]
     fn plain_errors_have_no_details() {
-        let st = status(&Error::new(ErrorKind::ValueNotJson, Operation::Save).detail("bad"));
+        let st = status(&Error::new(ErrorKind::StoreFailure, Operation::BulkGet).detail("bad"));
         assert_eq!(st.code(), Code::Unknown);
         assert!(st.details().is_empty());
+        // A value that is not JSON is the client's error (issue 20).
+        let st = status(&Error::new(ErrorKind::ValueNotJson, Operation::Save).detail("bad"));
+        assert_eq!((st.code(), st.message()), (Code::InvalidArgument, "bad"));
     }
 
     #[test]

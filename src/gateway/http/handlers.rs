@@ -18,6 +18,8 @@ use crate::capabilities::RECEIPT_HEADER;
 use crate::capabilities::lint::LINT_HEADER;
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Operation};
+use crate::gateway::budget::BodyMeter;
+use crate::gateway::conns::ConnHandle;
 use crate::gateway::http::respond::lint_header;
 use crate::gateway::trace;
 use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
@@ -117,16 +119,17 @@ async fn serve_request(
         .get("dapr-api-token")
         .and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
+    let mut body_refused = false;
+    // The connection's stage: a request with a valid token marks it authenticated (kept
+    // when room is made for new connections), see `crate::gateway::conns`.
+    let in_progress = req.conn_data::<ConnSlot>().map(|slot| {
+        let valid = !matches!(route, Route::NotFound) && gw.catalog().is_valid_token(token);
+        InProgress::new(slot, valid)
+    });
     let outcome = match route {
-        Route::Healthz => {
-            let detailed = gw.catalog().is_valid_token(token);
-            healthz(gw, &Query::parse(req.query_string()), detailed).into()
-        }
+        Route::Healthz => healthz(gw, &Query::parse(req.query_string()), token).into(),
         // Outbound readiness is the stores' readiness (an unreachable store is not ready).
-        Route::HealthzOutbound => {
-            let detailed = gw.catalog().is_valid_token(token);
-            healthz(gw, &Query::parse(""), detailed).into()
-        }
+        Route::HealthzOutbound => healthz(gw, &Query::parse(""), token).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         _ => match gw.catalog().authenticate(token) {
             Err(e) => Outcome::Error(e),
@@ -138,11 +141,19 @@ async fn serve_request(
                         actix_rt::time::sleep(refusal.delay).await;
                         Outcome::Error(refusal.error)
                     }
-                    Ok(_permit) => serve(gw, &req, &mut payload, &route, a).await,
+                    Ok(permit) => {
+                        // The body's bytes are charged to the memory budgets as they are
+                        // read, and held until the answer is ready.
+                        let mut meter = permit.body_meter(&a);
+                        let outcome = serve(gw, &req, &mut payload, &route, a, &mut meter).await;
+                        body_refused = meter.refused();
+                        outcome
+                    }
                 }
             }
         },
     };
+    drop(in_progress);
     let resp = match outcome {
         Outcome::Response(r) => r,
         Outcome::Error(e) => {
@@ -153,12 +164,14 @@ async fn serve_request(
                 tracing::warn!(error = %e.log_summary(), "request failed");
             }
             let mut resp = respond::error(&e);
-            if matches!(
-                e.kind(),
-                ErrorKind::BodyTooLarge { .. }
-                    | ErrorKind::BodyTimeout { .. }
-                    | ErrorKind::BodyRead
-            ) {
+            if body_refused
+                || matches!(
+                    e.kind(),
+                    ErrorKind::BodyTooLarge { .. }
+                        | ErrorKind::BodyTimeout { .. }
+                        | ErrorKind::BodyRead
+                )
+            {
                 // The rest of the body was not read: close instead of holding the
                 // connection for a body that may never end. actix-http closes when the
                 // payload is still unread (not dropped) as the response ends; dropped, it
@@ -270,6 +283,7 @@ async fn serve(
     payload: &mut web::Payload,
     route: &Route<'_>,
     app: AppId,
+    meter: &mut BodyMeter,
 ) -> Outcome {
     let mut q = Query::parse(req.query_string());
     let limits = gw.catalog().limits.clone();
@@ -299,7 +313,7 @@ async fn serve(
             let op = Operation::Save;
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op).await {
+            let request = match read_body(req, payload, limit, wait, op, meter).await {
                 Ok(b) => {
                     parse_body(
                         b,
@@ -350,7 +364,7 @@ async fn serve(
             let op = Operation::BulkGet;
             let max = limits.max_bulk_items;
             let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op).await {
+            let request = match read_body(req, payload, limit, wait, op, meter).await {
                 Ok(b) => {
                     parse_body(
                         b,
@@ -381,7 +395,7 @@ async fn serve(
                     (s.max_transaction_ops, s.name.clone())
                 });
             let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op).await {
+            let request = match read_body(req, payload, limit, wait, op, meter).await {
                 Ok(b) => {
                     parse_body(
                         b,
@@ -411,7 +425,7 @@ async fn serve(
         }
         Route::Query(store) => {
             let op = Operation::Query;
-            let body = read_body(req, payload, limit, wait, op).await;
+            let body = read_body(req, payload, limit, wait, op, meter).await;
             let request = body
                 .and_then(|b| {
                     String::from_utf8(b.to_vec()).map_err(|_| {
@@ -430,7 +444,7 @@ async fn serve(
             let key = param!("key", key);
             // No value can be larger than the app's whole metadata allowance.
             let limit = limit.min(gw.catalog().max_extended_value());
-            let body = tri!(read_body(req, payload, limit, wait, Operation::Other).await);
+            let body = tri!(read_body(req, payload, limit, wait, Operation::Other, meter).await);
             tri!(
                 gw.catalog()
                     .set_extended(&app, &key, &String::from_utf8_lossy(&body))
@@ -499,12 +513,17 @@ fn render(reply: StateReply) -> HttpResponse {
 /// Reads the whole body, failing fast (413) once it passes `limit` (checked on every chunk,
 /// so a chunked body is bounded too), and (408) when it has not arrived within
 /// `limits.bodyTimeout` (a trickled body, or a chunk size that is never filled).
+///
+/// Bytes are charged to `meter` (the app's and the global body budgets) before they are
+/// buffered: a declared `Content-Length` whole before the first read, a chunked body in
+/// steps of at least [`CHARGE_STEP`]. No room within `limits.bodyMemoryWait`: 429.
 async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
     limit: usize,
     body_timeout: std::time::Duration,
     op: Operation,
+    meter: &mut BodyMeter,
 ) -> Result<Bytes, Error> {
     let too_large = || Error::new(ErrorKind::BodyTooLarge { limit }, op);
     let declared = req
@@ -516,12 +535,21 @@ async fn read_body(
         return Err(too_large());
     }
     let read = async {
+        if let Some(n) = declared {
+            meter.reserve(n, op).await?;
+        }
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
         while let Some(chunk) = payload.next().await {
             let chunk =
                 chunk.map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
-            if buf.len() + chunk.len() > limit {
+            let total = buf.len() + chunk.len();
+            if total > limit {
                 return Err(too_large());
+            }
+            if total > meter.charged() {
+                meter
+                    .reserve(total.max(buf.len() + CHARGE_STEP).min(limit), op)
+                    .await?;
             }
             buf.extend_from_slice(&chunk);
         }
@@ -538,13 +566,27 @@ async fn read_body(
     }
 }
 
-/// Bounds the blocking threads parsing large bodies at once (their memory too).
-fn parse_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        tokio::sync::Semaphore::new(cpus * 2)
-    })
+/// The smallest step a chunked body's charge grows by.
+const CHARGE_STEP: usize = 64 * 1024;
+
+/// The connection of a request, as registered by the HTTP listener's tracker (set per
+/// connection by `on_connect`, see `crate::app`).
+pub struct ConnSlot(pub std::rc::Rc<ConnHandle>);
+
+/// A request in progress on a tracked connection; ends it when dropped.
+struct InProgress(std::rc::Rc<ConnHandle>);
+
+impl InProgress {
+    fn new(slot: &ConnSlot, authenticated: bool) -> InProgress {
+        slot.0.request_started(authenticated);
+        InProgress(slot.0.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
 }
 
 /// Checks the body's shape (depth, item count via `items`) and parses it with `parse`: on
@@ -567,7 +609,7 @@ async fn parse_body<T: Send + 'static>(
     if len <= limits.blocking_parse_threshold {
         return work();
     }
-    let _permit = parse_permits()
+    let _permit = crate::gateway::parse_permits()
         .acquire()
         .await
         .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?;
@@ -657,9 +699,22 @@ fn query_json(resp: &crate::model::QueryResponse) -> Vec<u8> {
     respond::to_json_line(&body, 64 * resp.results.len() + 16)
 }
 
-/// `/v1.0/healthz`: healthy or not for everyone; which stores failed and why only for a
-/// caller with a valid app token (backend errors can name hosts, users and databases).
-fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Error> {
+/// Whose health a `/v1.0/healthz` (or `/outbound`) caller sees.
+enum HealthView {
+    /// An app's view: only the stores in its scope, and why they failed when `detailed`
+    /// (a valid token: backend errors can name hosts, users and databases).
+    App { app: AppId, detailed: bool },
+    /// The process-level health the platform probes (liveness and readiness, no token):
+    /// the process serves. No store is named or counted: one tenant's store being down
+    /// neither restarts Mecha nor takes it out of service for the other tenants.
+    Process,
+}
+
+/// `/v1.0/healthz`: with a valid app token, the health of the stores in that app's scope
+/// (named, with why); with no token configured, that of the `--app-id` app's stores
+/// (counted only: anyone may call); without a valid token when tokens are configured, the
+/// process-level health.
+fn healthz(gw: &Gateway, q: &Query, token: Option<&str>) -> Result<HttpResponse, Error> {
     let catalog = gw.catalog();
     if let Some(id) = q.appid.as_deref().filter(|id| !id.is_empty())
         && id != catalog.default_app().as_ref()
@@ -667,11 +722,29 @@ fn healthz(gw: &Gateway, q: &Query, detailed: bool) -> Result<HttpResponse, Erro
     {
         return Err(Error::new(ErrorKind::HealthAppIdMismatch, Operation::Other));
     }
+    let view = if !catalog.requires_token() {
+        HealthView::App {
+            app: catalog.default_app().clone(),
+            detailed: false,
+        }
+    } else {
+        match catalog.authenticate(token) {
+            Ok(app) => HealthView::App {
+                app,
+                detailed: true,
+            },
+            Err(_) => HealthView::Process,
+        }
+    };
+    let HealthView::App { app, detailed } = view else {
+        return Ok(respond::no_content());
+    };
     // A store is not ready when its last ping failed (pings run every `healthInterval`) or
     // when its circuit breaker is open (read now, so the change shows at once).
     let unhealthy: Vec<String> = catalog
         .stores()
         .iter()
+        .filter(|s| s.visible_to(&app))
         .filter_map(|s| {
             if s.resilience.breaker_state() == Some(BreakerState::Open) {
                 Some(format!("{} (circuit breaker open)", s.name))

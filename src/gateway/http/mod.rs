@@ -10,4 +10,4 @@ mod handlers;
 pub mod respond;
 pub mod router;
 
-pub use handlers::{HttpState, dispatch};
+pub use handlers::{ConnSlot, HttpState, dispatch};
