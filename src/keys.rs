@@ -119,12 +119,12 @@ pub fn id_problem(id: &str) -> Option<String> {
         Some("must not be empty".into())
     } else if id.len() > MAX_ID_LENGTH {
         Some(format!("is longer than {MAX_ID_LENGTH} bytes"))
-    } else if let Some(c) = id.chars().find(|c| !is_id_char(*c)) {
-        Some(format!(
-            "contains {c:?}: use only {ID_CHARS} (key prefixes must not be able to hold the separator '{SEPARATOR}')"
-        ))
     } else {
-        None
+        id.chars().find(|c| !is_id_char(*c)).map(|c| {
+            format!(
+                "contains {c:?}: use only {ID_CHARS} (key prefixes must not be able to hold the separator '{SEPARATOR}')"
+            )
+        })
     }
 }
 
