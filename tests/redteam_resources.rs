@@ -195,10 +195,10 @@ fn a_burst_of_large_bodies_stays_within_the_budget_and_memory_returns() {
 fn hold(addr: &str, n: usize, first: &[u8]) -> Vec<TcpStream> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            if s.write_all(first).is_ok() {
-                out.push(s);
-            }
+        if let Ok(mut s) = TcpStream::connect(addr)
+            && s.write_all(first).is_ok()
+        {
+            out.push(s);
         }
     }
     out

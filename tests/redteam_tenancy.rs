@@ -17,8 +17,6 @@ use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use support::binary::Process;
 use support::unique;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mecha");
-
 fn redis_host() -> String {
     std::env::var("REDIS_URL")
         .map(|u| u.trim_start_matches("redis://").to_owned())
@@ -81,7 +79,7 @@ fn setup(components: &str, config: &str) -> Setup {
 fn start(s: &Setup, extra: &[&str]) -> Result<Process, String> {
     let mut args = vec!["--resources-path", &s.components, "--config", &s.config];
     args.extend_from_slice(extra);
-    let check = Command::new(BIN)
+    let check = Command::new(support::binary::bin())
         .arg("check")
         .args(&args)
         .env_remove("DAPR_API_TOKEN")
@@ -92,7 +90,7 @@ fn start(s: &Setup, extra: &[&str]) -> Result<Process, String> {
         run.extend_from_slice(&args);
         return Ok(Process::spawn(&run, &[]));
     }
-    let mut run = Command::new(BIN)
+    let mut run = Command::new(support::binary::bin())
         .arg("run")
         .args(&args)
         .args([

@@ -54,12 +54,19 @@ fn addresses(line: &str) -> Option<(String, String, String)> {
     Some((f("http")?, f("grpc")?, f("metrics")?))
 }
 
+/// The binary under test: `MECHA_BIN_UNDER_TEST` when set (the test command sets it to the
+/// release build it has just built, so the red-team suites replay their attacks against
+/// what ships), else the debug build of this test run.
+pub fn bin() -> String {
+    std::env::var("MECHA_BIN_UNDER_TEST").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mecha").to_owned())
+}
+
 impl Process {
     /// Starts `mecha` with `args` (the three ports are added, as 0) and `env`, without the
     /// caller's `DAPR_API_TOKEN` and `MECHA_LOG_FORMAT` unless `env` sets them, and waits
     /// (up to 20 s) until it listens.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mecha"));
+        let mut cmd = Command::new(bin());
         cmd.args(args)
             .args([
                 "--http-port",
