@@ -202,11 +202,14 @@ pub async fn grpc_get(c: &mut DaprClient<Channel>, key: &str) -> Result<(), toni
 
 /// SaveState of `n` empty items; the status it gets.
 pub async fn grpc_save_empty_items(addr: &str, n: usize) -> tonic::Status {
-    let mut c = grpc_client(addr).await;
+    // The message is built before connecting: a connection must carry its first call
+    // within headerTimeout of the accept, and building two million items can take longer
+    // on a loaded machine.
     let req = SaveStateRequest {
         store_name: "statestore".into(),
         states: vec![StateItem::default(); n],
     };
+    let mut c = grpc_client(addr).await;
     match c.save_state(req).await {
         Ok(_) => tonic::Status::ok(""),
         Err(s) => s,
