@@ -405,7 +405,16 @@ fn grpc_item_counts_are_checked_before_decoding() {
     let m = Mecha::start("server:\n  workers: 1\n", MEMORY_STORE);
     let base = rss_kib(m.pid());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let status = rt.block_on(proc::grpc_save_empty_items(&m.grpc, 2_000_000));
+    // On a loaded machine the 4 MB upload is sometimes cut by a transport error (the
+    // connection, not the answer); try again then, up to three times: what is asserted is
+    // the refusal and the memory it cost.
+    let mut status = rt.block_on(proc::grpc_save_empty_items(&m.grpc, 2_000_000));
+    for _ in 0..2 {
+        if status.code() != tonic::Code::Unknown {
+            break;
+        }
+        status = rt.block_on(proc::grpc_save_empty_items(&m.grpc, 2_000_000));
+    }
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     let peak = proc::peak_rss_kib(m.pid());
     assert!(
