@@ -17,6 +17,7 @@ pub mod in_memory;
 pub mod jetstream;
 pub mod postgresql;
 pub mod redis;
+pub mod sqlite;
 
 /// Every backend Mecha knows, in the order the matrix lists them.
 pub static REGISTRY: &[&Descriptor] = &[
@@ -25,6 +26,7 @@ pub static REGISTRY: &[&Descriptor] = &[
     &postgresql::DESCRIPTOR,
     &jetstream::DESCRIPTOR,
     &etcd::DESCRIPTOR,
+    &sqlite::DESCRIPTOR,
 ];
 
 /// How a backend describes itself.
