@@ -63,6 +63,12 @@ fn example_components_load() {
 }
 
 #[test]
+fn sqlite_resources_folder_holds_only_a_sqlite_store() {
+    let types = assert_loads("config/examples/sqlite");
+    assert_eq!(types, vec!["state.sqlite".to_owned()]);
+}
+
+#[test]
 fn default_components_load_and_need_no_service() {
     let types = assert_loads("config/components");
     assert!(

@@ -209,16 +209,14 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let (opts, settings) = parse_settings(cfg)?;
     let in_memory = opts.get_filename().to_string_lossy() == ":memory:";
     // A private in-memory database lives as long as its one connection: keep exactly one.
-    let pool = if in_memory {
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-    } else {
-        SqlitePoolOptions::new().max_connections(4)
-    }
-    .acquire_timeout(settings.timeout)
+    // No idle timeout, no lifetime and no minimum: sqlx would spawn maintenance tasks at once,
+    // and components are also loaded (validated) outside a Tokio runtime.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(if in_memory { 1 } else { 4 })
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(settings.timeout)
     .connect_lazy_with(opts);
     Ok(Arc::new(SqliteFactory {
         common: Arc::new(Common {
