@@ -261,3 +261,14 @@ pub async fn etcd() -> Backend {
     }
     b
 }
+
+/// SQLite on a private in-memory database (one connection, gone when the test ends).
+pub async fn sqlite() -> Backend {
+    from_component(
+        "state.sqlite",
+        &[
+            ("connectionString", ":memory:".into()),
+            ("cleanupInterval", "1s".into()),
+        ],
+    )
+}

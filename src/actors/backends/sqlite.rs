@@ -294,6 +294,16 @@ fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// An ETag shaped like the ones this store issues (hex digits, at most 64); anything else is
+/// invalid. A well-formed ETag that matches no row is a mismatch.
+fn check_etag(raw: &str) -> Result<&str, StoreError> {
+    if !raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(raw)
+    } else {
+        Err(StoreError::EtagInvalid(raw.to_owned()))
+    }
+}
+
 fn first_write_conflict() -> StoreError {
     StoreError::EtagMismatch(Some("first-write: the key already exists".into()))
 }
@@ -372,6 +382,7 @@ async fn exec_set(
     let etag = new_etag();
     let value: &[u8] = &req.value;
     let n = if let Some(old) = &req.etag {
+        let old = check_etag(old)?;
         sqlx::query(&format!(
             "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE key = ? AND etag = ? \
              AND (expires_at IS NULL OR expires_at > ?)"
@@ -435,6 +446,7 @@ async fn exec_delete(
             Ok(())
         }
         Some(old) => {
+            let old = check_etag(old)?;
             let n = sqlx::query(&format!(
                 "DELETE FROM {table} WHERE key = ? AND etag = ? \
                  AND (expires_at IS NULL OR expires_at > ?)"
