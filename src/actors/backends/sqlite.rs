@@ -217,7 +217,7 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(settings.timeout)
-    .connect_lazy_with(opts);
+        .connect_lazy_with(opts);
     Ok(Arc::new(SqliteFactory {
         common: Arc::new(Common {
             pool,
@@ -617,4 +617,236 @@ fn locations(cfg: &ComponentConfig) -> Vec<String> {
         .map(|p| p.display().to_string())
         .unwrap_or(file);
     vec![format!("state.sqlite:{path}/{}", settings.table)]
+}
+
+#[cfg(test)]
+mod tests {
+    //! Settings parsing, ETag generation, and the store on a real database file (SQLite needs
+    //! no service): persistence across a new factory, TTL expiry and cleanup, first-write over
+    //! an expired row, all-or-nothing transactions, and the journal mode.
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::model::StateOptions;
+
+    fn config(extra: &[(&str, &str)]) -> ComponentConfig {
+        ComponentConfig {
+            name: "lite".into(),
+            component_type: "state.sqlite".into(),
+            version: "v1".into(),
+            metadata: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>(),
+        }
+    }
+
+    fn store(cfg: &ComponentConfig) -> Arc<dyn StateStore> {
+        build(cfg).unwrap().create().unwrap()
+    }
+
+    fn set(key: &str, value: &str, etag: Option<&str>, ttl: Option<Ttl>) -> SetRequest {
+        SetRequest {
+            key: key.into(),
+            value: Bytes::from(value.to_owned()),
+            etag: etag.map(str::to_owned),
+            options: StateOptions::default(),
+            ttl,
+            metadata: Metadata::new(),
+        }
+    }
+
+    fn get(key: &str) -> GetRequest {
+        GetRequest {
+            key: key.into(),
+            consistency: Default::default(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn settings_defaults_and_malformed_values_name_their_field() {
+        let (_, s) = parse_settings(&config(&[("connectionString", "x.db")])).unwrap();
+        assert_eq!(s.table, "state");
+        assert_eq!(s.metadata_table, "metadata");
+        assert_eq!(s.timeout, Duration::from_secs(20));
+        assert_eq!(s.cleanup_interval, Some(Duration::from_secs(3600)));
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "connectionString"),
+            (&[("connectionString", "  ")], "connectionString"),
+            (
+                &[("connectionString", "x.db"), ("tableName", "a-b")],
+                "tableName",
+            ),
+            (
+                &[("connectionString", "x.db"), ("metadataTableName", "1x")],
+                "metadataTableName",
+            ),
+            (
+                &[("connectionString", "x.db"), ("cleanupInterval", "soon")],
+                "cleanupInterval",
+            ),
+            (
+                &[
+                    ("connectionString", "x.db"),
+                    ("tableName", "t"),
+                    ("metadataTableName", "t"),
+                ],
+                "metadataTableName",
+            ),
+            (
+                &[("connectionString", "x.db"), ("timeout", "0s")],
+                "timeout",
+            ),
+        ];
+        for (meta, field) in cases {
+            let err = parse_settings(&config(meta)).err().unwrap_or_else(|| {
+                panic!("{meta:?} accepted");
+            });
+            assert!(err.contains(field), "{meta:?}: {err}");
+        }
+        assert_eq!(parse_cleanup(Some("0")).unwrap(), None);
+        assert_eq!(parse_cleanup(Some("-1")).unwrap(), None);
+        assert_eq!(
+            parse_cleanup(Some("90")).unwrap(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_cleanup(Some("5m")).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn etags_never_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20_000 {
+            assert!(seen.insert(new_etag()));
+        }
+    }
+
+    #[test]
+    fn loading_needs_no_runtime() {
+        // Components are validated outside a Tokio runtime (mecha check, config tests).
+        assert!(build(&config(&[("connectionString", ":memory:")])).is_ok());
+        assert!(build(&config(&[("connectionString", "file:x.db?mode=rwc")])).is_ok());
+    }
+
+    #[tokio::test]
+    async fn state_survives_a_new_factory_on_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let cfg = config(&[("connectionString", path.to_str().unwrap())]);
+        let s = store(&cfg);
+        s.set(set("k", "v1", None, None)).await.unwrap();
+        let e1 = s.get(get("k")).await.unwrap().unwrap().etag.unwrap();
+        s.set(set("k", "v2", Some(&e1), None)).await.unwrap();
+        let e2 = s.get(get("k")).await.unwrap().unwrap().etag.unwrap();
+        assert_ne!(e1, e2);
+        drop(s);
+        let again = store(&cfg);
+        let got = again.get(get("k")).await.unwrap().unwrap();
+        assert_eq!(got.data, Bytes::from("v2"));
+        assert_eq!(got.etag.as_deref(), Some(e2.as_str()));
+        // The stale ETag no longer guards anything, on a missing key either.
+        assert!(matches!(
+            again.set(set("k", "v3", Some(&e1), None)).await,
+            Err(StoreError::EtagMismatch(_))
+        ));
+        assert!(matches!(
+            again.set(set("nope", "v", Some(&e2), None)).await,
+            Err(StoreError::EtagMismatch(_))
+        ));
+    }
+
+    /// A second, independent connection to the same file.
+    async fn peek(path: &std::path::Path) -> SqlitePool {
+        SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn expired_rows_are_invisible_at_once_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ttl.db");
+        let s = store(&config(&[("connectionString", path.to_str().unwrap())]));
+        s.set(set("short", "v", None, Some(Ttl::Seconds(1))))
+            .await
+            .unwrap();
+        s.set(set("long", "v", None, None)).await.unwrap();
+        let got = s.get(get("short")).await.unwrap().unwrap();
+        assert!(got.metadata.contains_key(TTL_EXPIRE_TIME));
+        s.set(set("gone", "v", None, Some(Ttl::Seconds(1))))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(s.get(get("short")).await.unwrap().is_none());
+        // First-write takes over the expired row, then refuses the live one.
+        let mut fw = set("short", "fresh", None, None);
+        fw.options.concurrency = Concurrency::FirstWrite;
+        s.set(fw.clone()).await.unwrap();
+        assert!(matches!(s.set(fw).await, Err(StoreError::EtagMismatch(_))));
+        let p = peek(&path).await;
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM state")
+                .fetch_one(&p)
+                .await
+                .unwrap()
+        };
+        assert_eq!(count().await, 3, "the expired row is still stored");
+        s.housekeeping().await;
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM state ORDER BY key")
+            .fetch_all(&p)
+            .await
+            .unwrap();
+        assert_eq!(keys, vec!["long".to_owned(), "short".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_with_a_failing_etag_writes_nothing() {
+        let s = store(&config(&[("connectionString", ":memory:")]));
+        s.set(set("a", "old", None, None)).await.unwrap();
+        let req = TransactionRequest {
+            operations: vec![
+                TransactionOp::Upsert(set("a", "new", None, None)),
+                TransactionOp::Upsert(set("b", "new", None, None)),
+                TransactionOp::Upsert(set(
+                    "c",
+                    "new",
+                    Some("0123456789abcdef0123456789abcdef"),
+                    None,
+                )),
+            ],
+            metadata: Metadata::new(),
+        };
+        assert!(matches!(
+            s.transact(req).await,
+            Err(StoreError::EtagMismatch(_))
+        ));
+        assert_eq!(
+            s.get(get("a")).await.unwrap().unwrap().data,
+            Bytes::from("old")
+        );
+        assert!(s.get(get("b")).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn wal_by_default_and_rollback_journal_when_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        for (disable, want) in [("false", "wal"), ("true", "delete")] {
+            let path = dir.path().join(format!("j-{disable}.db"));
+            let s = store(&config(&[
+                ("connectionString", path.to_str().unwrap()),
+                ("disableWAL", disable),
+            ]));
+            s.set(set("k", "v", None, None)).await.unwrap();
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&peek(&path).await)
+                .await
+                .unwrap();
+            assert_eq!(mode, want, "disableWAL={disable}");
+        }
+    }
 }
