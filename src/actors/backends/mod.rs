@@ -15,6 +15,7 @@ use crate::capabilities::{CapabilitySet, MatrixRow, StoreTraits, render_matrix};
 pub mod etcd;
 pub mod in_memory;
 pub mod jetstream;
+pub mod mysql;
 pub mod postgresql;
 pub mod redis;
 pub mod sqlite;
@@ -27,6 +28,7 @@ pub static REGISTRY: &[&Descriptor] = &[
     &jetstream::DESCRIPTOR,
     &etcd::DESCRIPTOR,
     &sqlite::DESCRIPTOR,
+    &mysql::DESCRIPTOR,
 ];
 
 /// How a backend describes itself.

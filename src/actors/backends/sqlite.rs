@@ -121,7 +121,7 @@ struct Settings {
 }
 
 /// A plain SQL identifier (letters, digits, underscore; not starting with a digit).
-fn parse_ident(field: &str, raw: &str) -> Result<String, String> {
+pub(super) fn parse_ident(field: &str, raw: &str) -> Result<String, String> {
     let ok = !raw.is_empty()
         && raw.len() <= 64
         && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -136,7 +136,7 @@ fn parse_ident(field: &str, raw: &str) -> Result<String, String> {
 }
 
 /// `cleanupInterval`: a duration or a number of seconds; zero or negative disables cleanup.
-fn parse_cleanup(raw: Option<&str>) -> Result<Option<Duration>, String> {
+pub(super) fn parse_cleanup(raw: Option<&str>) -> Result<Option<Duration>, String> {
     let Some(v) = raw.map(str::trim) else {
         return Ok(Some(Duration::from_secs(3600)));
     };
@@ -253,25 +253,25 @@ struct SqliteStore {
     c: Arc<Common>,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn new_etag() -> String {
+pub(super) fn new_etag() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-fn expiry(ttl: Option<Ttl>, now: i64) -> Option<i64> {
+pub(super) fn expiry(ttl: Option<Ttl>, now: i64) -> Option<i64> {
     match ttl {
         Some(Ttl::Seconds(s)) => Some(now + i64::from(s) * 1000),
         Some(Ttl::Never) | None => None,
     }
 }
 
-fn entry(value: Vec<u8>, etag: String, expires_at: Option<i64>) -> StateEntry {
+pub(super) fn entry(value: Vec<u8>, etag: String, expires_at: Option<i64>) -> StateEntry {
     let mut metadata = Metadata::new();
     if let Some(ms) = expires_at {
         let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
@@ -296,7 +296,7 @@ fn db_err(e: sqlx::Error) -> StoreError {
 
 /// An ETag shaped like the ones this store issues (hex digits, at most 64); anything else is
 /// invalid. A well-formed ETag that matches no row is a mismatch.
-fn check_etag(raw: &str) -> Result<&str, StoreError> {
+pub(super) fn check_etag(raw: &str) -> Result<&str, StoreError> {
     if !raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(raw)
     } else {
@@ -304,7 +304,7 @@ fn check_etag(raw: &str) -> Result<&str, StoreError> {
     }
 }
 
-fn first_write_conflict() -> StoreError {
+pub(super) fn first_write_conflict() -> StoreError {
     StoreError::EtagMismatch(Some("first-write: the key already exists".into()))
 }
 
