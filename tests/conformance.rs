@@ -49,6 +49,7 @@ conformance!(redis, conformance::harness::redis());
 conformance!(redis_cluster, conformance::harness::redis_cluster());
 conformance!(postgresql, conformance::harness::postgresql());
 conformance!(sqlite, conformance::harness::sqlite());
+conformance!(mysql, conformance::harness::mysql());
 
 /// Redis Cluster with the keys of each test spread over hash slots (and so over primaries):
 /// every case but the multi-key transactions, which a cluster refuses across slots
