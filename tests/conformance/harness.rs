@@ -308,7 +308,9 @@ pub fn drop_mysql_schema(schema: String) {
                 .port(3306)
                 .username("root")
                 .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled);
-            let mut conn = sqlx::mysql::MySqlConnection::connect_with(&opts).await.ok()?;
+            let mut conn = sqlx::mysql::MySqlConnection::connect_with(&opts)
+                .await
+                .ok()?;
             sqlx::query(&format!("DROP DATABASE IF EXISTS `{schema}`"))
                 .execute(&mut conn)
                 .await

@@ -555,7 +555,9 @@ impl StateStore for MySqlStore {
             let mut tx = self.c.pool.begin().await.map_err(db_err)?;
             for op in &req.operations {
                 match op {
-                    TransactionOp::Upsert(r) => exec_set(&mut tx, &self.c.settings.table, r).await?,
+                    TransactionOp::Upsert(r) => {
+                        exec_set(&mut tx, &self.c.settings.table, r).await?
+                    }
                     TransactionOp::Delete(r) => {
                         exec_delete(&mut tx, &self.c.settings.table, r).await?
                     }
@@ -605,7 +607,11 @@ fn locations(cfg: &ComponentConfig) -> Vec<String> {
     let Ok((_, s)) = parse_settings(cfg) else {
         return Vec::new();
     };
-    vec![format!("state.mysql:{}/{}", s.endpoint, s.table.replace('`', ""))]
+    vec![format!(
+        "state.mysql:{}/{}",
+        s.endpoint,
+        s.table.replace('`', "")
+    )]
 }
 
 #[cfg(test)]
@@ -614,7 +620,8 @@ mod tests {
 
     #[test]
     fn go_dsns_parse_and_bad_ones_name_the_field() {
-        let (o, ep) = parse_dsn("root:@tcp(127.0.0.1:3306)/test?allowNativePasswords=true").unwrap();
+        let (o, ep) =
+            parse_dsn("root:@tcp(127.0.0.1:3306)/test?allowNativePasswords=true").unwrap();
         assert_eq!(ep, "127.0.0.1:3306");
         assert_eq!(o.get_username(), "root");
         assert_eq!(o.get_database(), Some("test"));
@@ -632,7 +639,9 @@ mod tests {
             ":p@tcp(h:1)/d",
             "u:p@tcp(h:1)/d?novalue",
         ] {
-            let e = parse_dsn(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            let e = parse_dsn(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
             assert!(e.starts_with("connectionString"), "{bad}: {e}");
         }
     }
