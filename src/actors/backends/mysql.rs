@@ -645,4 +645,86 @@ mod tests {
             assert!(e.starts_with("connectionString"), "{bad}: {e}");
         }
     }
+
+    fn config(extra: &[(&str, &str)]) -> ComponentConfig {
+        let mut metadata: std::collections::HashMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        metadata
+            .entry("connectionString".into())
+            .or_insert_with(|| {
+                std::env::var("MYSQL_URL")
+                    .unwrap_or_else(|_| "root:@tcp(127.0.0.1:3306)/test".into())
+            });
+        ComponentConfig {
+            name: "my".into(),
+            component_type: "state.mysql".into(),
+            version: "v1".into(),
+            metadata,
+        }
+    }
+
+    #[test]
+    fn malformed_settings_name_their_field() {
+        for (meta, field) in [
+            (("schemaName", "a-b"), "schemaName"),
+            (("tableName", "x y"), "tableName"),
+            (("timeoutInSeconds", "0"), "timeoutInSeconds"),
+            (("cleanupInterval", "later"), "cleanupInterval"),
+            (
+                ("connectionString", "u:p@tcp(h:1)/d?tls=true"),
+                "connectionString",
+            ),
+        ] {
+            let e = build(&config(&[meta]))
+                .err()
+                .unwrap_or_else(|| panic!("{meta:?} accepted"));
+            assert!(e.contains(field), "{meta:?}: {e}");
+        }
+    }
+
+    /// Against the local MariaDB (`MYSQL_URL`), on a schema of its own: the schema is created,
+    /// a new factory reads what the first wrote, and the sweep deletes only expired rows.
+    #[tokio::test]
+    async fn schema_is_created_and_expired_rows_are_swept() {
+        use crate::model::{Metadata, StateOptions, Ttl};
+        let schema = format!("unit_{:016x}", rand::random::<u64>());
+        let cfg = config(&[("schemaName", &schema)]);
+        let s = build(&cfg).unwrap().create().unwrap();
+        let set = |key: &str, ttl| SetRequest {
+            key: key.into(),
+            value: bytes::Bytes::from_static(b"v"),
+            etag: None,
+            options: StateOptions::default(),
+            ttl,
+            metadata: Metadata::new(),
+        };
+        s.set(set("keep", None)).await.unwrap();
+        s.set(set("gone", Some(Ttl::Seconds(1)))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let again = build(&cfg).unwrap().create().unwrap();
+        let get = |key: &str| GetRequest {
+            key: key.into(),
+            consistency: Default::default(),
+            metadata: Metadata::new(),
+        };
+        assert!(again.get(get("keep")).await.unwrap().is_some());
+        assert!(again.get(get("gone")).await.unwrap().is_none());
+        let (opts, _) = parse_settings(&cfg).unwrap();
+        let pool = MySqlPool::connect_with(opts).await.unwrap();
+        let count = |pool: MySqlPool, schema: String| async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM `{schema}`.`state`"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(count(pool.clone(), schema.clone()).await, 2);
+        again.housekeeping().await;
+        assert_eq!(count(pool.clone(), schema.clone()).await, 1);
+        sqlx::query(&format!("DROP DATABASE `{schema}`"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
 }
