@@ -179,6 +179,26 @@ ensure_postgres() {
   log "postgres: up on 127.0.0.1:${PGPORT:-5432}"
 }
 
+mariadb_ready() { mariadb -h127.0.0.1 -P"${MYSQL_PORT:-3306}" -uroot -e 'select 1' >/dev/null 2>&1; }
+
+# MariaDB on 127.0.0.1:3306 for state.mysql: root over TCP without a password, database test.
+ensure_mariadb() {
+  if ! tcp_open 127.0.0.1 "${MYSQL_PORT:-3306}"; then
+    if [ ! -x /usr/sbin/mariadbd ]; then log "mariadb: installing"; apt_install mariadb-server; fi
+    as_root mkdir -p /run/mysqld && as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+    log "mariadb: starting"
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+    wait_for "mariadb port" 60 tcp_open 127.0.0.1 "${MYSQL_PORT:-3306}" || return 1
+  fi
+  if ! mariadb_ready; then
+    # A fresh Debian install authenticates root by unix socket only: allow TCP without a password.
+    as_root mariadb -uroot -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; CREATE USER IF NOT EXISTS root@'127.0.0.1'; GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES" >/dev/null 2>&1 || true
+  fi
+  wait_for "mariadb (select 1 as root)" 30 mariadb_ready || return 1
+  mariadb -h127.0.0.1 -uroot -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null
+  log "mariadb: up on 127.0.0.1:${MYSQL_PORT:-3306}"
+}
+
 # Python 3 with venv and pip, for the official Python SDK compatibility test.
 ensure_python_venv() {
   if command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then
@@ -214,10 +234,12 @@ prepare_test_environment() {
   export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
   ensure_redis
   ensure_postgres
+  ensure_mariadb
   ensure_nats
   ensure_etcd
   ensure_redis_cluster
   export NATS_URL="${NATS_URL:-nats://127.0.0.1:${NATS_PORT:-4222}}"
   export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
   export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+  export MYSQL_URL="${MYSQL_URL:-root:@tcp(127.0.0.1:3306)/test}"
 }

@@ -26,6 +26,7 @@ fn assert_loads(dir: &str) -> Vec<String> {
         // Examples read secrets through envRef; give every variable a plausible value.
         let env = |k: &str| match k {
             "DATABASE_URL" => Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            "MYSQL_URL" => Some("root:@tcp(127.0.0.1:3306)/test".to_owned()),
             _ => Some("example".to_owned()),
         };
         let (components, warnings) = parse_components(&[(&file, &text)], &env)
@@ -60,6 +61,16 @@ fn example_components_load() {
         types.iter().any(|t| t == "state.etcd"),
         "no etcd example: {types:?}"
     );
+    assert!(
+        types.iter().any(|t| t == "state.mysql"),
+        "no MySQL example: {types:?}"
+    );
+}
+
+#[test]
+fn sqlite_resources_folder_holds_only_a_sqlite_store() {
+    let types = assert_loads("config/examples/sqlite");
+    assert_eq!(types, vec!["state.sqlite".to_owned()]);
 }
 
 #[test]

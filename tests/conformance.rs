@@ -48,6 +48,8 @@ conformance!(kv_in_memory, conformance::harness::kv_in_memory());
 conformance!(redis, conformance::harness::redis());
 conformance!(redis_cluster, conformance::harness::redis_cluster());
 conformance!(postgresql, conformance::harness::postgresql());
+conformance!(sqlite, conformance::harness::sqlite());
+conformance!(mysql, conformance::harness::mysql());
 
 /// Redis Cluster with the keys of each test spread over hash slots (and so over primaries):
 /// every case but the multi-key transactions, which a cluster refuses across slots

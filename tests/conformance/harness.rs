@@ -261,3 +261,61 @@ pub async fn etcd() -> Backend {
     }
     b
 }
+
+/// SQLite on a private in-memory database (one connection, gone when the test ends).
+pub async fn sqlite() -> Backend {
+    from_component(
+        "state.sqlite",
+        &[
+            ("connectionString", ":memory:".into()),
+            ("cleanupInterval", "1s".into()),
+        ],
+    )
+}
+
+/// `MYSQL_URL` (a Go DSN), or the local MariaDB `scripts/test.sh` provides.
+pub fn mysql_dsn() -> String {
+    std::env::var("MYSQL_URL").unwrap_or_else(|_| "root:@tcp(127.0.0.1:3306)/test".into())
+}
+
+/// MySQL / MariaDB on a database (schema) of its own, dropped when the test ends. An
+/// unreachable server fails the test.
+pub async fn mysql() -> Backend {
+    let schema = format!("conf_{:016x}", rand::random::<u64>());
+    let mut b = from_component(
+        "state.mysql",
+        &[
+            ("connectionString", mysql_dsn()),
+            ("schemaName", schema.clone()),
+            ("cleanupInterval", "1s".into()),
+        ],
+    );
+    b.teardown = Some(Box::new(move || drop_mysql_schema(schema)));
+    b
+}
+
+/// Drops a test schema. Runs on its own thread and runtime (called from `Drop`). Best effort.
+pub fn drop_mysql_schema(schema: String) {
+    let job = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            use sqlx::Connection;
+            let opts = sqlx::mysql::MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(3306)
+                .username("root")
+                .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled);
+            let mut conn = sqlx::mysql::MySqlConnection::connect_with(&opts)
+                .await
+                .ok()?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS `{schema}`"))
+                .execute(&mut conn)
+                .await
+                .ok()
+        })
+    });
+    let _ = job.join();
+}

@@ -15,8 +15,10 @@ use crate::capabilities::{CapabilitySet, MatrixRow, StoreTraits, render_matrix};
 pub mod etcd;
 pub mod in_memory;
 pub mod jetstream;
+pub mod mysql;
 pub mod postgresql;
 pub mod redis;
+pub mod sqlite;
 
 /// Every backend Mecha knows, in the order the matrix lists them.
 pub static REGISTRY: &[&Descriptor] = &[
@@ -25,6 +27,8 @@ pub static REGISTRY: &[&Descriptor] = &[
     &postgresql::DESCRIPTOR,
     &jetstream::DESCRIPTOR,
     &etcd::DESCRIPTOR,
+    &sqlite::DESCRIPTOR,
+    &mysql::DESCRIPTOR,
 ];
 
 /// How a backend describes itself.
