@@ -10,19 +10,22 @@ ensure_python_venv
 ensure_openssl
 ensure_node
 
+# A test that hangs fails the run after a bound instead of holding CI to its own limit.
+bounded() { timeout --kill-after=30 "$@"; }
+
 cargo build --bins
-cargo test --workspace --doc
-cargo test --workspace --all-targets
+bounded 600 cargo test --workspace --doc
+bounded 2400 cargo test --workspace --all-targets
 
 # The red-team suites once more, against the release binary as it ships (the run above used
 # the debug build): the bounds the README's security model states hold for both.
 cargo build --release --workspace --bins
 MECHA_BIN_UNDER_TEST="$CARGO_TARGET_DIR/release/mecha" \
-    cargo test --test redteam_resources --test redteam_tenancy
+    bounded 900 cargo test --test redteam_resources --test redteam_tenancy
 
 # The official SDKs against the real binary.
-MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/python/run.sh
-MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" tests/compat/js/run.sh
+MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" bounded 900 tests/compat/python/run.sh
+MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" bounded 900 tests/compat/js/run.sh
 
 # The benchmark in smoke mode: completes without errors (timings are not asserted).
-./scripts/bench.sh --quick --json "$CARGO_TARGET_DIR/mecha-bench-quick.json"
+bounded 900 ./scripts/bench.sh --quick --json "$CARGO_TARGET_DIR/mecha-bench-quick.json"

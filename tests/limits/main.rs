@@ -41,6 +41,72 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `args` through the built binary in `dir` and returns its output; a command that does
+/// not finish within 30 s is killed and fails the test (a server line misread as a one-shot
+/// command must not hang the run).
+fn run_to_completion(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let child = std::process::Command::new(proc::BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("`mecha {}` did not finish within 30 s", args.join(" "));
+        }
+    }
+}
+
+/// Runs the README's two curl lines against `port`; returns the answer of the read.
+fn quick_start_curls(lines: &[String], port: u16) -> String {
+    let curls: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("curl "))
+        .map(|l| l.replace("localhost:3500", &format!("localhost:{port}")))
+        .collect();
+    assert_eq!(curls.len(), 2, "{lines:?}");
+    let mut outputs = Vec::new();
+    for c in &curls {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("{c} -sS --max-time 10")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{c}: {out:?}");
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    outputs.pop().unwrap()
+}
+
+fn assert_read_back(get: &str) {
+    assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+    assert!(get.to_ascii_lowercase().contains("\netag: "), "{get}");
+    assert!(get.ends_with("{\"qty\":2}"), "{get}");
+}
+
+/// A read of the quick start's key alone (no write first).
+fn read_only(port: u16) -> String {
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("curl -i -sS --max-time 10 localhost:{port}/v1.0/state/statestore/order-1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn readme_quick_start_runs_as_written() {
     let lines = quick_start_lines();
@@ -51,62 +117,73 @@ fn readme_quick_start_runs_as_written() {
         manifest.contains("default-run = \"mecha\""),
         "cargo run cannot choose between the binaries"
     );
-    let run = lines
+    let runs: Vec<&String> = lines
         .iter()
-        .find(|l| l.starts_with("cargo run"))
-        .expect("a cargo run line");
-    assert_eq!(run, "cargo run --release");
-    // The check line, if any, runs as written (through the built binary).
-    for line in lines
-        .iter()
-        .filter(|l| l.starts_with("cargo run --release -- "))
-    {
-        let args: Vec<&str> = line["cargo run --release -- ".len()..]
+        .filter(|l| l.starts_with("cargo run"))
+        .collect();
+    assert_eq!(
+        runs.first().map(|l| l.as_str()),
+        Some("cargo run --release")
+    );
+    // Every command runs from a scratch copy of the clone's root as far as the commands can
+    // see it (`config/` linked in), so files a store creates land there and not in the clone.
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        root.path().join("config"),
+    )
+    .unwrap();
+    for line in &runs {
+        let args: Vec<&str> = line
+            .strip_prefix("cargo run --release")
+            .unwrap()
+            .trim_start()
+            .strip_prefix("--")
+            .unwrap_or("")
             .split_whitespace()
             .collect();
-        let out = std::process::Command::new(proc::BIN)
-            .args(&args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{line}: {out:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("statestore"),
-            "{line}: {out:?}"
-        );
+        if args.first() == Some(&"check") {
+            // The check line runs to completion and names the default store.
+            let out = run_to_completion(root.path(), &args);
+            assert!(out.status.success(), "{line}: {out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("statestore"),
+                "{line}: {out:?}"
+            );
+            continue;
+        }
+        // A server line: started as written; only the ports move (so parallel runs do not
+        // collide), and the curl lines follow them.
+        let port = free_port();
+        let envs = [
+            ("MECHA_HTTP_PORT", port.to_string()),
+            ("MECHA_GRPC_PORT", "0".to_owned()),
+            ("MECHA_METRICS_PORT", "0".to_owned()),
+        ];
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let m = Mecha::spawn_in(root.path(), &args, &envs);
+        assert_read_back(&quick_start_curls(&lines, port));
+        drop(m);
+        // A line the README says keeps state across restarts does: the same command, started
+        // again, reads the key without writing it first.
+        if args.iter().any(|a| a.contains("sqlite")) {
+            let port = free_port();
+            let envs = [
+                ("MECHA_HTTP_PORT", port.to_string()),
+                ("MECHA_GRPC_PORT", "0".to_owned()),
+                ("MECHA_METRICS_PORT", "0".to_owned()),
+            ];
+            let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let m = Mecha::spawn_in(root.path(), &args, &envs);
+            assert_read_back(&read_only(port));
+            drop(m);
+            assert!(root.path().join("mecha-state.db").exists());
+        }
     }
-    // The server as `cargo run --release` starts it: no flags, from the clone's root; only
-    // the ports move (so parallel runs do not collide), and the curl lines follow them.
-    let port = free_port();
-    let m = Mecha::spawn_in(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
-        &[],
-        &[
-            ("MECHA_HTTP_PORT", &port.to_string()),
-            ("MECHA_GRPC_PORT", "0"),
-            ("MECHA_METRICS_PORT", "0"),
-        ],
+    assert!(
+        runs.iter().any(|l| l.contains("sqlite")),
+        "the quick start shows the durable SQLite example"
     );
-    let curls: Vec<String> = lines
-        .iter()
-        .filter(|l| l.starts_with("curl "))
-        .map(|l| l.replace("localhost:3500", &format!("localhost:{port}")))
-        .collect();
-    assert_eq!(curls.len(), 2, "{lines:?}");
-    let mut outputs = Vec::new();
-    for c in &curls {
-        let out = std::process::Command::new("sh")
-            .args(["-c", &format!("{c} -sS")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{c}: {out:?}");
-        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    let get = &outputs[1];
-    assert!(get.starts_with("HTTP/1.1 200"), "{get}");
-    assert!(get.to_ascii_lowercase().contains("\netag: "), "{get}");
-    assert!(get.ends_with("{\"qty\":2}"), "{get}");
-    drop(m);
 }
 
 #[test]
