@@ -267,7 +267,7 @@ async fn creation_does_not_connect() {
     let started = Instant::now();
     let r = s.get(get("k")).await;
     assert!(
-        matches!(r, Err(StoreError::Unavailable(ref m)) if m.contains("refused")),
+        matches!(r, Err(StoreError::NotSent(ref m)) if m.contains("refused")),
         "{r:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));

@@ -322,6 +322,7 @@ async fn jetstream_frozen_then_killed_fails_fast_and_recovers() {
 struct Faulty {
     gets: AtomicUsize,
     sets: AtomicUsize,
+    refused: AtomicUsize,
 }
 
 #[async_trait]
@@ -347,6 +348,9 @@ impl StateStore for Faulty {
             return Err(StoreError::Unavailable(
                 "connection closed while awaiting the reply".into(),
             ));
+        }
+        if req.key.ends_with("||refused") && self.refused.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Err(StoreError::NotSent("connection refused".into()));
         }
         Ok(())
     }
@@ -419,6 +423,18 @@ async fn retries_only_where_safe_and_within_the_deadline() {
     assert_eq!(store.sets.load(Ordering::SeqCst), 2);
     assert_eq!(retries(&m.metrics().await), 2);
 
+    // A write that never left Mecha (no connection could be had) cannot have been applied:
+    // repeated like a read, and it succeeds on the third attempt.
+    let r = m
+        .post(
+            "/v1.0/state/faulty",
+            json!([{"key": "refused", "value": 1}]).to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(store.sets.load(Ordering::SeqCst), 5);
+    assert_eq!(retries(&m.metrics().await), 4);
+
     // A read that never succeeds: retried every 200 ms while the 900 ms deadline leaves
     // room for another attempt (calls at 0, 200, 400, 600 and maybe 800 ms), never the ten
     // retries the policy would allow, and the call ends within the deadline.
@@ -431,5 +447,5 @@ async fn retries_only_where_safe_and_within_the_deadline() {
     let calls = store.gets.load(Ordering::SeqCst) - before;
     assert!((4..=5).contains(&calls), "{calls} calls");
     assert!(took < Duration::from_millis(950), "took {took:?}");
-    assert_eq!(retries(&m.metrics().await), 2 + calls as u64 - 1);
+    assert_eq!(retries(&m.metrics().await), 4 + calls as u64 - 1);
 }

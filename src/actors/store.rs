@@ -30,9 +30,15 @@ pub enum StoreError {
     /// A request value the store rejects (for example a bad option).
     #[error("{0}")]
     InvalidRequest(String),
-    /// The backend cannot be reached.
+    /// The backend failed while the request may have reached it (a lost connection, an I/O
+    /// error mid-call): a write may or may not have been applied.
     #[error("state store unavailable: {0}")]
     Unavailable(String),
+    /// The request never left Mecha: no connection could be had (connect refused, pool
+    /// exhausted, the store actor stopped). Nothing was applied, so even a write may be
+    /// repeated.
+    #[error("state store unavailable: {0} (the request was not sent)")]
+    NotSent(String),
     /// The store did not answer in time.
     #[error("timed out after {}ms", .0.as_millis())]
     Timeout(Duration),
@@ -55,8 +61,30 @@ impl StoreError {
     pub fn is_store_failure(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::Internal(_)
+            StoreError::Unavailable(_)
+                | StoreError::NotSent(_)
+                | StoreError::Timeout(_)
+                | StoreError::Internal(_)
         )
+    }
+
+    /// Whether the request certainly did not reach the store, so repeating it cannot apply
+    /// anything twice. The retry decision for writes rests on this, never on a message.
+    pub fn not_sent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotSent(_) | StoreError::CircuitOpen(_) | StoreError::Busy(_)
+        )
+    }
+
+    /// The same failure, known not to have reached the store (met while connecting, before
+    /// any command was written): an unavailable store becomes [`StoreError::NotSent`];
+    /// timeouts stay timeouts (the client sees which limit fired) and answers stay answers.
+    pub fn before_sending(self) -> StoreError {
+        match self {
+            StoreError::Unavailable(m) => StoreError::NotSent(m),
+            other => other,
+        }
     }
 
     /// Whether this is an ETag error (mismatch or invalid).

@@ -392,7 +392,7 @@ impl Shared {
                 preferred: AtomicUsize::new(rand::random_range(0..clients.len())),
                 clients,
             }),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!("etcd: connect: {e}"))),
+            Ok(Err(e)) => Err(StoreError::NotSent(format!("etcd: connect: {e}"))),
             Err(_) => Err(StoreError::Timeout(s.connect_timeout)),
         }
     }

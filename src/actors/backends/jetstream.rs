@@ -500,14 +500,15 @@ impl Shared {
             Some(Creds::Inline(doc)) => opts
                 .credentials(doc)
                 .map_err(|e| StoreError::Internal(format!("jetstream: credentials: {e}")))?,
-            Some(Creds::File(path)) => opts.credentials_file(path).await.map_err(|e| {
-                StoreError::Unavailable(format!("jetstream: credsFile '{path}': {e}"))
-            })?,
+            Some(Creds::File(path)) => opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| StoreError::NotSent(format!("jetstream: credsFile '{path}': {e}")))?,
         };
         let client = opts
             .connect(s.servers.as_slice())
             .await
-            .map_err(|e| StoreError::Unavailable(format!("jetstream: connect: {e}")))?;
+            .map_err(|e| StoreError::NotSent(format!("jetstream: connect: {e}")))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(s.request_timeout);
         let unavailable = |what: &str, e: &dyn std::error::Error| {

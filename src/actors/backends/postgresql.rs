@@ -448,22 +448,24 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// No statement is sent before the pool hands out a connection: every pool failure but a
+/// database error is [`StoreError::NotSent`].
 fn pool_err(e: PoolError) -> StoreError {
     match e {
-        PoolError::Timeout(TimeoutType::Wait) => StoreError::Unavailable(
+        PoolError::Timeout(TimeoutType::Wait) => StoreError::NotSent(
             "timed out waiting for a free PostgreSQL connection (maxConns are busy)".into(),
         ),
         PoolError::Timeout(TimeoutType::Create) => {
-            StoreError::Unavailable("timed out connecting to PostgreSQL".into())
+            StoreError::NotSent("timed out connecting to PostgreSQL".into())
         }
         PoolError::Timeout(TimeoutType::Recycle) => {
-            StoreError::Unavailable("timed out checking a pooled PostgreSQL connection".into())
+            StoreError::NotSent("timed out checking a pooled PostgreSQL connection".into())
         }
         PoolError::Backend(e) if e.as_db_error().is_none() => {
-            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
+            StoreError::NotSent(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
         }
         PoolError::Backend(e) => db_err(e),
-        other => StoreError::Unavailable(format!("cannot connect to PostgreSQL: {other}")),
+        other => StoreError::NotSent(format!("cannot connect to PostgreSQL: {other}")),
     }
 }
 

@@ -83,6 +83,7 @@
 //!
 //! Connecting is bounded by `dialTimeout`, reads by `readTimeout`, writes by `writeTimeout`
 //! (defaults 2 s each, below the actor's 5 s request timeout). Unreachable Redis answers
+//! [`StoreError::NotSent`] (nothing was written), a broken connection
 //! [`StoreError::Unavailable`], a timeout [`StoreError::Timeout`]. A failed connect is retried
 //! up to `maxRetries` times with exponential backoff capped by `maxRetryBackoff`, within one
 //! `dialTimeout` in total. A read whose connection broke is retried on a fresh connection. A
@@ -1137,9 +1138,9 @@ impl RedisStore {
                         let connect = shared.open(for_writes);
                         let conn = match tokio::time::timeout(dial, connect).await {
                             Ok(Ok(c)) => c,
-                            Ok(Err(e)) => return Err(map_redis_error(&e, dial)),
+                            Ok(Err(e)) => return Err(map_redis_error(&e, dial).before_sending()),
                             Err(_) => {
-                                return Err(StoreError::Unavailable(format!(
+                                return Err(StoreError::NotSent(format!(
                                     "connect timed out after {}ms",
                                     dial.as_millis()
                                 )));

@@ -588,7 +588,10 @@ async fn an_unreachable_cluster_fails_fast_and_clearly() {
     let t = Instant::now();
     let err = s.get(get("k")).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Unavailable(_) | StoreError::Timeout(_)),
+        matches!(
+            err,
+            StoreError::NotSent(_) | StoreError::Unavailable(_) | StoreError::Timeout(_)
+        ),
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
