@@ -9,79 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::actors::StoreError;
-
-/// The API operation a failure happened in; it picks the `errorCode` of store failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// GetState.
-    Get,
-    /// GetBulkState.
-    BulkGet,
-    /// SaveState (single or bulk).
-    Save,
-    /// DeleteState.
-    Delete,
-    /// DeleteBulkState (gRPC only).
-    BulkDelete,
-    /// ExecuteStateTransaction.
-    Transaction,
-    /// QueryStateAlpha1.
-    Query,
-    /// Metadata and health routes, and anything outside the state API.
-    Other,
-}
-
-impl Operation {
-    /// Every operation, `Other` last.
-    pub const ALL: [Operation; 8] = [
-        Operation::Get,
-        Operation::BulkGet,
-        Operation::Save,
-        Operation::Delete,
-        Operation::BulkDelete,
-        Operation::Transaction,
-        Operation::Query,
-        Operation::Other,
-    ];
-
-    /// Dapr's metric label for the operation (`dapr_component_state_count{operation}`).
-    pub const fn metric_label(self) -> &'static str {
-        match self {
-            Operation::Get => "get",
-            Operation::BulkGet => "bulk_get",
-            Operation::Save => "set",
-            Operation::Delete => "delete",
-            Operation::BulkDelete => "bulk_delete",
-            Operation::Transaction => "transaction",
-            Operation::Query => "query",
-            Operation::Other => "other",
-        }
-    }
-
-    /// The operation's name as the gRPC method and HTTP route name.
-    pub const fn method_name(self) -> &'static str {
-        match self {
-            Operation::Get => "GetState",
-            Operation::BulkGet => "GetBulkState",
-            Operation::Save => "SaveState",
-            Operation::Delete => "DeleteState",
-            Operation::BulkDelete => "DeleteBulkState",
-            Operation::Transaction => "ExecuteStateTransaction",
-            Operation::Query => "QueryStateAlpha1",
-            Operation::Other => "Other",
-        }
-    }
-}
-
-/// Which front door renders the error; a few messages and details differ between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// The HTTP API.
-    Http,
-    /// The gRPC API.
-    Grpc,
-}
+use crate::model::{Operation, Protocol};
 
 /// gRPC status codes used by Mecha (numbering as in `google.rpc.Code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,40 +279,6 @@ impl Error {
     /// A legacy malformed-request error with `message`.
     pub fn malformed(op: Operation, message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Malformed, op).detail(message)
-    }
-
-    /// Converts a backend error met while running `op` on `store`.
-    pub fn from_store(err: StoreError, op: Operation, store: &str, key: &str) -> Error {
-        let kind = match &err {
-            StoreError::EtagMismatch(_) => ErrorKind::EtagMismatch,
-            StoreError::EtagInvalid(_) => ErrorKind::EtagInvalid,
-            StoreError::Timeout(_) => ErrorKind::StoreTimeout,
-            StoreError::CircuitOpen(_) => ErrorKind::StoreUnavailable,
-            StoreError::Busy(capacity) => ErrorKind::StoreBusy {
-                capacity: *capacity,
-            },
-            StoreError::Unsupported(crate::capabilities::Capability::Transactional) => {
-                ErrorKind::TransactionsNotSupported
-            }
-            StoreError::Unsupported(crate::capabilities::Capability::QueryApi) => {
-                ErrorKind::QueryNotSupported
-            }
-            StoreError::InvalidQuery(_) => ErrorKind::QueryInvalid,
-            // The store refused the request itself (a key too long once encoded, too many
-            // operations, a value too large): the caller's to fix, so a 400, never a 500. A
-            // transaction keeps Dapr's contract: every failure in it is ERR_STATE_TRANSACTION/500.
-            StoreError::InvalidRequest(_)
-                if !matches!(op, Operation::Query | Operation::Transaction) =>
-            {
-                ErrorKind::InvalidOption
-            }
-            _ if op == Operation::Query => ErrorKind::QueryFailed,
-            _ => ErrorKind::StoreFailure,
-        };
-        Error::new(kind, op)
-            .store(store)
-            .key(key)
-            .detail(err.to_string())
     }
 
     /// Seconds the client should wait before retrying (the `Retry-After` HTTP header and

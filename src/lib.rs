@@ -32,4 +32,5 @@ pub mod model;
 pub mod portability_client;
 pub mod redact;
 pub mod reload;
+pub mod resilience;
 pub mod tls;

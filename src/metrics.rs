@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::error::Operation;
+use crate::model::Operation;
 
 /// API calls that reached a store: `app_id`, `component`, `namespace`, `operation`, `success`.
 pub const STATE_COUNT: &str = "dapr_component_state_count";
@@ -412,14 +412,14 @@ pub fn record_request_duration(
     app: &str,
     store: &str,
     op: Operation,
-    protocol: crate::error::Protocol,
+    protocol: crate::model::Protocol,
     native: bool,
     elapsed: Duration,
 ) {
     let op = op.metric_label();
     let protocol = match protocol {
-        crate::error::Protocol::Http => "http",
-        crate::error::Protocol::Grpc => "grpc",
+        crate::model::Protocol::Http => "http",
+        crate::model::Protocol::Grpc => "grpc",
     };
     let native = bool_label(native);
     cached(&DURATIONS, &[app, store, op, protocol, native], || {
@@ -556,8 +556,8 @@ fn resiliency_labels(store: &str, policy: &str, status: &str) -> [(&'static str,
 }
 
 /// Sets the breaker-state gauge of `store` (a configured store name) to `state`.
-fn breaker_gauge(store: &str, state: crate::capabilities::resiliency::BreakerState) {
-    use crate::capabilities::resiliency::BreakerState as B;
+fn breaker_gauge(store: &str, state: crate::resilience::BreakerState) {
+    use crate::resilience::BreakerState as B;
     for s in [B::Closed, B::HalfOpen, B::Open] {
         let v = if s == state { 1.0 } else { 0.0 };
         metrics::gauge!(
@@ -571,11 +571,11 @@ fn breaker_gauge(store: &str, state: crate::capabilities::resiliency::BreakerSta
 /// Shows a new breaker of `store` as closed, so the gauge exists (and alerts on it work)
 /// before the breaker ever changes state. Not an activation.
 pub fn breaker_started(store: &str) {
-    breaker_gauge(store, crate::capabilities::resiliency::BreakerState::Closed);
+    breaker_gauge(store, crate::resilience::BreakerState::Closed);
 }
 
 /// Records a breaker of `store` changing to `state`: the gauge and one activation.
-pub fn breaker_state(store: &str, state: crate::capabilities::resiliency::BreakerState) {
+pub fn breaker_state(store: &str, state: crate::resilience::BreakerState) {
     breaker_gauge(store, state);
     metrics::counter!(
         RESILIENCY_ACTIVATIONS,

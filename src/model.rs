@@ -9,6 +9,81 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+/// Which app a request belongs to (its `app-id`); shared, cheap to clone.
+pub type AppId = std::sync::Arc<str>;
+
+/// The API operation a failure happened in; it picks the `errorCode` of store failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// GetState.
+    Get,
+    /// GetBulkState.
+    BulkGet,
+    /// SaveState (single or bulk).
+    Save,
+    /// DeleteState.
+    Delete,
+    /// DeleteBulkState (gRPC only).
+    BulkDelete,
+    /// ExecuteStateTransaction.
+    Transaction,
+    /// QueryStateAlpha1.
+    Query,
+    /// Metadata and health routes, and anything outside the state API.
+    Other,
+}
+
+impl Operation {
+    /// Every operation, `Other` last.
+    pub const ALL: [Operation; 8] = [
+        Operation::Get,
+        Operation::BulkGet,
+        Operation::Save,
+        Operation::Delete,
+        Operation::BulkDelete,
+        Operation::Transaction,
+        Operation::Query,
+        Operation::Other,
+    ];
+
+    /// Dapr's metric label for the operation (`dapr_component_state_count{operation}`).
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::BulkGet => "bulk_get",
+            Operation::Save => "set",
+            Operation::Delete => "delete",
+            Operation::BulkDelete => "bulk_delete",
+            Operation::Transaction => "transaction",
+            Operation::Query => "query",
+            Operation::Other => "other",
+        }
+    }
+
+    /// The operation's name as the gRPC method and HTTP route name.
+    pub const fn method_name(self) -> &'static str {
+        match self {
+            Operation::Get => "GetState",
+            Operation::BulkGet => "GetBulkState",
+            Operation::Save => "SaveState",
+            Operation::Delete => "DeleteState",
+            Operation::BulkDelete => "DeleteBulkState",
+            Operation::Transaction => "ExecuteStateTransaction",
+            Operation::Query => "QueryStateAlpha1",
+            Operation::Other => "Other",
+        }
+    }
+}
+
+/// Which front door renders the error; a few messages and details differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The HTTP API.
+    Http,
+    /// The gRPC API.
+    Grpc,
+}
+
 /// Request or response metadata (`map<string,string>` on the wire).
 pub type Metadata = HashMap<String, String>;
 

@@ -44,7 +44,7 @@ pub enum StoreError {
     Timeout(Duration),
     /// The store's circuit breaker refused the call; the store was not called.
     #[error("state store unavailable: {0} (the store was not called)")]
-    CircuitOpen(crate::capabilities::resiliency::Rejection),
+    CircuitOpen(crate::resilience::Rejection),
     /// The shard already runs its maximum of requests (`actors.mailboxCapacity`) and none
     /// finished within the request timeout.
     #[error("{0} requests already in flight")]

@@ -15,12 +15,12 @@ mod matrix;
 mod policy;
 pub mod portability;
 pub mod query;
-pub mod resiliency;
+mod render;
 
 pub use capability::{Capability, CapabilitySet};
-pub use matrix::{MatrixRow, render_effective, render_matrix};
+pub use matrix::{Cell, Matrix};
 pub use policy::{
-    Action, Baseline, Cell, Feature, Matrix, Needs, Origin, Plan, Policy, PolicyProblem,
-    RECEIPT_HEADER, Receipt, Shape, Status, Step, StoreTraits, emulation, ignorable, needs,
-    negotiate,
+    Action, Baseline, Feature, Needs, Origin, Plan, Policy, PolicyProblem, RECEIPT_HEADER, Receipt,
+    Shape, Status, Step, StoreTraits, emulation, ignorable, needs, negotiate,
 };
+pub use render::{MatrixRow, render_effective, render_matrix};

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value};
 
 use super::ConfigError;
-use crate::capabilities::resiliency::{Backoff, BreakerSettings, RetryPolicy, TripCondition};
+use crate::resilience::{Backoff, BreakerSettings, RetryPolicy, TripCondition};
 
 /// The effective resiliency of one store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

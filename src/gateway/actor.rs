@@ -28,20 +28,22 @@ use std::time::Instant;
 use actix::prelude::*;
 use tracing::Instrument;
 
-use super::catalog::{AppId, Catalog, StoreInfo};
+use super::catalog::{Catalog, StoreInfo};
 use super::live::{Live, Refresh};
 use crate::actors::{ActorSettings, StoreActor, StoreError, StoreHandle};
 use crate::capabilities::lint::{self, Finding, LintMode, LintOp, LintTarget, Location, Severity};
 use crate::capabilities::portability::MetaKeys;
 use crate::capabilities::{Feature, Matrix, Plan, Receipt, Shape, Status, needs, negotiate};
-use crate::error::{Error, ErrorKind, Operation, Protocol};
+use crate::error::{Error, ErrorKind};
 use crate::keys;
 use crate::metrics;
+use crate::model::AppId;
 use crate::model::{
     Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, QueryRequest, QueryResponse,
     SetRequest, StateEntry, TTL_EXPIRE_TIME, TTL_IN_SECONDS, TransactionOp, TransactionRequest,
     Ttl,
 };
+use crate::model::{Operation, Protocol};
 
 /// The request metadata key of Cosmos DB's partition key (no Mecha store has partitions).
 pub const PARTITION_KEY: &str = "partitionKey";

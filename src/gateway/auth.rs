@@ -12,8 +12,8 @@ use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
-use super::catalog::AppId;
 use crate::config::TokenSource;
+use crate::model::AppId;
 
 type Hash = [u8; 32];
 

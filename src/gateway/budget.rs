@@ -19,8 +19,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::catalog::AppId;
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
+use crate::model::AppId;
+use crate::model::Operation;
 
 const UNIT: usize = 1024;
 

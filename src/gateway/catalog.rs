@@ -18,11 +18,12 @@ use crate::capabilities::lint::{LintCode, LintMode, LintTarget, RequestKey};
 use crate::capabilities::{Baseline, CapabilitySet, Feature, Matrix, portability};
 use crate::config::resiliency::StoreResiliency;
 use crate::config::{Limits, LoadedComponent, Settings, TokenSource};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
 use crate::keys::KeyPrefix;
+use crate::model::Operation;
 
 /// The calling app's id (used for key prefixes, scopes and metrics).
-pub type AppId = Arc<str>;
+use crate::model::AppId;
 
 /// One configured store as the gateway sees it.
 pub struct StoreInfo {
@@ -45,7 +46,7 @@ pub struct StoreInfo {
     /// Shared health, updated by the store's actors.
     pub health: Arc<StoreHealth>,
     /// The store's resiliency (breaker, retry, attempt timeout), shared by all its shards.
-    pub resilience: Arc<crate::capabilities::resiliency::Resilience>,
+    pub resilience: Arc<crate::resilience::Resilience>,
     /// Builds store instances (one per shard), wrapped in the store's emulations.
     pub factory: Arc<dyn StoreFactory>,
     /// The backend's own factory (without emulations): it holds the connections (or, for
@@ -212,7 +213,7 @@ impl Catalog {
                         if c.resiliency.breaker.is_some() {
                             crate::metrics::breaker_started(&c.name);
                         }
-                        Arc::new(crate::capabilities::resiliency::Resilience::new(
+                        Arc::new(crate::resilience::Resilience::new(
                             &c.name,
                             c.resiliency.breaker.clone(),
                             c.resiliency.retry.clone(),

@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::Mutex;
 
-use super::catalog::AppId;
 use crate::config::Limits;
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
+use crate::model::AppId;
+use crate::model::Operation;
 
 #[derive(Default)]
 struct Attributes {

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod http;
 mod live;
 pub mod quota;
+mod store_error;
 pub mod trace;
 pub mod usage;
 
@@ -24,14 +25,16 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+pub use crate::model::AppId;
 pub use actor::{
     Answer, BulkItem, GatewayActor, PARTITION_KEY, StateCall, StateReply, StateRequest,
 };
-pub use catalog::{AppId, AppView, Catalog, StoreInfo};
+pub use catalog::{AppView, Catalog, StoreInfo};
 pub use live::{Live, Refresh};
 
 use crate::actors::ActorSettings;
-use crate::error::{Error, ErrorKind, Operation, Protocol};
+use crate::error::{Error, ErrorKind};
+use crate::model::{Operation, Protocol};
 
 /// The runtime version reported in metadata.
 pub const RUNTIME_VERSION: &str = concat!("mecha-", env!("CARGO_PKG_VERSION"));

@@ -19,9 +19,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 
 use super::budget::{BodyMeter, Budget};
-use super::catalog::AppId;
 use crate::config::QuotaSettings;
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
+use crate::model::AppId;
+use crate::model::Operation;
 
 struct AppQuota {
     settings: QuotaSettings,

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::catalog::AppId;
 use crate::capabilities::portability::{MetaKey, MetaKeys, UsageCounts};
 use crate::capabilities::{Feature, Needs};
 use crate::metrics;
+use crate::model::AppId;
 use ::metrics::Counter;
 
 const FEATURES: usize = Feature::ALL.len();

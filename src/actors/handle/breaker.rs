@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use crate::actors::store::StoreError;
-use crate::capabilities::resiliency::{Breaker, Resilience};
+use crate::resilience::{Breaker, Resilience};
 
 /// Runs `call` through the store's breaker, if it has one. `answered` says whether an `Ok`
 /// counts as a success (a bulk call's items may hold store failures).
@@ -31,11 +31,7 @@ pub(super) async fn guarded<R>(
     result
 }
 
-fn log_change(
-    resilience: &Resilience,
-    breaker: &Breaker,
-    state: crate::capabilities::resiliency::BreakerState,
-) {
+fn log_change(resilience: &Resilience, breaker: &Breaker, state: crate::resilience::BreakerState) {
     tracing::warn!(
         store = %resilience.store,
         breaker = %breaker.settings().name,

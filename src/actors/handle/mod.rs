@@ -22,11 +22,11 @@ use self::in_flight::InFlight;
 use self::retry::Repeat;
 use super::store::{BulkGetItem, StateStore, StoreError};
 use super::store_actor::{Call, StoreActor};
-use crate::capabilities::resiliency::Resilience;
 use crate::model::{
     DeleteRequest, GetRequest, QueryRequest, QueryResponse, SetRequest, StateEntry,
     TransactionRequest,
 };
+use crate::resilience::Resilience;
 
 /// The gateway's view of one store shard. Cloning is cheap (clones share the shard's
 /// in-flight bound and the store's resiliency).

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use super::deadline::Deadline;
 use crate::actors::store::StoreError;
-use crate::capabilities::resiliency::RetryPolicy;
+use crate::resilience::RetryPolicy;
 
 /// Whether a failed attempt may be repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,8 @@ use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
 
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
+use crate::model::Operation;
 
 /// 0: no check (clients, and before a server starts).
 static MAX_REPEATED: AtomicUsize = AtomicUsize::new(0);

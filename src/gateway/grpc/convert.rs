@@ -13,8 +13,9 @@ use super::proto::runtime::{
     BulkStateItem, GetBulkStateResponse, GetStateResponse, QueryStateItem, QueryStateResponse,
     TransactionalStateOperation,
 };
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::BulkItem;
+use crate::model::Operation;
 use crate::model::{
     CONTENT_TYPE, Concurrency, Consistency, DeleteRequest, Metadata, QueryResponse, SetRequest,
     StateEntry, StateOptions, TransactionOp, TransactionRequest,

@@ -33,12 +33,13 @@ use tracing::Instrument;
 
 use super::listener::ConnInfo;
 use super::status::{code_name, status};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
 use crate::gateway::trace;
 use crate::gateway::{AppId, Live};
 use crate::metrics;
+use crate::model::Operation;
 
 /// The authenticated app of a call (a request extension set by the door).
 #[derive(Debug, Clone)]

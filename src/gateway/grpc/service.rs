@@ -18,9 +18,10 @@ use super::proto::runtime::{
 use super::status::{lint_metadata, status};
 use crate::capabilities::lint::{Finding, LINT_HEADER};
 use crate::capabilities::{RECEIPT_HEADER, Receipt};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::model::Metadata;
+use crate::model::Operation;
 
 /// The gRPC service of the gRPC thread, over that thread's gateway.
 pub struct DaprService {
@@ -55,7 +56,7 @@ impl DaprService {
                 app,
                 store,
                 op,
-                crate::error::Protocol::Grpc,
+                crate::model::Protocol::Grpc,
                 request,
                 Metadata::new(),
             )

@@ -4,7 +4,8 @@
 use tonic::{Code, Status};
 use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, Help, ResourceInfo, StatusExt};
 
-use crate::error::{Detail, ERROR_DOMAIN, Error, Protocol};
+use crate::error::{Detail, ERROR_DOMAIN, Error};
+use crate::model::Protocol;
 
 /// The gRPC status of `err`, with its details in the table's order and its receipt (if any)
 /// in the trailing metadata.
@@ -100,7 +101,8 @@ pub fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{ErrorKind, Operation};
+    use crate::error::ErrorKind;
+    use crate::model::Operation;
 
     #[test]
     fn illegal_key_carries_bad_request_resource_and_error_info_in_order() {

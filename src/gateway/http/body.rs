@@ -8,7 +8,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
+use crate::model::Operation;
 use crate::model::{
     Concurrency, Consistency, DeleteRequest, Metadata, SetRequest, StateOptions, TransactionOp,
     TransactionRequest,
@@ -267,7 +268,7 @@ pub fn parse_transaction(body: &[u8], url: &Metadata) -> Result<TransactionReque
 
 fn prefix_malformed(e: Error, prefix: &str) -> Error {
     if *e.kind() == ErrorKind::Malformed {
-        let msg = e.wire(crate::error::Protocol::Http).message;
+        let msg = e.wire(crate::model::Protocol::Http).message;
         Error::malformed(e.operation(), format!("{prefix}{msg}"))
     } else {
         e
@@ -398,7 +399,7 @@ mod tests {
         assert_eq!(*e.kind(), ErrorKind::LimitExceeded);
         assert!(shape(deep.as_bytes(), 65, op).is_ok());
     }
-    use crate::error::Protocol;
+    use crate::model::Protocol;
 
     fn msg(e: Error) -> (u16, String) {
         let w = e.wire(Protocol::Http);

@@ -1,7 +1,7 @@
 //! Thin handlers: route → extract → gateway → respond, in daprd's order of checks
 //! (auth, store lookup, capability, body, empty shortcut, keys, store call).
 
-use crate::capabilities::resiliency::BreakerState;
+use crate::resilience::BreakerState;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -17,13 +17,14 @@ use super::{body, respond};
 use crate::capabilities::RECEIPT_HEADER;
 use crate::capabilities::lint::LINT_HEADER;
 use crate::config::Limits;
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
 use crate::gateway::http::respond::lint_header;
 use crate::gateway::trace;
 use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
+use crate::model::Operation;
 use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
 
 /// Per-worker state of the HTTP door.
@@ -461,7 +462,7 @@ async fn serve(
             app,
             store,
             op,
-            crate::error::Protocol::Http,
+            crate::model::Protocol::Http,
             request,
             url_metadata
         )

@@ -5,7 +5,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::error::{Detail, Error, Protocol, Wire};
+use crate::error::{Detail, Error, Wire};
+use crate::model::Protocol;
 
 const JSON: &str = "application/json";
 

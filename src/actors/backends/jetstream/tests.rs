@@ -691,6 +691,23 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// Waits until every thread of `pid` is in the stopped state (`T` in `/proc`).
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let states: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| stat.rsplit_once(") ")?.1.chars().next())
+            .collect();
+        if !states.is_empty() && states.iter().all(|c| matches!(c, 'T' | 't')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} did not stop: {states:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_server_times_out_within_the_request_timeout() {
     let server = PrivateServer::start(free_port(), tempfile::tempdir().unwrap());
@@ -713,6 +730,9 @@ async fn a_frozen_server_times_out_within_the_request_timeout() {
     }
     let pid = server.child.id();
     signal(pid, "-STOP");
+    // `kill` returns before every thread has stopped: a thread running on another core may
+    // still answer a request. Wait until each thread is seen stopped.
+    wait_stopped(pid);
     let started = Instant::now();
     let r = s.get(get("a||k")).await;
     let w = s.set(set("a||k", "2")).await;
