@@ -162,6 +162,9 @@ impl PrivateNats {
             .status()
             .unwrap();
         assert!(ok.success());
+        if sig == "-STOP" {
+            support::servers::wait_stopped(&self.child.id().to_string());
+        }
     }
 }
 

@@ -75,6 +75,9 @@ impl PrivateServer {
             .expect("kill")
             .success();
         assert!(ok, "kill {sig} {pid}");
+        if sig == "-STOP" {
+            wait_stopped(&pid);
+        }
     }
 
     /// `host:port`.
@@ -292,4 +295,27 @@ fn running_as_root() -> bool {
         .output()
         .map(|o| o.stdout.trim_ascii() == b"0")
         .unwrap_or(false)
+}
+
+/// Waits until every thread of `pid` is stopped (`T` in `/proc`): `kill -STOP` returns
+/// before a thread running on another core has stopped, and it may still answer a request.
+pub fn wait_stopped(pid: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let states: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+                    .filter_map(|stat| stat.rsplit_once(") ")?.1.chars().next())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !states.is_empty() && states.iter().all(|c| matches!(c, 'T' | 't')) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} did not stop: {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
