@@ -1,4 +1,4 @@
-//! Issue 10 part B: what one app can see of or do to another through a shared Mecha.
+//! Tenant isolation: what one app can see of or do to another through a shared Mecha.
 //! Per-app extended metadata with limits, metadata listing only the app's own stores, health
 //! answers without backend text, NUL keys refused on every store, unparseable queries,
 //! daprd's `DAPR_API_TOKEN`, token files that rotate, the `/metrics` token, and quotas.
@@ -329,7 +329,7 @@ async fn health_answers_carry_backend_text_only_for_a_valid_token() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Without a valid token: the process-level health (issue 20), which names and counts
+    // Without a valid token: the process-level health, which names and counts
     // no store.
     for token in [None, Some("wrong")] {
         for path in ["/v1.0/healthz", "/v1.0/healthz/outbound"] {

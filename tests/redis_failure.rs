@@ -231,7 +231,7 @@ async fn etag_errors_have_daprs_status_codes() {
     );
 }
 
-/// Issue 13: a Dapr resiliency file on a Redis store frozen with SIGSTOP under load. The
+/// A Dapr resiliency file on a Redis store frozen with SIGSTOP under load. The
 /// breaker opens within its trip condition, calls then fail at once with a Dapr error
 /// saying the circuit is open, half-open probes close it by themselves after the thaw, and
 /// every acknowledged write is present afterwards.
@@ -362,7 +362,7 @@ async fn frozen_redis_trips_the_breaker_fails_fast_and_recovers() {
     }
 }
 
-/// Issue 13's measurement: with Redis frozen, concurrent calls must not queue their
+/// With Redis frozen, concurrent calls must not queue their
 /// reconnects behind one another (they took p50 4 s with a 2 s timeout). No breaker here:
 /// each call alone is bounded by the component's timeouts.
 #[actix_rt::test]

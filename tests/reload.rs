@@ -1,4 +1,4 @@
-//! Hot reload (issue 13): a policy flip applies to the next request while a call in flight
+//! Hot reload: a policy flip applies to the next request while a call in flight
 //! finishes on the old configuration; stores added and removed under load; a token change;
 //! an invalid or restart-only reload changes nothing; SIGHUP and file-change triggers.
 //!
@@ -178,7 +178,7 @@ impl Drop for PrivateNats {
     }
 }
 
-/// Issue 13: `bulk` flips from `emulate` to `reject` on a JetStream store. A bulk save in
+/// `bulk` flips from `emulate` to `reject` on a JetStream store. A bulk save in
 /// flight (NATS frozen with SIGSTOP while it runs) finishes on the configuration it started
 /// with (204, `bulk=emulated`, both items written); the next bulk save is rejected at once.
 #[actix_rt::test]
@@ -258,7 +258,7 @@ async fn policy_flip_applies_to_the_next_request_while_a_call_in_flight_finishes
     drop(nats);
 }
 
-/// Issue 13: a store added and one removed (files changed, picked up by the file check)
+/// A store added and one removed (files changed, picked up by the file check)
 /// while four clients hammer two other stores: zero failed requests on those; the in-memory
 /// stores keep their data (their backends are kept); the new store serves; the removed one
 /// answers daprd's "not found".
@@ -352,7 +352,7 @@ async fn stores_added_and_removed_under_load_by_file_change() {
     m.running.stop(true).await;
 }
 
-/// Issue 13: an app's token changes in `mecha.yaml`: the new token works and the old one is
+/// An app's token changes in `mecha.yaml`: the new token works and the old one is
 /// refused after the reload, without a restart; the app's data stays.
 #[actix_rt::test]
 async fn a_token_change_applies_without_restart() {
@@ -444,7 +444,7 @@ impl StoreFactory for GatedFactory {
     }
 }
 
-/// Issue 13: a removed store drains. A write in flight on it when the reload applies
+/// A removed store drains. A write in flight on it when the reload applies
 /// completes (204); new calls get "not found" at once; once the write is done, its shards
 /// stop and drop their store instances.
 #[actix_rt::test]
@@ -703,7 +703,7 @@ impl Binary {
     }
 }
 
-/// Issue 13 through the binary: SIGHUP applies a change (a store added, a policy changed),
+/// Through the binary: SIGHUP applies a change (a store added, a policy changed),
 /// the log names the live version and what changed, and `/metrics` shows the version and
 /// the applied and refused reloads; an invalid file on SIGHUP is refused with every problem
 /// logged, and the running version keeps serving.

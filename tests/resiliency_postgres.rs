@@ -1,4 +1,4 @@
-//! Issue 13 on PostgreSQL: the database is reached through a TCP proxy this test owns and
+//! Resiliency on PostgreSQL: the database is reached through a TCP proxy this test owns and
 //! can freeze (it stops forwarding bytes, as a frozen server would). Health notices within
 //! its stated bound, the breaker opens and fails calls fast, and everything recovers after
 //! the thaw without restarting Mecha; acknowledged writes are all present.

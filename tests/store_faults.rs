@@ -1,4 +1,4 @@
-//! Issue 13's fault tests that need a store to fail for real, besides the frozen Redis and
+//! Fault tests that need a store to fail for real, besides the frozen Redis and
 //! PostgreSQL of `redis_failure.rs` and `resiliency_postgres.rs`:
 //!
 //! * Redis killed and restarted under a circuit breaker: fail fast while open, recovery

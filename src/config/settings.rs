@@ -143,7 +143,7 @@ pub struct Limits {
     pub max_metadata_key_length: usize,
     /// Most bytes (names plus values) of one app's extended metadata.
     pub max_metadata_bytes: usize,
-    /// Resource bounds of issue 20 (bodies in memory, connections per peer).
+    /// Resource bounds per request and per peer (bodies in memory, connections).
     pub resources: ResourceLimits,
 }
 

@@ -134,7 +134,7 @@ fn plain_grpc_errors_have_no_details() {
     assert!(w.details.is_empty());
 }
 
-/// Bad input is the client's error on gRPC too (issue 20): a SaveState value that is not
+/// Bad input is the client's error on gRPC too: a SaveState value that is not
 /// JSON, a value nesting too deep, and a message that is not protobuf.
 #[test]
 fn invalid_values_and_messages_are_invalid_argument() {

@@ -145,7 +145,7 @@ async fn save_empty_key_is_invalid_argument() {
 }
 
 /// `contentType=application/json` on SaveState re-serializes JSON; invalid JSON is
-/// `INVALID_ARGUMENT` (issue 20; daprd answers a plain `Unknown`).
+/// `INVALID_ARGUMENT` (daprd answers a plain `Unknown`).
 #[actix_rt::test]
 async fn save_with_json_content_type() {
     let m = TestMecha::memory().start().await;

@@ -255,7 +255,7 @@ fn an_unreachable_store_is_unhealthy_from_the_start_and_logged_once() {
     std::thread::sleep(Duration::from_millis(1500));
     for path in ["/v1.0/healthz/outbound", "/v1.0/healthz"] {
         let (status, body) = http(&m.http, &format!("GET {path} HTTP/1.1\r\n\r\n"));
-        // Which store, and why, is only told to callers with a token (issue 10, part B).
+        // Which store, and why, is only told to callers with a token.
         assert_eq!(status, 500, "{path}: {body}");
         assert!(body.contains("ERR_HEALTH_NOT_READY"), "{body}");
     }

@@ -131,7 +131,7 @@ mod tests {
         let st = status(&Error::new(ErrorKind::StoreFailure, Operation::BulkGet).detail("bad"));
         assert_eq!(st.code(), Code::Unknown);
         assert!(st.details().is_empty());
-        // A value that is not JSON is the client's error (issue 20).
+        // A value that is not JSON is the client's error.
         let st = status(&Error::new(ErrorKind::ValueNotJson, Operation::Save).detail("bad"));
         assert_eq!((st.code(), st.message()), (Code::InvalidArgument, "bad"));
     }
