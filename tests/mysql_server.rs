@@ -4,14 +4,15 @@
 //!   `pemPath` or `pemContents`, `skip-verify` and `preferred` serve as a user the server
 //!   only admits over TLS (`REQUIRE SSL`; the same user over `tls=false` is refused), while a
 //!   wrong CA and `tls=true` (the CA is not a system root) fail verification, as root, who
-//!   would be admitted in plaintext: no fallback.
+//!   would be admitted in plaintext: no fallback. Against a server without TLS,
+//!   `preferred` falls back to plaintext while `skip-verify` and `true` fail.
 //! - SIGKILL durability on a private MariaDB: every write Mecha acknowledged
 //!   reads back after Mecha is killed mid-stream and started again.
 //! - A private MariaDB killed (SIGKILL) and restarted under load with a resiliency breaker:
 //!   calls fail within their bound, then at once with the breaker open, recover after the
 //!   restart, and no acknowledged write is lost.
 //!
-//! Private servers use ports 13301-13303.
+//! Private servers use ports 13301-13304.
 
 mod support;
 
@@ -26,8 +27,11 @@ use support::binary::Process;
 use support::error_of;
 use support::mariadb::{MariaDb, TestCa};
 
+/// One metadata field: name, value.
+type Meta<'a> = (&'a str, &'a str);
+
 /// A `state.mysql` component file: `name`, connection string and extra metadata lines.
-fn component(name: &str, dsn: &str, extra: &[(&str, &str)]) -> String {
+fn component(name: &str, dsn: &str, extra: &[Meta<'_>]) -> String {
     let mut s = format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.mysql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: {}\n",
         serde_json::to_string(dsn).unwrap()
@@ -100,7 +104,7 @@ async fn tls_modes_encrypt_verify_and_never_fall_back_to_plaintext() {
     let ca_path = ca_path.to_str().unwrap().to_owned();
     let wrong_ca = TestCa::new("another CA").pem();
     let tls_user = "tlsuser:tlspw";
-    let stores: [(&str, String, &[(&str, &str)]); 8] = [
+    let stores: [(&str, String, &[Meta<'_>]); 8] = [
         (
             "custompath",
             db.dsn(tls_user, "tls=custom"),
@@ -185,6 +189,44 @@ async fn tls_modes_encrypt_verify_and_never_fall_back_to_plaintext() {
         ],
         "only the stores that connected created their tables"
     );
+}
+
+/// Against a server without TLS: `tls=preferred` falls back to plaintext (the Go driver's
+/// meaning), while `tls=skip-verify` and `tls=true` require TLS and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_falls_back_on_a_server_without_tls_required_modes_fail() {
+    let db = MariaDb::start(13304, None);
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["preferred", "skipverify", "verify"] {
+        let param = match name {
+            "preferred" => "tls=preferred",
+            "skipverify" => "tls=skip-verify",
+            _ => "tls=true",
+        };
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            component(
+                name,
+                &db.dsn("root", param),
+                &[("tableName", name), ("timeoutInSeconds", "5")],
+            ),
+        )
+        .unwrap();
+    }
+    let mecha = spawn_mecha(dir.path(), None);
+    let c = client();
+    round_trip(&c, &mecha.base(), "preferred")
+        .await
+        .unwrap_or_else(|e| panic!("tls=preferred without TLS on the server: {e}"));
+    for name in ["skipverify", "verify"] {
+        let e = round_trip(&c, &mecha.base(), name)
+            .await
+            .expect_err("connected in plaintext although TLS is required");
+        assert!(
+            e.starts_with("500 ERR_STATE_SAVE") && e.contains("server does not support TLS"),
+            "{name}: {e}"
+        );
+    }
 }
 
 /// What a writer was told succeeded: key → value.
