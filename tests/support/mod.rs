@@ -9,6 +9,7 @@ use mecha::app::{Options, Running, start};
 use mecha::config::{Config, LoadedComponent, Settings, parse_components};
 
 pub mod binary;
+pub mod mariadb;
 pub mod servers;
 
 /// The in-memory `statestore` most tests use.

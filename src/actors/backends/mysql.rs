@@ -52,6 +52,16 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
         .required()
         .sensitive(),
         Field::new(
+            "pemPath",
+            FieldKind::String,
+            "file holding the CA certificate(s) in PEM that tls=custom verifies the server against",
+        ),
+        Field::new(
+            "pemContents",
+            FieldKind::String,
+            "the CA certificate(s) in PEM, inline, that tls=custom verifies the server against",
+        ),
+        Field::new(
             "schemaName",
             FieldKind::String,
             "database holding the tables, created when missing (default dapr_state_store)",
@@ -111,8 +121,60 @@ struct Settings {
     endpoint: String,
 }
 
+/// The Go driver's `tls` DSN parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsParam {
+    /// `tls=false` (the default): plaintext.
+    Off,
+    /// `tls=true`: TLS, the certificate verified against the system roots, hostname checked.
+    Verify,
+    /// `tls=skip-verify`: TLS required, the certificate not verified.
+    SkipVerify,
+    /// `tls=preferred`: TLS without verification when the server offers it, else plaintext.
+    Preferred,
+    /// `tls=custom`: TLS verified against the CA of `pemPath` / `pemContents`, hostname checked.
+    Custom,
+}
+
+impl TlsParam {
+    /// Reads the value the way the Go driver does (booleans as Go's driver spells them).
+    fn parse(v: &str) -> Result<TlsParam, String> {
+        Ok(match v {
+            "1" | "true" | "TRUE" | "True" => TlsParam::Verify,
+            "0" | "false" | "FALSE" | "False" => TlsParam::Off,
+            _ if v.eq_ignore_ascii_case("skip-verify") => TlsParam::SkipVerify,
+            _ if v.eq_ignore_ascii_case("preferred") => TlsParam::Preferred,
+            "custom" => TlsParam::Custom,
+            other => {
+                return Err(format!(
+                    "tls={other} is not supported (use false, true, skip-verify, preferred, \
+                     or custom with pemPath or pemContents)"
+                ));
+            }
+        })
+    }
+
+    fn ssl_mode(self) -> MySqlSslMode {
+        match self {
+            TlsParam::Off => MySqlSslMode::Disabled,
+            TlsParam::Verify | TlsParam::Custom => MySqlSslMode::VerifyIdentity,
+            TlsParam::SkipVerify => MySqlSslMode::Required,
+            TlsParam::Preferred => MySqlSslMode::Preferred,
+        }
+    }
+}
+
+/// A parsed Go MySQL driver DSN.
+pub(crate) struct Dsn {
+    pub(crate) opts: MySqlConnectOptions,
+    /// `host:port`.
+    pub(crate) endpoint: String,
+    pub(crate) tls: TlsParam,
+}
+
 /// Parses a Go MySQL driver DSN: `[user[:password]@][tcp[(host[:port])]]/dbname[?params]`.
-pub(crate) fn parse_dsn(raw: &str) -> Result<(MySqlConnectOptions, String), String> {
+/// With `tls=custom` the CA still has to be added ([`parse_settings`] does).
+pub(crate) fn parse_dsn(raw: &str) -> Result<Dsn, String> {
     let err = |m: &str| format!("connectionString: {m}");
     let (cred_addr, rest) = raw
         .rsplit_once('/')
@@ -157,21 +219,13 @@ pub(crate) fn parse_dsn(raw: &str) -> Result<(MySqlConnectOptions, String), Stri
     if !db.is_empty() {
         opts = opts.database(db);
     }
-    opts = opts.ssl_mode(MySqlSslMode::Disabled);
+    let mut tls = TlsParam::Off;
     for kv in params.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| err(&format!("parameter {kv:?} is not name=value")))?;
         match k {
-            "tls" => match v {
-                "false" => {}
-                "skip-verify" | "preferred" => opts = opts.ssl_mode(MySqlSslMode::Preferred),
-                other => {
-                    return Err(err(&format!(
-                        "tls={other} is not supported (use tls=false or tls=skip-verify)"
-                    )));
-                }
-            },
+            "tls" => tls = TlsParam::parse(v).map_err(|m| err(&m))?,
             "charset" => {
                 let first = v.split(',').next().unwrap_or(v);
                 opts = opts.charset(first);
@@ -181,7 +235,48 @@ pub(crate) fn parse_dsn(raw: &str) -> Result<(MySqlConnectOptions, String), Stri
             _ => {}
         }
     }
-    Ok((opts, format!("{host}:{port}")))
+    Ok(Dsn {
+        opts: opts.ssl_mode(tls.ssl_mode()),
+        endpoint: format!("{host}:{port}"),
+        tls,
+    })
+}
+
+/// The CA of `tls=custom`: `pemPath` or `pemContents` (not both), read and checked now so a
+/// bad certificate is a load error naming its field. Returns the field set and the PEM.
+fn custom_ca(cfg: &ComponentConfig) -> Result<Option<(&'static str, Vec<u8>)>, String> {
+    let path = cfg.get("pemPath").map(str::trim).filter(|p| !p.is_empty());
+    let contents = cfg.get("pemContents").filter(|c| !c.trim().is_empty());
+    let (field, pem) = match (path, contents) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err("pemPath and pemContents: set only one of them".into());
+        }
+        (Some(p), None) => (
+            "pemPath",
+            std::fs::read(p).map_err(|e| format!("pemPath: cannot read {p:?}: {e}"))?,
+        ),
+        (None, Some(c)) => ("pemContents", c.as_bytes().to_vec()),
+    };
+    check_ca_pem(&pem).map_err(|m| format!("{field}: {m}"))?;
+    Ok(Some((field, pem)))
+}
+
+/// Accepts PEM holding at least one certificate, every one a well-formed X.509 certificate.
+fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not valid PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no CERTIFICATE block in the PEM".into());
+    }
+    Ok(())
 }
 
 fn parse_settings(cfg: &ComponentConfig) -> Result<(MySqlConnectOptions, Settings), String> {
@@ -189,7 +284,26 @@ fn parse_settings(cfg: &ComponentConfig) -> Result<(MySqlConnectOptions, Setting
     if raw.is_empty() {
         return Err("connectionString is required".into());
     }
-    let (opts, endpoint) = parse_dsn(raw)?;
+    let Dsn {
+        mut opts,
+        endpoint,
+        tls,
+    } = parse_dsn(raw)?;
+    match (tls, custom_ca(cfg)?) {
+        (TlsParam::Custom, Some((_, pem))) => opts = opts.ssl_ca_from_pem(pem),
+        (TlsParam::Custom, None) => {
+            return Err(
+                "connectionString: tls=custom needs the CA certificate in pemPath or pemContents"
+                    .into(),
+            );
+        }
+        (_, Some((field, _))) => {
+            return Err(format!(
+                "{field}: only used with tls=custom in connectionString"
+            ));
+        }
+        (_, None) => {}
+    }
     let schema = parse_ident(
         "schemaName",
         cfg.get("schemaName").unwrap_or("dapr_state_store"),
@@ -275,7 +389,12 @@ fn db_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::PoolTimedOut => {
             StoreError::Unavailable("timed out waiting for a MySQL connection".into())
         }
+        // rustls reports a refused certificate as an I/O error of the handshake.
+        sqlx::Error::Io(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
+            StoreError::Unavailable(format!("MySQL TLS handshake failed: {e}"))
+        }
         sqlx::Error::Io(e) => StoreError::Unavailable(format!("MySQL I/O error: {e}")),
+        sqlx::Error::Tls(e) => StoreError::Unavailable(format!("MySQL TLS error: {e}")),
         other => StoreError::Internal(format!("MySQL error: {other}")),
     }
 }
@@ -620,19 +739,30 @@ mod tests {
 
     #[test]
     fn go_dsns_parse_and_bad_ones_name_the_field() {
-        let (o, ep) =
-            parse_dsn("root:@tcp(127.0.0.1:3306)/test?allowNativePasswords=true").unwrap();
-        assert_eq!(ep, "127.0.0.1:3306");
-        assert_eq!(o.get_username(), "root");
-        assert_eq!(o.get_database(), Some("test"));
-        let (o, ep) = parse_dsn("u:p@tcp(db.example)/").unwrap();
-        assert_eq!(ep, "db.example:3306");
-        assert_eq!(o.get_database(), None);
-        assert!(parse_dsn("u:p@tcp(h:1)/d?tls=skip-verify").is_ok());
-        assert!(parse_dsn("u:p@tcp(h:1)/d?tls=false").is_ok());
+        let d = parse_dsn("root:@tcp(127.0.0.1:3306)/test?allowNativePasswords=true").unwrap();
+        assert_eq!(d.endpoint, "127.0.0.1:3306");
+        assert_eq!(d.opts.get_username(), "root");
+        assert_eq!(d.opts.get_database(), Some("test"));
+        assert_eq!(d.tls, TlsParam::Off);
+        let d = parse_dsn("u:p@tcp(db.example)/").unwrap();
+        assert_eq!(d.endpoint, "db.example:3306");
+        assert_eq!(d.opts.get_database(), None);
+        for (param, want) in [
+            ("false", TlsParam::Off),
+            ("0", TlsParam::Off),
+            ("true", TlsParam::Verify),
+            ("1", TlsParam::Verify),
+            ("skip-verify", TlsParam::SkipVerify),
+            ("preferred", TlsParam::Preferred),
+            ("custom", TlsParam::Custom),
+        ] {
+            let d = parse_dsn(&format!("u:p@tcp(h:1)/d?tls={param}")).unwrap();
+            assert_eq!(d.tls, want, "tls={param}");
+        }
         for bad in [
-            "u:p@tcp(h:1)/d?tls=true",
-            "u:p@tcp(h:1)/d?tls=custom",
+            "u:p@tcp(h:1)/d?tls=yes",
+            "u:p@tcp(h:1)/d?tls=other-config",
+            "u:p@tcp(h:1)/d?tls=",
             "u:p@unix(/tmp/s)/d",
             "u:p@tcp(h:port)/d",
             "no-slash",
@@ -643,6 +773,102 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("{bad} accepted"));
             assert!(e.starts_with("connectionString"), "{bad}: {e}");
+        }
+    }
+
+    /// The TLS mode each `tls` value maps to: plaintext, verified (identity), encrypted
+    /// without verification, or opportunistic.
+    #[test]
+    fn tls_values_map_to_the_go_driver_modes() {
+        let mode = |dsn: &str| format!("{:?}", parse_dsn(dsn).unwrap().opts.get_ssl_mode());
+        assert_eq!(mode("u:p@tcp(h:1)/d"), "Disabled");
+        assert_eq!(mode("u:p@tcp(h:1)/d?tls=false"), "Disabled");
+        assert_eq!(mode("u:p@tcp(h:1)/d?tls=true"), "VerifyIdentity");
+        assert_eq!(mode("u:p@tcp(h:1)/d?tls=custom"), "VerifyIdentity");
+        assert_eq!(mode("u:p@tcp(h:1)/d?tls=skip-verify"), "Required");
+        assert_eq!(mode("u:p@tcp(h:1)/d?tls=preferred"), "Preferred");
+    }
+
+    fn ca_pem() -> String {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    }
+
+    /// `tls=custom` takes its CA from `pemPath` or `pemContents`; each wrong combination or
+    /// bad certificate is a load error naming the field.
+    #[test]
+    fn custom_tls_needs_exactly_one_valid_pem() {
+        let pem = ca_pem();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, &pem).unwrap();
+        let path = path.to_str().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let custom = "u:p@tcp(h:1)/d?tls=custom";
+        assert!(build(&config(&[("connectionString", custom), ("pemPath", path)])).is_ok());
+        assert!(
+            build(&config(&[
+                ("connectionString", custom),
+                ("pemContents", &pem)
+            ]))
+            .is_ok()
+        );
+        let broken = pem.replace("MII", "XXX");
+        for (meta, field) in [
+            (vec![("connectionString", custom)], "connectionString"),
+            (
+                vec![
+                    ("connectionString", custom),
+                    ("pemPath", path),
+                    ("pemContents", &pem),
+                ],
+                "pemPath and pemContents",
+            ),
+            (
+                vec![
+                    ("connectionString", custom),
+                    ("pemPath", "/nonexistent/ca.pem"),
+                ],
+                "pemPath",
+            ),
+            (
+                vec![
+                    ("connectionString", custom),
+                    ("pemPath", garbage.to_str().unwrap()),
+                ],
+                "pemPath",
+            ),
+            (
+                vec![("connectionString", custom), ("pemContents", "junk")],
+                "pemContents",
+            ),
+            (
+                vec![("connectionString", custom), ("pemContents", &broken)],
+                "pemContents",
+            ),
+            (
+                vec![
+                    ("connectionString", "u:p@tcp(h:1)/d?tls=true"),
+                    ("pemPath", path),
+                ],
+                "pemPath",
+            ),
+            (
+                vec![
+                    ("connectionString", "u:p@tcp(h:1)/d"),
+                    ("pemContents", &pem),
+                ],
+                "pemContents",
+            ),
+        ] {
+            let e = build(&config(&meta))
+                .err()
+                .unwrap_or_else(|| panic!("{meta:?} accepted"));
+            assert!(e.starts_with(field), "{meta:?}: {e}");
         }
     }
 
@@ -673,7 +899,11 @@ mod tests {
             (("timeoutInSeconds", "0"), "timeoutInSeconds"),
             (("cleanupInterval", "later"), "cleanupInterval"),
             (
-                ("connectionString", "u:p@tcp(h:1)/d?tls=true"),
+                ("connectionString", "u:p@tcp(h:1)/d?tls=custom"),
+                "connectionString",
+            ),
+            (
+                ("connectionString", "u:p@tcp(h:1)/d?tls=bogus"),
                 "connectionString",
             ),
         ] {
