@@ -16,6 +16,7 @@ pub mod extended;
 pub mod grpc;
 pub mod http;
 mod live;
+mod pipeline;
 pub mod quota;
 mod store_error;
 pub mod trace;

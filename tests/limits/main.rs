@@ -389,7 +389,13 @@ fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
 
 #[test]
 fn item_counts_and_depth_are_checked_before_parsing() {
-    let m = Mecha::start("server:\n  workers: 2\n", MEMORY_STORE);
+    // 16 bodies of 4 MiB against the app's 16 MiB body budget: some wait for room. The wait
+    // is long here so that a loaded machine reading them slowly still gets every 400 (this
+    // test is about item counts; the budget's own refusals are tested in redteam_resources).
+    let m = Mecha::start(
+        "server:\n  workers: 2\nlimits:\n  bodyMemoryWait: 60s\n",
+        MEMORY_STORE,
+    );
     let base = rss_kib(m.pid());
     let body = amplifying_body();
     let bodies = std::sync::Arc::new(body);

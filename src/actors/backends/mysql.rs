@@ -386,15 +386,16 @@ struct MySqlStore {
 
 fn db_err(e: sqlx::Error) -> StoreError {
     match e {
+        // No statement is sent before a connection is had: these never reached the table.
         sqlx::Error::PoolTimedOut => {
-            StoreError::Unavailable("timed out waiting for a MySQL connection".into())
+            StoreError::NotSent("timed out waiting for a MySQL connection".into())
         }
         // rustls reports a refused certificate as an I/O error of the handshake.
         sqlx::Error::Io(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
-            StoreError::Unavailable(format!("MySQL TLS handshake failed: {e}"))
+            StoreError::NotSent(format!("MySQL TLS handshake failed: {e}"))
         }
         sqlx::Error::Io(e) => StoreError::Unavailable(format!("MySQL I/O error: {e}")),
-        sqlx::Error::Tls(e) => StoreError::Unavailable(format!("MySQL TLS error: {e}")),
+        sqlx::Error::Tls(e) => StoreError::NotSent(format!("MySQL TLS error: {e}")),
         other => StoreError::Internal(format!("MySQL error: {other}")),
     }
 }
