@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Same rules as `state.sqlite`: ETags never repeat, a write with an ETag is one `UPDATE ...
-//! WHERE id = ? AND etag = ?` (no row: mismatch, also for a missing key), first-write is an
+//! WHERE id = ? AND etag = BINARY ?` (no row: mismatch, also for a missing key; `BINARY`
+//! because the column's collation may compare case-insensitively, and an ETag that differs in
+//! letter case is a different ETag, as on every other store), first-write is an
 //! `INSERT` that fails on a live duplicate, bulk writes and transactions are one database
 //! transaction, expired rows are invisible at once and deleted by the periodic cleanup.
 
@@ -350,7 +352,7 @@ async fn exec_set(
     if let Some(old) = &req.etag {
         let old = check_etag(old)?;
         let n = sqlx::query(&format!(
-            "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE id = ? AND etag = ? \
+            "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE id = ? AND etag = BINARY ? \
              AND (expires_at IS NULL OR expires_at > ?)"
         ))
         .bind(value)
@@ -427,7 +429,7 @@ async fn exec_delete(
         Some(old) => {
             let old = check_etag(old)?;
             let n = sqlx::query(&format!(
-                "DELETE FROM {table} WHERE id = ? AND etag = ? \
+                "DELETE FROM {table} WHERE id = ? AND etag = BINARY ? \
                  AND (expires_at IS NULL OR expires_at > ?)"
             ))
             .bind(key)
