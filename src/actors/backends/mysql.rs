@@ -604,16 +604,15 @@ impl StateStore for MySqlStore {
     }
 }
 
-/// The server and table the store's rows live in.
+/// The server and table the store's rows live in; the server as `host:port` normalised
+/// (`localhost` is `127.0.0.1`, case folded, default port), so two spellings of one server
+/// compare equal.
 fn locations(cfg: &ComponentConfig) -> Vec<String> {
     let Ok((_, s)) = parse_settings(cfg) else {
         return Vec::new();
     };
-    vec![format!(
-        "state.mysql:{}/{}",
-        s.endpoint,
-        s.table.replace('`', "")
-    )]
+    let (server, _) = super::normalize_endpoint(&s.endpoint, 3306);
+    vec![format!("state.mysql:{server}/{}", s.table.replace('`', ""))]
 }
 
 #[cfg(test)]
