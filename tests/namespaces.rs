@@ -1,8 +1,8 @@
 //! Issue 20 point 1: key namespaces cannot collide. A property test generates app ids, store
 //! names, key prefix strategies, physical placements (Redis hosts spelled several ways,
 //! databases, in-memory stores, one SQLite file and table spelled several ways, MySQL servers
-//! spelled several ways with two schemas) and keys; every configuration Mecha accepts (the settings
-//! parser, the component loader and `namespace_problems`, exactly what start-up and
+//! spelled several ways with two schemas) and keys; every configuration Mecha accepts (the
+//! settings parser, the component loader and `namespace_problems`, exactly what start-up and
 //! `mecha check` run) maps no two (app, store, key) triples of different tenants to the same
 //! physical key. Configurations holding an id with a character outside `[A-Za-z0-9._-]` are
 //! refused outright. Where a key lands is known to the test by construction (every spelling
