@@ -585,6 +585,38 @@ async fn query_is_refused_on_sqlite_and_mysql() {
     }
 }
 
+/// A key within `maxKeyLength` that MySQL's key column cannot hold (3072 bytes with the
+/// prefix) is the caller's 400 naming the limit, not a 500 carrying the database's error, and
+/// nothing is written; SQLite takes it.
+#[actix_rt::test]
+async fn a_key_too_long_for_mysql_is_a_400() {
+    let sql = SqlScratch::new();
+    let component = |name: &str, ty: &str, metadata: Vec<(&str, String)>| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n{}",
+            SqlScratch::lines(&metadata)
+        )
+    };
+    let m = TestMecha::empty()
+        .yaml(&component(
+            "sqlite",
+            "state.sqlite",
+            sql.sqlite("long.db", "long_keys"),
+        ))
+        .yaml(&component("mysql", "state.mysql", sql.mysql("long_keys")))
+        .start()
+        .await;
+    let key = "k".repeat(3500);
+    m.save("sqlite", &key, json!(1)).await;
+    let body = json!([{"key": key, "value": 1}]).to_string();
+    let (status, code, msg, _) = error_of(m.post("/v1.0/state/mysql", body).await).await;
+    assert_eq!((status, code.as_str()), (400, "ERR_STATE_SAVE"), "{msg}");
+    assert!(msg.contains("at most 3072 bytes"), "{msg}");
+    assert!(!msg.contains("MySQL error"), "{msg}");
+    let r = m.get(&format!("/v1.0/state/mysql/{key}")).await;
+    assert_eq!(r.status(), 204);
+}
+
 #[actix_rt::test]
 async fn unknown_routes_fall_through_to_404_direct_invoke() {
     let m = TestMecha::memory().start().await;
