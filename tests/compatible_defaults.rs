@@ -1,11 +1,12 @@
 //! A client written for daprd works on Mecha's built-in (compatible) policy: with no
 //! `stores:` section at all, `consistency: strong` on a save, get, delete and transaction, and
 //! `partitionKey` on a save and a transaction, succeed over HTTP and gRPC on in-memory,
-//! Redis, Redis Cluster, PostgreSQL and etcd. `partitionKey` is ignored with a receipt and a
-//! lint finding; `policy: {default: strict}` rejects it again.
+//! Redis, Redis Cluster, PostgreSQL, etcd, SQLite and MySQL. `partitionKey` is ignored with a
+//! receipt and a lint finding; `policy: {default: strict}` rejects it again.
 //!
 //! Needs the services `scripts/test.sh` starts (Redis, the private Redis Cluster on
-//! 27001-27006, PostgreSQL, the etcd cluster on 23791-23793); fails, never skips, without them.
+//! 27001-27006, PostgreSQL, the etcd cluster on 23791-23793, MariaDB); fails, never skips,
+//! without them. SQLite and MySQL tables live in a scratch file and schema per test.
 
 mod support;
 
@@ -18,6 +19,7 @@ use mecha::gateway::grpc::proto::runtime::{
     TransactionalStateOperation,
 };
 use serde_json::json;
+use support::sql::SqlScratch;
 use support::{Mecha, TestMecha, error_of, unique};
 
 fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
@@ -34,8 +36,9 @@ fn env_or(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
-/// Every store type that serves strong consistency natively, as a daprd user configures it.
-fn stores() -> Vec<(&'static str, String)> {
+/// Every store type that serves strong consistency natively, as a daprd user configures it;
+/// the SQL stores in `sql`'s file and schema.
+fn stores(sql: &SqlScratch) -> Vec<(&'static str, String)> {
     let redis = env_or("REDIS_URL", "redis://127.0.0.1:6379");
     let redis_host = redis.trim_start_matches("redis://").to_owned();
     let cluster = env_or(
@@ -87,12 +90,28 @@ fn stores() -> Vec<(&'static str, String)> {
             "etcd",
             component("etcd", "state.etcd", &[("endpoints", etcd_hosts)]),
         ),
+        (
+            "sqlite",
+            component(
+                "sqlite",
+                "state.sqlite",
+                &sql.sqlite("compatible.db", "compatible_defaults"),
+            ),
+        ),
+        (
+            "mysql",
+            component(
+                "mysql",
+                "state.mysql",
+                &sql.mysql("compatible_defaults"),
+            ),
+        ),
     ]
 }
 
-async fn mecha(settings: Option<&str>) -> Mecha {
+async fn mecha(settings: Option<&str>, sql: &SqlScratch) -> Mecha {
     let mut t = TestMecha::empty();
-    for (_, yaml) in stores() {
+    for (_, yaml) in stores(sql) {
         t = t.yaml(&yaml);
     }
     if let Some(s) = settings {
@@ -110,8 +129,9 @@ fn receipt(r: &reqwest::Response) -> String {
 
 #[actix_rt::test]
 async fn strong_consistency_and_partition_key_work_over_http_on_every_store() {
-    let m = mecha(None).await;
-    for (store, _) in stores() {
+    let sql = SqlScratch::new();
+    let m = mecha(None, &sql).await;
+    for (store, _) in stores(&sql) {
         let key = unique("strong");
         let body = json!([{"key": key, "value": {"n": 1}, "options": {"consistency": "strong"}}]);
         let r = m
@@ -169,7 +189,8 @@ async fn strong_consistency_and_partition_key_work_over_http_on_every_store() {
 
 #[actix_rt::test]
 async fn strong_consistency_and_partition_key_work_over_grpc_on_every_store() {
-    let m = mecha(None).await;
+    let sql = SqlScratch::new();
+    let m = mecha(None, &sql).await;
     let mut c = DaprClient::connect(format!("http://{}", m.running.grpc_addr))
         .await
         .unwrap();
@@ -180,7 +201,7 @@ async fn strong_consistency_and_partition_key_work_over_grpc_on_every_store() {
         })
     };
     let partition = || HashMap::from([("partitionKey".to_owned(), "p1".to_owned())]);
-    for (store, _) in stores() {
+    for (store, _) in stores(&sql) {
         let key = unique("strong");
         let saved = c
             .save_state(SaveStateRequest {
@@ -253,8 +274,9 @@ async fn strong_consistency_and_partition_key_work_over_grpc_on_every_store() {
 
 #[actix_rt::test]
 async fn strict_is_one_line_away() {
-    let m = mecha(Some("policy:\n  default: strict\n")).await;
-    for (store, _) in stores() {
+    let sql = SqlScratch::new();
+    let m = mecha(Some("policy:\n  default: strict\n"), &sql).await;
+    for (store, _) in stores(&sql) {
         let key = unique("strict");
         let body = json!([{"key": key, "value": 1, "metadata": {"partitionKey": "p1"}}]);
         let r = m
@@ -290,9 +312,10 @@ async fn strict_is_one_line_away() {
 
 #[actix_rt::test]
 async fn the_compatible_matrix_is_what_metadata_shows() {
-    let m = mecha(None).await;
+    let sql = SqlScratch::new();
+    let m = mecha(None, &sql).await;
     let md: serde_json::Value = m.get("/v1.0/metadata").await.json().await.unwrap();
-    for (store, _) in stores() {
+    for (store, _) in stores(&sql) {
         let matrix = md["extended"][format!("mecha.matrix.{store}")]
             .as_str()
             .unwrap_or_default();

@@ -4,8 +4,8 @@
 //! field, and nothing is written. Before, a non-ASCII `If-Match` header was dropped and the
 //! delete ran unconditionally. An empty ETag still counts as none (Dapr's contract).
 //!
-//! Needs Redis, PostgreSQL and NATS JetStream (`scripts/test.sh` starts them); fails, never
-//! skips, without them.
+//! Needs Redis, PostgreSQL, NATS JetStream and MySQL/MariaDB (`scripts/test.sh` starts them;
+//! SQLite needs nothing); fails, never skips, without them.
 
 mod support;
 
@@ -17,6 +17,7 @@ use mecha::gateway::grpc::proto::runtime::{
 };
 use reqwest::header::HeaderValue;
 use serde_json::json;
+use support::sql::SqlScratch;
 use support::{Mecha, TestMecha, error_of, unique};
 use tonic::Code;
 
@@ -34,10 +35,13 @@ fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
     out
 }
 
-const STORES: [&str; 4] = ["memory", "redis", "pg", "js"];
+const STORES: [&str; 6] = ["memory", "redis", "pg", "js", "sqlite", "mysql"];
 
-/// Mecha with an in-memory, a Redis, a PostgreSQL and a JetStream store; the bucket name.
-async fn mecha() -> (Mecha, String) {
+/// Mecha with an in-memory, a Redis, a PostgreSQL, a JetStream, a SQLite and a MySQL store;
+/// the bucket name and the SQL scratch space (the SQLite file and the MySQL schema, removed
+/// when it is dropped).
+async fn mecha() -> (Mecha, String, SqlScratch) {
+    let sql = SqlScratch::new();
     let redis = env_or("REDIS_URL", "redis://127.0.0.1:6379");
     let pg = env_or(
         "DATABASE_URL",
@@ -67,9 +71,19 @@ async fn mecha() -> (Mecha, String) {
                 ("bucket", bucket.clone()),
             ],
         ))
+        .yaml(&component(
+            "sqlite",
+            "state.sqlite",
+            &sql.sqlite("etag.db", "etag_strict"),
+        ))
+        .yaml(&component(
+            "mysql",
+            "state.mysql",
+            &sql.mysql("etag_strict"),
+        ))
         .start()
         .await;
-    (m, bucket)
+    (m, bucket, sql)
 }
 
 async fn drop_bucket(bucket: &str) {
@@ -102,7 +116,7 @@ fn bad_etags() -> Vec<String> {
 
 #[actix_rt::test]
 async fn a_malformed_if_match_never_drops_the_check_on_any_store() {
-    let (m, bucket) = mecha().await;
+    let (m, bucket, _sql) = mecha().await;
     let key = unique("k");
     for store in STORES {
         m.save(store, &key, json!("kept")).await;
@@ -148,7 +162,7 @@ async fn a_malformed_if_match_never_drops_the_check_on_any_store() {
 
 #[actix_rt::test]
 async fn malformed_etags_in_http_saves_and_transactions_are_400_and_write_nothing() {
-    let (m, bucket) = mecha().await;
+    let (m, bucket, _sql) = mecha().await;
     for store in STORES {
         let key = unique("k");
         m.save(store, &key, json!("kept")).await;
@@ -209,7 +223,7 @@ fn item(key: &str, etag: &str) -> StateItem {
 
 #[actix_rt::test]
 async fn malformed_etags_over_grpc_are_invalid_argument_and_write_nothing() {
-    let (m, bucket) = mecha().await;
+    let (m, bucket, _sql) = mecha().await;
     let mut c = DaprClient::connect(format!("http://{}", m.running.grpc_addr))
         .await
         .unwrap();
@@ -297,5 +311,89 @@ async fn malformed_etags_over_grpc_are_invalid_argument_and_write_nothing() {
             );
         }
     }
+    drop_bucket(&bucket).await;
+}
+
+/// ETags compare exactly: one that differs from the current ETag only in letter case is stale
+/// (409 on save and delete, a failed transaction), and nothing is written. This binds on every
+/// store whose ETags hold letters, SQLite's and MySQL's random hex ones among them (MySQL
+/// compares text case-insensitively unless told otherwise); numeric ETags have no other
+/// spelling.
+#[actix_rt::test]
+async fn an_etag_in_another_letter_case_is_stale_on_every_store() {
+    let (m, bucket, _sql) = mecha().await;
+    let mut checked = Vec::new();
+    for store in STORES {
+        let key = unique("k");
+        m.save(store, &key, json!("kept")).await;
+        let r = m.get(&format!("/v1.0/state/{store}/{key}")).await;
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        let swapped: String = etag
+            .chars()
+            .map(|c| {
+                if c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        if swapped == etag {
+            continue;
+        }
+        checked.push(store);
+        let body = json!([{"key": key, "value": "new", "etag": swapped}]).to_string();
+        let (status, code, message, _) =
+            error_of(m.post(&format!("/v1.0/state/{store}"), body).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (409, "ERR_STATE_SAVE"),
+            "{store}: {message}"
+        );
+        let r = m
+            .client
+            .delete(m.url(&format!("/v1.0/state/{store}/{key}")))
+            .header("If-Match", swapped.as_str())
+            .send()
+            .await
+            .unwrap();
+        let (status, code, message, _) = error_of(r).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (409, "ERR_STATE_DELETE"),
+            "{store}: {message}"
+        );
+        let tx = json!({"operations": [
+            {"operation": "upsert", "request": {"key": key, "value": "tx", "etag": swapped}},
+        ]});
+        let (status, code, message, _) = error_of(
+            m.post(&format!("/v1.0/state/{store}/transaction"), tx.to_string())
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, code.as_str()),
+            (500, "ERR_STATE_TRANSACTION"),
+            "{store}: {message}"
+        );
+        assert_eq!(
+            value_of(&m, store, &key).await,
+            Some(json!("kept")),
+            "{store}"
+        );
+        // The ETag as issued still works.
+        let body = json!([{"key": key, "value": "new", "etag": etag}]).to_string();
+        let r = m.post(&format!("/v1.0/state/{store}"), body).await;
+        assert_eq!(r.status(), 204, "{store}");
+        assert_eq!(
+            value_of(&m, store, &key).await,
+            Some(json!("new")),
+            "{store}"
+        );
+    }
+    assert!(
+        checked.contains(&"sqlite") && checked.contains(&"mysql"),
+        "stores with letters in their ETags: {checked:?}"
+    );
     drop_bucket(&bucket).await;
 }

@@ -10,6 +10,7 @@ use mecha::capabilities::CapabilitySet;
 use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use support::sql::SqlScratch;
 use support::{TestMecha, error_of};
 
 const S: &str = "/v1.0/state/statestore";
@@ -518,6 +519,102 @@ async fn capability_refusals_for_transactions_and_query() {
     m.save("plain", "k", json!(1)).await;
     let r = m.get("/v1.0/state/plain/k").await;
     assert!(r.headers().get("etag").is_none());
+}
+
+/// `state.sqlite` and `state.mysql` have no query API: a query is refused as on every store
+/// without `QUERY_API` (500 `ERR_STATE_STORE_NOT_SUPPORTED`, reason
+/// `DAPR_STATE_QUERYING_NOT_SUPPORTED`), on both verbs, whatever the body, and the stores keep
+/// serving. MySQL is the local MariaDB, in a schema of this test's own.
+#[actix_rt::test]
+async fn query_is_refused_on_sqlite_and_mysql() {
+    let sql = SqlScratch::new();
+    let component = |name: &str, ty: &str, metadata: Vec<(&str, String)>| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n{}",
+            SqlScratch::lines(&metadata)
+        )
+    };
+    let m = TestMecha::empty()
+        .yaml(&component(
+            "sqlite",
+            "state.sqlite",
+            sql.sqlite("query.db", "query_refused"),
+        ))
+        .yaml(&component(
+            "mysql",
+            "state.mysql",
+            sql.mysql("query_refused"),
+        ))
+        .start()
+        .await;
+    let query = json!({"filter": {"EQ": {"name": "mecha"}}, "page": {"limit": 10}}).to_string();
+    for store in ["sqlite", "mysql"] {
+        m.save(store, "k", json!({"name": "mecha"})).await;
+        for (method, body) in [
+            ("POST", query.as_str()),
+            ("PUT", query.as_str()),
+            ("POST", "{}"),
+        ] {
+            let r = m
+                .client
+                .request(
+                    method.parse().unwrap(),
+                    m.url(&format!("/v1.0-alpha1/state/{store}/query")),
+                )
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            let (status, code, msg, details) = error_of(r).await;
+            assert_eq!(
+                (status, code.as_str(), msg.as_str()),
+                (
+                    500,
+                    "ERR_STATE_STORE_NOT_SUPPORTED",
+                    "state store does not support querying (capability query (QUERY_API), policy: reject (built-in default))"
+                ),
+                "{store} {method}"
+            );
+            assert_eq!(
+                details[1]["reason"], "DAPR_STATE_QUERYING_NOT_SUPPORTED",
+                "{store}"
+            );
+        }
+        let r = m.get(&format!("/v1.0/state/{store}/k")).await;
+        assert_eq!(r.status(), 200, "{store}");
+    }
+}
+
+/// A key within `maxKeyLength` that MySQL's key column cannot hold (3072 bytes with the
+/// prefix) is the caller's 400 naming the limit, not a 500 carrying the database's error, and
+/// nothing is written; SQLite takes it.
+#[actix_rt::test]
+async fn a_key_too_long_for_mysql_is_a_400() {
+    let sql = SqlScratch::new();
+    let component = |name: &str, ty: &str, metadata: Vec<(&str, String)>| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n{}",
+            SqlScratch::lines(&metadata)
+        )
+    };
+    let m = TestMecha::empty()
+        .yaml(&component(
+            "sqlite",
+            "state.sqlite",
+            sql.sqlite("long.db", "long_keys"),
+        ))
+        .yaml(&component("mysql", "state.mysql", sql.mysql("long_keys")))
+        .start()
+        .await;
+    let key = "k".repeat(3500);
+    m.save("sqlite", &key, json!(1)).await;
+    let body = json!([{"key": key, "value": 1}]).to_string();
+    let (status, code, msg, _) = error_of(m.post("/v1.0/state/mysql", body).await).await;
+    assert_eq!((status, code.as_str()), (400, "ERR_STATE_SAVE"), "{msg}");
+    assert!(msg.contains("at most 3072 bytes"), "{msg}");
+    assert!(!msg.contains("MySQL error"), "{msg}");
+    let r = m.get(&format!("/v1.0/state/mysql/{key}")).await;
+    assert_eq!(r.status(), 204);
 }
 
 #[actix_rt::test]

@@ -14,6 +14,7 @@ use mecha::gateway::grpc::proto::runtime::{
     GetMetadataRequest, GetStateRequest, SaveStateRequest, SetMetadataRequest,
 };
 use serde_json::{Value, json};
+use support::sql::SqlScratch;
 use support::{Mecha, TestMecha, error_of, unique};
 use tonic::transport::Channel;
 
@@ -68,6 +69,14 @@ fn drop_bucket(name: String) {
         })
     })
     .join();
+}
+
+/// A SQLite or MySQL store with `metadata` from `support::sql`.
+fn sql_component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n{}",
+        SqlScratch::lines(metadata)
+    )
 }
 
 fn pg_component(name: &str, table: &str) -> String {
@@ -350,21 +359,28 @@ async fn health_answers_carry_backend_text_only_for_a_valid_token() {
     m.running.stop(false).await;
 }
 
-/// Every store gets a NUL byte in a key refused with the same 400, on both doors (PostgreSQL
-/// cannot store one, so no store may accept one).
+/// Every store (SQLite and MySQL too) gets a NUL byte in a key refused with the same 400, on
+/// both doors (PostgreSQL cannot store one, so no store may accept one).
 #[actix_rt::test]
 async fn a_nul_byte_in_a_key_is_the_same_400_on_every_store() {
     let table = format!("iso_{:016x}", rand::random::<u64>());
+    let sql = SqlScratch::new();
     let bucket = format!("iso_{:016x}", rand::random::<u64>());
     let m = TestMecha::memory()
         .yaml(&redis_component("redis", &redis_url()))
         .yaml(&pg_component("pg", &table))
         .yaml(&jetstream_component("kv", &bucket))
+        .yaml(&sql_component(
+            "sqlite",
+            "state.sqlite",
+            &sql.sqlite("iso.db", &table),
+        ))
+        .yaml(&sql_component("mysql", "state.mysql", &sql.mysql(&table)))
         .start()
         .await;
     let key = unique("nul");
     let mut c = grpc(&m).await;
-    for store in ["statestore", "redis", "pg", "kv"] {
+    for store in ["statestore", "redis", "pg", "kv", "sqlite", "mysql"] {
         let body = json!([{"key": format!("{key}\u{0}x"), "value": 1}]).to_string();
         let (status, code, message, _) =
             error_of(m.post(&format!("/v1.0/state/{store}"), body).await).await;

@@ -1,6 +1,7 @@
 //! The `mecha` binary at `--log-level debug` never writes keys, values, statement parameters
-//! or the API token to its log: a marker is written through every state route of three
-//! stores (in-memory, Redis, PostgreSQL), over HTTP and gRPC, and must not appear.
+//! or the API token to its log: a marker is written through every state route of five
+//! stores (in-memory, Redis, PostgreSQL, SQLite, MySQL), over HTTP and gRPC, and must not
+//! appear.
 
 mod support;
 
@@ -8,6 +9,7 @@ use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{GetStateRequest, SaveStateRequest};
 use support::binary::Process;
+use support::sql::SqlScratch;
 
 fn database_url() -> String {
     std::env::var("DATABASE_URL")
@@ -53,6 +55,33 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
             "pg",
             "state.postgresql",
             &[("connectionString", &database_url()), ("tableName", &table)],
+        ),
+    )
+    .unwrap();
+    let sql = SqlScratch::new();
+    let sqlite = sql.sqlite("logp.db", &table);
+    std::fs::write(
+        dir.path().join("sqlite.yaml"),
+        component(
+            "sqlite",
+            "state.sqlite",
+            &sqlite
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        ),
+    )
+    .unwrap();
+    let mysql = sql.mysql(&table);
+    std::fs::write(
+        dir.path().join("mysql.yaml"),
+        component(
+            "mysql",
+            "state.mysql",
+            &mysql
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
         ),
     )
     .unwrap();
@@ -104,7 +133,7 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
     assert_eq!(health, 204);
     let key = format!("key-{marker}");
     let value = format!("\"value-{marker}\"");
-    for store in ["mem", "redis", "pg"] {
+    for store in ["mem", "redis", "pg", "sqlite", "mysql"] {
         let save =
             format!(r#"[{{"key":"{key}","value":{value}}},{{"key":"{key}2","value":{value}}}]"#);
         assert_eq!(
@@ -152,15 +181,25 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
         );
     }
     let q = format!(r#"{{"filter":{{"EQ":{{"value":"{marker}"}}}}}}"#);
-    let s = call(M::POST, "/v1.0-alpha1/state/pg/query".into(), q).await;
+    let s = call(M::POST, "/v1.0-alpha1/state/pg/query".into(), q.clone()).await;
     assert!(s == 200 || s == 204, "query: {s}");
+    // Refused queries (no QUERY_API) are logged too, without their body.
+    for store in ["sqlite", "mysql"] {
+        let s = call(
+            M::POST,
+            format!("/v1.0-alpha1/state/{store}/query"),
+            q.clone(),
+        )
+        .await;
+        assert_eq!(s, 500, "{store} query");
+    }
     assert_eq!(
         call(M::PUT, format!("/v1.0/metadata/{marker}"), marker.clone()).await,
         204
     );
     // gRPC.
     let mut c = DaprClient::connect(format!("http://{grpc}")).await.unwrap();
-    for store in ["mem", "redis", "pg"] {
+    for store in ["mem", "redis", "pg", "sqlite", "mysql"] {
         let mut req = tonic::Request::new(SaveStateRequest {
             store_name: store.into(),
             states: vec![StateItem {

@@ -1,10 +1,12 @@
 //! Issue 20 point 1: key namespaces cannot collide. A property test generates app ids, store
 //! names, key prefix strategies, physical placements (Redis hosts spelled several ways,
-//! databases, in-memory stores) and keys; every configuration Mecha accepts (the settings
-//! parser, the component loader and `namespace_problems`, exactly what start-up and
+//! databases, in-memory stores, one SQLite file and table spelled several ways, MySQL servers
+//! spelled several ways with two schemas) and keys; every configuration Mecha accepts (the
+//! settings parser, the component loader and `namespace_problems`, exactly what start-up and
 //! `mecha check` run) maps no two (app, store, key) triples of different tenants to the same
 //! physical key. Configurations holding an id with a character outside `[A-Za-z0-9._-]` are
-//! refused outright.
+//! refused outright. Where a key lands is known to the test by construction (every spelling
+//! of one server, file or table is one place), not taken from Mecha.
 
 use std::path::Path;
 
@@ -46,12 +48,28 @@ fn id() -> impl Strategy<Value = String> {
 struct StoreSpec {
     name: String,
     prefix: String,
-    /// 0..3: Redis at index 0/1 of `HOSTS` with database 0 or 1; 3: in-memory.
+    /// 0..3: Redis at `HOSTS[i]` with database 0 or 1; 3: in-memory; 4, 5: SQLite, one file
+    /// (`SQLITE_FILES[i]`) and table (spelled `state` or `State`); 6, 7: MySQL at
+    /// `MYSQL_DSNS[i]`, table `state` in schema `s0` or `s1`.
     place: usize,
     scope: Option<usize>,
 }
 
 const HOSTS: [&str; 3] = ["127.0.0.1:6379", "localhost", "redis://127.0.0.1:6379"];
+
+/// One SQLite file (that does not exist yet, as on a first start) spelled three ways.
+const SQLITE_FILES: [&str; 3] = [
+    "target/mecha-ns-test/state.db",
+    "./target/../target/mecha-ns-test/state.db",
+    "file:target/mecha-ns-test/state.db?mode=rwc",
+];
+
+/// One MySQL server spelled three ways (the database in the DSN is not where the tables are).
+const MYSQL_DSNS: [&str; 3] = [
+    "root:@tcp(127.0.0.1:3306)/test",
+    "app:secret@tcp(localhost)/other",
+    "root@tcp(LOCALHOST:3306)/",
+];
 
 fn store() -> impl Strategy<Value = StoreSpec> {
     (
@@ -62,7 +80,7 @@ fn store() -> impl Strategy<Value = StoreSpec> {
             Just("none".to_owned()),
             id(),
         ],
-        0usize..4,
+        0usize..8,
         proptest::option::of(0usize..3),
     )
         .prop_map(|(name, prefix, place, scope)| StoreSpec {
@@ -73,14 +91,24 @@ fn store() -> impl Strategy<Value = StoreSpec> {
         })
 }
 
-fn component_yaml(s: &StoreSpec, host: &str, apps: &[String]) -> String {
-    let spec = if s.place == 3 {
-        "  type: state.in-memory\n  metadata:\n".to_owned()
-    } else {
-        format!(
-            "  type: state.redis\n  metadata:\n  - name: redisHost\n    value: \"{host}\"\n  - name: redisDB\n    value: \"{}\"\n",
+fn component_yaml(s: &StoreSpec, spelling: usize, apps: &[String]) -> String {
+    let spec = match s.place {
+        0..=2 => format!(
+            "  type: state.redis\n  metadata:\n  - name: redisHost\n    value: \"{}\"\n  - name: redisDB\n    value: \"{}\"\n",
+            HOSTS[spelling],
             s.place % 2
-        )
+        ),
+        3 => "  type: state.in-memory\n  metadata:\n".to_owned(),
+        4 | 5 => format!(
+            "  type: state.sqlite\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: tableName\n    value: {}\n",
+            SQLITE_FILES[spelling],
+            if s.place == 4 { "state" } else { "State" }
+        ),
+        _ => format!(
+            "  type: state.mysql\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: schemaName\n    value: s{}\n  - name: tableName\n    value: state\n",
+            MYSQL_DSNS[spelling],
+            s.place % 2
+        ),
     };
     let scopes = match s.scope.and_then(|i| apps.get(i)) {
         Some(a) => format!("scopes:\n  - \"{a}\"\n"),
@@ -90,6 +118,18 @@ fn component_yaml(s: &StoreSpec, host: &str, apps: &[String]) -> String {
         "kind: Component\nmetadata:\n  name: \"{}\"\nspec:\n{spec}  - name: keyPrefix\n    value: \"{}\"\n{scopes}",
         s.name, s.prefix
     )
+}
+
+/// The physical key space a store spec writes in, by construction: one Redis server with
+/// databases 0 and 1, one SQLite table, one MySQL server with schemas `s0` and `s1`; an
+/// in-memory store is its own.
+fn physical(s: &StoreSpec) -> Option<String> {
+    match s.place {
+        0..=2 => Some(format!("redis/db{}", s.place % 2)),
+        3 => None,
+        4 | 5 => Some("sqlite/state".into()),
+        _ => Some(format!("mysql/s{}/state", s.place % 2)),
+    }
 }
 
 proptest! {
@@ -124,7 +164,7 @@ proptest! {
         let docs: Vec<String> = stores
             .iter()
             .enumerate()
-            .map(|(i, s)| component_yaml(s, HOSTS[hosts[i]], &apps))
+            .map(|(i, s)| component_yaml(s, hosts[i], &apps))
             .collect();
         let texts: Vec<(&Path, &str)> =
             docs.iter().map(|d| (Path::new("c.yaml"), d.as_str())).collect();
@@ -172,9 +212,12 @@ proptest! {
                     let stored = c.key_prefix.apply(app, &c.name, key);
                     prop_assert_eq!(mecha::keys::original_key(&stored), key.as_str());
                     let who = owner(c, app);
-                    for place in &c.locations {
+                    // Where the key lands, as this test knows it (not as Mecha computes it):
+                    // every spelling of a server, file or table is the same place.
+                    let spec = stores.iter().find(|s| s.name == c.name).expect("spec");
+                    if let Some(place) = physical(spec) {
                         for (p, s, o, k, store) in &seen {
-                            if p == place && *s == stored {
+                            if *p == place && *s == stored {
                                 prop_assert!(
                                     *o == who && *k == key.as_str(),
                                     "{:?} key {:?} on store {:?} and {:?} key {:?} on store {:?} are both {:?} at {}",
@@ -251,4 +294,37 @@ fn the_reported_collisions_are_refused() {
     // An invalid --app-id.
     let problems = namespace_problems(Path::new("mecha.yaml"), &settings, &[], "a|");
     assert_eq!(problems[0].field, "--app-id");
+}
+
+/// Every spelling of one SQLite table (file path, `./` and `..` detours, a `file:` URI; the
+/// table name in another letter case, SQLite names being case-insensitive) is one physical
+/// location, also before the file exists; so is every spelling of one MySQL server. Another
+/// MySQL schema is another location.
+#[test]
+fn spellings_of_one_sql_table_are_one_location() {
+    let locations = |yaml: &str| {
+        let (components, _) = parse_components(&[(Path::new("c.yaml"), yaml)], &|_| None).unwrap();
+        components[0].locations.clone()
+    };
+    let stores = |place: usize| -> Vec<Vec<String>> {
+        (0..3)
+            .map(|spelling| {
+                let s = StoreSpec {
+                    name: "s".into(),
+                    prefix: "appid".into(),
+                    place,
+                    scope: None,
+                };
+                locations(&component_yaml(&s, spelling, &[]))
+            })
+            .collect()
+    };
+    let sqlite: Vec<Vec<String>> = stores(4).into_iter().chain(stores(5)).collect();
+    assert_eq!(sqlite[0].len(), 1, "{sqlite:?}");
+    assert!(sqlite.iter().all(|l| *l == sqlite[0]), "{sqlite:?}");
+    let (s0, s1) = (stores(6), stores(7));
+    assert_eq!(s0[0].len(), 1, "{s0:?}");
+    assert!(s0.iter().all(|l| *l == s0[0]), "{s0:?}");
+    assert!(s1.iter().all(|l| *l == s1[0]), "{s1:?}");
+    assert_ne!(s0[0], s1[0]);
 }

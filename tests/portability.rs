@@ -1,6 +1,9 @@
 //! The portability report end to end: a scripted mix over HTTP and gRPC on an in-memory store,
 //! then `GET /v1.0-alpha1/mecha/portability` and `mecha portability` for two target types,
 //! the authorisation rule (an app reads only its own), and the usage counters in `/metrics`.
+//! The same mix on a SQLite and on a MySQL store (MariaDB from `scripts/test.sh`; a scratch
+//! file and schema of the test's own) reports the same gaps, and both SQL stores are targets
+//! that everything in the mix ports to.
 
 mod support;
 
@@ -8,6 +11,7 @@ use mecha::gateway::grpc::proto::common::{Etag, StateItem};
 use mecha::gateway::grpc::proto::runtime::SaveStateRequest;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use serde_json::{Value, json};
+use support::sql::SqlScratch;
 use support::{Mecha, TestMecha, unique};
 use tonic::transport::Channel;
 
@@ -243,6 +247,15 @@ async fn report_names_exactly_the_gaps_for_two_targets() {
         pg["verdict"],
         "portable to state.postgresql: everything used is served as it is now"
     );
+    // The SQL stores serve what PostgreSQL serves: the same gaps, the same verdict.
+    for target in ["state.sqlite", "state.mysql"] {
+        let r = get(target).await;
+        assert_eq!(gaps(&r), gaps(&pg), "{target}");
+        assert_eq!(
+            r["verdict"],
+            format!("portable to {target}: everything used is served as it is now")
+        );
+    }
 
     // The same report from the command line.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mecha"))
@@ -360,4 +373,77 @@ async fn an_app_reads_only_its_own_report_and_bad_targets_are_named() {
         v["verdict"],
         "no traffic recorded since start: nothing to judge for state.redis"
     );
+}
+
+/// The mix on a SQLite and on a MySQL store: everything the in-memory store serves natively
+/// is native there too, so the report toward JetStream names the same gaps, and toward the
+/// other SQL store or PostgreSQL only what is ignored everywhere.
+#[actix_rt::test]
+async fn the_mix_on_sqlite_and_mysql_reports_the_same_gaps() {
+    let sql = SqlScratch::new();
+    for (ty, metadata, other) in [
+        (
+            "state.sqlite",
+            sql.sqlite("porta.db", "portability"),
+            "state.mysql",
+        ),
+        ("state.mysql", sql.mysql("portability"), "state.sqlite"),
+    ] {
+        let store = unique("porta-sql");
+        let yaml = store_yaml(&store).replace("state.in-memory", ty)
+            + "  metadata:\n"
+            + &SqlScratch::lines(&metadata);
+        let m = TestMecha::empty().yaml(&yaml).settings(APPS).start().await;
+        mix(&m, &store).await;
+        let get = |target: &'static str| {
+            let m = &m;
+            async move {
+                let r = call(
+                    m,
+                    reqwest::Method::GET,
+                    &format!("/v1.0-alpha1/mecha/portability?app=porta&target={target}"),
+                    "tok-porta",
+                    None,
+                )
+                .await;
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()
+            }
+        };
+        let js = get("state.jetstream").await;
+        assert_eq!(js["stores"], json!([store]), "{ty}");
+        assert_eq!(js["requests"], 10, "{ty}");
+        assert_eq!(
+            gaps(&js),
+            [
+                row("capability", "transactions", "native", "rejected", 1),
+                row("capability", "ttl", "native", "emulated", 2),
+                row("capability", "bulk", "native", "emulated", 1),
+                row("capability", "partitionKey", "ignored", "ignored", 1),
+                row("metadata", "ttlInSeconds", "native", "emulated", 2),
+                row("metadata", "partitionKey", "ignored", "ignored", 1),
+                row("metadata", "queryIndexName", "ignored", "ignored", 1),
+                row("metadata", "_other", "ignored", "ignored", 1),
+            ],
+            "{ty}"
+        );
+        for target in [other, "state.postgresql"] {
+            let r = get(target).await;
+            assert_eq!(
+                gaps(&r),
+                [
+                    row("capability", "partitionKey", "ignored", "ignored", 1),
+                    row("metadata", "partitionKey", "ignored", "ignored", 1),
+                    row("metadata", "queryIndexName", "ignored", "ignored", 1),
+                    row("metadata", "_other", "ignored", "ignored", 1),
+                ],
+                "{ty} -> {target}"
+            );
+            assert_eq!(
+                r["verdict"],
+                format!("portable to {target}: everything used is served as it is now"),
+                "{ty}"
+            );
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! Issue 20, standing red-team tests (points 1, 4 and 6): each replays an attack of one app on
-//! another through a shared `mecha` binary, on in-memory, Redis, PostgreSQL and JetStream
-//! where the attack concerns the store. A configuration that makes an attack possible must be
-//! refused by `mecha check` and at start-up; if it were accepted, the attack is carried out
-//! and must find nothing. Redis, PostgreSQL and NATS are the servers `scripts/test.sh`
-//! starts; the tests fail without them. Stores that must be down point at ports of the
-//! 15000-15099 range, where nothing listens.
+//! another through a shared `mecha` binary, on in-memory, Redis, PostgreSQL, JetStream, SQLite
+//! and MySQL where the attack concerns the store. A configuration that makes an attack possible
+//! must be refused by `mecha check` and at start-up; if it were accepted, the attack is carried
+//! out and must find nothing. Redis, PostgreSQL, NATS and MariaDB are the servers
+//! `scripts/test.sh` starts; the tests fail without them. SQLite files and MySQL tables live in
+//! a scratch directory and schema of each test's own (`support::sql`). Stores that must be down
+//! point at ports of the 15000-15099 range, where nothing listens (SQLite: a file in a
+//! directory that does not exist).
 
 mod support;
 
@@ -15,6 +17,7 @@ use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::SaveStateRequest;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use support::binary::Process;
+use support::sql::SqlScratch;
 use support::unique;
 
 fn redis_host() -> String {
@@ -32,8 +35,9 @@ fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// The four backends, as a component named `name` with extra metadata lines `extra`.
-fn component(kind: &str, name: &str, extra: &str) -> String {
+/// The backends, as a component named `name` with extra metadata lines `extra`; the SQL ones
+/// in `sql`'s file and schema (one table per kind, so two components of a kind share it).
+fn component(kind: &str, name: &str, extra: &str, sql: &SqlScratch) -> String {
     let spec = match kind {
         "memory" => "  type: state.in-memory\n  metadata:\n".to_owned(),
         "redis" => format!(
@@ -47,6 +51,14 @@ fn component(kind: &str, name: &str, extra: &str) -> String {
         "jetstream" => format!(
             "  type: state.jetstream\n  metadata:\n  - name: natsURL\n    value: \"{}\"\n  - name: bucket\n    value: redteam-tenancy\n",
             nats_url()
+        ),
+        "sqlite" => format!(
+            "  type: state.sqlite\n  metadata:\n{}",
+            SqlScratch::lines(&sql.sqlite("redteam.db", "redteam_tenancy"))
+        ),
+        "mysql" => format!(
+            "  type: state.mysql\n  metadata:\n{}",
+            SqlScratch::lines(&sql.mysql("redteam_tenancy"))
         ),
         other => panic!("unknown backend {other}"),
     };
@@ -161,15 +173,23 @@ async fn get(p: &Process, token: &str, store: &str, key: &str) -> String {
     text
 }
 
-const BACKENDS: [&str; 4] = ["memory", "redis", "postgres", "jetstream"];
+const BACKENDS: [&str; 6] = [
+    "memory",
+    "redis",
+    "postgres",
+    "jetstream",
+    "sqlite",
+    "mysql",
+];
 
 /// Attack 1a: app `orders|` reads `orders`' key `|pipe` as its own key `pipe`, and `orders`
 /// reads `orders|`'s keys by prefixing `|`.
 #[actix_rt::test]
 async fn an_app_id_ending_in_the_separator_cannot_reach_another_apps_keys() {
+    let sql = SqlScratch::new();
     for kind in BACKENDS {
         let s = setup(
-            &component(kind, "store", ""),
+            &component(kind, "store", "", &sql),
             "apps:\n  - id: orders\n    token: tok-orders\n  - id: \"orders|\"\n    token: tok-pipe\n",
         );
         match start(&s, &[]) {
@@ -191,7 +211,7 @@ async fn an_app_id_ending_in_the_separator_cannot_reach_another_apps_keys() {
         }
     }
     // The same id given as --app-id (the app of callers when no apps are configured).
-    let s = setup(&component("memory", "store", ""), "");
+    let s = setup(&component("memory", "store", "", &sql), "");
     let err = start(&s, &["--app-id", "orders|"]).err().expect("refused");
     assert!(err.contains("--app-id"), "{err}");
     // A custom keyPrefix holding the separator's character.
@@ -200,6 +220,7 @@ async fn an_app_id_ending_in_the_separator_cannot_reach_another_apps_keys() {
             "memory",
             "store",
             "  - name: keyPrefix\n    value: \"orders|\"\n",
+            &sql,
         ),
         "",
     );
@@ -210,9 +231,10 @@ async fn an_app_id_ending_in_the_separator_cannot_reach_another_apps_keys() {
 /// Keys holding single `|` stay each app's own on every backend (valid ids, same key format).
 #[actix_rt::test]
 async fn keys_with_pipes_stay_private_to_their_app() {
+    let sql = SqlScratch::new();
     for kind in BACKENDS {
         let s = setup(
-            &component(kind, "store", ""),
+            &component(kind, "store", "", &sql),
             "apps:\n  - id: orders\n    token: tok-orders\n  - id: orders-x\n    token: tok-x\n",
         );
         let p = start(&s, &[]).expect("valid configuration");
@@ -235,12 +257,14 @@ async fn keys_with_pipes_stay_private_to_their_app() {
 /// an app-prefixed store writes exactly app `billing`'s keys.
 #[actix_rt::test]
 async fn a_store_name_cannot_share_an_apps_key_space() {
-    for kind in ["redis", "postgres", "jetstream"] {
-        let mut stores = component(kind, "rds", "");
+    let sql = SqlScratch::new();
+    for kind in ["redis", "postgres", "jetstream", "sqlite", "mysql"] {
+        let mut stores = component(kind, "rds", "", &sql);
         stores.push_str(&component(
             kind,
             "billing",
             "  - name: keyPrefix\n    value: name\n",
+            &sql,
         ));
         let s = setup(
             &stores,
@@ -267,11 +291,12 @@ async fn a_store_name_cannot_share_an_apps_key_space() {
         }
     }
     // In-memory stores never share data: the same names are fine there.
-    let mut stores = component("memory", "rds", "");
+    let mut stores = component("memory", "rds", "", &sql);
     stores.push_str(&component(
         "memory",
         "billing",
         "  - name: keyPrefix\n    value: name\n",
+        &sql,
     ));
     let s = setup(
         &stores,
@@ -288,11 +313,12 @@ async fn a_store_name_cannot_share_an_apps_key_space() {
     );
 }
 
-/// Attack 4: with stores scoped to `orders` down (Redis, PostgreSQL and JetStream, each on a
-/// port where nothing listens), `billing`'s health names none of them and is healthy; the
+/// Attack 4: with stores scoped to `orders` down (Redis, PostgreSQL, JetStream and MySQL, each
+/// on a port where nothing listens, and SQLite on a file that cannot be created), `billing`'s health names none of them and is healthy; the
 /// platform's unauthenticated probes are healthy; `orders` sees its stores down.
 #[actix_rt::test]
 async fn health_is_per_app() {
+    let sql = SqlScratch::new();
     let down = |kind: &str, name: &str, port: u16| {
         let spec = match kind {
             "redis" => format!(
@@ -301,18 +327,28 @@ async fn health_is_per_app() {
             "postgres" => format!(
                 "  type: state.postgresql\n  metadata:\n  - name: connectionString\n    value: \"host=127.0.0.1 port={port} user=postgres dbname=test connect_timeout=1\"\n"
             ),
-            _ => format!(
+            "jetstream" => format!(
                 "  type: state.jetstream\n  metadata:\n  - name: natsURL\n    value: nats://127.0.0.1:{port}\n  - name: bucket\n    value: down\n"
+            ),
+            "mysql" => format!(
+                "  type: state.mysql\n  metadata:\n  - name: connectionString\n    value: \"root:@tcp(127.0.0.1:{port})/test\"\n  - name: timeoutInSeconds\n    value: \"1\"\n"
+            ),
+            // A file in a directory that does not exist: it cannot be opened or created.
+            _ => format!(
+                "  type: state.sqlite\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: timeout\n    value: 1s\n",
+                sql.sqlite_path("missing-dir/state.db")
             ),
         };
         format!(
             "---\nkind: Component\nmetadata:\n  name: {name}\nspec:\n{spec}scopes:\n  - orders\n"
         )
     };
-    let mut stores = component("memory", "shared", "");
+    let mut stores = component("memory", "shared", "", &sql);
     stores.push_str(&down("redis", "orders-redis", 15011));
     stores.push_str(&down("postgres", "orders-pg", 15012));
     stores.push_str(&down("jetstream", "orders-js", 15013));
+    stores.push_str(&down("mysql", "orders-mysql", 15014));
+    stores.push_str(&down("sqlite", "orders-sqlite", 0));
     let s = setup(
         &stores,
         "apps:\n  - id: orders\n    token: tok-orders\n  - id: billing\n    token: tok-billing\nactors:\n  healthInterval: 100ms\n  requestTimeout: 1s\n",
@@ -330,9 +366,15 @@ async fn health_is_per_app() {
         )
         .await;
         if status == 500
-            && ["orders-redis", "orders-pg", "orders-js"]
-                .iter()
-                .all(|n| body.contains(n))
+            && [
+                "orders-redis",
+                "orders-pg",
+                "orders-js",
+                "orders-mysql",
+                "orders-sqlite",
+            ]
+            .iter()
+            .all(|n| body.contains(n))
         {
             break;
         }
@@ -368,7 +410,8 @@ async fn health_is_per_app() {
 /// answered `INVALID_ARGUMENT`.
 #[actix_rt::test]
 async fn grpc_json_values_get_the_http_checks() {
-    let s = setup(&component("memory", "store", ""), "");
+    let sql = SqlScratch::new();
+    let s = setup(&component("memory", "store", "", &sql), "");
     let p = start(&s, &[]).expect("valid configuration");
     let mut client = DaprClient::connect(format!("http://{}", p.grpc))
         .await
@@ -484,7 +527,8 @@ fn big_json(bytes: usize) -> Vec<u8> {
 fn quiet_latencies(config: &str) -> Vec<Duration> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let s = setup(&component("memory", "store", ""), config);
+    let sql = SqlScratch::new();
+    let s = setup(&component("memory", "store", "", &sql), config);
     let p = start(&s, &[]).expect("valid configuration");
     let addr = format!("http://{}", p.grpc);
     let stop = Arc::new(AtomicBool::new(false));

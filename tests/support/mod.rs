@@ -11,6 +11,7 @@ use mecha::config::{Config, LoadedComponent, Settings, parse_components};
 pub mod binary;
 pub mod mariadb;
 pub mod servers;
+pub mod sql;
 
 /// The in-memory `statestore` most tests use.
 pub const MEMORY_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";

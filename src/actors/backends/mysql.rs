@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Same rules as `state.sqlite`: ETags never repeat, a write with an ETag is one `UPDATE ...
-//! WHERE id = ? AND etag = ?` (no row: mismatch, also for a missing key), first-write is an
+//! WHERE id = ? AND etag = BINARY ?` (no row: mismatch, also for a missing key; `BINARY`
+//! because the column's collation may compare case-insensitively, and an ETag that differs in
+//! letter case is a different ETag, as on every other store), first-write is an
 //! `INSERT` that fails on a live duplicate, bulk writes and transactions are one database
 //! transaction, expired rows are invisible at once and deleted by the periodic cleanup.
 
@@ -106,6 +108,24 @@ const CAPABILITIES: CapabilitySet = CapabilitySet::of(&[
 
 /// Most keys read by one bulk-get statement.
 const BULK_GET_CHUNK: usize = 500;
+
+/// Longest key, prefix included, the `id VARBINARY(3072)` column holds (InnoDB's limit for
+/// an index key). A longer one is refused before the database sees it: MySQL would answer a
+/// 500-worthy "data too long" in strict mode, and in a non-strict `sql_mode` it would cut the
+/// key, so that two long keys sharing their first 3072 bytes were one row.
+const MAX_KEY_BYTES: usize = 3072;
+
+/// The key's bytes, or the caller's error when the column cannot hold it.
+fn key_bytes(key: &str) -> Result<&[u8], StoreError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::InvalidRequest(format!(
+            "the key is {} bytes with its prefix; state.mysql stores keys of at most \
+             {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    Ok(key.as_bytes())
+}
 
 /// MySQL's error number for a duplicate key.
 const ER_DUP_ENTRY: &str = "23000";
@@ -466,11 +486,11 @@ async fn exec_set(
     let exp = expiry(req.ttl, now);
     let etag = new_etag();
     let value: &[u8] = &req.value;
-    let key: &[u8] = req.key.as_bytes();
+    let key = key_bytes(&req.key)?;
     if let Some(old) = &req.etag {
         let old = check_etag(old)?;
         let n = sqlx::query(&format!(
-            "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE id = ? AND etag = ? \
+            "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE id = ? AND etag = BINARY ? \
              AND (expires_at IS NULL OR expires_at > ?)"
         ))
         .bind(value)
@@ -547,7 +567,7 @@ async fn exec_delete(
         Some(old) => {
             let old = check_etag(old)?;
             let n = sqlx::query(&format!(
-                "DELETE FROM {table} WHERE id = ? AND etag = ? \
+                "DELETE FROM {table} WHERE id = ? AND etag = BINARY ? \
                  AND (expires_at IS NULL OR expires_at > ?)"
             ))
             .bind(key)
@@ -722,16 +742,15 @@ impl StateStore for MySqlStore {
     }
 }
 
-/// The server and table the store's rows live in.
+/// The server and table the store's rows live in; the server as `host:port` normalised
+/// (`localhost` is `127.0.0.1`, case folded, default port), so two spellings of one server
+/// compare equal.
 fn locations(cfg: &ComponentConfig) -> Vec<String> {
     let Ok((_, s)) = parse_settings(cfg) else {
         return Vec::new();
     };
-    vec![format!(
-        "state.mysql:{}/{}",
-        s.endpoint,
-        s.table.replace('`', "")
-    )]
+    let (server, _) = super::normalize_endpoint(&s.endpoint, 3306);
+    vec![format!("state.mysql:{server}/{}", s.table.replace('`', ""))]
 }
 
 #[cfg(test)]
@@ -953,6 +972,55 @@ mod tests {
         assert_eq!(count(pool.clone(), schema.clone()).await, 2);
         again.housekeeping().await;
         assert_eq!(count(pool.clone(), schema.clone()).await, 1);
+        sqlx::query(&format!("DROP DATABASE `{schema}`"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    /// A key longer than the column is the caller's error, never a database error or a cut
+    /// key; the longest one that fits round-trips.
+    #[tokio::test]
+    async fn keys_longer_than_the_column_are_refused_before_the_database() {
+        use crate::model::{Metadata, StateOptions};
+        let schema = format!("unit_{:016x}", rand::random::<u64>());
+        let cfg = config(&[("schemaName", &schema)]);
+        let s = build(&cfg).unwrap().create().unwrap();
+        let set = |key: String| SetRequest {
+            key,
+            value: bytes::Bytes::from_static(b"v"),
+            etag: None,
+            options: StateOptions::default(),
+            ttl: None,
+            metadata: Metadata::new(),
+        };
+        let fits = "k".repeat(MAX_KEY_BYTES);
+        s.set(set(fits.clone())).await.unwrap();
+        let got = s
+            .get(GetRequest {
+                key: fits.clone(),
+                consistency: Default::default(),
+                metadata: Metadata::new(),
+            })
+            .await
+            .unwrap();
+        assert!(got.is_some());
+        let long = format!("{fits}x");
+        let e = s.set(set(long.clone())).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::InvalidRequest(m) if m.contains("3073 bytes")),
+            "{e:?}"
+        );
+        let e = s
+            .transact(TransactionRequest {
+                operations: vec![TransactionOp::Upsert(set(long))],
+                metadata: Metadata::new(),
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::InvalidRequest(_)), "{e:?}");
+        let (opts, _) = parse_settings(&cfg).unwrap();
+        let pool = MySqlPool::connect_with(opts).await.unwrap();
         sqlx::query(&format!("DROP DATABASE `{schema}`"))
             .execute(&pool)
             .await

@@ -604,19 +604,99 @@ impl StateStore for SqliteStore {
     }
 }
 
-/// The database file and table the store's rows live in.
+/// The database file and table the store's rows live in: the file as one absolute path
+/// whatever the spelling (`file:` URI, relative, `./` and `..` detours, symbolic links of the
+/// part that exists), also before the file is created, and the table name in lower case
+/// (SQLite compares names case-insensitively), so that two spellings of one table compare equal.
 fn locations(cfg: &ComponentConfig) -> Vec<String> {
     let Ok((opts, settings)) = parse_settings(cfg) else {
         return Vec::new();
     };
     let file = opts.get_filename().to_string_lossy().into_owned();
-    if file == ":memory:" {
+    let Some(path) = physical_path(&file) else {
         return Vec::new();
+    };
+    vec![format!(
+        "state.sqlite:{}/{}",
+        path.display(),
+        settings.table.to_ascii_lowercase()
+    )]
+}
+
+/// The file SQLite opens for `file` (a path, or a `file:` URI as SQLite reads it), absolute
+/// and normalised; `None` for a private in-memory database.
+fn physical_path(file: &str) -> Option<std::path::PathBuf> {
+    use std::path::{Component, PathBuf};
+    if file == ":memory:" || file.is_empty() {
+        return None;
     }
-    let path = std::fs::canonicalize(&file)
-        .map(|p| p.display().to_string())
-        .unwrap_or(file);
-    vec![format!("state.sqlite:{path}/{}", settings.table)]
+    let path = match file.strip_prefix("file:") {
+        Some(uri) => {
+            let uri = uri.split(['?', '#']).next().unwrap_or_default();
+            // file://[localhost]/abs/path: drop the (empty or local) authority.
+            let uri = match uri.strip_prefix("//") {
+                Some(rest) => &rest[rest.find('/').unwrap_or(rest.len())..],
+                None => uri,
+            };
+            if uri == ":memory:" || uri.is_empty() {
+                return None;
+            }
+            percent_decode(uri)
+        }
+        None => file.to_owned(),
+    };
+    let path = std::path::Path::new(&path);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    // Resolve symbolic links in the longest part that exists; keep the rest as written.
+    let mut existing = lexical.clone();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => {
+                missing.push(name.to_owned());
+                existing.pop();
+            }
+            None => break,
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    out.extend(missing.iter().rev());
+    Some(out)
+}
+
+/// `%XX` escapes of a URI path decoded (others kept as written).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -848,5 +928,28 @@ mod tests {
                 .unwrap();
             assert_eq!(mode, want, "disableWAL={disable}");
         }
+    }
+
+    #[test]
+    fn every_spelling_of_one_file_is_one_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let want = physical_path(&format!("{d}/a b.db")).unwrap();
+        for spelling in [
+            format!("{d}/./x/../a b.db"),
+            format!("file:{d}/a%20b.db?mode=rwc"),
+            format!("file://{d}/a b.db"),
+            format!("file://localhost{d}/a%20b.db#frag"),
+        ] {
+            assert_eq!(
+                physical_path(&spelling).as_deref(),
+                Some(want.as_path()),
+                "{spelling}"
+            );
+        }
+        assert!(want.is_absolute());
+        assert_eq!(physical_path(":memory:"), None);
+        assert_eq!(physical_path("file::memory:?cache=shared"), None);
+        assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

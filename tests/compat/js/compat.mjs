@@ -8,11 +8,16 @@
 // in-memory store and one configured app, so every call carries the SDK's dapr-api-token
 // (the start-up probe GET /v1.0/metadata or the GetMetadata RPC included).
 //
+// Every per-store scenario also runs against a SQLite store (a file in the run's temporary
+// directory) and a MySQL store (MYSQL_URL, default the local MariaDB
+// root:@tcp(127.0.0.1:3306)/test; tables named after the run, so parallel runs never share one,
+// and dropped at the end with the mariadb/mysql command when it is installed).
+//
 // The assertions pin what the SDK makes observable, per /work/shared/spec/clients.md §2:
 // HTTP save/delete return {error} instead of throwing, get returns the parsed body only,
 // getBulk is the way to read etags, gRPC errors are ConnectErrors ("[aborted] ...").
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -60,6 +65,41 @@ const STRONG_STORES = {
   "state-etcd": component("state-etcd", "state.etcd", { endpoints: etcdHosts }),
 };
 
+// The SQL stores, as daprd's docs configure them; every per-store scenario runs on each.
+const RUN_ID = `${process.pid}_${Date.now()}`;
+const MYSQL_URL = process.env.MYSQL_URL ?? "root:@tcp(127.0.0.1:3306)/test";
+const MYSQL_SCHEMA = "test";
+const MYSQL_TABLES = [`mecha_js_${RUN_ID}`, `mecha_js_${RUN_ID}_meta`];
+const SQL_STORES = {
+  "state-sqlite": (workdir) => component("state-sqlite", "state.sqlite", {
+    connectionString: join(workdir, "state.db"),
+    tableName: "state",
+    metadataTableName: "metadata",
+    timeout: "20s",
+  }),
+  "state-mysql": () => component("state-mysql", "state.mysql", {
+    connectionString: MYSQL_URL,
+    schemaName: MYSQL_SCHEMA,
+    tableName: MYSQL_TABLES[0],
+    metadataTableName: MYSQL_TABLES[1],
+    timeoutInSeconds: "20",
+  }),
+};
+const STORE_TYPES = { [STORE]: "state.in-memory", "state-sqlite": "state.sqlite", "state-mysql": "state.mysql" };
+
+// Best effort: drops this run's MySQL tables with the mariadb or mysql command.
+function dropMysqlTables() {
+  const m = /^(?:([^:@]*)(?::([^@]*))?@)?(?:tcp\(([^:)]*)(?::(\d+))?\))?\//.exec(MYSQL_URL);
+  const sql = `DROP TABLE IF EXISTS ${MYSQL_TABLES.map((t) => `\`${MYSQL_SCHEMA}\`.\`${t}\``).join(", ")}`;
+  for (const cli of ["mariadb", "mysql"]) {
+    if (!m) break;
+    const r = spawnSync(cli, ["-u", m[1] || "root", "-h", m[3] || "127.0.0.1", "-P", m[4] || "3306", "-e", sql],
+      { env: { ...process.env, MYSQL_PWD: m[2] ?? "" }, stdio: "ignore" });
+    if (!r.error) return;
+  }
+  console.log(`note: MySQL tables ${MYSQL_TABLES.join(", ")} left in schema ${MYSQL_SCHEMA}`);
+}
+
 // The SDK examples send partitionKey, which no Mecha store has: the built-in (compatible)
 // default ignores it, as daprd does, with a mecha-receipt on each such response.
 const CONFIG = `apps:
@@ -97,6 +137,9 @@ function startMecha(binary, workdir) {
   writeFileSync(join(components, "statestore.yaml"), COMPONENT);
   for (const [name, text] of Object.entries(STRONG_STORES)) {
     writeFileSync(join(components, `${name}.yaml`), text);
+  }
+  for (const [name, text] of Object.entries(SQL_STORES)) {
+    writeFileSync(join(components, `${name}.yaml`), text(workdir));
   }
   const config = join(workdir, "mecha.yaml");
   writeFileSync(config, CONFIG);
@@ -210,13 +253,15 @@ function grpcDetailsMention(err, text) {
 
 // --- scenarios ------------------------------------------------------------------------------
 
-function scenarios(proto) {
+// The scenarios on `store`; the store-independent ones (strong consistency on every store,
+// unknown store) only when `store` is the in-memory store.
+function scenarios(proto, store) {
   const http = proto === "HTTP";
   const k = (name) => `${proto.toLowerCase()}-${name}`;
 
   // save/delete over HTTP never throw: the result is {} or {error}.
   async function save(client, items, options) {
-    const res = await client.state.save(STORE, items, options);
+    const res = await client.state.save(store, items, options);
     assert.deepEqual(res, {}, `save returned ${inspectResult(res)}`);
   }
 
@@ -247,7 +292,7 @@ function scenarios(proto) {
   }
 
   async function etagOf(client, key) {
-    const [item] = await client.state.getBulk(STORE, [key]);
+    const [item] = await client.state.getBulk(store, [key]);
     assert.equal(item.key, key);
     assert.equal(typeof item.etag, "string");
     assert.ok(item.etag.length > 0, `no etag for ${key}: ${JSON.stringify(item)}`);
@@ -258,15 +303,15 @@ function scenarios(proto) {
     async save_get_object(client) {
       const value = { name: "mecha", n: 42, nested: { ok: true, list: [1, "two"] } };
       await save(client, [{ key: k("obj"), value }]);
-      assert.deepEqual(await client.state.get(STORE, k("obj")), value);
+      assert.deepEqual(await client.state.get(store, k("obj")), value);
       // HTTP: ?metadata.partitionKey=p1&consistency=strong; gRPC sends consistency, drops metadata.
       const opts = { consistency: StateConsistencyEnum.CONSISTENCY_STRONG, metadata: { partitionKey: "p1" } };
-      assert.deepEqual(await client.state.get(STORE, k("obj"), opts), value);
+      assert.deepEqual(await client.state.get(store, k("obj"), opts), value);
     },
 
     async save_get_string_with_metadata(client) {
       await save(client, [{ key: k("str"), value: "hello world" }], { metadata: { ttlInSeconds: "600" } });
-      assert.equal(await client.state.get(STORE, k("str")), "hello world");
+      assert.equal(await client.state.get(store, k("str")), "hello world");
     },
 
     async save_multiple_items(client) {
@@ -274,15 +319,15 @@ function scenarios(proto) {
         { key: k("m1"), value: "one" },
         { key: k("m2"), value: { two: 2 } },
       ]);
-      assert.equal(await client.state.get(STORE, k("m1")), "one");
-      assert.deepEqual(await client.state.get(STORE, k("m2")), { two: 2 });
+      assert.equal(await client.state.get(store, k("m1")), "one");
+      assert.deepEqual(await client.state.get(store, k("m2")), { two: 2 });
     },
 
     async save_get_number_and_boolean(client) {
       // HTTP stores JSON 42/true; gRPC stores the text "42"/"true". Both read back parsed.
       await save(client, [{ key: k("num"), value: 42 }, { key: k("bool"), value: true }]);
-      assert.equal(await client.state.get(STORE, k("num")), 42);
-      assert.equal(await client.state.get(STORE, k("bool")), true);
+      assert.equal(await client.state.get(store, k("num")), 42);
+      assert.equal(await client.state.get(store, k("bool")), true);
     },
 
     async keys_with_url_characters(client) {
@@ -291,13 +336,13 @@ function scenarios(proto) {
         { key: k("ключ"), value: "utf8" },
         { key: k("a+b"), value: "plus" },
       ]);
-      assert.equal(await client.state.get(STORE, k("sp ace")), "space");
-      assert.equal(await client.state.get(STORE, k("ключ")), "utf8");
-      const [plus] = await client.state.getBulk(STORE, [k("a+b")]);
+      assert.equal(await client.state.get(store, k("sp ace")), "space");
+      assert.equal(await client.state.get(store, k("ключ")), "utf8");
+      const [plus] = await client.state.getBulk(store, [k("a+b")]);
       assert.equal(plus.data, "plus", JSON.stringify(plus));
       // The HTTP SDK puts the key into the path unescaped, and daprd (so Mecha) query-unescapes
       // path parameters: "+" reads as a space, so GET .../a+b asks for "a b", which is missing.
-      assert.equal(await client.state.get(STORE, k("a+b")), http ? "" : "plus");
+      assert.equal(await client.state.get(store, k("a+b")), http ? "" : "plus");
     },
 
     async bulk_get_returns_etags(client) {
@@ -306,7 +351,7 @@ function scenarios(proto) {
         { key: k("b2"), value: { two: 2 } },
       ]);
       // HTTP drops parallelism (SDK bug); gRPC sends it.
-      const items = await client.state.getBulk(STORE, [k("b2"), k("missing"), k("b1")],
+      const items = await client.state.getBulk(store, [k("b2"), k("missing"), k("b1")],
         { parallelism: 2, metadata: { partitionKey: "p1" } });
       assert.equal(items.length, 3, JSON.stringify(items));
       assert.deepEqual(items.map((i) => i.key), [k("b2"), k("missing"), k("b1")]);
@@ -332,7 +377,7 @@ function scenarios(proto) {
         concurrency: StateConcurrencyEnum.CONCURRENCY_FIRST_WRITE,
         consistency: StateConsistencyEnum.CONSISTENCY_STRONG,
       } }]);
-      assert.equal(await client.state.get(STORE, k("e1")), "b");
+      assert.equal(await client.state.get(store, k("e1")), "b");
       const next = await etagOf(client, k("e1"));
       assert.notEqual(next, etag, "etag did not change on write");
     },
@@ -342,15 +387,15 @@ function scenarios(proto) {
       const stale = await etagOf(client, k("e2"));
       await save(client, [{ key: k("e2"), value: "b" }]);
       const item = [{ key: k("e2"), value: "c", etag: stale }];
-      const message = /^failed saving state in state store statestore: possible etag mismatch/;
+      const message = new RegExp(`^failed saving state in state store ${store}: possible etag mismatch`);
       if (http) {
-        const res = await client.state.save(STORE, item);
+        const res = await client.state.save(store, item);
         assert.ok(res.error, `stale save succeeded: ${inspectResult(res)}`);
         httpError(res.error, 409, "ERR_STATE_SAVE", message);
       } else {
-        await grpcThrows(client.state.save(STORE, item), "aborted", message);
+        await grpcThrows(client.state.save(store, item), "aborted", message);
       }
-      assert.equal(await client.state.get(STORE, k("e2")), "b");
+      assert.equal(await client.state.get(store, k("e2")), "b");
     },
 
     async delete_with_etag(client) {
@@ -359,35 +404,35 @@ function scenarios(proto) {
       await save(client, [{ key: k("d1"), value: "y" }]);
       const message = new RegExp(`^failed deleting state with key ${k("d1")}: possible etag mismatch`);
       if (http) {
-        const res = await client.state.delete(STORE, k("d1"), { etag: stale });
+        const res = await client.state.delete(store, k("d1"), { etag: stale });
         assert.ok(res.error, `stale delete succeeded: ${inspectResult(res)}`);
         httpError(res.error, 409, "ERR_STATE_DELETE", message);
       } else {
-        await grpcThrows(client.state.delete(STORE, k("d1"), { etag: stale }), "aborted", message);
+        await grpcThrows(client.state.delete(store, k("d1"), { etag: stale }), "aborted", message);
       }
-      assert.equal(await client.state.get(STORE, k("d1")), "y");
+      assert.equal(await client.state.get(store, k("d1")), "y");
       const etag = await etagOf(client, k("d1"));
-      assert.deepEqual(await client.state.delete(STORE, k("d1"), {
+      assert.deepEqual(await client.state.delete(store, k("d1"), {
         etag,
         concurrency: StateConcurrencyEnum.CONCURRENCY_FIRST_WRITE,
         consistency: StateConsistencyEnum.CONSISTENCY_STRONG,
       }), {});
-      assert.equal(await client.state.get(STORE, k("d1")), "");
-      const [gone] = await client.state.getBulk(STORE, [k("d1")]);
+      assert.equal(await client.state.get(store, k("d1")), "");
+      const [gone] = await client.state.getBulk(store, [k("d1")]);
       assert.deepEqual(gone, http ? { key: k("d1") } : { key: k("d1"), data: "", etag: "" });
     },
 
     async delete_without_etag(client) {
       await save(client, [{ key: k("d2"), value: "x" }]);
-      assert.deepEqual(await client.state.delete(STORE, k("d2")), {});
-      assert.equal(await client.state.get(STORE, k("d2")), "");
+      assert.deepEqual(await client.state.delete(store, k("d2")), {});
+      assert.equal(await client.state.get(store, k("d2")), "");
       // Deleting a missing key is not an error.
-      assert.deepEqual(await client.state.delete(STORE, k("never-written")), {});
+      assert.deepEqual(await client.state.delete(store, k("never-written")), {});
     },
 
     async missing_key(client) {
       // HTTP: 204 with an empty body, which the SDK returns as "". gRPC: empty data, parsed to "".
-      assert.equal(await client.state.get(STORE, k("never-written")), "");
+      assert.equal(await client.state.get(store, k("never-written")), "");
     },
 
     async transaction_upsert_and_delete(client) {
@@ -395,36 +440,36 @@ function scenarios(proto) {
       // Over gRPC the SDK does not stringify transaction values (Buffer.from(object) throws), so
       // objects only go over HTTP.
       const value = http ? { fresh: true } : "new";
-      const res = await client.state.transaction(STORE, [
+      const res = await client.state.transaction(store, [
         { operation: "upsert", request: { key: k("t1"), value } },
         { operation: "delete", request: { key: k("t2") } },
       ], { partitionKey: "p1" });
       assert.equal(res, undefined);
-      assert.deepEqual(await client.state.get(STORE, k("t1")), value);
-      assert.equal(await client.state.get(STORE, k("t2")), "");
+      assert.deepEqual(await client.state.get(store, k("t1")), value);
+      assert.equal(await client.state.get(store, k("t2")), "");
     },
 
     async transaction_with_etag(client) {
       await save(client, [{ key: k("t3"), value: "v1" }]);
       const etag = await etagOf(client, k("t3"));
-      await client.state.transaction(STORE, [
+      await client.state.transaction(store, [
         { operation: "upsert", request: { key: k("t3"), value: "v2", etag } },
       ]);
-      assert.equal(await client.state.get(STORE, k("t3")), "v2");
+      assert.equal(await client.state.get(store, k("t3")), "v2");
       // The old etag is stale now; a transaction never answers 409/Aborted.
       const ops = [{ operation: "upsert", request: { key: k("t3"), value: "v3", etag } }];
       const message = /^error while executing state transaction: /;
-      if (http) await httpThrows(client.state.transaction(STORE, ops), 500, "ERR_STATE_TRANSACTION", message);
-      else await grpcThrows(client.state.transaction(STORE, ops), "internal", message);
-      assert.equal(await client.state.get(STORE, k("t3")), "v2");
+      if (http) await httpThrows(client.state.transaction(store, ops), 500, "ERR_STATE_TRANSACTION", message);
+      else await grpcThrows(client.state.transaction(store, ops), "internal", message);
+      assert.equal(await client.state.get(store, k("t3")), "v2");
     },
 
     // The SDK's own e2e test "should be able to add metadata, etag and options" on Redis, Redis
     // Cluster, PostgreSQL, etcd (and in-memory) with the built-in defaults: consistency strong
     // and partitionKey are served, not refused.
     async strong_and_partition_key_on_defaults(client) {
-      for (const store of [STORE, ...Object.keys(STRONG_STORES)]) {
-        await strongAndPartitionKey(client, store);
+      for (const s of [STORE, ...Object.keys(STRONG_STORES), ...Object.keys(SQL_STORES)]) {
+        await strongAndPartitionKey(client, s);
       }
     },
 
@@ -454,9 +499,9 @@ function scenarios(proto) {
       const md = await client.metadata.get();
       // HTTP returns Mecha's JSON as is; gRPC wraps the GetMetadata response into the same shape.
       assert.equal(md.id, APP_ID, JSON.stringify(md));
-      const c = (md.components ?? []).find((x) => x.name === STORE);
-      assert.ok(c, `no ${STORE} in ${JSON.stringify(md.components)}`);
-      assert.equal(c.type, "state.in-memory");
+      const c = (md.components ?? []).find((x) => x.name === store);
+      assert.ok(c, `no ${store} in ${JSON.stringify(md.components)}`);
+      assert.equal(c.type, STORE_TYPES[store]);
       assert.equal(c.version, "v1");
       for (const cap of ["ETAG", "TRANSACTIONAL", "TTL", "ACTOR"]) {
         assert.ok(c.capabilities.includes(cap), `${cap} missing: ${JSON.stringify(c.capabilities)}`);
@@ -468,9 +513,9 @@ function scenarios(proto) {
     // value the gRPC SDK JSON-stringified.
     ...(http ? {} : {
       async reads_values_written_over_http(client) {
-        assert.deepEqual(await client.state.get(STORE, "http-m2"), { two: 2 });
-        assert.equal(await client.state.get(STORE, "http-m1"), "one");
-        const [item] = await client.state.getBulk(STORE, ["http-obj"]);
+        assert.deepEqual(await client.state.get(store, "http-m2"), { two: 2 });
+        assert.equal(await client.state.get(store, "http-m1"), "one");
+        const [item] = await client.state.getBulk(store, ["http-obj"]);
         assert.equal(item.data.name, "mecha", JSON.stringify(item));
         assert.ok(item.etag, JSON.stringify(item));
       },
@@ -481,11 +526,11 @@ function scenarios(proto) {
       // daprd's message, plus Mecha's reason: the capability and the store's policy.
       const message = "state store does not support querying (capability query (QUERY_API), policy: reject (built-in default))";
       if (http) {
-        const body = await httpThrows(client.state.query(STORE, query), 500, "ERR_STATE_STORE_NOT_SUPPORTED", message);
+        const body = await httpThrows(client.state.query(store, query), 500, "ERR_STATE_STORE_NOT_SUPPORTED", message);
         const info = body.details?.find((d) => d["@type"] === "type.googleapis.com/google.rpc.ErrorInfo");
         assert.equal(info?.reason, "DAPR_STATE_QUERYING_NOT_SUPPORTED", JSON.stringify(body));
       } else {
-        const e = await grpcThrows(client.state.query(STORE, query), "internal", message);
+        const e = await grpcThrows(client.state.query(store, query), "internal", message);
         assert.ok(grpcDetailsMention(e, "DAPR_STATE_QUERYING_NOT_SUPPORTED"), JSON.stringify(grpcDetailTypes(e)));
       }
     },
@@ -522,15 +567,19 @@ async function runProtocol(proto, ports) {
     console.log(`FAIL ${proto} start\n${e?.stack ?? e}`);
     return { passed, failed: failed + 1 };
   }
-  for (const [name, fn] of Object.entries(scenarios(proto))) {
-    const t0 = Date.now();
-    try {
-      await fn(client);
-      passed++;
-      console.log(`PASS ${proto} ${name} (${Date.now() - t0} ms)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${proto} ${name}\n${e?.stack ?? e}`);
+  const storeIndependent = new Set(["strong_and_partition_key_on_defaults", "unknown_store_fails"]);
+  for (const store of [STORE, ...Object.keys(SQL_STORES)]) {
+    for (const [name, fn] of Object.entries(scenarios(proto, store))) {
+      if (store !== STORE && storeIndependent.has(name)) continue;
+      const t0 = Date.now();
+      try {
+        await fn(client);
+        passed++;
+        console.log(`PASS ${proto} ${name} [${store}] (${Date.now() - t0} ms)`);
+      } catch (e) {
+        failed++;
+        console.log(`FAIL ${proto} ${name} [${store}]\n${e?.stack ?? e}`);
+      }
     }
   }
   return { passed, failed, client };
@@ -570,6 +619,7 @@ async function main() {
       if (!exited && mecha.proc.exitCode === null) mecha.proc.kill("SIGKILL");
     }
     rmSync(workdir, { recursive: true, force: true });
+    dropMysqlTables();
   }
   if (failed) {
     console.log("--- SDK log ---");

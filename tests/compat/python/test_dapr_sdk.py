@@ -6,6 +6,12 @@ in-memory store, one NATS JetStream KV store (NATS_URL, default nats://127.0.0.1
 mecha-pycompat, created by Mecha, and every key written here is deleted again) and one
 configured app, so every call also carries the SDK's dapr-api-token (DAPR_API_TOKEN) and the
 HTTP health probe runs without one.
+
+The per-store tests (save/get, ETags, bulk, transactions, deletes, missing keys, query refusal,
+metadata, strong consistency) also run against a SQLite store (a file in the run's temporary
+directory) and a MySQL store (MYSQL_URL, default the local MariaDB root:@tcp(127.0.0.1:3306)/test;
+tables named after the run, so parallel runs never share one, and dropped at the end with the
+mariadb/mysql command when it is installed).
 """
 
 import argparse
@@ -75,6 +81,37 @@ STRONG_STORES = {
     "py-etcd": _component("py-etcd", "state.etcd", {"endpoints": _ETCD.replace("http://", "")}),
 }
 
+# The SQL stores, as daprd's docs configure them; every per-store test runs on each.
+_RUN_ID = f"{os.getpid()}_{int(time.time())}"
+MYSQL_URL = os.environ.get("MYSQL_URL", "root:@tcp(127.0.0.1:3306)/test")
+MYSQL_SCHEMA = "test"
+MYSQL_TABLES = (f"mecha_py_{_RUN_ID}", f"mecha_py_{_RUN_ID}_meta")
+SQL_STORES = {
+    # connectionString is filled in by start_mecha: a file in the run's directory.
+    "py-sqlite": lambda workdir: _component("py-sqlite", "state.sqlite", {
+        "connectionString": os.path.join(workdir, "state.db"),
+        "tableName": "state", "metadataTableName": "metadata", "timeout": "20s"}),
+    "py-mysql": lambda _workdir: _component("py-mysql", "state.mysql", {
+        "connectionString": MYSQL_URL, "schemaName": MYSQL_SCHEMA,
+        "tableName": MYSQL_TABLES[0], "metadataTableName": MYSQL_TABLES[1],
+        "timeoutInSeconds": "20"}),
+}
+SQL_TYPES = {"py-sqlite": "state.sqlite", "py-mysql": "state.mysql"}
+
+
+def drop_mysql_tables():
+    """Best effort: drops this run's MySQL tables with the mariadb or mysql command."""
+    cli = shutil.which("mariadb") or shutil.which("mysql")
+    m = re.match(r"^(?:([^:@]*)(?::([^@]*))?@)?(?:tcp\(([^:)]*)(?::(\d+))?\))?/", MYSQL_URL)
+    if not cli or not m:
+        print(f"note: MySQL tables {', '.join(MYSQL_TABLES)} left in schema {MYSQL_SCHEMA}")
+        return
+    user, password, host, port = m.groups()
+    args = [cli, "-u", user or "root", "-h", host or "127.0.0.1", "-P", port or "3306",
+            "-e", "DROP TABLE IF EXISTS " + ", ".join(f"`{MYSQL_SCHEMA}`.`{t}`" for t in MYSQL_TABLES)]
+    env = dict(os.environ, MYSQL_PWD=password or "")
+    subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
 # The SDK examples send partitionKey, which no Mecha store has: the built-in (compatible)
 # default ignores it, as daprd does, with a mecha-receipt on each such response. No
 # `stores:` entry is needed for that.
@@ -104,6 +141,9 @@ def start_mecha(binary, workdir):
     for name, text in STRONG_STORES.items():
         with open(os.path.join(components, f"{name}.yaml"), "w") as f:
             f.write(text)
+    for name, text in SQL_STORES.items():
+        with open(os.path.join(components, f"{name}.yaml"), "w") as f:
+            f.write(text(workdir))
     config = os.path.join(workdir, "mecha.yaml")
     with open(config, "w") as f:
         f.write(CONFIG)
@@ -157,6 +197,7 @@ def main():
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+        drop_mysql_tables()
     if failed:
         print("--- mecha log ---")
         print("\n".join(log[-50:]))
@@ -181,50 +222,50 @@ def run_tests():
             return e
         raise AssertionError(f"expected {code}, but the call succeeded")
 
-    def t_save_get(d):
-        d.save_state(STORE, "k1", "v1", state_metadata={"ttlInSeconds": "600"})
-        r = d.get_state(STORE, "k1")
+    def t_save_get(d, store):
+        d.save_state(store, "k1", "v1", state_metadata={"ttlInSeconds": "600"})
+        r = d.get_state(store, "k1")
         assert r.data == b"v1", r.data
         assert r.etag, "no etag"
 
-    def t_etag_success_and_stale(d):
-        d.save_state(STORE, "e1", "a")
-        cur = d.get_state(STORE, "e1")
+    def t_etag_success_and_stale(d, store):
+        d.save_state(store, "e1", "a")
+        cur = d.get_state(store, "e1")
         opts = StateOptions(concurrency=Concurrency.first_write, consistency=Consistency.strong)
-        d.save_state(STORE, "e1", "b", etag=cur.etag, options=opts)
-        assert d.get_state(STORE, "e1").data == b"b"
-        e = expect_error("ABORTED", "ERR_STATE_SAVE", d.save_state, STORE, "e1", "c", etag=cur.etag)
+        d.save_state(store, "e1", "b", etag=cur.etag, options=opts)
+        assert d.get_state(store, "e1").data == b"b"
+        e = expect_error("ABORTED", "ERR_STATE_SAVE", d.save_state, store, "e1", "c", etag=cur.etag)
         assert "etag mismatch" in e.details(), e.details()
 
-    def t_bulk_save_and_get(d):
+    def t_bulk_save_and_get(d, store):
         opts = StateOptions(concurrency=Concurrency.last_write).get_proto()  # SDK bug workaround
-        d.save_bulk_state(STORE, [
+        d.save_bulk_state(store, [
             StateItem("b1", "one"),
             StateItem("b2", b"two", options=opts, metadata={"ttlInSeconds": "600"}),
         ])
-        items = d.get_bulk_state(STORE, ["b2", "missing", "b1"], parallelism=4).items
+        items = d.get_bulk_state(store, ["b2", "missing", "b1"], parallelism=4).items
         got = [(i.key, i.data, bool(i.etag), i.error) for i in items]
         assert got == [("b2", b"two", True, ""), ("missing", b"", False, ""), ("b1", b"one", True, "")], got
 
-    def t_transaction(d):
-        d.save_state(STORE, "t2", "old")
-        d.execute_state_transaction(STORE, [
+    def t_transaction(d, store):
+        d.save_state(store, "t2", "old")
+        d.execute_state_transaction(store, [
             TransactionalStateOperation(key="t1", data="new"),
             TransactionalStateOperation(key="t2", operation_type=TransactionOperationType.delete),
         ], transactional_metadata={"partitionKey": "p1"})
-        assert d.get_state(STORE, "t1").data == b"new"
-        assert d.get_state(STORE, "t2").data == b""
+        assert d.get_state(store, "t1").data == b"new"
+        assert d.get_state(store, "t2").data == b""
 
-    def t_delete_with_etag(d):
-        d.save_state(STORE, "d1", "x")
-        stale = d.get_state(STORE, "d1").etag
-        d.save_state(STORE, "d1", "y")
-        expect_error("ABORTED", "ERR_STATE_DELETE", d.delete_state, STORE, "d1", etag=stale)
-        d.delete_state(STORE, "d1", etag=d.get_state(STORE, "d1").etag)
-        assert d.get_state(STORE, "d1").data == b""
+    def t_delete_with_etag(d, store):
+        d.save_state(store, "d1", "x")
+        stale = d.get_state(store, "d1").etag
+        d.save_state(store, "d1", "y")
+        expect_error("ABORTED", "ERR_STATE_DELETE", d.delete_state, store, "d1", etag=stale)
+        d.delete_state(store, "d1", etag=d.get_state(store, "d1").etag)
+        assert d.get_state(store, "d1").data == b""
 
-    def t_missing_key(d):
-        r = d.get_state(STORE, "never-written")
+    def t_missing_key(d, store):
+        r = d.get_state(store, "never-written")
         assert r.data == b"" and r.etag == "", (r.data, r.etag)
 
     def t_unknown_store(d):
@@ -236,19 +277,20 @@ def run_tests():
         details = e.status_details()
         assert details.bad_request and details.resource_info, details.as_dict()
 
-    def t_query_not_supported(d):
+    def t_query_not_supported(d, store):
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             expect_error("INTERNAL", "DAPR_STATE_QUERYING_NOT_SUPPORTED",
-                         d.query_state, STORE, '{"filter":{}}')
+                         d.query_state, store, '{"filter":{}}')
 
-    def t_metadata(d):
+    def t_metadata(d, store):
         md = d.get_metadata()
         assert md.application_id == APP_ID, md.application_id
         comps = {c.name: c for c in md.registered_components}
-        c = comps[STORE]
-        assert (c.type, c.version) == ("state.in-memory", "v1"), (c.type, c.version)
+        c = comps[store]
+        want_type = SQL_TYPES.get(store, "state.in-memory")
+        assert (c.type, c.version) == (want_type, "v1"), (c.type, c.version)
         caps = set(c.capabilities)
         for want in ("ETAG", "TRANSACTIONAL", "TTL", "ACTOR"):
             assert want in caps, caps
@@ -363,7 +405,7 @@ def run_tests():
         # Dapr's examples on every store that serves strong consistency, with no policy:
         # consistency strong on save, get, delete and transaction, partitionKey ignored.
         strong = StateOptions(consistency=Consistency.strong)
-        for store in [STORE, *STRONG_STORES]:
+        for store in [STORE, *STRONG_STORES, *SQL_STORES]:
             k = f"strong-{run}"
             d.save_state(store, k, "v1", options=strong, state_metadata={"partitionKey": "p1"})
             r = d.get_state(store, k, state_metadata={"partitionKey": "p1"})
@@ -375,11 +417,23 @@ def run_tests():
             d.delete_state(store, k, options=strong)
             assert d.get_state(store, k).data == b"", store
 
+    # Run on the in-memory store and on every SQL store.
+    per_store = [
+        t_save_get, t_etag_success_and_stale, t_bulk_save_and_get, t_transaction,
+        t_delete_with_etag, t_missing_key, t_query_not_supported, t_metadata,
+    ]
+
+    def on(t, store):
+        def run_on(d):
+            t(d, store)
+        run_on.__name__ = f"{t.__name__}[{store}]"
+        return run_on
+
     tests = [
         t_strong_and_partition_key_on_defaults,
-        t_save_get, t_etag_success_and_stale, t_bulk_save_and_get, t_transaction,
-        t_delete_with_etag, t_missing_key, t_unknown_store, t_illegal_key,
-        t_query_not_supported, t_metadata, t_no_token_is_unauthenticated, t_jetstream,
+        *[on(t, store) for t in per_store for store in [STORE, *SQL_STORES]],
+        t_unknown_store, t_illegal_key,
+        t_no_token_is_unauthenticated, t_jetstream,
         t_sdk_example_metadata_rejected, t_sdk_example_metadata_warned,
     ]
     print(f"dapr SDK {dapr.__name__} from {os.path.dirname(dapr.__file__)}", flush=True)
