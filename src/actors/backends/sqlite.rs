@@ -287,7 +287,7 @@ pub(super) fn entry(value: Vec<u8>, etag: String, expires_at: Option<i64>) -> St
 fn db_err(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::PoolTimedOut => {
-            StoreError::Unavailable("timed out waiting for a SQLite connection".into())
+            StoreError::NotSent("timed out waiting for a SQLite connection".into())
         }
         sqlx::Error::Io(e) => StoreError::Unavailable(format!("SQLite I/O error: {e}")),
         other => StoreError::Internal(format!("SQLite error: {other}")),
