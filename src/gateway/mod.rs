@@ -15,6 +15,7 @@ pub mod conns;
 pub mod extended;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 mod live;
 mod pipeline;
 pub mod quota;

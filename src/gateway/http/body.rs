@@ -359,16 +359,6 @@ pub fn shape(body: &[u8], max_depth: usize, op: Operation) -> Result<Shape, Erro
     Ok(shape)
 }
 
-/// Fails with Mecha's bulk limit error when `n` items are more than `max`.
-pub fn check_items(op: Operation, what: &str, n: usize, max: usize) -> Result<(), Error> {
-    if n > max {
-        return Err(Error::new(ErrorKind::LimitExceeded, op).detail(format!(
-            "the request has {n} {what}, more than the limit of {max}"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

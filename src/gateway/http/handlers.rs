@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
 use crate::gateway::http::respond::lint_header;
+use crate::gateway::limits;
 use crate::gateway::trace;
 use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::metrics;
@@ -278,6 +279,37 @@ fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
     query_unescape(raw).map_err(|e| Outcome::BadParam(name, e))
 }
 
+impl From<Error> for Outcome {
+    fn from(e: Error) -> Self {
+        Outcome::Error(e)
+    }
+}
+
+/// What every state route hands the pipeline: the store as the caller named it, the
+/// operation, and the request (or why it could not be read: the pipeline reports that in
+/// daprd's order, after the store lookup and the operation's capability check).
+type StateInput = (String, Operation, Result<StateRequest, Error>);
+
+/// Where a route's body comes from and what it may cost.
+struct BodySource<'a> {
+    req: &'a HttpRequest,
+    payload: &'a mut web::Payload,
+    limits: &'a Limits,
+    meter: &'a mut BodyMeter,
+}
+
+impl BodySource<'_> {
+    /// The whole body, within `limits.maxBodySize` and `limits.bodyTimeout`.
+    async fn read(&mut self, op: Operation) -> Result<Bytes, Error> {
+        self.read_within(op, self.limits.max_body_size).await
+    }
+
+    async fn read_within(&mut self, op: Operation, limit: usize) -> Result<Bytes, Error> {
+        let wait = self.limits.body_timeout;
+        read_body(self.req, self.payload, limit, wait, op, self.meter).await
+    }
+}
+
 async fn serve(
     gw: &Gateway,
     req: &HttpRequest,
@@ -286,188 +318,55 @@ async fn serve(
     app: AppId,
     meter: &mut BodyMeter,
 ) -> Outcome {
+    match serve_route(gw, req, payload, route, app, meter).await {
+        Ok(resp) => Outcome::Response(resp),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Every route behind authentication and quota: translate the wire request, run it through
+/// the gateway, render the answer.
+async fn serve_route(
+    gw: &Gateway,
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    route: &Route<'_>,
+    app: AppId,
+    meter: &mut BodyMeter,
+) -> Result<HttpResponse, Outcome> {
     let mut q = Query::parse(req.query_string());
     let limits = gw.catalog().limits.clone();
-    let limits = &limits;
-    let limit = limits.max_body_size;
-    let wait = limits.body_timeout;
-    macro_rules! param {
-        ($name:literal, $raw:expr) => {
-            match unescape($name, $raw) {
-                Ok(v) => v,
-                Err(o) => return o,
-            }
-        };
-    }
-    macro_rules! tri {
-        ($e:expr) => {
-            match $e {
-                Ok(v) => v,
-                Err(e) => return Outcome::Error(e),
-            }
-        };
-    }
-    // Every state route: translate the wire request (a body or option error travels as the
-    // request's error, reported by the pipeline in daprd's order), run it, render the answer.
+    let mut body = BodySource {
+        req,
+        payload,
+        limits: &limits,
+        meter,
+    };
     let (store, op, request) = match *route {
-        Route::Save(store) => {
-            let op = Operation::Save;
-            let max = limits.max_bulk_items;
-            let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op, meter).await {
-                Ok(b) => {
-                    parse_body(
-                        b,
-                        limits,
-                        op,
-                        move |s| body::check_items(op, "items", s.top_items, max),
-                        move |b| body::parse_save(b, &url),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            }
-            .map(|items| StateRequest::Save { items });
-            (param!("storeName", store), op, request)
-        }
-        Route::Get(store, key) => {
-            let op = Operation::Get;
-            let store = param!("storeName", store);
-            let key = param!("key", key);
-            let request = q.options(op).map(|o| StateRequest::Get {
-                key,
-                consistency: o.consistency,
-                metadata: q.metadata.clone(),
-            });
-            (store, op, request)
-        }
-        Route::Delete(store, key) => {
-            let op = Operation::Delete;
-            let store = param!("storeName", store);
-            let key = param!("key", key);
-            let etag = req
-                .headers()
-                .get("if-match")
-                // Kept even when it is not visible ASCII: the gateway refuses such an ETag
-                // (400) instead of deleting without a check.
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            let request = q.options(op).map(|options| StateRequest::Delete {
-                items: vec![DeleteRequest {
-                    key,
-                    etag,
-                    options,
-                    metadata: q.metadata.clone(),
-                }],
-            });
-            (store, op, request)
-        }
-        Route::BulkGet(store) => {
-            let op = Operation::BulkGet;
-            let max = limits.max_bulk_items;
-            let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op, meter).await {
-                Ok(b) => {
-                    parse_body(
-                        b,
-                        limits,
-                        op,
-                        move |s| body::check_items(op, "keys", s.field_items, max),
-                        move |b| body::parse_bulk(b, &url),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            }
-            .map(|b| StateRequest::BulkGet {
-                keys: b.keys,
-                parallelism: b.parallelism,
-                metadata: b.metadata,
-            });
-            (param!("storeName", store), op, request)
-        }
-        Route::Transaction(store) => {
-            let op = Operation::Transaction;
-            let store = param!("storeName", store);
-            // Counted before parsing, against the store's own limit when it has one.
-            let (max, name) = gw
-                .catalog()
-                .store_named(&store)
-                .map_or((limits.max_transaction_ops, store.clone()), |s| {
-                    (s.max_transaction_ops, s.name.clone())
-                });
-            let url = q.metadata.clone();
-            let request = match read_body(req, payload, limit, wait, op, meter).await {
-                Ok(b) => {
-                    parse_body(
-                        b,
-                        limits,
-                        op,
-                        move |s| {
-                            if s.field_items > max {
-                                return Err(Error::new(
-                                    ErrorKind::TooManyTransactionOps {
-                                        count: s.field_items,
-                                        max,
-                                    },
-                                    op,
-                                )
-                                .store(name));
-                            }
-                            Ok(())
-                        },
-                        move |b| body::parse_transaction(b, &url),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            }
-            .map(StateRequest::Transaction);
-            (store, op, request)
-        }
-        Route::Query(store) => {
-            let op = Operation::Query;
-            let body = read_body(req, payload, limit, wait, op, meter).await;
-            let request = body
-                .and_then(|b| {
-                    String::from_utf8(b.to_vec()).map_err(|_| {
-                        Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8")
-                    })
-                })
-                .map(|query| StateRequest::Query {
-                    query,
-                    metadata: q.metadata.clone(),
-                });
-            (param!("storeName", store), op, request)
-        }
-        Route::GetMetadata => return Outcome::Response(metadata(gw, &app)),
-        Route::Portability => return portability(gw, req.query_string(), &app).into(),
-        Route::PutMetadata(key) => {
-            let key = param!("key", key);
-            // No value can be larger than the app's whole metadata allowance.
-            let limit = limit.min(gw.catalog().max_extended_value());
-            let body = tri!(read_body(req, payload, limit, wait, Operation::Other, meter).await);
-            tri!(
-                gw.catalog()
-                    .set_extended(&app, &key, &String::from_utf8_lossy(&body))
-            );
-            return Outcome::Response(respond::no_content());
-        }
+        Route::Save(store) => save_input(store, &q, &mut body).await?,
+        Route::Get(store, key) => get_input(store, key, &q)?,
+        Route::Delete(store, key) => delete_input(store, key, &q, req)?,
+        Route::BulkGet(store) => bulk_get_input(store, &q, &mut body).await?,
+        Route::Transaction(store) => transaction_input(gw, store, &q, &mut body).await?,
+        Route::Query(store) => query_input(store, &q, &mut body).await?,
+        Route::GetMetadata => return Ok(metadata(gw, &app)),
+        Route::Portability => return Ok(portability(gw, req.query_string(), &app)?),
+        Route::PutMetadata(key) => return put_metadata(gw, key, &app, &mut body).await,
         Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
             unreachable!("handled in dispatch")
         }
     };
     let url_metadata = std::mem::take(&mut q.metadata);
-    let answer = tri!(
-        gw.state(
+    let answer = gw
+        .state(
             app,
             store,
             op,
             crate::model::Protocol::Http,
             request,
-            url_metadata
+            url_metadata,
         )
-        .await
-    );
+        .await?;
     let mut resp = render(answer.reply);
     if let Some(v) = answer
         .receipt
@@ -481,7 +380,170 @@ async fn serve(
         resp.headers_mut()
             .insert(HeaderName::from_static(LINT_HEADER), v);
     }
-    Outcome::Response(resp)
+    Ok(resp)
+}
+
+async fn save_input(
+    store: &str,
+    q: &Query,
+    body: &mut BodySource<'_>,
+) -> Result<StateInput, Outcome> {
+    let op = Operation::Save;
+    let max = body.limits.max_bulk_items;
+    let url = q.metadata.clone();
+    let request = match body.read(op).await {
+        Ok(b) => {
+            parse_body(
+                b,
+                body.limits,
+                op,
+                move |s| limits::items(op, "items", s.top_items, max),
+                move |b| body::parse_save(b, &url),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    }
+    .map(|items| StateRequest::Save { items });
+    Ok((unescape("storeName", store)?, op, request))
+}
+
+fn get_input(store: &str, key: &str, q: &Query) -> Result<StateInput, Outcome> {
+    let op = Operation::Get;
+    let store = unescape("storeName", store)?;
+    let key = unescape("key", key)?;
+    let request = q.options(op).map(|o| StateRequest::Get {
+        key,
+        consistency: o.consistency,
+        metadata: q.metadata.clone(),
+    });
+    Ok((store, op, request))
+}
+
+fn delete_input(
+    store: &str,
+    key: &str,
+    q: &Query,
+    req: &HttpRequest,
+) -> Result<StateInput, Outcome> {
+    let op = Operation::Delete;
+    let store = unescape("storeName", store)?;
+    let key = unescape("key", key)?;
+    let etag = req
+        .headers()
+        .get("if-match")
+        // Kept even when it is not visible ASCII: the gateway refuses such an ETag (400)
+        // instead of deleting without a check.
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let request = q.options(op).map(|options| StateRequest::Delete {
+        items: vec![DeleteRequest {
+            key,
+            etag,
+            options,
+            metadata: q.metadata.clone(),
+        }],
+    });
+    Ok((store, op, request))
+}
+
+async fn bulk_get_input(
+    store: &str,
+    q: &Query,
+    body: &mut BodySource<'_>,
+) -> Result<StateInput, Outcome> {
+    let op = Operation::BulkGet;
+    let max = body.limits.max_bulk_items;
+    let url = q.metadata.clone();
+    let request = match body.read(op).await {
+        Ok(b) => {
+            parse_body(
+                b,
+                body.limits,
+                op,
+                move |s| limits::items(op, "keys", s.field_items, max),
+                move |b| body::parse_bulk(b, &url),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    }
+    .map(|b| StateRequest::BulkGet {
+        keys: b.keys,
+        parallelism: b.parallelism,
+        metadata: b.metadata,
+    });
+    Ok((unescape("storeName", store)?, op, request))
+}
+
+async fn transaction_input(
+    gw: &Gateway,
+    store: &str,
+    q: &Query,
+    body: &mut BodySource<'_>,
+) -> Result<StateInput, Outcome> {
+    let op = Operation::Transaction;
+    let store = unescape("storeName", store)?;
+    // Counted before parsing, against the store's own limit when it has one.
+    let (max, name) = gw
+        .catalog()
+        .store_named(&store)
+        .map_or((body.limits.max_transaction_ops, store.clone()), |s| {
+            (s.max_transaction_ops, s.name.clone())
+        });
+    let url = q.metadata.clone();
+    let request = match body.read(op).await {
+        Ok(b) => {
+            parse_body(
+                b,
+                body.limits,
+                op,
+                move |s| limits::transaction_ops(op, s.field_items, max, &name),
+                move |b| body::parse_transaction(b, &url),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    }
+    .map(StateRequest::Transaction);
+    Ok((store, op, request))
+}
+
+async fn query_input(
+    store: &str,
+    q: &Query,
+    body: &mut BodySource<'_>,
+) -> Result<StateInput, Outcome> {
+    let op = Operation::Query;
+    let request = body
+        .read(op)
+        .await
+        .and_then(|b| {
+            String::from_utf8(b.to_vec())
+                .map_err(|_| Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8"))
+        })
+        .map(|query| StateRequest::Query {
+            query,
+            metadata: q.metadata.clone(),
+        });
+    Ok((unescape("storeName", store)?, op, request))
+}
+
+async fn put_metadata(
+    gw: &Gateway,
+    key: &str,
+    app: &AppId,
+    body: &mut BodySource<'_>,
+) -> Result<HttpResponse, Outcome> {
+    let key = unescape("key", key)?;
+    // No value can be larger than the app's whole metadata allowance.
+    let limit = body
+        .limits
+        .max_body_size
+        .min(gw.catalog().max_extended_value());
+    let value = body.read_within(Operation::Other, limit).await?;
+    gw.catalog()
+        .set_extended(app, &key, &String::from_utf8_lossy(&value))?;
+    Ok(respond::no_content())
 }
 
 /// Renders a successful state reply as daprd does.

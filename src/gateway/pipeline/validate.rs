@@ -4,8 +4,8 @@
 use crate::capabilities::{Feature, Plan, Shape, Status};
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind};
-use crate::gateway::StoreInfo;
 use crate::gateway::actor::{PARTITION_KEY, StateRequest};
+use crate::gateway::{StoreInfo, limits};
 use crate::keys;
 use crate::model::{
     Concurrency, Consistency, DeleteRequest, GetRequest, Operation, QueryRequest, SetRequest,
@@ -145,16 +145,6 @@ fn check_key(
     Ok(())
 }
 
-fn check_count(limits: &Limits, op: Operation, what: &str, n: usize) -> Result<(), Error> {
-    let max = limits.max_bulk_items;
-    if n > max {
-        return Err(Error::new(ErrorKind::LimitExceeded, op).detail(format!(
-            "the request has {n} {what}, more than the limit of {max}"
-        )));
-    }
-    Ok(())
-}
-
 fn prepare_set(
     limits: &Limits,
     info: &StoreInfo,
@@ -224,7 +214,7 @@ pub(super) fn validate(
             parallelism,
             metadata,
         } => {
-            check_count(limits, op, "keys", keys.len())?;
+            limits::items(op, "keys", keys.len(), limits.max_bulk_items)?;
             for k in &keys {
                 check_key(limits, info, op, app, k)?;
             }
@@ -248,7 +238,7 @@ pub(super) fn validate(
             Exec::BulkGet(reqs, keys, parallelism)
         }
         StateRequest::Save { items } => {
-            check_count(limits, op, "items", items.len())?;
+            limits::items(op, "items", items.len(), limits.max_bulk_items)?;
             let reqs = items
                 .into_iter()
                 .map(|r| prepare_set(limits, info, app, op, r))
@@ -261,7 +251,7 @@ pub(super) fn validate(
             Exec::Save(reqs)
         }
         StateRequest::Delete { items } => {
-            check_count(limits, op, "keys", items.len())?;
+            limits::items(op, "keys", items.len(), limits.max_bulk_items)?;
             let reqs = items
                 .into_iter()
                 .map(|r| prepare_delete(limits, info, app, op, r))
@@ -274,14 +264,12 @@ pub(super) fn validate(
             Exec::Delete(reqs)
         }
         StateRequest::Transaction(request) => {
-            let count = request.operations.len();
-            let max = info.matrix.max_transaction_ops();
-            if count > max {
-                return Err(
-                    Error::new(ErrorKind::TooManyTransactionOps { count, max }, op)
-                        .store(&info.name),
-                );
-            }
+            limits::transaction_ops(
+                op,
+                request.operations.len(),
+                info.matrix.max_transaction_ops(),
+                &info.name,
+            )?;
             let ops = request
                 .operations
                 .into_iter()
