@@ -8,8 +8,8 @@ use crate::gateway::actor::{PARTITION_KEY, StateRequest};
 use crate::gateway::{StoreInfo, limits};
 use crate::keys;
 use crate::model::{
-    Concurrency, Consistency, DeleteRequest, GetRequest, Operation, QueryRequest, SetRequest,
-    TTL_IN_SECONDS, TransactionOp, TransactionRequest, Ttl,
+    Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, Operation, QueryRequest,
+    SetRequest, TTL_IN_SECONDS, TransactionOp, TransactionRequest, Ttl,
 };
 
 /// A validated request, keys prefixed, ready for the store.
@@ -189,123 +189,172 @@ pub(super) fn validate(
     op: Operation,
     request: StateRequest,
 ) -> Result<Option<(Exec, Shape)>, Error> {
-    let mut shape = Shape {
-        items: 1,
-        ..Shape::default()
+    let at = Scope {
+        limits,
+        info,
+        app,
+        op,
     };
-    let exec = match request {
+    match request {
         StateRequest::Get {
             key,
             consistency,
             metadata,
-        } => {
-            check_key(limits, info, op, app, &key)?;
-            shape.strong = consistency == Consistency::Strong;
-            shape.partition_key = metadata.contains_key(PARTITION_KEY);
-            let req = GetRequest {
-                key: info.key_prefix.apply(app, &info.name, &key),
-                consistency,
-                metadata,
-            };
-            Exec::Get(req, key)
-        }
+        } => at.get(key, consistency, metadata).map(Some),
         StateRequest::BulkGet {
             keys,
             parallelism,
             metadata,
-        } => {
-            limits::items(op, "keys", keys.len(), limits.max_bulk_items)?;
-            for k in &keys {
-                check_key(limits, info, op, app, k)?;
-            }
-            if keys.is_empty() {
-                return Ok(None);
-            }
-            shape.items = keys.len();
-            shape.partition_key = metadata.contains_key(PARTITION_KEY);
-            let reqs = keys
-                .iter()
-                .map(|k| GetRequest {
-                    key: info.key_prefix.apply(app, &info.name, k),
-                    consistency: Consistency::Unspecified,
-                    metadata: metadata.clone(),
-                })
-                .collect();
-            let parallelism = match usize::try_from(parallelism) {
-                Ok(p) if p > 0 => p,
-                _ => limits.default_bulk_parallelism,
-            };
-            Exec::BulkGet(reqs, keys, parallelism)
+        } => at.bulk_get(keys, parallelism, metadata),
+        StateRequest::Save { items } => at.save(items),
+        StateRequest::Delete { items } => at.delete(items),
+        StateRequest::Transaction(request) => at.transaction(request),
+        StateRequest::Query { query, metadata } => Ok(Some(at.query(query, metadata))),
+    }
+}
+
+/// Where a request is validated: the limits, the store, the calling app, the operation.
+struct Scope<'a> {
+    limits: &'a Limits,
+    info: &'a StoreInfo,
+    app: &'a str,
+    op: Operation,
+}
+
+/// The shape of a request of `items` items, before its options are looked at.
+fn shape_of(items: usize) -> Shape {
+    Shape {
+        items,
+        ..Shape::default()
+    }
+}
+
+impl Scope<'_> {
+    fn prefixed(&self, key: &str) -> String {
+        self.info.key_prefix.apply(self.app, &self.info.name, key)
+    }
+
+    fn set(&self, r: SetRequest) -> Result<SetRequest, Error> {
+        prepare_set(self.limits, self.info, self.app, self.op, r)
+    }
+
+    fn del(&self, r: DeleteRequest) -> Result<DeleteRequest, Error> {
+        prepare_delete(self.limits, self.info, self.app, self.op, r)
+    }
+
+    fn get(
+        &self,
+        key: String,
+        consistency: Consistency,
+        metadata: Metadata,
+    ) -> Result<(Exec, Shape), Error> {
+        check_key(self.limits, self.info, self.op, self.app, &key)?;
+        let mut shape = shape_of(1);
+        shape.strong = consistency == Consistency::Strong;
+        shape.partition_key = metadata.contains_key(PARTITION_KEY);
+        let req = GetRequest {
+            key: self.prefixed(&key),
+            consistency,
+            metadata,
+        };
+        Ok((Exec::Get(req, key), shape))
+    }
+
+    fn bulk_get(
+        &self,
+        keys: Vec<String>,
+        parallelism: i32,
+        metadata: Metadata,
+    ) -> Result<Option<(Exec, Shape)>, Error> {
+        limits::items(self.op, "keys", keys.len(), self.limits.max_bulk_items)?;
+        for k in &keys {
+            check_key(self.limits, self.info, self.op, self.app, k)?;
         }
-        StateRequest::Save { items } => {
-            limits::items(op, "items", items.len(), limits.max_bulk_items)?;
-            let reqs = items
-                .into_iter()
-                .map(|r| prepare_set(limits, info, app, op, r))
-                .collect::<Result<Vec<_>, Error>>()?;
-            if reqs.is_empty() {
-                return Ok(None);
-            }
-            shape.items = reqs.len();
-            reqs.iter().for_each(|r| shape_of_set(&mut shape, r));
-            Exec::Save(reqs)
+        if keys.is_empty() {
+            return Ok(None);
         }
-        StateRequest::Delete { items } => {
-            limits::items(op, "keys", items.len(), limits.max_bulk_items)?;
-            let reqs = items
-                .into_iter()
-                .map(|r| prepare_delete(limits, info, app, op, r))
-                .collect::<Result<Vec<_>, Error>>()?;
-            if reqs.is_empty() {
-                return Ok(None);
-            }
-            shape.items = reqs.len();
-            reqs.iter().for_each(|r| shape_of_delete(&mut shape, r));
-            Exec::Delete(reqs)
-        }
-        StateRequest::Transaction(request) => {
-            limits::transaction_ops(
-                op,
-                request.operations.len(),
-                info.matrix.max_transaction_ops(),
-                &info.name,
-            )?;
-            let ops = request
-                .operations
-                .into_iter()
-                .map(|o| match o {
-                    TransactionOp::Upsert(r) => {
-                        prepare_set(limits, info, app, op, r).map(TransactionOp::Upsert)
-                    }
-                    TransactionOp::Delete(r) => {
-                        prepare_delete(limits, info, app, op, r).map(TransactionOp::Delete)
-                    }
-                })
-                .collect::<Result<Vec<_>, Error>>()?;
-            if ops.is_empty() {
-                return Ok(None);
-            }
-            shape.items = ops.len();
-            shape.partition_key = request.metadata.contains_key(PARTITION_KEY);
-            for o in &ops {
-                match o {
-                    TransactionOp::Upsert(r) => shape_of_set(&mut shape, r),
-                    TransactionOp::Delete(r) => shape_of_delete(&mut shape, r),
-                }
-            }
-            Exec::Transaction(TransactionRequest {
-                operations: ops,
-                metadata: request.metadata,
+        let mut shape = shape_of(keys.len());
+        shape.partition_key = metadata.contains_key(PARTITION_KEY);
+        let reqs = keys
+            .iter()
+            .map(|k| GetRequest {
+                key: self.prefixed(k),
+                consistency: Consistency::Unspecified,
+                metadata: metadata.clone(),
             })
+            .collect();
+        let parallelism = match usize::try_from(parallelism) {
+            Ok(p) if p > 0 => p,
+            _ => self.limits.default_bulk_parallelism,
+        };
+        Ok(Some((Exec::BulkGet(reqs, keys, parallelism), shape)))
+    }
+
+    fn save(&self, items: Vec<SetRequest>) -> Result<Option<(Exec, Shape)>, Error> {
+        limits::items(self.op, "items", items.len(), self.limits.max_bulk_items)?;
+        let reqs = items
+            .into_iter()
+            .map(|r| self.set(r))
+            .collect::<Result<Vec<_>, Error>>()?;
+        if reqs.is_empty() {
+            return Ok(None);
         }
-        StateRequest::Query { query, metadata } => {
-            shape.partition_key = metadata.contains_key(PARTITION_KEY);
-            Exec::Query(QueryRequest {
-                query,
-                metadata,
-                key_prefix: info.key_prefix.scan_prefix(app, &info.name),
+        let mut shape = shape_of(reqs.len());
+        reqs.iter().for_each(|r| shape_of_set(&mut shape, r));
+        Ok(Some((Exec::Save(reqs), shape)))
+    }
+
+    fn delete(&self, items: Vec<DeleteRequest>) -> Result<Option<(Exec, Shape)>, Error> {
+        limits::items(self.op, "keys", items.len(), self.limits.max_bulk_items)?;
+        let reqs = items
+            .into_iter()
+            .map(|r| self.del(r))
+            .collect::<Result<Vec<_>, Error>>()?;
+        if reqs.is_empty() {
+            return Ok(None);
+        }
+        let mut shape = shape_of(reqs.len());
+        reqs.iter().for_each(|r| shape_of_delete(&mut shape, r));
+        Ok(Some((Exec::Delete(reqs), shape)))
+    }
+
+    fn transaction(&self, request: TransactionRequest) -> Result<Option<(Exec, Shape)>, Error> {
+        let max = self.info.matrix.max_transaction_ops();
+        limits::transaction_ops(self.op, request.operations.len(), max, &self.info.name)?;
+        let ops = request
+            .operations
+            .into_iter()
+            .map(|o| match o {
+                TransactionOp::Upsert(r) => self.set(r).map(TransactionOp::Upsert),
+                TransactionOp::Delete(r) => self.del(r).map(TransactionOp::Delete),
             })
+            .collect::<Result<Vec<_>, Error>>()?;
+        if ops.is_empty() {
+            return Ok(None);
         }
-    };
-    Ok(Some((exec, shape)))
+        let mut shape = shape_of(ops.len());
+        shape.partition_key = request.metadata.contains_key(PARTITION_KEY);
+        for o in &ops {
+            match o {
+                TransactionOp::Upsert(r) => shape_of_set(&mut shape, r),
+                TransactionOp::Delete(r) => shape_of_delete(&mut shape, r),
+            }
+        }
+        let exec = Exec::Transaction(TransactionRequest {
+            operations: ops,
+            metadata: request.metadata,
+        });
+        Ok(Some((exec, shape)))
+    }
+
+    fn query(&self, query: String, metadata: Metadata) -> (Exec, Shape) {
+        let mut shape = shape_of(1);
+        shape.partition_key = metadata.contains_key(PARTITION_KEY);
+        let exec = Exec::Query(QueryRequest {
+            query,
+            metadata,
+            key_prefix: self.info.key_prefix.scan_prefix(self.app, &self.info.name),
+        });
+        (exec, shape)
+    }
 }
