@@ -13,7 +13,7 @@ use std::sync::Arc;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
-use crate::config::{Config, ConfigSources};
+use crate::config::{Config, ConfigSources, Settings};
 use crate::gateway::grpc::GrpcServer;
 use crate::gateway::http::{HttpState, dispatch};
 use crate::gateway::{Catalog, Gateway, Live};
@@ -124,7 +124,8 @@ impl Running {
     }
 }
 
-/// Starts Mecha with validated configuration.
+/// Starts Mecha with validated configuration: the live catalog, the three listeners, the
+/// background tasks, then a bounded wait for each store's first ping.
 pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let settings = config.settings;
     // Installed first, so the handles the catalog registers belong to the real recorder.
@@ -139,23 +140,72 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let catalog = Arc::new(catalog);
     let live = Live::new(catalog.clone());
     crate::metrics::config_version(catalog.version());
-
-    let tls = match &settings.server.tls {
-        None => None,
-        Some(t) => Some(crate::tls::ServerTls::new(t).map_err(|problems| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "refused TLS settings: {}",
-                    crate::tls::ServerTls::describe(&problems)
-                ),
-            )
-        })?),
-    };
+    let tls = server_tls(&settings)?;
 
     let grpc_addr = SocketAddr::new(opts.listen_address, opts.grpc_port);
     let grpc_listener =
         GrpcServer::bind(grpc_addr).map_err(|e| bind_error("gRPC", grpc_addr, "--grpc-port", e))?;
+    let (http, http_addr) = http_server(&live, &settings, &opts, tls.as_ref())?;
+    let http_handle = http.handle();
+    let (metrics, metrics_addr) = metrics_server(&live, prometheus, &settings, &opts)?;
+    let metrics_handle = metrics.handle();
+    actix_rt::spawn(metrics);
+    let http_task = actix_rt::spawn(http);
+    let grpc = GrpcServer::start(
+        live.clone(),
+        settings.actors.clone(),
+        grpc_listener,
+        settings.server.shutdown_timeout,
+        serving_threads(settings.server.workers),
+        tls.as_ref().map(|t| t.grpc.clone()),
+    )?;
+    let grpc_addr = grpc.local_addr();
+    let (tasks, reloader) = background_tasks(&live, &settings, &opts, tls.as_ref());
+    let addrs = [http_addr, grpc_addr, metrics_addr];
+    log_listening(&catalog, &opts, tls.as_ref(), addrs);
+    wait_first_pings(&catalog, settings.actors.request_timeout).await;
+    if catalog.stores().is_empty() {
+        tracing::warn!("no state store is configured: every state call will fail");
+    }
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        metrics_addr,
+        live,
+        reloader,
+        http: http_handle,
+        grpc,
+        metrics: metrics_handle,
+        http_task,
+        tasks,
+        tls: tls.map(|t| t.certs),
+    })
+}
+
+/// The server's TLS material, if `server.tls` is set; refused settings fail the start.
+fn server_tls(settings: &Settings) -> io::Result<Option<crate::tls::ServerTls>> {
+    let Some(t) = &settings.server.tls else {
+        return Ok(None);
+    };
+    crate::tls::ServerTls::new(t).map(Some).map_err(|problems| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "refused TLS settings: {}",
+                crate::tls::ServerTls::describe(&problems)
+            ),
+        )
+    })
+}
+
+/// The HTTP listener, bound and ready to run: one gateway and one set of store shards per
+/// worker thread, every connection tracked and bounded in number and time.
+fn http_server(
+    live: &Arc<Live>,
+    settings: &Settings,
+    opts: &Options,
+    tls: Option<&crate::tls::ServerTls>,
+) -> io::Result<(actix_web::dev::Server, SocketAddr)> {
     let actor_settings = settings.actors.clone();
     let limits = settings.limits.clone();
     let l = live.clone();
@@ -195,15 +245,22 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
         http = http.disable_signals();
     }
     let http_bind = SocketAddr::new(opts.listen_address, opts.http_port);
-    let http = match &tls {
+    let http = match tls {
         Some(tls) => http.bind_rustls_0_23(http_bind, tls.http.clone()),
         None => http.bind(http_bind),
     }
     .map_err(|e| bind_error("HTTP", http_bind, "--http-port", e))?;
-    let http_addr = http.addrs()[0];
-    let http = http.run();
-    let http_handle = http.handle();
+    let addr = http.addrs()[0];
+    Ok((http.run(), addr))
+}
 
+/// The metrics listener (`/metrics`, plain HTTP, one worker), bound and ready to run.
+fn metrics_server(
+    live: &Arc<Live>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    settings: &Settings,
+    opts: &Options,
+) -> io::Result<(actix_web::dev::Server, SocketAddr)> {
     let l = live.clone();
     let metrics = HttpServer::new(move || {
         let handle = prometheus.clone();
@@ -245,20 +302,18 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     let metrics = metrics
         .bind(metrics_bind)
         .map_err(|e| bind_error("metrics", metrics_bind, "--metrics-port", e))?;
-    let metrics_addr = metrics.addrs()[0];
-    let metrics = metrics.run();
-    let metrics_handle = metrics.handle();
-    actix_rt::spawn(metrics);
-    let http_task = actix_rt::spawn(http);
-    let grpc = GrpcServer::start(
-        live.clone(),
-        settings.actors.clone(),
-        grpc_listener,
-        settings.server.shutdown_timeout,
-        serving_threads(settings.server.workers),
-        tls.as_ref().map(|t| t.grpc.clone()),
-    )?;
-    let grpc_addr = grpc.local_addr();
+    let addr = metrics.addrs()[0];
+    Ok((metrics.run(), addr))
+}
+
+/// The tasks that run beside the listeners: the token-file check, the configuration reload
+/// (file check and SIGHUP) and the certificate watcher.
+fn background_tasks(
+    live: &Arc<Live>,
+    settings: &Settings,
+    opts: &Options,
+    tls: Option<&crate::tls::ServerTls>,
+) -> (Vec<actix_rt::task::JoinHandle<()>>, Option<Arc<Reloader>>) {
     // Token files are checked for changes, so a rotated token needs no restart (whichever
     // configuration version is live, and whether or not it has token files).
     let mut tasks = Vec::new();
@@ -298,12 +353,22 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
     }
 
     // Renewed certificate files are picked up without a restart.
-    if let (Some(t), Some(s)) = (&tls, &settings.server.tls) {
+    if let (Some(t), Some(s)) = (tls, &settings.server.tls) {
         tasks.push(crate::tls::spawn_watcher(t.certs.clone(), s.check_interval));
     }
 
+    (tasks, reloader)
+}
+
+/// The start-up lines: where Mecha listens, and every configured store.
+fn log_listening(
+    catalog: &Catalog,
+    opts: &Options,
+    tls: Option<&crate::tls::ServerTls>,
+    [http_addr, grpc_addr, metrics_addr]: [SocketAddr; 3],
+) {
     // `tls` says whether HTTP and gRPC serve TLS (the metrics listener stays plain).
-    match &tls {
+    match tls {
         Some(t) => tracing::info!(
             http = %http_addr, grpc = %grpc_addr, metrics = %metrics_addr, app_id = %opts.app_id,
             tls = "on", client_certs = %t.client_auth, fingerprint = %t.certs.fingerprint(),
@@ -320,23 +385,6 @@ pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
             capabilities = %s.capabilities.to_list_string(), matrix = %s.matrix.describe(), "state store configured"
         );
     }
-    wait_first_pings(&catalog, settings.actors.request_timeout).await;
-    if catalog.stores().is_empty() {
-        tracing::warn!("no state store is configured: every state call will fail");
-    }
-    Ok(Running {
-        http_addr,
-        grpc_addr,
-        metrics_addr,
-        live,
-        reloader,
-        http: http_handle,
-        grpc,
-        metrics: metrics_handle,
-        http_task,
-        tasks,
-        tls: tls.map(|t| t.certs),
-    })
 }
 
 /// Names the listener, the address and the flag that sets it in a bind failure.
