@@ -114,6 +114,85 @@ impl StoreInfo {
     }
 }
 
+impl StoreInfo {
+    /// The store of component `c`. What a reload did not change is carried over from the
+    /// `previous` catalog's store of the same name: its backend (when the definition is
+    /// the same), its emulations (same matrix), resiliency state, health and metrics.
+    fn build(c: &LoadedComponent, settings: &Settings, previous: Option<&Catalog>) -> StoreInfo {
+        let matrix = c.matrix(settings).expect("policies were checked above");
+        let old = previous
+            .and_then(|p| p.store_named(&c.name))
+            .filter(|o| o.definition == c.definition && o.component_type == c.component_type);
+        let base_factory = old.map_or_else(|| c.factory.clone(), |o| o.base_factory.clone());
+        let same_matrix = old.is_some_and(|o| o.matrix == matrix);
+        let same_resiliency = old.is_some_and(|o| o.resiliency == c.resiliency);
+        // Emulations wrap every instance of the store, so no path bypasses them.
+        let factory = match old.filter(|_| same_matrix) {
+            Some(o) => o.factory.clone(),
+            None => emulation::wrap(
+                base_factory.clone(),
+                &matrix,
+                settings.actors.ttl_sweep_interval,
+            ),
+        };
+        let resilience = match old.filter(|_| same_resiliency) {
+            Some(o) => o.resilience.clone(),
+            None => {
+                if c.resiliency.breaker.is_some() {
+                    crate::metrics::breaker_started(&c.name);
+                }
+                Arc::new(crate::resilience::Resilience::new(
+                    &c.name,
+                    c.resiliency.breaker.clone(),
+                    c.resiliency.retry.clone(),
+                    c.resiliency.timeout.as_ref().map(|(_, d)| *d),
+                ))
+            }
+        };
+        let primary_claimed = match old.filter(|_| same_matrix && same_resiliency) {
+            Some(o) => o.primary_claimed.clone(),
+            None => Arc::new(AtomicBool::new(false)),
+        };
+        StoreInfo {
+            name: c.name.clone(),
+            component_type: c.component_type.clone(),
+            version: c.version.clone(),
+            capabilities: base_factory.capabilities(),
+            max_transaction_ops: matrix.max_transaction_ops(),
+            matrix,
+            key_prefix: c.key_prefix.clone(),
+            scopes: c.scopes.clone(),
+            health: old.map_or_else(|| Arc::new(StoreHealth::default()), |o| o.health.clone()),
+            metrics: old.map_or_else(
+                || crate::metrics::StoreMetrics::new(&c.name),
+                |o| o.metrics.clone(),
+            ),
+            resilience,
+            factory,
+            base_factory,
+            definition: c.definition.clone(),
+            resiliency: c.resiliency.clone(),
+            primary_claimed,
+            lint_mode: c.lint_mode(settings, None),
+            request_keys: c.request_keys,
+            per_app: settings
+                .apps
+                .iter()
+                .filter(|a| a.stores.contains_key(&c.name))
+                .map(|a| {
+                    let view = AppView {
+                        matrix: c
+                            .app_matrix(settings, a)
+                            .expect("policies were checked above"),
+                        lint_mode: c.lint_mode(settings, Some(a)),
+                    };
+                    (a.id.clone(), view)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// How often the same lint finding (app, store, code) may be logged.
 pub const LINT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Most (app, store, code) triples remembered by the lint log limiter.
@@ -189,81 +268,7 @@ impl Catalog {
         let limits = settings.limits.clone();
         let stores: Vec<StoreInfo> = components
             .iter()
-            .map(|c| {
-                let matrix = c.matrix(settings).expect("policies were checked above");
-                let old = previous.and_then(|p| p.store_named(&c.name)).filter(|o| {
-                    o.definition == c.definition && o.component_type == c.component_type
-                });
-                let base_factory =
-                    old.map_or_else(|| c.factory.clone(), |o| o.base_factory.clone());
-                let same_matrix = old.is_some_and(|o| o.matrix == matrix);
-                let same_resiliency = old.is_some_and(|o| o.resiliency == c.resiliency);
-                // Emulations wrap every instance of the store, so no path bypasses them.
-                let factory = match old.filter(|_| same_matrix) {
-                    Some(o) => o.factory.clone(),
-                    None => emulation::wrap(
-                        base_factory.clone(),
-                        &matrix,
-                        settings.actors.ttl_sweep_interval,
-                    ),
-                };
-                let resilience = match old.filter(|_| same_resiliency) {
-                    Some(o) => o.resilience.clone(),
-                    None => {
-                        if c.resiliency.breaker.is_some() {
-                            crate::metrics::breaker_started(&c.name);
-                        }
-                        Arc::new(crate::resilience::Resilience::new(
-                            &c.name,
-                            c.resiliency.breaker.clone(),
-                            c.resiliency.retry.clone(),
-                            c.resiliency.timeout.as_ref().map(|(_, d)| *d),
-                        ))
-                    }
-                };
-                let primary_claimed = match old.filter(|_| same_matrix && same_resiliency) {
-                    Some(o) => o.primary_claimed.clone(),
-                    None => Arc::new(AtomicBool::new(false)),
-                };
-                StoreInfo {
-                    name: c.name.clone(),
-                    component_type: c.component_type.clone(),
-                    version: c.version.clone(),
-                    capabilities: base_factory.capabilities(),
-                    max_transaction_ops: matrix.max_transaction_ops(),
-                    matrix,
-                    key_prefix: c.key_prefix.clone(),
-                    scopes: c.scopes.clone(),
-                    health: old
-                        .map_or_else(|| Arc::new(StoreHealth::default()), |o| o.health.clone()),
-                    metrics: old.map_or_else(
-                        || crate::metrics::StoreMetrics::new(&c.name),
-                        |o| o.metrics.clone(),
-                    ),
-                    resilience,
-                    factory,
-                    base_factory,
-                    definition: c.definition.clone(),
-                    resiliency: c.resiliency.clone(),
-                    primary_claimed,
-                    lint_mode: c.lint_mode(settings, None),
-                    request_keys: c.request_keys,
-                    per_app: settings
-                        .apps
-                        .iter()
-                        .filter(|a| a.stores.contains_key(&c.name))
-                        .map(|a| {
-                            let view = AppView {
-                                matrix: c
-                                    .app_matrix(settings, a)
-                                    .expect("policies were checked above"),
-                                lint_mode: c.lint_mode(settings, Some(a)),
-                            };
-                            (a.id.clone(), view)
-                        })
-                        .collect(),
-                }
-            })
+            .map(|c| StoreInfo::build(c, settings, previous))
             .collect();
         let by_name = stores
             .iter()
