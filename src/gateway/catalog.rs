@@ -193,6 +193,32 @@ impl StoreInfo {
     }
 }
 
+/// The metadata an app sees, protocol-neutral (see [`Catalog::metadata_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataView {
+    /// The app's id.
+    pub id: String,
+    /// Mecha's runtime version string.
+    pub runtime_version: &'static str,
+    /// The stores the app can see.
+    pub components: Vec<ComponentView>,
+    /// Extended metadata: the app's attributes, the versions, its requirements.
+    pub extended: BTreeMap<String, String>,
+}
+
+/// One store as the metadata shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentView {
+    /// The store's name.
+    pub name: String,
+    /// Its component type (`state.redis`).
+    pub component_type: String,
+    /// Its component version.
+    pub version: String,
+    /// Dapr's capability strings of the app's view of it.
+    pub capabilities: Vec<String>,
+}
+
 /// How often the same lint finding (app, store, code) may be logged.
 pub const LINT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Most (app, store, code) triples remembered by the lint log limiter.
@@ -535,6 +561,31 @@ impl Catalog {
     /// The largest extended-metadata value an app can set, in bytes.
     pub fn max_extended_value(&self) -> usize {
         self.extended.max_value_bytes()
+    }
+
+    /// What `GET /v1.0/metadata` and gRPC `GetMetadata` answer for `app`: its id, the stores
+    /// it can see with the capabilities of its view, and its extended metadata (with the
+    /// runtime versions and its portability requirements). Both doors render this one view.
+    pub fn metadata_view(&self, app: &AppId, runtime_version: &'static str) -> MetadataView {
+        let components = self
+            .stores()
+            .iter()
+            .filter(|s| s.visible_to(app))
+            .map(|s| ComponentView {
+                name: s.name.clone(),
+                component_type: s.component_type.clone(),
+                version: s.version.clone(),
+                capabilities: s.view(app).0.dapr_strings(),
+            })
+            .collect();
+        let mut extended = self.extended(app, runtime_version);
+        extended.extend(self.requirements(app));
+        MetadataView {
+            id: app.to_string(),
+            runtime_version,
+            components,
+            extended,
+        }
     }
 
     /// `app`'s extended metadata: its own attributes plus Mecha's, with the capabilities of

@@ -287,27 +287,21 @@ impl Dapr for DaprService {
         req: Request<GetMetadataRequest>,
     ) -> Result<Response<GetMetadataResponse>, Status> {
         let app = self.caller(&req)?;
-        let catalog = self.gateway.catalog();
-        let registered_components = catalog
-            .stores()
-            .iter()
-            .filter(|s| s.visible_to(&app))
-            .map(|s| RegisteredComponents {
-                name: s.name.clone(),
-                r#type: s.component_type.clone(),
-                version: s.version.clone(),
-                capabilities: s.view(&app).0.dapr_strings(),
-            })
-            .collect();
+        let view = self.gateway.catalog().metadata_view(&app, RUNTIME_VERSION);
         let resp = GetMetadataResponse {
-            id: app.to_string(),
-            registered_components,
-            extended_metadata: catalog
-                .extended(&app, RUNTIME_VERSION)
+            id: view.id,
+            registered_components: view
+                .components
                 .into_iter()
-                .chain(catalog.requirements(&app))
+                .map(|s| RegisteredComponents {
+                    name: s.name,
+                    r#type: s.component_type,
+                    version: s.version,
+                    capabilities: s.capabilities,
+                })
                 .collect(),
-            runtime_version: RUNTIME_VERSION.to_owned(),
+            extended_metadata: view.extended.into_iter().collect(),
+            runtime_version: view.runtime_version.to_owned(),
             ..GetMetadataResponse::default()
         };
         self.reply(Operation::Other, resp, &Receipt::default(), &[])

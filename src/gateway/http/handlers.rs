@@ -887,27 +887,23 @@ fn portability(gw: &Gateway, query: &str, caller: &AppId) -> Result<HttpResponse
 }
 
 fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {
-    let catalog = gw.catalog();
-    let components: Vec<serde_json::Value> = catalog
-        .stores()
+    let view = gw.catalog().metadata_view(app, RUNTIME_VERSION);
+    let components: Vec<serde_json::Value> = view
+        .components
         .iter()
-        .filter(|s| s.visible_to(app))
         .map(|s| {
             let mut c = json!({"name": s.name, "type": s.component_type, "version": s.version});
-            let caps = s.view(app).0.dapr_strings();
-            if !caps.is_empty() {
-                c["capabilities"] = json!(caps);
+            if !s.capabilities.is_empty() {
+                c["capabilities"] = json!(s.capabilities);
             }
             c
         })
         .collect();
-    let mut extended = catalog.extended(app, RUNTIME_VERSION);
-    extended.extend(catalog.requirements(app));
     let body = json!({
-        "id": app.as_ref(),
-        "runtimeVersion": RUNTIME_VERSION,
+        "id": view.id,
+        "runtimeVersion": view.runtime_version,
         "components": components,
-        "extended": extended,
+        "extended": view.extended,
     });
     respond::json_bytes(serde_json::to_vec(&body).unwrap_or_default(), &[])
 }
