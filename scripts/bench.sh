@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks Mecha against direct Redis and PostgreSQL clients on this machine and prints the
-# results table (and writes mecha-bench.json). Starts the services it needs like test.sh.
+# Benchmarks Mecha against direct Redis, PostgreSQL, MySQL and SQLite clients on this machine and
+# prints the results table (and writes mecha-bench.json). Starts the services it needs like test.sh.
 #   scripts/bench.sh            full run (a few minutes)
 #   scripts/bench.sh --quick    smoke run: completes without errors, timings not meaningful
 #   scripts/bench.sh --help     every option

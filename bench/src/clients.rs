@@ -1,5 +1,5 @@
 //! The clients: Mecha over HTTP (hyper, keep-alive connections) and gRPC (tonic channels),
-//! Redis and PostgreSQL directly, and the empty tonic `Dapr` server (the framework ceiling).
+//! Redis, PostgreSQL, MySQL and SQLite directly, and the empty tonic `Dapr` server (the framework ceiling).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -404,4 +404,206 @@ pub fn start_empty_tonic(value: Vec<u8>, threads: usize) -> Result<SocketAddr, S
             .map_err(|e| err("thread", e))?;
     }
     Ok(addr)
+}
+
+/// A Go MySQL driver DSN (`user[:password]@tcp(host[:port])/dbname[?params]`, what
+/// `state.mysql` takes) taken apart: enough for the benchmark's own direct client.
+#[derive(Debug, Clone)]
+pub struct MySqlDsn {
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl MySqlDsn {
+    pub fn parse(raw: &str) -> Result<MySqlDsn, String> {
+        let bad = || format!("MySQL DSN {raw:?}: expected user[:password]@tcp(host:port)/dbname");
+        let (cred_addr, rest) = raw.rsplit_once('/').ok_or_else(bad)?;
+        let database = rest.split_once('?').map_or(rest, |(d, _)| d).to_owned();
+        let (creds, addr) = cred_addr.rsplit_once('@').ok_or_else(bad)?;
+        let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+        let inner = addr
+            .strip_prefix("tcp(")
+            .and_then(|a| a.strip_suffix(')'))
+            .ok_or_else(bad)?;
+        let (host, port) = match inner.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
+            None => (inner, 3306),
+        };
+        if user.is_empty() || host.is_empty() || database.is_empty() {
+            return Err(bad());
+        }
+        Ok(MySqlDsn {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            host: host.to_owned(),
+            port,
+            database,
+        })
+    }
+
+    pub fn options(&self) -> sqlx::mysql::MySqlConnectOptions {
+        let mut o = sqlx::mysql::MySqlConnectOptions::new()
+            .host(&self.host)
+            .port(self.port)
+            .username(&self.user)
+            .database(&self.database)
+            .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled);
+        if !self.password.is_empty() {
+            o = o.password(&self.password);
+        }
+        o
+    }
+}
+
+/// The ETag `state.mysql` and `state.sqlite` write with every row: 128 random bits in hex.
+fn new_etag() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Direct MySQL / MariaDB: an sqlx pool of the size of Mecha's (8) running `state.mysql`'s
+/// statements, prepared and cached per connection as sqlx does for Mecha, with the same
+/// parameters: the read, and a save as Mecha runs it (`BEGIN`, the upsert, `COMMIT`).
+pub struct MySqlDirect {
+    pool: sqlx::MySqlPool,
+    get: String,
+    upsert: String,
+}
+
+impl MySqlDirect {
+    /// `table` is `` `schema`.`table` ``, quoted as the backend quotes it.
+    pub async fn connect(
+        dsn: &MySqlDsn,
+        table: &str,
+        conns: usize,
+    ) -> Result<Arc<MySqlDirect>, String> {
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(conns.max(1) as u32)
+            .connect_with(dsn.options())
+            .await
+            .map_err(|e| err("mysql connect", e))?;
+        // The statements of src/actors/backends/mysql.rs, character for character.
+        Ok(Arc::new(MySqlDirect {
+            pool,
+            get: format!(
+                "SELECT value, etag, expires_at FROM {table} WHERE id = ? \
+                 AND (expires_at IS NULL OR expires_at > ?)"
+            ),
+            upsert: format!(
+                "INSERT INTO {table} (id, value, etag, expires_at) VALUES (?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE value = VALUES(value), etag = VALUES(etag), \
+                 expires_at = VALUES(expires_at)"
+            ),
+        }))
+    }
+
+    /// The read. Returns the value's length.
+    pub async fn get(&self, key: &str) -> Result<usize, String> {
+        use sqlx::Row;
+        let row = sqlx::query(&self.get)
+            .bind(key.as_bytes())
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| err("mysql", e))?
+            .ok_or_else(|| format!("mysql: key {key} missing"))?;
+        let v: Vec<u8> = row.get(0);
+        let _etag: String = row.get(1);
+        let _exp: Option<i64> = row.get(2);
+        Ok(v.len())
+    }
+
+    /// The last-write save of one item without TTL, in its transaction.
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        let mut tx = self.pool.begin().await.map_err(|e| err("mysql", e))?;
+        sqlx::query(&self.upsert)
+            .bind(key.as_bytes())
+            .bind(value)
+            .bind(new_etag())
+            .bind(None::<i64>)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| err("mysql", e))?;
+        tx.commit().await.map_err(|e| err("mysql", e))
+    }
+}
+
+/// Direct SQLite: an sqlx pool of the size of Mecha's (4) on the same database file, opened
+/// as `state.sqlite` opens it (WAL, `synchronous=FULL`, 2 s busy timeout), running its
+/// statements with the same parameters; the database work runs in this process.
+pub struct SqliteDirect {
+    pool: sqlx::SqlitePool,
+    get: String,
+    upsert: String,
+}
+
+impl SqliteDirect {
+    pub async fn connect(
+        file: &std::path::Path,
+        table: &str,
+        conns: usize,
+    ) -> Result<Arc<SqliteDirect>, String> {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+        let opts = SqliteConnectOptions::new()
+            .filename(file)
+            .busy_timeout(std::time::Duration::from_secs(2))
+            .synchronous(SqliteSynchronous::Full)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(conns.max(1) as u32)
+            .connect_with(opts)
+            .await
+            .map_err(|e| err("sqlite open", e))?;
+        // The statements of src/actors/backends/sqlite.rs, character for character.
+        Ok(Arc::new(SqliteDirect {
+            pool,
+            get: format!(
+                "SELECT value, etag, expires_at FROM {table} WHERE key = ? \
+                 AND (expires_at IS NULL OR expires_at > ?)"
+            ),
+            upsert: format!(
+                "INSERT INTO {table} (key, value, etag, expires_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, etag = excluded.etag, \
+                 expires_at = excluded.expires_at"
+            ),
+        }))
+    }
+
+    /// The read. Returns the value's length.
+    pub async fn get(&self, key: &str) -> Result<usize, String> {
+        use sqlx::Row;
+        let row = sqlx::query(&self.get)
+            .bind(key)
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| err("sqlite", e))?
+            .ok_or_else(|| format!("sqlite: key {key} missing"))?;
+        let v: Vec<u8> = row.get(0);
+        let _etag: String = row.get(1);
+        let _exp: Option<i64> = row.get(2);
+        Ok(v.len())
+    }
+
+    /// The last-write save of one item without TTL, in its transaction.
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        let mut tx = self.pool.begin().await.map_err(|e| err("sqlite", e))?;
+        sqlx::query(&self.upsert)
+            .bind(key)
+            .bind(value)
+            .bind(new_etag())
+            .bind(None::<i64>)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| err("sqlite", e))?;
+        tx.commit().await.map_err(|e| err("sqlite", e))
+    }
 }

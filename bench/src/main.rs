@@ -3,12 +3,14 @@
 //!
 //! It starts the release `mecha` binary (next to this one) as a separate process on free
 //! ports, with a generated resources directory (`mem`: in-memory, `redis`: Redis, `pg`:
-//! PostgreSQL, all with a run-unique key prefix and table), and measures each scenario
-//! against its baseline alternately, several rounds, reporting medians:
+//! PostgreSQL, `mysql`: MySQL / MariaDB, `sqlite`: SQLite in a file of the run's temp dir, all
+//! with a run-unique key prefix and table), and measures each scenario against its baseline
+//! alternately, several rounds, reporting medians:
 //!
 //! * throughput: closed loop at a fixed concurrency (HTTP over hyper keep-alive connections,
 //!   one per worker; gRPC over a few tonic channels; Redis over multiplexed connections;
-//!   PostgreSQL over tokio-postgres connections);
+//!   PostgreSQL over tokio-postgres connections; MySQL and SQLite over sqlx pools of the size
+//!   of Mecha's);
 //! * latency: open loop at a fixed rate with coordinated-omission correction (each request
 //!   has a due time fixed in advance; latency = completion − due time);
 //! * footprint: start-up (exec → `/v1.0/healthz` 204), resident memory idle and under load,
@@ -16,7 +18,8 @@
 //!
 //! The direct baselines send what Mecha sends: for Redis the same read (`HMGET key data
 //! version expiry`) and `EVALSHA` of the write script on the same prefixed keys, for
-//! PostgreSQL the same prepared statements with the same parameters. Any error fails its scenario and makes the exit status non-zero.
+//! PostgreSQL, MySQL and SQLite the same prepared statements with the same parameters (for
+//! MySQL and SQLite a save is, as in Mecha, `BEGIN`, the upsert, `COMMIT`). Any error fails its scenario and makes the exit status non-zero.
 //! `--quick` runs everything briefly (a smoke test: it never judges timings).
 //!
 //! Run it with `scripts/bench.sh [--quick] [--json FILE]`.
@@ -38,7 +41,7 @@ use futures::FutureExt;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use clients::{GrpcPool, HttpPool, PgDirect, RedisDirect};
+use clients::{GrpcPool, HttpPool, MySqlDirect, MySqlDsn, PgDirect, RedisDirect, SqliteDirect};
 use load::{Errors, Op, RedisBenchmark, closed_loop, median, open_loop};
 use process::Mecha;
 
@@ -85,10 +88,17 @@ struct Args {
     /// Connections of the direct PostgreSQL client (Mecha's pool: maxConns, 4 per CPU).
     #[arg(long)]
     pg_connections: Option<usize>,
+    /// Connections of the direct MySQL client (Mecha's `state.mysql` pool: 8).
+    #[arg(long, default_value_t = 8)]
+    mysql_connections: usize,
+    /// Connections of the direct SQLite client (Mecha's `state.sqlite` pool: 4).
+    #[arg(long, default_value_t = 4)]
+    sqlite_connections: usize,
     /// Mecha's `server.workers` (0: one per CPU, Mecha's default).
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Only run scenarios whose id contains this text.
+    /// Only run scenarios whose id contains this text (or one of several, comma-separated:
+    /// `--only mysql,sqlite`).
     #[arg(long)]
     only: Option<String>,
     /// Redis URL.
@@ -101,6 +111,13 @@ struct Args {
         default_value = "postgres://postgres:postgres@127.0.0.1:5432/test"
     )]
     database_url: String,
+    /// MySQL / MariaDB, as a Go DSN (what `state.mysql` takes); its database holds the table.
+    #[arg(
+        long,
+        env = "MYSQL_URL",
+        default_value = "root:@tcp(127.0.0.1:3306)/test"
+    )]
+    mysql_url: String,
     /// The mecha binary [default: `mecha` next to this executable].
     #[arg(long)]
     mecha: Option<PathBuf>,
@@ -267,6 +284,34 @@ const CHECKS: &[Check] = &[
         target: None,
     },
     Check {
+        what: "HTTP GetState via MySQL / direct prepared statement",
+        scenario: "mysql_get_http",
+        num: 0,
+        den: 1,
+        target: None,
+    },
+    Check {
+        what: "HTTP SaveState via MySQL / direct prepared statement",
+        scenario: "mysql_save_http",
+        num: 0,
+        den: 1,
+        target: None,
+    },
+    Check {
+        what: "HTTP GetState via SQLite / direct prepared statement",
+        scenario: "sqlite_get_http",
+        num: 0,
+        den: 1,
+        target: None,
+    },
+    Check {
+        what: "HTTP SaveState via SQLite / direct prepared statement",
+        scenario: "sqlite_save_http",
+        num: 0,
+        den: 1,
+        target: None,
+    },
+    Check {
         what: "in-memory GetState: gRPC / HTTP",
         scenario: "mem_get",
         num: 1,
@@ -346,6 +391,7 @@ struct Cleanup {
     redis_url: String,
     prefix: String,
     pg_url: String,
+    mysql: MySqlDsn,
     table: String,
 }
 
@@ -388,6 +434,17 @@ impl Cleanup {
                 ))
                 .await;
         }
+        if let Ok(mut conn) =
+            <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&self.mysql.options()).await
+        {
+            let (db, t) = (&self.mysql.database, &self.table);
+            for sql in [
+                format!("DROP TABLE IF EXISTS `{db}`.`{t}`"),
+                format!("DROP TABLE IF EXISTS `{db}`.`{t}_meta`"),
+            ] {
+                let _ = sqlx::query(&sql).execute(&mut conn).await;
+            }
+        }
     }
 }
 
@@ -421,11 +478,13 @@ async fn run(args: Args) -> Result<bool, String> {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let run_id = format!("{pid}_{nanos}");
+    let mysql = MySqlDsn::parse(&args.mysql_url)?;
     let cleanup = Cleanup {
         dir: std::env::temp_dir().join(format!("mecha-bench-{run_id}")),
         redis_url: args.redis_url.clone(),
         prefix: format!("mechabench{run_id}"),
         pg_url: args.database_url.clone(),
+        mysql,
         table: format!("mecha_bench_{run_id}"),
     };
     let started = Instant::now();
@@ -460,15 +519,25 @@ async fn bench(
         .map_err(|e| format!("PostgreSQL is not reachable: {e}"))?;
     drop(pg_probe);
     drop(conn);
+    let mysql_probe =
+        <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&cleanup.mysql.options())
+            .await
+            .map_err(|e| format!("MySQL at {} is not reachable: {e}", args.mysql_url))?;
+    drop(mysql_probe);
 
     let dir = &cleanup.dir;
     let resources = dir.join("components");
     process::write_resources(
         &resources,
-        &args.redis_url,
-        &cleanup.prefix,
-        &args.database_url,
-        &cleanup.table,
+        &process::Stores {
+            redis_host: &args.redis_url,
+            prefix: &cleanup.prefix,
+            pg_url: &args.database_url,
+            table: &cleanup.table,
+            mysql_dsn: &args.mysql_url,
+            mysql_schema: &cleanup.mysql.database,
+            sqlite_file: &sqlite_file(dir),
+        },
     )
     .map_err(|e| format!("cannot write components: {e}"))?;
     let config = dir.join("mecha.yaml");
@@ -536,11 +605,7 @@ async fn bench(
     };
     let mut report = render(args, plan, &throughput, &latency, &footprint);
     let mut ok = ok;
-    if args
-        .only
-        .as_deref()
-        .is_none_or(|o| "noisy_neighbour".contains(o))
-    {
+    if selected(args, "noisy_neighbour") {
         eprintln!(
             "noisy neighbour: quiet app at {}/s, noisy app flooding ...",
             args.rate
@@ -587,6 +652,18 @@ async fn bench(
         });
     }
     Ok((ok, report))
+}
+
+/// Whether `--only` selects the scenario `id`.
+fn selected(args: &Args, id: &str) -> bool {
+    args.only
+        .as_deref()
+        .is_none_or(|o| o.split(',').any(|p| id.contains(p.trim())))
+}
+
+/// The `state.sqlite` database of a run: a file in the run's temp dir.
+fn sqlite_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("state.sqlite")
 }
 
 struct Footprint {
@@ -664,7 +741,7 @@ async fn measure(
     let prefix = cleanup.prefix.clone();
 
     // Seed every store through Mecha: keys k0.. for reads, e0.. for the ETag scenario.
-    for store in ["mem", "redis", "pg"] {
+    for store in ["mem", "redis", "pg", "mysql", "sqlite"] {
         let all: Vec<String> = (0..nkeys)
             .map(|i| format!("k{i}"))
             .chain((0..conc).map(|w| format!("e{w}")))
@@ -697,8 +774,20 @@ async fn measure(
             }
         }
     }
-    // The PostgreSQL table exists now (Mecha migrated it on the first write).
+    // The SQL tables exist now (Mecha migrated them on the first write).
     let pg = PgDirect::connect(&args.database_url, &cleanup.table, pg_conns).await?;
+    let mysql = MySqlDirect::connect(
+        &cleanup.mysql,
+        &format!("`{}`.`{}`", cleanup.mysql.database, cleanup.table),
+        args.mysql_connections,
+    )
+    .await?;
+    let sqlite = SqliteDirect::connect(
+        &sqlite_file(&cleanup.dir),
+        &cleanup.table,
+        args.sqlite_connections,
+    )
+    .await?;
 
     let expect_len = value.len();
     let http_get_on = |http: Arc<HttpPool>, store: &'static str| -> Op {
@@ -810,6 +899,58 @@ async fn measure(
             let key = format!("{prefix}||w{}", seq % nkeys);
             async move {
                 pg.set(seq, &key, &value, &json).await?;
+                Ok(1)
+            }
+            .boxed()
+        })
+    };
+    let mysql_get: Op = {
+        let (mysql, prefix) = (mysql.clone(), prefix.clone());
+        Arc::new(move |_w, seq| {
+            let (mysql, key) = (mysql.clone(), format!("{prefix}||k{}", seq % nkeys));
+            async move {
+                let n = mysql.get(&key).await?;
+                if n != expect_len {
+                    return Err(format!("mysql {key}: {n} bytes"));
+                }
+                Ok(1)
+            }
+            .boxed()
+        })
+    };
+    let mysql_set: Op = {
+        let (mysql, prefix, value) = (mysql.clone(), prefix.clone(), value.clone());
+        Arc::new(move |_w, seq| {
+            let (mysql, value) = (mysql.clone(), value.clone());
+            let key = format!("{prefix}||w{}", seq % nkeys);
+            async move {
+                mysql.set(&key, &value).await?;
+                Ok(1)
+            }
+            .boxed()
+        })
+    };
+    let sqlite_get: Op = {
+        let (sqlite, prefix) = (sqlite.clone(), prefix.clone());
+        Arc::new(move |_w, seq| {
+            let (sqlite, key) = (sqlite.clone(), format!("{prefix}||k{}", seq % nkeys));
+            async move {
+                let n = sqlite.get(&key).await?;
+                if n != expect_len {
+                    return Err(format!("sqlite {key}: {n} bytes"));
+                }
+                Ok(1)
+            }
+            .boxed()
+        })
+    };
+    let sqlite_set: Op = {
+        let (sqlite, prefix, value) = (sqlite.clone(), prefix.clone(), value.clone());
+        Arc::new(move |_w, seq| {
+            let (sqlite, value) = (sqlite.clone(), value.clone());
+            let key = format!("{prefix}||w{}", seq % nkeys);
+            async move {
+                sqlite.set(&key, &value).await?;
                 Ok(1)
             }
             .boxed()
@@ -944,6 +1085,42 @@ async fn measure(
             ],
         },
         Scenario {
+            id: "mysql_get_http",
+            title: "HTTP GetState via MySQL",
+            keys: false,
+            sides: vec![
+                side("Mecha HTTP", http_get("mysql"), true),
+                side("direct prepared SELECT", mysql_get.clone(), false),
+            ],
+        },
+        Scenario {
+            id: "mysql_save_http",
+            title: "HTTP SaveState via MySQL",
+            keys: false,
+            sides: vec![
+                side("Mecha HTTP", http_save("mysql"), true),
+                side("direct prepared upsert", mysql_set, false),
+            ],
+        },
+        Scenario {
+            id: "sqlite_get_http",
+            title: "HTTP GetState via SQLite",
+            keys: false,
+            sides: vec![
+                side("Mecha HTTP", http_get("sqlite"), true),
+                side("direct prepared SELECT", sqlite_get.clone(), false),
+            ],
+        },
+        Scenario {
+            id: "sqlite_save_http",
+            title: "HTTP SaveState via SQLite",
+            keys: false,
+            sides: vec![
+                side("Mecha HTTP", http_save("sqlite"), true),
+                side("direct prepared upsert", sqlite_set, false),
+            ],
+        },
+        Scenario {
             id: "mem_get",
             title: "in-memory GetState",
             keys: false,
@@ -1012,6 +1189,22 @@ async fn measure(
             ],
         ),
         (
+            "mysql_get_http",
+            "HTTP GetState via MySQL",
+            vec![
+                side("Mecha HTTP", http_get("mysql"), true),
+                side("direct prepared SELECT", mysql_get, false),
+            ],
+        ),
+        (
+            "sqlite_get_http",
+            "HTTP GetState via SQLite",
+            vec![
+                side("Mecha HTTP", http_get("sqlite"), true),
+                side("direct prepared SELECT", sqlite_get, false),
+            ],
+        ),
+        (
             "mem_get",
             "in-memory GetState",
             vec![
@@ -1020,7 +1213,7 @@ async fn measure(
             ],
         ),
     ];
-    let selected = |id: &str| args.only.as_deref().is_none_or(|o| id.contains(o));
+    let selected = |id: &str| selected(args, id);
 
     // Resident memory under load: sampled every 50 ms during the throughput runs.
     let sampling = Arc::new(AtomicBool::new(true));

@@ -12,15 +12,24 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Writes the components: `mem` (in-memory), `redis` and `pg`, with run-unique key prefix
-/// and tables.
-pub fn write_resources(
-    dir: &Path,
-    redis_host: &str,
-    prefix: &str,
-    pg_url: &str,
-    table: &str,
-) -> std::io::Result<()> {
+/// Where the benchmark's stores keep their data: one key prefix and one table name for the
+/// whole run.
+pub struct Stores<'a> {
+    pub redis_host: &'a str,
+    pub prefix: &'a str,
+    pub pg_url: &'a str,
+    /// The table, in PostgreSQL and in MySQL (the metadata tables add `_meta`) and SQLite.
+    pub table: &'a str,
+    /// Go DSN of `state.mysql`.
+    pub mysql_dsn: &'a str,
+    /// The MySQL database (`schemaName`): the DSN's own.
+    pub mysql_schema: &'a str,
+    pub sqlite_file: &'a Path,
+}
+
+/// Writes the components: `mem` (in-memory), `redis`, `pg`, `mysql` and `sqlite`, with
+/// run-unique key prefix and tables.
+pub fn write_resources(dir: &Path, st: &Stores<'_>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let component = |name: &str, ty: &str, meta: &[(&str, &str)]| {
         let mut s = format!(
@@ -31,6 +40,7 @@ pub fn write_resources(
         }
         s
     };
+    let prefix = st.prefix;
     std::fs::write(
         dir.join("mem.yaml"),
         component("mem", "state.in-memory", &[("keyPrefix", prefix)]),
@@ -40,18 +50,45 @@ pub fn write_resources(
         component(
             "redis",
             "state.redis",
-            &[("redisHost", redis_host), ("keyPrefix", prefix)],
+            &[("redisHost", st.redis_host), ("keyPrefix", prefix)],
         ),
     )?;
-    let meta_table = format!("{table}_meta");
+    let meta_table = format!("{}_meta", st.table);
     std::fs::write(
         dir.join("pg.yaml"),
         component(
             "pg",
             "state.postgresql",
             &[
-                ("connectionString", pg_url),
-                ("tableName", table),
+                ("connectionString", st.pg_url),
+                ("tableName", st.table),
+                ("metadataTableName", &meta_table),
+                ("keyPrefix", prefix),
+            ],
+        ),
+    )?;
+    std::fs::write(
+        dir.join("mysql.yaml"),
+        component(
+            "mysql",
+            "state.mysql",
+            &[
+                ("connectionString", st.mysql_dsn),
+                ("schemaName", st.mysql_schema),
+                ("tableName", st.table),
+                ("metadataTableName", &meta_table),
+                ("keyPrefix", prefix),
+            ],
+        ),
+    )?;
+    std::fs::write(
+        dir.join("sqlite.yaml"),
+        component(
+            "sqlite",
+            "state.sqlite",
+            &[
+                ("connectionString", &st.sqlite_file.to_string_lossy()),
+                ("tableName", st.table),
                 ("metadataTableName", &meta_table),
                 ("keyPrefix", prefix),
             ],
@@ -207,7 +244,9 @@ fn clock_ticks() -> f64 {
 pub struct CpuSnapshot {
     /// The Mecha processes under test.
     pub mecha: f64,
-    /// Store servers: every `redis-server` and `postgres` process.
+    /// Store servers: every `redis-server`, `postgres` and `mariadbd` (or `mysqld`) process.
+    /// SQLite has no server: its work is inside Mecha, or inside the direct client (the load
+    /// generator).
     pub store: f64,
     /// The load generators: this process and any `redis-benchmark`.
     pub client: f64,
@@ -251,7 +290,7 @@ pub fn cpu_snapshot(mecha: &[u32]) -> CpuSnapshot {
             &mut snap.mecha
         } else if pid == me || comm == "redis-benchmark" {
             &mut snap.client
-        } else if comm == "redis-server" || comm == "postgres" {
+        } else if matches!(comm, "redis-server" | "postgres" | "mariadbd" | "mysqld") {
             &mut snap.store
         } else {
             continue;
