@@ -1,4 +1,4 @@
-//! Issue 20 point 1: key namespaces cannot collide. A property test generates app ids, store
+//! Key namespaces cannot collide. A property test generates app ids, store
 //! names, key prefix strategies, physical placements (Redis hosts spelled several ways,
 //! databases, in-memory stores, one SQLite file and table spelled several ways, MySQL servers
 //! spelled several ways with two schemas) and keys; every configuration Mecha accepts (the

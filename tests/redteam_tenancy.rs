@@ -1,4 +1,4 @@
-//! Issue 20, standing red-team tests (points 1, 4 and 6): each replays an attack of one app on
+//! Standing red-team tests of tenant isolation (key namespaces, per-app health, ETag checks): each replays an attack of one app on
 //! another through a shared `mecha` binary, on in-memory, Redis, PostgreSQL, JetStream, SQLite
 //! and MySQL where the attack concerns the store. A configuration that makes an attack possible
 //! must be refused by `mecha check` and at start-up; if it were accepted, the attack is carried

@@ -1,4 +1,4 @@
-//! Allocations per request on the hot path (issue 14): GetState, SaveState and a bulk get
+//! Allocations per request on the hot path: GetState, SaveState and a bulk get
 //! of ten keys through the HTTP door, the gateway pipeline and the in-memory store,
 //! in-process on one thread, with the Prometheus recorder installed as in production.
 //!

@@ -343,7 +343,7 @@ const CHECKS: &[Check] = &[
 
 /// Added p99 latency target (ms) for the scenarios with a direct baseline.
 const ADDED_P99_TARGET_MS: f64 = 0.1;
-/// Issue 14: 8 MB.
+/// Idle resident memory target: 8 MB.
 const IDLE_RSS_TARGET_MIB: f64 = 8.0 * 1000.0 * 1000.0 / (1024.0 * 1024.0);
 const STARTUP_TARGET_MS: f64 = 100.0;
 /// Concurrent requests of the noisy app in the noisy-neighbour scenario.
@@ -610,7 +610,7 @@ async fn bench(
             "noisy neighbour: quiet app at {}/s, noisy app flooding ...",
             args.rate
         );
-        // The scenario of issue 10: 128 concurrent flooding requests, whatever --concurrency.
+        // The noisy neighbour: 128 concurrent flooding requests, whatever --concurrency.
         let flood = NOISY_FLOOD_CONCURRENCY;
         let n = neighbour::run(
             bin,

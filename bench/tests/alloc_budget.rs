@@ -1,4 +1,4 @@
-//! The allocation budget of the hot path (issue 14): see `mecha_bench::allocs`. Each kind
+//! The allocation budget of the hot path: see `mecha_bench::allocs`. Each kind
 //! of request must stay at or under its budget, averaged over `ROUNDS` requests.
 
 #[global_allocator]

@@ -76,8 +76,7 @@
 //! on its per-shard multiplexed connection 147 000 to 212 000 (0.66x to 1.13x, mostly about
 //! 1.1x: noise on a shared machine); a deadpool checkout per request 60 000 to 79 000
 //! (0.27x to 0.42x), since recycling sends `UNWATCH` + `PING`, a second round trip per call.
-//! The prototype saw the same (0.28x for the pool against 0.93x for multiplexing),
-//! so the pool is kept for the one command that needs a connection to itself.
+//! So the pool is kept for the one command that needs a connection to itself.
 //!
 //! # Failures
 //!
