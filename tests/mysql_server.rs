@@ -405,7 +405,7 @@ async fn mariadb_killed_under_load_trips_the_breaker_and_recovers_after_restart(
     .unwrap();
     std::fs::write(
         resources.join("resiliency.yaml"),
-        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: res\nspec:\n  policies:\n    timeouts:\n      short: 400ms\n    circuitBreakers:\n      cb:\n        maxRequests: 1\n        timeout: 1s\n        trip: consecutiveFailures >= 3\n  targets:\n    components:\n      db:\n        outbound:\n          timeout: short\n          circuitBreaker: cb\n",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: res\nspec:\n  policies:\n    timeouts:\n      short: 400ms\n    circuitBreakers:\n      cb:\n        maxRequests: 1\n        timeout: 3s\n        trip: consecutiveFailures >= 3\n  targets:\n    components:\n      db:\n        outbound:\n          timeout: short\n          circuitBreaker: cb\n",
     )
     .unwrap();
     let config = dir.path().join("mecha.yaml");
@@ -469,7 +469,8 @@ async fn mariadb_killed_under_load_trips_the_breaker_and_recovers_after_restart(
             "the breaker did not open: {message}"
         );
     };
-    // ... then at once, saying why.
+    // ... then at once, saying why. The breaker stays open 3 s: it opened at most one call
+    // (1.2 s) before this loop saw it, so the 700 ms below end before it half-opens.
     let mut slowest = Duration::ZERO;
     while opened.elapsed() < Duration::from_millis(700) {
         let started = Instant::now();
