@@ -32,47 +32,8 @@ async fn writer(id: usize, base: String, acked: Acked, stop: Arc<AtomicBool>) {
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        // Rotate through a single save, a bulk save of three and a transaction of two.
-        let (url, body, items): (String, serde_json::Value, Vec<(String, serde_json::Value)>) =
-            match i % 3 {
-                0 => {
-                    let k = format!("w{id}-s{i}");
-                    let v = json!({"writer": id, "i": i});
-                    (
-                        format!("{base}/v1.0/state/pg"),
-                        json!([{"key": k, "value": v}]),
-                        vec![(k, v)],
-                    )
-                }
-                1 => {
-                    let items: Vec<(String, serde_json::Value)> = (0..3)
-                        .map(|j| (format!("w{id}-b{i}-{j}"), json!(i * 10 + j)))
-                        .collect();
-                    let body = items
-                        .iter()
-                        .map(|(k, v)| json!({"key": k, "value": v}))
-                        .collect();
-                    (
-                        format!("{base}/v1.0/state/pg"),
-                        serde_json::Value::Array(body),
-                        items,
-                    )
-                }
-                _ => {
-                    let items: Vec<(String, serde_json::Value)> = (0..2)
-                        .map(|j| (format!("w{id}-t{i}-{j}"), json!(format!("t{i}.{j}"))))
-                        .collect();
-                    let ops: Vec<serde_json::Value> = items
-                        .iter()
-                        .map(|(k, v)| json!({"operation": "upsert", "request": {"key": k, "value": v}}))
-                        .collect();
-                    (
-                        format!("{base}/v1.0/state/pg/transaction"),
-                        json!({"operations": ops}),
-                        items,
-                    )
-                }
-            };
+        let support::writes::MixedWrite { url, body, items } =
+            support::writes::mixed_write(&base, "pg", id, i);
         match client.post(url).body(body.to_string()).send().await {
             Ok(r) if r.status() == 204 => acked.lock().extend(items),
             Ok(r) if !stop.load(Ordering::Relaxed) => {

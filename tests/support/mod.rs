@@ -12,6 +12,7 @@ pub mod binary;
 pub mod mariadb;
 pub mod servers;
 pub mod sql;
+pub mod writes;
 
 /// The in-memory `statestore` most tests use.
 pub const MEMORY_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
