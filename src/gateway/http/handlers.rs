@@ -308,6 +308,17 @@ impl BodySource<'_> {
         let wait = self.limits.body_timeout;
         read_body(self.req, self.payload, limit, wait, op, self.meter).await
     }
+
+    /// The body read, its item counts checked by `items` before parsing, then parsed.
+    async fn parsed<T: Send + 'static>(
+        &mut self,
+        op: Operation,
+        items: impl FnOnce(&body::Shape) -> Result<(), Error> + Send + 'static,
+        parse: impl FnOnce(&[u8]) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let bytes = self.read(op).await?;
+        parse_body(bytes, self.limits, op, items, parse).await
+    }
 }
 
 async fn serve(
@@ -391,20 +402,14 @@ async fn save_input(
     let op = Operation::Save;
     let max = body.limits.max_bulk_items;
     let url = q.metadata.clone();
-    let request = match body.read(op).await {
-        Ok(b) => {
-            parse_body(
-                b,
-                body.limits,
-                op,
-                move |s| limits::items(op, "items", s.top_items, max),
-                move |b| body::parse_save(b, &url),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    }
-    .map(|items| StateRequest::Save { items });
+    let request = body
+        .parsed(
+            op,
+            move |s| limits::items(op, "items", s.top_items, max),
+            move |b| body::parse_save(b, &url),
+        )
+        .await
+        .map(|items| StateRequest::Save { items });
     Ok((unescape("storeName", store)?, op, request))
 }
 
@@ -454,24 +459,18 @@ async fn bulk_get_input(
     let op = Operation::BulkGet;
     let max = body.limits.max_bulk_items;
     let url = q.metadata.clone();
-    let request = match body.read(op).await {
-        Ok(b) => {
-            parse_body(
-                b,
-                body.limits,
-                op,
-                move |s| limits::items(op, "keys", s.field_items, max),
-                move |b| body::parse_bulk(b, &url),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    }
-    .map(|b| StateRequest::BulkGet {
-        keys: b.keys,
-        parallelism: b.parallelism,
-        metadata: b.metadata,
-    });
+    let request = body
+        .parsed(
+            op,
+            move |s| limits::items(op, "keys", s.field_items, max),
+            move |b| body::parse_bulk(b, &url),
+        )
+        .await
+        .map(|b| StateRequest::BulkGet {
+            keys: b.keys,
+            parallelism: b.parallelism,
+            metadata: b.metadata,
+        });
     Ok((unescape("storeName", store)?, op, request))
 }
 
@@ -491,20 +490,14 @@ async fn transaction_input(
             (s.max_transaction_ops, s.name.clone())
         });
     let url = q.metadata.clone();
-    let request = match body.read(op).await {
-        Ok(b) => {
-            parse_body(
-                b,
-                body.limits,
-                op,
-                move |s| limits::transaction_ops(op, s.field_items, max, &name),
-                move |b| body::parse_transaction(b, &url),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    }
-    .map(StateRequest::Transaction);
+    let request = body
+        .parsed(
+            op,
+            move |s| limits::transaction_ops(op, s.field_items, max, &name),
+            move |b| body::parse_transaction(b, &url),
+        )
+        .await
+        .map(StateRequest::Transaction);
     Ok((store, op, request))
 }
 
