@@ -193,6 +193,18 @@ impl StoreInfo {
     }
 }
 
+/// A call turned away at the door: unauthenticated (`app` is `None`) or over its app's
+/// quota (answered after `delay`, which slows a client that retries at once).
+#[derive(Debug)]
+pub struct Turned {
+    /// The authenticated app, if the token was valid.
+    pub app: Option<AppId>,
+    /// The 401 / 429 error to answer with.
+    pub error: Error,
+    /// How long to wait before answering.
+    pub delay: std::time::Duration,
+}
+
 /// The metadata an app sees, protocol-neutral (see [`Catalog::metadata_view`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataView {
@@ -409,6 +421,27 @@ impl Catalog {
                 Error::new(ErrorKind::Unauthorized, Operation::Other)
                     .detail("authentication error: api token mismatch")
             }),
+        }
+    }
+
+    /// The first step of every call on both doors: who is calling (its `dapr-api-token`),
+    /// then whether its app may call now (its quota). The permit is held until the call has
+    /// answered; the doors only render a refusal, after its delay.
+    pub fn admit_call(&self, token: Option<&str>) -> Result<(AppId, Permit), Box<Turned>> {
+        let app = self.authenticate(token).map_err(|error| {
+            Box::new(Turned {
+                app: None,
+                error,
+                delay: std::time::Duration::ZERO,
+            })
+        })?;
+        match self.admit(&app) {
+            Ok(permit) => Ok((app, permit)),
+            Err(Refusal { error, delay }) => Err(Box::new(Turned {
+                app: Some(app),
+                error,
+                delay,
+            })),
         }
     }
 

@@ -31,12 +31,34 @@ pub use crate::model::AppId;
 pub use actor::{
     Answer, BulkItem, GatewayActor, PARTITION_KEY, StateCall, StateReply, StateRequest,
 };
-pub use catalog::{AppView, Catalog, StoreInfo};
+pub use catalog::{AppView, Catalog, StoreInfo, Turned};
 pub use live::{Live, Refresh};
 
 use crate::actors::ActorSettings;
 use crate::error::{Error, ErrorKind};
 use crate::model::{Operation, Protocol};
+
+/// The annotations a call's answer carries, the same on both doors (HTTP headers, gRPC
+/// metadata), for a success and for an error alike: `mecha-receipt` lists every decision
+/// that was not native, `mecha-lint` the metadata findings reported under `warn` (at most
+/// [`crate::capabilities::lint::HEADER_MAX_FINDINGS`]). Names are lower-case ASCII; a value
+/// a door cannot carry is left out.
+pub fn annotations(
+    receipt: Option<&str>,
+    lint: &[crate::capabilities::lint::Finding],
+) -> impl Iterator<Item = (&'static str, String)> {
+    let receipt = receipt.map(|r| (crate::capabilities::RECEIPT_HEADER, r.to_owned()));
+    let lint = (!lint.is_empty()).then(|| {
+        (
+            crate::capabilities::lint::LINT_HEADER,
+            crate::capabilities::lint::header_value(
+                lint,
+                crate::capabilities::lint::HEADER_MAX_FINDINGS,
+            ),
+        )
+    });
+    receipt.into_iter().chain(lint)
+}
 
 /// The runtime version reported in metadata.
 pub const RUNTIME_VERSION: &str = concat!("mecha-", env!("CARGO_PKG_VERSION"));

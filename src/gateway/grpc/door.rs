@@ -143,31 +143,34 @@ where
         // daprd removes the token before the handler runs.
         let token = req.headers_mut().remove("dapr-api-token");
         let token = token.as_ref().and_then(|v| v.to_str().ok());
-        let authenticated = catalog.authenticate(token);
+        // Token and quota; the permit moves into the call and is held until it answers.
+        let admitted = catalog.admit_call(token);
         // The connection's stage (unauthenticated connections are closed first for room).
+        let authenticated = admitted.as_ref().map_or_else(|t| t.app.is_some(), |_| true);
         let conn = req
             .extensions()
             .get::<ConnInfo>()
-            .map(|i| InProgress::new(i.conn.clone(), authenticated.is_ok()));
-        let app = match authenticated {
-            Ok(app) => app,
-            Err(e) => {
-                tracing::debug!(error = %e.log_summary(), method = %method, "grpc call unauthenticated");
-                let st = status(&e);
-                let app = catalog.default_app().clone();
-                metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
-                return Box::pin(async move { Ok(st.into_http()) });
-            }
-        };
-        // The app's quota; the permit moves into the call and is held until it answers.
-        let permit = match catalog.admit(&app) {
-            Ok(p) => p,
-            Err(refusal) => {
-                let e = refusal.error;
-                tracing::debug!(error = %e.log_summary(), method = %method, "grpc call over quota");
-                let st = status(&e);
+            .map(|i| InProgress::new(i.conn.clone(), authenticated));
+        let (app, permit) = match admitted {
+            Ok(admitted) => admitted,
+            Err(turned) => {
+                let st = status(&turned.error);
+                let app = match turned.app {
+                    Some(app) => {
+                        tracing::debug!(error = %turned.error.log_summary(), method = %method, "grpc call over quota");
+                        app
+                    }
+                    None => {
+                        tracing::debug!(error = %turned.error.log_summary(), method = %method, "grpc call unauthenticated");
+                        catalog.default_app().clone()
+                    }
+                };
+                let delay = turned.delay;
                 return Box::pin(async move {
-                    tokio::time::sleep(refusal.delay).await;
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    drop(conn);
                     metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
                     Ok(st.into_http())
                 });

@@ -3,7 +3,6 @@
 //! gateway actor's key validation and store call).
 
 use prost::Message;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -15,9 +14,9 @@ use super::proto::runtime::{
     GetStateRequest, GetStateResponse, QueryStateRequest, QueryStateResponse, RegisteredComponents,
     SaveStateRequest, SetMetadataRequest,
 };
-use super::status::{lint_metadata, status};
-use crate::capabilities::lint::{Finding, LINT_HEADER};
-use crate::capabilities::{RECEIPT_HEADER, Receipt};
+use super::status::{annotate, status};
+use crate::capabilities::Receipt;
+use crate::capabilities::lint::Finding;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
 use crate::model::Metadata;
@@ -83,15 +82,7 @@ impl DaprService {
             )));
         }
         let mut resp = Response::new(msg);
-        if let Some(v) = receipt
-            .header_value()
-            .and_then(|v| MetadataValue::try_from(v.as_str()).ok())
-        {
-            resp.metadata_mut().insert(RECEIPT_HEADER, v);
-        }
-        if let Some(v) = lint_metadata(lint) {
-            resp.metadata_mut().insert(LINT_HEADER, v);
-        }
+        annotate(resp.metadata_mut(), receipt.header_value().as_deref(), lint);
         Ok(resp)
     }
 }

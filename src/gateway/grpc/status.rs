@@ -11,17 +11,7 @@ use crate::model::Protocol;
 /// in the trailing metadata.
 pub fn status(err: &Error) -> Status {
     let mut st = bare_status(err);
-    if let Some(v) = err
-        .receipt()
-        .and_then(|r| tonic::metadata::MetadataValue::try_from(r).ok())
-    {
-        st.metadata_mut()
-            .insert(crate::capabilities::RECEIPT_HEADER, v);
-    }
-    if let Some(v) = lint_metadata(err.lint()) {
-        st.metadata_mut()
-            .insert(crate::capabilities::lint::LINT_HEADER, v);
-    }
+    annotate(st.metadata_mut(), err.receipt(), err.lint());
     if let Some(secs) = err.retry_after() {
         st.metadata_mut()
             .insert("retry-after", secs.to_string().parse().expect("digits"));
@@ -29,18 +19,17 @@ pub fn status(err: &Error) -> Status {
     st
 }
 
-/// The `mecha-lint` metadata value of reported findings, `None` when there are none.
-pub fn lint_metadata(
-    findings: &[crate::capabilities::lint::Finding],
-) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-    if findings.is_empty() {
-        return None;
+/// Adds a call's annotations ([`crate::gateway::annotations`]) to gRPC metadata.
+pub fn annotate(
+    md: &mut tonic::metadata::MetadataMap,
+    receipt: Option<&str>,
+    lint: &[crate::capabilities::lint::Finding],
+) {
+    for (name, value) in crate::gateway::annotations(receipt, lint) {
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(value.as_str()) {
+            md.insert(name, v);
+        }
     }
-    let v = crate::capabilities::lint::header_value(
-        findings,
-        crate::capabilities::lint::HEADER_MAX_FINDINGS,
-    );
-    tonic::metadata::MetadataValue::try_from(v.as_str()).ok()
 }
 
 fn bare_status(err: &Error) -> Status {

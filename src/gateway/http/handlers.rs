@@ -14,13 +14,10 @@ use tracing::Instrument;
 
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
-use crate::capabilities::RECEIPT_HEADER;
-use crate::capabilities::lint::LINT_HEADER;
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
-use crate::gateway::http::respond::lint_header;
 use crate::gateway::limits;
 use crate::gateway::trace;
 use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
@@ -133,25 +130,23 @@ async fn serve_request(
         // Outbound readiness is the stores' readiness (an unreachable store is not ready).
         Route::HealthzOutbound => healthz(gw, &Query::parse(""), token).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
-        _ => match gw.catalog().authenticate(token) {
-            Err(e) => Outcome::Error(e),
-            Ok(a) => {
-                app = Some(a.clone());
-                // The app's quota: the permit is held until the answer is ready.
-                match gw.catalog().admit(&a) {
-                    Err(refusal) => {
-                        actix_rt::time::sleep(refusal.delay).await;
-                        Outcome::Error(refusal.error)
-                    }
-                    Ok(permit) => {
-                        // The body's bytes are charged to the memory budgets as they are
-                        // read, and held until the answer is ready.
-                        let mut meter = permit.body_meter(&a);
-                        let outcome = serve(gw, &req, &mut payload, &route, a, &mut meter).await;
-                        body_refused = meter.refused();
-                        outcome
-                    }
+        // Token and quota; the permit is held until the answer is ready.
+        _ => match gw.catalog().admit_call(token) {
+            Err(turned) => {
+                app = turned.app;
+                if !turned.delay.is_zero() {
+                    actix_rt::time::sleep(turned.delay).await;
                 }
+                Outcome::Error(turned.error)
+            }
+            Ok((a, permit)) => {
+                app = Some(a.clone());
+                // The body's bytes are charged to the memory budgets as they are read, and
+                // held until the answer is ready.
+                let mut meter = permit.body_meter(&a);
+                let outcome = serve(gw, &req, &mut payload, &route, a, &mut meter).await;
+                body_refused = meter.refused();
+                outcome
             }
         },
     };
@@ -378,19 +373,9 @@ async fn serve_route(
             url_metadata,
         )
         .await?;
+    let receipt = answer.receipt.header_value();
     let mut resp = render(answer.reply);
-    if let Some(v) = answer
-        .receipt
-        .header_value()
-        .and_then(|v| HeaderValue::from_str(&v).ok())
-    {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(RECEIPT_HEADER), v);
-    }
-    if let Some(v) = lint_header(&answer.lint) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(LINT_HEADER), v);
-    }
+    respond::annotate(&mut resp, receipt.as_deref(), &answer.lint);
     Ok(resp)
 }
 

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
+use crate::capabilities::lint::Finding;
 use crate::error::{Detail, Error, Wire};
 use crate::model::Protocol;
 
@@ -61,11 +62,10 @@ pub fn error(err: &Error) -> HttpResponse {
     }
     let mut b = HttpResponse::build(status);
     b.insert_header((CONTENT_TYPE, JSON));
-    if let Some(receipt) = err.receipt() {
-        b.insert_header((crate::capabilities::RECEIPT_HEADER, receipt));
-    }
-    if let Some(v) = lint_header(err.lint()) {
-        b.insert_header((crate::capabilities::lint::LINT_HEADER, v));
+    for (name, value) in crate::gateway::annotations(err.receipt(), err.lint()) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            b.insert_header((name, v));
+        }
     }
     if let Some(secs) = err.retry_after() {
         b.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
@@ -75,16 +75,13 @@ pub fn error(err: &Error) -> HttpResponse {
     resp
 }
 
-/// The `mecha-lint` header value of reported findings, `None` when there are none.
-pub fn lint_header(findings: &[crate::capabilities::lint::Finding]) -> Option<HeaderValue> {
-    if findings.is_empty() {
-        return None;
+/// Adds a call's annotations ([`crate::gateway::annotations`]) to a response.
+pub fn annotate(resp: &mut HttpResponse, receipt: Option<&str>, lint: &[Finding]) {
+    for (name, value) in crate::gateway::annotations(receipt, lint) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
     }
-    HeaderValue::from_str(&crate::capabilities::lint::header_value(
-        findings,
-        crate::capabilities::lint::HEADER_MAX_FINDINGS,
-    ))
-    .ok()
 }
 
 /// A plain-text response (daprd's `http.Error` shape).
