@@ -113,10 +113,9 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use deadpool_redis::{Manager, Pool, Runtime};
 use futures::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -124,16 +123,16 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot as HashSlot;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    Pipeline, RedisError, RedisFuture, Script, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, Pipeline, RedisError, RedisFuture, Script,
+    Value,
 };
 
-use super::{ComponentConfig, Descriptor, Field, FieldKind, Variant, parse_duration};
+use super::{ComponentConfig, Descriptor, Field, FieldKind, Variant};
 use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
-    Concurrency, Consistency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry,
-    TTL_EXPIRE_TIME, TransactionOp, TransactionRequest, Ttl, format_expire_time,
+    Concurrency, Consistency, DeleteRequest, GetRequest, SetRequest, StateEntry, TransactionOp,
+    TransactionRequest, Ttl,
 };
 
 /// The backend's self-description.
@@ -315,208 +314,6 @@ pub const EXPIRY_FIELD: &str = "expiry";
 
 /// The counter all versions come from. It contains `||` twice, which no state key does.
 pub const VERSION_COUNTER_KEY: &str = "mecha||etag||counter";
-
-const DEFAULT_MAX_TRANSACTION_OPS: usize = 1000;
-
-/// Settings read from component metadata.
-#[derive(Debug, Clone)]
-struct Settings {
-    dial_timeout: Duration,
-    read_timeout: Duration,
-    write_timeout: Duration,
-    max_retries: u32,
-    min_backoff: Duration,
-    max_backoff: Duration,
-    pool_size: usize,
-    pool_timeout: Duration,
-    default_ttl: Option<u32>,
-    replicas: u32,
-    wait_timeout: Duration,
-    max_transaction_ops: usize,
-    /// `redisType: cluster`.
-    cluster: bool,
-    /// `clusterKeyPlacement: prefix`: the key prefix becomes the hash tag.
-    place_by_prefix: bool,
-}
-
-/// A retry interval: a Go duration, bare seconds (bare nanoseconds from 1 000 000 up, as in
-/// Dapr's docs), or `-1` for none.
-fn parse_interval(raw: &str) -> Result<Duration, String> {
-    let v = raw.trim();
-    if v == "-1" {
-        return Ok(Duration::ZERO);
-    }
-    if let Ok(n) = v.parse::<u64>()
-        && n >= 1_000_000
-    {
-        return Ok(Duration::from_nanos(n));
-    }
-    parse_duration(v)
-}
-
-fn is_cluster(cfg: &ComponentConfig) -> bool {
-    cfg.get("redisType")
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("cluster"))
-}
-
-/// The node to connect to, or with `redisType: cluster` the seed nodes (at least one).
-fn connection_infos(cfg: &ComponentConfig) -> Result<Vec<ConnectionInfo>, String> {
-    let hosts = cfg.get("redisHost").unwrap_or_default();
-    if !is_cluster(cfg) {
-        if hosts.contains(',') {
-            return Err(format!(
-                "redisHost '{}' lists several hosts, which needs redisType: cluster (Sentinel is not supported)",
-                hosts.trim()
-            ));
-        }
-        return Ok(vec![connection_info(cfg, hosts)?]);
-    }
-    if cfg.get("redisDB").is_some_and(|d| d.trim() != "0") {
-        return Err("redisDB: Redis Cluster has only database 0".into());
-    }
-    let infos = hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|h| connection_info(cfg, h))
-        .collect::<Result<Vec<_>, _>>()?;
-    if infos.is_empty() {
-        return Err("redisHost must name at least one seed node".into());
-    }
-    Ok(infos)
-}
-
-fn connection_info(cfg: &ComponentConfig, host: &str) -> Result<ConnectionInfo, String> {
-    let host = host.trim();
-    if host.is_empty() {
-        return Err("redisHost must not be empty".into());
-    }
-    let info = if host.contains("://") {
-        if host.starts_with("rediss://") {
-            return Err("rediss:// (TLS) is not supported by this build".into());
-        }
-        host.into_connection_info()
-            // The URL may hold a password: leave it out of the message.
-            .map_err(|e| format!("redisHost is not a valid Redis URL: {e}"))?
-    } else {
-        let (name, port) = split_host_port(host)?;
-        ConnectionAddr::Tcp(name, port)
-            .into_connection_info()
-            .map_err(|e| e.to_string())?
-    };
-    let mut redis = info.redis_settings().clone();
-    if let Some(user) = cfg.get("redisUsername").filter(|u| !u.is_empty()) {
-        redis = redis.set_username(user);
-    }
-    if let Some(pass) = cfg.get("redisPassword").filter(|p| !p.is_empty()) {
-        redis = redis.set_password(pass);
-    }
-    if cfg.get("redisDB").is_some() {
-        redis = redis.set_db(cfg.int_or("redisDB", 0));
-    }
-    Ok(info.set_redis_settings(redis))
-}
-
-fn split_host_port(host: &str) -> Result<(String, u16), String> {
-    let bad = || format!("redisHost '{host}' is not host:port");
-    if let Some(rest) = host.strip_prefix('[') {
-        let (name, tail) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if tail.is_empty() => 6379,
-            None => return Err(bad()),
-        };
-        return Ok((name.to_owned(), port));
-    }
-    match host.rsplit_once(':') {
-        Some((name, _)) if name.contains(':') => Ok((host.to_owned(), 6379)),
-        Some((name, port)) if !name.is_empty() => {
-            Ok((name.to_owned(), port.parse().map_err(|_| bad())?))
-        }
-        Some(_) => Err(bad()),
-        None => Ok((host.to_owned(), 6379)),
-    }
-}
-
-fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
-    if cfg.bool_or("failover", false)
-        || cfg.get("sentinelMasterName").is_some_and(|s| !s.is_empty())
-    {
-        return Err("failover/sentinelMasterName: Redis Sentinel is not supported; point redisHost at the primary".into());
-    }
-    let cluster = is_cluster(cfg);
-    let place_by_prefix = cfg
-        .get("clusterKeyPlacement")
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("prefix"));
-    if place_by_prefix && !cluster {
-        return Err("clusterKeyPlacement needs redisType: cluster".into());
-    }
-    if cfg.bool_or("enableTLS", false) {
-        return Err("enableTLS: TLS is not supported by this build of Mecha; use a TLS tunnel (e.g. stunnel) to a local port".into());
-    }
-    if ["clientCert", "clientKey"]
-        .iter()
-        .any(|k| cfg.get(k).is_some_and(|v| !v.is_empty()))
-    {
-        return Err("clientCert/clientKey need TLS, which this build does not support".into());
-    }
-    if cfg.bool_or("useEntraID", false) {
-        return Err("useEntraID is not supported; use redisUsername/redisPassword".into());
-    }
-    if cfg
-        .get("queryIndexes")
-        .is_some_and(|q| !q.trim().is_empty())
-    {
-        tracing::warn!(
-            store = %cfg.name,
-            "queryIndexes ignored: Mecha's redis store has no query API (queries answer 'not supported')"
-        );
-    }
-    let interval = |name: &str, default: Duration| -> Result<Duration, String> {
-        match cfg.get(name) {
-            None | Some("") => Ok(default),
-            Some(v) => parse_interval(v).map_err(|e| format!("{name}: {e}")),
-        }
-    };
-    let read_timeout = cfg.duration_or("readTimeout", Duration::from_secs(2));
-    let retries = cfg.int_or("redisMaxRetries", cfg.int_or("maxRetries", 3));
-    let max_backoff = match cfg.get("redisMaxRetryInterval") {
-        Some(v) if !v.is_empty() => interval("redisMaxRetryInterval", Duration::ZERO)?,
-        _ => interval("maxRetryBackoff", Duration::from_secs(2))?,
-    };
-    let s = Settings {
-        dial_timeout: cfg.duration_or("dialTimeout", Duration::from_secs(2)),
-        read_timeout,
-        write_timeout: cfg.duration_or("writeTimeout", read_timeout),
-        max_retries: u32::try_from(retries).unwrap_or(0),
-        min_backoff: interval("redisMinRetryInterval", Duration::from_millis(8))?,
-        max_backoff,
-        pool_size: cfg.int_or("poolSize", 10) as usize,
-        pool_timeout: cfg.duration_or("poolTimeout", read_timeout),
-        default_ttl: u32::try_from(cfg.int_or("ttlInSeconds", 0))
-            .ok()
-            .filter(|t| *t > 0),
-        replicas: cfg.int_or("redisReplicas", 0) as u32,
-        wait_timeout: cfg.duration_or("waitTimeout", Duration::from_secs(1)),
-        max_transaction_ops: cfg.int_or("maxTransactionOps", DEFAULT_MAX_TRANSACTION_OPS as i64)
-            as usize,
-        cluster,
-        place_by_prefix,
-    };
-    for (name, d) in [
-        ("dialTimeout", s.dial_timeout),
-        ("readTimeout", s.read_timeout),
-        ("writeTimeout", s.write_timeout),
-    ] {
-        if d.is_zero() {
-            return Err(format!("{name} must be greater than zero"));
-        }
-    }
-    if s.replicas > 0 && s.wait_timeout.is_zero() {
-        return Err("waitTimeout must be greater than zero (WAIT 0 blocks forever)".into());
-    }
-    Ok(s)
-}
 
 fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let settings = settings(cfg)?;
@@ -852,246 +649,6 @@ enum Failure {
     Connect(StoreError),
     /// The command failed.
     Command(StoreError),
-}
-
-fn map_redis_error(e: &RedisError, timeout: Duration) -> StoreError {
-    use redis::{ErrorKind, ServerErrorKind};
-    if e.is_timeout() {
-        return StoreError::Timeout(timeout);
-    }
-    match e.kind() {
-        ErrorKind::Io | ErrorKind::AuthenticationFailed => StoreError::Unavailable(e.to_string()),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-            | ServerErrorKind::TryAgain
-            | ServerErrorKind::MasterDown
-            | ServerErrorKind::ReadOnly
-            | ServerErrorKind::ClusterDown,
-        ) => StoreError::Unavailable(e.to_string()),
-        _ if e.code() == Some("BUSY") => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Internal(format!("redis: {e}")),
-    }
-}
-
-/// Whether the connection a command failed on must be replaced.
-fn is_broken(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
-}
-
-/// Whether an error proves the command was not run, so sending it again is harmless.
-fn not_executed(e: &RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind as S};
-    match e.kind() {
-        ErrorKind::Server(
-            S::Moved | S::Ask | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly,
-        )
-        | ErrorKind::Server(S::BusyLoading)
-        | ErrorKind::ClusterConnectionNotFound => true,
-        _ => e.is_connection_refusal(),
-    }
-}
-
-/// Groups items by the hash slot of their key, in order of first appearance.
-fn group_by_slot<'a, T: Copy>(items: impl IntoIterator<Item = (T, &'a str)>) -> Vec<Vec<T>> {
-    let mut index: std::collections::HashMap<HashSlot, usize> = Default::default();
-    let mut groups: Vec<Vec<T>> = Vec::new();
-    for (item, key) in items {
-        let g = *index
-            .entry(HashSlot::for_key(key.as_bytes()))
-            .or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-        groups[g].push(item);
-    }
-    groups
-}
-
-/// Fails a strong write that fewer than `required` replicas acknowledged.
-fn check_acked(acked: i64, required: u32, s: &Settings) -> Result<(), StoreError> {
-    if acked < i64::from(required) {
-        return Err(StoreError::Internal(format!(
-            "consistency=strong: the write is applied on the primary but not yet replicated: {acked} of {required} replicas acknowledged it within {}ms",
-            s.wait_timeout.as_millis()
-        )));
-    }
-    Ok(())
-}
-
-/// One operation for the write script, its ETag already checked for format.
-struct WriteOp<'a> {
-    /// The Redis key (see [`Shared::redis_key`]).
-    key: std::borrow::Cow<'a, str>,
-    del: bool,
-    etag: Option<String>,
-    first_write: bool,
-    ttl_ms: i64,
-    data: &'a [u8],
-}
-
-/// The canonical form of an ETag, or [`StoreError::EtagInvalid`].
-fn canonical_etag(raw: &str) -> Result<String, StoreError> {
-    raw.parse::<u64>()
-        .map(|v| v.to_string())
-        .map_err(|_| StoreError::EtagInvalid(raw.to_owned()))
-}
-
-/// Interprets one result code of the write script.
-fn write_result(v: &Value) -> Result<(), StoreError> {
-    match v {
-        Value::Int(n) if *n >= 0 => Ok(()),
-        Value::Int(-1) => Err(StoreError::EtagMismatch(None)),
-        Value::Int(-2) => Err(StoreError::EtagMismatch(Some(
-            "the key does not exist".into(),
-        ))),
-        Value::Int(-3) => Err(StoreError::EtagMismatch(Some(
-            "first-write: the key already exists".into(),
-        ))),
-        Value::BulkString(b) => Err(StoreError::Internal(format!(
-            "redis: {}",
-            String::from_utf8_lossy(b)
-        ))),
-        Value::SimpleString(s) => Err(StoreError::Internal(format!("redis: {s}"))),
-        other => Err(StoreError::Internal(format!(
-            "redis: unexpected script reply {other:?}"
-        ))),
-    }
-}
-
-fn unexpected(v: &Value) -> StoreError {
-    StoreError::Internal(format!("redis: unexpected script reply {v:?}"))
-}
-
-/// What one key's `HMGET key data version expiry` says.
-enum Read {
-    /// No value.
-    Missing,
-    /// The value, its version and its expiry, all from the hash.
-    Entry(StateEntry),
-    /// A value whose `expiry` field is absent or belongs to another version (the key was
-    /// written by Dapr, or by Dapr after Mecha): its TTL must be asked of Redis
-    /// ([`ttl_read_pipeline`]).
-    UnknownExpiry,
-}
-
-fn server_error(e: &redis::ServerError) -> StoreError {
-    StoreError::Internal(format!(
-        "redis: {} {}",
-        e.code(),
-        e.details().unwrap_or_default()
-    ))
-}
-
-fn bulk_str(v: Value) -> Result<Option<Vec<u8>>, StoreError> {
-    match v {
-        Value::BulkString(b) => Ok(Some(b)),
-        Value::Nil => Ok(None),
-        other => Err(unexpected(&other)),
-    }
-}
-
-/// The time a key expires at, from its `expiry` field (`<version>:<unix ms>`, `0` for
-/// none), if the field belongs to `version`: `Some(None)` means no expiry.
-fn parse_expiry(field: &[u8], version: &[u8]) -> Option<Option<SystemTime>> {
-    let field = std::str::from_utf8(field).ok()?;
-    let (of, ms) = field.split_once(':')?;
-    if of.as_bytes() != version {
-        return None;
-    }
-    match ms.parse::<u64>().ok()? {
-        0 => Some(None),
-        ms => Some(Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))),
-    }
-}
-
-/// Interprets the reply to one key's `HMGET key data version expiry` ([`read_pipeline`]).
-fn read_result(fields: Value) -> Result<Read, StoreError> {
-    let mut fields = match fields {
-        Value::Array(f) if f.len() == 3 => f.into_iter(),
-        Value::ServerError(e) => return Err(server_error(&e)),
-        other => return Err(unexpected(&other)),
-    };
-    let (Some(data), Some(version), Some(expiry)) = (fields.next(), fields.next(), fields.next())
-    else {
-        unreachable!("three fields")
-    };
-    // The value is moved out (no copy).
-    let Some(data) = bulk_str(data)? else {
-        return Ok(Read::Missing);
-    };
-    let version = bulk_str(version)?;
-    let expires = match (bulk_str(expiry)?, &version) {
-        (Some(e), Some(v)) => match parse_expiry(&e, v) {
-            Some(at) => at,
-            None => return Ok(Read::UnknownExpiry),
-        },
-        _ => return Ok(Read::UnknownExpiry),
-    };
-    Ok(Read::Entry(entry(data, version, expires)))
-}
-
-fn entry(data: Vec<u8>, version: Option<Vec<u8>>, expires: Option<SystemTime>) -> StateEntry {
-    let mut metadata = Metadata::new();
-    if let Some(at) = expires {
-        metadata.insert(TTL_EXPIRE_TIME.to_owned(), format_expire_time(at));
-    }
-    StateEntry {
-        data: Bytes::from(data),
-        etag: version.map(|v| String::from_utf8_lossy(&v).into_owned()),
-        metadata,
-    }
-}
-
-/// Interprets the replies of one key in [`ttl_read_pipeline`].
-fn ttl_read_result(fields: Value, pttl: Value) -> Result<Option<StateEntry>, StoreError> {
-    let mut fields = match fields {
-        Value::Array(f) if f.len() == 2 => f.into_iter(),
-        Value::ServerError(e) => return Err(server_error(&e)),
-        other => return Err(unexpected(&other)),
-    };
-    let (Some(data), Some(version)) = (fields.next(), fields.next()) else {
-        unreachable!("two fields")
-    };
-    let Some(data) = bulk_str(data)? else {
-        return Ok(None);
-    };
-    let expires = match pttl {
-        Value::Int(ms) if ms >= 0 => Some(SystemTime::now() + Duration::from_millis(ms as u64)),
-        Value::Int(_) => None,
-        other => return Err(unexpected(&other)),
-    };
-    Ok(Some(entry(data, bulk_str(version)?, expires)))
-}
-
-/// What a read of `keys` sends: one `HMGET key data version expiry` per key, pipelined:
-/// plain commands (no script, no `MULTI`), one round trip whatever the number of keys.
-/// Each `HMGET` sees one moment of its key: the write script sets value, version, expiry
-/// field and native expiry in one step. A key that is not a hash answers its own error (the
-/// pipeline ignores errors per command).
-pub fn read_pipeline(keys: &[&str]) -> redis::Pipeline {
-    let mut pipe = redis::Pipeline::with_capacity(keys.len());
-    pipe.ignore_errors();
-    for k in keys {
-        pipe.cmd("HMGET")
-            .arg(*k)
-            .arg("data")
-            .arg("version")
-            .arg(EXPIRY_FIELD);
-    }
-    pipe
-}
-
-/// The read of keys whose expiry the hash does not record (written by Dapr): `MULTI`, then
-/// per key `HMGET key data version` and `PTTL key`, then `EXEC`, so value, version and
-/// remaining TTL come from one moment.
-pub fn ttl_read_pipeline(keys: &[&str]) -> redis::Pipeline {
-    let mut pipe = redis::Pipeline::with_capacity(2 * keys.len());
-    pipe.atomic().ignore_errors();
-    for k in keys {
-        pipe.cmd("HMGET").arg(*k).arg("data").arg("version");
-        pipe.cmd("PTTL").arg(*k);
-    }
-    pipe
 }
 
 impl RedisStore {
@@ -1745,7 +1302,13 @@ impl StateStore for RedisStore {
 /// The most a ping may take, whatever the component's timeouts say.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+mod config;
+mod reply;
 mod topology;
+
+use config::*;
+use reply::*;
+pub use reply::{read_pipeline, ttl_read_pipeline};
 
 /// Every node and database the store's keys live on (`host:port/db`).
 fn locations(cfg: &ComponentConfig) -> Vec<String> {

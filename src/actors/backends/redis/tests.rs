@@ -2,9 +2,13 @@
 //! fail, never skip, when Redis is unreachable: `scripts/test.sh` starts one.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use redis::ConnectionAddr;
 
 use super::*;
-use crate::model::StateOptions;
+use crate::model::{Metadata, StateOptions, TTL_EXPIRE_TIME};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
