@@ -153,38 +153,7 @@ async fn serve_request(
     drop(in_progress);
     let resp = match outcome {
         Outcome::Response(r) => r,
-        Outcome::Error(e) => {
-            // Never the key, value or request detail: only code, operation and store.
-            if e.is_client_error() {
-                tracing::debug!(error = %e.log_summary(), "request rejected");
-            } else {
-                tracing::warn!(error = %e.log_summary(), "request failed");
-            }
-            let mut resp = respond::error(&e);
-            if body_refused
-                || matches!(
-                    e.kind(),
-                    ErrorKind::BodyTooLarge { .. }
-                        | ErrorKind::BodyTimeout { .. }
-                        | ErrorKind::BodyRead
-                )
-            {
-                // The rest of the body was not read: close instead of holding the
-                // connection for a body that may never end. actix-http closes when the
-                // payload is still unread (not dropped) as the response ends; dropped, it
-                // would drain a chunked body for as long as the client keeps it open. So
-                // the response body keeps the payload until it is written.
-                resp.head_mut()
-                    .set_connection_type(actix_web::http::ConnectionType::Close);
-                resp = resp
-                    .map_body(|_, body| HoldPayload {
-                        body,
-                        _payload: payload,
-                    })
-                    .map_into_boxed_body();
-            }
-            resp
-        }
+        Outcome::Error(e) => error_response(&e, body_refused, payload),
         Outcome::BadParam(name, why) => respond::text(
             StatusCode::BAD_REQUEST,
             &format!("failed to unescape request parameter \"{name}\". Error: {why}"),
@@ -205,6 +174,37 @@ async fn serve_request(
         method = %req.method(), route = route.name(), status = resp.status().as_u16(),
         micros = elapsed.as_micros() as u64, "http request"
     );
+    resp
+}
+
+/// The answer to a failed request, logged by its summary (never the key, value or request
+/// detail: only code, operation and store). When the body was not read to its end, the
+/// connection closes after the answer instead of being held for a body that may never end:
+/// actix-http closes when the payload is still unread (not dropped) as the response ends,
+/// while a dropped payload would drain a chunked body for as long as the client keeps it
+/// open, so the response body keeps the payload until it is written.
+fn error_response(e: &Error, body_refused: bool, payload: web::Payload) -> HttpResponse {
+    if e.is_client_error() {
+        tracing::debug!(error = %e.log_summary(), "request rejected");
+    } else {
+        tracing::warn!(error = %e.log_summary(), "request failed");
+    }
+    let mut resp = respond::error(e);
+    let unread = body_refused
+        || matches!(
+            e.kind(),
+            ErrorKind::BodyTooLarge { .. } | ErrorKind::BodyTimeout { .. } | ErrorKind::BodyRead
+        );
+    if unread {
+        resp.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        resp = resp
+            .map_body(|_, body| HoldPayload {
+                body,
+                _payload: payload,
+            })
+            .map_into_boxed_body();
+    }
     resp
 }
 

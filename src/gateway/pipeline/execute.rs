@@ -1,11 +1,15 @@
 //! Step 6 (execute): the prepared request runs on the store through its handle; bulk
 //! results fold into Dapr's one answer, and reads served by emulated TTL are marked.
 
+use std::future::Future;
+
 use crate::actors::{StoreError, StoreHandle};
 use crate::error::{Error, ErrorKind};
 use crate::gateway::actor::{BulkItem, StateReply};
 use crate::keys;
-use crate::model::{Operation, StateEntry, TTL_EXPIRE_TIME};
+use crate::model::{
+    DeleteRequest, Operation, QueryRequest, SetRequest, StateEntry, TTL_EXPIRE_TIME,
+};
 
 use super::validate::Exec;
 
@@ -80,59 +84,86 @@ pub(super) async fn execute(
                     .collect(),
             ))
         }
-        Exec::Save(mut reqs) => {
-            if reqs.len() == 1 {
-                let req = reqs.pop().expect("one item");
-                let key = keys::original_key(&req.key).to_owned();
-                return handle
-                    .set(req)
-                    .await
-                    .map(|()| StateReply::Done)
-                    .map_err(|e| Error::from_store(e, op, name, &key));
-            }
-            let keys: Vec<String> = reqs.iter().map(|r| r.key.clone()).collect();
-            let results = handle
-                .bulk_set(reqs)
-                .await
-                .map_err(|e| Error::from_store(e, op, name, ""))?;
-            fold_bulk(results, &keys, op, name).map(|()| StateReply::Done)
+        Exec::Save(reqs) => {
+            let key_of: fn(&SetRequest) -> &str = |r| &r.key;
+            write(
+                op,
+                name,
+                reqs,
+                key_of,
+                |r| handle.set(r),
+                |rs| handle.bulk_set(rs),
+            )
+            .await
         }
-        Exec::Delete(mut reqs) => {
-            if reqs.len() == 1 {
-                let req = reqs.pop().expect("one item");
-                let key = keys::original_key(&req.key).to_owned();
-                return handle
-                    .delete(req)
-                    .await
-                    .map(|()| StateReply::Done)
-                    .map_err(|e| Error::from_store(e, op, name, &key));
-            }
-            let keys: Vec<String> = reqs.iter().map(|r| r.key.clone()).collect();
-            let results = handle
-                .bulk_delete(reqs)
-                .await
-                .map_err(|e| Error::from_store(e, op, name, ""))?;
-            fold_bulk(results, &keys, op, name).map(|()| StateReply::Done)
+        Exec::Delete(reqs) => {
+            let key_of: fn(&DeleteRequest) -> &str = |r| &r.key;
+            write(
+                op,
+                name,
+                reqs,
+                key_of,
+                |r| handle.delete(r),
+                |rs| handle.bulk_delete(rs),
+            )
+            .await
         }
         Exec::Transaction(req) => handle
             .transact(req)
             .await
             .map(|()| StateReply::Done)
             .map_err(|e| Error::from_store(e, op, name, "")),
-        Exec::Query(req) => {
-            let prefix = req.key_prefix.clone();
-            let mut resp = handle
-                .query(req)
-                .await
-                .map_err(|e| Error::from_store(e, op, name, ""))?;
-            for item in &mut resp.results {
-                if let Some(k) = item.key.strip_prefix(&prefix) {
-                    item.key = k.to_owned();
-                }
-            }
-            Ok(StateReply::Query(resp))
+        Exec::Query(req) => query(handle, op, name, req).await,
+    }
+}
+
+/// A save or delete: one item is one store call (its error names the key); several are one
+/// bulk call whose per-item results fold into Dapr's one answer.
+async fn write<R, One, Many>(
+    op: Operation,
+    name: &str,
+    mut reqs: Vec<R>,
+    key_of: fn(&R) -> &str,
+    one: impl FnOnce(R) -> One,
+    many: impl FnOnce(Vec<R>) -> Many,
+) -> Result<StateReply, Error>
+where
+    One: Future<Output = Result<(), StoreError>>,
+    Many: Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>>,
+{
+    if reqs.len() == 1 {
+        let req = reqs.pop().expect("one item");
+        let key = keys::original_key(key_of(&req)).to_owned();
+        return one(req)
+            .await
+            .map(|()| StateReply::Done)
+            .map_err(|e| Error::from_store(e, op, name, &key));
+    }
+    let keys: Vec<String> = reqs.iter().map(|r| key_of(r).to_owned()).collect();
+    let results = many(reqs)
+        .await
+        .map_err(|e| Error::from_store(e, op, name, ""))?;
+    fold_bulk(results, &keys, op, name).map(|()| StateReply::Done)
+}
+
+/// A query, its keys given back without the app's prefix.
+async fn query(
+    handle: StoreHandle,
+    op: Operation,
+    name: &str,
+    req: QueryRequest,
+) -> Result<StateReply, Error> {
+    let prefix = req.key_prefix.clone();
+    let mut resp = handle
+        .query(req)
+        .await
+        .map_err(|e| Error::from_store(e, op, name, ""))?;
+    for item in &mut resp.results {
+        if let Some(k) = item.key.strip_prefix(&prefix) {
+            item.key = k.to_owned();
         }
     }
+    Ok(StateReply::Query(resp))
 }
 
 /// Whether a read's answer holds an item with an expiry (on a store with emulated TTL, one
