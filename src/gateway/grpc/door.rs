@@ -154,26 +154,11 @@ where
         let (app, permit) = match admitted {
             Ok(admitted) => admitted,
             Err(turned) => {
-                let st = status(&turned.error);
-                let app = match turned.app {
-                    Some(app) => {
-                        tracing::debug!(error = %turned.error.log_summary(), method = %method, "grpc call over quota");
-                        app
-                    }
-                    None => {
-                        tracing::debug!(error = %turned.error.log_summary(), method = %method, "grpc call unauthenticated");
-                        catalog.default_app().clone()
-                    }
+                let app = match turned.app.clone() {
+                    Some(app) => app,
+                    None => catalog.default_app().clone(),
                 };
-                let delay = turned.delay;
-                return Box::pin(async move {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    drop(conn);
-                    metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
-                    Ok(st.into_http())
-                });
+                return Box::pin(turned_away(*turned, app, method, start, conn));
             }
         };
         req.extensions_mut().insert(Caller(app.clone()));
@@ -193,7 +178,7 @@ where
         let call_span = span.clone();
         Box::pin(
             async move {
-                let mut resp = match tokio::time::timeout(deadline, inner.call(req)).await {
+                let resp = match tokio::time::timeout(deadline, inner.call(req)).await {
                     Ok(r) => r?,
                     Err(_) => {
                         let err = Error::new(ErrorKind::BodyTimeout { limit }, operation(&method));
@@ -204,19 +189,7 @@ where
                 drop(permit);
                 drop(held);
                 drop(conn);
-                // Errors of unary calls are trailers-only: the status is in the headers.
-                let mut code = Code::Ok;
-                if let Some(st) = Status::from_header_map(resp.headers()) {
-                    code = st.code();
-                    if is_decode_limit(&st) {
-                        let limit = catalog.limits.max_body_size;
-                        let err = Error::new(ErrorKind::BodyTooLarge { limit }, operation(&method));
-                        tracing::debug!(error = %err, method = %method, "grpc message too large");
-                        let st = status(&err);
-                        code = st.code();
-                        resp = st.into_http();
-                    }
-                }
+                let (resp, code) = with_size_error(resp, catalog.limits.max_body_size, &method);
                 let elapsed = start.elapsed();
                 metrics::record_grpc(&app, &method, code_name(code), elapsed);
                 tracing::debug!(
@@ -228,6 +201,51 @@ where
             .instrument(call_span),
         )
     }
+}
+
+/// The answer to a call turned away at the door (no valid token, or over its app's quota),
+/// after the refusal's delay; counted in the gRPC metrics like every call.
+async fn turned_away(
+    turned: crate::gateway::Turned,
+    app: AppId,
+    method: String,
+    start: Instant,
+    conn: Option<InProgress>,
+) -> Result<http::Response<Body>, Infallible> {
+    let why = if turned.app.is_some() {
+        "grpc call over quota"
+    } else {
+        "grpc call unauthenticated"
+    };
+    tracing::debug!(error = %turned.error.log_summary(), method = %method, "{why}");
+    let st = status(&turned.error);
+    if !turned.delay.is_zero() {
+        tokio::time::sleep(turned.delay).await;
+    }
+    drop(conn);
+    metrics::record_grpc(&app, &method, code_name(st.code()), start.elapsed());
+    Ok(st.into_http())
+}
+
+/// The status code of an answer (errors of unary calls are trailers-only: the status is in
+/// the headers), with tonic's "decoded message length too large" turned into the error
+/// table's [`ErrorKind::BodyTooLarge`].
+fn with_size_error(
+    resp: http::Response<Body>,
+    limit: usize,
+    method: &str,
+) -> (http::Response<Body>, Code) {
+    let Some(st) = Status::from_header_map(resp.headers()) else {
+        return (resp, Code::Ok);
+    };
+    if !is_decode_limit(&st) {
+        return (resp, st.code());
+    }
+    let err = Error::new(ErrorKind::BodyTooLarge { limit }, operation(method));
+    tracing::debug!(error = %err, method = %method, "grpc message too large");
+    let st = status(&err);
+    let code = st.code();
+    (st.into_http(), code)
 }
 
 /// A call in progress on a tracked connection; ends it when dropped.
