@@ -210,26 +210,7 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
 }
 
-/// `server.tls`: the certificate the HTTP and gRPC listeners present, and optionally the
-/// CA that client certificates must chain to. The files are re-read when they change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM certificate chain, leaf first (`certFile`).
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate (`keyFile`).
-    pub key_file: PathBuf,
-    /// PEM CA certificates client certificates are verified against (`clientCaFile`).
-    pub client_ca_file: Option<PathBuf>,
-    /// Refuse clients without a certificate signed by `client_ca_file` (`requireClientCert`).
-    pub require_client_cert: bool,
-    /// How often the files are checked for a change (`checkInterval`).
-    pub check_interval: Duration,
-}
-
-impl TlsSettings {
-    /// Default of `server.tls.checkInterval`.
-    pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-}
+pub use crate::tls::TlsSettings;
 
 impl Default for ServerSettings {
     fn default() -> Self {
