@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde_json::json;
 use support::binary::Process;
 use support::error_of;
 use support::mariadb::{MariaDb, TestCa};
+use support::writes::{Acked, writer};
 
 /// One metadata field: name, value.
 type Meta<'a> = (&'a str, &'a str);
@@ -226,45 +226,6 @@ async fn preferred_falls_back_on_a_server_without_tls_required_modes_fail() {
             e.starts_with("500 ERR_STATE_SAVE") && e.contains("server does not support TLS"),
             "{name}: {e}"
         );
-    }
-}
-
-/// What a writer was told succeeded: key → value.
-type Acked = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// Writes in a loop through store `store`, rotating a single save, a bulk save of three and
-/// a transaction of two, recording what was acknowledged. With `tolerate` unset, a refused
-/// write before `stop` fails the test; with it set, failures are counted and retried later.
-async fn writer(
-    id: usize,
-    base: String,
-    store: &'static str,
-    acked: Acked,
-    stop: Arc<AtomicBool>,
-    tolerate: bool,
-) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut i = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        i += 1;
-        let support::writes::MixedWrite { url, body, items } =
-            support::writes::mixed_write(&base, store, id, i);
-        match client.post(url).body(body.to_string()).send().await {
-            Ok(r) if r.status() == 204 => acked.lock().extend(items),
-            Ok(r) if !tolerate && !stop.load(Ordering::Relaxed) => {
-                panic!(
-                    "write refused before the kill: {} {}",
-                    r.status(),
-                    r.text().await.unwrap_or_default()
-                )
-            }
-            _ if tolerate => tokio::time::sleep(Duration::from_millis(20)).await,
-            // After the kill (or while it happens) failures are expected and not acknowledged.
-            _ => return,
-        }
     }
 }
 

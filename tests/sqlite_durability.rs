@@ -9,40 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde_json::json;
 use support::binary::Process;
+use support::writes::{Acked, writer};
 
 fn spawn_mecha(resources: &std::path::Path) -> Process {
     Process::spawn(&["--resources-path", resources.to_str().unwrap()], &[])
-}
-
-/// What a writer was told succeeded: key → value.
-type Acked = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-async fn writer(id: usize, base: String, acked: Acked, stop: Arc<AtomicBool>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut i = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        i += 1;
-        let support::writes::MixedWrite { url, body, items } =
-            support::writes::mixed_write(&base, "lite", id, i);
-        match client.post(url).body(body.to_string()).send().await {
-            Ok(r) if r.status() == 204 => acked.lock().extend(items),
-            Ok(r) if !stop.load(Ordering::Relaxed) => {
-                panic!(
-                    "write refused before the kill: {} {}",
-                    r.status(),
-                    r.text().await.unwrap_or_default()
-                )
-            }
-            // After the kill (or while it happens) failures are expected and not acknowledged.
-            _ => return,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -59,7 +31,16 @@ async fn acknowledged_writes_survive_sigkill() {
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..8)
-        .map(|id| tokio::spawn(writer(id, first.base(), acked.clone(), stop.clone())))
+        .map(|id| {
+            tokio::spawn(writer(
+                id,
+                first.base(),
+                "lite",
+                acked.clone(),
+                stop.clone(),
+                false,
+            ))
+        })
         .collect();
     // Let the stream run, then kill without warning while requests are in flight.
     tokio::time::sleep(Duration::from_millis(1500)).await;
