@@ -21,6 +21,6 @@ pub use capability::{Capability, CapabilitySet};
 pub use matrix::{Cell, Matrix};
 pub use policy::{
     Action, Baseline, Feature, Needs, Origin, Plan, Policy, PolicyProblem, RECEIPT_HEADER, Receipt,
-    Shape, Status, Step, StoreTraits, emulation, ignorable, needs, negotiate,
+    Shape, Status, Step, StoreTraits, emulation, ignorable, negotiate,
 };
 pub use render::{MatrixRow, render_effective, render_matrix};

@@ -10,7 +10,6 @@ use std::fmt;
 
 use super::matrix::{Cell, Matrix};
 use super::{Capability, CapabilitySet};
-use crate::model::Operation;
 
 /// A capability that a request can need and a policy can decide about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -397,29 +396,6 @@ pub struct Shape {
     pub strong: bool,
     /// Some part carries `partitionKey` metadata.
     pub partition_key: bool,
-}
-
-/// What an operation of this shape needs. Options an operation cannot carry are not needs
-/// (a bulk get has no consistency; a get has no ETag).
-pub fn needs(op: Operation, shape: &Shape) -> Needs {
-    use Operation as O;
-    let writes = matches!(op, O::Save | O::Delete | O::BulkDelete | O::Transaction);
-    let upserts = matches!(op, O::Save | O::Transaction);
-    Needs::NONE
-        .with_if(Feature::Transactions, op == O::Transaction)
-        .with_if(Feature::Query, op == O::Query)
-        .with_if(
-            Feature::Bulk,
-            matches!(op, O::BulkGet | O::Save | O::BulkDelete) && shape.items > 1,
-        )
-        .with_if(Feature::Etag, writes && shape.etag)
-        .with_if(Feature::FirstWrite, upserts && shape.first_write)
-        .with_if(Feature::Ttl, upserts && shape.ttl)
-        .with_if(
-            Feature::StrongConsistency,
-            shape.strong && !matches!(op, O::BulkGet | O::Query | O::Other),
-        )
-        .with_if(Feature::PartitionKey, shape.partition_key && op != O::Other)
 }
 
 /// One decision of a plan.

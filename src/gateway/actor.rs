@@ -2,7 +2,8 @@
 //!
 //! One gateway actor runs per serving thread, next to that thread's store shards, so a
 //! request never hops threads. Every state operation, from either door, is one [`StateCall`]
-//! and goes through the same protocol-neutral pipeline ([`super::pipeline`]); the actor
+//! of its operation type ([`super::ops`]) and goes through the same protocol-neutral
+//! pipeline ([`super::pipeline`]); the actor
 //! holds this thread's shards and adopts a reloaded catalog between calls.
 
 use std::sync::Arc;
@@ -13,88 +14,19 @@ use tracing::Instrument;
 
 use super::catalog::{Catalog, StoreInfo};
 use super::live::{Live, Refresh};
+use super::ops::StateOp;
 use crate::actors::{ActorSettings, StoreActor, StoreHandle};
 use crate::capabilities::Receipt;
 use crate::capabilities::lint::Finding;
 use crate::error::Error;
-use crate::model::{
-    AppId, Consistency, DeleteRequest, Metadata, Operation, Protocol, QueryResponse, SetRequest,
-    StateEntry, TransactionRequest,
-};
-
-/// The request metadata key of Cosmos DB's partition key (no Mecha store has partitions).
-pub const PARTITION_KEY: &str = "partitionKey";
-
-/// One result of GetBulkState, keyed by the user's key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BulkItem {
-    /// The user's key.
-    pub key: String,
-    /// The value, `None` when missing, or this key's error.
-    pub result: Result<Option<StateEntry>, String>,
-}
-
-/// A state operation as the front doors hand it over, with user keys.
-#[derive(Debug, Clone)]
-pub enum StateRequest {
-    /// GetState.
-    Get {
-        /// The user's key.
-        key: String,
-        /// Requested consistency.
-        consistency: Consistency,
-        /// Request metadata.
-        metadata: Metadata,
-    },
-    /// GetBulkState.
-    BulkGet {
-        /// The user's keys.
-        keys: Vec<String>,
-        /// Requested fan-out (≤ 0: Mecha's default).
-        parallelism: i32,
-        /// Metadata for every key.
-        metadata: Metadata,
-    },
-    /// SaveState (one or several items); `ttl` is filled in here from metadata.
-    Save {
-        /// The items.
-        items: Vec<SetRequest>,
-    },
-    /// DeleteState (one item) or gRPC DeleteBulkState.
-    Delete {
-        /// The items.
-        items: Vec<DeleteRequest>,
-    },
-    /// ExecuteStateTransaction.
-    Transaction(TransactionRequest),
-    /// QueryStateAlpha1.
-    Query {
-        /// The JSON query text.
-        query: String,
-        /// Request metadata.
-        metadata: Metadata,
-    },
-}
-
-/// What a state operation returns.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StateReply {
-    /// GetState: the entry, or `None` when missing.
-    Entry(Option<StateEntry>),
-    /// GetBulkState.
-    Bulk(Vec<BulkItem>),
-    /// Writes, deletes and transactions.
-    Done,
-    /// QueryStateAlpha1.
-    Query(QueryResponse),
-}
+use crate::model::{AppId, Metadata, Protocol};
 
 /// A successful answer, its receipt (empty for a fully native call) and the lint findings
 /// reported for its request metadata (empty when clean or when the lint mode is `off`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    /// The reply.
-    pub reply: StateReply,
+pub struct Answer<R> {
+    /// The operation's reply.
+    pub reply: R,
     /// Every decision that was not native.
     pub receipt: Receipt,
     /// Lint findings reported under `warn` (rendered as `mecha-lint`).
@@ -104,9 +36,7 @@ pub struct Answer {
 /// One state operation: who calls which store with what. A request the door could not read
 /// or parse travels as its error, so the pipeline reports it in daprd's order (after the store
 /// lookup and the operation's capability check).
-#[derive(Message)]
-#[rtype(result = "Result<Answer, Error>")]
-pub struct StateCall {
+pub struct StateCall<O: StateOp> {
     /// The call's span (app, store, operation; a child of the door's request span): the
     /// pipeline runs inside it, so every log line of the call carries its fields.
     pub span: tracing::Span,
@@ -114,15 +44,17 @@ pub struct StateCall {
     pub app: AppId,
     /// The store name as the caller wrote it.
     pub store: String,
-    /// The operation.
-    pub op: Operation,
     /// The front door it came through (for metrics).
     pub protocol: Protocol,
     /// The request, or why the door could not build it.
-    pub request: Result<StateRequest, Error>,
+    pub request: Result<O::Request, Error>,
     /// Request-level metadata the door merged into the request's maps (HTTP `metadata.*`
     /// query parameters); linted once, at location `request`. Empty on gRPC.
     pub url_metadata: Metadata,
+}
+
+impl<O: StateOp> Message for StateCall<O> {
+    type Result = Result<Answer<O::Reply>, Error>;
 }
 
 /// The gateway actor of one serving thread.
@@ -217,10 +149,10 @@ impl GatewayActor {
     }
 }
 
-impl Handler<StateCall> for GatewayActor {
-    type Result = ResponseFuture<Result<Answer, Error>>;
+impl<O: StateOp> Handler<StateCall<O>> for GatewayActor {
+    type Result = ResponseFuture<Result<Answer<O::Reply>, Error>>;
 
-    fn handle(&mut self, msg: StateCall, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StateCall<O>, _: &mut Context<Self>) -> Self::Result {
         self.refresh();
         let span = msg.span.clone();
         let start = Instant::now();

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 mod live;
+pub mod ops;
 mod pipeline;
 pub mod quota;
 mod store_error;
@@ -28,15 +29,14 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 pub use crate::model::AppId;
-pub use actor::{
-    Answer, BulkItem, GatewayActor, PARTITION_KEY, StateCall, StateReply, StateRequest,
-};
+pub use actor::{Answer, GatewayActor, StateCall};
 pub use catalog::{AppView, Catalog, StoreInfo, Turned};
 pub use live::{Live, Refresh};
+pub use ops::StateOp;
 
 use crate::actors::ActorSettings;
 use crate::error::{Error, ErrorKind};
-use crate::model::{Operation, Protocol};
+use crate::model::Protocol;
 
 /// The annotations a call's answer carries, the same on both doors (HTTP headers, gRPC
 /// metadata), for a success and for an error alike: `mecha-receipt` lists every decision
@@ -88,17 +88,17 @@ impl Gateway {
         &self.live
     }
 
-    /// Runs one state operation through the gateway pipeline. `request` is the door's
+    /// Runs one state operation `O` through the gateway pipeline. `request` is the door's
     /// translation of the wire request, or why it could not make one.
-    pub async fn state(
+    pub async fn state<O: StateOp>(
         &self,
         app: AppId,
         store: String,
-        op: Operation,
         protocol: Protocol,
-        request: Result<StateRequest, Error>,
+        request: Result<O::Request, Error>,
         url_metadata: crate::model::Metadata,
-    ) -> Result<Answer, Error> {
+    ) -> Result<Answer<O::Reply>, Error> {
+        let op = O::OP;
         // Inside the door's request span (protocol, trace id): never a key or a value. At
         // the door span's level (info when traced, else debug; see `trace::request_span`).
         let span = if tracing::Span::current().is_disabled() {
@@ -116,11 +116,10 @@ impl Gateway {
                 operation = op.metric_label(),
             )
         };
-        let msg = StateCall {
+        let msg = StateCall::<O> {
             span,
             app,
             store,
-            op,
             protocol,
             request,
             url_metadata,

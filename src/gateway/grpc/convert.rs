@@ -14,7 +14,7 @@ use super::proto::runtime::{
     TransactionalStateOperation,
 };
 use crate::error::{Error, ErrorKind};
-use crate::gateway::BulkItem;
+use crate::gateway::ops::BulkItem;
 use crate::model::Operation;
 use crate::model::{
     CONTENT_TYPE, Concurrency, Consistency, DeleteRequest, Metadata, QueryResponse, SetRequest,

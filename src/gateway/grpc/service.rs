@@ -18,9 +18,11 @@ use super::status::{annotate, status};
 use crate::capabilities::Receipt;
 use crate::capabilities::lint::Finding;
 use crate::error::{Error, ErrorKind};
-use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
-use crate::model::Metadata;
-use crate::model::Operation;
+use crate::gateway::ops::{
+    BulkDelete, BulkGet, BulkGetInput, Delete, Get, GetInput, Query, QueryInput, Save, Transaction,
+};
+use crate::gateway::{Answer, AppId, Gateway, RUNTIME_VERSION, StateOp};
+use crate::model::{Metadata, Operation, Protocol};
 
 /// The gRPC service of the gRPC thread, over that thread's gateway.
 pub struct DaprService {
@@ -43,24 +45,28 @@ impl DaprService {
     }
 
     /// Runs one state operation through the gateway pipeline.
-    async fn run(
+    async fn run<O: StateOp>(
         &self,
         app: AppId,
         store: String,
-        op: Operation,
-        request: Result<StateRequest, Error>,
-    ) -> Result<Answer, Status> {
+        request: Result<O::Request, Error>,
+    ) -> Result<Answer<O::Reply>, Status> {
         self.gateway
-            .state(
-                app,
-                store,
-                op,
-                crate::model::Protocol::Grpc,
-                request,
-                Metadata::new(),
-            )
+            .state::<O>(app, store, Protocol::Grpc, request, Metadata::new())
             .await
             .map_err(fail)
+    }
+
+    /// Runs one state operation and renders its reply with `render`.
+    async fn call<O: StateOp, T: Message>(
+        &self,
+        app: AppId,
+        store: String,
+        request: Result<O::Request, Error>,
+        render: impl FnOnce(O::Reply) -> T,
+    ) -> Result<Response<T>, Status> {
+        let answer = self.run::<O>(app, store, request).await?;
+        self.reply(O::OP, render(answer.reply), &answer.receipt, &answer.lint)
     }
 
     /// A reply with its receipt as response metadata, unless it is larger than the
@@ -126,14 +132,6 @@ async fn save_items(
         .map_err(|e| Error::new(ErrorKind::BodyRead, op).detail(e.to_string()))?
 }
 
-/// A reply of the wrong kind for the operation (a gateway bug, never expected).
-fn unexpected(op: Operation) -> Status {
-    fail(
-        Error::new(ErrorKind::StoreFailure, op)
-            .detail("the gateway answered with the wrong reply kind"),
-    )
-}
-
 /// Renders a gateway error, logging server-side failures.
 fn fail(e: Error) -> Status {
     // Never the key, value or request detail: only code, operation and store.
@@ -151,101 +149,68 @@ impl Dapr for DaprService {
         &self,
         req: Request<GetStateRequest>,
     ) -> Result<Response<GetStateResponse>, Status> {
-        let op = Operation::Get;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let request = Ok(StateRequest::Get {
+        let request = Ok(GetInput {
             key: r.key,
             consistency: convert::consistency(r.consistency),
             metadata: r.metadata,
         });
-        let answer = self.run(app, r.store_name, op, request).await?;
-        let StateReply::Entry(entry) = answer.reply else {
-            return Err(unexpected(op));
-        };
-        self.reply(
-            op,
-            convert::get_response(entry),
-            &answer.receipt,
-            &answer.lint,
-        )
+        self.call::<Get, _>(app, r.store_name, request, convert::get_response)
+            .await
     }
 
     async fn get_bulk_state(
         &self,
         req: Request<GetBulkStateRequest>,
     ) -> Result<Response<GetBulkStateResponse>, Status> {
-        let op = Operation::BulkGet;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let request = Ok(StateRequest::BulkGet {
+        let request = Ok(BulkGetInput {
             keys: r.keys,
             parallelism: r.parallelism,
             metadata: r.metadata,
         });
-        let answer = self.run(app, r.store_name, op, request).await?;
-        let StateReply::Bulk(items) = answer.reply else {
-            return Err(unexpected(op));
-        };
-        self.reply(
-            op,
-            convert::bulk_response(items),
-            &answer.receipt,
-            &answer.lint,
-        )
+        self.call::<BulkGet, _>(app, r.store_name, request, convert::bulk_response)
+            .await
     }
 
     async fn save_state(&self, req: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
-        let op = Operation::Save;
         let app = self.caller(&req)?;
         let r = req.into_inner();
         let store = r.store_name;
-        let request = save_items(&self.gateway, r.states, op)
+        let request = save_items(&self.gateway, r.states, Save::OP)
             .await
-            .map(|items| StateRequest::Save { items })
             .map_err(|e| e.store(&store));
-        let answer = self.run(app, store, op, request).await?;
-        self.reply(op, (), &answer.receipt, &answer.lint)
+        self.call::<Save, _>(app, store, request, |()| ()).await
     }
 
     async fn query_state_alpha1(
         &self,
         req: Request<QueryStateRequest>,
     ) -> Result<Response<QueryStateResponse>, Status> {
-        let op = Operation::Query;
         let app = self.caller(&req)?;
         let r = req.into_inner();
-        let request = Ok(StateRequest::Query {
+        let request = Ok(QueryInput {
             query: r.query,
             metadata: r.metadata,
         });
-        let answer = self.run(app, r.store_name, op, request).await?;
-        let StateReply::Query(resp) = answer.reply else {
-            return Err(unexpected(op));
-        };
-        self.reply(
-            op,
-            convert::query_response(resp),
-            &answer.receipt,
-            &answer.lint,
-        )
+        self.call::<Query, _>(app, r.store_name, request, convert::query_response)
+            .await
     }
 
     async fn delete_state(&self, req: Request<DeleteStateRequest>) -> Result<Response<()>, Status> {
-        let op = Operation::Delete;
         let app = self.caller(&req)?;
         let r = req.into_inner();
         let item = convert::delete_request(r.key, r.etag, r.options, r.metadata);
-        let request = Ok(StateRequest::Delete { items: vec![item] });
-        let answer = self.run(app, r.store_name, op, request).await?;
-        self.reply(op, (), &answer.receipt, &answer.lint)
+        self.call::<Delete, _>(app, r.store_name, Ok(item), |()| ())
+            .await
     }
 
     async fn delete_bulk_state(
         &self,
         req: Request<DeleteBulkStateRequest>,
     ) -> Result<Response<()>, Status> {
-        let op = Operation::BulkDelete;
         let app = self.caller(&req)?;
         let r = req.into_inner();
         let items = r
@@ -253,24 +218,20 @@ impl Dapr for DaprService {
             .into_iter()
             .map(|s| convert::delete_request(s.key, s.etag, s.options, s.metadata))
             .collect();
-        let request = Ok(StateRequest::Delete { items });
-        let answer = self.run(app, r.store_name, op, request).await?;
-        self.reply(op, (), &answer.receipt, &answer.lint)
+        self.call::<BulkDelete, _>(app, r.store_name, Ok(items), |()| ())
+            .await
     }
 
     async fn execute_state_transaction(
         &self,
         req: Request<ExecuteStateTransactionRequest>,
     ) -> Result<Response<()>, Status> {
-        let op = Operation::Transaction;
         let app = self.caller(&req)?;
         let r = req.into_inner();
         let store = r.store_name;
-        let request = convert::transaction(r.operations, r.metadata)
-            .map(StateRequest::Transaction)
-            .map_err(|e| e.store(&store));
-        let answer = self.run(app, store, op, request).await?;
-        self.reply(op, (), &answer.receipt, &answer.lint)
+        let request = convert::transaction(r.operations, r.metadata).map_err(|e| e.store(&store));
+        self.call::<Transaction, _>(app, store, request, |()| ())
+            .await
     }
 
     async fn get_metadata(

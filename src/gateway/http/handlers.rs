@@ -19,11 +19,17 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
 use crate::gateway::limits;
+use crate::gateway::ops::{
+    BulkGet, BulkGetInput, BulkItem, Delete, Get, GetInput, Query as StateQuery, QueryInput, Save,
+    Transaction,
+};
 use crate::gateway::trace;
-use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateReply, StateRequest};
+use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateOp};
 use crate::metrics;
-use crate::model::Operation;
-use crate::model::{Concurrency, Consistency, DeleteRequest, Metadata, StateOptions};
+use crate::model::{
+    Concurrency, Consistency, DeleteRequest, Metadata, Operation, Protocol, QueryResponse,
+    StateEntry, StateOptions,
+};
 
 /// Per-worker state of the HTTP door.
 pub struct HttpState {
@@ -280,10 +286,10 @@ impl From<Error> for Outcome {
     }
 }
 
-/// What every state route hands the pipeline: the store as the caller named it, the
-/// operation, and the request (or why it could not be read: the pipeline reports that in
-/// daprd's order, after the store lookup and the operation's capability check).
-type StateInput = (String, Operation, Result<StateRequest, Error>);
+/// What a state route hands the pipeline: the store as the caller named it and the
+/// operation's request (or why it could not be read: the pipeline reports that in daprd's
+/// order, after the store lookup and the operation's capability check).
+type StateInput<O> = (String, Result<<O as StateOp>::Request, Error>);
 
 /// Where a route's body comes from and what it may cost.
 struct BodySource<'a> {
@@ -340,7 +346,7 @@ async fn serve_route(
     app: AppId,
     meter: &mut BodyMeter,
 ) -> Result<HttpResponse, Outcome> {
-    let mut q = Query::parse(req.query_string());
+    let q = Query::parse(req.query_string());
     let limits = gw.catalog().limits.clone();
     let mut body = BodySource {
         req,
@@ -348,30 +354,52 @@ async fn serve_route(
         limits: &limits,
         meter,
     };
-    let (store, op, request) = match *route {
-        Route::Save(store) => save_input(store, &q, &mut body).await?,
-        Route::Get(store, key) => get_input(store, key, &q)?,
-        Route::Delete(store, key) => delete_input(store, key, &q, req)?,
-        Route::BulkGet(store) => bulk_get_input(store, &q, &mut body).await?,
-        Route::Transaction(store) => transaction_input(gw, store, &q, &mut body).await?,
-        Route::Query(store) => query_input(store, &q, &mut body).await?,
-        Route::GetMetadata => return Ok(metadata(gw, &app)),
-        Route::Portability => return Ok(portability(gw, req.query_string(), &app)?),
-        Route::PutMetadata(key) => return put_metadata(gw, key, &app, &mut body).await,
+    match *route {
+        Route::Save(store) => {
+            let input = save_input(store, &q, &mut body).await?;
+            call::<Save>(gw, app, input, q.metadata, |()| respond::no_content()).await
+        }
+        Route::Get(store, key) => {
+            let input = get_input(store, key, &q)?;
+            call::<Get>(gw, app, input, q.metadata, render_entry).await
+        }
+        Route::Delete(store, key) => {
+            let input = delete_input(store, key, &q, req)?;
+            call::<Delete>(gw, app, input, q.metadata, |()| respond::no_content()).await
+        }
+        Route::BulkGet(store) => {
+            let input = bulk_get_input(store, &q, &mut body).await?;
+            let render = |items: Vec<BulkItem>| respond::json_bytes(bulk_json(&items), &[]);
+            call::<BulkGet>(gw, app, input, q.metadata, render).await
+        }
+        Route::Transaction(store) => {
+            let input = transaction_input(gw, store, &q, &mut body).await?;
+            call::<Transaction>(gw, app, input, q.metadata, |()| respond::no_content()).await
+        }
+        Route::Query(store) => {
+            let input = query_input(store, &q, &mut body).await?;
+            call::<StateQuery>(gw, app, input, q.metadata, render_query).await
+        }
+        Route::GetMetadata => Ok(metadata(gw, &app)),
+        Route::Portability => Ok(portability(gw, req.query_string(), &app)?),
+        Route::PutMetadata(key) => put_metadata(gw, key, &app, &mut body).await,
         Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
             unreachable!("handled in dispatch")
         }
-    };
-    let url_metadata = std::mem::take(&mut q.metadata);
+    }
+}
+
+/// Runs a state operation through the gateway and renders its reply with `render`, with
+/// the answer's annotations (receipt, lint findings).
+async fn call<O: StateOp>(
+    gw: &Gateway,
+    app: AppId,
+    (store, request): StateInput<O>,
+    url_metadata: Metadata,
+    render: impl FnOnce(O::Reply) -> HttpResponse,
+) -> Result<HttpResponse, Outcome> {
     let answer = gw
-        .state(
-            app,
-            store,
-            op,
-            crate::model::Protocol::Http,
-            request,
-            url_metadata,
-        )
+        .state::<O>(app, store, Protocol::Http, request, url_metadata)
         .await?;
     let receipt = answer.receipt.header_value();
     let mut resp = render(answer.reply);
@@ -383,7 +411,7 @@ async fn save_input(
     store: &str,
     q: &Query,
     body: &mut BodySource<'_>,
-) -> Result<StateInput, Outcome> {
+) -> Result<StateInput<Save>, Outcome> {
     let op = Operation::Save;
     let max = body.limits.max_bulk_items;
     let url = q.metadata.clone();
@@ -393,21 +421,20 @@ async fn save_input(
             move |s| limits::items(op, "items", s.top_items, max),
             move |b| body::parse_save(b, &url),
         )
-        .await
-        .map(|items| StateRequest::Save { items });
-    Ok((unescape("storeName", store)?, op, request))
+        .await;
+    Ok((unescape("storeName", store)?, request))
 }
 
-fn get_input(store: &str, key: &str, q: &Query) -> Result<StateInput, Outcome> {
+fn get_input(store: &str, key: &str, q: &Query) -> Result<StateInput<Get>, Outcome> {
     let op = Operation::Get;
     let store = unescape("storeName", store)?;
     let key = unescape("key", key)?;
-    let request = q.options(op).map(|o| StateRequest::Get {
+    let request = q.options(op).map(|o| GetInput {
         key,
         consistency: o.consistency,
         metadata: q.metadata.clone(),
     });
-    Ok((store, op, request))
+    Ok((store, request))
 }
 
 fn delete_input(
@@ -415,7 +442,7 @@ fn delete_input(
     key: &str,
     q: &Query,
     req: &HttpRequest,
-) -> Result<StateInput, Outcome> {
+) -> Result<StateInput<Delete>, Outcome> {
     let op = Operation::Delete;
     let store = unescape("storeName", store)?;
     let key = unescape("key", key)?;
@@ -425,22 +452,20 @@ fn delete_input(
         // Kept even when it is not visible ASCII: the gateway refuses such an ETag (400)
         // instead of deleting without a check.
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let request = q.options(op).map(|options| StateRequest::Delete {
-        items: vec![DeleteRequest {
-            key,
-            etag,
-            options,
-            metadata: q.metadata.clone(),
-        }],
+    let request = q.options(op).map(|options| DeleteRequest {
+        key,
+        etag,
+        options,
+        metadata: q.metadata.clone(),
     });
-    Ok((store, op, request))
+    Ok((store, request))
 }
 
 async fn bulk_get_input(
     store: &str,
     q: &Query,
     body: &mut BodySource<'_>,
-) -> Result<StateInput, Outcome> {
+) -> Result<StateInput<BulkGet>, Outcome> {
     let op = Operation::BulkGet;
     let max = body.limits.max_bulk_items;
     let url = q.metadata.clone();
@@ -451,12 +476,12 @@ async fn bulk_get_input(
             move |b| body::parse_bulk(b, &url),
         )
         .await
-        .map(|b| StateRequest::BulkGet {
+        .map(|b| BulkGetInput {
             keys: b.keys,
             parallelism: b.parallelism,
             metadata: b.metadata,
         });
-    Ok((unescape("storeName", store)?, op, request))
+    Ok((unescape("storeName", store)?, request))
 }
 
 async fn transaction_input(
@@ -464,7 +489,7 @@ async fn transaction_input(
     store: &str,
     q: &Query,
     body: &mut BodySource<'_>,
-) -> Result<StateInput, Outcome> {
+) -> Result<StateInput<Transaction>, Outcome> {
     let op = Operation::Transaction;
     let store = unescape("storeName", store)?;
     // Counted before parsing, against the store's own limit when it has one.
@@ -481,16 +506,15 @@ async fn transaction_input(
             move |s| limits::transaction_ops(op, s.field_items, max, &name),
             move |b| body::parse_transaction(b, &url),
         )
-        .await
-        .map(StateRequest::Transaction);
-    Ok((store, op, request))
+        .await;
+    Ok((store, request))
 }
 
 async fn query_input(
     store: &str,
     q: &Query,
     body: &mut BodySource<'_>,
-) -> Result<StateInput, Outcome> {
+) -> Result<StateInput<StateQuery>, Outcome> {
     let op = Operation::Query;
     let request = body
         .read(op)
@@ -499,11 +523,11 @@ async fn query_input(
             String::from_utf8(b.to_vec())
                 .map_err(|_| Error::new(ErrorKind::BodyRead, op).detail("the body is not UTF-8"))
         })
-        .map(|query| StateRequest::Query {
+        .map(|query| QueryInput {
             query,
             metadata: q.metadata.clone(),
         });
-    Ok((unescape("storeName", store)?, op, request))
+    Ok((unescape("storeName", store)?, request))
 }
 
 async fn put_metadata(
@@ -524,31 +548,35 @@ async fn put_metadata(
     Ok(respond::no_content())
 }
 
-/// Renders a successful state reply as daprd does.
-fn render(reply: StateReply) -> HttpResponse {
-    match reply {
-        StateReply::Done | StateReply::Entry(None) => respond::no_content(),
-        StateReply::Entry(Some(entry)) => {
-            let mut headers = Vec::with_capacity(1 + entry.metadata.len());
-            if let Some(etag) = entry
-                .etag
-                .as_deref()
-                .and_then(|e| HeaderValue::from_str(e).ok())
-            {
-                headers.push((HeaderName::from_static("etag"), etag));
-            }
-            for (k, v) in &entry.metadata {
-                let name = HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
-                if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
-                    headers.push((n, v));
-                }
-            }
-            respond::json_bytes(entry.data, &headers)
-        }
-        StateReply::Bulk(items) => respond::json_bytes(bulk_json(&items), &[]),
-        StateReply::Query(resp) if resp.results.is_empty() => respond::no_content(),
-        StateReply::Query(resp) => respond::json_bytes(query_json(&resp), &[]),
+/// A GetState reply as daprd renders it: the value with its ETag and metadata as headers,
+/// or 204 when the key is missing.
+fn render_entry(entry: Option<StateEntry>) -> HttpResponse {
+    let Some(entry) = entry else {
+        return respond::no_content();
+    };
+    let mut headers = Vec::with_capacity(1 + entry.metadata.len());
+    if let Some(etag) = entry
+        .etag
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
+        headers.push((HeaderName::from_static("etag"), etag));
     }
+    for (k, v) in &entry.metadata {
+        let name = HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
+        if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
+            headers.push((n, v));
+        }
+    }
+    respond::json_bytes(entry.data, &headers)
+}
+
+/// A query's reply: 204 when nothing matched.
+fn render_query(resp: QueryResponse) -> HttpResponse {
+    if resp.results.is_empty() {
+        return respond::no_content();
+    }
+    respond::json_bytes(query_json(&resp), &[])
 }
 
 /// Reads the whole body, failing fast (413) once it passes `limit` (checked on every chunk,
@@ -676,7 +704,7 @@ struct BulkItemJson<'a> {
     error: Option<&'a str>,
 }
 
-fn bulk_json(items: &[crate::gateway::BulkItem]) -> Vec<u8> {
+fn bulk_json(items: &[BulkItem]) -> Vec<u8> {
     let items: Vec<BulkItemJson<'_>> = items
         .iter()
         .map(|item| {

@@ -1,97 +1,37 @@
 //! Step 3 (lint): every request-level metadata map is linted against the store's declared
 //! keys and matrix, and the findings judged under the app's lint mode.
 
-use crate::capabilities::lint::{self, Finding, LintMode, LintOp, LintTarget, Location, Severity};
+use crate::capabilities::lint::{self, Finding, LintMode, LintTarget, Location, Severity};
 use crate::capabilities::portability::MetaKeys;
 use crate::error::{Error, ErrorKind};
-use crate::gateway::actor::StateRequest;
+use crate::gateway::ops::StateOp;
 use crate::gateway::{Catalog, StoreInfo};
 use crate::metrics;
-use crate::model::{AppId, Metadata, Operation, TransactionOp};
+use crate::model::{AppId, Metadata, Operation};
 
 /// The metadata buckets a request carries, at any level (request, item, transaction).
-pub(super) fn meta_keys(request: &StateRequest) -> MetaKeys {
+pub(super) fn meta_keys<O: StateOp>(request: &O::Request) -> MetaKeys {
     let mut keys = MetaKeys::default();
-    match request {
-        StateRequest::Get { metadata, .. }
-        | StateRequest::BulkGet { metadata, .. }
-        | StateRequest::Query { metadata, .. } => keys.add_all(metadata),
-        StateRequest::Save { items } => items.iter().for_each(|r| keys.add_all(&r.metadata)),
-        StateRequest::Delete { items } => items.iter().for_each(|r| keys.add_all(&r.metadata)),
-        StateRequest::Transaction(t) => {
-            keys.add_all(&t.metadata);
-            for o in &t.operations {
-                match o {
-                    TransactionOp::Upsert(r) => keys.add_all(&r.metadata),
-                    TransactionOp::Delete(r) => keys.add_all(&r.metadata),
-                }
-            }
-        }
-    }
+    O::metadata(request, &mut |m, _, _| keys.add_all(m));
     keys
-}
-
-fn lint_op(op: Operation) -> LintOp {
-    match op {
-        Operation::Get | Operation::BulkGet | Operation::Other => LintOp::Get,
-        // HTTP copies URL metadata over every item and operation: it reaches the writes.
-        Operation::Save | Operation::Transaction => LintOp::Save,
-        Operation::Delete | Operation::BulkDelete => LintOp::Delete,
-        Operation::Query => LintOp::Query,
-    }
 }
 
 /// Step 3: the findings of every metadata map of the request, in request order. A key the
 /// door copied from the URL into an inner map is reported once, at `request`. Allocates
 /// nothing when every map is empty.
-pub(super) fn lint_request(
-    request: &StateRequest,
+pub(super) fn lint_request<O: StateOp>(
+    request: &O::Request,
     url: &Metadata,
-    op: Operation,
     target: &LintTarget<'_>,
 ) -> Vec<Finding> {
-    let mut out = lint::lint(url, lint_op(op), Location::Request, target);
-    let mut add = |m: &Metadata, lop: LintOp, at: Location| {
+    let mut out = lint::lint(url, O::URL_LINT, Location::Request, target);
+    O::metadata(request, &mut |m, lop, at| {
         if m.is_empty() {
             return;
         }
         let own = m.iter().filter(|(k, _)| !url.contains_key(k.as_str()));
         out.extend(lint::lint(own, lop, at, target));
-    };
-    match request {
-        StateRequest::Get { metadata, .. } | StateRequest::BulkGet { metadata, .. } => {
-            add(metadata, LintOp::Get, Location::Request)
-        }
-        StateRequest::Query { metadata, .. } => add(metadata, LintOp::Query, Location::Request),
-        StateRequest::Save { items } => {
-            for (i, r) in items.iter().enumerate() {
-                add(&r.metadata, LintOp::Save, Location::Item(i));
-            }
-        }
-        StateRequest::Delete { items } => {
-            for (i, r) in items.iter().enumerate() {
-                let at = if op == Operation::Delete {
-                    Location::Request
-                } else {
-                    Location::Item(i)
-                };
-                add(&r.metadata, LintOp::Delete, at);
-            }
-        }
-        StateRequest::Transaction(t) => {
-            add(&t.metadata, LintOp::Transaction, Location::Transaction);
-            for (i, o) in t.operations.iter().enumerate() {
-                match o {
-                    TransactionOp::Upsert(r) => {
-                        add(&r.metadata, LintOp::Save, Location::Operation(i))
-                    }
-                    TransactionOp::Delete(r) => {
-                        add(&r.metadata, LintOp::Delete, Location::Operation(i))
-                    }
-                }
-            }
-        }
-    }
+    });
     out
 }
 
@@ -155,7 +95,8 @@ pub(super) fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Consistency, DeleteRequest, SetRequest, TransactionRequest};
+    use crate::gateway::ops;
+    use crate::model::{Consistency, DeleteRequest, SetRequest, TransactionOp, TransactionRequest};
 
     fn set(key: &str, metadata: Metadata) -> SetRequest {
         SetRequest {
@@ -182,60 +123,36 @@ mod tests {
     /// and the verdict returns at once on no findings).
     #[test]
     fn empty_metadata_lints_without_allocating() {
-        let target = LintTarget::native("state.in-memory");
-        let url = Metadata::new();
-        let requests = [
-            (
-                Operation::Get,
-                StateRequest::Get {
-                    key: "k".into(),
-                    consistency: Consistency::Unspecified,
-                    metadata: Metadata::new(),
-                },
-            ),
-            (
-                Operation::BulkGet,
-                StateRequest::BulkGet {
-                    keys: vec!["a".into(), "b".into()],
-                    parallelism: 0,
-                    metadata: Metadata::new(),
-                },
-            ),
-            (
-                Operation::Save,
-                StateRequest::Save {
-                    items: vec![set("a", Metadata::new()), set("b", Metadata::new())],
-                },
-            ),
-            (
-                Operation::BulkDelete,
-                StateRequest::Delete {
-                    items: vec![delete("a"), delete("b")],
-                },
-            ),
-            (
-                Operation::Transaction,
-                StateRequest::Transaction(TransactionRequest {
-                    operations: vec![
-                        TransactionOp::Upsert(set("a", Metadata::new())),
-                        TransactionOp::Delete(delete("b")),
-                    ],
-                    metadata: Metadata::new(),
-                }),
-            ),
-            (
-                Operation::Query,
-                StateRequest::Query {
-                    query: "{}".into(),
-                    metadata: Metadata::new(),
-                },
-            ),
-        ];
-        for (op, request) in &requests {
-            let found = lint_request(request, &url, *op, &target);
-            assert!(found.is_empty(), "{op:?}");
-            assert_eq!(found.capacity(), 0, "{op:?} allocated");
+        fn none<O: StateOp>(request: &O::Request) {
+            let target = LintTarget::native("state.in-memory");
+            let found = lint_request::<O>(request, &Metadata::new(), &target);
+            assert!(found.is_empty(), "{:?}", O::OP);
+            assert_eq!(found.capacity(), 0, "{:?} allocated", O::OP);
         }
+        none::<ops::Get>(&ops::GetInput {
+            key: "k".into(),
+            consistency: Consistency::Unspecified,
+            metadata: Metadata::new(),
+        });
+        none::<ops::BulkGet>(&ops::BulkGetInput {
+            keys: vec!["a".into(), "b".into()],
+            parallelism: 0,
+            metadata: Metadata::new(),
+        });
+        none::<ops::Save>(&vec![set("a", Metadata::new()), set("b", Metadata::new())]);
+        none::<ops::Delete>(&delete("a"));
+        none::<ops::BulkDelete>(&vec![delete("a"), delete("b")]);
+        none::<ops::Transaction>(&TransactionRequest {
+            operations: vec![
+                TransactionOp::Upsert(set("a", Metadata::new())),
+                TransactionOp::Delete(delete("b")),
+            ],
+            metadata: Metadata::new(),
+        });
+        none::<ops::Query>(&ops::QueryInput {
+            query: "{}".into(),
+            metadata: Metadata::new(),
+        });
     }
 
     /// A key copied from the URL into every item is reported once, at `request`; item keys
@@ -246,10 +163,8 @@ mod tests {
         let url: Metadata = [("ttlInSecond".to_owned(), "5".to_owned())].into();
         let mut item = url.clone();
         item.insert("keyPrefix".into(), "x".into());
-        let request = StateRequest::Save {
-            items: vec![set("a", url.clone()), set("b", item)],
-        };
-        let found = lint_request(&request, &url, Operation::Save, &target);
+        let request = vec![set("a", url.clone()), set("b", item)];
+        let found = lint_request::<ops::Save>(&request, &url, &target);
         let got: Vec<String> = found.iter().map(ToString::to_string).collect();
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(got[0].starts_with("unknown-key 'ttlInSecond' in request"));

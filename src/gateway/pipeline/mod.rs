@@ -9,7 +9,8 @@
 //!    mode, other findings fail it under `lint: reject`, and under `warn` they travel with
 //!    the answer (`mecha-lint`), to the log (rate-limited, keys only) and to the metrics
 //!    ([`lint`]);
-//! 4. **validate** keys, limits, TTLs and ETags, and apply the key prefix ([`validate`]);
+//! 4. **validate** keys, limits, TTLs and ETags, and apply the key prefix (the operation's
+//!    [`StateOp::validate`]);
 //! 5. **plan** ([`negotiate`]): what the request needs (ETag, first-write, TTL, bulk, strong
 //!    consistency, `partitionKey`) against the matrix, giving native, emulated, ignored and
 //!    rejected steps; a rejected step fails the call with nothing applied, ignored options
@@ -17,16 +18,16 @@
 //! 6. **execute** the plan on the store actor through its handle, as a separate task (so the
 //!    gateway actor never serializes requests), emulated steps served by Mecha (bulk fan-out
 //!    in [`crate::actors::StateStore`]'s defaults, TTL by [`crate::actors::emulation`])
-//!    ([`execute`]);
+//!    (the operation's [`StateOp::execute`]);
 //! 7. **finish**: the receipt of every non-native decision joins the answer, and the
 //!    request's duration is recorded, once, whichever step ended the call ([`finish`]).
 //!
-//! Steps 1 to 5 run synchronously on the gateway actor; an answer known before the store is
-//! needed (an empty bulk) is [`Prepared::Answered`], not an error.
+//! The steps are generic over the operation ([`StateOp`]): what differs between operations
+//! lives in the operation's own file in [`super::ops`]. Steps 1 to 5 run synchronously on the
+//! gateway actor; an answer known before the store is needed (an empty bulk) is
+//! [`Prepared::Answered`], not an error.
 
-mod execute;
 mod lint;
-mod validate;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,14 +35,13 @@ use std::time::Instant;
 use crate::actors::StoreHandle;
 use crate::capabilities::lint::{Finding, LintMode};
 use crate::capabilities::portability::MetaKeys;
-use crate::capabilities::{Feature, Matrix, Plan, Receipt, Shape, Status, needs, negotiate};
+use crate::capabilities::{Feature, Matrix, Needs, Plan, Receipt, Shape, Status, negotiate};
 use crate::error::{Error, ErrorKind};
-use crate::gateway::actor::{Answer, StateCall, StateReply};
+use crate::gateway::actor::{Answer, StateCall};
+use crate::gateway::ops::{Scope, StateOp, Validated};
 use crate::gateway::{Catalog, StoreInfo};
 use crate::metrics;
 use crate::model::{AppId, Operation, Protocol};
-
-use validate::Exec;
 
 /// What every step knows about the call once its store is resolved.
 struct Call<'a> {
@@ -56,34 +56,38 @@ struct Call<'a> {
 }
 
 /// Where steps 1 to 5 leave a call.
-enum Prepared {
+enum Prepared<O: StateOp> {
     /// Work for the store.
-    Run(Ready),
+    Run(Ready<O>),
     /// The answer is known without the store (an empty bulk request).
-    Answered(Answer),
+    Answered(Answer<O::Reply>),
 }
 
 /// A call ready for the store: the validated request and its plan, with the lint findings
 /// to report.
-struct Ready {
-    exec: Exec,
+struct Ready<O: StateOp> {
+    exec: O::Exec,
     plan: Plan,
     findings: Vec<Finding>,
 }
 
 /// Step 1: the index of the store the call names, for its app.
-fn resolve(catalog: &Catalog, msg: &StateCall) -> Result<usize, Error> {
-    catalog.resolve(&msg.app, &msg.store, msg.op)
+fn resolve<O: StateOp>(catalog: &Catalog, msg: &StateCall<O>) -> Result<usize, Error> {
+    catalog.resolve(&msg.app, &msg.store, O::OP)
 }
 
 /// Steps 2 to 5 for a resolved call.
-fn prepare(catalog: &Catalog, index: usize, msg: StateCall) -> Result<Prepared, Error> {
+fn prepare<O: StateOp>(
+    catalog: &Catalog,
+    index: usize,
+    msg: StateCall<O>,
+) -> Result<Prepared<O>, Error> {
     let info = catalog.store(index);
     let (matrix, mode) = info.view(&msg.app);
     let call = Call {
         catalog,
         app: &msg.app,
-        op: msg.op,
+        op: O::OP,
         index,
         info,
         matrix,
@@ -92,37 +96,34 @@ fn prepare(catalog: &Catalog, index: usize, msg: StateCall) -> Result<Prepared, 
     let keys = msg
         .request
         .as_ref()
-        .map(lint::meta_keys)
+        .map(lint::meta_keys::<O>)
         .unwrap_or_default();
-    let keys = negotiate_operation(&call, keys)?;
+    let keys = negotiate_operation(&call, O::needs(&Shape::default()), keys)?;
     let request = msg.request?;
-    let found = lint::lint_request(
-        &request,
-        &msg.url_metadata,
-        call.op,
-        &info.lint_target(matrix),
-    );
+    let found = lint::lint_request::<O>(&request, &msg.url_metadata, &info.lint_target(matrix));
     let findings = lint::judge(catalog, call.app, index, info, call.op, call.mode, found)?;
-    let validated = match validate::validate(&catalog.limits, info, call.app, call.op, request) {
-        Ok(v) => v,
+    let scope = Scope {
+        limits: &catalog.limits,
+        info,
+        app: call.app,
+        op: O::OP,
+    };
+    let (mut exec, shape) = match O::validate(&scope, request) {
+        Ok(Validated::Run(exec, shape)) => (exec, shape),
+        Ok(Validated::Nothing(reply)) => {
+            return Ok(Prepared::Answered(Answer {
+                reply,
+                receipt: Receipt::default(),
+                lint: findings,
+            }));
+        }
         Err(e) => return Err(e.with_lint(findings)),
     };
-    let Some((mut exec, shape)) = validated else {
-        let reply = match call.op {
-            Operation::BulkGet => StateReply::Bulk(Vec::new()),
-            _ => StateReply::Done,
-        };
-        return Ok(Prepared::Answered(Answer {
-            reply,
-            receipt: Receipt::default(),
-            lint: findings,
-        }));
-    };
-    let plan = match plan(&call, &shape, keys) {
+    let plan = match plan(&call, O::needs(&shape), keys) {
         Ok(plan) => plan,
         Err(e) => return Err(e.with_lint(findings)),
     };
-    validate::apply_plan(&plan, &mut exec);
+    O::degrade(&plan, &mut exec);
     Ok(Prepared::Run(Ready {
         exec,
         plan,
@@ -132,8 +133,11 @@ fn prepare(catalog: &Catalog, index: usize, msg: StateCall) -> Result<Prepared, 
 
 /// Step 2: the operation itself (transactions, queries) against the matrix, before the
 /// request is looked at. The metadata keys are handed back for step 5's usage record.
-fn negotiate_operation(call: &Call<'_>, keys: MetaKeys) -> Result<MetaKeys, Error> {
-    let op_needs = needs(call.op, &Shape::default());
+fn negotiate_operation(
+    call: &Call<'_>,
+    op_needs: Needs,
+    keys: MetaKeys,
+) -> Result<MetaKeys, Error> {
     let op_plan = negotiate(op_needs, call.matrix);
     let Some(step) = op_plan.rejected() else {
         return Ok(keys);
@@ -147,8 +151,7 @@ fn negotiate_operation(call: &Call<'_>, keys: MetaKeys) -> Result<MetaKeys, Erro
 
 /// Step 5: what the request needs, negotiated against the matrix; recorded (metrics and the
 /// portability usage) whether it runs or not.
-fn plan(call: &Call<'_>, shape: &Shape, keys: MetaKeys) -> Result<Plan, Error> {
-    let request_needs = needs(call.op, shape);
+fn plan(call: &Call<'_>, request_needs: Needs, keys: MetaKeys) -> Result<Plan, Error> {
     let plan = negotiate(request_needs, call.matrix);
     record_plan(call.app, call.info, call.op, &plan);
     call.catalog
@@ -202,14 +205,13 @@ fn record_plan(app: &str, info: &StoreInfo, op: Operation, plan: &Plan) {
 }
 
 /// Step 6 and the receipt of step 7: runs the plan on the store and builds the answer.
-async fn run(
+async fn run<O: StateOp>(
     handle: StoreHandle,
     catalog: &Catalog,
     index: usize,
     app: &str,
-    op: Operation,
-    ready: Ready,
-) -> Result<Answer, Error> {
+    ready: Ready<O>,
+) -> Result<Answer<O::Reply>, Error> {
     let Ready {
         exec,
         plan,
@@ -218,16 +220,16 @@ async fn run(
     let info = catalog.store(index);
     let store_start = Instant::now();
     let in_flight = info.metrics.start();
-    let res = execute::execute(handle, op, &info.name, exec).await;
+    let res = O::execute(handle, &info.name, exec).await;
     drop(in_flight);
-    metrics::record_store_call(app, &info.name, op, res.is_ok(), store_start.elapsed());
+    metrics::record_store_call(app, &info.name, O::OP, res.is_ok(), store_start.elapsed());
     let mut receipt = plan.receipt();
     let reply = match res {
         Ok(reply) => reply,
         Err(e) => return Err(e.with_receipt(&receipt).with_lint(findings)),
     };
     // Reads on a store with emulated TTL: an item with an expiry was served by Mecha.
-    if info.matrix.status(Feature::Ttl) == Status::Emulated && execute::served_an_expiry(&reply) {
+    if info.matrix.status(Feature::Ttl) == Status::Emulated && O::served_an_expiry(&reply) {
         receipt.add(Feature::Ttl, Status::Emulated);
     }
     Ok(Answer {
@@ -240,14 +242,14 @@ async fn run(
 /// Step 7: records the request's duration once per call whose store is known, whichever
 /// step ended it. A call counts as native unless a decision was not (its receipt) or a
 /// capability was refused.
-fn finish(
+fn finish<R>(
     catalog: &Catalog,
     index: usize,
     app: &str,
     op: Operation,
     protocol: Protocol,
     start: Instant,
-    result: &Result<Answer, Error>,
+    result: &Result<Answer<R>, Error>,
 ) {
     let native = match result {
         Ok(answer) => answer.receipt.is_empty(),
@@ -267,13 +269,13 @@ fn finish(
 
 /// The whole pipeline of one call, as the gateway actor runs it: steps 1 to 5 now, on the
 /// actor; step 6 and 7 in the returned future.
-pub(super) fn start(
+pub(super) fn start<O: StateOp>(
     catalog: &Arc<Catalog>,
     stores: &[StoreHandle],
-    msg: StateCall,
-) -> actix::ResponseFuture<Result<Answer, Error>> {
+    msg: StateCall<O>,
+) -> actix::ResponseFuture<Result<Answer<O::Reply>, Error>> {
     let start = Instant::now();
-    let (app, op, protocol) = (msg.app.clone(), msg.op, msg.protocol);
+    let (app, op, protocol) = (msg.app.clone(), O::OP, msg.protocol);
     let index = match resolve(catalog, &msg) {
         Ok(index) => index,
         // An unknown store has no duration series.
@@ -291,7 +293,7 @@ pub(super) fn start(
     let handle = stores[index].clone();
     let catalog = catalog.clone();
     Box::pin(async move {
-        let result = run(handle, &catalog, index, &app, op, ready).await;
+        let result = run(handle, &catalog, index, &app, ready).await;
         finish(&catalog, index, &app, op, protocol, start, &result);
         result
     })
