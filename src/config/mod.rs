@@ -257,7 +257,7 @@ fn tightening_problems(
     use crate::capabilities::{Action, Status};
     let mut errors = Vec::new();
     let field = format!("apps[{i}].stores.{store}");
-    let Some(c) = components.iter().find(|c| &c.name == store) else {
+    let Some(c) = components.iter().find(|c| c.name == store) else {
         errors.push(ConfigError::new(
             file,
             field,

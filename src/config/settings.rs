@@ -697,9 +697,33 @@ fn nonzero(
 }
 
 /// `limits:`.
-fn limits(l: FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
+fn limits(mut l: FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
     let d = Limits::default();
-    let max_body_size = match l.max_body_size.report("limits.maxBodySize", err) {
+    let mut out = limit_sizes(&mut l, err);
+    limit_counts(&l, &mut out, err);
+    out.header_timeout = nonzero(
+        "limits.headerTimeout",
+        l.header_timeout,
+        d.header_timeout,
+        err,
+    );
+    out.body_timeout = nonzero("limits.bodyTimeout", l.body_timeout, d.body_timeout, err);
+    out.idle_timeout = nonzero("limits.idleTimeout", l.idle_timeout, d.idle_timeout, err);
+    out.resources = resource_limits(
+        l.max_body_bytes_in_flight,
+        l.body_memory_wait,
+        l.max_connections_per_peer,
+        err,
+    );
+    out
+}
+
+/// The default limits with the sizes of `limits:` (`maxBodySize`, `blockingParseThreshold`,
+/// `maxMetadataBytes`) taken out of `l`.
+fn limit_sizes(l: &mut FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
+    let d = Limits::default();
+    let max_body_size = match std::mem::take(&mut l.max_body_size).report("limits.maxBodySize", err)
+    {
         Some(Size(n)) if n < 1024 => {
             err("limits.maxBodySize", "must be at least 1Ki".into());
             d.max_body_size
@@ -707,15 +731,15 @@ fn limits(l: FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
         Some(Size(n)) => n,
         None => d.max_body_size,
     };
-    let blocking_parse_threshold = l
-        .blocking_parse_threshold
+    let blocking_parse_threshold = std::mem::take(&mut l.blocking_parse_threshold)
         .or_report(
             "limits.blockingParseThreshold",
             Size(d.blocking_parse_threshold),
             err,
         )
         .0;
-    let max_metadata_bytes = match l.max_metadata_bytes.report("limits.maxMetadataBytes", err) {
+    let metadata = std::mem::take(&mut l.max_metadata_bytes).report("limits.maxMetadataBytes", err);
+    let max_metadata_bytes = match metadata {
         Some(Size(0)) => {
             err(
                 "limits.maxMetadataBytes",
@@ -726,80 +750,68 @@ fn limits(l: FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
         Some(Size(n)) => n,
         None => d.max_metadata_bytes,
     };
+    Limits {
+        max_body_size,
+        blocking_parse_threshold,
+        max_metadata_bytes,
+        ..d
+    }
+}
+
+/// The counts of `limits:`, each of which must be positive, set in `out`.
+fn limit_counts(l: &FileLimits, out: &mut Limits, err: &mut dyn FnMut(&str, String)) {
+    let counts: [(&str, Option<usize>, &mut usize); 8] = [
+        (
+            "limits.maxKeyLength",
+            l.max_key_length,
+            &mut out.max_key_length,
+        ),
+        (
+            "limits.maxBulkItems",
+            l.max_bulk_items,
+            &mut out.max_bulk_items,
+        ),
+        (
+            "limits.maxTransactionOps",
+            l.max_transaction_ops,
+            &mut out.max_transaction_ops,
+        ),
+        (
+            "limits.defaultBulkParallelism",
+            l.default_bulk_parallelism,
+            &mut out.default_bulk_parallelism,
+        ),
+        (
+            "limits.maxConnections",
+            l.max_connections,
+            &mut out.max_connections,
+        ),
+        (
+            "limits.maxJsonDepth",
+            l.max_json_depth,
+            &mut out.max_json_depth,
+        ),
+        (
+            "limits.maxMetadataEntries",
+            l.max_metadata_entries,
+            &mut out.max_metadata_entries,
+        ),
+        (
+            "limits.maxMetadataKeyLength",
+            l.max_metadata_key_length,
+            &mut out.max_metadata_key_length,
+        ),
+    ];
+    for (field, given, target) in counts {
+        *target = positive(field, given, *target, err);
+    }
     let streams = positive(
         "limits.maxConcurrentStreams",
         l.max_concurrent_streams,
-        d.max_concurrent_streams as usize,
+        out.max_concurrent_streams as usize,
         err,
     );
-    Limits {
-        max_body_size,
-        max_key_length: positive(
-            "limits.maxKeyLength",
-            l.max_key_length,
-            d.max_key_length,
-            err,
-        ),
-        max_bulk_items: positive(
-            "limits.maxBulkItems",
-            l.max_bulk_items,
-            d.max_bulk_items,
-            err,
-        ),
-        max_transaction_ops: positive(
-            "limits.maxTransactionOps",
-            l.max_transaction_ops,
-            d.max_transaction_ops,
-            err,
-        ),
-        default_bulk_parallelism: positive(
-            "limits.defaultBulkParallelism",
-            l.default_bulk_parallelism,
-            d.default_bulk_parallelism,
-            err,
-        ),
-        max_connections: positive(
-            "limits.maxConnections",
-            l.max_connections,
-            d.max_connections,
-            err,
-        ),
-        max_json_depth: positive(
-            "limits.maxJsonDepth",
-            l.max_json_depth,
-            d.max_json_depth,
-            err,
-        ),
-        max_concurrent_streams: u32::try_from(streams).unwrap_or(u32::MAX),
-        max_metadata_entries: positive(
-            "limits.maxMetadataEntries",
-            l.max_metadata_entries,
-            d.max_metadata_entries,
-            err,
-        ),
-        max_metadata_key_length: positive(
-            "limits.maxMetadataKeyLength",
-            l.max_metadata_key_length,
-            d.max_metadata_key_length,
-            err,
-        ),
-        header_timeout: nonzero(
-            "limits.headerTimeout",
-            l.header_timeout,
-            d.header_timeout,
-            err,
-        ),
-        body_timeout: nonzero("limits.bodyTimeout", l.body_timeout, d.body_timeout, err),
-        idle_timeout: nonzero("limits.idleTimeout", l.idle_timeout, d.idle_timeout, err),
-        blocking_parse_threshold,
-        max_metadata_bytes,
-        resources: resource_limits(
-            l.max_body_bytes_in_flight,
-            l.body_memory_wait,
-            l.max_connections_per_peer,
-            err,
-        ),
-    }
+    out.max_concurrent_streams = u32::try_from(streams).unwrap_or(u32::MAX);
 }
 
 /// `limits.maxBodyBytesInFlight`, `limits.bodyMemoryWait`, `limits.maxConnectionsPerPeer`.
