@@ -306,57 +306,55 @@ fn metrics_server(
     Ok((metrics.run(), addr))
 }
 
-/// The tasks that run beside the listeners: the token-file check, the configuration reload
-/// (file check and SIGHUP) and the certificate watcher.
+/// The tasks that run beside the listeners: the file watcher (token files, the
+/// configuration files for a reload, the certificate files) and the SIGHUP reload.
 fn background_tasks(
     live: &Arc<Live>,
     settings: &Settings,
     opts: &Options,
     tls: Option<&crate::tls::ServerTls>,
 ) -> (Vec<actix_rt::task::JoinHandle<()>>, Option<Arc<Reloader>>) {
+    let mut tasks = Vec::new();
+    let mut watcher = crate::watch::Watcher::new();
     // Token files are checked for changes, so a rotated token needs no restart (whichever
     // configuration version is live, and whether or not it has token files).
-    let mut tasks = Vec::new();
-    {
-        let live = live.clone();
-        let every = settings.server.token_file_check_interval;
-        tasks.push(actix_rt::spawn(async move {
-            let mut tick = actix_rt::time::interval(every);
-            loop {
-                tick.tick().await;
-                let catalog = live.catalog();
-                if catalog.has_token_files() {
-                    catalog.reload_tokens();
-                }
-            }
-        }));
-    }
+    let l = live.clone();
+    watcher.subscribe(settings.server.token_file_check_interval, move || {
+        let catalog = l.catalog();
+        if catalog.has_token_files() {
+            catalog.reload_tokens();
+        }
+        std::future::ready(())
+    });
     let reloader = opts
         .config_sources
         .clone()
         .map(|sources| Arc::new(Reloader::new(sources, live.clone(), settings.clone())));
     if let Some(r) = &reloader {
-        if !settings.server.reload_interval.is_zero() {
-            tasks.push(actix_rt::spawn(
-                r.clone().watch(settings.server.reload_interval),
-            ));
-        }
-        #[cfg(unix)]
-        if opts.handle_signals {
-            match crate::reload::sighup() {
-                Ok(hup) => tasks.push(actix_rt::spawn(r.clone().on_sighup(hup))),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on file change only")
-                }
+        // A zero interval subscribes nothing: reload on SIGHUP only.
+        let r = r.clone();
+        watcher.subscribe(settings.server.reload_interval, move || {
+            let r = r.clone();
+            async move { r.check_files().await }
+        });
+    }
+    // Renewed certificate files are picked up without a restart.
+    if let (Some(t), Some(s)) = (tls, &settings.server.tls) {
+        let certs = t.certs.clone();
+        watcher.subscribe(s.check_interval, move || certs.clone().check_files());
+    }
+    tasks.push(actix_rt::spawn(watcher.run()));
+    #[cfg(unix)]
+    if let Some(r) = &reloader
+        && opts.handle_signals
+    {
+        match crate::reload::sighup() {
+            Ok(hup) => tasks.push(actix_rt::spawn(r.clone().on_sighup(hup))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on file change only")
             }
         }
     }
-
-    // Renewed certificate files are picked up without a restart.
-    if let (Some(t), Some(s)) = (tls, &settings.server.tls) {
-        tasks.push(crate::tls::spawn_watcher(t.certs.clone(), s.check_interval));
-    }
-
     (tasks, reloader)
 }
 

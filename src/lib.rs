@@ -19,6 +19,8 @@
 //! * [`model`], [`keys`]: protocol-neutral requests and daprd's key prefixing.
 //! * [`app`]: wiring and shutdown; [`metrics`]: metric names and recording.
 //! * [`tls`]: TLS on the listeners, with certificates renewed without a restart.
+//! * [`watch`]: the one watcher of the files re-read while running (configuration, token
+//!   files, certificates).
 
 pub mod actors;
 pub mod app;
@@ -34,3 +36,4 @@ pub mod redact;
 pub mod reload;
 pub mod resilience;
 pub mod tls;
+pub mod watch;

@@ -2,7 +2,7 @@
 //! resources path and their `kind: Resiliency` documents.
 //!
 //! A reload is triggered by `SIGHUP` or by a change of the files' contents (a SHA-256 over
-//! every file, checked every `server.reloadInterval`). It is all-or-nothing: the files are
+//! every file, checked every `server.reloadInterval` by [`crate::watch::Watcher`]). It is all-or-nothing: the files are
 //! loaded and validated exactly as at start-up, plus a check that no setting that needs a
 //! restart changed ([`restart_only_changes`]); any problem refuses the whole reload, every
 //! problem is logged, and the running version keeps serving. Otherwise the next
@@ -169,17 +169,12 @@ impl Reloader {
         Outcome::Refused { version, problems }
     }
 
-    /// Reloads when the files changed, every `interval`, forever (spawn it; abort to stop).
-    pub async fn watch(self: Arc<Self>, interval: std::time::Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if self.files_changed().await {
-                self.settle().await;
-                self.reload(Trigger::FileChange).await;
-            }
+    /// Reloads if the files changed since the last reload (or the start), once they have
+    /// settled. [`crate::watch::Watcher`] runs it every `server.reloadInterval`.
+    pub async fn check_files(&self) {
+        if self.files_changed().await {
+            self.settle().await;
+            self.reload(Trigger::FileChange).await;
         }
     }
 

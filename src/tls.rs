@@ -5,8 +5,8 @@
 //! connections keep the session they negotiated. [`CertStore::refresh`] re-reads the files
 //! and swaps the pair only when it is complete and consistent (parsable PEM, a key that
 //! matches the leaf certificate); otherwise the previous pair keeps serving and the reason
-//! is logged once per distinct file content. [`spawn_watcher`] calls it on an interval;
-//! anything else (a `SIGHUP` handler) may call it too.
+//! is logged once per distinct file content. [`CertStore::check_files`] calls it, run by
+//! [`crate::watch::Watcher`] every `checkInterval`; anything else may call it too.
 //!
 //! The client CA (`clientCaFile`) is read once at start.
 
@@ -385,18 +385,10 @@ impl ServerTls {
     }
 }
 
-/// Checks the certificate files every `every` and serves a renewed pair (see
-/// [`CertStore::refresh`]). Runs until the returned task is aborted.
-pub fn spawn_watcher(certs: Arc<CertStore>, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let certs = certs.clone();
-            // File reads and the key check are blocking work: keep them off the serving thread.
-            let _ = tokio::task::spawn_blocking(move || certs.refresh_and_log()).await;
-        }
-    })
+impl CertStore {
+    /// [`CertStore::refresh_and_log`] off the serving thread (file reads and the key check
+    /// are blocking work). [`crate::watch::Watcher`] runs it every `server.tls.checkInterval`.
+    pub async fn check_files(self: Arc<Self>) {
+        let _ = tokio::task::spawn_blocking(move || self.refresh_and_log()).await;
+    }
 }

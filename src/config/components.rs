@@ -294,56 +294,70 @@ pub fn parse_components(
                     continue;
                 }
             };
-            match raw.kind.as_deref() {
-                Some("Component") => {}
-                // Read by `resiliency::parse_resiliency`.
-                Some("Resiliency") => continue,
-                other => {
-                    warnings.push(ConfigError::new(
-                        file,
-                        "kind",
-                        format!(
-                            "document {} of kind {:?} skipped",
-                            i + 1,
-                            other.unwrap_or("<none>")
-                        ),
-                    ));
-                    continue;
-                }
-            }
-            if let Some(v) = &raw.api_version
-                && v != "dapr.io/v1alpha1"
-            {
-                warnings.push(ConfigError::new(
-                    file,
-                    "apiVersion",
-                    format!("unexpected apiVersion {v}"),
-                ));
-            }
-            let before = errors.len();
-            if let Some(c) = validate(file, raw, env, &mut errors, &mut warnings)
-                && errors.len() == before
-            {
-                if let Some(first) = out.iter().find(|o| o.name == c.name) {
-                    errors.push(ConfigError::new(
-                        file,
-                        "metadata.name",
-                        format!(
-                            "duplicate component name '{}' (also in {})",
-                            c.name,
-                            first.file.display()
-                        ),
-                    ));
-                } else {
-                    out.push(c);
-                }
-            }
+            add_document(file, i, raw, env, &mut out, &mut errors, &mut warnings);
         }
     }
     if errors.is_empty() {
         Ok((out, warnings))
     } else {
         Err(errors)
+    }
+}
+
+/// One parsed document of a component file: a component is validated and added to `out`
+/// (a name given twice is an error), another kind is skipped with a warning.
+fn add_document(
+    file: &Path,
+    i: usize,
+    raw: RawDoc,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut Vec<LoadedComponent>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    match raw.kind.as_deref() {
+        Some("Component") => {}
+        // Read by `resiliency::parse_resiliency`.
+        Some("Resiliency") => return,
+        other => {
+            warnings.push(ConfigError::new(
+                file,
+                "kind",
+                format!(
+                    "document {} of kind {:?} skipped",
+                    i + 1,
+                    other.unwrap_or("<none>")
+                ),
+            ));
+            return;
+        }
+    }
+    if let Some(v) = &raw.api_version
+        && v != "dapr.io/v1alpha1"
+    {
+        warnings.push(ConfigError::new(
+            file,
+            "apiVersion",
+            format!("unexpected apiVersion {v}"),
+        ));
+    }
+    let before = errors.len();
+    if let Some(c) = validate(file, raw, env, errors, warnings)
+        && errors.len() == before
+    {
+        if let Some(first) = out.iter().find(|o| o.name == c.name) {
+            errors.push(ConfigError::new(
+                file,
+                "metadata.name",
+                format!(
+                    "duplicate component name '{}' (also in {})",
+                    c.name,
+                    first.file.display()
+                ),
+            ));
+        } else {
+            out.push(c);
+        }
     }
 }
 
@@ -382,45 +396,7 @@ fn validate(
         err("spec.type", "is required".into());
         return None;
     };
-    let lower = type_name.to_ascii_lowercase();
-    if !lower.starts_with("state.") {
-        warnings.push(ConfigError::new(
-            file,
-            "spec.type",
-            format!(
-                "component '{name}' of type {type_name} skipped: Mecha serves state stores only"
-            ),
-        ));
-        return None;
-    }
-    let Some(desc) = backends::lookup(&lower) else {
-        let known: Vec<&str> = backends::REGISTRY
-            .iter()
-            .map(|d| d.component_type)
-            .collect();
-        err(
-            "spec.type",
-            format!(
-                "unknown state store type '{type_name}' (known: {})",
-                known.join(", ")
-            ),
-        );
-        return None;
-    };
-    let version = match spec.version.filter(|v| !v.is_empty()) {
-        None => desc.versions[0].to_owned(),
-        Some(v) if desc.versions.contains(&v.as_str()) => v,
-        Some(v) => {
-            err(
-                "spec.version",
-                format!(
-                    "{type_name} has no version '{v}' (supported: {})",
-                    desc.versions.join(", ")
-                ),
-            );
-            return None;
-        }
-    };
+    let (desc, version) = backend_of(file, &name, &type_name, spec.version, &mut err, warnings)?;
     let metadata = validate_metadata(file, desc, spec.metadata, env, &mut err, warnings);
     for f in crate::actors::backends::COMMON_FIELDS
         .iter()
@@ -468,6 +444,58 @@ fn validate(
         definition,
         locations,
     })
+}
+
+/// The backend of `spec.type` and the version of `spec.version` (its first when absent); a
+/// component of another kind than state is skipped with a warning.
+fn backend_of(
+    file: &Path,
+    name: &str,
+    type_name: &str,
+    version: Option<String>,
+    err: &mut dyn FnMut(&str, String),
+    warnings: &mut Vec<ConfigError>,
+) -> Option<(&'static backends::Descriptor, String)> {
+    let lower = type_name.to_ascii_lowercase();
+    if !lower.starts_with("state.") {
+        warnings.push(ConfigError::new(
+            file,
+            "spec.type",
+            format!(
+                "component '{name}' of type {type_name} skipped: Mecha serves state stores only"
+            ),
+        ));
+        return None;
+    }
+    let Some(desc) = backends::lookup(&lower) else {
+        let known: Vec<&str> = backends::REGISTRY
+            .iter()
+            .map(|d| d.component_type)
+            .collect();
+        err(
+            "spec.type",
+            format!(
+                "unknown state store type '{type_name}' (known: {})",
+                known.join(", ")
+            ),
+        );
+        return None;
+    };
+    let version = match version.filter(|v| !v.is_empty()) {
+        None => desc.versions[0].to_owned(),
+        Some(v) if desc.versions.contains(&v.as_str()) => v,
+        Some(v) => {
+            err(
+                "spec.version",
+                format!(
+                    "{type_name} has no version '{v}' (supported: {})",
+                    desc.versions.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    Some((desc, version))
 }
 
 /// The digest of a backend definition: SHA-256 over the type, the version and the metadata

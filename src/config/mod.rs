@@ -144,6 +144,15 @@ pub fn namespace_problems(
     if (settings.apps.is_empty() || settings.api_token.is_some()) && !apps.contains(&default_app) {
         apps.push(default_app);
     }
+    errors.extend(prefix_clashes(components, &apps));
+    errors
+}
+
+/// Two stores on the same server and database whose fixed key prefix (a store name or a
+/// custom prefix) equals an app id writing through the other, or the other's fixed prefix.
+fn prefix_clashes(components: &[LoadedComponent], apps: &[&str]) -> Vec<ConfigError> {
+    use crate::keys::KeyPrefix;
+    let mut errors = Vec::new();
     let fixed = |c: &LoadedComponent| -> Option<(String, &'static str)> {
         match &c.key_prefix {
             KeyPrefix::StoreName => Some((c.name.clone(), "name")),
@@ -201,68 +210,13 @@ fn app_problems(
     settings: &Settings,
     components: &[LoadedComponent],
 ) -> Vec<ConfigError> {
-    use crate::capabilities::{Action, Status};
+    use crate::capabilities::Status;
     let mut errors = Vec::new();
     for (i, app) in settings.apps.iter().enumerate() {
         for (store, tight) in &app.stores {
-            let field = format!("apps[{i}].stores.{store}");
-            let Some(c) = components.iter().find(|c| &c.name == store) else {
-                errors.push(ConfigError::new(
-                    file,
-                    field,
-                    format!(
-                        "app '{}': no state store named '{store}' is configured",
-                        app.id
-                    ),
-                ));
-                continue;
-            };
-            if !c.visible_to(&app.id) {
-                errors.push(ConfigError::new(
-                    file,
-                    field,
-                    format!(
-                        "app '{}': store '{store}' is not in the app's scope",
-                        app.id
-                    ),
-                ));
-                continue;
-            }
-            let base = c.lint_mode(settings, None);
-            if let Some(mode) = tight.lint.filter(|m| *m < base) {
-                errors.push(ConfigError::new(
-                    file,
-                    format!("{field}.lint"),
-                    format!(
-                        "app '{}': lint '{}' on store '{store}' would loosen the operator's '{}': an app may only make a store stricter",
-                        app.id,
-                        mode.as_str(),
-                        base.as_str()
-                    ),
-                ));
-            }
-            let Ok(matrix) = c.matrix(settings) else {
-                continue;
-            };
-            for (feature, action) in &tight.policy {
-                let status = matrix.status(*feature);
-                let same = matches!(
-                    (action, status),
-                    (Action::Emulate, Status::Emulated) | (Action::Ignore, Status::Ignored)
-                );
-                if *action != Action::Reject && !same {
-                    errors.push(ConfigError::new(
-                        file,
-                        format!("{field}.{}", feature.policy_name()),
-                        format!(
-                            "app '{}': '{}' for capability {} on store '{store}' would loosen the operator's decision ({status}): an app may only tighten to 'reject'",
-                            app.id,
-                            action.as_str(),
-                            feature.policy_name()
-                        ),
-                    ));
-                }
-            }
+            errors.extend(tightening_problems(
+                file, settings, components, i, app, store, tight,
+            ));
         }
         if app.requires.is_empty() {
             continue;
@@ -284,6 +238,80 @@ fn app_problems(
                     ));
                 }
             }
+        }
+    }
+    errors
+}
+
+/// The problems of one app's tightening of `store` (`apps[i].stores.<store>`): an unknown
+/// or out-of-scope store, a lint mode or an action looser than the operator's.
+fn tightening_problems(
+    file: &Path,
+    settings: &Settings,
+    components: &[LoadedComponent],
+    i: usize,
+    app: &AppConfig,
+    store: &str,
+    tight: &settings::AppStoreSettings,
+) -> Vec<ConfigError> {
+    use crate::capabilities::{Action, Status};
+    let mut errors = Vec::new();
+    let field = format!("apps[{i}].stores.{store}");
+    let Some(c) = components.iter().find(|c| c.name == store) else {
+        errors.push(ConfigError::new(
+            file,
+            field,
+            format!(
+                "app '{}': no state store named '{store}' is configured",
+                app.id
+            ),
+        ));
+        return errors;
+    };
+    if !c.visible_to(&app.id) {
+        errors.push(ConfigError::new(
+            file,
+            field,
+            format!(
+                "app '{}': store '{store}' is not in the app's scope",
+                app.id
+            ),
+        ));
+        return errors;
+    }
+    let base = c.lint_mode(settings, None);
+    if let Some(mode) = tight.lint.filter(|m| *m < base) {
+        errors.push(ConfigError::new(
+            file,
+            format!("{field}.lint"),
+            format!(
+                "app '{}': lint '{}' on store '{store}' would loosen the operator's '{}': an app may only make a store stricter",
+                app.id,
+                mode.as_str(),
+                base.as_str()
+            ),
+        ));
+    }
+    let Ok(matrix) = c.matrix(settings) else {
+        return errors;
+    };
+    for (feature, action) in &tight.policy {
+        let status = matrix.status(*feature);
+        let same = matches!(
+            (action, status),
+            (Action::Emulate, Status::Emulated) | (Action::Ignore, Status::Ignored)
+        );
+        if *action != Action::Reject && !same {
+            errors.push(ConfigError::new(
+                file,
+                format!("{field}.{}", feature.policy_name()),
+                format!(
+                    "app '{}': '{}' for capability {} on store '{store}' would loosen the operator's decision ({status}): an app may only tighten to 'reject'",
+                    app.id,
+                    action.as_str(),
+                    feature.policy_name()
+                ),
+            ));
         }
     }
     errors

@@ -192,70 +192,84 @@ pub fn parse_resiliency(
         }
     }
     for store in stores {
-        let mut r = StoreResiliency::default();
-        let (timeout, retry, breaker, file, source) = match targets.get(store) {
-            Some(t) => (
-                t.timeout.clone(),
-                t.retry.clone(),
-                t.breaker.clone(),
-                Some(t.file.clone()),
-                Some(t.source.clone()),
-            ),
-            None => (
-                default_name(&policies.timeouts, "Timeout"),
-                default_name(&policies.retries, "Retry"),
-                default_name(&policies.breakers, "CircuitBreaker"),
-                None,
-                None,
-            ),
-        };
-        let mut missing = |kind: &str, n: &str| {
-            errors.push(ConfigError::new(
-                file.as_deref().unwrap_or(Path::new("<resiliency>")),
-                format!("spec.targets.components.{store}.outbound.{kind}"),
-                format!("no {kind} policy named '{n}' is defined"),
-            ));
-        };
-        let mut from = Vec::new();
-        if let Some(n) = timeout {
-            match policies.timeouts.get(&n) {
-                Some((d, src)) => {
-                    r.timeout = Some((n.clone(), *d));
-                    from.push(src.clone());
-                }
-                None => missing("timeout", &n),
-            }
-        }
-        if let Some(n) = retry {
-            match policies.retries.get(&n) {
-                Some((p, src)) => {
-                    r.retry = Some(p.clone());
-                    from.push(src.clone());
-                }
-                None => missing("retry", &n),
-            }
-        }
-        if let Some(n) = breaker {
-            match policies.breakers.get(&n) {
-                Some((b, src)) => {
-                    r.breaker = Some(b.clone());
-                    from.push(src.clone());
-                }
-                None => missing("circuitBreaker", &n),
-            }
-        }
-        if let Some(s) = source {
-            from.insert(0, s);
-        }
-        from.dedup();
-        r.source = (!from.is_empty()).then(|| from.join("; "));
-        out.insert(store.clone(), r);
+        out.insert(
+            store.clone(),
+            resolve_store(store, &policies, &targets, &mut errors),
+        );
     }
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(errors)
     }
+}
+
+/// The policies of `store`: its target's, or Dapr's default names; a name that no policy
+/// has is reported.
+fn resolve_store(
+    store: &str,
+    policies: &Policies,
+    targets: &BTreeMap<String, Target>,
+    errors: &mut Vec<ConfigError>,
+) -> StoreResiliency {
+    let mut r = StoreResiliency::default();
+    let (timeout, retry, breaker, file, source) = match targets.get(store) {
+        Some(t) => (
+            t.timeout.clone(),
+            t.retry.clone(),
+            t.breaker.clone(),
+            Some(t.file.clone()),
+            Some(t.source.clone()),
+        ),
+        None => (
+            default_name(&policies.timeouts, "Timeout"),
+            default_name(&policies.retries, "Retry"),
+            default_name(&policies.breakers, "CircuitBreaker"),
+            None,
+            None,
+        ),
+    };
+    let mut missing = |kind: &str, n: &str| {
+        errors.push(ConfigError::new(
+            file.as_deref().unwrap_or(Path::new("<resiliency>")),
+            format!("spec.targets.components.{store}.outbound.{kind}"),
+            format!("no {kind} policy named '{n}' is defined"),
+        ));
+    };
+    let mut from = Vec::new();
+    if let Some(n) = timeout {
+        match policies.timeouts.get(&n) {
+            Some((d, src)) => {
+                r.timeout = Some((n.clone(), *d));
+                from.push(src.clone());
+            }
+            None => missing("timeout", &n),
+        }
+    }
+    if let Some(n) = retry {
+        match policies.retries.get(&n) {
+            Some((p, src)) => {
+                r.retry = Some(p.clone());
+                from.push(src.clone());
+            }
+            None => missing("retry", &n),
+        }
+    }
+    if let Some(n) = breaker {
+        match policies.breakers.get(&n) {
+            Some((b, src)) => {
+                r.breaker = Some(b.clone());
+                from.push(src.clone());
+            }
+            None => missing("circuitBreaker", &n),
+        }
+    }
+    if let Some(s) = source {
+        from.insert(0, s);
+    }
+    from.dedup();
+    r.source = (!from.is_empty()).then(|| from.join("; "));
+    r
 }
 
 /// Dapr's default lookup for a state store: the first defined of these names.
@@ -361,6 +375,36 @@ fn read_document(
         err,
         &|_| "unknown field".into(),
     );
+    let source = document_source(file, m, err);
+    let Some(spec) = map_at(m, "spec", "", err) else {
+        err("spec".into(), "missing".into());
+        return;
+    };
+    unknown_keys(spec, &["policies", "targets"], "spec.", err, &|_| {
+        "unknown field".into()
+    });
+    if let Some(p) = map_at(spec, "policies", "spec.", err) {
+        read_policies(p, &source, policies, err);
+    }
+    if let Some(t) = map_at(spec, "targets", "spec.", err) {
+        unknown_keys(t, &["components"], "spec.targets.", err, &|k| {
+            format!(
+                "Mecha serves state stores only: '{k}' targets are not supported (remove them, or keep them in daprd's own file)"
+            )
+        });
+        if let Some(c) = map_at(t, "components", "spec.targets.", err) {
+            for (k, v) in c {
+                let store = key_str(k);
+                if let Some(target) = read_target(file, &source, &store, v, err) {
+                    targets.insert(store, target);
+                }
+            }
+        }
+    }
+}
+
+/// How a document's policies are named in the log: its file and name, and its scopes.
+fn document_source(file: &Path, m: &Mapping, err: &mut dyn FnMut(String, String)) -> String {
     let doc_name = m
         .get("metadata")
         .and_then(|x| x.get("name"))
@@ -378,7 +422,7 @@ fn read_document(
             Vec::new()
         }
     };
-    let source = if scopes.is_empty() {
+    if scopes.is_empty() {
         format!("{} ({doc_name})", file.display())
     } else {
         format!(
@@ -386,100 +430,98 @@ fn read_document(
             file.display(),
             scopes.join(", ")
         )
+    }
+}
+
+/// `spec.policies`: the named timeouts, retries and circuit breakers.
+fn read_policies(
+    p: &Mapping,
+    source: &str,
+    policies: &mut Policies,
+    err: &mut dyn FnMut(String, String),
+) {
+    unknown_keys(
+        p,
+        &["timeouts", "retries", "circuitBreakers"],
+        "spec.policies.",
+        err,
+        &|_| "unknown field".into(),
+    );
+    if let Some(t) = map_at(p, "timeouts", "spec.policies.", err) {
+        for (k, v) in t {
+            let name = key_str(k);
+            if let Some(d) = duration_at(v, format!("spec.policies.timeouts.{name}"), err) {
+                policies.timeouts.insert(name, (d, source.to_owned()));
+            }
+        }
+    }
+    if let Some(t) = map_at(p, "retries", "spec.policies.", err) {
+        for (k, v) in t {
+            let name = key_str(k);
+            if let Some(r) = read_retry(&name, v, err) {
+                policies.retries.insert(name, (r, source.to_owned()));
+            }
+        }
+    }
+    if let Some(t) = map_at(p, "circuitBreakers", "spec.policies.", err) {
+        for (k, v) in t {
+            let name = key_str(k);
+            if let Some(b) = read_breaker(&name, v, err) {
+                policies.breakers.insert(name, (b, source.to_owned()));
+            }
+        }
+    }
+}
+
+/// `spec.targets.components.<store>`: the policy names of the store's outbound calls.
+fn read_target(
+    file: &Path,
+    source: &str,
+    store: &str,
+    v: &Value,
+    err: &mut dyn FnMut(String, String),
+) -> Option<Target> {
+    let at = format!("spec.targets.components.{store}.");
+    let Value::Mapping(dirs) = v else {
+        err(at, "must be a mapping".into());
+        return None;
     };
-    let Some(spec) = map_at(m, "spec", "", err) else {
-        err("spec".into(), "missing".into());
-        return;
-    };
-    unknown_keys(spec, &["policies", "targets"], "spec.", err, &|_| {
-        "unknown field".into()
+    unknown_keys(dirs, &["outbound"], &at, err, &|k| {
+        if k == "inbound" {
+            "state stores have no inbound calls: 'inbound' is not supported".into()
+        } else {
+            "unknown field".into()
+        }
     });
-    if let Some(p) = map_at(spec, "policies", "spec.", err) {
+    let mut target = Target {
+        timeout: None,
+        retry: None,
+        breaker: None,
+        file: file.to_owned(),
+        source: source.to_owned(),
+    };
+    if let Some(o) = map_at(dirs, "outbound", &at, err) {
+        let at = format!("{at}outbound.");
         unknown_keys(
-            p,
-            &["timeouts", "retries", "circuitBreakers"],
-            "spec.policies.",
+            o,
+            &["timeout", "retry", "circuitBreaker"],
+            &at,
             err,
-            &|_| "unknown field".into(),
+            &|_| "unknown field (known: timeout, retry, circuitBreaker)".into(),
         );
-        if let Some(t) = map_at(p, "timeouts", "spec.policies.", err) {
-            for (k, v) in t {
-                let name = key_str(k);
-                if let Some(d) = duration_at(v, format!("spec.policies.timeouts.{name}"), err) {
-                    policies.timeouts.insert(name, (d, source.clone()));
-                }
+        let mut name = |key: &str| match o.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                err(format!("{at}{key}"), "must be a policy name".into());
+                None
             }
-        }
-        if let Some(t) = map_at(p, "retries", "spec.policies.", err) {
-            for (k, v) in t {
-                let name = key_str(k);
-                if let Some(r) = read_retry(&name, v, err) {
-                    policies.retries.insert(name, (r, source.clone()));
-                }
-            }
-        }
-        if let Some(t) = map_at(p, "circuitBreakers", "spec.policies.", err) {
-            for (k, v) in t {
-                let name = key_str(k);
-                if let Some(b) = read_breaker(&name, v, err) {
-                    policies.breakers.insert(name, (b, source.clone()));
-                }
-            }
-        }
+        };
+        target.timeout = name("timeout");
+        target.retry = name("retry");
+        target.breaker = name("circuitBreaker");
     }
-    if let Some(t) = map_at(spec, "targets", "spec.", err) {
-        unknown_keys(t, &["components"], "spec.targets.", err, &|k| {
-            format!(
-                "Mecha serves state stores only: '{k}' targets are not supported (remove them, or keep them in daprd's own file)"
-            )
-        });
-        if let Some(c) = map_at(t, "components", "spec.targets.", err) {
-            for (k, v) in c {
-                let store = key_str(k);
-                let at = format!("spec.targets.components.{store}.");
-                let Value::Mapping(dirs) = v else {
-                    err(at, "must be a mapping".into());
-                    continue;
-                };
-                unknown_keys(dirs, &["outbound"], &at, err, &|k| {
-                    if k == "inbound" {
-                        "state stores have no inbound calls: 'inbound' is not supported".into()
-                    } else {
-                        "unknown field".into()
-                    }
-                });
-                let mut target = Target {
-                    timeout: None,
-                    retry: None,
-                    breaker: None,
-                    file: file.to_owned(),
-                    source: source.clone(),
-                };
-                if let Some(o) = map_at(dirs, "outbound", &at, err) {
-                    let at = format!("{at}outbound.");
-                    unknown_keys(
-                        o,
-                        &["timeout", "retry", "circuitBreaker"],
-                        &at,
-                        err,
-                        &|_| "unknown field (known: timeout, retry, circuitBreaker)".into(),
-                    );
-                    let mut name = |key: &str| match o.get(key) {
-                        None | Some(Value::Null) => None,
-                        Some(Value::String(s)) => Some(s.clone()),
-                        Some(_) => {
-                            err(format!("{at}{key}"), "must be a policy name".into());
-                            None
-                        }
-                    };
-                    target.timeout = name("timeout");
-                    target.retry = name("retry");
-                    target.breaker = name("circuitBreaker");
-                }
-                targets.insert(store, target);
-            }
-        }
-    }
+    Some(target)
 }
 
 fn read_retry(name: &str, v: &Value, err: &mut dyn FnMut(String, String)) -> Option<RetryPolicy> {
@@ -516,16 +558,34 @@ fn read_retry(name: &str, v: &Value, err: &mut dyn FnMut(String, String)) -> Opt
             return None;
         }
     };
-    let backoff = match policy.as_str() {
+    let backoff = retry_backoff(m, &policy, &at, &mut ok, err);
+    let max_retries = max_retries(m, &at, &mut ok, err);
+    let backoff = backoff?;
+    ok.then(|| RetryPolicy {
+        name: name.to_owned(),
+        backoff,
+        max_retries,
+    })
+}
+
+/// A retry's backoff by its `policy` (constant or exponential) and the fields it allows.
+fn retry_backoff(
+    m: &Mapping,
+    policy: &str,
+    at: &str,
+    ok: &mut bool,
+    err: &mut dyn FnMut(String, String),
+) -> Option<Backoff> {
+    match policy {
         "constant" => {
             if m.contains_key("maxInterval") {
                 err(
                     format!("{at}maxInterval"),
                     "only exponential policies have maxInterval".into(),
                 );
-                ok = false;
+                *ok = false;
             }
-            dur_field(m, "duration", Duration::from_secs(5), &at, err).map(Backoff::Constant)
+            dur_field(m, "duration", Duration::from_secs(5), at, err).map(Backoff::Constant)
         }
         "exponential" => {
             if m.contains_key("duration") {
@@ -533,9 +593,9 @@ fn read_retry(name: &str, v: &Value, err: &mut dyn FnMut(String, String)) -> Opt
                     format!("{at}duration"),
                     "exponential policies start at 500ms; 'duration' applies to constant policies only".into(),
                 );
-                ok = false;
+                *ok = false;
             }
-            dur_field(m, "maxInterval", Duration::from_secs(60), &at, err)
+            dur_field(m, "maxInterval", Duration::from_secs(60), at, err)
                 .map(|max_interval| Backoff::Exponential { max_interval })
         }
         other => {
@@ -545,8 +605,17 @@ fn read_retry(name: &str, v: &Value, err: &mut dyn FnMut(String, String)) -> Opt
             );
             None
         }
-    };
-    let max_retries = match m.get("maxRetries") {
+    }
+}
+
+/// A retry's `maxRetries`: `None` (unlimited) for absent or -1.
+fn max_retries(
+    m: &Mapping,
+    at: &str,
+    ok: &mut bool,
+    err: &mut dyn FnMut(String, String),
+) -> Option<u32> {
+    match m.get("maxRetries") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_i64() {
             Some(-1) => None,
@@ -556,22 +625,16 @@ fn read_retry(name: &str, v: &Value, err: &mut dyn FnMut(String, String)) -> Opt
                     format!("{at}maxRetries"),
                     "must be -1 (unlimited) or a count >= 0".into(),
                 );
-                ok = false;
+                *ok = false;
                 None
             }
         },
         Some(_) => {
             err(format!("{at}maxRetries"), "must be an integer".into());
-            ok = false;
+            *ok = false;
             None
         }
-    };
-    let backoff = backoff?;
-    ok.then(|| RetryPolicy {
-        name: name.to_owned(),
-        backoff,
-        max_retries,
-    })
+    }
 }
 
 fn read_breaker(

@@ -1,5 +1,7 @@
 //! `config/mecha.yaml`: apps, limits, actor and server tunables.
 
+mod file;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,9 +11,9 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::actors::ActorSettings;
-use crate::actors::backends::parse_duration;
 use crate::capabilities::lint::LintMode;
 use crate::capabilities::{Action, Baseline, Feature, Policy};
+use file::{Checked, Dur, FileActors, FileApp, FileLimits, FileQuota, FileServer, FileToken, Size};
 
 /// Where a token comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -250,109 +252,6 @@ pub struct Settings {
     pub lint: BTreeMap<String, LintMode>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSettings {
-    #[serde(default)]
-    apps: Vec<RawApp>,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    actors: RawActors,
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    stores: BTreeMap<String, BTreeMap<String, String>>,
-    #[serde(default)]
-    policy: RawPolicy,
-    #[serde(default)]
-    quotas: RawQuota,
-    #[serde(default)]
-    metrics: RawMetrics,
-}
-
-/// `policy:`: what applies to every store where its own `stores:` entry says nothing.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawPolicy {
-    default: Option<String>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawQuota {
-    max_concurrent: Option<usize>,
-    requests_per_second: Option<u32>,
-    burst: Option<u32>,
-    refusal_delay: Option<String>,
-    max_body_bytes: Option<serde_norway::Value>,
-}
-
-impl RawQuota {
-    fn over(
-        &self,
-        field: &str,
-        base: QuotaSettings,
-        err: &mut dyn FnMut(&str, String),
-    ) -> QuotaSettings {
-        let refusal_delay = match self.refusal_delay.as_deref().map(parse_duration) {
-            None => base.refusal_delay,
-            Some(Ok(d)) if d <= Duration::from_secs(1) => d,
-            Some(Ok(_)) => {
-                err(
-                    &format!("{field}.refusalDelay"),
-                    "must be at most 1s".into(),
-                );
-                base.refusal_delay
-            }
-            Some(Err(e)) => {
-                err(&format!("{field}.refusalDelay"), e);
-                base.refusal_delay
-            }
-        };
-        let max_body_bytes = match self.max_body_bytes.as_ref().map(yaml_scalar) {
-            None => base.max_body_bytes,
-            Some(v) => match parse_size(&v) {
-                Ok(n) => n,
-                Err(e) => {
-                    err(&format!("{field}.maxBodyBytes"), e);
-                    base.max_body_bytes
-                }
-            },
-        };
-        QuotaSettings {
-            max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
-            requests_per_second: self.requests_per_second.unwrap_or(base.requests_per_second),
-            burst: self.burst.unwrap_or(base.burst),
-            refusal_delay,
-            max_body_bytes,
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawMetrics {
-    token: Option<String>,
-    token_env: Option<String>,
-    token_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawApp {
-    id: String,
-    token: Option<String>,
-    token_env: Option<String>,
-    token_file: Option<PathBuf>,
-    #[serde(default)]
-    quota: RawQuota,
-    #[serde(default)]
-    requires: Vec<String>,
-    #[serde(default)]
-    stores: BTreeMap<String, BTreeMap<String, String>>,
-}
-
 /// One `stores.<name>` (or `apps[].stores.<name>`) entry: `lint` and per-capability actions.
 fn parse_store_entry(
     prefix: &str,
@@ -400,49 +299,6 @@ fn parse_store_entry(
     (lint, policy)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawLimits {
-    max_body_size: Option<serde_norway::Value>,
-    max_key_length: Option<usize>,
-    max_bulk_items: Option<usize>,
-    max_transaction_ops: Option<usize>,
-    default_bulk_parallelism: Option<usize>,
-    max_connections: Option<usize>,
-    header_timeout: Option<String>,
-    body_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    max_concurrent_streams: Option<usize>,
-    max_json_depth: Option<usize>,
-    blocking_parse_threshold: Option<serde_norway::Value>,
-    max_metadata_entries: Option<usize>,
-    max_metadata_key_length: Option<usize>,
-    max_metadata_bytes: Option<serde_norway::Value>,
-    max_body_bytes_in_flight: Option<serde_norway::Value>,
-    body_memory_wait: Option<String>,
-    max_connections_per_peer: Option<usize>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawActors {
-    mailbox_capacity: Option<usize>,
-    request_timeout: Option<String>,
-    health_interval: Option<String>,
-    restart_after_failed_pings: Option<u32>,
-    ttl_sweep_interval: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawServer {
-    shutdown_timeout: Option<String>,
-    workers: Option<usize>,
-    token_file_check_interval: Option<String>,
-    reload_interval: Option<String>,
-    tls: Option<RawTls>,
-}
-
 /// `server.tls` as written; also filled from the `--tls-*` flags.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -485,9 +341,9 @@ impl RawTls {
         if self.is_empty() {
             return None;
         }
-        let check_interval = match self.check_interval.as_deref().map(parse_duration) {
+        let check_interval = match self.check_interval.as_deref().map(str::parse::<Dur>) {
             None => Some(TlsSettings::DEFAULT_CHECK_INTERVAL),
-            Some(Ok(d)) if !d.is_zero() => Some(d),
+            Some(Ok(Dur(d))) if !d.is_zero() => Some(d),
             Some(Ok(_)) => {
                 err(
                     &format!("{field}.checkInterval"),
@@ -544,41 +400,20 @@ pub const REQUIRABLE: &[&str] = &[
     "ACTOR",
 ];
 
-/// Parses a size: a byte count, or a number with `Ki`/`Mi`/`Gi` (also `KiB`, `K`, `KB`, ...).
+/// Parses a size: a byte count, or a whole number with `Ki`/`Mi`/`Gi` (also `KiB`, `K`,
+/// `KB`, ...): every unit is binary, `KB` is 1024 bytes.
 pub fn parse_size(raw: &str) -> Result<usize, String> {
-    let s = raw.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("'{raw}' is not a size"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "ki" | "kb" | "kib" => 1024,
-        "m" | "mi" | "mb" | "mib" => 1024 * 1024,
-        "g" | "gi" | "gb" | "gib" => 1024 * 1024 * 1024,
-        _ => return Err(format!("'{raw}' has an unknown unit")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{raw}' is too large"))
-}
-
-fn yaml_scalar(v: &serde_norway::Value) -> String {
-    match v {
-        serde_norway::Value::Number(n) => n.to_string(),
-        serde_norway::Value::String(s) => s.clone(),
-        _ => String::from("?"),
-    }
+    raw.parse::<Size>().map(|Size(n)| n)
 }
 
 /// Exactly one of `token`, `tokenEnv`, `tokenFile`, resolved (`tokenEnv` read now).
 fn token_source(
     field: &str,
-    token: Option<String>,
-    token_env: Option<String>,
-    token_file: Option<PathBuf>,
+    given: FileToken,
     env: &dyn Fn(&str) -> Option<String>,
     err: &mut dyn FnMut(&str, String),
 ) -> Option<TokenSource> {
-    match (token, token_env, token_file) {
+    match (given.token, given.token_env, given.token_file) {
         (Some(t), None, None) => Some(TokenSource::Value(t)),
         (None, Some(var), None) => match env(&var) {
             Some(t) => Some(TokenSource::Value(t)),
@@ -618,282 +453,26 @@ impl Settings {
 
     /// As [`Settings::parse_with_env`], with `server.tls` fields given by flags (`tls_flags`)
     /// replacing the file's.
+    ///
+    /// A structural problem (an unknown field, a section of the wrong type) is reported
+    /// alone; otherwise every bad value and every failed check is reported, each under its
+    /// field's path.
     pub fn parse_full(
         file: &Path,
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
         tls_flags: &RawTls,
     ) -> Result<Settings, Vec<ConfigError>> {
-        let raw: RawSettings = if text.trim().is_empty() {
-            RawSettings::default()
-        } else {
-            serde_norway::from_str(text)
-                .map_err(|e| vec![ConfigError::new(file, "", e.to_string())])?
-        };
+        let raw = file::read(file, text).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
-        let mut s = Settings::default();
         let mut err = |field: &str, msg: String| errors.push(ConfigError::new(file, field, msg));
-
-        s.quota = raw
-            .quotas
-            .over("quotas", QuotaSettings::default(), &mut err);
-        let mut tokens: Vec<String> = Vec::new();
-        for (i, app) in raw.apps.into_iter().enumerate() {
-            let field = format!("apps[{i}]");
-            if let Some(why) = crate::keys::id_problem(&app.id) {
-                err(&format!("{field}.id"), format!("app '{}' {why}", app.id));
-            }
-            let source = token_source(
-                &field,
-                app.token,
-                app.token_env,
-                app.token_file,
-                env,
-                &mut err,
-            );
-            let Some(source) = source else { continue };
-            let current = match source.read() {
-                Ok(t) if !t.is_empty() => t,
-                Ok(_) => {
-                    err(&format!("{field}.token"), "must not be empty".into());
-                    continue;
-                }
-                Err(e) => {
-                    err(&format!("{field}.tokenFile"), e);
-                    continue;
-                }
-            };
-            if tokens.contains(&current) {
-                err(
-                    &format!("{field}.token"),
-                    "the same token is given to two apps".into(),
-                );
-            } else if s.apps.iter().any(|a| a.id == app.id) {
-                err(
-                    &format!("{field}.id"),
-                    format!("app '{}' is listed twice", app.id),
-                );
-            } else {
-                tokens.push(current);
-                let mut requires = Vec::new();
-                for (j, r) in app.requires.iter().enumerate() {
-                    match REQUIRABLE.iter().find(|c| **c == r.as_str()) {
-                        Some(c) => {
-                            if !requires.contains(c) {
-                                requires.push(*c);
-                            }
-                        }
-                        None => err(
-                            &format!("{field}.requires[{j}]"),
-                            format!(
-                                "'{r}' is not a capability: use one of {}",
-                                REQUIRABLE.join(", ")
-                            ),
-                        ),
-                    }
-                }
-                let mut stores = BTreeMap::new();
-                for (store, entries) in app.stores {
-                    let prefix = format!("{field}.stores.{store}");
-                    let (lint, policy) = parse_store_entry(&prefix, entries, &mut err);
-                    if policy.default.is_some() {
-                        err(
-                            &format!("{prefix}.default"),
-                            "an app cannot set a default: list the capabilities it tightens".into(),
-                        );
-                    }
-                    stores.insert(
-                        store,
-                        AppStoreSettings {
-                            lint,
-                            policy: policy.features,
-                        },
-                    );
-                }
-                s.apps.push(AppConfig {
-                    id: app.id,
-                    token: source,
-                    quota: app.quota.over(&format!("{field}.quota"), s.quota, &mut err),
-                    requires,
-                    stores,
-                });
-            }
-        }
-        let m = raw.metrics;
-        let any_metrics_token =
-            m.token.is_some() || m.token_env.is_some() || m.token_file.is_some();
-        if any_metrics_token
-            && let Some(source) =
-                token_source("metrics", m.token, m.token_env, m.token_file, env, &mut err)
-        {
-            match source.read() {
-                Ok(t) if !t.is_empty() => s.metrics_token = Some(source),
-                Ok(_) => err("metrics.token", "must not be empty".into()),
-                Err(e) => err("metrics.tokenFile", e),
-            }
-        }
-
-        let l = raw.limits;
-        let raw_resources = (
-            l.max_body_bytes_in_flight.clone(),
-            l.body_memory_wait.clone(),
-            l.max_connections_per_peer,
-        );
-        if let Some(v) = l.max_body_size {
-            match parse_size(&yaml_scalar(&v)) {
-                Ok(n) if n >= 1024 => s.limits.max_body_size = n,
-                Ok(_) => err("limits.maxBodySize", "must be at least 1Ki".into()),
-                Err(e) => err("limits.maxBodySize", e),
-            }
-        }
-        if let Some(v) = l.blocking_parse_threshold {
-            match parse_size(&yaml_scalar(&v)) {
-                Ok(n) => s.limits.blocking_parse_threshold = n,
-                Err(e) => err("limits.blockingParseThreshold", e),
-            }
-        }
-        if let Some(v) = l.max_metadata_bytes {
-            match parse_size(&yaml_scalar(&v)) {
-                Ok(0) => err(
-                    "limits.maxMetadataBytes",
-                    "must be greater than zero".into(),
-                ),
-                Ok(n) => s.limits.max_metadata_bytes = n,
-                Err(e) => err("limits.maxMetadataBytes", e),
-            }
-        }
-        let mut positive = |field: &str, v: Option<usize>, target: &mut usize| match v {
-            Some(0) => err(field, "must be greater than zero".into()),
-            Some(n) => *target = n,
-            None => {}
-        };
-        positive(
-            "limits.maxKeyLength",
-            l.max_key_length,
-            &mut s.limits.max_key_length,
-        );
-        positive(
-            "limits.maxBulkItems",
-            l.max_bulk_items,
-            &mut s.limits.max_bulk_items,
-        );
-        positive(
-            "limits.maxTransactionOps",
-            l.max_transaction_ops,
-            &mut s.limits.max_transaction_ops,
-        );
-        positive(
-            "limits.defaultBulkParallelism",
-            l.default_bulk_parallelism,
-            &mut s.limits.default_bulk_parallelism,
-        );
-        positive(
-            "limits.maxConnections",
-            l.max_connections,
-            &mut s.limits.max_connections,
-        );
-        positive(
-            "limits.maxJsonDepth",
-            l.max_json_depth,
-            &mut s.limits.max_json_depth,
-        );
-        let mut streams = s.limits.max_concurrent_streams as usize;
-        positive(
-            "limits.maxConcurrentStreams",
-            l.max_concurrent_streams,
-            &mut streams,
-        );
-        s.limits.max_concurrent_streams = u32::try_from(streams).unwrap_or(u32::MAX);
-        positive(
-            "limits.maxMetadataEntries",
-            l.max_metadata_entries,
-            &mut s.limits.max_metadata_entries,
-        );
-        positive(
-            "limits.maxMetadataKeyLength",
-            l.max_metadata_key_length,
-            &mut s.limits.max_metadata_key_length,
-        );
-        positive(
-            "actors.mailboxCapacity",
-            raw.actors.mailbox_capacity,
-            &mut s.actors.mailbox_capacity,
-        );
-        if let Some(n) = raw.actors.restart_after_failed_pings {
-            if n == 0 {
-                err(
-                    "actors.restartAfterFailedPings",
-                    "must be greater than zero".into(),
-                );
-            } else {
-                s.actors.restart_after_failed_pings = n;
-            }
-        }
-        let mut duration = |field: &str, v: Option<String>, target: &mut Duration| {
-            if let Some(v) = v {
-                match parse_duration(&v) {
-                    Ok(d) if !d.is_zero() => *target = d,
-                    Ok(_) => err(field, "must be greater than zero".into()),
-                    Err(e) => err(field, e),
-                }
-            }
-        };
-        duration(
-            "actors.requestTimeout",
-            raw.actors.request_timeout,
-            &mut s.actors.request_timeout,
-        );
-        duration(
-            "actors.healthInterval",
-            raw.actors.health_interval,
-            &mut s.actors.health_interval,
-        );
-        duration(
-            "limits.headerTimeout",
-            l.header_timeout,
-            &mut s.limits.header_timeout,
-        );
-        duration(
-            "limits.bodyTimeout",
-            l.body_timeout,
-            &mut s.limits.body_timeout,
-        );
-        duration(
-            "limits.idleTimeout",
-            l.idle_timeout,
-            &mut s.limits.idle_timeout,
-        );
-        duration(
-            "actors.ttlSweepInterval",
-            raw.actors.ttl_sweep_interval,
-            &mut s.actors.ttl_sweep_interval,
-        );
-        duration(
-            "server.shutdownTimeout",
-            raw.server.shutdown_timeout,
-            &mut s.server.shutdown_timeout,
-        );
-        duration(
-            "server.tokenFileCheckInterval",
-            raw.server.token_file_check_interval,
-            &mut s.server.token_file_check_interval,
-        );
-        if let Some(w) = raw.server.workers {
-            s.server.workers = w;
-        }
-        // Zero is allowed here: it turns the file check off (reload on SIGHUP only).
-        if let Some(v) = raw.server.reload_interval {
-            match parse_duration(&v) {
-                Ok(d) => s.server.reload_interval = d,
-                Err(e) => err("server.reloadInterval", e),
-            }
-        }
-        s.server.tls = raw
-            .server
-            .tls
-            .unwrap_or_default()
-            .merged(tls_flags.clone())
-            .validate("server.tls", &mut err);
+        let mut s = Settings::default();
+        s.quota = quota(raw.quotas, "quotas", QuotaSettings::default(), &mut err);
+        s.apps = apps(raw.apps, s.quota, env, &mut err);
+        s.metrics_token = metrics_token(raw.metrics, env, &mut err);
+        s.limits = limits(raw.limits, &mut err);
+        s.actors = actors(raw.actors, &mut err);
+        s.server = server(raw.server, tls_flags, &mut err);
         if let Some(v) = raw.policy.default {
             match Baseline::parse(&v) {
                 Ok(b) => s.baseline = b,
@@ -909,7 +488,7 @@ impl Settings {
             }
             s.policies.insert(store, policy);
         }
-        resource_limits(raw_resources, &mut s, &mut err);
+        body_budgets(&s, &mut err);
         if errors.is_empty() {
             Ok(s)
         } else {
@@ -918,38 +497,435 @@ impl Settings {
     }
 }
 
-/// `limits.maxBodyBytesInFlight`, `limits.bodyMemoryWait`, `limits.maxConnectionsPerPeer`,
-/// and the checks that tie them to `maxBodySize` and the apps' `maxBodyBytes` (a budget
-/// smaller than one allowed body would refuse that body forever).
-fn resource_limits(
-    (in_flight, wait, per_peer): (Option<serde_norway::Value>, Option<String>, Option<usize>),
-    s: &mut Settings,
+/// A quota (`quotas`, `apps[].quota` under `field`): every field given replaces `base`'s.
+fn quota(
+    q: FileQuota,
+    field: &str,
+    base: QuotaSettings,
     err: &mut dyn FnMut(&str, String),
-) {
-    let r = &mut s.limits.resources;
-    if let Some(v) = in_flight {
-        match parse_size(&yaml_scalar(&v)) {
-            Ok(n) => r.max_body_bytes_in_flight = n,
-            Err(e) => err("limits.maxBodyBytesInFlight", e),
+) -> QuotaSettings {
+    let delay_field = format!("{field}.refusalDelay");
+    let refusal_delay = match q.refusal_delay.report(&delay_field, err) {
+        None => base.refusal_delay,
+        Some(Dur(d)) if d <= Duration::from_secs(1) => d,
+        Some(_) => {
+            err(&delay_field, "must be at most 1s".into());
+            base.refusal_delay
+        }
+    };
+    let max_body_bytes = q.max_body_bytes.or_report(
+        &format!("{field}.maxBodyBytes"),
+        Size(base.max_body_bytes),
+        err,
+    );
+    QuotaSettings {
+        max_concurrent: q.max_concurrent.unwrap_or(base.max_concurrent),
+        requests_per_second: q.requests_per_second.unwrap_or(base.requests_per_second),
+        burst: q.burst.unwrap_or(base.burst),
+        refusal_delay,
+        max_body_bytes: max_body_bytes.0,
+    }
+}
+
+/// `apps:`: ids and tokens checked (unique, readable), requirements and tightenings parsed.
+fn apps(
+    raw: Vec<FileApp>,
+    default_quota: QuotaSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(&str, String),
+) -> Vec<AppConfig> {
+    let mut apps: Vec<AppConfig> = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
+    for (i, app) in raw.into_iter().enumerate() {
+        let field = format!("apps[{i}]");
+        if let Some(why) = crate::keys::id_problem(&app.id) {
+            err(&format!("{field}.id"), format!("app '{}' {why}", app.id));
+        }
+        let given = FileToken {
+            token: app.token,
+            token_env: app.token_env,
+            token_file: app.token_file,
+        };
+        let Some(source) = token_source(&field, given, env, err) else {
+            continue;
+        };
+        let current = match source.read() {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => {
+                err(&format!("{field}.token"), "must not be empty".into());
+                continue;
+            }
+            Err(e) => {
+                err(&format!("{field}.tokenFile"), e);
+                continue;
+            }
+        };
+        if tokens.contains(&current) {
+            err(
+                &format!("{field}.token"),
+                "the same token is given to two apps".into(),
+            );
+        } else if apps.iter().any(|a| a.id == app.id) {
+            err(
+                &format!("{field}.id"),
+                format!("app '{}' is listed twice", app.id),
+            );
+        } else {
+            tokens.push(current);
+            let requires = requirements(&field, &app.requires, err);
+            let stores = app_stores(&field, app.stores, err);
+            apps.push(AppConfig {
+                id: app.id,
+                token: source,
+                quota: quota(app.quota, &format!("{field}.quota"), default_quota, err),
+                requires,
+                stores,
+            });
         }
     }
-    if let Some(v) = wait {
-        match parse_duration(&v) {
-            Ok(d) if d <= Duration::from_secs(60) => r.body_memory_wait = d,
-            Ok(_) => err("limits.bodyMemoryWait", "must be at most 1m".into()),
-            Err(e) => err("limits.bodyMemoryWait", e),
+    apps
+}
+
+/// `apps[].requires`: known capability strings, deduplicated in order.
+fn requirements(
+    field: &str,
+    raw: &[String],
+    err: &mut dyn FnMut(&str, String),
+) -> Vec<&'static str> {
+    let mut requires = Vec::new();
+    for (j, r) in raw.iter().enumerate() {
+        match REQUIRABLE.iter().find(|c| **c == r.as_str()) {
+            Some(c) => {
+                if !requires.contains(c) {
+                    requires.push(*c);
+                }
+            }
+            None => err(
+                &format!("{field}.requires[{j}]"),
+                format!(
+                    "'{r}' is not a capability: use one of {}",
+                    REQUIRABLE.join(", ")
+                ),
+            ),
         }
     }
-    match per_peer {
-        Some(0) => err(
-            "limits.maxConnectionsPerPeer",
-            "must be greater than zero".into(),
+    requires
+}
+
+/// `apps[].stores`: an app's tightenings per store (an app sets no default).
+fn app_stores(
+    field: &str,
+    raw: BTreeMap<String, BTreeMap<String, String>>,
+    err: &mut dyn FnMut(&str, String),
+) -> BTreeMap<String, AppStoreSettings> {
+    let mut stores = BTreeMap::new();
+    for (store, entries) in raw {
+        let prefix = format!("{field}.stores.{store}");
+        let (lint, policy) = parse_store_entry(&prefix, entries, err);
+        if policy.default.is_some() {
+            err(
+                &format!("{prefix}.default"),
+                "an app cannot set a default: list the capabilities it tightens".into(),
+            );
+        }
+        stores.insert(
+            store,
+            AppStoreSettings {
+                lint,
+                policy: policy.features,
+            },
+        );
+    }
+    stores
+}
+
+/// `metrics:`: the token `/metrics` requires, if one is given.
+fn metrics_token(
+    m: FileToken,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(&str, String),
+) -> Option<TokenSource> {
+    if m.token.is_none() && m.token_env.is_none() && m.token_file.is_none() {
+        return None;
+    }
+    let source = token_source("metrics", m, env, err)?;
+    match source.read() {
+        Ok(t) if !t.is_empty() => Some(source),
+        Ok(_) => {
+            err("metrics.token", "must not be empty".into());
+            None
+        }
+        Err(e) => {
+            err("metrics.tokenFile", e);
+            None
+        }
+    }
+}
+
+/// A count that must be positive: the default when unset, reported when zero.
+fn positive(
+    field: &str,
+    v: Option<usize>,
+    default: usize,
+    err: &mut dyn FnMut(&str, String),
+) -> usize {
+    match v {
+        Some(0) => {
+            err(field, "must be greater than zero".into());
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+/// A duration that must be positive: the default when unset, reported when zero or bad.
+fn nonzero(
+    field: &str,
+    v: Checked<Dur>,
+    default: Duration,
+    err: &mut dyn FnMut(&str, String),
+) -> Duration {
+    match v.report(field, err) {
+        Some(Dur(d)) if d.is_zero() => {
+            err(field, "must be greater than zero".into());
+            default
+        }
+        Some(Dur(d)) => d,
+        None => default,
+    }
+}
+
+/// `limits:`.
+fn limits(mut l: FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
+    let d = Limits::default();
+    let mut out = limit_sizes(&mut l, err);
+    limit_counts(&l, &mut out, err);
+    out.header_timeout = nonzero(
+        "limits.headerTimeout",
+        l.header_timeout,
+        d.header_timeout,
+        err,
+    );
+    out.body_timeout = nonzero("limits.bodyTimeout", l.body_timeout, d.body_timeout, err);
+    out.idle_timeout = nonzero("limits.idleTimeout", l.idle_timeout, d.idle_timeout, err);
+    out.resources = resource_limits(
+        l.max_body_bytes_in_flight,
+        l.body_memory_wait,
+        l.max_connections_per_peer,
+        err,
+    );
+    out
+}
+
+/// The default limits with the sizes of `limits:` (`maxBodySize`, `blockingParseThreshold`,
+/// `maxMetadataBytes`) taken out of `l`.
+fn limit_sizes(l: &mut FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
+    let d = Limits::default();
+    let max_body_size = match std::mem::take(&mut l.max_body_size).report("limits.maxBodySize", err)
+    {
+        Some(Size(n)) if n < 1024 => {
+            err("limits.maxBodySize", "must be at least 1Ki".into());
+            d.max_body_size
+        }
+        Some(Size(n)) => n,
+        None => d.max_body_size,
+    };
+    let blocking_parse_threshold = std::mem::take(&mut l.blocking_parse_threshold)
+        .or_report(
+            "limits.blockingParseThreshold",
+            Size(d.blocking_parse_threshold),
+            err,
+        )
+        .0;
+    let metadata = std::mem::take(&mut l.max_metadata_bytes).report("limits.maxMetadataBytes", err);
+    let max_metadata_bytes = match metadata {
+        Some(Size(0)) => {
+            err(
+                "limits.maxMetadataBytes",
+                "must be greater than zero".into(),
+            );
+            d.max_metadata_bytes
+        }
+        Some(Size(n)) => n,
+        None => d.max_metadata_bytes,
+    };
+    Limits {
+        max_body_size,
+        blocking_parse_threshold,
+        max_metadata_bytes,
+        ..d
+    }
+}
+
+/// The counts of `limits:`, each of which must be positive, set in `out`.
+fn limit_counts(l: &FileLimits, out: &mut Limits, err: &mut dyn FnMut(&str, String)) {
+    let counts: [(&str, Option<usize>, &mut usize); 8] = [
+        (
+            "limits.maxKeyLength",
+            l.max_key_length,
+            &mut out.max_key_length,
         ),
-        Some(n) => r.max_connections_per_peer = n,
-        None => {}
+        (
+            "limits.maxBulkItems",
+            l.max_bulk_items,
+            &mut out.max_bulk_items,
+        ),
+        (
+            "limits.maxTransactionOps",
+            l.max_transaction_ops,
+            &mut out.max_transaction_ops,
+        ),
+        (
+            "limits.defaultBulkParallelism",
+            l.default_bulk_parallelism,
+            &mut out.default_bulk_parallelism,
+        ),
+        (
+            "limits.maxConnections",
+            l.max_connections,
+            &mut out.max_connections,
+        ),
+        (
+            "limits.maxJsonDepth",
+            l.max_json_depth,
+            &mut out.max_json_depth,
+        ),
+        (
+            "limits.maxMetadataEntries",
+            l.max_metadata_entries,
+            &mut out.max_metadata_entries,
+        ),
+        (
+            "limits.maxMetadataKeyLength",
+            l.max_metadata_key_length,
+            &mut out.max_metadata_key_length,
+        ),
+    ];
+    for (field, given, target) in counts {
+        *target = positive(field, given, *target, err);
     }
+    let streams = positive(
+        "limits.maxConcurrentStreams",
+        l.max_concurrent_streams,
+        out.max_concurrent_streams as usize,
+        err,
+    );
+    out.max_concurrent_streams = u32::try_from(streams).unwrap_or(u32::MAX);
+}
+
+/// `limits.maxBodyBytesInFlight`, `limits.bodyMemoryWait`, `limits.maxConnectionsPerPeer`.
+fn resource_limits(
+    in_flight: Checked<Size>,
+    wait: Checked<Dur>,
+    per_peer: Option<usize>,
+    err: &mut dyn FnMut(&str, String),
+) -> ResourceLimits {
+    let d = ResourceLimits::default();
+    let body_memory_wait = match wait.report("limits.bodyMemoryWait", err) {
+        Some(Dur(w)) if w <= Duration::from_secs(60) => w,
+        Some(_) => {
+            err("limits.bodyMemoryWait", "must be at most 1m".into());
+            d.body_memory_wait
+        }
+        None => d.body_memory_wait,
+    };
+    ResourceLimits {
+        max_body_bytes_in_flight: in_flight
+            .or_report(
+                "limits.maxBodyBytesInFlight",
+                Size(d.max_body_bytes_in_flight),
+                err,
+            )
+            .0,
+        body_memory_wait,
+        max_connections_per_peer: positive(
+            "limits.maxConnectionsPerPeer",
+            per_peer,
+            d.max_connections_per_peer,
+            err,
+        ),
+    }
+}
+
+/// `actors:`.
+fn actors(a: FileActors, err: &mut dyn FnMut(&str, String)) -> ActorSettings {
+    let d = ActorSettings::default();
+    let pings = match a.restart_after_failed_pings {
+        Some(0) => {
+            err(
+                "actors.restartAfterFailedPings",
+                "must be greater than zero".into(),
+            );
+            d.restart_after_failed_pings
+        }
+        Some(n) => n,
+        None => d.restart_after_failed_pings,
+    };
+    ActorSettings {
+        mailbox_capacity: positive(
+            "actors.mailboxCapacity",
+            a.mailbox_capacity,
+            d.mailbox_capacity,
+            err,
+        ),
+        restart_after_failed_pings: pings,
+        request_timeout: nonzero(
+            "actors.requestTimeout",
+            a.request_timeout,
+            d.request_timeout,
+            err,
+        ),
+        health_interval: nonzero(
+            "actors.healthInterval",
+            a.health_interval,
+            d.health_interval,
+            err,
+        ),
+        ttl_sweep_interval: nonzero(
+            "actors.ttlSweepInterval",
+            a.ttl_sweep_interval,
+            d.ttl_sweep_interval,
+            err,
+        ),
+    }
+}
+
+/// `server:`, with the `--tls-*` flags replacing the file's `server.tls` fields.
+fn server(sv: FileServer, tls_flags: &RawTls, err: &mut dyn FnMut(&str, String)) -> ServerSettings {
+    let d = ServerSettings::default();
+    ServerSettings {
+        shutdown_timeout: nonzero(
+            "server.shutdownTimeout",
+            sv.shutdown_timeout,
+            d.shutdown_timeout,
+            err,
+        ),
+        token_file_check_interval: nonzero(
+            "server.tokenFileCheckInterval",
+            sv.token_file_check_interval,
+            d.token_file_check_interval,
+            err,
+        ),
+        workers: sv.workers.unwrap_or(d.workers),
+        // Zero is allowed here: it turns the file check off (reload on SIGHUP only).
+        reload_interval: sv
+            .reload_interval
+            .or_report("server.reloadInterval", Dur(d.reload_interval), err)
+            .0,
+        tls: sv
+            .tls
+            .unwrap_or_default()
+            .merged(tls_flags.clone())
+            .validate("server.tls", err),
+    }
+}
+
+/// The checks that tie `limits.maxBodyBytesInFlight` and the apps' `maxBodyBytes` to
+/// `limits.maxBodySize`: a budget smaller than one allowed body would refuse that body forever.
+fn body_budgets(s: &Settings, err: &mut dyn FnMut(&str, String)) {
     let body = s.limits.max_body_size;
-    let budget = r.max_body_bytes_in_flight;
+    let budget = s.limits.resources.max_body_bytes_in_flight;
     if budget != 0 && budget < body {
         err(
             "limits.maxBodyBytesInFlight",
@@ -1171,5 +1147,93 @@ mod tests {
         assert_eq!(parse_size("512"), Ok(512));
         assert_eq!(parse_size("2 KiB"), Ok(2048));
         assert!(parse_size("4Xi").is_err());
+    }
+    #[test]
+    fn a_typo_names_its_path_and_the_nearest_field() {
+        let errs = parse("limits:\n  maxBodySise: 4Mi\n").unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "limits.maxBodySise");
+        assert!(
+            errs[0].message.contains("did you mean `maxBodySize`?"),
+            "{errs:?}"
+        );
+        let shown = errs[0].to_string();
+        assert!(
+            shown.starts_with("mecha.yaml: limits.maxBodySise: unknown field `maxBodySise`"),
+            "{shown}"
+        );
+        let errs = parse("server:\n  tls:\n    certFlie: c.pem\n").unwrap_err();
+        assert_eq!(errs[0].field, "server.tls.certFlie");
+        assert!(
+            errs[0].message.contains("did you mean `certFile`?"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn sizes_read_kb_as_1024_bytes() {
+        let s = parse(
+            "limits:\n  maxBodySize: 8KB\n  maxMetadataBytes: 2 kb\n  blockingParseThreshold: 1MB\n  maxBodyBytesInFlight: 1GB\nquotas:\n  maxBodyBytes: 3M\n",
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_body_size, 8 * 1024);
+        assert_eq!(s.limits.max_metadata_bytes, 2 * 1024);
+        assert_eq!(s.limits.blocking_parse_threshold, 1024 * 1024);
+        assert_eq!(s.limits.resources.max_body_bytes_in_flight, 1 << 30);
+        assert_eq!(s.quota.max_body_bytes, 3 * 1024 * 1024);
+        assert_eq!(parse_size("1KB"), parse_size("1KiB"));
+    }
+
+    #[test]
+    fn durations_take_every_humantime_spelling_and_bare_seconds() {
+        let s = parse(
+            "limits:\n  headerTimeout: 1m30s\n  bodyTimeout: 2 min\n  idleTimeout: 7\n  bodyMemoryWait: 1500ms\nactors:\n  requestTimeout: '250ms'\n  healthInterval: 1h\nserver:\n  reloadInterval: 0s\n  shutdownTimeout: 3s 500ms\nquotas:\n  refusalDelay: 20ms\n",
+        )
+        .unwrap();
+        assert_eq!(s.limits.header_timeout, Duration::from_secs(90));
+        assert_eq!(s.limits.body_timeout, Duration::from_secs(120));
+        assert_eq!(s.limits.idle_timeout, Duration::from_secs(7));
+        assert_eq!(
+            s.limits.resources.body_memory_wait,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(s.actors.request_timeout, Duration::from_millis(250));
+        assert_eq!(s.actors.health_interval, Duration::from_secs(3600));
+        assert_eq!(s.server.reload_interval, Duration::ZERO);
+        assert_eq!(s.server.shutdown_timeout, Duration::from_millis(3500));
+        assert_eq!(s.quota.refusal_delay, Duration::from_millis(20));
+        let errs = parse("limits:\n  headerTimeout: 0s\n").unwrap_err();
+        assert_eq!(errs[0].field, "limits.headerTimeout");
+        assert_eq!(errs[0].message, "must be greater than zero");
+    }
+
+    #[test]
+    fn bad_values_of_every_kind_are_reported_together() {
+        let errs = parse(
+            "limits:\n  maxBodySize: 4Xi\n  blockingParseThreshold: much\n  headerTimeout: later\n  bodyMemoryWait: 2m\nactors:\n  healthInterval: never\n  restartAfterFailedPings: 0\nserver:\n  reloadInterval: sometimes\nquotas:\n  refusalDelay: 5s\n  maxBodyBytes: 1.5Mi\n",
+        )
+        .unwrap_err();
+        let mut fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "actors.healthInterval",
+                "actors.restartAfterFailedPings",
+                "limits.blockingParseThreshold",
+                "limits.bodyMemoryWait",
+                "limits.headerTimeout",
+                "limits.maxBodySize",
+                "quotas.maxBodyBytes",
+                "quotas.refusalDelay",
+                "server.reloadInterval",
+            ],
+            "{errs:?}"
+        );
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            shown.contains(&"mecha.yaml: limits.maxBodySize: '4Xi' has an unknown unit".to_owned()),
+            "{shown:?}"
+        );
     }
 }

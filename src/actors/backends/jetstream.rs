@@ -252,11 +252,8 @@ fn is_valid_bucket(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
-    let url = cfg.get("natsURL").unwrap_or_default().trim();
-    if url.is_empty() {
-        return Err("natsURL must not be empty".into());
-    }
+/// The servers of `natsURL` (comma-separated).
+fn servers(url: &str) -> Result<Vec<ServerAddr>, String> {
     let mut servers = Vec::new();
     for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         // The URL may hold a password: the message names only its position.
@@ -271,19 +268,18 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
     if servers.is_empty() {
         return Err("natsURL lists no server".into());
     }
-    let bucket = cfg.get("bucket").unwrap_or_default().trim().to_owned();
-    if !is_valid_bucket(&bucket) {
-        return Err(format!(
-            "bucket '{bucket}' is not a valid KV bucket name ([A-Za-z0-9_-]+)"
-        ));
-    }
+    Ok(servers)
+}
+
+/// The credentials: `jwt` with `seedKey`, or `credsFile`, or none.
+fn credentials(cfg: &ComponentConfig) -> Result<Option<Creds>, String> {
     let jwt = cfg.get("jwt").map(str::trim).filter(|s| !s.is_empty());
     let seed = cfg.get("seedKey").map(str::trim).filter(|s| !s.is_empty());
     let file = cfg
         .get("credsFile")
         .map(str::trim)
         .filter(|s| !s.is_empty());
-    let creds = match (jwt, seed, file) {
+    Ok(match (jwt, seed, file) {
         (Some(_), Some(_), Some(_)) => {
             return Err("give either jwt and seedKey or credsFile, not both".into());
         }
@@ -302,7 +298,22 @@ fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
             Some(Creds::File(f.to_owned()))
         }
         (None, None, None) => None,
-    };
+    })
+}
+
+fn settings(cfg: &ComponentConfig) -> Result<Settings, String> {
+    let url = cfg.get("natsURL").unwrap_or_default().trim();
+    if url.is_empty() {
+        return Err("natsURL must not be empty".into());
+    }
+    let servers = servers(url)?;
+    let bucket = cfg.get("bucket").unwrap_or_default().trim().to_owned();
+    if !is_valid_bucket(&bucket) {
+        return Err(format!(
+            "bucket '{bucket}' is not a valid KV bucket name ([A-Za-z0-9_-]+)"
+        ));
+    }
+    let creds = credentials(cfg)?;
     let s = Settings {
         servers,
         creds,
