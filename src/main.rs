@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use mecha::capabilities::{Matrix, render_effective};
 use mecha::config::{Config, ConfigSources};
 
-/// jemalloc instead of glibc's malloc: after a burst of large request bodies glibc kept
-/// most of the memory (per-thread arenas, fragmentation), jemalloc's background thread
-/// gives it back within seconds (README, "Security model"; `tests/redteam_resources.rs`).
+/// jemalloc instead of glibc's malloc: its background thread gives the memory of a burst of
+/// large request bodies back within seconds, where glibc's malloc keeps most of it
+/// (per-thread arenas, fragmentation) (README, "Security model"; `tests/redteam_resources.rs`).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -156,7 +156,25 @@ fn check(args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // Key namespaces that could meet on one physical store (start-up refuses them too).
+    if let Err(code) = check_namespaces(args, &config) {
+        return code;
+    }
+    print_capabilities(&config);
+    print_app_requirements(&config);
+    print_resiliency(&config);
+    print_tls(&config);
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "configuration OK: {} state store(s)",
+        config.components.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Refuses key namespaces that could meet on one physical store (start-up refuses them too).
+fn check_namespaces(args: &RunArgs, config: &Config) -> Result<(), ExitCode> {
     let file = args
         .config
         .clone()
@@ -167,13 +185,18 @@ fn check(args: &RunArgs) -> ExitCode {
         &config.components,
         &args.app_id,
     );
-    if !clashes.is_empty() {
-        eprintln!("configuration has {} problem(s):", clashes.len());
-        for e in &clashes {
-            eprintln!("  - {e}");
-        }
-        return ExitCode::FAILURE;
+    if clashes.is_empty() {
+        return Ok(());
     }
+    eprintln!("configuration has {} problem(s):", clashes.len());
+    for e in &clashes {
+        eprintln!("  - {e}");
+    }
+    Err(ExitCode::FAILURE)
+}
+
+/// The capability matrix of each store, after policy.
+fn print_capabilities(config: &Config) {
     // `load` has refused every policy that would break a guarantee, so each matrix builds.
     let stores: Vec<(String, String, Matrix)> = config
         .components
@@ -189,7 +212,11 @@ fn check(args: &RunArgs) -> ExitCode {
         .collect();
     println!("Effective capabilities per store (after policy):\n");
     println!("{}", render_effective(&stores));
-    // Apps' requirements (all met: `load` refused any that is not) and lint modes.
+}
+
+/// Each app's lint mode and requirements on each store it sees (all met: `load` refused
+/// any that is not).
+fn print_app_requirements(config: &Config) {
     for app in &config.settings.apps {
         for c in config.components.iter().filter(|c| c.visible_to(&app.id)) {
             let Ok(m) = c.app_matrix(&config.settings, app) else {
@@ -213,6 +240,10 @@ fn check(args: &RunArgs) -> ExitCode {
             );
         }
     }
+}
+
+/// The resiliency policy of each store.
+fn print_resiliency(config: &Config) {
     println!(
         "Effective resiliency per store (Dapr `kind: Resiliency`; retry -> breaker -> timeout):\n"
     );
@@ -221,6 +252,10 @@ fn check(args: &RunArgs) -> ExitCode {
         print!("{}", c.resiliency.describe());
     }
     println!();
+}
+
+/// Whether the listeners serve TLS, and with which files.
+fn print_tls(config: &Config) {
     match &config.settings.server.tls {
         None => println!("TLS: off (HTTP and gRPC serve plain TCP)"),
         Some(t) => println!(
@@ -235,14 +270,6 @@ fn check(args: &RunArgs) -> ExitCode {
             humantime::format_duration(t.check_interval),
         ),
     }
-    for w in &config.warnings {
-        println!("warning: {w}");
-    }
-    println!(
-        "configuration OK: {} state store(s)",
-        config.components.len()
-    );
-    ExitCode::SUCCESS
 }
 
 fn portability(args: &PortabilityArgs) -> ExitCode {

@@ -12,6 +12,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, test, web};
 use mecha::config::{Settings, parse_components};
 use mecha::gateway::http::{HttpState, dispatch};
@@ -97,30 +99,46 @@ pub async fn measure(blocks: impl Fn() -> u64) -> Result<Vec<Count>, String> {
     ];
     let mut out = Vec::new();
     for (name, make, status) in kinds {
-        // Warm-up: first-use allocations (metric handles, buffers) are not per request.
-        for _ in 0..50 {
-            let resp = test::call_service(&app, make()).await;
-            if resp.status() != status {
-                return Err(format!("{name}: {}", resp.status()));
-            }
-            let _ = test::read_body(resp).await;
-        }
-        let before = blocks();
-        for _ in 0..ROUNDS {
-            drop(make());
-        }
-        let harness = (blocks() - before) as f64 / ROUNDS as f64;
-        let before = blocks();
-        for _ in 0..ROUNDS {
-            let resp = test::call_service(&app, make()).await;
-            let _ = test::read_body(resp).await;
-        }
-        let per_request = (blocks() - before) as f64 / ROUNDS as f64 - harness;
-        out.push(Count {
-            name,
-            per_request,
-            harness,
-        });
+        out.push(count(&app, name, make, status, &blocks).await?);
     }
     Ok(out)
+}
+
+/// Serves `ROUNDS` requests made by `make` (after a warm-up, each answered `status`) and
+/// counts their allocations, less what building the requests allocates.
+async fn count<S, B>(
+    app: &S,
+    name: &'static str,
+    make: &dyn Fn() -> actix_http::Request,
+    status: u16,
+    blocks: &impl Fn() -> u64,
+) -> Result<Count, String>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    // Warm-up: first-use allocations (metric handles, buffers) are not per request.
+    for _ in 0..50 {
+        let resp = test::call_service(app, make()).await;
+        if resp.status() != status {
+            return Err(format!("{name}: {}", resp.status()));
+        }
+        let _ = test::read_body(resp).await;
+    }
+    let before = blocks();
+    for _ in 0..ROUNDS {
+        drop(make());
+    }
+    let harness = (blocks() - before) as f64 / ROUNDS as f64;
+    let before = blocks();
+    for _ in 0..ROUNDS {
+        let resp = test::call_service(app, make()).await;
+        let _ = test::read_body(resp).await;
+    }
+    let per_request = (blocks() - before) as f64 / ROUNDS as f64 - harness;
+    Ok(Count {
+        name,
+        per_request,
+        harness,
+    })
 }

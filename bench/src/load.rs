@@ -108,8 +108,6 @@ pub struct Latency {
     pub errors: Errors,
     /// Requests actually scheduled per second (should equal the target rate).
     pub rate: f64,
-    /// Wall time of the run, from the first intended send to the last completion.
-    pub wall: Duration,
 }
 
 impl Latency {
@@ -167,14 +165,12 @@ pub async fn open_loop(op: &Op, rate: f64, duration: Duration, workers: usize) -
     let mut rx = finished_rx;
     let _ = rx.recv().await;
     let _ = tokio::task::spawn_blocking(move || sched.join()).await;
-    let wall = start.elapsed();
     let mut micros = std::mem::take(&mut *results.lock());
     micros.sort_by(f64::total_cmp);
     Latency {
         micros,
         errors: errors.take(),
         rate: total as f64 / duration.as_secs_f64(),
-        wall,
     }
 }
 

@@ -68,15 +68,9 @@
 //! Only `WAIT` needs a connection to itself: it blocks the connection it is sent on and
 //! counts the writes of that connection. Writes asking for `consistency: strong` therefore
 //! check a connection out of a deadpool pool (`poolSize`), run the script and `WAIT` on it,
-//! and give it back.
-//!
-//! Measured with the ignored test `connection_strategies` (release build, 2 shared cores,
-//! local Redis 7.0, 64 concurrent tasks, 20 000 read-script calls, four runs): one
-//! multiplexed connection used directly did 185 000 to 223 000 calls/s; `RedisStore::get`
-//! on its per-shard multiplexed connection 147 000 to 212 000 (0.66x to 1.13x, mostly about
-//! 1.1x: noise on a shared machine); a deadpool checkout per request 60 000 to 79 000
-//! (0.27x to 0.42x), since recycling sends `UNWATCH` + `PING`, a second round trip per call.
-//! So the pool is kept for the one command that needs a connection to itself.
+//! and give it back. The pool serves only that: recycling a pooled connection sends
+//! `UNWATCH` + `PING`, a second round trip per call (the ignored test
+//! `connection_strategies` measures it; README, "Benchmarks").
 //!
 //! # Failures
 //!

@@ -726,8 +726,8 @@ async fn strong_consistency_waits_for_replicas() {
     s0.set(r).await.unwrap();
 }
 
-/// Compares a pool checkout per request with one multiplexed connection per worker, for
-/// the module doc. Run with `cargo test --release --lib connection_strategies -- --ignored --nocapture`.
+/// Compares a pool checkout per request with one multiplexed connection per worker (the
+/// figures are in README, "Benchmarks"). Run with `cargo test --release --lib connection_strategies -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing measurement, not a test"]
 async fn connection_strategies() {
