@@ -7,7 +7,8 @@
 //! Needs Redis, PostgreSQL, NATS JetStream and MySQL/MariaDB (`scripts/test.sh` starts them;
 //! SQLite needs nothing); fails, never skips, without them.
 
-mod support;
+use crate::support;
+use crate::support::services::{database_url, delete_kv_bucket, nats_url, redis_host};
 
 use mecha::gateway::grpc::proto::common::{Etag, StateItem};
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
@@ -20,10 +21,6 @@ use serde_json::json;
 use support::sql::SqlScratch;
 use support::{Mecha, TestMecha, error_of, unique};
 use tonic::Code;
-
-fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
-}
 
 fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
     let mut out = format!(
@@ -42,34 +39,26 @@ const STORES: [&str; 6] = ["memory", "redis", "pg", "js", "sqlite", "mysql"];
 /// when it is dropped).
 async fn mecha() -> (Mecha, String, SqlScratch) {
     let sql = SqlScratch::new();
-    let redis = env_or("REDIS_URL", "redis://127.0.0.1:6379");
-    let pg = env_or(
-        "DATABASE_URL",
-        "postgres://postgres:postgres@127.0.0.1:5432/test",
-    );
     let bucket = unique("mecha_etag").replace('-', "_");
     let m = TestMecha::empty()
         .yaml(&component("memory", "state.in-memory", &[]).replace("  metadata:\n", ""))
         .yaml(&component(
             "redis",
             "state.redis",
-            &[("redisHost", redis.trim_start_matches("redis://").to_owned())],
+            &[("redisHost", redis_host())],
         ))
         .yaml(&component(
             "pg",
             "state.postgresql",
             &[
-                ("connectionString", pg),
+                ("connectionString", database_url()),
                 ("tableName", "mecha_etag_strict".into()),
             ],
         ))
         .yaml(&component(
             "js",
             "state.jetstream",
-            &[
-                ("natsURL", env_or("NATS_URL", "nats://127.0.0.1:4222")),
-                ("bucket", bucket.clone()),
-            ],
+            &[("natsURL", nats_url()), ("bucket", bucket.clone())],
         ))
         .yaml(&component(
             "sqlite",
@@ -84,14 +73,6 @@ async fn mecha() -> (Mecha, String, SqlScratch) {
         .start()
         .await;
     (m, bucket, sql)
-}
-
-async fn drop_bucket(bucket: &str) {
-    if let Ok(client) = async_nats::connect(env_or("NATS_URL", "nats://127.0.0.1:4222")).await {
-        let _ = async_nats::jetstream::new(client)
-            .delete_key_value(bucket)
-            .await;
-    }
 }
 
 async fn value_of(m: &Mecha, store: &str, key: &str) -> Option<serde_json::Value> {
@@ -157,7 +138,7 @@ async fn a_malformed_if_match_never_drops_the_check_on_any_store() {
         assert_eq!(r.status(), 204, "{store}");
         assert_eq!(value_of(&m, store, &key).await, None, "{store}");
     }
-    drop_bucket(&bucket).await;
+    delete_kv_bucket(&bucket);
 }
 
 #[actix_rt::test]
@@ -209,7 +190,7 @@ async fn malformed_etags_in_http_saves_and_transactions_are_400_and_write_nothin
             );
         }
     }
-    drop_bucket(&bucket).await;
+    delete_kv_bucket(&bucket);
 }
 
 fn item(key: &str, etag: &str) -> StateItem {
@@ -311,7 +292,7 @@ async fn malformed_etags_over_grpc_are_invalid_argument_and_write_nothing() {
             );
         }
     }
-    drop_bucket(&bucket).await;
+    delete_kv_bucket(&bucket);
 }
 
 /// ETags compare exactly: one that differs from the current ETag only in letter case is stale
@@ -395,5 +376,5 @@ async fn an_etag_in_another_letter_case_is_stale_on_every_store() {
         checked.contains(&"sqlite") && checked.contains(&"mysql"),
         "stores with letters in their ETags: {checked:?}"
     );
-    drop_bucket(&bucket).await;
+    delete_kv_bucket(&bucket);
 }

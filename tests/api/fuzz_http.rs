@@ -2,7 +2,7 @@
 //! shapes) at every route. Each response must be well-formed and Dapr-shaped, no unexpected
 //! 5xx may appear, nothing may hang, and the process must stay healthy.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,5 +7,3 @@ mod client;
 mod parity;
 mod runtime;
 mod streams;
-#[path = "../support/mod.rs"]
-mod support;

@@ -1,6 +1,6 @@
 //! The HTTP state API against the in-memory store, over real HTTP, row by row of the spec.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

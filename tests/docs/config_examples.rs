@@ -5,7 +5,7 @@
 //! and serve through the binary (MySQL: the local MariaDB `scripts/test.sh` provides, in a
 //! schema of the test's own; the test fails without it).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! `/metrics` agree: after a traffic mix, every metric the dashboard queries and every Mecha
 //! family the README lists has samples in `/metrics`.
 
-mod support;
+use crate::support;
 
 use mecha::gateway::grpc::proto::runtime::GetStateRequest;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;

@@ -1,5 +1,5 @@
 //! The README's capability matrix is generated from the backend registry; this test fails
-//! when they drift (regenerate with `MECHA_UPDATE_README=1 cargo test --test readme`).
+//! when they drift (regenerate with `MECHA_UPDATE_README=1 cargo test --test docs readme::`).
 
 const START: &str = "<!-- capability-matrix:start -->\n";
 const END: &str = "<!-- capability-matrix:end -->";
@@ -21,7 +21,7 @@ fn readme_capability_matrix_matches_the_registry() {
     }
     assert_eq!(
         current, want,
-        "README capability matrix is stale: run MECHA_UPDATE_README=1 cargo test --test readme"
+        "README capability matrix is stale: run MECHA_UPDATE_README=1 cargo test --test docs readme::"
     );
 }
 

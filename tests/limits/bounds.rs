@@ -3,16 +3,12 @@
 //! flood (`flood.rs`). Every server is a child process on free loopback ports with its own
 //! descriptor limit, measured through `/proc`.
 
-mod flood;
-mod proc;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use proc::{Mecha, http, rss_kib};
-
-const MEMORY_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
+use crate::proc::{self, Mecha, amplifying_body, http, post, rss_kib};
+use crate::support::MEMORY_STORE;
 
 /// The indented command lines of the README's quick start.
 fn quick_start_lines() -> Vec<String> {
@@ -349,42 +345,6 @@ fn slow_headers_and_trickled_or_endless_bodies_are_cut_off() {
     // The server still serves.
     let (status, _) = http(&m.http, "GET /v1.0/healthz HTTP/1.1\r\n\r\n");
     assert_eq!(status, 204);
-}
-
-/// A 4 MB save body of `[{},{},...]`.
-fn amplifying_body() -> String {
-    let n = (4 * 1024 * 1024 - 8) / 3;
-    let mut b = String::with_capacity(4 * 1024 * 1024);
-    b.push('[');
-    for i in 0..n {
-        if i > 0 {
-            b.push(',');
-        }
-        b.push_str("{}");
-    }
-    b.push(']');
-    b
-}
-
-/// POST with an API token.
-fn post_as(addr: &str, token: &str, path: &str, body: &str) -> (u16, String) {
-    http(
-        addr,
-        &format!(
-            "POST {path} HTTP/1.1\r\ndapr-api-token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-}
-
-fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
-    http(
-        addr,
-        &format!(
-            "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
 }
 
 #[test]

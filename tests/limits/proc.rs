@@ -14,6 +14,14 @@ use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mecha");
 
+/// The tests that load the machine on purpose (the flood, the red-team bursts of bodies and
+/// connections) hold this lock, so they run one at a time while the lighter tests of this
+/// binary run beside them.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The descriptor limit every server runs with.
 pub const FD_LIMIT: usize = 4096;
 
@@ -283,4 +291,41 @@ pub async fn quiet_grpc_client(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     lat
+}
+
+/// A 4 MB save body of `[{},{},...]`.
+pub fn amplifying_body() -> String {
+    let n = (4 * 1024 * 1024 - 8) / 3;
+    let mut b = String::with_capacity(4 * 1024 * 1024);
+    b.push('[');
+    for i in 0..n {
+        if i > 0 {
+            b.push(',');
+        }
+        b.push_str("{}");
+    }
+    b.push(']');
+    b
+}
+
+/// POST with an API token.
+pub fn post_as(addr: &str, token: &str, path: &str, body: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\ndapr-api-token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// POST without a token.
+pub fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
 }

@@ -12,9 +12,10 @@
 //!   room, and a connection must complete its first request within `headerTimeout` of
 //!   the accept, however it trickles.
 //!
-//! The tests run one at a time (a lock), since each loads the machine on purpose.
+//! The tests run one at a time, and not beside the flood (`proc::one_at_a_time`), since
+//! each loads the machine on purpose.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -25,8 +26,6 @@ use std::time::{Duration, Instant};
 use mecha::gateway::grpc::proto::runtime::GetStateRequest;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use support::binary::Process;
-
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const CONFIG: &str = "apps:\n  - id: flood\n    token: flood-token\n  - id: quiet\n    token: quiet-token\nlimits:\n  headerTimeout: 1s\n";
 const MEMORY: &str = "kind: Component\nmetadata:\n  name: store\nspec:\n  type: state.in-memory\n";
@@ -53,12 +52,7 @@ fn start(config: &str) -> (tempfile::TempDir, Process) {
 
 /// Resident memory of `pid`, in MiB.
 fn rss_mib(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
-        .map_or(0, |kib| kib / 1024)
+    crate::proc::rss_kib(pid) / 1024
 }
 
 /// One HTTP/1.1 request on a fresh connection: the status (0 when the connection failed).
@@ -90,7 +84,7 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 #[test]
 fn a_burst_of_large_bodies_stays_within_the_budget_and_memory_returns() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::proc::one_at_a_time();
     let (_dir, p) = start(CONFIG);
     let pid = p.pid();
     assert_eq!(
@@ -239,7 +233,7 @@ fn fresh_grpc_calls(addr: &str, calls: usize) -> (Vec<Duration>, usize) {
 
 #[test]
 fn preface_only_and_trickling_connections_do_not_lock_out_an_authenticated_app() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::proc::one_at_a_time();
     let (_dir, p) = start(CONFIG);
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
     // More preface-only sockets than maxConnections (1024), all from one address.
@@ -285,7 +279,7 @@ fn preface_only_and_trickling_connections_do_not_lock_out_an_authenticated_app()
 
 #[test]
 fn idle_keep_alive_connections_do_not_lock_out_an_authenticated_app() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::proc::one_at_a_time();
     let (_dir, p) = start(CONFIG);
     // One unauthenticated health check each, then silence on a kept-alive connection.
     let mut held = hold(

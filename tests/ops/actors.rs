@@ -1,6 +1,6 @@
 //! The actor layer: concurrency, supervision and timeouts, with deliberately misbehaving stores.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

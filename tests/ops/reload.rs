@@ -6,7 +6,7 @@
 //! `Running::reload` or the file check; the binary tests send SIGHUP and read the log and
 //! `/metrics` (one process each, so the metric values are theirs alone).
 
-mod support;
+use crate::support;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use mecha::reload::Outcome;
 use serde_json::json;
 use support::binary::Process;
-use support::{Mecha, error_of, unique};
+use support::{Mecha, error_of, receipt_of, unique};
 
 /// A configuration on disk: `mecha.yaml` and a resources directory.
 struct Files {
@@ -111,12 +111,6 @@ fn memory(name: &str) -> String {
     format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.in-memory\n  version: v1\n"
     )
-}
-
-fn receipt_of(r: &reqwest::Response) -> Option<String> {
-    r.headers()
-        .get("mecha-receipt")
-        .map(|v| v.to_str().unwrap().to_owned())
 }
 
 /// A nats-server with JetStream on a private port, to freeze with SIGSTOP.

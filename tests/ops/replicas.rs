@@ -13,30 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-mod support;
+use crate::support;
+use crate::support::services::{database_url, etcd_endpoints, redis_cluster_nodes};
 
 use support::binary::Process;
-
-fn etcd_endpoints() -> String {
-    std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| {
-        "http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793".into()
-    })
-}
-
-/// Seed nodes of the Redis Cluster `scripts/test.sh` starts (or `REDIS_CLUSTER_NODES`).
-fn redis_cluster_nodes() -> String {
-    std::env::var("REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
-        (1..=6)
-            .map(|i| format!("127.0.0.1:2700{i}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    })
-}
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
-}
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{:016x}", rand::random::<u64>())

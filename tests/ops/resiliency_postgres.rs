@@ -3,7 +3,7 @@
 //! its stated bound, the breaker opens and fails calls fast, and everything recovers after
 //! the thaw without restarting Mecha; acknowledged writes are all present.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,7 +13,7 @@
 //! They fail (never skip) when `redis-server` or `nats-server` is missing: `scripts/test.sh`
 //! installs them.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! the old one; required client certificates; handshakes bounded by `limits.headerTimeout`
 //! and counted against `limits.maxConnections`.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

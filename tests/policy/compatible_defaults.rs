@@ -8,7 +8,7 @@
 //! 27001-27006, PostgreSQL, the etcd cluster on 23791-23793, MariaDB); fails, never skips,
 //! without them. SQLite and MySQL tables live in a scratch file and schema per test.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

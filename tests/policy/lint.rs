@@ -3,48 +3,20 @@
 //! `reject` answers `ERR_METADATA_LINT` / `INVALID_ARGUMENT` and writes nothing; an invalid
 //! value fails in every mode; portable metadata is silent; apps' `requires` and tightenings.
 
-mod support;
+use crate::support;
+use crate::support::services::database_url;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
-use mecha::actors::{StateStore, StoreError, StoreFactory};
-use mecha::capabilities::{Capability, CapabilitySet};
 use mecha::gateway::grpc::proto::common::StateItem;
-use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{
     DeleteBulkStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest,
     GetMetadataRequest, GetStateRequest, QueryStateRequest, SaveStateRequest,
     TransactionalStateOperation,
 };
 use serde_json::{Value, json};
-use support::{MEMORY_STORE, Mecha, TestMecha, error_of, unique};
+use support::{KvFactory, MEMORY_STORE, Mecha, TestMecha, error_of, unique};
 use tonic::Code;
-use tonic::transport::Channel;
-
-/// The in-memory backend declared as a key-value store with CAS and nothing else.
-struct KvFactory(Arc<InMemoryStore>);
-
-impl StoreFactory for KvFactory {
-    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
-        Ok(self.0.clone())
-    }
-    fn capabilities(&self) -> CapabilitySet {
-        CapabilitySet::of(&[Capability::Etag, Capability::FirstWrite])
-    }
-    fn lists_keys(&self) -> bool {
-        true
-    }
-}
-
-fn kv() -> Arc<dyn StoreFactory> {
-    Arc::new(KvFactory(Arc::new(InMemoryStore::new(
-        Arc::new(SystemClock),
-        Duration::from_secs(3600),
-    ))))
-}
 
 fn memory(name: &str) -> String {
     MEMORY_STORE.replace("name: statestore", &format!("name: {name}"))
@@ -57,7 +29,7 @@ async fn mecha() -> Mecha {
         .yaml(&memory("strict"))
         .yaml(&memory("quiet"))
         .yaml(&memory("pinned"))
-        .custom("kv", kv())
+        .custom("kv", KvFactory::fresh().1)
         .settings(
             "stores:\n  strict:\n    lint: reject\n  quiet:\n    lint: off\n  kv:\n    ttl: ignore\n    partitionKey: ignore\n  pinned:\n    partitionKey: reject\n",
         )
@@ -69,15 +41,6 @@ fn lint_of(r: &reqwest::Response) -> Option<String> {
     r.headers()
         .get("mecha-lint")
         .map(|v| v.to_str().unwrap().to_owned())
-}
-
-async fn grpc(m: &Mecha) -> DaprClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{}", m.running.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    DaprClient::new(ch)
 }
 
 fn grpc_lint(md: &tonic::metadata::MetadataMap) -> Option<String> {
@@ -235,7 +198,7 @@ async fn portable_metadata_produces_no_finding() {
             .await;
         assert_eq!((r.status().as_u16(), lint_of(&r)), (200, None));
     }
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let resp = c
         .save_state(SaveStateRequest {
             store_name: "strict".into(),
@@ -368,7 +331,7 @@ async fn invalid_values_are_rejected_in_every_mode() {
         assert_eq!(status_of_get(&m, store, &k).await, 204, "nothing written");
     }
     // gRPC: INVALID_ARGUMENT.
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let st = c
         .save_state(SaveStateRequest {
             store_name: "quiet".into(),
@@ -472,7 +435,7 @@ async fn partition_key_and_ttl_follow_the_matrix() {
 #[actix_rt::test]
 async fn grpc_warn_and_reject_on_every_rpc() {
     let m = mecha().await;
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let k = unique("g");
     let item = |key: &str, meta: &[(&str, &str)]| StateItem {
         key: key.to_owned(),
@@ -625,7 +588,7 @@ const APPS: &str = "apps:\n  - id: orders\n    token: t-orders\n    requires: [E
 #[actix_rt::test]
 async fn app_tightenings_and_requirements() {
     let m = TestMecha::memory()
-        .custom("kv", kv())
+        .custom("kv", KvFactory::fresh().1)
         .settings(
             &APPS
                 .replace("ttl: emulate", "ttl: ignore")
@@ -686,7 +649,7 @@ async fn app_tightenings_and_requirements() {
         meta["extended"]["mecha.requires.statestore"],
         "ETAG=met(native)"
     );
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let mut req = tonic::Request::new(GetMetadataRequest::default());
     req.metadata_mut()
         .insert("dapr-api-token", "t-billing".parse().unwrap());
@@ -724,7 +687,7 @@ async fn unmet_requirements_and_loosenings_stop_start_up() {
         components: vec![mecha::config::LoadedComponent::custom(
             "kv",
             "state.test",
-            kv(),
+            KvFactory::fresh().1,
         )],
         warnings: Vec::new(),
     };
@@ -754,8 +717,7 @@ async fn unmet_requirements_and_loosenings_stop_start_up() {
 /// over gRPC refuses it; portable `contentType` is silent.
 #[actix_rt::test]
 async fn query_metadata_on_postgresql() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+    let url = database_url();
     let table = format!("lint_{:016x}", rand::random::<u64>());
     let pg = |name: &str| {
         format!(
@@ -780,7 +742,7 @@ async fn query_metadata_on_postgresql() {
         lint_of(&r).as_deref(),
         Some("store-specific-key;key=queryIndexName;at=request")
     );
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let resp = c
         .query_state_alpha1(QueryStateRequest {
             store_name: "pg".into(),

@@ -6,89 +6,26 @@
 //! emulates bulk and TTL on it and rejects transactions and strong consistency. Redis and
 //! PostgreSQL run on the local servers (`scripts/test.sh` starts them; never skipped).
 
-mod support;
+use crate::support;
+use crate::support::services::{database_url, redis_host};
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
-use mecha::actors::{StateStore, StoreError, StoreFactory};
-use mecha::capabilities::{Capability, CapabilitySet};
-use mecha::gateway::grpc::proto::common::{StateItem, StateOptions, state_options};
-use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+use mecha::gateway::grpc::proto::common::{StateOptions, state_options};
 use mecha::gateway::grpc::proto::runtime::{
     DeleteBulkStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest,
     GetMetadataRequest, GetStateRequest, SaveStateRequest, TransactionalStateOperation,
 };
 use serde_json::{Value, json};
-use support::{Mecha, TestMecha, error_of, unique};
+use support::{KvFactory, TestMecha, error_of, grpc_receipt, item, receipt_of, unique};
 use tonic::Code;
-use tonic::transport::Channel;
-
-/// The in-memory backend, declared as a key-value store with CAS but nothing else.
-struct KvFactory(Arc<InMemoryStore>);
-
-impl StoreFactory for KvFactory {
-    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
-        Ok(self.0.clone())
-    }
-    fn capabilities(&self) -> CapabilitySet {
-        CapabilitySet::of(&[Capability::Etag, Capability::FirstWrite])
-    }
-    fn lists_keys(&self) -> bool {
-        true
-    }
-}
-
-fn kv() -> (Arc<InMemoryStore>, Arc<dyn StoreFactory>) {
-    let store = Arc::new(InMemoryStore::new(
-        Arc::new(SystemClock),
-        Duration::from_secs(3600),
-    ));
-    (store.clone(), Arc::new(KvFactory(store)))
-}
 
 fn redis_component(name: &str) -> String {
-    let host = std::env::var("REDIS_URL")
-        .ok()
-        .and_then(|u| u.strip_prefix("redis://").map(str::to_owned))
-        .unwrap_or_else(|| "127.0.0.1:6379".into());
+    let host = redis_host();
     format!(
         "kind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: {host}\n"
     )
-}
-
-async fn grpc(m: &Mecha) -> DaprClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{}", m.running.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    DaprClient::new(ch)
-}
-
-fn receipt_of(r: &reqwest::Response) -> Option<String> {
-    r.headers()
-        .get("mecha-receipt")
-        .map(|v| v.to_str().unwrap().to_owned())
-}
-
-fn grpc_receipt(md: &tonic::metadata::MetadataMap) -> Option<String> {
-    md.get("mecha-receipt")
-        .map(|v| v.to_str().unwrap().to_owned())
-}
-
-async fn post_json(m: &Mecha, path: &str, body: Value) -> reqwest::Response {
-    m.post(path, body.to_string()).await
-}
-
-fn item(key: &str, value: &[u8]) -> StateItem {
-    StateItem {
-        key: key.into(),
-        value: value.to_vec(),
-        ..StateItem::default()
-    }
 }
 
 fn strong() -> Option<StateOptions> {
@@ -102,37 +39,40 @@ fn strong() -> Option<StateOptions> {
 /// doors; a single-key call on the same store is native and carries none.
 #[actix_rt::test]
 async fn bulk_is_emulated_with_a_receipt_and_a_plain_call_has_none() {
-    let (_, f) = kv();
+    let (_, f) = KvFactory::fresh();
     let m = TestMecha::empty().custom("kv", f).start().await;
     let (a, b) = (unique("a"), unique("b"));
-    let r = post_json(
-        &m,
-        "/v1.0/state/kv",
-        json!([{"key": a, "value": 1}, {"key": b, "value": 2}]),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kv",
+            json!([{"key": a, "value": 1}, {"key": b, "value": 2}]),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     assert_eq!(receipt_of(&r).as_deref(), Some("bulk=emulated"));
-    let r = post_json(&m, "/v1.0/state/kv/bulk", json!({"keys": [a, b]})).await;
+    let r = m
+        .post_json("/v1.0/state/kv/bulk", json!({"keys": [a, b]}))
+        .await;
     assert_eq!(receipt_of(&r).as_deref(), Some("bulk=emulated"));
     let items: Value = r.json().await.unwrap();
     assert_eq!(items[0]["data"], 1);
     assert_eq!(items[1]["data"], 2);
     // An emulated bulk save where one item fails its ETag: 409, the good item kept, and the
     // error response still says how the call was served.
-    let r = post_json(
-        &m,
-        "/v1.0/state/kv",
-        json!([{"key": a, "value": 9, "etag": "12345"}, {"key": b, "value": 8}]),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kv",
+            json!([{"key": a, "value": 9, "etag": "12345"}, {"key": b, "value": 8}]),
+        )
+        .await;
     assert_eq!(r.status(), 409);
     assert_eq!(receipt_of(&r).as_deref(), Some("bulk=emulated"));
     let mut bad = item(&a, b"9");
     bad.etag = Some(mecha::gateway::grpc::proto::common::Etag {
         value: "12345".into(),
     });
-    let st = grpc(&m)
+    let st = m
+        .grpc()
         .await
         .save_state(SaveStateRequest {
             store_name: "kv".into(),
@@ -160,10 +100,12 @@ async fn bulk_is_emulated_with_a_receipt_and_a_plain_call_has_none() {
     let r = m.get(&format!("/v1.0/state/kv/{a}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(receipt_of(&r), None);
-    let r = post_json(&m, "/v1.0/state/kv", json!([{"key": a, "value": 3}])).await;
+    let r = m
+        .post_json("/v1.0/state/kv", json!([{"key": a, "value": 3}]))
+        .await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (204, None));
 
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let resp = c
         .get_bulk_state(GetBulkStateRequest {
             store_name: "kv".into(),
@@ -206,18 +148,18 @@ async fn bulk_is_emulated_with_a_receipt_and_a_plain_call_has_none() {
 /// policy, and nothing is written.
 #[actix_rt::test]
 async fn bulk_rejected_by_policy_writes_nothing() {
-    let (store, f) = kv();
+    let (store, f) = KvFactory::fresh();
     let m = TestMecha::empty()
         .custom("kv", f)
         .settings("stores:\n  kv:\n    bulk: reject\n")
         .start()
         .await;
-    let r = post_json(
-        &m,
-        "/v1.0/state/kv",
-        json!([{"key": "x", "value": 1}, {"key": "y", "value": 2}]),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kv",
+            json!([{"key": "x", "value": 1}, {"key": "y", "value": 2}]),
+        )
+        .await;
     let (status, code, msg, _) = error_of(r).await;
     assert_eq!(
         (status, code.as_str()),
@@ -228,7 +170,8 @@ async fn bulk_rejected_by_policy_writes_nothing() {
         "state store kv rejected the SaveState request: capability bulk (BULK_NATIVE), policy: reject"
     );
     assert!(store.is_empty());
-    let st = grpc(&m)
+    let st = m
+        .grpc()
         .await
         .save_state(SaveStateRequest {
             store_name: "kv".into(),
@@ -246,18 +189,18 @@ async fn bulk_rejected_by_policy_writes_nothing() {
 /// message naming the policy, and nothing applied.
 #[actix_rt::test]
 async fn transaction_rejected_applies_nothing() {
-    let (store, f) = kv();
+    let (store, f) = KvFactory::fresh();
     let m = TestMecha::empty()
         .custom("kv", f)
         .settings("stores:\n  kv:\n    default: reject\n    transactions: reject\n")
         .start()
         .await;
-    let r = post_json(
-        &m,
-        "/v1.0/state/kv/transaction",
-        json!({"operations": [{"operation": "upsert", "request": {"key": "t", "value": 1}}]}),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kv/transaction",
+            json!({"operations": [{"operation": "upsert", "request": {"key": "t", "value": 1}}]}),
+        )
+        .await;
     let (status, code, msg, _) = error_of(r).await;
     assert_eq!(
         (status, code.as_str()),
@@ -267,7 +210,8 @@ async fn transaction_rejected_applies_nothing() {
         msg,
         "state store kv doesn't support transactions (capability transactions (TRANSACTIONAL), policy: reject)"
     );
-    let st = grpc(&m)
+    let st = m
+        .grpc()
         .await
         .execute_state_transaction(ExecuteStateTransactionRequest {
             store_name: "kv".into(),
@@ -290,19 +234,19 @@ async fn transaction_rejected_applies_nothing() {
 /// the backend, while a rewrite without TTL survives.
 #[actix_rt::test]
 async fn ttl_is_emulated_expires_and_is_swept() {
-    let (store, f) = kv();
+    let (store, f) = KvFactory::fresh();
     let m = TestMecha::empty()
         .custom("kv", f)
         .settings("actors:\n  ttlSweepInterval: 1s\n")
         .start()
         .await;
     let (k, keep) = (unique("ttl"), unique("keep"));
-    let r = post_json(
-        &m,
-        "/v1.0/state/kv",
-        json!([{"key": k, "value": "v", "metadata": {"ttlInSeconds": "1"}}]),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kv",
+            json!([{"key": k, "value": "v", "metadata": {"ttlInSeconds": "1"}}]),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     assert_eq!(receipt_of(&r).as_deref(), Some("ttl=emulated"));
     let r = m.get(&format!("/v1.0/state/kv/{k}")).await;
@@ -311,7 +255,8 @@ async fn ttl_is_emulated_expires_and_is_swept() {
     assert!(r.headers().contains_key("metadata.ttlexpiretime"));
     assert_eq!(r.text().await.unwrap(), "\"v\"");
     // gRPC: the same expiry in the response metadata.
-    let resp = grpc(&m)
+    let resp = m
+        .grpc()
         .await
         .get_state(GetStateRequest {
             store_name: "kv".into(),
@@ -326,8 +271,7 @@ async fn ttl_is_emulated_expires_and_is_swept() {
     );
     assert!(resp.into_inner().metadata.contains_key("ttlExpireTime"));
     // A key written with a TTL, then rewritten without one, keeps living.
-    post_json(
-        &m,
+    m.post_json(
         "/v1.0/state/kv",
         json!([{"key": keep, "value": 1, "metadata": {"ttlInSeconds": "1"}}]),
     )
@@ -348,18 +292,18 @@ async fn ttl_is_emulated_expires_and_is_swept() {
 async fn strong_consistency_rejected_by_default_ignored_by_policy() {
     // Two key-value stores without strong consistency, and Redis, where it is native.
     let m = TestMecha::empty()
-        .custom("cache", kv().1)
-        .custom("blur", kv().1)
+        .custom("cache", KvFactory::fresh().1)
+        .custom("blur", KvFactory::fresh().1)
         .yaml(&redis_component("redis"))
         .settings("stores:\n  blur:\n    strongConsistency: ignore\n")
         .start()
         .await;
     let k = unique("strong");
     let body = json!([{"key": k, "value": 1, "options": {"consistency": "strong"}}]);
-    let r = post_json(&m, "/v1.0/state/redis", body.clone()).await;
+    let r = m.post_json("/v1.0/state/redis", body.clone()).await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (204, None));
     let (status, code, msg, _) =
-        error_of(post_json(&m, "/v1.0/state/cache", body.clone()).await).await;
+        error_of(m.post_json("/v1.0/state/cache", body.clone()).await).await;
     assert_eq!(
         (status, code.as_str()),
         (400, "ERR_STATE_STORE_NOT_SUPPORTED")
@@ -372,7 +316,7 @@ async fn strong_consistency_rejected_by_default_ignored_by_policy() {
         .get(&format!("/v1.0/state/cache/{k}?consistency=strong"))
         .await;
     assert_eq!(r.status(), 400);
-    let r = post_json(&m, "/v1.0/state/blur", body).await;
+    let r = m.post_json("/v1.0/state/blur", body).await;
     assert_eq!(r.status(), 204);
     assert_eq!(receipt_of(&r).as_deref(), Some("consistency=ignored"));
     let r = m
@@ -384,7 +328,7 @@ async fn strong_consistency_rejected_by_default_ignored_by_policy() {
     let r = m.get(&format!("/v1.0/state/blur/{k}")).await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (200, None));
 
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let st = c
         .get_state(GetStateRequest {
             store_name: "cache".into(),
@@ -420,7 +364,7 @@ async fn strong_consistency_rejected_by_default_ignored_by_policy() {
 /// metadata carries the full matrix.
 #[actix_rt::test]
 async fn metadata_lists_effective_capabilities() {
-    let (_, f) = kv();
+    let (_, f) = KvFactory::fresh();
     let m = TestMecha::empty()
         .custom("kv", f)
         .yaml(&redis_component("cache"))
@@ -446,7 +390,8 @@ async fn metadata_lists_effective_capabilities() {
         meta["extended"]["mecha.matrix.kv"],
         "etag=native,first-write=native,transactions=rejected,ttl=emulated,bulk=emulated,consistency=ignored,query=rejected,partition-key=rejected"
     );
-    let resp = grpc(&m)
+    let resp = m
+        .grpc()
         .await
         .get_metadata(GetMetadataRequest::default())
         .await
@@ -465,29 +410,28 @@ async fn metadata_lists_effective_capabilities() {
 /// PostgreSQL: native calls carry no receipt, and a partitionKey is ignored by default, with one.
 #[actix_rt::test]
 async fn postgresql_native_calls_have_no_receipt() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+    let url = database_url();
     let table = format!("neg_{:016x}", rand::random::<u64>());
     let yaml = format!(
         "kind: Component\nmetadata:\n  name: pg\nspec:\n  type: state.postgresql\n  metadata:\n  - name: connectionString\n    value: \"{url}\"\n  - name: tableName\n    value: {table}\n"
     );
     let m = TestMecha::empty().yaml(&yaml).start().await;
     let (a, b) = (unique("a"), unique("b"));
-    let r = post_json(
-        &m,
-        "/v1.0/state/pg",
+    let r = m.post_json("/v1.0/state/pg",
         json!([{"key": a, "value": 1, "options": {"consistency": "strong"}, "metadata": {"ttlInSeconds": "60"}}, {"key": b, "value": 2}]),
     )
     .await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (204, None));
-    let r = post_json(&m, "/v1.0/state/pg/bulk", json!({"keys": [a, b]})).await;
+    let r = m
+        .post_json("/v1.0/state/pg/bulk", json!({"keys": [a, b]}))
+        .await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (200, None));
-    let r = post_json(
-        &m,
-        "/v1.0/state/pg/transaction",
-        json!({"operations": [{"operation": "delete", "request": {"key": a}}]}),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/pg/transaction",
+            json!({"operations": [{"operation": "delete", "request": {"key": a}}]}),
+        )
+        .await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (204, None));
     let r = m
         .get(&format!("/v1.0/state/pg/{b}?metadata.partitionKey=p"))
@@ -509,7 +453,7 @@ async fn postgresql_native_calls_have_no_receipt() {
 /// A refused policy stops start-up, naming store and capability.
 #[actix_rt::test]
 async fn refused_policy_stops_start_up() {
-    let (_, f) = kv();
+    let (_, f) = KvFactory::fresh();
     let settings = mecha::config::Settings::parse(
         std::path::Path::new("mecha.yaml"),
         "stores:\n  kv:\n    transactions: ignore\n    strongConsistency: emulate\n",

@@ -4,7 +4,8 @@
 //! gRPC, against the local nats-server (`scripts/test.sh` starts it; never skipped). Each test
 //! uses a bucket of its own, deleted at the end.
 
-mod support;
+use crate::support;
+use crate::support::services::{delete_kv_bucket, nats_url};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,24 +14,18 @@ use std::time::Duration;
 
 use mecha::actors::{StateStore, StoreFactory};
 use mecha::config::parse_components;
-use mecha::gateway::grpc::proto::common::{StateItem, StateOptions, state_options};
-use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+use mecha::gateway::grpc::proto::common::{StateOptions, state_options};
 use mecha::gateway::grpc::proto::runtime::{
     ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest, SaveStateRequest,
     TransactionalStateOperation,
 };
 use mecha::model::{GetRequest, Metadata};
 use serde_json::{Value, json};
-use support::{Mecha, TestMecha, error_of, unique};
+use support::{Mecha, TestMecha, error_of, grpc_receipt, item, receipt_of, unique};
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// The README's worked example policy.
 const POLICY: &str = "stores:\n  kvstore:\n    default: reject\n    ttl: emulate\n    bulk: emulate\n    partitionKey: ignore\nactors:\n  ttlSweepInterval: 1s\n";
-
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
 
 /// A bucket of its own; deleted on drop.
 struct Bucket(String);
@@ -60,21 +55,7 @@ impl Bucket {
 
 impl Drop for Bucket {
     fn drop(&mut self) {
-        let (url, bucket) = (nats_url(), self.0.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let client = async_nats::connect(url).await.ok()?;
-                async_nats::jetstream::new(client)
-                    .delete_key_value(&bucket)
-                    .await
-                    .ok()
-            })
-        })
-        .join();
+        delete_kv_bucket(&self.0);
     }
 }
 
@@ -84,38 +65,6 @@ async fn start(bucket: &Bucket, policy: &str) -> Mecha {
         .settings(policy)
         .start()
         .await
-}
-
-async fn grpc(m: &Mecha) -> DaprClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{}", m.running.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    DaprClient::new(ch)
-}
-
-fn receipt_of(r: &reqwest::Response) -> Option<String> {
-    r.headers()
-        .get("mecha-receipt")
-        .map(|v| v.to_str().unwrap().to_owned())
-}
-
-fn grpc_receipt(md: &tonic::metadata::MetadataMap) -> Option<String> {
-    md.get("mecha-receipt")
-        .map(|v| v.to_str().unwrap().to_owned())
-}
-
-async fn post_json(m: &Mecha, path: &str, body: Value) -> reqwest::Response {
-    m.post(path, body.to_string()).await
-}
-
-fn item(key: &str, value: &[u8]) -> StateItem {
-    StateItem {
-        key: key.into(),
-        value: value.to_vec(),
-        ..StateItem::default()
-    }
 }
 
 async fn raw_get(store: &Arc<dyn StateStore>, key: &str) -> Option<bytes::Bytes> {
@@ -137,12 +86,12 @@ async fn raw_get(store: &Arc<dyn StateStore>, key: &str) -> Option<bytes::Bytes>
 async fn readme_worked_example() {
     let bucket = Bucket::new();
     let m = start(&bucket, POLICY).await;
-    let r = post_json(
-        &m,
-        "/v1.0/state/kvstore",
-        json!([{"key":"a","value":1},{"key":"b","value":2,"metadata":{"ttlInSeconds":"60"}}]),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kvstore",
+            json!([{"key":"a","value":1},{"key":"b","value":2,"metadata":{"ttlInSeconds":"60"}}]),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     assert_eq!(
         receipt_of(&r).as_deref(),
@@ -158,12 +107,12 @@ async fn readme_worked_example() {
     let r = m.get("/v1.0/state/kvstore/a").await;
     assert_eq!((r.status().as_u16(), receipt_of(&r)), (200, None));
     assert!(r.headers().contains_key("etag"));
-    let r = post_json(
-        &m,
-        "/v1.0/state/kvstore/transaction",
-        json!({"operations":[{"operation":"upsert","request":{"key":"c","value":3}}]}),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kvstore/transaction",
+            json!({"operations":[{"operation":"upsert","request":{"key":"c","value":3}}]}),
+        )
+        .await;
     let (status, code, msg, _) = error_of(r).await;
     assert_eq!(
         (status, code.as_str(), msg.as_str()),
@@ -187,14 +136,13 @@ async fn transaction_rejected_applies_nothing() {
     let bucket = Bucket::new();
     let m = start(&bucket, POLICY).await;
     let k = unique("tx");
-    let r = post_json(
-        &m,
-        "/v1.0/state/kvstore/transaction",
+    let r = m.post_json("/v1.0/state/kvstore/transaction",
         json!({"operations":[{"operation":"upsert","request":{"key":k,"value":1}},{"operation":"delete","request":{"key":"other"}}]}),
     )
     .await;
     assert_eq!(r.status(), 500);
-    let st = grpc(&m)
+    let st = m
+        .grpc()
         .await
         .execute_state_transaction(ExecuteStateTransactionRequest {
             store_name: "kvstore".into(),
@@ -221,7 +169,7 @@ async fn transaction_rejected_applies_nothing() {
 async fn bulk_emulated_with_a_receipt() {
     let bucket = Bucket::new();
     let m = start(&bucket, POLICY).await;
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let resp = c
         .save_state(SaveStateRequest {
             store_name: "kvstore".into(),
@@ -252,7 +200,9 @@ async fn bulk_emulated_with_a_receipt() {
         (&b"1"[..], &b"2"[..])
     );
     assert!(items[2].data.is_empty());
-    let r = post_json(&m, "/v1.0/state/kvstore/bulk", json!({"keys": ["x", "y"]})).await;
+    let r = m
+        .post_json("/v1.0/state/kvstore/bulk", json!({"keys": ["x", "y"]}))
+        .await;
     assert_eq!(receipt_of(&r).as_deref(), Some("bulk=emulated"));
     let r = m.get("/v1.0/state/kvstore/x?metadata.partitionKey=p").await;
     assert_eq!(
@@ -279,7 +229,7 @@ async fn bulk_emulated_with_a_receipt() {
 async fn strong_consistency_native_on_one_replica_else_by_policy() {
     let bucket = Bucket::new();
     let m = start(&bucket, POLICY).await;
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let mut strong = item("s", b"1");
     strong.options = Some(StateOptions {
         concurrency: 0,
@@ -316,7 +266,8 @@ async fn strong_consistency_native_on_one_replica_else_by_policy() {
         .settings("stores:\n  kvstore:\n    strongConsistency: ignore\n")
         .start()
         .await;
-    let resp = grpc(&blur)
+    let resp = blur
+        .grpc()
         .await
         .save_state(SaveStateRequest {
             store_name: "kvstore".into(),
@@ -331,12 +282,12 @@ async fn strong_consistency_native_on_one_replica_else_by_policy() {
     blur.running.stop(true).await;
     // Without the policy, the same request is rejected rather than silently weakened.
     let plain = TestMecha::empty().yaml(&replicated).start().await;
-    let r = post_json(
-        &plain,
-        "/v1.0/state/kvstore",
-        json!([{"key":"s","value":1,"options":{"consistency":"strong"}}]),
-    )
-    .await;
+    let r = plain
+        .post_json(
+            "/v1.0/state/kvstore",
+            json!([{"key":"s","value":1,"options":{"consistency":"strong"}}]),
+        )
+        .await;
     let (status, code, msg, _) = error_of(r).await;
     assert_eq!(
         (status, code.as_str()),
@@ -356,19 +307,20 @@ async fn ttl_emulated_expires_is_swept_and_spares_a_rewrite() {
     let m = start(&bucket, POLICY).await;
     let (gone, rewritten) = (unique("gone"), unique("rewritten"));
     for k in [&gone, &rewritten] {
-        let r = post_json(
-            &m,
-            "/v1.0/state/kvstore",
-            json!([{"key": k, "value": "old", "metadata": {"ttlInSeconds": "1"}}]),
-        )
-        .await;
+        let r = m
+            .post_json(
+                "/v1.0/state/kvstore",
+                json!([{"key": k, "value": "old", "metadata": {"ttlInSeconds": "1"}}]),
+            )
+            .await;
         assert_eq!(receipt_of(&r).as_deref(), Some("ttl=emulated"));
     }
     let r = m.get(&format!("/v1.0/state/kvstore/{gone}")).await;
     assert_eq!(receipt_of(&r).as_deref(), Some("ttl=emulated"));
     assert!(r.headers().contains_key("metadata.ttlexpiretime"));
     let old_etag = r.headers()["etag"].to_str().unwrap().to_owned();
-    let resp = grpc(&m)
+    let resp = m
+        .grpc()
         .await
         .get_state(GetStateRequest {
             store_name: "kvstore".into(),
@@ -384,20 +336,20 @@ async fn ttl_emulated_expires_is_swept_and_spares_a_rewrite() {
         m.get(&format!("/v1.0/state/kvstore/{gone}")).await.status(),
         204
     );
-    let r = post_json(
-        &m,
-        "/v1.0/state/kvstore",
-        json!([{"key": gone, "value": "x", "etag": old_etag}]),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kvstore",
+            json!([{"key": gone, "value": "x", "etag": old_etag}]),
+        )
+        .await;
     assert_eq!(r.status(), 409);
     // ...and a first-write over an expired item succeeds: the rewrite has no TTL.
-    let r = post_json(
-        &m,
-        "/v1.0/state/kvstore",
-        json!([{"key": rewritten, "value": "new", "options": {"concurrency": "first-write"}}]),
-    )
-    .await;
+    let r = m
+        .post_json(
+            "/v1.0/state/kvstore",
+            json!([{"key": rewritten, "value": "new", "options": {"concurrency": "first-write"}}]),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     // The sweep (every second here) deletes the expired item from the bucket and leaves the
     // rewrite alone.

@@ -5,7 +5,7 @@
 //! file and schema of the test's own) reports the same gaps, and both SQL stores are targets
 //! that everything in the mix ports to.
 
-mod support;
+use crate::support;
 
 use mecha::gateway::grpc::proto::common::{Etag, StateItem};
 use mecha::gateway::grpc::proto::runtime::SaveStateRequest;
@@ -147,6 +147,20 @@ async fn r_etag(m: &Mecha, store: &str, key: &str) -> String {
     r.headers()["etag"].to_str().unwrap().to_owned()
 }
 
+/// App `porta`'s portability report towards `target`.
+async fn report(m: &Mecha, target: &str) -> Value {
+    let r = call(
+        m,
+        reqwest::Method::GET,
+        &format!("/v1.0-alpha1/mecha/portability?app=porta&target={target}"),
+        "tok-porta",
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()
+}
+
 fn gaps(report: &Value) -> Vec<(String, String, String, String, u64)> {
     report["gaps"]
         .as_array()
@@ -194,22 +208,7 @@ async fn report_names_exactly_the_gaps_for_two_targets() {
     .await;
     assert_eq!(r.status(), 204);
 
-    let get = |target: &'static str| {
-        let m = &m;
-        async move {
-            let r = call(
-                m,
-                reqwest::Method::GET,
-                &format!("/v1.0-alpha1/mecha/portability?app=porta&target={target}"),
-                "tok-porta",
-                None,
-            )
-            .await;
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    let js = get("state.jetstream").await;
+    let js = report(&m, "state.jetstream").await;
     assert_eq!(js["app"], "porta");
     assert_eq!(js["target"], "state.jetstream");
     assert_eq!(js["stores"], json!([store]));
@@ -233,7 +232,7 @@ async fn report_names_exactly_the_gaps_for_two_targets() {
         "not portable to state.jetstream: calls served now would be rejected (transactions x1)"
     );
 
-    let pg = get("state.postgresql").await;
+    let pg = report(&m, "state.postgresql").await;
     assert_eq!(
         gaps(&pg),
         [
@@ -249,7 +248,7 @@ async fn report_names_exactly_the_gaps_for_two_targets() {
     );
     // The SQL stores serve what PostgreSQL serves: the same gaps, the same verdict.
     for target in ["state.sqlite", "state.mysql"] {
-        let r = get(target).await;
+        let r = report(&m, target).await;
         assert_eq!(gaps(&r), gaps(&pg), "{target}");
         assert_eq!(
             r["verdict"],
@@ -395,22 +394,7 @@ async fn the_mix_on_sqlite_and_mysql_reports_the_same_gaps() {
             + &SqlScratch::lines(&metadata);
         let m = TestMecha::empty().yaml(&yaml).settings(APPS).start().await;
         mix(&m, &store).await;
-        let get = |target: &'static str| {
-            let m = &m;
-            async move {
-                let r = call(
-                    m,
-                    reqwest::Method::GET,
-                    &format!("/v1.0-alpha1/mecha/portability?app=porta&target={target}"),
-                    "tok-porta",
-                    None,
-                )
-                .await;
-                assert_eq!(r.status(), 200);
-                r.json::<Value>().await.unwrap()
-            }
-        };
-        let js = get("state.jetstream").await;
+        let js = report(&m, "state.jetstream").await;
         assert_eq!(js["stores"], json!([store]), "{ty}");
         assert_eq!(js["requests"], 10, "{ty}");
         assert_eq!(
@@ -428,7 +412,7 @@ async fn the_mix_on_sqlite_and_mysql_reports_the_same_gaps() {
             "{ty}"
         );
         for target in [other, "state.postgresql"] {
-            let r = get(target).await;
+            let r = report(&m, target).await;
             assert_eq!(
                 gaps(&r),
                 [

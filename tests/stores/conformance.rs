@@ -3,12 +3,10 @@
 //! with one `conformance!` line. Backends are driven directly through `StateStore` (no actors,
 //! no HTTP), with keys under a random base so runs never collide.
 
-mod conformance {
-    pub mod cases;
-    pub mod harness;
-}
+mod cases;
+mod harness;
 
-use conformance::harness::Backend;
+use harness::Backend;
 
 /// Stamps out one test per case for a backend.
 macro_rules! conformance {
@@ -37,26 +35,26 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 let backend: Backend = $make.await;
-                conformance::cases::$case(&backend).await;
+                cases::$case(&backend).await;
             }
         )+
     };
 }
 
-conformance!(in_memory, conformance::harness::in_memory());
-conformance!(kv_in_memory, conformance::harness::kv_in_memory());
-conformance!(redis, conformance::harness::redis());
-conformance!(redis_cluster, conformance::harness::redis_cluster());
-conformance!(postgresql, conformance::harness::postgresql());
-conformance!(sqlite, conformance::harness::sqlite());
-conformance!(mysql, conformance::harness::mysql());
+conformance!(in_memory, harness::in_memory());
+conformance!(kv_in_memory, harness::kv_in_memory());
+conformance!(redis, harness::redis());
+conformance!(redis_cluster, harness::redis_cluster());
+conformance!(postgresql, harness::postgresql());
+conformance!(sqlite, harness::sqlite());
+conformance!(mysql, harness::mysql());
 
 /// Redis Cluster with the keys of each test spread over hash slots (and so over primaries):
 /// every case but the multi-key transactions, which a cluster refuses across slots
-/// (`transactions_across_slots_are_refused`, and `tests/redis_cluster.rs`).
+/// (`transactions_across_slots_are_refused`, and `redis_cluster.rs`).
 mod redis_cluster_spread {
     use super::*;
-    conformance!(@cases conformance::harness::redis_cluster_spread();
+    conformance!(@cases harness::redis_cluster_spread();
         get_missing_is_none, set_then_get_round_trips_bytes, every_write_changes_the_etag,
         stale_etag_is_a_mismatch, invalid_etag_is_invalid, etag_on_missing_key_is_a_mismatch,
         empty_etag_is_normalised_by_the_gateway_not_the_store, last_write_without_etag_overwrites,
@@ -69,8 +67,8 @@ mod redis_cluster_spread {
         query_filters_like_dapr_conformance, undeclared_ttl_is_refused_not_ignored,
     );
 }
-conformance!(jetstream, conformance::harness::jetstream());
-conformance!(etcd, conformance::harness::etcd());
+conformance!(jetstream, harness::jetstream());
+conformance!(etcd, harness::etcd());
 
 /// Key listing (`StateStore::list_keys`), on the stores that implement it.
 mod list_keys {
@@ -78,23 +76,16 @@ mod list_keys {
 
     #[tokio::test]
     async fn in_memory() {
-        conformance::cases::list_keys_pages_every_live_key(
-            &conformance::harness::in_memory().await,
-        )
-        .await;
+        cases::list_keys_pages_every_live_key(&harness::in_memory().await).await;
     }
 
     #[tokio::test]
     async fn etcd() {
-        conformance::cases::list_keys_pages_every_live_key(&conformance::harness::etcd().await)
-            .await;
+        cases::list_keys_pages_every_live_key(&harness::etcd().await).await;
     }
 
     #[tokio::test]
     async fn jetstream() {
-        conformance::cases::list_keys_pages_every_live_key(
-            &conformance::harness::jetstream().await,
-        )
-        .await;
+        cases::list_keys_pages_every_live_key(&harness::jetstream().await).await;
     }
 }

@@ -3,82 +3,22 @@
 //! cluster (`ETCD_ENDPOINTS`, default the three-member cluster `scripts/test.sh` starts on
 //! 127.0.0.1:23791-23793). An unreachable cluster fails the tests.
 
-mod support;
+use crate::support;
 
 use mecha::gateway::grpc::proto::common::{Etag, StateItem, StateOptions, state_options};
-use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{
     ExecuteStateTransactionRequest, GetMetadataRequest, GetStateRequest, SaveStateRequest,
     TransactionalStateOperation,
 };
 use serde_json::json;
-use support::{Mecha, TestMecha, error_of, unique};
+use support::error_of;
+use support::kv_example::{ETCD, etag_of, http_etags_first_write_and_guarded_delete};
 use tonic::Code;
-
-fn endpoints() -> String {
-    std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| {
-        "http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793".into()
-    })
-}
-
-/// Mecha serving `config/examples/statestore-etcd.yaml` as store `kv`, on a fresh prefix path.
-async fn mecha() -> Mecha {
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/examples/statestore-etcd.yaml"
-    ))
-    .unwrap();
-    let prefix = unique("mecha-it");
-    let yaml = example
-        .replace("name: statestore-etcd", "name: kv")
-        .replace("value: mecha\n", &format!("value: {prefix}\n"))
-        .replace(
-            "value: http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793",
-            &format!("value: {}", endpoints()),
-        );
-    assert!(
-        yaml.contains(&prefix),
-        "the example's keyPrefixPath line changed"
-    );
-    TestMecha::empty().yaml(&yaml).start().await
-}
-
-async fn grpc(m: &Mecha) -> DaprClient<tonic::transport::Channel> {
-    DaprClient::connect(format!("http://{}", m.running.grpc_addr))
-        .await
-        .unwrap()
-}
-
-async fn etag_of(m: &Mecha, key: &str) -> String {
-    m.get(&format!("/v1.0/state/kv/{key}")).await.headers()["etag"]
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
 
 #[actix_rt::test]
 async fn http_etags_first_write_ttl_and_delete() {
-    let m = mecha().await;
-    m.save("kv", "order 1", json!({"n": 1})).await;
-    let r = m.get("/v1.0/state/kv/order%201").await;
-    assert_eq!(r.status(), 200);
-    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap(),
-        json!({"n": 1})
-    );
-
-    let body = json!([{"key": "order 1", "value": 2, "etag": etag}]).to_string();
-    assert_eq!(m.post("/v1.0/state/kv", body.clone()).await.status(), 204);
-    let (status, code, _, _) = error_of(m.post("/v1.0/state/kv", body).await).await;
-    assert_eq!((status, code.as_str()), (409, "ERR_STATE_SAVE"));
-
-    let fw = |k: &str| {
-        json!([{"key": k, "value": 3, "options": {"concurrency": "first-write"}}]).to_string()
-    };
-    let (status, _, _, _) = error_of(m.post("/v1.0/state/kv", fw("order 1")).await).await;
-    assert_eq!(status, 409);
-    assert_eq!(m.post("/v1.0/state/kv", fw("fresh")).await.status(), 204);
+    let (m, _place) = ETCD.start().await;
+    http_etags_first_write_and_guarded_delete(&m).await;
 
     // TTL through a lease: the read reports ttlExpireTime.
     let ttl = json!([{"key": "short", "value": "x", "metadata": {"ttlInSeconds": "60"}}]);
@@ -92,30 +32,11 @@ async fn http_etags_first_write_ttl_and_delete() {
         "{:?}",
         r.headers()
     );
-
-    let r = m
-        .client
-        .delete(m.url("/v1.0/state/kv/order%201"))
-        .header("If-Match", etag.as_str())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    let current = etag_of(&m, "order%201").await;
-    let r = m
-        .client
-        .delete(m.url("/v1.0/state/kv/order%201"))
-        .header("If-Match", current.as_str())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert_eq!(m.get("/v1.0/state/kv/order%201").await.status(), 204);
 }
 
 #[actix_rt::test]
 async fn http_transaction_is_all_or_nothing() {
-    let m = mecha().await;
+    let (m, _place) = ETCD.start().await;
     m.save("kv", "a", json!(1)).await;
     m.save("kv", "b", json!(1)).await;
     let ea = etag_of(&m, "a").await;
@@ -161,7 +82,7 @@ async fn http_transaction_is_all_or_nothing() {
 
 #[actix_rt::test]
 async fn http_same_etag_race_has_exactly_one_winner() {
-    let m = mecha().await;
+    let (m, _place) = ETCD.start().await;
     m.save("kv", "race", json!(0)).await;
     let etag = etag_of(&m, "race").await;
     let m = std::sync::Arc::new(m);
@@ -191,8 +112,8 @@ async fn http_same_etag_race_has_exactly_one_winner() {
 
 #[actix_rt::test]
 async fn grpc_etags_transactions_and_metadata() {
-    let m = mecha().await;
-    let mut c = grpc(&m).await;
+    let (m, _place) = ETCD.start().await;
+    let mut c = m.grpc().await;
     c.save_state(SaveStateRequest {
         store_name: "kv".into(),
         states: vec![StateItem {

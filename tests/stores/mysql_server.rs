@@ -14,7 +14,7 @@
 //!
 //! Private servers use ports 13301-13304.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use serde_json::json;
 use support::binary::Process;
 use support::error_of;
 use support::mariadb::{MariaDb, TestCa};
-use support::writes::{Acked, writer};
+use support::writes::{Acked, acknowledged_before_sigkill, assert_all_present, writer};
 
 /// One metadata field: name, value.
 type Meta<'a> = (&'a str, &'a str);
@@ -229,30 +229,6 @@ async fn preferred_falls_back_on_a_server_without_tls_required_modes_fail() {
     }
 }
 
-/// Reads every acknowledged key back through `store` (bulk get) and compares values.
-async fn assert_all_present(base: &str, store: &str, acked: &[(String, serde_json::Value)]) {
-    let client = client();
-    for chunk in acked.chunks(200) {
-        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-        let r = client
-            .post(format!("{base}/v1.0/state/{store}/bulk"))
-            .body(json!({"keys": keys}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let items: Vec<serde_json::Value> = r.json().await.unwrap();
-        assert_eq!(items.len(), chunk.len());
-        for ((key, want), got) in chunk.iter().zip(&items) {
-            assert_eq!(got["key"], json!(key));
-            assert_eq!(
-                &got["data"], want,
-                "acknowledged write {key} lost or changed"
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill_of_mecha() {
     let db = MariaDb::start(13302, None);
@@ -264,35 +240,7 @@ async fn acknowledged_writes_survive_sigkill_of_mecha() {
     .unwrap();
 
     let mut first = spawn_mecha(dir.path(), None);
-    let acked: Acked = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..8)
-        .map(|id| {
-            tokio::spawn(writer(
-                id,
-                first.base(),
-                "my",
-                acked.clone(),
-                stop.clone(),
-                false,
-            ))
-        })
-        .collect();
-    // Let the stream run, then kill without warning while requests are in flight.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    first.kill();
-    for w in writers {
-        w.await.expect("writer");
-    }
-    let acked = std::mem::take(&mut *acked.lock());
-    assert!(
-        acked.len() > 50,
-        "only {} writes were acknowledged before the kill",
-        acked.len()
-    );
-    eprintln!("{} acknowledged writes before SIGKILL", acked.len());
-
+    let acked = acknowledged_before_sigkill(&mut first, "my").await;
     let second = spawn_mecha(dir.path(), None);
     assert_all_present(&second.base(), "my", &acked).await;
     drop(second);

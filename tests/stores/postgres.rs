@@ -3,7 +3,8 @@
 //! over HTTP, and failure and recovery through a TCP proxy the test controls. Each test uses
 //! its own table and drops it afterwards. An unreachable server fails the tests.
 
-mod support;
+use crate::support;
+use crate::support::services::{database_url, drop_pg_table};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,11 +23,6 @@ use support::{TestMecha, error_of};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
-}
-
 /// A table name unique to one test; dropped (with its sequence and metadata rows) on drop.
 struct Table(String);
 
@@ -38,21 +34,7 @@ impl Table {
 
 impl Drop for Table {
     fn drop(&mut self) {
-        let (url, table) = (database_url(), self.0.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let Ok(c) = sql_client().await else { return };
-                let _ = c
-                    .batch_execute(&format!(
-                        "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_version_seq\"; \
-                         DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
-                    ))
-                    .await;
-                drop(url);
-            });
-        })
-        .join();
+        drop_pg_table(&self.0);
     }
 }
 

@@ -15,7 +15,8 @@
 //! They fail (never skip) when `redis-server`/`redis-cli` are missing or the shared cluster
 //! is unreachable: `scripts/test.sh` installs and starts them.
 
-mod support;
+use crate::support;
+use crate::support::services::redis_cluster_nodes;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -26,15 +27,6 @@ use std::time::{Duration, Instant};
 use redis::cluster_routing::Slot;
 use serde_json::{Value, json};
 use support::{Mecha, TestMecha, error_of, unique};
-
-fn cluster_nodes() -> String {
-    std::env::var("REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
-        (1..=6)
-            .map(|i| format!("127.0.0.1:2700{i}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    })
-}
 
 fn component(name: &str, nodes: &str, extra: &str) -> String {
     format!(
@@ -47,7 +39,7 @@ async fn mecha(extra: &str) -> (Mecha, String) {
     let prefix = unique("rc");
     let yaml = component(
         "rc",
-        &cluster_nodes(),
+        &redis_cluster_nodes(),
         &format!("  - name: keyPrefix\n    value: {prefix}\n{extra}"),
     );
     let m = TestMecha::empty().yaml(&yaml).start().await;
@@ -144,7 +136,7 @@ async fn key_placement_by_prefix_makes_every_transaction_of_an_app_atomic() {
     assert_eq!(value(&m, "rc", &b).await.unwrap().0, json!(2));
     // Stored under the prefix as hash tag, so one slot holds them all.
     let mut conn = redis::cluster::ClusterClient::new(
-        cluster_nodes()
+        redis_cluster_nodes()
             .split(',')
             .map(|h| format!("redis://{h}"))
             .collect::<Vec<_>>(),

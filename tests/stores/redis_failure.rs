@@ -8,7 +8,8 @@
 //! Both fail (never skip) when `redis-server` is missing or Redis is unreachable:
 //! `scripts/test.sh` installs and starts it.
 
-mod support;
+use crate::support;
+use crate::support::services::redis_url;
 
 use std::time::{Duration, Instant};
 
@@ -133,10 +134,6 @@ async fn redis_outage_fails_fast_shows_in_health_and_recovers() {
     );
     let r = m.get("/v1.0/state/cache/k").await;
     assert_eq!(r.status(), 200);
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 #[actix_rt::test]

@@ -5,7 +5,7 @@
 //! wait timeout with an error saying the write is applied but not replicated, while
 //! eventual writes go on. Private `redis-server`s on free ports; fails when it is missing.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

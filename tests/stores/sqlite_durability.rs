@@ -3,15 +3,10 @@
 //! the same file every write it acknowledged (single saves, bulk saves and transactions) reads
 //! back with the acknowledged value. No service needed.
 
-mod support;
+use crate::support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use serde_json::json;
 use support::binary::Process;
-use support::writes::{Acked, writer};
+use support::writes::{acknowledged_before_sigkill, assert_all_present};
 
 fn spawn_mecha(resources: &std::path::Path) -> Process {
     Process::spawn(&["--resources-path", resources.to_str().unwrap()], &[])
@@ -28,54 +23,8 @@ async fn acknowledged_writes_survive_sigkill() {
     std::fs::write(dir.path().join("lite.yaml"), component).unwrap();
 
     let mut first = spawn_mecha(dir.path());
-    let acked: Acked = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..8)
-        .map(|id| {
-            tokio::spawn(writer(
-                id,
-                first.base(),
-                "lite",
-                acked.clone(),
-                stop.clone(),
-                false,
-            ))
-        })
-        .collect();
-    // Let the stream run, then kill without warning while requests are in flight.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    first.kill();
-    for w in writers {
-        w.await.expect("writer");
-    }
-    let acked = std::mem::take(&mut *acked.lock());
-    assert!(
-        acked.len() > 50,
-        "only {} writes were acknowledged before the kill",
-        acked.len()
-    );
-    eprintln!("{} acknowledged writes before SIGKILL", acked.len());
-
+    let acked = acknowledged_before_sigkill(&mut first, "lite").await;
     let second = spawn_mecha(dir.path());
-    let client = reqwest::Client::new();
-    for chunk in acked.chunks(200) {
-        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-        let r = client
-            .post(format!("{}/v1.0/state/lite/bulk", second.base()))
-            .body(json!({"keys": keys}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let items: Vec<serde_json::Value> = r.json().await.unwrap();
-        for ((key, want), got) in chunk.iter().zip(&items) {
-            assert_eq!(got["key"], json!(key));
-            assert_eq!(
-                &got["data"], want,
-                "acknowledged write {key} lost or changed after SIGKILL"
-            );
-        }
-    }
+    assert_all_present(&second.base(), "lite", &acked).await;
     drop(second);
 }

@@ -4,7 +4,7 @@
 //! value comes from a finite set (configured apps and stores, route templates, the fixed
 //! gRPC method list, Dapr's operations, Mecha's capabilities and metadata buckets).
 
-mod support;
+use crate::support;
 
 use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
@@ -29,6 +29,11 @@ fn with_token<T>(mut req: tonic::Request<T>, token: Option<&str>) -> tonic::Requ
 
 #[actix_rt::test]
 async fn thousands_of_made_up_names_leave_series_bounded() {
+    if support::own_process::ran_elsewhere(
+        "cardinality::thousands_of_made_up_names_leave_series_bounded",
+    ) {
+        return;
+    }
     let m = TestMecha::empty().yaml(STORE).settings(APPS).start().await;
     let tokens = [Some("tok-carda"), Some("tok-cardb"), Some("wrong"), None];
     let ch = Channel::from_shared(format!("http://{}", m.running.grpc_addr))

@@ -3,22 +3,14 @@
 //! stores (in-memory, Redis, PostgreSQL, SQLite, MySQL), over HTTP and gRPC, and must not
 //! appear.
 
-mod support;
+use crate::support;
+use crate::support::services::{database_url, drop_pg_table, redis_url};
 
 use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{GetStateRequest, SaveStateRequest};
 use support::binary::Process;
 use support::sql::SqlScratch;
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 fn component(name: &str, ty: &str, metadata: &[(&str, &str)]) -> String {
     let mut y = format!(
@@ -223,27 +215,7 @@ async fn debug_logs_never_carry_keys_values_parameters_or_tokens() {
 
     mecha.terminate();
     let log = mecha.log();
-    let pg_cleanup = {
-        let url = database_url();
-        let table = table.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = c
-                        .batch_execute(&format!(
-                            "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_version_seq\"; DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
-                        ))
-                        .await;
-                }
-            });
-        })
-    };
-    let _ = pg_cleanup.join();
+    drop_pg_table(&table);
 
     assert!(log.contains("http request"), "debug lines are on:\n{log}");
     assert!(

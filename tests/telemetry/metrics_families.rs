@@ -4,47 +4,22 @@
 //! counts per family and label set
 //! in `/metrics`.
 
-mod support;
+use crate::support;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
-use mecha::actors::{StateStore, StoreError, StoreFactory};
-use mecha::capabilities::{Capability, CapabilitySet};
 use mecha::gateway::grpc::proto::common::StateItem;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{
     ExecuteStateTransactionRequest, GetStateRequest, SaveStateRequest, TransactionalStateOperation,
 };
 use serde_json::json;
-use support::{TestMecha, unique};
+use support::{KvFactory, TestMecha, unique};
 use tonic::transport::Channel;
-
-/// The in-memory backend declared with only ETag and first-write (a key-value store).
-struct KvFactory(Arc<InMemoryStore>);
-
-impl StoreFactory for KvFactory {
-    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
-        Ok(self.0.clone())
-    }
-    fn capabilities(&self) -> CapabilitySet {
-        CapabilitySet::of(&[Capability::Etag, Capability::FirstWrite])
-    }
-    fn lists_keys(&self) -> bool {
-        true
-    }
-}
 
 #[actix_rt::test]
 async fn families_count_a_known_mix_exactly() {
     let store = unique("mkv");
-    let factory = Arc::new(KvFactory(Arc::new(InMemoryStore::new(
-        Arc::new(SystemClock),
-        Duration::from_secs(3600),
-    ))));
     let m = TestMecha::empty()
-        .custom(&store, factory)
+        .custom(&store, KvFactory::fresh().1)
         .settings(&format!(
             "stores:\n  {store}:\n    strongConsistency: ignore\n"
         ))

@@ -2,7 +2,7 @@
 //! request sent with a W3C `traceparent` (HTTP header or gRPC metadata) carry its trace id
 //! together with the app, store and operation; an invalid `traceparent` is ignored.
 
-mod support;
+use crate::support;
 
 use mecha::gateway::grpc::proto::runtime::GetStateRequest;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;

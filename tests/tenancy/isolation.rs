@@ -4,19 +4,20 @@
 //! daprd's `DAPR_API_TOKEN`, token files that rotate, the `/metrics` token, and quotas.
 //! Redis and PostgreSQL tests use the servers `scripts/test.sh` starts and fail without them.
 
-mod support;
+use crate::support;
+use crate::support::services::{
+    database_url, delete_kv_bucket, drop_pg_table, nats_url, redis_url,
+};
 
 use std::time::{Duration, Instant};
 
 use mecha::gateway::grpc::proto::common::StateItem;
-use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::gateway::grpc::proto::runtime::{
     GetMetadataRequest, GetStateRequest, SaveStateRequest, SetMetadataRequest,
 };
 use serde_json::{Value, json};
 use support::sql::SqlScratch;
 use support::{Mecha, TestMecha, error_of, unique};
-use tonic::transport::Channel;
 
 const TWO_APPS: &str =
     "apps:\n  - id: alpha\n    token: tok-alpha\n  - id: beta\n    token: tok-beta\n";
@@ -27,23 +28,10 @@ fn scoped(name: &str, scope: &str) -> String {
     )
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
-}
-
 fn redis_component(name: &str, host: &str) -> String {
     format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: \"{host}\"\n  - name: dialTimeout\n    value: 200ms\n"
     )
-}
-
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 fn jetstream_component(name: &str, bucket: &str) -> String {
@@ -51,24 +39,6 @@ fn jetstream_component(name: &str, bucket: &str) -> String {
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    value: \"{}\"\n  - name: bucket\n    value: {bucket}\n",
         nats_url()
     )
-}
-
-/// Deletes a test bucket (best effort, on its own runtime).
-fn drop_bucket(name: String) {
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let client = async_nats::connect(nats_url()).await.ok()?;
-            async_nats::jetstream::new(client)
-                .delete_key_value(&name)
-                .await
-                .ok()
-        })
-    })
-    .join();
 }
 
 /// A SQLite or MySQL store with `metadata` from `support::sql`.
@@ -84,30 +54,6 @@ fn pg_component(name: &str, table: &str) -> String {
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.postgresql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: tableName\n    value: {table}\n",
         database_url()
     )
-}
-
-/// Drops a test table and its bookkeeping (best effort, on its own runtime).
-fn drop_table(table: String) {
-    let url = database_url();
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
-                return;
-            };
-            tokio::spawn(conn);
-            let _ = c
-                .batch_execute(&format!(
-                    "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_version_seq\"; \
-                     DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
-                ))
-                .await;
-        });
-    })
-    .join();
 }
 
 async fn send(
@@ -128,15 +74,6 @@ async fn metadata(m: &Mecha, token: &str) -> Value {
     let r = send(m, reqwest::Method::GET, "/v1.0/metadata", Some(token), "").await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
-}
-
-async fn grpc(m: &Mecha) -> DaprClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{}", m.running.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    DaprClient::new(ch)
 }
 
 fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
@@ -213,7 +150,7 @@ async fn grpc_metadata_is_per_app_and_bounded() {
         .settings(&format!("{TWO_APPS}limits:\n  maxMetadataEntries: 2\n"))
         .start()
         .await;
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let set = |key: &str, value: &str| SetMetadataRequest {
         key: key.into(),
         value: value.into(),
@@ -285,7 +222,7 @@ async fn metadata_lists_only_the_apps_own_stores_and_capabilities() {
         !ext.contains_key("mecha.capabilities.beta-store"),
         "{ext:?}"
     );
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let b = c
         .get_metadata(with_token(GetMetadataRequest::default(), "tok-beta"))
         .await
@@ -379,7 +316,7 @@ async fn a_nul_byte_in_a_key_is_the_same_400_on_every_store() {
         .start()
         .await;
     let key = unique("nul");
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     for store in ["statestore", "redis", "pg", "kv", "sqlite", "mysql"] {
         let body = json!([{"key": format!("{key}\u{0}x"), "value": 1}]).to_string();
         let (status, code, message, _) =
@@ -427,8 +364,8 @@ async fn a_nul_byte_in_a_key_is_the_same_400_on_every_store() {
         assert_eq!(r.status(), 204, "{store}");
     }
     m.running.stop(true).await;
-    drop_table(table);
-    drop_bucket(bucket);
+    drop_pg_table(&table);
+    delete_kv_bucket(&bucket);
 }
 
 #[actix_rt::test]
@@ -461,7 +398,7 @@ async fn random_bytes_to_the_query_route_are_a_400() {
     // A valid query still answers.
     assert_eq!(m.post(path, "{}").await.status(), 204);
     m.running.stop(true).await;
-    drop_table(table);
+    drop_pg_table(&table);
 }
 
 /// `DAPR_API_TOKEN` without any configured app: daprd's single-token mode.
@@ -505,7 +442,7 @@ async fn dapr_api_token_alone_requires_the_token_on_both_doors() {
     assert_eq!(r.status(), 200);
     assert_eq!(metadata(&m, "single-secret").await["id"], "testapp");
 
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let get = || GetStateRequest {
         store_name: "statestore".into(),
         key: "k".into(),
@@ -561,7 +498,7 @@ async fn a_token_file_rotates_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status("first-token").await, 401, "the old token is gone");
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let req = GetMetadataRequest::default();
     assert_eq!(
         c.get_metadata(with_token(req, "second-token"))
@@ -667,7 +604,7 @@ async fn quotas_refuse_the_noisy_app_and_keep_serving_the_quiet_one() {
     );
 
     // gRPC: the burst is spent, so the next calls are refused with retry-after metadata.
-    let mut c = grpc(&m).await;
+    let mut c = m.grpc().await;
     let get = || GetStateRequest {
         store_name: "statestore".into(),
         key: "k".into(),

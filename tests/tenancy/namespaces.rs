@@ -133,7 +133,12 @@ fn physical(s: &StoreSpec) -> Option<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    // The regressions file sits next to this file (proptest's default would look for it
+    // under `tests/proptest-regressions/`, since this directory holds a `main.rs`).
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::with_cases(2000)
+    })]
 
     #[test]
     fn no_two_tenants_share_a_physical_key(

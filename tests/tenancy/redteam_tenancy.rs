@@ -8,7 +8,8 @@
 //! point at ports of the 15000-15099 range, where nothing listens (SQLite: a file in a
 //! directory that does not exist).
 
-mod support;
+use crate::support;
+use crate::support::services::{database_url, nats_url, redis_host};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,21 +20,6 @@ use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use support::binary::Process;
 use support::sql::SqlScratch;
 use support::unique;
-
-fn redis_host() -> String {
-    std::env::var("REDIS_URL")
-        .map(|u| u.trim_start_matches("redis://").to_owned())
-        .unwrap_or_else(|_| "127.0.0.1:6379".into())
-}
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
-}
-
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
 
 /// The backends, as a component named `name` with extra metadata lines `extra`; the SQL ones
 /// in `sql`'s file and schema (one table per kind, so two components of a kind share it).
@@ -614,7 +600,7 @@ fn quiet_latencies(config: &str) -> Vec<Duration> {
 #[test]
 fn big_grpc_json_values_do_not_stall_other_calls() {
     // The flood's six 3.8 MB bodies fit the app's body budget, so this measures where the
-    // values are parsed (the budget is held by tests/redteam_resources.rs).
+    // values are parsed (the budget is held by tests/limits/redteam_resources.rs).
     let l = quiet_latencies("quotas:\n  maxBodyBytes: 64Mi\n");
     let (p50, p99) = (l[l.len() / 2], l[l.len() * 99 / 100]);
     eprintln!(

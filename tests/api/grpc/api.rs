@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use tonic::Code;
 use tonic_types::{ErrorDetail, StatusExt};
 
-use crate::client::common::{Etag, StateItem, StateOptions, state_options};
-use crate::client::runtime::{
+use super::client::common::{Etag, StateItem, StateOptions, state_options};
+use super::client::runtime::{
     DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
     GetBulkStateRequest, GetMetadataRequest, GetMetadataResponse, GetStateRequest,
     QueryStateRequest, SaveStateRequest, SetMetadataRequest, TransactionalStateOperation,
 };
-use crate::client::{GrpcExt, TestMecha, etag_only_store, flaky_store, item, item_etag, reason};
+use super::client::{GrpcExt, TestMecha, etag_only_store, flaky_store, item, item_etag, reason};
 
 const S: &str = "statestore";
 

@@ -8,18 +8,14 @@ use async_trait::async_trait;
 use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
 use mecha::actors::{StateStore, StoreError, StoreFactory};
 use mecha::capabilities::{Capability, CapabilitySet};
-use mecha::gateway::grpc::proto::common::{Etag, StateItem};
-use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use tonic::transport::Channel;
 
-pub use crate::support::{Mecha, TestMecha};
+pub use crate::support::{Mecha, TestMecha, item, item_etag};
 pub use mecha::gateway::grpc::proto::{common, runtime};
 
 /// gRPC access to a running test instance of the shared harness.
 pub trait GrpcExt {
-    /// A gRPC client (a fresh connection).
-    async fn grpc(&self) -> DaprClient<Channel>;
     /// A raw channel, for calls the generated client cannot express.
     async fn channel(&self) -> Channel;
     /// Stops every listener (gRPC with HTTP).
@@ -27,10 +23,6 @@ pub trait GrpcExt {
 }
 
 impl GrpcExt for Mecha {
-    async fn grpc(&self) -> DaprClient<Channel> {
-        DaprClient::new(self.channel().await)
-    }
-
     async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.running.grpc_addr))
             .unwrap()
@@ -41,23 +33,6 @@ impl GrpcExt for Mecha {
 
     async fn stop(self) {
         self.running.stop(true).await;
-    }
-}
-
-/// A SaveState item.
-pub fn item(key: &str, value: &[u8]) -> StateItem {
-    StateItem {
-        key: key.into(),
-        value: value.to_vec(),
-        ..StateItem::default()
-    }
-}
-
-/// A SaveState item with an ETag message.
-pub fn item_etag(key: &str, value: &[u8], etag: &str) -> StateItem {
-    StateItem {
-        etag: Some(Etag { value: etag.into() }),
-        ..item(key, value)
     }
 }
 

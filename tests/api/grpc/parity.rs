@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::client::common::Etag;
-use crate::client::runtime::{
+use super::client::common::Etag;
+use super::client::runtime::{
     DeleteStateRequest, ExecuteStateTransactionRequest, GetStateRequest, QueryStateRequest,
     SaveStateRequest, TransactionalStateOperation,
 };
-use crate::client::{
+use super::client::{
     GrpcExt, Mecha, TestMecha, etag_only_store, flaky_store, item, item_etag, reason,
 };
 

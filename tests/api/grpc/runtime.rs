@@ -8,8 +8,8 @@ use futures::future::join_all;
 use serde_json::json;
 use tonic::Code;
 
-use crate::client::runtime::{GetBulkStateRequest, GetStateRequest, SaveStateRequest};
-use crate::client::{GrpcExt, TestMecha, item, item_etag};
+use super::client::runtime::{GetBulkStateRequest, GetStateRequest, SaveStateRequest};
+use super::client::{GrpcExt, TestMecha, item, item_etag};
 
 const INCREMENTS: usize = 20;
 
@@ -183,6 +183,6 @@ async fn grpc_stops_with_http() {
     drop(c);
     m.stop().await;
     let url = format!("http://{addr}");
-    let refused = crate::client::runtime::dapr_client::DaprClient::connect(url).await;
+    let refused = super::client::runtime::dapr_client::DaprClient::connect(url).await;
     assert!(refused.is_err());
 }

@@ -13,8 +13,8 @@ use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
 use mecha::model::{DeleteRequest, GetRequest, SetRequest, StateEntry};
 use tokio::sync::watch;
 
-use crate::client::runtime::GetStateRequest;
-use crate::client::{GrpcExt, TestMecha};
+use super::client::runtime::GetStateRequest;
+use super::client::{GrpcExt, TestMecha};
 
 /// Every read counts itself as started, then waits until the gate opens.
 struct Gated {

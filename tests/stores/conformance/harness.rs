@@ -3,11 +3,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
 use mecha::actors::emulation;
-use mecha::actors::{StateStore, StoreError, StoreFactory};
+use mecha::actors::{StateStore, StoreFactory};
 use mecha::capabilities::{Capability, CapabilitySet, Matrix, StoreTraits};
 use mecha::config::parse_components;
+
+use crate::support::KvFactory;
+use crate::support::services::{
+    database_url, delete_kv_bucket, drop_pg_table, etcd_endpoints, nats_url, redis_cluster_nodes,
+    redis_url,
+};
+use crate::support::sql::mysql_dsn;
 
 /// A store under test, its declared capabilities and a key base unique to this test.
 pub struct Backend {
@@ -73,20 +79,7 @@ pub fn effective(factory: Arc<dyn StoreFactory>) -> Backend {
 /// The in-memory backend declared as a key-value store with compare-and-set and key listing
 /// only (the shape of NATS JetStream KV): TTL and bulk are emulated by Mecha.
 pub async fn kv_in_memory() -> Backend {
-    struct Kv(Arc<InMemoryStore>);
-    impl StoreFactory for Kv {
-        fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
-            Ok(self.0.clone())
-        }
-        fn capabilities(&self) -> CapabilitySet {
-            CapabilitySet::of(&[Capability::Etag, Capability::FirstWrite])
-        }
-        fn lists_keys(&self) -> bool {
-            true
-        }
-    }
-    let store = InMemoryStore::new(Arc::new(SystemClock), std::time::Duration::from_secs(3600));
-    let b = effective(Arc::new(Kv(Arc::new(store))));
+    let b = effective(KvFactory::fresh().1);
     assert!(b.caps.has(Capability::Ttl), "TTL is emulated on a kv store");
     b
 }
@@ -94,11 +87,6 @@ pub async fn kv_in_memory() -> Backend {
 /// The in-memory store.
 pub async fn in_memory() -> Backend {
     from_component("state.in-memory", &[("sweepInterval", "100ms".into())])
-}
-
-/// The Redis URL tests use: `REDIS_URL`, or the local default.
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A Redis store on `REDIS_URL`. Fails (never skips) when Redis is unreachable:
@@ -112,17 +100,6 @@ pub async fn redis() -> Backend {
         );
     }
     backend
-}
-
-/// The seed nodes of the test Redis Cluster: `REDIS_CLUSTER_NODES`, or the private cluster
-/// `scripts/services.sh` starts (ports 27001-27006).
-pub fn redis_cluster_nodes() -> String {
-    std::env::var("REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
-        (1..=6)
-            .map(|i| format!("127.0.0.1:2700{i}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    })
 }
 
 /// A store on the test Redis Cluster (`redisType: cluster`), keys spread over hash slots by
@@ -153,53 +130,20 @@ pub async fn redis_cluster() -> Backend {
     backend
 }
 
-/// `DATABASE_URL`, or the local default `scripts/test.sh` provides.
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
-}
-
 /// PostgreSQL on a table of its own, dropped when the test ends. An unreachable database fails
 /// the test (the store's errors surface in the first assertion).
 pub async fn postgresql() -> Backend {
-    let url = database_url();
     let table = format!("conf_{:016x}", rand::random::<u64>());
     let mut b = from_component(
         "state.postgresql",
         &[
-            ("connectionString", url.clone()),
+            ("connectionString", database_url()),
             ("tableName", table.clone()),
             ("cleanupInterval", "1s".into()),
         ],
     );
-    b.teardown = Some(Box::new(move || drop_pg_table(url, table)));
+    b.teardown = Some(Box::new(move || drop_pg_table(&table)));
     b
-}
-
-/// Drops a test table, its sequence and its metadata rows. Runs on its own thread and runtime,
-/// because it is called from `Drop` inside the test's runtime. Best effort.
-pub fn drop_pg_table(url: String, table: String) {
-    let job = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
-            tokio::spawn(conn);
-            let sql = format!(
-                "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_version_seq\"; \
-                 DELETE FROM dapr_metadata WHERE key LIKE '%:{table}'"
-            );
-            client.batch_execute(&sql).await.ok()
-        })
-    });
-    let _ = job.join();
-}
-
-/// `NATS_URL`, or the local default `scripts/test.sh` provides.
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// JetStream KV on a bucket of its own (created by the store), deleted when the test ends.
@@ -216,33 +160,8 @@ pub async fn jetstream() -> Backend {
             nats_url()
         );
     }
-    b.teardown = Some(Box::new(move || delete_kv_bucket(nats_url(), bucket)));
+    b.teardown = Some(Box::new(move || delete_kv_bucket(&bucket)));
     b
-}
-
-/// Deletes a KV bucket, on its own thread and runtime (called from `Drop`). Best effort.
-pub fn delete_kv_bucket(url: String, bucket: String) {
-    let job = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let client = async_nats::connect(url).await.ok()?;
-            async_nats::jetstream::new(client)
-                .delete_key_value(&bucket)
-                .await
-                .ok()
-        })
-    });
-    let _ = job.join();
-}
-
-/// `ETCD_ENDPOINTS`, or the three-member cluster `scripts/test.sh` starts.
-pub fn etcd_endpoints() -> String {
-    std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| {
-        "http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793".into()
-    })
 }
 
 /// etcd under a `keyPrefixPath` of its own (keys with a lease expire by themselves; the rest
@@ -271,11 +190,6 @@ pub async fn sqlite() -> Backend {
             ("cleanupInterval", "1s".into()),
         ],
     )
-}
-
-/// `MYSQL_URL` (a Go DSN), or the local MariaDB `scripts/test.sh` provides.
-pub fn mysql_dsn() -> String {
-    std::env::var("MYSQL_URL").unwrap_or_else(|_| "root:@tcp(127.0.0.1:3306)/test".into())
 }
 
 /// MySQL / MariaDB on a database (schema) of its own, dropped when the test ends. An
