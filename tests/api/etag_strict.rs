@@ -19,18 +19,8 @@ use mecha::gateway::grpc::proto::runtime::{
 use reqwest::header::HeaderValue;
 use serde_json::json;
 use support::sql::SqlScratch;
-use support::{Mecha, TestMecha, error_of, unique};
+use support::{Mecha, TestMecha, component, error_of, unique};
 use tonic::Code;
-
-fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
-    let mut out = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n"
-    );
-    for (k, v) in metadata {
-        out.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
-    }
-    out
-}
 
 const STORES: [&str; 6] = ["memory", "redis", "pg", "js", "sqlite", "mysql"];
 

@@ -20,17 +20,7 @@ use mecha::gateway::grpc::proto::runtime::{
 };
 use serde_json::json;
 use support::sql::SqlScratch;
-use support::{Mecha, TestMecha, error_of, unique};
-
-fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
-    let mut out = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n"
-    );
-    for (k, v) in metadata {
-        out.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
-    }
-    out
-}
+use support::{Mecha, TestMecha, component, error_of, unique};
 
 fn env_or(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())

@@ -7,12 +7,11 @@ use crate::support;
 
 use mecha::gateway::grpc::proto::common::{Etag, StateItem, StateOptions, state_options};
 use mecha::gateway::grpc::proto::runtime::{
-    ExecuteStateTransactionRequest, GetMetadataRequest, GetStateRequest, SaveStateRequest,
-    TransactionalStateOperation,
+    ExecuteStateTransactionRequest, GetStateRequest, SaveStateRequest, TransactionalStateOperation,
 };
 use serde_json::json;
 use support::error_of;
-use support::kv_example::{ETCD, etag_of, http_etags_first_write_and_guarded_delete};
+use support::kv_example::{ETCD, etag_of, http_etags_first_write_and_guarded_delete, kv_over_grpc};
 use tonic::Code;
 
 #[actix_rt::test]
@@ -189,16 +188,7 @@ async fn grpc_etags_transactions_and_metadata() {
         "nothing of the failed transaction applied"
     );
 
-    let md = c
-        .get_metadata(GetMetadataRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let comp = md
-        .registered_components
-        .iter()
-        .find(|c| c.name == "kv")
-        .expect("kv over gRPC");
+    let comp = kv_over_grpc(&mut c).await;
     assert_eq!(comp.r#type, "state.etcd");
     for cap in ["ETAG", "TRANSACTIONAL", "TTL"] {
         assert!(

@@ -7,11 +7,11 @@ use crate::support;
 
 use mecha::gateway::grpc::proto::common::{Etag, StateOptions, state_options};
 use mecha::gateway::grpc::proto::runtime::{
-    DeleteBulkStateRequest, DeleteStateRequest, GetBulkStateRequest, GetMetadataRequest,
-    GetStateRequest, SaveStateRequest,
+    DeleteBulkStateRequest, DeleteStateRequest, GetBulkStateRequest, GetStateRequest,
+    SaveStateRequest,
 };
 use serde_json::json;
-use support::kv_example::{JETSTREAM, http_etags_first_write_and_guarded_delete};
+use support::kv_example::{JETSTREAM, http_etags_first_write_and_guarded_delete, kv_over_grpc};
 use support::{error_of, item, item_etag};
 use tonic::Code;
 
@@ -83,16 +83,7 @@ async fn metadata_lists_only_what_jetstream_does() {
         "{meta}"
     );
     let mut c = m.grpc().await;
-    let md = c
-        .get_metadata(GetMetadataRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let comp = md
-        .registered_components
-        .iter()
-        .find(|c| c.name == "kv")
-        .expect("kv over gRPC");
+    let comp = kv_over_grpc(&mut c).await;
     assert_eq!(comp.r#type, "state.jetstream");
 }
 

@@ -3,7 +3,10 @@
 //! to a place of the test's own, the service is the environment's), so the examples stay
 //! loadable; and the behaviour every key-value store shares, checked on each of them.
 
+use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+use mecha::gateway::grpc::proto::runtime::{GetMetadataRequest, RegisteredComponents};
 use serde_json::json;
+use tonic::transport::Channel;
 
 use super::services::{delete_kv_bucket, etcd_endpoints, nats_url};
 use super::{Mecha, TestMecha, error_of, unique};
@@ -100,6 +103,19 @@ pub async fn etag_of(m: &Mecha, key: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned()
+}
+
+/// Store `kv` as gRPC GetMetadata lists it.
+pub async fn kv_over_grpc(c: &mut DaprClient<Channel>) -> RegisteredComponents {
+    let md = c
+        .get_metadata(GetMetadataRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    md.registered_components
+        .into_iter()
+        .find(|c| c.name == "kv")
+        .expect("kv over gRPC")
 }
 
 /// What every key-value store does over HTTP: a save reads back with an ETag; a guarded

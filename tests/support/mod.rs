@@ -246,6 +246,17 @@ pub async fn error_of(r: reqwest::Response) -> (u16, String, String, Vec<serde_j
     )
 }
 
+/// A Dapr component file: store `name` of type `ty` with `metadata` (values quoted).
+pub fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
+    let mut out = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n"
+    );
+    for (k, v) in metadata {
+        out.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    }
+    out
+}
+
 /// The `mecha-receipt` header of an HTTP answer (what Mecha emulated or ignored), if any.
 pub fn receipt_of(r: &reqwest::Response) -> Option<String> {
     r.headers()
