@@ -105,6 +105,7 @@ fn read_only(port: u16) -> String {
 
 #[test]
 fn readme_quick_start_runs_as_written() {
+    let _beside = proc::beside_others();
     let lines = quick_start_lines();
     // `cargo run` must pick the server: the package names it as the default binary.
     let manifest =
@@ -184,6 +185,7 @@ fn readme_quick_start_runs_as_written() {
 
 #[test]
 fn example_components_fit_the_quick_start_curl_lines() {
+    let _beside = proc::beside_others();
     // The examples are drop-in replacements of the default store: same name as the
     // README's curl lines use, and `mecha check` accepts them as the README says.
     for file in ["statestore-redis.yaml", "statestore-postgresql.yaml"] {
@@ -204,6 +206,7 @@ fn example_components_fit_the_quick_start_curl_lines() {
 
 #[test]
 fn bind_errors_name_the_listener_the_address_and_the_flag() {
+    let _beside = proc::beside_others();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     for (flag, name) in [
@@ -237,6 +240,7 @@ fn bind_errors_name_the_listener_the_address_and_the_flag() {
 
 #[test]
 fn an_unreachable_store_is_unhealthy_from_the_start_and_logged_once() {
+    let _beside = proc::beside_others();
     let closed = free_port();
     let redis = format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: cache\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n    - name: redisHost\n      value: 127.0.0.1:{closed}\n    - name: dialTimeout\n      value: 200ms\n    - name: maxRetries\n      value: \"0\"\n"
@@ -288,6 +292,7 @@ const SHORT_TIMEOUTS: &str =
 
 #[test]
 fn slow_headers_and_trickled_or_endless_bodies_are_cut_off() {
+    let _beside = proc::beside_others();
     let m = Mecha::start(SHORT_TIMEOUTS, MEMORY_STORE);
     // Headers that never end.
     let mut s = TcpStream::connect(&m.http).unwrap();
@@ -349,6 +354,7 @@ fn slow_headers_and_trickled_or_endless_bodies_are_cut_off() {
 
 #[test]
 fn item_counts_and_depth_are_checked_before_parsing() {
+    let _beside = proc::beside_others();
     // 16 bodies of 4 MiB against the app's 16 MiB body budget: some wait for room. The wait
     // is long here so that a loaded machine reading them slowly still gets every 400 (this
     // test is about item counts; the budget's own refusals are tested in redteam_resources).
@@ -413,6 +419,7 @@ fn item_counts_and_depth_are_checked_before_parsing() {
 
 #[test]
 fn metric_labels_come_from_finite_sets() {
+    let _beside = proc::beside_others();
     let m = Mecha::start("server:\n  workers: 1\n", MEMORY_STORE);
     for i in 0..300 {
         let id = format!("{i:08x}-made-up");
@@ -445,6 +452,7 @@ fn metric_labels_come_from_finite_sets() {
 
 #[test]
 fn grpc_item_counts_are_checked_before_decoding() {
+    let _beside = proc::beside_others();
     let m = Mecha::start("server:\n  workers: 1\n", MEMORY_STORE);
     let base = rss_kib(m.pid());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -468,6 +476,7 @@ fn grpc_item_counts_are_checked_before_decoding() {
 
 #[test]
 fn idle_and_silent_connections_are_bounded_on_both_ports() {
+    let _beside = proc::beside_others();
     let m = Mecha::start(
         "limits:\n  maxConnections: 200\n  headerTimeout: 1s\n  idleTimeout: 2s\nserver:\n  workers: 2\n",
         MEMORY_STORE,
@@ -524,6 +533,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_grpc_message_that_never_completes_is_answered_and_not_held() {
+    let _beside = proc::beside_others();
     let m = Mecha::start(
         "limits:\n  bodyTimeout: 1s\nactors:\n  requestTimeout: 1s\nserver:\n  workers: 1\n",
         MEMORY_STORE,

@@ -71,7 +71,7 @@ fn trickle(addr: &str, token: Option<&str>, conns: usize, stop: &AtomicBool) {
 
 #[test]
 fn a_flood_stays_bounded_and_a_quiet_app_is_served_throughout() {
-    let _one = proc::one_at_a_time();
+    let _one = proc::alone();
     let started = Instant::now();
     let m = Mecha::start(CONFIG, MEMORY_STORE);
     let pid = m.pid();

@@ -2,7 +2,7 @@
 //! `/proc`: the README's first minute, bind errors, start-up health, connection, time, body,
 //! item and depth limits (`bounds`), a bounded flood (`flood`), and the red-team attacks on
 //! memory and connections (`redteam_resources`). The tests that load the machine on purpose
-//! run one at a time (`proc::one_at_a_time`).
+//! run alone (`proc::alone`), the others beside each other (`proc::beside_others`).
 
 mod bounds;
 mod flood;

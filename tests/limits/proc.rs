@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use mecha::gateway::grpc::proto::common::StateItem;
@@ -15,11 +15,17 @@ use tonic::transport::Channel;
 pub const BIN: &str = env!("CARGO_BIN_EXE_mecha");
 
 /// The tests that load the machine on purpose (the flood, the red-team bursts of bodies and
-/// connections) hold this lock, so they run one at a time while the lighter tests of this
-/// binary run beside them.
-pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// connections) run alone; the others run beside each other, never beside one of those.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// Held by a test that loads the machine on purpose: no other test of this binary runs.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by every other test: it runs beside the others, never beside one that runs alone.
+pub fn beside_others() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The descriptor limit every server runs with.

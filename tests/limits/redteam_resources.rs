@@ -12,8 +12,8 @@
 //!   room, and a connection must complete its first request within `headerTimeout` of
 //!   the accept, however it trickles.
 //!
-//! The tests run one at a time, and not beside the flood (`proc::one_at_a_time`), since
-//! each loads the machine on purpose.
+//! Each test runs alone in its binary (`proc::alone`), since each loads the machine on
+//! purpose.
 
 use crate::support;
 
@@ -84,7 +84,7 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 #[test]
 fn a_burst_of_large_bodies_stays_within_the_budget_and_memory_returns() {
-    let _one = crate::proc::one_at_a_time();
+    let _one = crate::proc::alone();
     let (_dir, p) = start(CONFIG);
     let pid = p.pid();
     assert_eq!(
@@ -233,7 +233,7 @@ fn fresh_grpc_calls(addr: &str, calls: usize) -> (Vec<Duration>, usize) {
 
 #[test]
 fn preface_only_and_trickling_connections_do_not_lock_out_an_authenticated_app() {
-    let _one = crate::proc::one_at_a_time();
+    let _one = crate::proc::alone();
     let (_dir, p) = start(CONFIG);
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
     // More preface-only sockets than maxConnections (1024), all from one address.
@@ -279,7 +279,7 @@ fn preface_only_and_trickling_connections_do_not_lock_out_an_authenticated_app()
 
 #[test]
 fn idle_keep_alive_connections_do_not_lock_out_an_authenticated_app() {
-    let _one = crate::proc::one_at_a_time();
+    let _one = crate::proc::alone();
     let (_dir, p) = start(CONFIG);
     // One unauthenticated health check each, then silence on a kept-alive connection.
     let mut held = hold(
