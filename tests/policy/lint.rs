@@ -672,36 +672,17 @@ async fn app_tightenings_and_requirements() {
 /// every problem listed, naming app, store and capability.
 #[actix_rt::test]
 async fn unmet_requirements_and_loosenings_stop_start_up() {
-    let settings = mecha::config::Settings::parse(
-        std::path::Path::new("mecha.yaml"),
-        &APPS
-            .replace("[ETAG, TTL]", "[ETAG, TTL, TRANSACTIONAL]")
-            .replace(
-                "ttl: reject",
-                "ttl: reject\n        strongConsistency: ignore\n        lint: off",
-            ),
-    )
-    .unwrap();
-    let config = mecha::config::Config {
-        settings,
-        components: vec![mecha::config::LoadedComponent::custom(
-            "kv",
-            "state.test",
-            KvFactory::fresh().1,
-        )],
-        warnings: Vec::new(),
-    };
-    let opts = mecha::app::Options {
-        http_port: 0,
-        grpc_port: 0,
-        metrics_port: 0,
-        handle_signals: false,
-        ..mecha::app::Options::default()
-    };
-    let err = match mecha::app::start(config, opts).await {
-        Ok(_) => panic!("start-up must be refused"),
-        Err(e) => e.to_string(),
-    };
+    let settings = APPS
+        .replace("[ETAG, TTL]", "[ETAG, TTL, TRANSACTIONAL]")
+        .replace(
+            "ttl: reject",
+            "ttl: reject\n        strongConsistency: ignore\n        lint: off",
+        );
+    let err = TestMecha::empty()
+        .custom("kv", KvFactory::fresh().1)
+        .settings(&settings)
+        .refused()
+        .await;
     for wanted in [
         "app 'orders' requires TTL, but store 'kv' (state.test) in its scope has it rejected",
         "app 'orders' requires TRANSACTIONAL, but store 'kv' (state.test) in its scope has it rejected",

@@ -453,32 +453,11 @@ async fn postgresql_native_calls_have_no_receipt() {
 /// A refused policy stops start-up, naming store and capability.
 #[actix_rt::test]
 async fn refused_policy_stops_start_up() {
-    let (_, f) = KvFactory::fresh();
-    let settings = mecha::config::Settings::parse(
-        std::path::Path::new("mecha.yaml"),
-        "stores:\n  kv:\n    transactions: ignore\n    strongConsistency: emulate\n",
-    )
-    .unwrap();
-    let config = mecha::config::Config {
-        settings,
-        components: vec![mecha::config::LoadedComponent::custom(
-            "kv",
-            "state.test",
-            f,
-        )],
-        warnings: Vec::new(),
-    };
-    let opts = mecha::app::Options {
-        http_port: 0,
-        grpc_port: 0,
-        metrics_port: 0,
-        handle_signals: false,
-        ..mecha::app::Options::default()
-    };
-    let err = match mecha::app::start(config, opts).await {
-        Ok(_) => panic!("start-up must be refused"),
-        Err(e) => e.to_string(),
-    };
+    let err = TestMecha::empty()
+        .custom("kv", KvFactory::fresh().1)
+        .settings("stores:\n  kv:\n    transactions: ignore\n    strongConsistency: emulate\n")
+        .refused()
+        .await;
     assert!(
         err.contains("store 'kv' (state.test): capability transactions (TRANSACTIONAL): policy 'ignore' is refused"),
         "{err}"

@@ -132,8 +132,8 @@ impl TestMecha {
         self
     }
 
-    /// Starts it on free loopback ports.
-    pub async fn start(self) -> Mecha {
+    /// The configuration and options it starts with (free loopback ports).
+    fn into_parts(self) -> (Config, Options) {
         let config = Config {
             settings: self.settings,
             components: self.components,
@@ -147,12 +147,27 @@ impl TestMecha {
             handle_signals: false,
             ..Options::default()
         };
+        (config, opts)
+    }
+
+    /// Starts it on free loopback ports.
+    pub async fn start(self) -> Mecha {
+        let (config, opts) = self.into_parts();
         let running = start(config, opts).await.expect("mecha starts");
         let base = format!("http://{}", running.http_addr);
         Mecha {
             running,
             base,
             client: reqwest::Client::new(),
+        }
+    }
+
+    /// Tries to start it and expects start-up to be refused: the error, as text.
+    pub async fn refused(self) -> String {
+        let (config, opts) = self.into_parts();
+        match start(config, opts).await {
+            Ok(_) => panic!("start-up must be refused"),
+            Err(e) => e.to_string(),
         }
     }
 }
