@@ -21,7 +21,7 @@ bounded 2400 cargo test --workspace --all-targets
 # the debug build): the bounds the README's security model states hold for both.
 cargo build --release --workspace --bins
 MECHA_BIN_UNDER_TEST="$CARGO_TARGET_DIR/release/mecha" \
-    bounded 900 cargo test --test redteam_resources --test redteam_tenancy
+    bounded 900 cargo test --test limits --test tenancy redteam_
 
 # The official SDKs against the real binary.
 MECHA_BIN="$CARGO_TARGET_DIR/debug/mecha" bounded 900 tests/compat/python/run.sh

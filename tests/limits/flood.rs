@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::proc::{self, FD_LIMIT, Mecha};
+use crate::proc::{self, FD_LIMIT, Mecha, amplifying_body, post_as};
+use crate::support::MEMORY_STORE;
 
 const PEAK_RSS_MIB: usize = 256;
 const AFTER_RSS_MIB: usize = 128;
@@ -70,10 +71,11 @@ fn trickle(addr: &str, token: Option<&str>, conns: usize, stop: &AtomicBool) {
 
 #[test]
 fn a_flood_stays_bounded_and_a_quiet_app_is_served_throughout() {
+    let _one = proc::alone();
     let started = Instant::now();
-    let m = Mecha::start(CONFIG, super::MEMORY_STORE);
+    let m = Mecha::start(CONFIG, MEMORY_STORE);
     let pid = m.pid();
-    let (status, body) = super::post_as(
+    let (status, body) = post_as(
         &m.http,
         "quiet-token",
         "/v1.0/state/statestore",
@@ -170,13 +172,13 @@ fn a_flood_stays_bounded_and_a_quiet_app_is_served_throughout() {
     // Amplifying bodies: 4 MB of `[{},{},...]` over HTTP, 2M empty items over gRPC.
     {
         let addr = m.http.clone();
-        let body = Arc::new(super::amplifying_body());
+        let body = Arc::new(amplifying_body());
         for _ in 0..8 {
             let (addr, body) = (addr.clone(), body.clone());
             attackers.push(std::thread::spawn(move || {
                 for _ in 0..3 {
                     let (status, text) =
-                        super::post_as(&addr, "flood-token", "/v1.0/state/statestore", &body);
+                        post_as(&addr, "flood-token", "/v1.0/state/statestore", &body);
                     // 400 once parsed, or 429 when the body budget is spent (refused
                     // before the body is buffered), or the connection closed.
                     assert!(

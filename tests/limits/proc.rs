@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use mecha::gateway::grpc::proto::common::StateItem;
@@ -13,6 +13,20 @@ use mecha::gateway::grpc::proto::runtime::{GetStateRequest, SaveStateRequest};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mecha");
+
+/// The tests that load the machine on purpose (the flood, the red-team bursts of bodies and
+/// connections) run alone; the others run beside each other, never beside one of those.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// Held by a test that loads the machine on purpose: no other test of this binary runs.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by every other test: it runs beside the others, never beside one that runs alone.
+pub fn beside_others() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The descriptor limit every server runs with.
 pub const FD_LIMIT: usize = 4096;
@@ -283,4 +297,41 @@ pub async fn quiet_grpc_client(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     lat
+}
+
+/// A 4 MB save body of `[{},{},...]`.
+pub fn amplifying_body() -> String {
+    let n = (4 * 1024 * 1024 - 8) / 3;
+    let mut b = String::with_capacity(4 * 1024 * 1024);
+    b.push('[');
+    for i in 0..n {
+        if i > 0 {
+            b.push(',');
+        }
+        b.push_str("{}");
+    }
+    b.push(']');
+    b
+}
+
+/// POST with an API token.
+pub fn post_as(addr: &str, token: &str, path: &str, body: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\ndapr-api-token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// POST without a token.
+pub fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
 }

@@ -3,19 +3,56 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use mecha::actors::StoreFactory;
+use mecha::actors::backends::in_memory::{InMemoryStore, SystemClock};
+use mecha::actors::{StateStore, StoreError, StoreFactory};
 use mecha::app::{Options, Running, start};
+use mecha::capabilities::{Capability, CapabilitySet};
 use mecha::config::{Config, LoadedComponent, Settings, parse_components};
+use mecha::gateway::grpc::proto::common::{Etag, StateItem};
+use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
+use tonic::transport::Channel;
 
 pub mod binary;
+pub mod kv_example;
 pub mod mariadb;
+pub mod own_process;
 pub mod servers;
+pub mod services;
 pub mod sql;
 pub mod writes;
 
 /// The in-memory `statestore` most tests use.
 pub const MEMORY_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";
+
+/// The in-memory backend declared as a key-value store: compare-and-set (ETags,
+/// first-write) and key listing, nothing else (the shape of NATS JetStream KV), so Mecha
+/// emulates TTL and bulk on it.
+pub struct KvFactory(pub Arc<InMemoryStore>);
+
+impl KvFactory {
+    /// A fresh store (expired entries swept hourly) and its factory.
+    pub fn fresh() -> (Arc<InMemoryStore>, Arc<dyn StoreFactory>) {
+        let store = Arc::new(InMemoryStore::new(
+            Arc::new(SystemClock),
+            Duration::from_secs(3600),
+        ));
+        (store.clone(), Arc::new(KvFactory(store)))
+    }
+}
+
+impl StoreFactory for KvFactory {
+    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
+        Ok(self.0.clone())
+    }
+    fn capabilities(&self) -> CapabilitySet {
+        CapabilitySet::of(&[Capability::Etag, Capability::FirstWrite])
+    }
+    fn lists_keys(&self) -> bool {
+        true
+    }
+}
 
 /// Builds a test instance.
 pub struct TestMecha {
@@ -95,8 +132,8 @@ impl TestMecha {
         self
     }
 
-    /// Starts it on free loopback ports.
-    pub async fn start(self) -> Mecha {
+    /// The configuration and options it starts with (free loopback ports).
+    fn into_parts(self) -> (Config, Options) {
         let config = Config {
             settings: self.settings,
             components: self.components,
@@ -110,12 +147,27 @@ impl TestMecha {
             handle_signals: false,
             ..Options::default()
         };
+        (config, opts)
+    }
+
+    /// Starts it on free loopback ports.
+    pub async fn start(self) -> Mecha {
+        let (config, opts) = self.into_parts();
         let running = start(config, opts).await.expect("mecha starts");
         let base = format!("http://{}", running.http_addr);
         Mecha {
             running,
             base,
             client: reqwest::Client::new(),
+        }
+    }
+
+    /// Tries to start it and expects start-up to be refused: the error, as text.
+    pub async fn refused(self) -> String {
+        let (config, opts) = self.into_parts();
+        match start(config, opts).await {
+            Ok(_) => panic!("start-up must be refused"),
+            Err(e) => e.to_string(),
         }
     }
 }
@@ -166,6 +218,18 @@ impl Mecha {
         );
     }
 
+    /// A gRPC client on a fresh connection.
+    pub async fn grpc(&self) -> DaprClient<Channel> {
+        let url = format!("http://{}", self.running.grpc_addr);
+        let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+        DaprClient::new(channel)
+    }
+
+    /// POST with a JSON body.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.post(path, body.to_string()).await
+    }
+
     /// Prometheus text from the metrics port.
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.running.metrics_addr);
@@ -195,6 +259,47 @@ pub async fn error_of(r: reqwest::Response) -> (u16, String, String, Vec<serde_j
         v["message"].as_str().unwrap_or_default().to_owned(),
         details,
     )
+}
+
+/// A Dapr component file: store `name` of type `ty` with `metadata` (values quoted).
+pub fn component(name: &str, ty: &str, metadata: &[(&str, String)]) -> String {
+    let mut out = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {ty}\n  version: v1\n  metadata:\n"
+    );
+    for (k, v) in metadata {
+        out.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    }
+    out
+}
+
+/// The `mecha-receipt` header of an HTTP answer (what Mecha emulated or ignored), if any.
+pub fn receipt_of(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get("mecha-receipt")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// The `mecha-receipt` metadata of a gRPC answer, if any.
+pub fn grpc_receipt(md: &tonic::metadata::MetadataMap) -> Option<String> {
+    md.get("mecha-receipt")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A gRPC SaveState item.
+pub fn item(key: &str, value: &[u8]) -> StateItem {
+    StateItem {
+        key: key.into(),
+        value: value.to_vec(),
+        ..StateItem::default()
+    }
+}
+
+/// A gRPC SaveState item with an ETag.
+pub fn item_etag(key: &str, value: &[u8], etag: &str) -> StateItem {
+    StateItem {
+        etag: Some(Etag { value: etag.into() }),
+        ..item(key, value)
+    }
 }
 
 /// A random base for keys, so runs and tests never collide.

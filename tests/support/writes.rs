@@ -1,5 +1,6 @@
 //! The write mix of the durability tests: a writer's `i`-th request rotates through a single
-//! save, a bulk save of three and a transaction of two, with keys unique to the writer.
+//! save, a bulk save of three and a transaction of two, with keys unique to the writer; and
+//! the durability check itself: writers, SIGKILL of Mecha, every acknowledged write read back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+
+use super::binary::Process;
 
 /// One request of the mix: its URL, its body, and the items it writes when acknowledged.
 pub struct MixedWrite {
@@ -96,6 +99,70 @@ pub async fn writer(
             _ if tolerate => tokio::time::sleep(Duration::from_millis(20)).await,
             // After the kill (or while it happens) failures are expected and not acknowledged.
             _ => return,
+        }
+    }
+}
+
+/// Eight writers on `store` of `mecha` for 1.5 s, then SIGKILL of Mecha while requests are in
+/// flight: what it acknowledged (more than 50 writes, or the test fails).
+pub async fn acknowledged_before_sigkill(
+    mecha: &mut Process,
+    store: &'static str,
+) -> Vec<(String, Value)> {
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|id| {
+            tokio::spawn(writer(
+                id,
+                mecha.base(),
+                store,
+                acked.clone(),
+                stop.clone(),
+                false,
+            ))
+        })
+        .collect();
+    // Let the stream run, then kill without warning while requests are in flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    mecha.kill();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let acked = std::mem::take(&mut *acked.lock());
+    assert!(
+        acked.len() > 50,
+        "only {} writes were acknowledged before the kill",
+        acked.len()
+    );
+    eprintln!("{} acknowledged writes before SIGKILL", acked.len());
+    acked
+}
+
+/// Every acknowledged write reads back from `store` behind `base` with its acknowledged value.
+pub async fn assert_all_present(base: &str, store: &str, acked: &[(String, Value)]) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for chunk in acked.chunks(200) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let r = client
+            .post(format!("{base}/v1.0/state/{store}/bulk"))
+            .body(json!({"keys": keys}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let items: Vec<Value> = r.json().await.unwrap();
+        assert_eq!(items.len(), chunk.len());
+        for ((key, want), got) in chunk.iter().zip(&items) {
+            assert_eq!(got["key"], json!(key));
+            assert_eq!(
+                &got["data"], want,
+                "acknowledged write {key} lost or changed"
+            );
         }
     }
 }

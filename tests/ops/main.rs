@@ -1,0 +1,13 @@
+//! Operations: reload (`reload`), many replicas (`replicas`), resiliency policies
+//! (`resiliency_postgres`), supervision of failing stores (`store_faults`), the store actors
+//! (`actors`), TLS (`tls`), and the binary's flags and signals (`binary`).
+
+mod actors;
+mod binary;
+mod reload;
+mod replicas;
+mod resiliency_postgres;
+mod store_faults;
+#[path = "../support/mod.rs"]
+mod support;
+mod tls;
