@@ -127,17 +127,22 @@ impl Running {
 /// Starts Mecha with validated configuration: the live catalog, the three listeners, the
 /// background tasks, then a bounded wait for each store's first ping.
 pub async fn start(config: Config, opts: Options) -> io::Result<Running> {
-    let settings = config.settings;
+    let file = opts
+        .config_sources
+        .as_ref()
+        .and_then(|s| s.config_file.clone())
+        .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_FILE));
+    let config = config.validate(&file, &opts.app_id).map_err(|problems| {
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refused store policies: {}", problems.join("; ")),
+        )
+    })?;
     // Installed first, so the handles the catalog registers belong to the real recorder.
     let prometheus = crate::metrics::install();
-    let catalog =
-        Catalog::new(&config.components, &settings, &opts.app_id).map_err(|problems| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("refused store policies: {}", problems.join("; ")),
-            )
-        })?;
-    let catalog = Arc::new(catalog);
+    let catalog = Arc::new(Catalog::new(&config));
+    let (settings, _) = config.into_parts();
     let live = Live::new(catalog.clone());
     crate::metrics::config_version(catalog.version());
     let tls = server_tls(&settings)?;
@@ -269,7 +274,7 @@ fn metrics_server(
             "/metrics",
             web::get().to(move |req: actix_web::HttpRequest| {
                 let catalog = live.catalog();
-                let allowed = catalog.metrics_allowed(metrics_token(&req));
+                let allowed = catalog.apps().metrics_allowed(metrics_token(&req));
                 if allowed {
                     for s in catalog.stores() {
                         crate::metrics::record_store_health(
@@ -321,8 +326,8 @@ fn background_tasks(
     let l = live.clone();
     watcher.subscribe(settings.server.token_file_check_interval, move || {
         let catalog = l.catalog();
-        if catalog.has_token_files() {
-            catalog.reload_tokens();
+        if catalog.apps().has_token_files() {
+            catalog.apps().reload_tokens();
         }
         std::future::ready(())
     });

@@ -11,7 +11,7 @@ use mecha::config::{Config, ConfigSources};
 
 /// jemalloc instead of glibc's malloc: its background thread gives the memory of a burst of
 /// large request bodies back within seconds, where glibc's malloc keeps most of it
-/// (per-thread arenas, fragmentation) (README, "Security model"; `tests/redteam_resources.rs`).
+/// (per-thread arenas, fragmentation) (README, "Security model"; `tests/limits/redteam_resources.rs`).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

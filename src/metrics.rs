@@ -417,10 +417,7 @@ pub fn record_request_duration(
     elapsed: Duration,
 ) {
     let op = op.metric_label();
-    let protocol = match protocol {
-        crate::model::Protocol::Http => "http",
-        crate::model::Protocol::Grpc => "grpc",
-    };
+    let protocol = protocol.as_str();
     let native = bool_label(native);
     cached(&DURATIONS, &[app, store, op, protocol, native], || {
         let labels = [

@@ -84,6 +84,16 @@ pub enum Protocol {
     Grpc,
 }
 
+impl Protocol {
+    /// Its name in metric labels and log lines.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
 /// Request or response metadata (`map<string,string>` on the wire).
 pub type Metadata = HashMap<String, String>;
 

@@ -131,17 +131,26 @@ impl Reloader {
         if !restart.is_empty() {
             return self.refused(trigger, &current, restart);
         }
-        let next = match current.next(&config.components, &config.settings) {
-            Ok(c) => Arc::new(c),
-            Err(problems) => return self.refused(trigger, &current, problems),
+        let file = self
+            .sources
+            .config_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        let config = match config.validate(&file, current.apps().default_app()) {
+            Ok(c) => c,
+            Err(errors) => {
+                let problems = errors.iter().map(ToString::to_string).collect();
+                return self.refused(trigger, &current, problems);
+            }
         };
-        for w in &config.warnings {
+        let next = Arc::new(current.next(&config));
+        for w in config.warnings() {
             tracing::warn!("{w}");
         }
-        let changes = describe_changes(&current, &next, &state.settings, &config.settings);
+        let changes = describe_changes(&current, &next, &state.settings, config.settings());
         let version = next.version();
         self.live.publish(next);
-        state.settings = config.settings;
+        state.settings = config.into_parts().0;
         crate::metrics::config_reload(true);
         crate::metrics::config_version(version);
         tracing::info!(

@@ -60,7 +60,8 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// Everything Mecha needs to start, validated.
+/// Everything Mecha needs to start, each file validated on its own ([`Config::load`]);
+/// [`Config::validate`] adds the checks that need the whole of it and the app id.
 pub struct Config {
     /// Mecha's own settings.
     pub settings: Settings,
@@ -68,6 +69,63 @@ pub struct Config {
     pub components: Vec<LoadedComponent>,
     /// Non-fatal findings (unknown metadata keys, skipped documents).
     pub warnings: Vec<ConfigError>,
+}
+
+/// A configuration that passed every check, for the app id it was checked with: the only
+/// input the gateway's catalog is built from, so the catalog never re-validates.
+pub struct ValidConfig {
+    config: Config,
+    app_id: String,
+}
+
+impl ValidConfig {
+    /// Mecha's own settings.
+    pub fn settings(&self) -> &Settings {
+        &self.config.settings
+    }
+
+    /// The state stores, in load order.
+    pub fn components(&self) -> &[LoadedComponent] {
+        &self.config.components
+    }
+
+    /// The app id of callers when no apps are configured (`--app-id`).
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Non-fatal findings.
+    pub fn warnings(&self) -> &[ConfigError] {
+        &self.config.warnings
+    }
+
+    /// The configuration, settings first.
+    pub fn into_parts(self) -> (Settings, Vec<LoadedComponent>) {
+        (self.config.settings, self.config.components)
+    }
+}
+
+impl Config {
+    /// Checks what needs the whole configuration and the app id (`file` names Mecha's own
+    /// file in the problems): every store policy against its store
+    /// ([`policy_problems`]) and every key namespace against the others
+    /// ([`namespace_problems`]). All problems are returned at once.
+    pub fn validate(self, file: &Path, app_id: &str) -> Result<ValidConfig, Vec<ConfigError>> {
+        let mut problems = policy_problems(file, &self.settings, &self.components);
+        problems.extend(namespace_problems(
+            file,
+            &self.settings,
+            &self.components,
+            app_id,
+        ));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(ValidConfig {
+            config: self,
+            app_id: app_id.to_owned(),
+        })
+    }
 }
 
 /// Every policy of `settings` that names an unknown store or would break a guarantee on its

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod budget;
 mod catalog;
 pub mod conns;
+pub mod door;
 pub mod extended;
 pub mod grpc;
 pub mod http;
@@ -30,7 +31,7 @@ use actix::prelude::*;
 
 pub use crate::model::AppId;
 pub use actor::{Answer, GatewayActor, StateCall};
-pub use catalog::{AppView, Catalog, StoreInfo, Turned};
+pub use catalog::{AppView, Apps, Catalog, StoreInfo, Turned};
 pub use live::{Live, Refresh};
 pub use ops::StateOp;
 

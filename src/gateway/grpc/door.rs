@@ -36,10 +36,11 @@ use super::status::{code_name, status};
 use crate::error::{Error, ErrorKind};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
+use crate::gateway::door::{self, InProgress};
 use crate::gateway::trace;
 use crate::gateway::{AppId, Live};
 use crate::metrics;
-use crate::model::Operation;
+use crate::model::{Operation, Protocol};
 
 /// The authenticated app of a call (a request extension set by the door).
 #[derive(Debug, Clone)]
@@ -144,7 +145,7 @@ where
         let token = req.headers_mut().remove("dapr-api-token");
         let token = token.as_ref().and_then(|v| v.to_str().ok());
         // Token and quota; the permit moves into the call and is held until it answers.
-        let admitted = catalog.admit_call(token);
+        let admitted = catalog.apps().admit_call(token);
         // The connection's stage (unauthenticated connections are closed first for room).
         let authenticated = admitted.as_ref().map_or_else(|t| t.app.is_some(), |_| true);
         let conn = req
@@ -156,7 +157,7 @@ where
             Err(turned) => {
                 let app = match turned.app.clone() {
                     Some(app) => app,
-                    None => catalog.default_app().clone(),
+                    None => catalog.apps().default_app().clone(),
                 };
                 return Box::pin(turned_away(*turned, app, method, start, conn));
             }
@@ -192,10 +193,7 @@ where
                 let (resp, code) = with_size_error(resp, catalog.limits.max_body_size, &method);
                 let elapsed = start.elapsed();
                 metrics::record_grpc(&app, &method, code_name(code), elapsed);
-                tracing::debug!(
-                    method = %method, app = %app, status = code_name(code),
-                    micros = elapsed.as_micros() as u64, "grpc request"
-                );
+                door::log_request(Protocol::Grpc, &method, &app, &code_name(code), elapsed);
                 Ok(resp)
             }
             .instrument(call_span),
@@ -210,14 +208,9 @@ async fn turned_away(
     app: AppId,
     method: String,
     start: Instant,
-    conn: Option<InProgress>,
+    conn: Option<InProgress<Arc<ConnHandle>>>,
 ) -> Result<http::Response<Body>, Infallible> {
-    let why = if turned.app.is_some() {
-        "grpc call over quota"
-    } else {
-        "grpc call unauthenticated"
-    };
-    tracing::debug!(error = %turned.error.log_summary(), method = %method, "{why}");
+    door::log_failure(Protocol::Grpc, &turned.error);
     let st = status(&turned.error);
     if !turned.delay.is_zero() {
         tokio::time::sleep(turned.delay).await;
@@ -246,22 +239,6 @@ fn with_size_error(
     let st = status(&err);
     let code = st.code();
     (st.into_http(), code)
-}
-
-/// A call in progress on a tracked connection; ends it when dropped.
-struct InProgress(Arc<ConnHandle>);
-
-impl InProgress {
-    fn new(conn: Arc<ConnHandle>, authenticated: bool) -> InProgress {
-        conn.request_started(authenticated);
-        InProgress(conn)
-    }
-}
-
-impl Drop for InProgress {
-    fn drop(&mut self) {
-        self.0.request_ended();
-    }
 }
 
 type Reserve = Pin<Box<dyn Future<Output = (BodyMeter, Result<(), Error>)> + Send>>;

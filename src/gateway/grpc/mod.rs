@@ -31,7 +31,7 @@
 //!   like an HTTP request on its worker.
 //! * The shards of a store share its data or connection pool (the store factory's job), so
 //!   both doors see the same state; ETag checks and transactions are atomic in the backend,
-//!   not in a mailbox. `tests/grpc/runtime.rs` drives both protocols concurrently against
+//!   not in a mailbox. `tests/api/grpc/runtime.rs` drives both protocols concurrently against
 //!   one store to prove it.
 //! * Shutdown: [`GrpcServer::stop`] signals tonic (no new connections, GOAWAY, in-flight
 //!   calls finish, bounded by the shutdown timeout), then stops the arbiter.

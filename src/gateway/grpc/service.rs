@@ -40,7 +40,12 @@ impl DaprService {
         match req.extensions().get::<Caller>() {
             Some(Caller(app)) => Ok(app.clone()),
             // Not behind the door (never in Mecha): authenticate as a caller without token.
-            None => self.gateway.catalog().authenticate(None).map_err(fail),
+            None => self
+                .gateway
+                .catalog()
+                .apps()
+                .authenticate(None)
+                .map_err(fail),
         }
     }
 
@@ -134,12 +139,7 @@ async fn save_items(
 
 /// Renders a gateway error, logging server-side failures.
 fn fail(e: Error) -> Status {
-    // Never the key, value or request detail: only code, operation and store.
-    if e.is_client_error() {
-        tracing::debug!(error = %e.log_summary(), "grpc request rejected");
-    } else {
-        tracing::warn!(error = %e.log_summary(), "grpc request failed");
-    }
+    crate::gateway::door::log_failure(Protocol::Grpc, &e);
     status(&e)
 }
 
@@ -264,6 +264,7 @@ impl Dapr for DaprService {
         let r = req.into_inner();
         self.gateway
             .catalog()
+            .apps()
             .set_extended(&app, &r.key, &r.value)
             .map_err(fail)?;
         Ok(Response::new(()))

@@ -18,6 +18,7 @@ use crate::config::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::gateway::budget::BodyMeter;
 use crate::gateway::conns::ConnHandle;
+use crate::gateway::door::{self, InProgress};
 use crate::gateway::limits;
 use crate::gateway::ops::{
     BulkGet, BulkGetInput, BulkItem, Delete, Get, GetInput, Query as StateQuery, QueryInput, Save,
@@ -128,8 +129,8 @@ async fn serve_request(
     // The connection's stage: a request with a valid token marks it authenticated (kept
     // when room is made for new connections), see `crate::gateway::conns`.
     let in_progress = req.conn_data::<ConnSlot>().map(|slot| {
-        let valid = !matches!(route, Route::NotFound) && gw.catalog().is_valid_token(token);
-        InProgress::new(slot, valid)
+        let valid = !matches!(route, Route::NotFound) && gw.catalog().apps().is_valid_token(token);
+        InProgress::new(slot.0.clone(), valid)
     });
     let outcome = match route {
         Route::Healthz => healthz(gw, &Query::parse(req.query_string()), token).into(),
@@ -137,7 +138,7 @@ async fn serve_request(
         Route::HealthzOutbound => healthz(gw, &Query::parse(""), token).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         // Token and quota; the permit is held until the answer is ready.
-        _ => match gw.catalog().admit_call(token) {
+        _ => match gw.catalog().apps().admit_call(token) {
             Err(turned) => {
                 app = turned.app;
                 if !turned.delay.is_zero() {
@@ -167,7 +168,9 @@ async fn serve_request(
     };
     let elapsed = start.elapsed();
     let catalog = gw.catalog();
-    let app_label = app.as_deref().unwrap_or_else(|| catalog.default_app());
+    let app_label = app
+        .as_deref()
+        .unwrap_or_else(|| catalog.apps().default_app());
     metrics::record_http_path(
         app_label,
         req.method().as_str(),
@@ -175,11 +178,8 @@ async fn serve_request(
         resp.status().as_u16(),
         elapsed,
     );
-    // The path is not logged: it carries the key.
-    tracing::debug!(
-        method = %req.method(), route = route.name(), status = resp.status().as_u16(),
-        micros = elapsed.as_micros() as u64, "http request"
-    );
+    let status = resp.status().as_u16();
+    door::log_request(Protocol::Http, route.name(), app_label, &status, elapsed);
     resp
 }
 
@@ -190,11 +190,7 @@ async fn serve_request(
 /// while a dropped payload would drain a chunked body for as long as the client keeps it
 /// open, so the response body keeps the payload until it is written.
 fn error_response(e: &Error, body_refused: bool, payload: web::Payload) -> HttpResponse {
-    if e.is_client_error() {
-        tracing::debug!(error = %e.log_summary(), "request rejected");
-    } else {
-        tracing::warn!(error = %e.log_summary(), "request failed");
-    }
+    door::log_failure(Protocol::Http, e);
     let mut resp = respond::error(e);
     let unread = body_refused
         || matches!(
@@ -541,9 +537,10 @@ async fn put_metadata(
     let limit = body
         .limits
         .max_body_size
-        .min(gw.catalog().max_extended_value());
+        .min(gw.catalog().apps().max_extended_value());
     let value = body.read_within(Operation::Other, limit).await?;
     gw.catalog()
+        .apps()
         .set_extended(app, &key, &String::from_utf8_lossy(&value))?;
     Ok(respond::no_content())
 }
@@ -641,22 +638,6 @@ const CHARGE_STEP: usize = 64 * 1024;
 /// The connection of a request, as registered by the HTTP listener's tracker (set per
 /// connection by `on_connect`, see `crate::app`).
 pub struct ConnSlot(pub std::rc::Rc<ConnHandle>);
-
-/// A request in progress on a tracked connection; ends it when dropped.
-struct InProgress(std::rc::Rc<ConnHandle>);
-
-impl InProgress {
-    fn new(slot: &ConnSlot, authenticated: bool) -> InProgress {
-        slot.0.request_started(authenticated);
-        InProgress(slot.0.clone())
-    }
-}
-
-impl Drop for InProgress {
-    fn drop(&mut self) {
-        self.0.request_ended();
-    }
-}
 
 /// Checks the body's shape (depth, item count via `items`) and parses it with `parse`: on
 /// this thread when it is small, else on a bounded pool of blocking threads so a long
@@ -786,18 +767,18 @@ enum HealthView {
 fn healthz(gw: &Gateway, q: &Query, token: Option<&str>) -> Result<HttpResponse, Error> {
     let catalog = gw.catalog();
     if let Some(id) = q.appid.as_deref().filter(|id| !id.is_empty())
-        && id != catalog.default_app().as_ref()
-        && !catalog.requires_token()
+        && id != catalog.apps().default_app().as_ref()
+        && !catalog.apps().requires_token()
     {
         return Err(Error::new(ErrorKind::HealthAppIdMismatch, Operation::Other));
     }
-    let view = if !catalog.requires_token() {
+    let view = if !catalog.apps().requires_token() {
         HealthView::App {
-            app: catalog.default_app().clone(),
+            app: catalog.apps().default_app().clone(),
             detailed: false,
         }
     } else {
-        match catalog.authenticate(token) {
+        match catalog.apps().authenticate(token) {
             Ok(app) => HealthView::App {
                 app,
                 detailed: true,

@@ -1,5 +1,5 @@
 //! Pure unit tests of the PostgreSQL backend. The database-backed ones are in
-//! `tests/postgres.rs`, `tests/postgres_durability.rs` and the conformance suite.
+//! `tests/stores/postgres.rs`, `tests/stores/postgres_durability.rs` and the conformance suite.
 
 use super::sql::{Ident, Sql, like_prefix, translate};
 use super::*;
