@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, test, web};
-use mecha::config::{Settings, parse_components};
+use mecha::config::{Config, Settings, parse_components};
 use mecha::gateway::http::{HttpState, dispatch};
 use mecha::gateway::{Catalog, Gateway, Live};
 
@@ -49,9 +49,15 @@ pub async fn measure(blocks: impl Fn() -> u64) -> Result<Vec<Count>, String> {
     mecha::metrics::install();
     let (components, _) = parse_components(&[(Path::new("s.yaml"), STORE)], &|_| None)
         .map_err(|e| format!("{e:?}"))?;
-    let settings = Settings::default();
-    let catalog = Arc::new(Catalog::new(&components, &settings, "app").map_err(|e| e.join("; "))?);
-    let gateway = Gateway::start_local(Live::new(catalog), &settings.actors);
+    let config = Config {
+        settings: Settings::default(),
+        components,
+        warnings: Vec::new(),
+    }
+    .validate(Path::new("mecha.yaml"), "app")
+    .map_err(|e| format!("{e:?}"))?;
+    let catalog = Arc::new(Catalog::new(&config));
+    let gateway = Gateway::start_local(Live::new(catalog), &config.settings().actors);
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(HttpState { gateway }))

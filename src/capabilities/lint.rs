@@ -357,6 +357,59 @@ fn finding(code: LintCode, key: &str, location: Location) -> Finding {
     }
 }
 
+/// The finding for a key Mecha knows (portable, or declared by the store), if any: an
+/// invalid value, an operation that does not use it, an option the store's policy ignores,
+/// a value only some stores understand.
+fn lint_known(
+    k: &RequestKey,
+    key: &str,
+    value: &str,
+    op: LintOp,
+    location: Location,
+    target: &LintTarget<'_>,
+) -> Option<Finding> {
+    if let Some(why) = k.kind.check(value) {
+        // The wording of Mecha's TTL parse error, without the value (it may be a secret).
+        return Some(Finding {
+            detail: Some(format!(
+                "incorrect value for metadata '{key}': the value {why}"
+            )),
+            ..finding(LintCode::InvalidValue, key, location)
+        });
+    }
+    if !k.ops.contains(&op) {
+        return Some(Finding {
+            detail: Some("this operation does not use it".to_owned()),
+            ..finding(LintCode::NotForOperation, key, location)
+        });
+    }
+    if key == TTL_KEY
+        && target.ttl == Status::Ignored
+        && value.trim().parse::<i64>().is_ok_and(|n| n > 0)
+    {
+        return Some(Finding {
+            detail: Some(format!(
+                "the store's policy ignores TTL, so {} will not expire",
+                if matches!(location, Location::Request) {
+                    "the items"
+                } else {
+                    "this item"
+                }
+            )),
+            ..finding(LintCode::IgnoredByStore, key, location)
+        });
+    }
+    if key == CONTENT_TYPE_KEY && !value.eq_ignore_ascii_case("application/json") {
+        return Some(Finding {
+            detail: Some(
+                "only some stores interpret a content type other than application/json".to_owned(),
+            ),
+            ..finding(LintCode::NonPortableValue, key, location)
+        });
+    }
+    None
+}
+
 fn lint_one(
     key: &str,
     value: &str,
@@ -369,47 +422,7 @@ fn lint_one(
         .chain(target.store_keys)
         .find(|k| k.name == key);
     if let Some(k) = known {
-        if let Some(why) = k.kind.check(value) {
-            // The wording of Mecha's TTL parse error, without the value (it may be a secret).
-            return Some(Finding {
-                detail: Some(format!(
-                    "incorrect value for metadata '{key}': the value {why}"
-                )),
-                ..finding(LintCode::InvalidValue, key, location)
-            });
-        }
-        if !k.ops.contains(&op) {
-            return Some(Finding {
-                detail: Some("this operation does not use it".to_owned()),
-                ..finding(LintCode::NotForOperation, key, location)
-            });
-        }
-        if key == TTL_KEY
-            && target.ttl == Status::Ignored
-            && value.trim().parse::<i64>().is_ok_and(|n| n > 0)
-        {
-            return Some(Finding {
-                detail: Some(format!(
-                    "the store's policy ignores TTL, so {} will not expire",
-                    if matches!(location, Location::Request) {
-                        "the items"
-                    } else {
-                        "this item"
-                    }
-                )),
-                ..finding(LintCode::IgnoredByStore, key, location)
-            });
-        }
-        if key == CONTENT_TYPE_KEY && !value.eq_ignore_ascii_case("application/json") {
-            return Some(Finding {
-                detail: Some(
-                    "only some stores interpret a content type other than application/json"
-                        .to_owned(),
-                ),
-                ..finding(LintCode::NonPortableValue, key, location)
-            });
-        }
-        return None;
+        return lint_known(k, key, value, op, location, target);
     }
     if key == PARTITION_KEY {
         return (target.partition_key == Status::Ignored).then(|| Finding {

@@ -18,6 +18,7 @@ pub mod jetstream;
 pub mod mysql;
 pub mod postgresql;
 pub mod redis;
+mod sql_rows;
 pub mod sqlite;
 
 /// Every backend Mecha knows, in the order the matrix lists them.
@@ -173,6 +174,29 @@ pub struct Field {
     /// One line for humans.
     pub description: &'static str,
 }
+
+/// The fields of a SQL store's deadline and expired-row sweep, as daprd's PostgreSQL and
+/// SQLite components spell them.
+pub(super) const SQL_TIMEOUT_FIELDS: [Field; 3] = [
+    Field::new(
+        "timeout",
+        FieldKind::Duration,
+        "deadline of one database operation (default 20s)",
+    ),
+    Field::new(
+        "timeoutInSeconds",
+        FieldKind::Integer {
+            min: 1,
+            max: 86_400,
+        },
+        "older spelling of timeout, in seconds",
+    ),
+    Field::new(
+        "cleanupInterval",
+        FieldKind::String,
+        "how often expired rows are deleted (default 1h; 0 or negative disables)",
+    ),
+];
 
 impl Field {
     /// An optional field.

@@ -20,10 +20,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlSslMode};
 use sqlx::{Row, Transaction};
 
+use super::sql_rows::{self, SqlRows};
 use super::sqlite::{
     check_etag, entry, expiry, first_write_conflict, new_etag, now_ms, parse_cleanup, parse_ident,
 };
@@ -31,8 +31,7 @@ use super::{ComponentConfig, Descriptor, Field, FieldKind};
 use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
-    Concurrency, DeleteRequest, GetRequest, SetRequest, StateEntry, TransactionOp,
-    TransactionRequest,
+    Concurrency, DeleteRequest, GetRequest, SetRequest, StateEntry, TransactionRequest,
 };
 
 /// The backend's self-description.
@@ -360,45 +359,18 @@ fn parse_settings(cfg: &ComponentConfig) -> Result<(MySqlConnectOptions, Setting
 
 fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let (opts, settings) = parse_settings(cfg)?;
-    // No idle timeout, no lifetime and no minimum: sqlx would spawn maintenance tasks at once,
-    // and components are also loaded (validated) outside a Tokio runtime.
-    let pool = MySqlPoolOptions::new()
-        .max_connections(8)
-        .min_connections(0)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .acquire_timeout(settings.timeout)
-        .connect_lazy_with(opts);
-    Ok(Arc::new(MySqlFactory {
-        common: Arc::new(Common {
-            pool,
-            settings,
-            migrated: tokio::sync::OnceCell::new(),
-        }),
-    }))
+    let pool = sql_rows::pool_options(8, settings.timeout).connect_lazy_with(opts);
+    let shard = |c| Arc::new(MySqlStore { c }) as Arc<dyn StateStore>;
+    Ok(Arc::new(sql_rows::RowsFactory::new(
+        pool,
+        settings,
+        CAPABILITIES,
+        shard,
+    )))
 }
 
-struct MySqlFactory {
-    common: Arc<Common>,
-}
-
-impl StoreFactory for MySqlFactory {
-    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
-        Ok(Arc::new(MySqlStore {
-            c: self.common.clone(),
-        }))
-    }
-
-    fn capabilities(&self) -> CapabilitySet {
-        CAPABILITIES
-    }
-}
-
-struct Common {
-    pool: MySqlPool,
-    settings: Settings,
-    migrated: tokio::sync::OnceCell<()>,
-}
+/// What all shards of the store share.
+type Common = sql_rows::Rows<MySql, Settings>;
 
 struct MySqlStore {
     c: Arc<Common>,
@@ -430,20 +402,23 @@ fn is_duplicate(e: &sqlx::Error) -> bool {
 }
 
 impl MySqlStore {
+    /// Runs `f` after the schema check, bounded by the configured timeout.
     async fn timed<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let t = self.c.settings.timeout;
-        match tokio::time::timeout(t, async {
-            self.migrate().await?;
-            f.await
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(t)),
-        }
+        sql_rows::timed(self, f).await
+    }
+}
+
+impl SqlRows for MySqlStore {
+    type Db = MySql;
+    const NAME: &'static str = "state.mysql";
+    const DB_ERR: fn(sqlx::Error) -> StoreError = db_err;
+
+    fn parts(&self) -> (&sqlx::Pool<Self::Db>, &str, Duration) {
+        let c = &self.c;
+        (&c.pool, &c.settings.table, c.settings.timeout)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -475,119 +450,118 @@ impl MySqlStore {
             .await
             .map(|_| ())
     }
-}
 
-async fn exec_set(
-    tx: &mut Transaction<'_, MySql>,
-    table: &str,
-    req: &SetRequest,
-) -> Result<(), StoreError> {
-    let now = now_ms();
-    let exp = expiry(req.ttl, now);
-    let etag = new_etag();
-    let value: &[u8] = &req.value;
-    let key = key_bytes(&req.key)?;
-    if let Some(old) = &req.etag {
-        let old = check_etag(old)?;
-        let n = sqlx::query(&format!(
-            "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE id = ? AND etag = BINARY ? \
-             AND (expires_at IS NULL OR expires_at > ?)"
-        ))
-        .bind(value)
-        .bind(&etag)
-        .bind(exp)
-        .bind(key)
-        .bind(old)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
-        return if n == 0 {
-            Err(StoreError::EtagMismatch(None))
-        } else {
-            Ok(())
-        };
-    }
-    if req.options.concurrency == Concurrency::FirstWrite {
-        // An expired row does not exist: remove it, then insert; a live duplicate fails.
-        sqlx::query(&format!(
-            "DELETE FROM {table} WHERE id = ? AND expires_at IS NOT NULL AND expires_at <= ?"
-        ))
-        .bind(key)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        return match sqlx::query(&format!(
-            "INSERT INTO {table} (id, value, etag, expires_at) VALUES (?, ?, ?, ?)"
-        ))
-        .bind(key)
-        .bind(value)
-        .bind(&etag)
-        .bind(exp)
-        .execute(&mut **tx)
-        .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate(&e) => Err(first_write_conflict()),
-            Err(e) => Err(db_err(e)),
-        };
-    }
-    sqlx::query(&format!(
-        "INSERT INTO {table} (id, value, etag, expires_at) VALUES (?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE value = VALUES(value), etag = VALUES(etag), \
-         expires_at = VALUES(expires_at)"
-    ))
-    .bind(key)
-    .bind(value)
-    .bind(&etag)
-    .bind(exp)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(())
-}
-
-async fn exec_delete(
-    tx: &mut Transaction<'_, MySql>,
-    table: &str,
-    req: &DeleteRequest,
-) -> Result<(), StoreError> {
-    let key: &[u8] = req.key.as_bytes();
-    match &req.etag {
-        None => {
-            sqlx::query(&format!("DELETE FROM {table} WHERE id = ?"))
-                .bind(key)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err)?;
-            Ok(())
-        }
-        Some(old) => {
+    async fn exec_set(
+        tx: &mut Transaction<'static, MySql>,
+        table: &str,
+        req: &SetRequest,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let exp = expiry(req.ttl, now);
+        let etag = new_etag();
+        let value: &[u8] = &req.value;
+        let key = key_bytes(&req.key)?;
+        if let Some(old) = &req.etag {
             let old = check_etag(old)?;
             let n = sqlx::query(&format!(
-                "DELETE FROM {table} WHERE id = ? AND etag = BINARY ? \
+                "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE id = ? AND etag = BINARY ? \
                  AND (expires_at IS NULL OR expires_at > ?)"
             ))
+            .bind(value)
+            .bind(&etag)
+            .bind(exp)
             .bind(key)
             .bind(old)
-            .bind(now_ms())
+            .bind(now)
             .execute(&mut **tx)
             .await
             .map_err(db_err)?
             .rows_affected();
-            if n == 0 {
+            return if n == 0 {
                 Err(StoreError::EtagMismatch(None))
             } else {
                 Ok(())
+            };
+        }
+        if req.options.concurrency == Concurrency::FirstWrite {
+            // An expired row does not exist: remove it, then insert; a live duplicate fails.
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE id = ? AND expires_at IS NOT NULL AND expires_at <= ?"
+            ))
+            .bind(key)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+            return match sqlx::query(&format!(
+                "INSERT INTO {table} (id, value, etag, expires_at) VALUES (?, ?, ?, ?)"
+            ))
+            .bind(key)
+            .bind(value)
+            .bind(&etag)
+            .bind(exp)
+            .execute(&mut **tx)
+            .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_duplicate(&e) => Err(first_write_conflict()),
+                Err(e) => Err(db_err(e)),
+            };
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {table} (id, value, etag, expires_at) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE value = VALUES(value), etag = VALUES(etag), \
+             expires_at = VALUES(expires_at)"
+        ))
+        .bind(key)
+        .bind(value)
+        .bind(&etag)
+        .bind(exp)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn exec_delete(
+        tx: &mut Transaction<'static, MySql>,
+        table: &str,
+        req: &DeleteRequest,
+    ) -> Result<(), StoreError> {
+        let key: &[u8] = req.key.as_bytes();
+        match &req.etag {
+            None => {
+                sqlx::query(&format!("DELETE FROM {table} WHERE id = ?"))
+                    .bind(key)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+            Some(old) => {
+                let old = check_etag(old)?;
+                let n = sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE id = ? AND etag = BINARY ? \
+                     AND (expires_at IS NULL OR expires_at > ?)"
+                ))
+                .bind(key)
+                .bind(old)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+                if n == 0 {
+                    Err(StoreError::EtagMismatch(None))
+                } else {
+                    Ok(())
+                }
             }
         }
     }
 }
 
-#[async_trait]
-impl StateStore for MySqlStore {
+sql_rows::sql_state_store!(MySqlStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
         self.timed(async {
             let row = sqlx::query(&format!(
@@ -606,21 +580,11 @@ impl StateStore for MySqlStore {
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
-        self.timed(async {
-            let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-            exec_set(&mut tx, &self.c.settings.table, &req).await?;
-            tx.commit().await.map_err(db_err)
-        })
-        .await
+        sql_rows::write_one(self, &req).await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        self.timed(async {
-            let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-            exec_delete(&mut tx, &self.c.settings.table, &req).await?;
-            tx.commit().await.map_err(db_err)
-        })
-        .await
+        sql_rows::write_one(self, &req).await
     }
 
     async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
@@ -658,89 +622,7 @@ impl StateStore for MySqlStore {
         }
     }
 
-    async fn bulk_set(&self, reqs: Vec<SetRequest>) -> Vec<Result<(), StoreError>> {
-        let n = reqs.len();
-        let res = self
-            .timed(async {
-                let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-                let mut out = Vec::with_capacity(n);
-                for r in &reqs {
-                    out.push(exec_set(&mut tx, &self.c.settings.table, r).await);
-                }
-                tx.commit().await.map_err(db_err)?;
-                Ok(out)
-            })
-            .await;
-        res.unwrap_or_else(|e| (0..n).map(|_| Err(e.clone())).collect())
-    }
-
-    async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
-        let n = reqs.len();
-        let res = self
-            .timed(async {
-                let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-                let mut out = Vec::with_capacity(n);
-                for r in &reqs {
-                    out.push(exec_delete(&mut tx, &self.c.settings.table, r).await);
-                }
-                tx.commit().await.map_err(db_err)?;
-                Ok(out)
-            })
-            .await;
-        res.unwrap_or_else(|e| (0..n).map(|_| Err(e.clone())).collect())
-    }
-
-    async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
-        self.timed(async {
-            let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-            for op in &req.operations {
-                match op {
-                    TransactionOp::Upsert(r) => {
-                        exec_set(&mut tx, &self.c.settings.table, r).await?
-                    }
-                    TransactionOp::Delete(r) => {
-                        exec_delete(&mut tx, &self.c.settings.table, r).await?
-                    }
-                }
-            }
-            tx.commit().await.map_err(db_err)
-        })
-        .await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(async {
-            sqlx::query("SELECT 1")
-                .execute(&self.c.pool)
-                .await
-                .map(|_| ())
-                .map_err(db_err)
-        })
-        .await
-    }
-
-    fn housekeeping_interval(&self) -> Option<Duration> {
-        self.c.settings.cleanup_interval
-    }
-
-    async fn housekeeping(&self) {
-        let r = self
-            .timed(async {
-                sqlx::query(&format!(
-                    "DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                    self.c.settings.table
-                ))
-                .bind(now_ms())
-                .execute(&self.c.pool)
-                .await
-                .map_err(db_err)
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "MySQL cleanup of expired rows failed");
-        }
-    }
-}
+});
 
 /// The server and table the store's rows live in; the server as `host:port` normalised
 /// (`localhost` is `127.0.0.1`, case folded, default port), so two spellings of one server
@@ -756,6 +638,8 @@ fn locations(cfg: &ComponentConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TransactionOp;
+    use sqlx::mysql::MySqlPool;
 
     #[test]
     fn go_dsns_parse_and_bad_ones_name_the_field() {

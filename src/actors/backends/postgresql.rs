@@ -99,24 +99,9 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
             FieldKind::String,
             "table for the schema version and cleanup bookkeeping (default dapr_metadata)",
         ),
-        Field::new(
-            "timeout",
-            FieldKind::Duration,
-            "deadline of one database operation (default 20s)",
-        ),
-        Field::new(
-            "timeoutInSeconds",
-            FieldKind::Integer {
-                min: 1,
-                max: 86_400,
-            },
-            "older spelling of timeout, in seconds",
-        ),
-        Field::new(
-            "cleanupInterval",
-            FieldKind::String,
-            "how often expired rows are deleted (default 1h; 0 or negative disables)",
-        ),
+        super::SQL_TIMEOUT_FIELDS[0],
+        super::SQL_TIMEOUT_FIELDS[1],
+        super::SQL_TIMEOUT_FIELDS[2],
         Field::new(
             "cleanupIntervalInSeconds",
             FieldKind::Integer {

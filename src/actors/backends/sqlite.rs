@@ -24,19 +24,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::sql_rows::{self, SqlRows};
 use super::{ComponentConfig, Descriptor, Field, FieldKind, parse_duration};
 use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
 use crate::model::{
     Concurrency, DeleteRequest, GetRequest, Metadata, SetRequest, StateEntry, TTL_EXPIRE_TIME,
-    TransactionOp, TransactionRequest, Ttl, format_expire_time,
+    TransactionRequest, Ttl, format_expire_time,
 };
 
 /// The backend's self-description.
@@ -66,24 +64,9 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
             FieldKind::String,
             "table for bookkeeping (default metadata)",
         ),
-        Field::new(
-            "timeout",
-            FieldKind::Duration,
-            "deadline of one database operation (default 20s)",
-        ),
-        Field::new(
-            "timeoutInSeconds",
-            FieldKind::Integer {
-                min: 1,
-                max: 86_400,
-            },
-            "older spelling of timeout, in seconds",
-        ),
-        Field::new(
-            "cleanupInterval",
-            FieldKind::String,
-            "how often expired rows are deleted (default 1h; 0 or negative disables)",
-        ),
+        super::SQL_TIMEOUT_FIELDS[0],
+        super::SQL_TIMEOUT_FIELDS[1],
+        super::SQL_TIMEOUT_FIELDS[2],
         Field::new(
             "busyTimeout",
             FieldKind::Duration,
@@ -209,45 +192,19 @@ fn build(cfg: &ComponentConfig) -> Result<Arc<dyn StoreFactory>, String> {
     let (opts, settings) = parse_settings(cfg)?;
     let in_memory = opts.get_filename().to_string_lossy() == ":memory:";
     // A private in-memory database lives as long as its one connection: keep exactly one.
-    // No idle timeout, no lifetime and no minimum: sqlx would spawn maintenance tasks at once,
-    // and components are also loaded (validated) outside a Tokio runtime.
-    let pool = SqlitePoolOptions::new()
-        .max_connections(if in_memory { 1 } else { 4 })
-        .min_connections(0)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .acquire_timeout(settings.timeout)
+    let pool = sql_rows::pool_options(if in_memory { 1 } else { 4 }, settings.timeout)
         .connect_lazy_with(opts);
-    Ok(Arc::new(SqliteFactory {
-        common: Arc::new(Common {
-            pool,
-            settings,
-            migrated: tokio::sync::OnceCell::new(),
-        }),
-    }))
+    let shard = |c| Arc::new(SqliteStore { c }) as Arc<dyn StateStore>;
+    Ok(Arc::new(sql_rows::RowsFactory::new(
+        pool,
+        settings,
+        CAPABILITIES,
+        shard,
+    )))
 }
 
-struct SqliteFactory {
-    common: Arc<Common>,
-}
-
-impl StoreFactory for SqliteFactory {
-    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
-        Ok(Arc::new(SqliteStore {
-            c: self.common.clone(),
-        }))
-    }
-
-    fn capabilities(&self) -> CapabilitySet {
-        CAPABILITIES
-    }
-}
-
-struct Common {
-    pool: SqlitePool,
-    settings: Settings,
-    migrated: tokio::sync::OnceCell<()>,
-}
+/// What all shards of the store share.
+type Common = sql_rows::Rows<Sqlite, Settings>;
 
 struct SqliteStore {
     c: Arc<Common>,
@@ -314,16 +271,32 @@ impl SqliteStore {
         &self,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let t = self.c.settings.timeout;
-        match tokio::time::timeout(t, async {
-            self.migrate().await?;
-            f.await
-        })
+        sql_rows::timed(self, f).await
+    }
+
+    async fn get_one(&self, key: &str) -> Result<Option<StateEntry>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT value, etag, expires_at FROM {} WHERE key = ? \
+             AND (expires_at IS NULL OR expires_at > ?)",
+            self.c.settings.table
+        ))
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.c.pool)
         .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(t)),
-        }
+        .map_err(db_err)?;
+        Ok(row.map(|r| entry(r.get(0), r.get(1), r.get(2))))
+    }
+}
+
+impl SqlRows for SqliteStore {
+    type Db = Sqlite;
+    const NAME: &'static str = "state.sqlite";
+    const DB_ERR: fn(sqlx::Error) -> StoreError = db_err;
+
+    fn parts(&self) -> (&sqlx::Pool<Self::Db>, &str, Duration) {
+        let c = &self.c;
+        (&c.pool, &c.settings.table, c.settings.timeout)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -357,138 +330,113 @@ impl SqliteStore {
             .map(|_| ())
     }
 
-    async fn get_one(&self, key: &str) -> Result<Option<StateEntry>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT value, etag, expires_at FROM {} WHERE key = ? \
-             AND (expires_at IS NULL OR expires_at > ?)",
-            self.c.settings.table
-        ))
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.c.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(row.map(|r| entry(r.get(0), r.get(1), r.get(2))))
-    }
-}
-
-async fn exec_set(
-    tx: &mut Transaction<'_, Sqlite>,
-    table: &str,
-    req: &SetRequest,
-) -> Result<(), StoreError> {
-    let now = now_ms();
-    let exp = expiry(req.ttl, now);
-    let etag = new_etag();
-    let value: &[u8] = &req.value;
-    let n = if let Some(old) = &req.etag {
-        let old = check_etag(old)?;
-        sqlx::query(&format!(
-            "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE key = ? AND etag = ? \
-             AND (expires_at IS NULL OR expires_at > ?)"
-        ))
-        .bind(value)
-        .bind(&etag)
-        .bind(exp)
-        .bind(&req.key)
-        .bind(old)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-    } else if req.options.concurrency == Concurrency::FirstWrite {
-        sqlx::query(&format!(
-            "INSERT INTO {table} (key, value, etag, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, etag = excluded.etag, \
-             expires_at = excluded.expires_at \
-             WHERE {table}.expires_at IS NOT NULL AND {table}.expires_at <= ?"
-        ))
-        .bind(&req.key)
-        .bind(value)
-        .bind(&etag)
-        .bind(exp)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-    } else {
-        sqlx::query(&format!(
-            "INSERT INTO {table} (key, value, etag, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, etag = excluded.etag, \
-             expires_at = excluded.expires_at"
-        ))
-        .bind(&req.key)
-        .bind(value)
-        .bind(&etag)
-        .bind(exp)
-        .execute(&mut **tx)
-        .await
-    }
-    .map_err(db_err)?
-    .rows_affected();
-    match (n, &req.etag, req.options.concurrency) {
-        (0, Some(_), _) => Err(StoreError::EtagMismatch(None)),
-        (0, None, Concurrency::FirstWrite) => Err(first_write_conflict()),
-        _ => Ok(()),
-    }
-}
-
-async fn exec_delete(
-    tx: &mut Transaction<'_, Sqlite>,
-    table: &str,
-    req: &DeleteRequest,
-) -> Result<(), StoreError> {
-    match &req.etag {
-        None => {
-            sqlx::query(&format!("DELETE FROM {table} WHERE key = ?"))
-                .bind(&req.key)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err)?;
-            Ok(())
-        }
-        Some(old) => {
+    async fn exec_set(
+        tx: &mut Transaction<'static, Sqlite>,
+        table: &str,
+        req: &SetRequest,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let exp = expiry(req.ttl, now);
+        let etag = new_etag();
+        let value: &[u8] = &req.value;
+        let n = if let Some(old) = &req.etag {
             let old = check_etag(old)?;
-            let n = sqlx::query(&format!(
-                "DELETE FROM {table} WHERE key = ? AND etag = ? \
+            sqlx::query(&format!(
+                "UPDATE {table} SET value = ?, etag = ?, expires_at = ? WHERE key = ? AND etag = ? \
                  AND (expires_at IS NULL OR expires_at > ?)"
             ))
+            .bind(value)
+            .bind(&etag)
+            .bind(exp)
             .bind(&req.key)
             .bind(old)
-            .bind(now_ms())
+            .bind(now)
             .execute(&mut **tx)
             .await
-            .map_err(db_err)?
-            .rows_affected();
-            if n == 0 {
-                Err(StoreError::EtagMismatch(None))
-            } else {
+        } else if req.options.concurrency == Concurrency::FirstWrite {
+            sqlx::query(&format!(
+                "INSERT INTO {table} (key, value, etag, expires_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, etag = excluded.etag, \
+                 expires_at = excluded.expires_at \
+                 WHERE {table}.expires_at IS NOT NULL AND {table}.expires_at <= ?"
+            ))
+            .bind(&req.key)
+            .bind(value)
+            .bind(&etag)
+            .bind(exp)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+        } else {
+            sqlx::query(&format!(
+                "INSERT INTO {table} (key, value, etag, expires_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, etag = excluded.etag, \
+                 expires_at = excluded.expires_at"
+            ))
+            .bind(&req.key)
+            .bind(value)
+            .bind(&etag)
+            .bind(exp)
+            .execute(&mut **tx)
+            .await
+        }
+        .map_err(db_err)?
+        .rows_affected();
+        match (n, &req.etag, req.options.concurrency) {
+            (0, Some(_), _) => Err(StoreError::EtagMismatch(None)),
+            (0, None, Concurrency::FirstWrite) => Err(first_write_conflict()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn exec_delete(
+        tx: &mut Transaction<'static, Sqlite>,
+        table: &str,
+        req: &DeleteRequest,
+    ) -> Result<(), StoreError> {
+        match &req.etag {
+            None => {
+                sqlx::query(&format!("DELETE FROM {table} WHERE key = ?"))
+                    .bind(&req.key)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
                 Ok(())
+            }
+            Some(old) => {
+                let old = check_etag(old)?;
+                let n = sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE key = ? AND etag = ? \
+                     AND (expires_at IS NULL OR expires_at > ?)"
+                ))
+                .bind(&req.key)
+                .bind(old)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+                if n == 0 {
+                    Err(StoreError::EtagMismatch(None))
+                } else {
+                    Ok(())
+                }
             }
         }
     }
 }
 
-#[async_trait]
-impl StateStore for SqliteStore {
+sql_rows::sql_state_store!(SqliteStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
         self.timed(self.get_one(&req.key)).await
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
-        self.timed(async {
-            let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-            exec_set(&mut tx, &self.c.settings.table, &req).await?;
-            tx.commit().await.map_err(db_err)
-        })
-        .await
+        sql_rows::write_one(self, &req).await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        self.timed(async {
-            let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-            exec_delete(&mut tx, &self.c.settings.table, &req).await?;
-            tx.commit().await.map_err(db_err)
-        })
-        .await
+        sql_rows::write_one(self, &req).await
     }
 
     async fn bulk_get(&self, reqs: Vec<GetRequest>, _parallelism: usize) -> Vec<BulkGetItem> {
@@ -523,86 +471,7 @@ impl StateStore for SqliteStore {
         }
     }
 
-    async fn bulk_set(&self, reqs: Vec<SetRequest>) -> Vec<Result<(), StoreError>> {
-        let n = reqs.len();
-        let res = self
-            .timed(async {
-                let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-                let mut out = Vec::with_capacity(n);
-                for r in &reqs {
-                    out.push(exec_set(&mut tx, &self.c.settings.table, r).await);
-                }
-                tx.commit().await.map_err(db_err)?;
-                Ok(out)
-            })
-            .await;
-        res.unwrap_or_else(|e| (0..n).map(|_| Err(e.clone())).collect())
-    }
-
-    async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
-        let n = reqs.len();
-        let res = self
-            .timed(async {
-                let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-                let mut out = Vec::with_capacity(n);
-                for r in &reqs {
-                    out.push(exec_delete(&mut tx, &self.c.settings.table, r).await);
-                }
-                tx.commit().await.map_err(db_err)?;
-                Ok(out)
-            })
-            .await;
-        res.unwrap_or_else(|e| (0..n).map(|_| Err(e.clone())).collect())
-    }
-
-    async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
-        self.timed(async {
-            let table = &self.c.settings.table;
-            let mut tx = self.c.pool.begin().await.map_err(db_err)?;
-            for op in &req.operations {
-                match op {
-                    TransactionOp::Upsert(r) => exec_set(&mut tx, table, r).await?,
-                    TransactionOp::Delete(r) => exec_delete(&mut tx, table, r).await?,
-                }
-            }
-            tx.commit().await.map_err(db_err)
-        })
-        .await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(async {
-            sqlx::query("SELECT 1")
-                .execute(&self.c.pool)
-                .await
-                .map(|_| ())
-                .map_err(db_err)
-        })
-        .await
-    }
-
-    fn housekeeping_interval(&self) -> Option<Duration> {
-        self.c.settings.cleanup_interval
-    }
-
-    async fn housekeeping(&self) {
-        let r = self
-            .timed(async {
-                sqlx::query(&format!(
-                    "DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                    self.c.settings.table
-                ))
-                .bind(now_ms())
-                .execute(&self.c.pool)
-                .await
-                .map_err(db_err)
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "SQLite cleanup of expired rows failed");
-        }
-    }
-}
+});
 
 /// The database file and table the store's rows live in: the file as one absolute path
 /// whatever the spelling (`file:` URI, relative, `./` and `..` detours, symbolic links of the
@@ -709,6 +578,8 @@ mod tests {
 
     use super::*;
     use crate::model::StateOptions;
+    use crate::model::TransactionOp;
+    use sqlx::sqlite::SqlitePool;
 
     fn config(extra: &[(&str, &str)]) -> ComponentConfig {
         ComponentConfig {
