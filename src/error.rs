@@ -338,33 +338,13 @@ impl Error {
     }
 
     fn op_code(&self) -> &'static str {
-        match self.op {
-            Operation::Get => "ERR_STATE_GET",
-            Operation::BulkGet => "ERR_STATE_BULK_GET",
-            Operation::Save => "ERR_STATE_SAVE",
-            Operation::Delete => "ERR_STATE_DELETE",
-            Operation::BulkDelete => "ERR_STATE_BULK_DELETE",
-            Operation::Transaction => "ERR_STATE_TRANSACTION",
-            Operation::Query => "ERR_STATE_QUERY",
-            Operation::Other => "ERR_INTERNAL",
-        }
+        self.op.error_code()
     }
 
     /// The message of a store failure in this operation, as Dapr words it.
     fn op_message(&self) -> String {
-        let (store, key, detail) = (&self.store, &self.key, &self.detail);
-        match self.op {
-            Operation::Get => format!("fail to get {key} from state store {store}: {detail}"),
-            Operation::BulkGet => detail.clone(),
-            Operation::Save => format!("failed saving state in state store {store}: {detail}"),
-            Operation::Delete => format!("failed deleting state with key {key}: {detail}"),
-            Operation::BulkDelete => {
-                format!("failed deleting state in state store {store}: {detail}")
-            }
-            Operation::Transaction => format!("error while executing state transaction: {detail}"),
-            Operation::Query => format!("state store {store} query failed: {detail}"),
-            Operation::Other => detail.clone(),
-        }
+        self.op
+            .failure_message(&self.store, &self.key, &self.detail)
     }
 
     fn error_info(&self, reason: &str, metadata: Option<BTreeMap<String, String>>) -> Detail {

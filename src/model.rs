@@ -46,33 +46,113 @@ impl Operation {
         Operation::Other,
     ];
 
+    /// The operation's wire facts: one row per operation, the only place they are written.
+    const fn facts(self) -> &'static OpFacts {
+        const fn row(
+            metric_label: &'static str,
+            method_name: &'static str,
+            error_code: &'static str,
+            failure: &'static str,
+        ) -> OpFacts {
+            OpFacts {
+                metric_label,
+                method_name,
+                error_code,
+                failure,
+            }
+        }
+        use Operation as O;
+        const GET: OpFacts = row(
+            "get",
+            "GetState",
+            "ERR_STATE_GET",
+            "fail to get {key} from state store {store}: {detail}",
+        );
+        const BULK_GET: OpFacts = row("bulk_get", "GetBulkState", "ERR_STATE_BULK_GET", "{detail}");
+        const SAVE: OpFacts = row(
+            "set",
+            "SaveState",
+            "ERR_STATE_SAVE",
+            "failed saving state in state store {store}: {detail}",
+        );
+        const DELETE: OpFacts = row(
+            "delete",
+            "DeleteState",
+            "ERR_STATE_DELETE",
+            "failed deleting state with key {key}: {detail}",
+        );
+        const BULK_DELETE: OpFacts = row(
+            "bulk_delete",
+            "DeleteBulkState",
+            "ERR_STATE_BULK_DELETE",
+            "failed deleting state in state store {store}: {detail}",
+        );
+        const TRANSACTION: OpFacts = row(
+            "transaction",
+            "ExecuteStateTransaction",
+            "ERR_STATE_TRANSACTION",
+            "error while executing state transaction: {detail}",
+        );
+        const QUERY: OpFacts = row(
+            "query",
+            "QueryStateAlpha1",
+            "ERR_STATE_QUERY",
+            "state store {store} query failed: {detail}",
+        );
+        const OTHER: OpFacts = row("other", "Other", "ERR_INTERNAL", "{detail}");
+        match self {
+            O::Get => &GET,
+            O::BulkGet => &BULK_GET,
+            O::Save => &SAVE,
+            O::Delete => &DELETE,
+            O::BulkDelete => &BULK_DELETE,
+            O::Transaction => &TRANSACTION,
+            O::Query => &QUERY,
+            O::Other => &OTHER,
+        }
+    }
+
     /// Dapr's metric label for the operation (`dapr_component_state_count{operation}`).
     pub const fn metric_label(self) -> &'static str {
-        match self {
-            Operation::Get => "get",
-            Operation::BulkGet => "bulk_get",
-            Operation::Save => "set",
-            Operation::Delete => "delete",
-            Operation::BulkDelete => "bulk_delete",
-            Operation::Transaction => "transaction",
-            Operation::Query => "query",
-            Operation::Other => "other",
-        }
+        self.facts().metric_label
     }
 
     /// The operation's name as the gRPC method and HTTP route name.
     pub const fn method_name(self) -> &'static str {
-        match self {
-            Operation::Get => "GetState",
-            Operation::BulkGet => "GetBulkState",
-            Operation::Save => "SaveState",
-            Operation::Delete => "DeleteState",
-            Operation::BulkDelete => "DeleteBulkState",
-            Operation::Transaction => "ExecuteStateTransaction",
-            Operation::Query => "QueryStateAlpha1",
-            Operation::Other => "Other",
-        }
+        self.facts().method_name
     }
+
+    /// The `errorCode` of a store failure in this operation.
+    pub const fn error_code(self) -> &'static str {
+        self.facts().error_code
+    }
+
+    /// The message of a store failure in this operation, as Dapr words it.
+    pub fn failure_message(self, store: &str, key: &str, detail: &str) -> String {
+        let mut out = String::with_capacity(self.facts().failure.len() + detail.len() + 32);
+        let mut rest = self.facts().failure;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = open + rest[open..].find('}').unwrap_or(0);
+            out.push_str(match &rest[open + 1..close] {
+                "store" => store,
+                "key" => key,
+                _ => detail,
+            });
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// What the wire says about one operation.
+struct OpFacts {
+    metric_label: &'static str,
+    method_name: &'static str,
+    error_code: &'static str,
+    /// The message of a store failure, with `{store}`, `{key}` and `{detail}` filled in.
+    failure: &'static str,
 }
 
 /// Which front door renders the error; a few messages and details differ between them.

@@ -3,9 +3,9 @@
 //! An operation is a type implementing [`StateOp`]: the request a door hands over (user
 //! keys), the metadata maps it carries (for the lint), how it is validated and what its
 //! shape needs from the store's matrix, what a plan's ignored options remove from it, how
-//! it runs on the store, and its typed reply. The pipeline ([`super::pipeline`]) is generic
-//! over it, so adding an operation is one file here, its line in the list below, and its
-//! row in [`Operation`]'s wire facts.
+//! it runs on the store, and its typed reply. The gateway's pipeline is generic over it, so
+//! adding an operation is one file here, its line in the list below, and its row in
+//! [`Operation`]'s wire facts (its metric label, method name, error code and message).
 
 mod bulk_delete;
 mod bulk_get;
