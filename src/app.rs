@@ -274,7 +274,9 @@ fn metrics_server(
             "/metrics",
             web::get().to(move |req: actix_web::HttpRequest| {
                 let catalog = live.catalog();
-                let allowed = catalog.apps().metrics_allowed(metrics_token(&req));
+                let allowed = catalog
+                    .apps()
+                    .metrics_allowed(crate::gateway::http::portability::operator_token(&req));
                 if allowed {
                     for s in catalog.stores() {
                         crate::metrics::record_store_health(
@@ -434,16 +436,6 @@ fn track_http_connection(
             }
         }
     }
-}
-
-/// The token of a `/metrics` request: `Authorization: Bearer <token>` (what Prometheus
-/// sends with `authorization.credentials`), or the `dapr-api-token` header.
-fn metrics_token(req: &actix_web::HttpRequest) -> Option<&str> {
-    let h = req.headers();
-    h.get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| h.get("dapr-api-token").and_then(|v| v.to_str().ok()))
 }
 
 /// Threads per door: the configured worker count, or one per CPU (actix-web's default).

@@ -145,6 +145,10 @@ pub enum ErrorKind {
     /// `reject`); the detail lists every finding with its code and suggestion. Mecha's own
     /// code `ERR_METADATA_LINT`, 400 / `INVALID_ARGUMENT`.
     MetadataLint,
+    /// A call its app's portability targets would serve differently, under `portability:
+    /// reject` (`apps[].portableTo`); the detail names the target types and the capabilities
+    /// or keys. Mecha's own code `ERR_NOT_PORTABLE`, 400 / `INVALID_ARGUMENT`.
+    NotPortable,
     /// More transaction operations than the store (or Mecha's limit) allows.
     TooManyTransactionOps {
         /// Operations in the request.
@@ -534,6 +538,22 @@ impl Error {
                 details: vec![
                     self.resource_info(),
                     self.error_info("MECHA_METADATA_LINT", None),
+                ],
+            },
+            K::NotPortable => Wire {
+                http_status: 400,
+                grpc_code: G::InvalidArgument,
+                error_code: "ERR_NOT_PORTABLE",
+                message: format!(
+                    "app {} requires its calls to stay portable (portability: reject); this {} on state store {} is not: {}",
+                    self.app_id,
+                    self.op.method_name(),
+                    self.store,
+                    self.detail
+                ),
+                details: vec![
+                    self.resource_info(),
+                    self.error_info("MECHA_NOT_PORTABLE", None),
                 ],
             },
             K::TooManyTransactionOps { count, max } => Wire {

@@ -37,21 +37,39 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct PortabilityArgs {
-    /// The app (the token, when Mecha requires one, must be this app's).
+    /// The app (the token, when Mecha requires one, must be this app's; required with
+    /// --metrics-token).
     #[arg(long)]
     app: Option<String>,
-    /// The target store type, e.g. `state.jetstream` or `state.postgresql`.
+    /// The target store type, e.g. `state.jetstream`; without it, every registered type is
+    /// listed with its verdict, most portable first.
     #[arg(long)]
-    target: String,
-    /// Mecha's HTTP address.
+    target: Option<String>,
+    /// Mecha's HTTP address (`http://` or `https://`).
     #[arg(long, env = "MECHA_URL", default_value = "http://127.0.0.1:3500")]
     url: String,
     /// The app's API token.
     #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Print the JSON answer as Mecha sent it.
+    /// The operator's metrics token: reads any app's report (with --app).
+    #[arg(long, env = "MECHA_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// PEM file of the certificate authorities that sign Mecha's certificate (https only;
+    /// default: the system's).
     #[arg(long)]
-    json: bool,
+    cacert: Option<PathBuf>,
+    /// `text` (default) or `json` (the endpoint's answer as Mecha sent it).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// How `mecha portability` prints its answer.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Lines for humans.
+    Text,
+    /// The JSON report.
+    Json,
 }
 
 #[derive(Args, Clone)]
@@ -161,6 +179,7 @@ fn check(args: &RunArgs) -> ExitCode {
     }
     print_capabilities(&config);
     print_app_requirements(&config);
+    print_app_targets(&config);
     print_resiliency(&config);
     print_tls(&config);
     for w in &config.warnings {
@@ -242,6 +261,29 @@ fn print_app_requirements(config: &Config) {
     }
 }
 
+/// Each app's portability targets and what each allows (the type's default configuration
+/// under the configured baseline, as the gateway checks every call of the app against it).
+fn print_app_targets(config: &Config) {
+    use mecha::capabilities::Matrix;
+    let settings = &config.settings;
+    for app in settings.apps.iter().filter(|a| !a.portable_to.is_empty()) {
+        println!(
+            "app '{}' must stay portable to {} (portability: {}):",
+            app.id,
+            app.portable_to.join(", "),
+            app.portability.as_str()
+        );
+        for t in &app.portable_to {
+            let Some(d) = mecha::actors::backends::lookup(t) else {
+                continue;
+            };
+            let traits = d.default_traits(settings.limits.max_transaction_ops);
+            let matrix = Matrix::without_policy(traits, settings.baseline);
+            println!("  {t}: {}", matrix.describe());
+        }
+    }
+}
+
 /// The resiliency policy of each store.
 fn print_resiliency(config: &Config) {
     println!(
@@ -272,43 +314,41 @@ fn print_tls(config: &Config) {
     }
 }
 
+/// `mecha portability`: exits 0 when portable, 1 when not, 2 when it could not tell.
 fn portability(args: &PortabilityArgs) -> ExitCode {
+    use mecha::portability_client::{self as client, Outcome};
+    let could_not_tell = |e: &dyn std::fmt::Display| {
+        eprintln!("mecha portability: {e}");
+        ExitCode::from(Outcome::Unknown as u8)
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("mecha portability: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return could_not_tell(&e),
     };
-    let query = mecha::portability_client::Query {
+    let query = client::Query {
         url: args.url.clone(),
         app: args.app.clone(),
         target: args.target.clone(),
         token: args.token.clone(),
+        metrics_token: args.metrics_token.clone(),
+        cacert: args.cacert.clone(),
     };
-    match runtime.block_on(mecha::portability_client::fetch(&query)) {
-        Ok(body) if args.json => {
-            println!("{body}");
-            ExitCode::SUCCESS
-        }
-        Ok(body) => match mecha::portability_client::render(&body) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mecha portability: {e}");
-                ExitCode::FAILURE
-            }
+    let body = match runtime.block_on(client::fetch(&query)) {
+        Ok(body) => body,
+        Err(e) => return could_not_tell(&e),
+    };
+    let outcome = client::outcome(&body);
+    match args.format {
+        Format::Json => println!("{body}"),
+        Format::Text => match client::render(&body) {
+            Ok(text) => print!("{text}"),
+            Err(e) => return could_not_tell(&e),
         },
-        Err(e) => {
-            eprintln!("mecha portability: {e}");
-            ExitCode::FAILURE
-        }
     }
+    ExitCode::from(outcome as u8)
 }
 
 /// Libraries whose debug and trace lines can carry keys, values, statement parameters or

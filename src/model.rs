@@ -46,6 +46,11 @@ impl Operation {
         Operation::Other,
     ];
 
+    /// The operation's position in [`Operation::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The operation's wire facts: one row per operation, the only place they are written.
     const fn facts(self) -> &'static OpFacts {
         const fn row(

@@ -61,11 +61,15 @@ pub enum LintCode {
     UnsupportedFeature,
     /// A value that only some stores interpret (`contentType` other than JSON).
     NonPortableValue,
+    /// A call one of its app's portability targets (`apps[].portableTo`) would serve
+    /// differently: rejected there, or dropped there while served here, or a metadata key the
+    /// target type does not understand.
+    NotPortable,
 }
 
 impl LintCode {
     /// Every code, in documentation order.
-    pub const ALL: [LintCode; 8] = [
+    pub const ALL: [LintCode; 9] = [
         LintCode::UnknownKey,
         LintCode::StoreSpecificKey,
         LintCode::ComponentLevelKey,
@@ -74,6 +78,7 @@ impl LintCode {
         LintCode::NotForOperation,
         LintCode::UnsupportedFeature,
         LintCode::NonPortableValue,
+        LintCode::NotPortable,
     ];
 
     /// The stable wire name.
@@ -87,6 +92,7 @@ impl LintCode {
             LintCode::NotForOperation => "not-for-operation",
             LintCode::UnsupportedFeature => "unsupported-feature",
             LintCode::NonPortableValue => "non-portable-value",
+            LintCode::NotPortable => "not-portable",
         }
     }
 
@@ -271,6 +277,18 @@ pub struct Finding {
     /// A short explanation without the value (values may be secrets), e.g. which stores
     /// honour a key or why a value is invalid.
     pub detail: Option<String>,
+    /// For [`LintCode::NotPortable`]: the target type and what it would serve differently.
+    pub target: Option<TargetGap>,
+}
+
+/// What a portability target would serve differently: a capability the call needs, or (when
+/// `capability` is `None`) the finding's metadata key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetGap {
+    /// The target component type, e.g. `state.jetstream`.
+    pub target: &'static str,
+    /// The capability's policy name (`transactions`, `ttl`), if the gap is a capability.
+    pub capability: Option<&'static str>,
 }
 
 impl Finding {
@@ -283,7 +301,18 @@ impl Finding {
 impl fmt::Display for Finding {
     /// One line for humans: `unknown-key 'ttlInSecond' in request: did you mean 'ttlInSeconds'?`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} '{}' in {}", self.code, self.key, self.location)?;
+        match self.target {
+            Some(TargetGap {
+                target,
+                capability: Some(c),
+            }) => write!(f, "{} capability '{c}' for {target}", self.code)?,
+            Some(TargetGap { target, .. }) => write!(
+                f,
+                "{} '{}' in {} for {target}",
+                self.code, self.key, self.location
+            )?,
+            None => write!(f, "{} '{}' in {}", self.code, self.key, self.location)?,
+        }
         if let Some(s) = self.suggestion {
             write!(f, ": did you mean '{s}'?")?;
         }
@@ -354,6 +383,7 @@ fn finding(code: LintCode, key: &str, location: Location) -> Finding {
         location,
         suggestion: None,
         detail: None,
+        target: None,
     }
 }
 
@@ -569,6 +599,15 @@ pub fn header_value<'a>(findings: impl IntoIterator<Item = &'a Finding>, max: us
             out.push_str(", ");
         }
         out.push_str(f.code.as_str());
+        if let Some(gap) = f.target {
+            out.push_str(";target=");
+            out.push_str(gap.target);
+            if let Some(c) = gap.capability {
+                out.push_str(";capability=");
+                out.push_str(c);
+                continue;
+            }
+        }
         out.push_str(";key=");
         push_header_safe(&mut out, &f.key);
         out.push_str(";at=");

@@ -9,8 +9,8 @@
 
 use std::fmt;
 
-use super::{Feature, Matrix, Status};
-use crate::model::Metadata;
+use super::{Feature, Matrix, Needs, Status};
+use crate::model::{Metadata, Operation};
 
 /// A request metadata name the report knows by name; every other name is [`MetaKey::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,10 +99,10 @@ impl MetaKeys {
     }
 }
 
-/// What one app's traffic used on one store: requests, and per capability and per metadata
-/// bucket the number of requests that used it.
+/// What one app's traffic used on one store with one operation: requests, and per capability
+/// and per metadata bucket the number of requests that used it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct UsageCounts {
+pub struct OpUsage {
     /// Requests that reached negotiation.
     pub requests: u64,
     /// Per [`Feature`] (indexed by its discriminant).
@@ -111,17 +111,73 @@ pub struct UsageCounts {
     pub keys: [u64; MetaKey::ALL.len()],
 }
 
+/// What one app's traffic used on one store, per operation (indexed by
+/// [`Operation::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageCounts {
+    /// Per operation.
+    pub ops: [OpUsage; Operation::ALL.len()],
+}
+
 impl UsageCounts {
-    /// The sum of two usages.
-    pub fn add(&mut self, other: &UsageCounts) {
-        self.requests += other.requests;
-        for (a, b) in self.features.iter_mut().zip(other.features) {
-            *a += b;
-        }
-        for (a, b) in self.keys.iter_mut().zip(other.keys) {
-            *a += b;
+    /// Requests of every operation.
+    pub fn requests(&self) -> u64 {
+        self.ops.iter().map(|o| o.requests).sum()
+    }
+
+    /// The usage of one operation.
+    pub fn op(&self, op: Operation) -> &OpUsage {
+        &self.ops[op.index()]
+    }
+
+    /// The usage of one operation, to count into.
+    pub fn op_mut(&mut self, op: Operation) -> &mut OpUsage {
+        &mut self.ops[op.index()]
+    }
+}
+
+/// What an app's portability targets (`apps[].portableTo`) do to a call one of them would
+/// serve differently (`apps[].portability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortabilityMode {
+    /// A `not-portable` lint finding travels with the answer (the default).
+    #[default]
+    Warn,
+    /// The call fails before anything is applied (400 `ERR_NOT_PORTABLE`).
+    Reject,
+}
+
+impl PortabilityMode {
+    /// Parses `warn` or `reject`.
+    pub fn parse(s: &str) -> Option<PortabilityMode> {
+        match s {
+            "warn" => Some(PortabilityMode::Warn),
+            "reject" => Some(PortabilityMode::Reject),
+            _ => None,
         }
     }
+
+    /// Lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PortabilityMode::Warn => "warn",
+            PortabilityMode::Reject => "reject",
+        }
+    }
+}
+
+/// The capabilities a call needing `needs` on a store with matrix `here` would lose or be
+/// refused on a store with matrix `target` (emulated there is portable: it gets a receipt).
+/// A capability refused here is left out: the call fails here anyway.
+pub fn call_gaps(needs: Needs, here: &Matrix, target: &Matrix) -> impl Iterator<Item = Feature> {
+    Feature::ALL.into_iter().filter(move |f| {
+        if !needs.has(*f) {
+            return false;
+        }
+        let now = Fate::of(here.status(*f));
+        let there = Fate::moving(now, Fate::of(target.status(*f)));
+        !Verdict::of_move(now, there).is_portable()
+    })
 }
 
 /// What happens to a use on a store.
@@ -151,7 +207,8 @@ impl Fate {
         }
     }
 
-    fn of(status: Status) -> Fate {
+    /// The fate of a use under a matrix status.
+    pub const fn of(status: Status) -> Fate {
         match status {
             Status::Native => Fate::Native,
             Status::Emulated => Fate::Emulated,
@@ -161,11 +218,10 @@ impl Fate {
     }
 
     /// The fate on the target, given the fate now: something served now and ignored there is lost.
-    fn moving(now: Fate, there: Fate) -> Fate {
-        if there == Fate::Ignored && matches!(now, Fate::Native | Fate::Emulated) {
-            Fate::Lost
-        } else {
-            there
+    pub const fn moving(now: Fate, there: Fate) -> Fate {
+        match (now, there) {
+            (Fate::Native | Fate::Emulated, Fate::Ignored) => Fate::Lost,
+            _ => there,
         }
     }
 }
@@ -205,9 +261,62 @@ impl Kind {
     }
 }
 
-/// One use that would not be native on the target.
+/// How portable traffic is, from best to worst: the order of [`Verdict`]s is the order in
+/// which target types are listed ("most portable first").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Everything used is served there as it is now (or better).
+    Same,
+    /// Everything served now is served there, some of it by Mecha's emulation (with a receipt).
+    Emulated,
+    /// Something served now would be dropped there without an error.
+    Lossy,
+    /// Calls served now would be rejected there.
+    NotPortable,
+}
+
+impl Verdict {
+    /// The stable name, in the JSON report.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Same => "portable",
+            Verdict::Emulated => "portable-emulated",
+            Verdict::Lossy => "lossy",
+            Verdict::NotPortable => "not-portable",
+        }
+    }
+
+    /// Whether an app can move without losing anything (what `mecha portability` exits 0 on).
+    pub const fn is_portable(self) -> bool {
+        matches!(self, Verdict::Same | Verdict::Emulated)
+    }
+
+    /// What a use with fate `now` here and `there` on the target makes of a move.
+    pub const fn of_move(now: Fate, there: Fate) -> Verdict {
+        match (now, there) {
+            (Fate::Rejected, _) => Verdict::Same,
+            (_, Fate::Rejected) => Verdict::NotPortable,
+            (_, Fate::Lost) => Verdict::Lossy,
+            (Fate::Native, Fate::Emulated) => Verdict::Emulated,
+            _ => Verdict::Same,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One use that would not be native on the target, or that is rejected now: per store,
+/// operation and capability (or metadata key), never merged across stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
+    /// The store it was used on.
+    pub store: String,
+    /// The operation that used it.
+    pub operation: Operation,
     /// Capability or metadata key.
     pub kind: Kind,
     /// Its name.
@@ -220,113 +329,193 @@ pub struct Gap {
     pub count: u64,
 }
 
-/// The source of a report: one store the app used, its matrix and its usage.
+impl Gap {
+    /// What this use makes of the move.
+    pub const fn verdict(&self) -> Verdict {
+        Verdict::of_move(self.now, self.target)
+    }
+
+    /// Whether the summary names it: capabilities, and keys no capability stands for (those
+    /// of `ttlInSeconds` and `partitionKey` would repeat their capability's line).
+    fn summarised(&self) -> bool {
+        self.kind == Kind::Capability || MetaKey::of(self.name).feature().is_none()
+    }
+}
+
+/// The source of a report: one store the app used, its matrix (the app's view) and its usage.
 pub struct Source<'a> {
-    /// The store's matrix.
+    /// The store's name.
+    pub store: &'a str,
+    /// The store's matrix as the app sees it.
     pub matrix: &'a Matrix,
     /// The app's usage of it.
     pub usage: UsageCounts,
 }
 
+/// The verdict for one store the app used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreVerdict {
+    /// The store's name.
+    pub store: String,
+    /// Requests counted on it.
+    pub requests: u64,
+    /// The worst verdict of its uses.
+    pub verdict: Verdict,
+    /// One line.
+    pub summary: String,
+}
+
 /// The report for one target type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// The target type.
+    pub target: String,
     /// Requests counted.
     pub requests: u64,
-    /// Every use that would not be native on the target, capabilities first, in matrix order.
+    /// Every use that would not be native on the target, per store in source order, then
+    /// per operation, capabilities first in matrix order, then metadata keys.
     pub gaps: Vec<Gap>,
+    /// One verdict per store the app used (stores without traffic are left out).
+    pub stores: Vec<StoreVerdict>,
+    /// The worst of the stores' verdicts.
+    pub verdict: Verdict,
     /// One line.
-    pub verdict: String,
+    pub summary: String,
 }
 
-/// Replays the usage of every source against `target` (the target type's matrix). A use is
-/// counted under the worst fate it has now across the sources.
+impl Report {
+    /// Requests whose uses make the move worse than [`Verdict::Same`]: the tie-breaker
+    /// between two targets with the same verdict.
+    pub fn affected(&self) -> u64 {
+        self.gaps
+            .iter()
+            .filter(|g| g.verdict() != Verdict::Same)
+            .map(|g| g.count)
+            .sum()
+    }
+}
+
+/// The gaps of one source against `target`.
+fn source_gaps(target: &Matrix, source: &Source<'_>, gaps: &mut Vec<Gap>) {
+    for op in Operation::ALL {
+        let usage = source.usage.op(op);
+        if usage.requests == 0 {
+            continue;
+        }
+        let features = Feature::ALL.into_iter().map(|f| {
+            let fates = (
+                Fate::of(source.matrix.status(f)),
+                Fate::of(target.status(f)),
+            );
+            (
+                Kind::Capability,
+                f.policy_name(),
+                fates,
+                usage.features[f as usize],
+            )
+        });
+        let keys = MetaKey::ALL.into_iter().map(|k| {
+            let fates = (key_fate(k, source.matrix), key_fate(k, target));
+            (Kind::Metadata, k.name(), fates, usage.keys[k as usize])
+        });
+        for (kind, name, (now, there), count) in features.chain(keys) {
+            let moved = Fate::moving(now, there);
+            if count > 0 && (moved != Fate::Native || now == Fate::Rejected) {
+                gaps.push(Gap {
+                    store: source.store.to_owned(),
+                    operation: op,
+                    kind,
+                    name,
+                    now,
+                    target: moved,
+                    count,
+                });
+            }
+        }
+    }
+}
+
+/// Replays the usage of every source against `target` (the target type's matrix). Each
+/// store is judged on its own: a use rejected on one store never hides the same use served
+/// on another.
 pub fn report(target_type: &str, target: &Matrix, sources: &[Source<'_>]) -> Report {
     let mut gaps = Vec::new();
-    let mut requests = 0;
+    let mut stores = Vec::new();
     for s in sources {
-        requests += s.usage.requests;
+        let requests = s.usage.requests();
+        if requests == 0 {
+            continue;
+        }
+        let first = gaps.len();
+        source_gaps(target, s, &mut gaps);
+        let own = &gaps[first..];
+        let verdict = worst(own);
+        stores.push(StoreVerdict {
+            store: s.store.to_owned(),
+            requests,
+            verdict,
+            summary: summary(target_type, verdict, own, false),
+        });
     }
-    let mut push = |kind, name, uses: Vec<(Fate, u64)>, there: Fate| {
-        let count: u64 = uses.iter().map(|(_, n)| n).sum();
-        if count == 0 {
-            return;
-        }
-        let now = uses
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(f, _)| *f)
-            .max()
-            .unwrap_or(Fate::Native);
-        let target = Fate::moving(now, there);
-        if target != Fate::Native {
-            gaps.push(Gap {
-                kind,
-                name,
-                now,
-                target,
-                count,
-            });
-        }
+    let requests = stores.iter().map(|s| s.requests).sum();
+    let verdict = stores
+        .iter()
+        .map(|s| s.verdict)
+        .max()
+        .unwrap_or(Verdict::Same);
+    let summary = if requests == 0 {
+        format!("no traffic recorded since start: nothing to judge for {target_type}")
+    } else {
+        summary(target_type, verdict, &gaps, stores.len() > 1)
     };
-    for f in Feature::ALL {
-        let uses = sources
-            .iter()
-            .map(|s| (Fate::of(s.matrix.status(f)), s.usage.features[f as usize]))
-            .collect();
-        push(
-            Kind::Capability,
-            f.policy_name(),
-            uses,
-            Fate::of(target.status(f)),
-        );
-    }
-    for k in MetaKey::ALL {
-        let uses = sources
-            .iter()
-            .map(|s| (key_fate(k, s.matrix), s.usage.keys[k as usize]))
-            .collect();
-        push(Kind::Metadata, k.name(), uses, key_fate(k, target));
-    }
-    let verdict = verdict(target_type, requests, &gaps);
     Report {
+        target: target_type.to_owned(),
         requests,
         gaps,
+        stores,
         verdict,
+        summary,
     }
 }
 
-fn verdict(target_type: &str, requests: u64, gaps: &[Gap]) -> String {
-    if requests == 0 {
-        return format!("no traffic recorded since start: nothing to judge for {target_type}");
+fn worst(gaps: &[Gap]) -> Verdict {
+    gaps.iter().map(Gap::verdict).max().unwrap_or(Verdict::Same)
+}
+
+/// One line for `verdict`, naming the uses that make it (with their store when the report
+/// covers several).
+fn summary(target_type: &str, verdict: Verdict, gaps: &[Gap], name_stores: bool) -> String {
+    let mut names: Vec<(String, u64)> = Vec::new();
+    for g in gaps
+        .iter()
+        .filter(|g| g.verdict() == verdict && g.summarised())
+    {
+        let name = if name_stores {
+            format!("{} on {}", g.name, g.store)
+        } else {
+            g.name.to_owned()
+        };
+        match names.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += g.count,
+            None => names.push((name, g.count)),
+        }
     }
-    // What changes: capabilities, and keys no capability stands for (those of `ttlInSeconds`
-    // and `partitionKey` would repeat their capability's line).
-    let list = |fate: Fate| {
-        gaps.iter()
-            .filter(|g| g.target == fate && g.target != g.now)
-            .filter(|g| g.kind == Kind::Capability || MetaKey::of(g.name).feature().is_none())
-            .map(|g| format!("{} x{}", g.name, g.count))
-            .collect::<Vec<_>>()
-    };
-    let (rejected, lost, emulated) = (list(Fate::Rejected), list(Fate::Lost), list(Fate::Emulated));
-    if !rejected.is_empty() {
-        format!(
-            "not portable to {target_type}: calls served now would be rejected ({})",
-            rejected.join(", ")
-        )
-    } else if !lost.is_empty() {
-        format!(
-            "portable to {target_type} with silent loss ({})",
-            lost.join(", ")
-        )
-    } else if !emulated.is_empty() {
-        format!(
-            "portable to {target_type}: everything served now is served there, some by Mecha's emulation ({})",
-            emulated.join(", ")
-        )
-    } else {
-        format!("portable to {target_type}: everything used is served as it is now")
+    let list = names
+        .iter()
+        .map(|(n, c)| format!("{n} x{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match verdict {
+        Verdict::NotPortable => {
+            format!("not portable to {target_type}: calls served now would be rejected ({list})")
+        }
+        Verdict::Lossy => format!("not portable to {target_type}: silent loss ({list})"),
+        Verdict::Emulated => format!(
+            "portable to {target_type}: everything served now is served there, some by Mecha's emulation ({list})"
+        ),
+        Verdict::Same => {
+            format!("portable to {target_type}: everything used is served as it is now")
+        }
     }
 }
 
@@ -363,6 +552,16 @@ mod tests {
         );
     }
 
+    fn usage(op: Operation, requests: u64, features: &[(Feature, u64)]) -> UsageCounts {
+        let mut u = UsageCounts::default();
+        let o = u.op_mut(op);
+        o.requests = requests;
+        for (f, n) in features {
+            o.features[*f as usize] = *n;
+        }
+        u
+    }
+
     #[test]
     fn report_lists_gaps_with_counts_and_a_verdict() {
         use Capability as C;
@@ -376,55 +575,194 @@ mod tests {
             ],
             true,
         );
-        let mut usage = UsageCounts {
-            requests: 10,
-            ..UsageCounts::default()
-        };
-        usage.features[Feature::Transactions as usize] = 2;
-        usage.features[Feature::Ttl as usize] = 3;
-        usage.features[Feature::Etag as usize] = 4;
-        usage.keys[MetaKey::TtlInSeconds as usize] = 3;
-        usage.keys[MetaKey::Other as usize] = 1;
-        let target = matrix(&[C::Etag, C::FirstWrite], true);
-        let r = report(
-            "state.jetstream",
-            &target,
-            &[Source {
-                matrix: &source,
-                usage,
-            }],
+        let mut usage = usage(
+            Operation::Save,
+            10,
+            &[(Feature::Ttl, 3), (Feature::Etag, 4)],
         );
+        usage.op_mut(Operation::Save).keys[MetaKey::TtlInSeconds as usize] = 3;
+        usage.op_mut(Operation::Save).keys[MetaKey::Other as usize] = 1;
+        usage.op_mut(Operation::Transaction).requests = 2;
+        usage.op_mut(Operation::Transaction).features[Feature::Transactions as usize] = 2;
+        let target = matrix(&[C::Etag, C::FirstWrite], true);
+        let one = |target: &Matrix, name| {
+            report(
+                name,
+                target,
+                &[Source {
+                    store: "s",
+                    matrix: &source,
+                    usage,
+                }],
+            )
+        };
+        let r = one(&target, "state.jetstream");
         let got: Vec<_> = r
             .gaps
             .iter()
-            .map(|g| (g.name, g.now, g.target, g.count))
+            .map(|g| (g.operation, g.name, g.now, g.target, g.count))
             .collect();
         assert_eq!(
             got,
             [
-                ("transactions", Fate::Native, Fate::Rejected, 2),
-                ("ttl", Fate::Native, Fate::Emulated, 3),
-                ("ttlInSeconds", Fate::Native, Fate::Emulated, 3),
-                ("_other", Fate::Ignored, Fate::Ignored, 1),
+                (Operation::Save, "ttl", Fate::Native, Fate::Emulated, 3),
+                (
+                    Operation::Save,
+                    "ttlInSeconds",
+                    Fate::Native,
+                    Fate::Emulated,
+                    3
+                ),
+                (Operation::Save, "_other", Fate::Ignored, Fate::Ignored, 1),
+                (
+                    Operation::Transaction,
+                    "transactions",
+                    Fate::Native,
+                    Fate::Rejected,
+                    2
+                ),
+            ]
+        );
+        assert_eq!(r.verdict, Verdict::NotPortable);
+        assert_eq!(r.requests, 12);
+        assert_eq!(
+            r.summary,
+            "not portable to state.jetstream: calls served now would be rejected (transactions x2)"
+        );
+        let same = one(&source, "state.in-memory");
+        assert_eq!(same.gaps.len(), 1, "{same:?}");
+        assert_eq!(same.verdict, Verdict::Same);
+        assert!(
+            same.summary
+                .starts_with("portable to state.in-memory: everything")
+        );
+    }
+
+    /// The table: several stores, each judged on its own, never merged.
+    #[test]
+    fn each_store_is_judged_on_its_own() {
+        use Capability as C;
+        let pg = matrix(&[C::Etag, C::FirstWrite, C::Transactional, C::Ttl], true);
+        // A key-value store whose policy rejects transactions and emulates TTL.
+        let kv = matrix(&[C::Etag, C::FirstWrite], true);
+        let memory = matrix(
+            &[
+                C::Etag,
+                C::FirstWrite,
+                C::Transactional,
+                C::Ttl,
+                C::BulkNative,
+            ],
+            true,
+        );
+        let tx = |n| usage(Operation::Transaction, n, &[(Feature::Transactions, n)]);
+        let ttl = |n| usage(Operation::Save, n, &[(Feature::Ttl, n)]);
+        let plain = |n| usage(Operation::Get, n, &[]);
+        struct Case {
+            name: &'static str,
+            target: &'static Matrix,
+            sources: Vec<(&'static str, &'static Matrix, UsageCounts)>,
+            want: Verdict,
+            per_store: Vec<Verdict>,
+        }
+        let leak = |m: Matrix| -> &'static Matrix { Box::leak(Box::new(m)) };
+        let (pg, kv, memory) = (leak(pg), leak(kv), leak(memory));
+        let cases = [
+            Case {
+                name: "a rejection on kv does not hide native transactions on pg",
+                target: kv,
+                sources: vec![("pg", pg, tx(1)), ("kvstore", kv, tx(1))],
+                want: Verdict::NotPortable,
+                per_store: vec![Verdict::NotPortable, Verdict::Same],
+            },
+            Case {
+                name: "rejected now and there changes nothing",
+                target: kv,
+                sources: vec![("kvstore", kv, tx(3))],
+                want: Verdict::Same,
+                per_store: vec![Verdict::Same],
+            },
+            Case {
+                name: "native TTL becomes emulated",
+                target: kv,
+                sources: vec![("pg", pg, ttl(2)), ("mem", memory, plain(5))],
+                want: Verdict::Emulated,
+                per_store: vec![Verdict::Emulated, Verdict::Same],
+            },
+            Case {
+                name: "moving to a richer store",
+                target: memory,
+                sources: vec![("pg", pg, tx(1)), ("kvstore", kv, ttl(4))],
+                want: Verdict::Same,
+                per_store: vec![Verdict::Same, Verdict::Same],
+            },
+            Case {
+                name: "stores without traffic are left out",
+                target: kv,
+                sources: vec![
+                    ("pg", pg, UsageCounts::default()),
+                    ("mem", memory, plain(1)),
+                ],
+                want: Verdict::Same,
+                per_store: vec![Verdict::Same],
+            },
+        ];
+        for c in cases {
+            let sources: Vec<Source<'_>> = c
+                .sources
+                .iter()
+                .map(|(store, matrix, usage)| Source {
+                    store,
+                    matrix,
+                    usage: *usage,
+                })
+                .collect();
+            let r = report("t", c.target, &sources);
+            assert_eq!(r.verdict, c.want, "{}: {r:?}", c.name);
+            let got: Vec<Verdict> = r.stores.iter().map(|s| s.verdict).collect();
+            assert_eq!(got, c.per_store, "{}: {r:?}", c.name);
+        }
+    }
+
+    #[test]
+    fn a_rejected_use_is_listed_as_rejected_now_and_there() {
+        use Capability as C;
+        let kv = matrix(&[C::Etag], true);
+        let pg = matrix(&[C::Etag, C::Transactional], true);
+        let tx = usage(Operation::Transaction, 1, &[(Feature::Transactions, 1)]);
+        let r = report(
+            "state.jetstream",
+            &kv,
+            &[
+                Source {
+                    store: "pg",
+                    matrix: &pg,
+                    usage: tx,
+                },
+                Source {
+                    store: "kvstore",
+                    matrix: &kv,
+                    usage: tx,
+                },
+            ],
+        );
+        let got: Vec<_> = r
+            .gaps
+            .iter()
+            .map(|g| (g.store.as_str(), g.now, g.target, g.verdict()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pg", Fate::Native, Fate::Rejected, Verdict::NotPortable),
+                ("kvstore", Fate::Rejected, Fate::Rejected, Verdict::Same),
             ]
         );
         assert_eq!(
-            r.verdict,
-            "not portable to state.jetstream: calls served now would be rejected (transactions x2)"
+            r.summary,
+            "not portable to state.jetstream: calls served now would be rejected (transactions on pg x1)"
         );
-        let same = report(
-            "state.in-memory",
-            &source,
-            &[Source {
-                matrix: &source,
-                usage,
-            }],
-        );
-        assert_eq!(same.gaps.len(), 1, "{same:?}");
-        assert!(
-            same.verdict
-                .starts_with("portable to state.in-memory: everything")
-        );
+        assert!(!r.verdict.is_portable());
     }
 
     #[test]

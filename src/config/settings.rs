@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use crate::actors::ActorSettings;
 use crate::capabilities::lint::LintMode;
+use crate::capabilities::portability::PortabilityMode;
 use crate::capabilities::{Action, Baseline, Feature, Policy};
 use file::{Checked, Dur, FileActors, FileApp, FileLimits, FileQuota, FileServer, FileToken, Size};
 
@@ -65,6 +66,11 @@ pub struct AppConfig {
     /// Capabilities (Dapr's strings) the app relies on: every store in its scope must serve
     /// them natively or emulated, or start-up fails.
     pub requires: Vec<&'static str>,
+    /// Store types (canonical component types) the app must stay movable to
+    /// (`apps[].portableTo`): every call is checked against each.
+    pub portable_to: Vec<&'static str>,
+    /// What a call a target would serve differently gets (`apps[].portability`).
+    pub portability: PortabilityMode,
     /// The app's own tightenings per store (`apps[].stores.<store>`).
     pub stores: BTreeMap<String, AppStoreSettings>,
 }
@@ -573,12 +579,16 @@ fn apps(
         } else {
             tokens.push(current);
             let requires = requirements(&field, &app.requires, err);
+            let portable_to = portable_to(&field, &app.portable_to, err);
+            let portability = portability_mode(&field, app.portability.as_deref(), err);
             let stores = app_stores(&field, app.stores, err);
             apps.push(AppConfig {
                 id: app.id,
                 token: source,
                 quota: quota(app.quota, &format!("{field}.quota"), default_quota, err),
                 requires,
+                portable_to,
+                portability,
                 stores,
             });
         }
@@ -610,6 +620,60 @@ fn requirements(
         }
     }
     requires
+}
+
+/// `apps[].portableTo`: registered store types (aliases allowed), canonical and deduplicated
+/// in order; an unknown type is an error naming the nearest known one.
+fn portable_to(
+    field: &str,
+    raw: &[String],
+    err: &mut dyn FnMut(&str, String),
+) -> Vec<&'static str> {
+    let mut types = Vec::new();
+    for (j, t) in raw.iter().enumerate() {
+        match crate::actors::backends::lookup(&t.to_ascii_lowercase()) {
+            Some(d) if !types.contains(&d.component_type) => types.push(d.component_type),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = crate::actors::backends::REGISTRY
+                    .iter()
+                    .map(|d| d.component_type)
+                    .collect();
+                let near = known
+                    .iter()
+                    .min_by_key(|k| strsim::damerau_levenshtein(k, &t.to_ascii_lowercase()))
+                    .filter(|k| strsim::damerau_levenshtein(k, &t.to_ascii_lowercase()) <= 3)
+                    .map(|k| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default();
+                err(
+                    &format!("{field}.portableTo[{j}]"),
+                    format!(
+                        "'{t}' is not a store type Mecha knows{near}: use one of {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    types
+}
+
+/// `apps[].portability`: `warn` (the default) or `reject`.
+fn portability_mode(
+    field: &str,
+    raw: Option<&str>,
+    err: &mut dyn FnMut(&str, String),
+) -> PortabilityMode {
+    let Some(raw) = raw else {
+        return PortabilityMode::default();
+    };
+    PortabilityMode::parse(raw).unwrap_or_else(|| {
+        err(
+            &format!("{field}.portability"),
+            format!("'{raw}' is not a portability mode: use warn or reject"),
+        );
+        PortabilityMode::default()
+    })
 }
 
 /// `apps[].stores`: an app's tightenings per store (an app sets no default).

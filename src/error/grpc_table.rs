@@ -89,6 +89,12 @@ fn grpc_codes_follow_the_spec_summary() {
             "MECHA_METADATA_LINT",
         ),
         (
+            K::NotPortable,
+            O::Save,
+            G::InvalidArgument,
+            "MECHA_NOT_PORTABLE",
+        ),
+        (
             K::QueryNotSupported,
             O::Query,
             G::Internal,

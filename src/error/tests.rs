@@ -28,6 +28,7 @@ fn kinds() -> Vec<ErrorKind> {
         },
         ErrorKind::TooManyTransactionOps { count: 3, max: 2 },
         ErrorKind::MetadataLint,
+        ErrorKind::NotPortable,
         ErrorKind::UnsupportedOperation,
         ErrorKind::EmptyKey,
         ErrorKind::EtagMismatch,

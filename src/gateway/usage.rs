@@ -14,17 +14,24 @@ use std::sync::{Arc, OnceLock};
 use crate::capabilities::portability::{MetaKey, MetaKeys, UsageCounts};
 use crate::capabilities::{Feature, Needs};
 use crate::metrics;
-use crate::model::AppId;
+use crate::model::{AppId, Operation};
 use ::metrics::Counter;
 
 const FEATURES: usize = Feature::ALL.len();
 const KEYS: usize = MetaKey::ALL.len();
 
+const OPS: usize = Operation::ALL.len();
+
 #[derive(Default)]
-struct Row {
+struct OpRow {
     requests: AtomicU64,
     features: [AtomicU64; FEATURES],
     keys: [AtomicU64; KEYS],
+}
+
+#[derive(Default)]
+struct Row {
+    ops: [OpRow; OPS],
     feature_counters: [OnceLock<Counter>; FEATURES],
     key_counters: [OnceLock<Counter>; KEYS],
 }
@@ -97,39 +104,48 @@ impl Usage {
         self.rows.get(a * self.stores.len() + store).map(|r| &**r)
     }
 
-    /// Records one request of `app` on store `store` (an index of the catalog) that needed
-    /// `needs` and carried the metadata names in `keys`.
-    pub fn record(&self, app: &str, store: usize, needs: Needs, keys: MetaKeys) {
+    /// Records one request of `app` with operation `op` on store `store` (an index of the
+    /// catalog) that needed `needs` and carried the metadata names in `keys`.
+    pub fn record(&self, app: &str, store: usize, op: Operation, needs: Needs, keys: MetaKeys) {
         let Some(row) = self.row(app, store) else {
             return;
         };
         let store_name = &self.stores[store];
-        row.requests.fetch_add(1, Ordering::Relaxed);
+        let counts = &row.ops[op.index()];
+        counts.requests.fetch_add(1, Ordering::Relaxed);
         for f in Feature::ALL.into_iter().filter(|f| needs.has(*f)) {
             let i = f as usize;
-            row.features[i].fetch_add(1, Ordering::Relaxed);
+            counts.features[i].fetch_add(1, Ordering::Relaxed);
             bump(&row.feature_counters[i], || {
                 metrics::capability_usage_counter(app, store_name, f.policy_name())
             });
         }
         for k in keys.iter() {
             let i = k as usize;
-            row.keys[i].fetch_add(1, Ordering::Relaxed);
+            counts.keys[i].fetch_add(1, Ordering::Relaxed);
             bump(&row.key_counters[i], || {
                 metrics::metadata_key_usage_counter(app, store_name, k.name())
             });
         }
     }
 
+    /// Whether `app` has rows (a configured app, or the default app).
+    pub fn knows(&self, app: &str) -> bool {
+        self.apps.contains_key(app)
+    }
+
     /// `app`'s usage of store `store` since start (zero for an unknown app).
     pub fn counts(&self, app: &str, store: usize) -> UsageCounts {
         let mut out = UsageCounts::default();
-        if let Some(row) = self.row(app, store) {
-            out.requests = row.requests.load(Ordering::Relaxed);
-            for (o, c) in out.features.iter_mut().zip(&row.features) {
+        let Some(row) = self.row(app, store) else {
+            return out;
+        };
+        for (out, counts) in out.ops.iter_mut().zip(&row.ops) {
+            out.requests = counts.requests.load(Ordering::Relaxed);
+            for (o, c) in out.features.iter_mut().zip(&counts.features) {
                 *o = c.load(Ordering::Relaxed);
             }
-            for (o, c) in out.keys.iter_mut().zip(&row.keys) {
+            for (o, c) in out.keys.iter_mut().zip(&counts.keys) {
                 *o = c.load(Ordering::Relaxed);
             }
         }
@@ -151,13 +167,16 @@ mod tests {
             "ttlInSeconds".to_owned(),
             "5".to_owned(),
         )]));
-        u.record("a", 0, needs, keys);
-        u.record("a", 0, Needs::NONE, MetaKeys::default());
-        u.record("zzz", 0, needs, keys);
+        u.record("a", 0, Operation::Save, needs, keys);
+        u.record("a", 0, Operation::Get, Needs::NONE, MetaKeys::default());
+        u.record("zzz", 0, Operation::Save, needs, keys);
         let c = u.counts("a", 0);
-        assert_eq!(c.requests, 2);
-        assert_eq!(c.features[Feature::Ttl as usize], 1);
-        assert_eq!(c.keys[MetaKey::TtlInSeconds as usize], 1);
+        assert_eq!(c.requests(), 2);
+        let save = c.op(Operation::Save);
+        assert_eq!(save.requests, 1);
+        assert_eq!(save.features[Feature::Ttl as usize], 1);
+        assert_eq!(save.keys[MetaKey::TtlInSeconds as usize], 1);
+        assert_eq!(c.op(Operation::Get).features, [0; FEATURES]);
         assert_eq!(u.counts("b", 0), UsageCounts::default());
         assert_eq!(u.counts("zzz", 0), UsageCounts::default());
         assert_eq!(u.rows.len(), 2);
@@ -166,18 +185,18 @@ mod tests {
     #[test]
     fn a_reload_carries_counts_of_kept_pairs_only() {
         let old = Usage::new([AppId::from("a")], vec!["s".into(), "gone".into()]);
-        old.record("a", 0, Needs::NONE, MetaKeys::default());
-        old.record("a", 1, Needs::NONE, MetaKeys::default());
+        old.record("a", 0, Operation::Get, Needs::NONE, MetaKeys::default());
+        old.record("a", 1, Operation::Get, Needs::NONE, MetaKeys::default());
         let new = Usage::carried(
             [AppId::from("b"), AppId::from("a")],
             vec!["t".into(), "s".into()],
             Some(&old),
         );
-        assert_eq!(new.counts("a", 1).requests, 1, "a on s carried");
-        assert_eq!(new.counts("a", 0).requests, 0, "t is new");
-        assert_eq!(new.counts("b", 1).requests, 0, "b is new");
+        assert_eq!(new.counts("a", 1).requests(), 1, "a on s carried");
+        assert_eq!(new.counts("a", 0).requests(), 0, "t is new");
+        assert_eq!(new.counts("b", 1).requests(), 0, "b is new");
         // Shared: a request still running on the old table counts in the new one.
-        old.record("a", 0, Needs::NONE, MetaKeys::default());
-        assert_eq!(new.counts("a", 1).requests, 2);
+        old.record("a", 0, Operation::Get, Needs::NONE, MetaKeys::default());
+        assert_eq!(new.counts("a", 1).requests(), 2);
     }
 }

@@ -72,6 +72,10 @@ pub(super) struct FileApp {
     #[serde(default)]
     pub requires: Vec<String>,
     #[serde(default)]
+    pub portable_to: Vec<String>,
+    #[serde(default)]
+    pub portability: Option<String>,
+    #[serde(default)]
     pub stores: BTreeMap<String, BTreeMap<String, String>>,
 }
 

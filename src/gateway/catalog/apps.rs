@@ -141,6 +141,12 @@ impl Apps {
     pub fn metrics_allowed(&self, token: Option<&str>) -> bool {
         self.metrics_token.is_empty() || token.is_some_and(|t| self.metrics_token.find(t).is_some())
     }
+    /// Whether `token` is the operator's (the metrics token), when one is configured: it reads
+    /// any app's portability report.
+    pub fn is_operator_token(&self, token: Option<&str>) -> bool {
+        !self.metrics_token.is_empty()
+            && token.is_some_and(|t| self.metrics_token.find(t).is_some())
+    }
     /// Whether any token comes from a file that [`Apps::reload_tokens`] must watch.
     pub fn has_token_files(&self) -> bool {
         self.tokens.has_files() || self.metrics_token.has_files()

@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 
 mod apps;
 mod stores;
+mod targets;
 
 pub use apps::Apps;
 pub use stores::{AppView, StoreInfo};
+pub use targets::{TargetType, Targets};
 
 use super::usage::Usage;
 use crate::capabilities::lint::LintCode;
-use crate::capabilities::{Baseline, Matrix, portability};
+use crate::capabilities::portability;
 use crate::config::{Limits, ValidConfig};
 use crate::error::{Error, ErrorKind};
 use crate::model::{AppId, Operation};
@@ -71,9 +73,8 @@ pub struct Catalog {
     apps: Apps,
     /// Request limits.
     pub limits: Limits,
-    /// What stores do where their policy says nothing (the portability report assumes it for
-    /// a target store type).
-    baseline: Baseline,
+    /// Every store type as a portability target, and each app's targets.
+    targets: Targets,
     lint_log: parking_lot::Mutex<HashMap<(AppId, usize, LintCode), std::time::Instant>>,
     usage: Usage,
 }
@@ -128,7 +129,7 @@ impl Catalog {
             by_name,
             apps,
             limits: settings.limits.clone(),
-            baseline: settings.baseline,
+            targets: Targets::build(settings),
             lint_log: parking_lot::Mutex::new(HashMap::new()),
         }
     }
@@ -227,49 +228,51 @@ impl Catalog {
         &self.usage
     }
 
-    /// The portability report of `app`'s traffic since start (on every store it can see) for
-    /// a move to store type `target` under the configured default policy. `Err` names the
-    /// known types when `target` is not one.
+    /// Every store type as a portability target, and each app's targets.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// The portability report of `app`'s traffic since start (on every store it can see, each
+    /// under the app's view of it) for a move to store type `target`, or, without one, for
+    /// every registered type, most portable first. `Err` names the known types when `target`
+    /// is not one.
     pub fn portability(
         &self,
         app: &AppId,
-        target: &str,
-    ) -> Result<(&'static str, Vec<&str>, portability::Report), String> {
-        let descriptor = crate::actors::backends::lookup(target).ok_or_else(|| {
-            let known: Vec<&str> = crate::actors::backends::REGISTRY
-                .iter()
-                .map(|d| d.component_type)
-                .collect();
-            format!(
-                "unknown target store type '{target}': use one of {}",
-                known.join(", ")
-            )
-        })?;
-        let matrix = Matrix::without_policy(
-            descriptor.default_traits(self.limits.max_transaction_ops),
-            self.baseline,
-        );
-        let mut used = Vec::new();
+        target: Option<&str>,
+    ) -> Result<Vec<portability::Report>, String> {
         let sources: Vec<portability::Source<'_>> = self
             .stores
             .iter()
             .enumerate()
             .filter(|(_, s)| s.visible_to(app))
             .map(|(i, s)| portability::Source {
-                matrix: &s.matrix,
+                store: &s.name,
+                matrix: s.view(app).0,
                 usage: self.usage.counts(app, i),
             })
             .collect();
-        for (i, s) in self.stores.iter().enumerate() {
-            if s.visible_to(app) && self.usage.counts(app, i).requests > 0 {
-                used.push(s.name.as_str());
-            }
-        }
-        Ok((
-            descriptor.component_type,
-            used,
-            portability::report(descriptor.component_type, &matrix, &sources),
-        ))
+        let report = |t: &TargetType| portability::report(t.component_type, &t.matrix, &sources);
+        let Some(target) = target else {
+            let mut all: Vec<portability::Report> =
+                self.targets.types().iter().map(report).collect();
+            all.sort_by_key(|r| (r.verdict, r.affected()));
+            return Ok(all);
+        };
+        let t = self.targets.get(target).ok_or_else(|| {
+            let known: Vec<&str> = self
+                .targets
+                .types()
+                .iter()
+                .map(|t| t.component_type)
+                .collect();
+            format!(
+                "unknown target store type '{target}': use one of {}",
+                known.join(", ")
+            )
+        })?;
+        Ok(vec![report(t)])
     }
 
     /// What `GET /v1.0/metadata` and gRPC `GetMetadata` answer for `app`: its id, the stores

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tracing::Instrument;
 
+use super::portability::{self, Reader};
 use super::router::{Route, clean_segments, query_pairs, query_unescape, route};
 use super::{body, respond};
 use crate::config::Limits;
@@ -137,6 +138,15 @@ async fn serve_request(
         // Outbound readiness is the stores' readiness (an unreachable store is not ready).
         Route::HealthzOutbound => healthz(gw, &Query::parse(""), token).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
+        // The operator (the metrics token) reads any app's report, outside the apps' quotas.
+        Route::Portability
+            if gw
+                .catalog()
+                .apps()
+                .is_operator_token(portability::operator_token(&req)) =>
+        {
+            portability::serve(gw, req.query_string(), Reader::Operator).into()
+        }
         // Token and quota; the permit is held until the answer is ready.
         _ => match gw.catalog().apps().admit_call(token) {
             Err(turned) => {
@@ -377,7 +387,11 @@ async fn serve_route(
             call::<StateQuery>(gw, app, input, q.metadata, render_query).await
         }
         Route::GetMetadata => Ok(metadata(gw, &app)),
-        Route::Portability => Ok(portability(gw, req.query_string(), &app)?),
+        Route::Portability => Ok(portability::serve(
+            gw,
+            req.query_string(),
+            Reader::App(&app),
+        )?),
         Route::PutMetadata(key) => put_metadata(gw, key, &app, &mut body).await,
         Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
             unreachable!("handled in dispatch")
@@ -817,60 +831,6 @@ fn healthz(gw: &Gateway, q: &Query, token: Option<&str>) -> Result<HttpResponse,
         Err(Error::new(ErrorKind::HealthNotReady, Operation::Other)
             .detail(format!("{} state store(s) not ready", unhealthy.len())))
     }
-}
-
-/// `GET /v1.0-alpha1/mecha/portability?app=ID&target=TYPE`: the calling app's report (an
-/// app reads only its own: `app`, when given, must be the caller).
-fn portability(gw: &Gateway, query: &str, caller: &AppId) -> Result<HttpResponse, Error> {
-    let bad = |m: String| Error::malformed(Operation::Other, m);
-    let mut app = None;
-    let mut target = None;
-    for (k, v) in query_pairs(query) {
-        match k.as_str() {
-            "app" => {
-                app.get_or_insert(v);
-            }
-            "target" => {
-                target.get_or_insert(v);
-            }
-            _ => {}
-        }
-    }
-    if let Some(a) = app.filter(|a| a.as_str() != caller.as_ref()) {
-        return Err(Error::new(ErrorKind::Unauthorized, Operation::Other).detail(format!(
-            "the token is app {caller}'s: an app reads only its own portability report, not {a}'s"
-        )));
-    }
-    let target = target.filter(|t| !t.is_empty()).ok_or_else(|| {
-        bad("the query parameter 'target' (a store type, e.g. state.jetstream) is required".into())
-    })?;
-    let catalog = gw.catalog();
-    let (target_type, stores, report) = catalog.portability(caller, &target).map_err(bad)?;
-    let gaps: Vec<serde_json::Value> = report
-        .gaps
-        .iter()
-        .map(|g| {
-            json!({
-                "kind": g.kind.as_str(),
-                "name": g.name,
-                "now": g.now.as_str(),
-                "target": g.target.as_str(),
-                "count": g.count,
-            })
-        })
-        .collect();
-    let body = json!({
-        "app": caller.as_ref(),
-        "target": target_type,
-        "stores": stores,
-        "requests": report.requests,
-        "gaps": gaps,
-        "verdict": report.verdict,
-    });
-    Ok(respond::json_bytes(
-        serde_json::to_vec(&body).unwrap_or_default(),
-        &[],
-    ))
 }
 
 fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {

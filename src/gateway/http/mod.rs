@@ -7,6 +7,7 @@
 
 pub mod body;
 mod handlers;
+pub mod portability;
 pub mod respond;
 pub mod router;
 

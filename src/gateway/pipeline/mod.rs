@@ -28,6 +28,7 @@
 //! [`Prepared::Answered`], not an error.
 
 mod lint;
+mod portability;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,7 +102,10 @@ fn prepare<O: StateOp>(
     let keys = negotiate_operation(&call, O::needs(&Shape::default()), keys)?;
     let request = msg.request?;
     let found = lint::lint_request::<O>(&request, &msg.url_metadata, &info.lint_target(matrix));
-    let findings = lint::judge(catalog, call.app, index, info, call.op, call.mode, found)?;
+    let targets = catalog.targets().of_app(call.app);
+    let key_gaps =
+        targets.map(|t| portability::key_gaps::<O>(t.iter(), &request, &msg.url_metadata, &found));
+    let mut findings = lint::judge(catalog, call.app, index, info, call.op, call.mode, found)?;
     let scope = Scope {
         limits: &catalog.limits,
         info,
@@ -119,10 +123,20 @@ fn prepare<O: StateOp>(
         }
         Err(e) => return Err(e.with_lint(findings)),
     };
-    let plan = match plan(&call, O::needs(&shape), keys) {
+    let needs = O::needs(&shape);
+    let plan = match plan(&call, needs, keys) {
         Ok(plan) => plan,
         Err(e) => return Err(e.with_lint(findings)),
     };
+    if let (Some(targets), Some(mut gaps)) = (targets, key_gaps) {
+        let needs = needs.union(O::needs(&Shape::default()));
+        gaps.extend(portability::capability_gaps(targets.iter(), needs, matrix));
+        let (app, op, mode) = (call.app, call.op, targets.mode);
+        match portability::judge(catalog, app, index, info, op, mode, gaps) {
+            Ok(gaps) => findings.extend(gaps),
+            Err(e) => return Err(e.with_lint(findings)),
+        }
+    }
     O::degrade(&plan, &mut exec);
     Ok(Prepared::Run(Ready {
         exec,
@@ -145,7 +159,7 @@ fn negotiate_operation(
     record_plan(call.app, call.info, call.op, &op_plan);
     call.catalog
         .usage()
-        .record(call.app, call.index, op_needs, keys);
+        .record(call.app, call.index, call.op, op_needs, keys);
     Err(rejection(call.op, call.info, call.matrix, step.feature))
 }
 
@@ -156,7 +170,7 @@ fn plan(call: &Call<'_>, request_needs: Needs, keys: MetaKeys) -> Result<Plan, E
     record_plan(call.app, call.info, call.op, &plan);
     call.catalog
         .usage()
-        .record(call.app, call.index, request_needs, keys);
+        .record(call.app, call.index, call.op, request_needs, keys);
     match plan.rejected() {
         Some(step) => Err(rejection(call.op, call.info, call.matrix, step.feature)),
         None => Ok(plan),
