@@ -264,22 +264,20 @@ fn print_app_requirements(config: &Config) {
 /// Each app's portability targets and what each allows (the type's default configuration
 /// under the configured baseline, as the gateway checks every call of the app against it).
 fn print_app_targets(config: &Config) {
-    use mecha::capabilities::Matrix;
     let settings = &config.settings;
-    for app in settings.apps.iter().filter(|a| !a.portable_to.is_empty()) {
+    let targets = mecha::gateway::Targets::build(settings);
+    for app in settings.apps.iter() {
+        let Some(mine) = targets.of_app(&app.id) else {
+            continue;
+        };
         println!(
             "app '{}' must stay portable to {} (portability: {}):",
             app.id,
             app.portable_to.join(", "),
-            app.portability.as_str()
+            mine.mode.as_str()
         );
-        for t in &app.portable_to {
-            let Some(d) = mecha::actors::backends::lookup(t) else {
-                continue;
-            };
-            let traits = d.default_traits(settings.limits.max_transaction_ops);
-            let matrix = Matrix::without_policy(traits, settings.baseline);
-            println!("  {t}: {}", matrix.describe());
+        for t in mine.iter() {
+            println!("  {}: {}", t.component_type, t.matrix.describe());
         }
     }
 }
@@ -321,13 +319,6 @@ fn portability(args: &PortabilityArgs) -> ExitCode {
         eprintln!("mecha portability: {e}");
         ExitCode::from(Outcome::Unknown as u8)
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return could_not_tell(&e),
-    };
     let query = client::Query {
         url: args.url.clone(),
         app: args.app.clone(),
@@ -336,7 +327,7 @@ fn portability(args: &PortabilityArgs) -> ExitCode {
         metrics_token: args.metrics_token.clone(),
         cacert: args.cacert.clone(),
     };
-    let body = match runtime.block_on(client::fetch(&query)) {
+    let body = match client::fetch(&query) {
         Ok(body) => body,
         Err(e) => return could_not_tell(&e),
     };
@@ -364,6 +355,8 @@ const TALKATIVE_TARGETS: &[&str] = &[
     "h2",
     "hyper",
     "hyper_util",
+    "ureq",
+    "ureq_proto",
     "tonic",
     "tower",
     "actix_http",

@@ -4,13 +4,11 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
+use ureq::Agent;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider, parse_pem};
 
 /// What to ask.
 #[derive(Debug, Clone, Default)]
@@ -44,95 +42,97 @@ pub enum Outcome {
     Unknown = 2,
 }
 
-/// The TLS configuration for `https://`: ring as the provider, the roots of `cacert` or the
-/// system's.
-fn tls_config(cacert: Option<&PathBuf>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = RootCertStore::empty();
-    match cacert {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read --cacert {}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("bad --cacert {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-            }
+/// The roots to trust for `https://`: the certificates of `cacert`, or the system's
+/// (webpki's bundled roots when the system has none).
+fn root_certs(cacert: Option<&PathBuf>) -> Result<RootCerts, String> {
+    let Some(path) = cacert else {
+        let native = rustls_native_certs::load_native_certs();
+        if native.certs.is_empty() {
+            return Ok(RootCerts::WebPki);
         }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                return Err("no system certificate authorities found: pass --cacert".into());
-            }
+        let certs: Vec<Certificate<'static>> = native
+            .certs
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        return Ok(RootCerts::new_with_certs(&certs));
+    };
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read --cacert {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in parse_pem(&pem) {
+        match item.map_err(|e| format!("bad --cacert {}: {e}", path.display()))? {
+            PemItem::Certificate(c) => certs.push(c.to_owned()),
+            _ => continue,
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    if certs.is_empty() {
+        return Err(format!("--cacert {} holds no certificate", path.display()));
+    }
+    Ok(RootCerts::new_with_certs(&certs))
 }
 
-/// The request URL: `base` with the report's path and query.
-fn report_url(q: &Query) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(&q.url).map_err(|e| format!("bad --url '{}': {e}", q.url))?;
-    if !matches!(url.scheme(), "http" | "https") {
+/// The report's URL without its query: `base` with the report's path.
+fn report_url(q: &Query) -> Result<String, String> {
+    let base = q.url.trim_end_matches('/');
+    let Some((scheme, rest)) = base.split_once("://") else {
         return Err(format!(
             "--url '{}' must start with http:// or https://",
             q.url
         ));
+    };
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['?', '#']) {
+        return Err(format!(
+            "--url '{}' must be http:// or https:// with a host and no query",
+            q.url
+        ));
     }
-    let path = format!(
-        "{}/v1.0-alpha1/mecha/portability",
-        url.path().trim_end_matches('/')
-    );
-    url.set_path(&path);
-    {
-        let mut pairs = url.query_pairs_mut();
-        pairs.clear();
-        if let Some(app) = &q.app {
-            pairs.append_pair("app", app);
-        }
-        if let Some(target) = &q.target {
-            pairs.append_pair("target", target);
-        }
-    }
-    Ok(url)
+    Ok(format!("{base}/v1.0-alpha1/mecha/portability"))
 }
 
 /// Fetches the report; `Ok` is the JSON body of a 200 answer, `Err` says what failed
 /// (connection, TLS, or Mecha's error answer).
-pub async fn fetch(q: &Query) -> Result<String, String> {
+pub fn fetch(q: &Query) -> Result<String, String> {
     if q.metrics_token.is_some() && q.app.is_none() {
         return Err("--app is required with --metrics-token".into());
     }
     let url = report_url(q)?;
-    let mut client = reqwest::Client::builder().timeout(TIMEOUT);
-    if url.scheme() == "https" {
-        client = client.tls_backend_preconfigured(tls_config(q.cacert.as_ref())?);
-    } else if q.cacert.is_some() {
+    let https = url.starts_with("https://");
+    if !https && q.cacert.is_some() {
         return Err("--cacert is for an https:// --url".into());
     }
-    let client = client
+    let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
+    if https {
+        tls = tls.root_certs(root_certs(q.cacert.as_ref())?);
+    }
+    let agent: Agent = Agent::config_builder()
+        .tls_config(tls.build())
+        .timeout_global(Some(TIMEOUT))
+        .http_status_as_error(false)
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let mut req = client.get(url);
+        .into();
+    let mut req = agent.get(&url);
+    if let Some(app) = &q.app {
+        req = req.query("app", app);
+    }
+    if let Some(target) = &q.target {
+        req = req.query("target", target);
+    }
     if let Some(t) = &q.token {
         req = req.header("dapr-api-token", t);
     }
     if let Some(t) = &q.metrics_token {
-        req = req.bearer_auth(t);
+        req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = req
-        .send()
-        .await
+    let mut resp = req
+        .call()
         .map_err(|e| format!("request to {} failed: {}", q.url, chain(&e)))?;
     let status = resp.status();
     let text = resp
-        .text()
-        .await
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_string()
         .map_err(|e| format!("reading the answer failed: {}", chain(&e)))?;
     if status.is_success() {
         Ok(text)
@@ -140,6 +140,9 @@ pub async fn fetch(q: &Query) -> Result<String, String> {
         Err(format!("Mecha answered {status}: {text}"))
     }
 }
+
+/// The largest answer read (a report lists at most a few hundred gaps).
+const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 
 /// An error with its causes, `a: b: c`.
 fn chain(e: &dyn std::error::Error) -> String {
@@ -199,27 +202,27 @@ pub fn render(body: &str) -> Result<String, String> {
         text(&v["target"]),
         v["requests"].as_u64().unwrap_or(0),
     );
+    let gaps = v["gaps"].as_array().map(Vec::as_slice).unwrap_or_default();
     for s in v["stores"].as_array().into_iter().flatten() {
+        let store = text(&s["store"]);
         let _ = writeln!(
             out,
-            "  store {:<16} {:>8} request(s)  {}",
-            text(&s["store"]),
+            "  store {store}: {} request(s), {}",
             s["requests"].as_u64().unwrap_or(0),
             text(&s["summary"])
         );
-    }
-    for g in v["gaps"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "    {:<12} {:<12} {:<10} {:<18} {:>8} -> {:<8} x{}",
-            text(&g["store"]),
-            text(&g["operation"]),
-            text(&g["kind"]),
-            text(&g["name"]),
-            text(&g["now"]),
-            text(&g["target"]),
-            g["count"].as_u64().unwrap_or(0)
-        );
+        for g in gaps.iter().filter(|g| text(&g["store"]) == store) {
+            let _ = writeln!(
+                out,
+                "    {:<12} {:<10} {:<18} {:>8} -> {:<8} x{}",
+                text(&g["operation"]),
+                text(&g["kind"]),
+                text(&g["name"]),
+                text(&g["now"]),
+                text(&g["target"]),
+                g["count"].as_u64().unwrap_or(0)
+            );
+        }
     }
     let _ = writeln!(out, "{}", text(&v["summary"]));
     Ok(out)

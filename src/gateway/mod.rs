@@ -31,7 +31,7 @@ use actix::prelude::*;
 
 pub use crate::model::AppId;
 pub use actor::{Answer, GatewayActor, StateCall};
-pub use catalog::{AppView, Apps, Catalog, StoreInfo, Turned};
+pub use catalog::{AppView, Apps, Catalog, StoreInfo, TargetType, Targets, Turned};
 pub use live::{Live, Refresh};
 pub use ops::StateOp;
 

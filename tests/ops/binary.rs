@@ -325,6 +325,54 @@ fn check_prints_met_app_requirements() {
     );
 }
 
+/// `mecha check` prints each app's portability targets with what each target type serves,
+/// and refuses an unknown type, naming the field and the nearest known type.
+#[test]
+fn check_prints_portability_targets_and_refuses_unknown_types() {
+    let (_dir, components, cfg) = policy_setup(
+        "apps:\n  - id: orders\n    token: t1\n    portableTo: [state.jetstream, state.redis]\n    portability: reject\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--resources-path", &components, "--config", &cfg])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "app 'orders' must stay portable to state.jetstream, state.redis (portability: reject):"
+        ),
+        "{stdout}"
+    );
+    let js = stdout
+        .lines()
+        .find(|l| l.starts_with("  state.jetstream: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        js.contains("transaction") && js.contains("rejected"),
+        "{js}"
+    );
+
+    let (_dir, components, cfg) = policy_setup(
+        "apps:\n  - id: orders\n    token: t1\n    portableTo: [state.redis, state.jetstrem]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--resources-path", &components, "--config", &cfg])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("apps[0].portableTo[1]")
+            && stderr.contains("did you mean 'state.jetstream'"),
+        "{stderr}"
+    );
+}
+
 /// `mecha check` prints each store's effective resiliency, and lists every problem of a bad
 /// resiliency file instead of starting.
 #[test]

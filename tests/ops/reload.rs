@@ -394,6 +394,51 @@ async fn a_token_change_applies_without_restart() {
     m.running.stop(true).await;
 }
 
+/// An app's portability targets and mode change on reload: the next call is judged by the
+/// new ones (no target: served quietly; `portableTo` with `reject`: refused).
+#[actix_rt::test]
+async fn portability_targets_change_on_reload() {
+    let cfg = |extra: &str| {
+        format!("server:\n  reloadInterval: 0s\napps:\n  - id: orders\n    token: tok\n{extra}")
+    };
+    let files = Files::new(&cfg(""), &[("s.yaml", &memory("s"))]);
+    let m = files.start().await;
+    let tx = || {
+        m.client
+            .post(m.url("/v1.0/state/s/transaction"))
+            .header("dapr-api-token", "tok")
+            .body(json!({"operations": [{"operation": "upsert", "request": {"key": "k", "value": 1}}]}).to_string())
+            .send()
+    };
+    let r = tx().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().get("mecha-lint").is_none());
+
+    files.write_config(&cfg(
+        "    portableTo: [state.jetstream]\n    portability: reject\n",
+    ));
+    let outcome = m.running.reload().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            version: 2,
+            changes: vec!["app orders changed".into()]
+        }
+    );
+    let (status, code, message, _) = error_of(tx().await.unwrap()).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ERR_NOT_PORTABLE"),
+        "{message}"
+    );
+
+    files.write_config(&cfg("    portableTo: [state.redis]\n"));
+    m.running.reload().await.unwrap();
+    let r = tx().await.unwrap();
+    assert_eq!(r.status(), 204, "Redis has transactions");
+    m.running.stop(true).await;
+}
+
 /// A store whose writes wait for a gate, counting its live instances.
 struct Gated {
     gate: Arc<tokio::sync::Semaphore>,

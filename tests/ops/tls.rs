@@ -824,3 +824,54 @@ fn bad_tls_settings_are_reported_with_file_and_field() {
         assert!(fields.contains(&field), "no {field} error: {fields:?}");
     }
 }
+
+/// `mecha portability` over HTTPS: it trusts the CA given with `--cacert` and reads the
+/// app's report (after a transaction over TLS); without it, the test CA is not among the
+/// system's roots and the command says so and exits 2 (could not tell), never 0.
+#[actix_rt::test]
+async fn the_portability_command_speaks_https_with_cacert() {
+    let ca = Ca::new("ca-portability");
+    let leaf = ca.server("server-portability");
+    let files = Files::new(&leaf, Some(&ca));
+    let m = start(&files.settings("", "")).await;
+    let mut c = Https::connect(m.running.http_addr, client_config(&ca, None, &[]))
+        .await
+        .unwrap();
+    let tx = r#"{"operations":[{"operation":"upsert","request":{"key":"t1","value":3}}]}"#;
+    let (status, body) = c
+        .send("POST", "/v1.0/state/statestore/transaction", tx)
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{body}");
+
+    let url = format!("https://localhost:{}", m.running.http_addr.port());
+    let ca_file = files.path("ca.pem");
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mecha"));
+        cmd.args(["portability", "--url", &url, "--target", "state.jetstream"]);
+        cmd.args(extra);
+        cmd.output().unwrap()
+    };
+    let out = run(&["--cacert", ca_file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("app testapp -> state.jetstream: 1 request(s)"),
+        "{text}"
+    );
+    assert!(text.contains("transactions"), "{text}");
+
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("certificate") || err.contains("Certificate"),
+        "{err}"
+    );
+    m.running.stop(false).await;
+}

@@ -7,5 +7,6 @@ mod lint;
 mod negotiation;
 mod negotiation_jetstream;
 mod portability;
+mod portable_to;
 #[path = "../support/mod.rs"]
 mod support;

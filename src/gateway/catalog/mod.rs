@@ -223,6 +223,30 @@ impl Catalog {
             .collect()
     }
 
+    /// The calling app's portability targets as extended metadata, so an SDK-side check is
+    /// possible: `mecha.portableTo` = `state.jetstream,state.redis`, `mecha.portability` =
+    /// `warn`, and per target `mecha.portableTo.<type>` = what it serves (the matrix, as in
+    /// `mecha.matrix.<store>`). Empty when the app has no targets.
+    pub fn portability_targets(&self, app: &str) -> BTreeMap<String, String> {
+        let Some(mine) = self.targets.of_app(app) else {
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        let types: Vec<&str> = mine.iter().map(|t| t.component_type).collect();
+        out.insert("mecha.portableTo".to_owned(), types.join(","));
+        out.insert(
+            "mecha.portability".to_owned(),
+            mine.mode.as_str().to_owned(),
+        );
+        for t in mine.iter() {
+            out.insert(
+                format!("mecha.portableTo.{}", t.component_type),
+                t.matrix.describe(),
+            );
+        }
+        out
+    }
+
     /// What each app's traffic used (the portability report's counts).
     pub fn usage(&self) -> &Usage {
         &self.usage
@@ -292,6 +316,7 @@ impl Catalog {
             .collect();
         let mut extended = self.extended(app, runtime_version);
         extended.extend(self.requirements(app));
+        extended.extend(self.portability_targets(app));
         MetadataView {
             id: app.to_string(),
             runtime_version,

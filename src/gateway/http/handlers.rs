@@ -139,12 +139,7 @@ async fn serve_request(
         Route::HealthzOutbound => healthz(gw, &Query::parse(""), token).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         // The operator (the metrics token) reads any app's report, outside the apps' quotas.
-        Route::Portability
-            if gw
-                .catalog()
-                .apps()
-                .is_operator_token(portability::operator_token(&req)) =>
-        {
+        Route::Portability if is_operator(gw, &req) => {
             portability::serve(gw, req.query_string(), Reader::Operator).into()
         }
         // Token and quota; the permit is held until the answer is ready.
@@ -191,6 +186,12 @@ async fn serve_request(
     let status = resp.status().as_u16();
     door::log_request(Protocol::Http, route.name(), app_label, &status, elapsed);
     resp
+}
+
+/// Whether the request carries the operator's metrics token.
+fn is_operator(gw: &Gateway, req: &HttpRequest) -> bool {
+    let token = portability::operator_token(req);
+    gw.catalog().apps().is_operator_token(token)
 }
 
 /// The answer to a failed request, logged by its summary (never the key, value or request
