@@ -392,8 +392,14 @@ fn log_listening(
     }
 }
 
-/// Names the listener, the address and the flag that sets it in a bind failure.
-fn bind_error(listener: &str, addr: SocketAddr, flag: &str, e: io::Error) -> io::Error {
+/// Names the listener, the address and the flag to change in a bind failure: the port's
+/// flag, or `--listen-address` when the address is not one of this machine's.
+fn bind_error(listener: &str, addr: SocketAddr, port_flag: &str, e: io::Error) -> io::Error {
+    let flag = if e.kind() == io::ErrorKind::AddrNotAvailable {
+        "--listen-address: not an address of this machine"
+    } else {
+        port_flag
+    };
     io::Error::new(
         e.kind(),
         format!("cannot listen for {listener} on {addr} (set with {flag}): {e}"),

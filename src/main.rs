@@ -29,10 +29,19 @@ struct Cli {
 enum Command {
     /// Serve the Dapr state API (the default).
     Run(RunArgs),
-    /// Load and validate the configuration, print the stores and exit.
-    Check(RunArgs),
+    /// Load and validate the configuration, print the stores and exit (1 on any problem).
+    Check(CheckArgs),
     /// Ask a running Mecha whether an app's traffic could move to another store type.
     Portability(PortabilityArgs),
+}
+
+#[derive(Args, Clone)]
+struct CheckArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Also exit 1 when there are warnings (an ignored metadata field, a skipped document).
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Args, Clone)]
@@ -160,21 +169,29 @@ fn main() -> ExitCode {
 }
 
 fn load(args: &RunArgs) -> Result<Config, ExitCode> {
-    Config::load(&args.sources()).map_err(|errors| {
-        eprintln!("configuration has {} problem(s):", errors.len());
-        for e in &errors {
-            eprintln!("  - {e}");
+    let report = Config::load_report(&args.sources());
+    if let Some(config) = report.config {
+        return Ok(config);
+    }
+    eprintln!("configuration has {} problem(s):", report.errors.len());
+    for e in &report.errors {
+        eprintln!("  - {e}");
+    }
+    if !report.warnings.is_empty() {
+        eprintln!("and {} warning(s):", report.warnings.len());
+        for w in &report.warnings {
+            eprintln!("  - {w}");
         }
-        ExitCode::FAILURE
-    })
+    }
+    Err(ExitCode::FAILURE)
 }
 
-fn check(args: &RunArgs) -> ExitCode {
-    let config = match load(args) {
+fn check(args: &CheckArgs) -> ExitCode {
+    let config = match load(&args.run) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(code) = check_namespaces(args, &config) {
+    if let Err(code) = check_namespaces(&args.run, &config) {
         return code;
     }
     print_capabilities(&config);
@@ -184,6 +201,13 @@ fn check(args: &RunArgs) -> ExitCode {
     print_tls(&config);
     for w in &config.warnings {
         println!("warning: {w}");
+    }
+    if args.strict && !config.warnings.is_empty() {
+        eprintln!(
+            "configuration has {} warning(s) and --strict was given",
+            config.warnings.len()
+        );
+        return ExitCode::FAILURE;
     }
     println!(
         "configuration OK: {} state store(s)",

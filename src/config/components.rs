@@ -199,51 +199,80 @@ struct RawMetadataItem {
 }
 
 /// Loads and validates every component; returns the stores and the warnings, or every error.
-pub fn load_components(
-    source: &ComponentSource,
-) -> Result<(Vec<LoadedComponent>, Vec<ConfigError>), Vec<ConfigError>> {
+pub fn load_components(source: &ComponentSource) -> ParsedComponents {
     let files: Vec<(PathBuf, String)> = match source {
         ComponentSource::Embedded => vec![(
             PathBuf::from("<embedded default>"),
             super::EMBEDDED_DEFAULT_COMPONENT.to_owned(),
         )],
-        ComponentSource::Dir(dir) => {
-            let entries = std::fs::read_dir(dir).map_err(|e| {
-                vec![ConfigError::new(
-                    dir,
-                    "",
-                    format!("cannot read the resources path: {e}"),
-                )]
-            })?;
-            let mut paths: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                })
-                .collect();
-            paths.sort();
-            let mut files = Vec::new();
-            let mut errors = Vec::new();
-            for p in paths {
-                match std::fs::read_to_string(&p) {
-                    Ok(t) => files.push((p, t)),
-                    Err(e) => errors.push(ConfigError::new(&p, "", format!("cannot read: {e}"))),
-                }
+        ComponentSource::Dir(dir) => match read_dir(dir) {
+            Ok(files) => files,
+            Err(errors) => {
+                return ParsedComponents {
+                    errors,
+                    ..ParsedComponents::default()
+                };
             }
-            if !errors.is_empty() {
-                return Err(errors);
-            }
-            files
-        }
+        },
     };
     let refs: Vec<(&Path, &str)> = files
         .iter()
         .map(|(p, t)| (p.as_path(), t.as_str()))
         .collect();
-    let (mut components, warnings) = parse_components(&refs, &|k| std::env::var(k).ok())?;
-    apply_resiliency(&refs, &mut components)?;
-    Ok((components, warnings))
+    let mut parsed = parse_all(&refs, &|k| std::env::var(k).ok());
+    // Resiliency targets name stores: only checked against a complete set of them.
+    if parsed.errors.is_empty()
+        && let Err(e) = apply_resiliency(&refs, &mut parsed.components)
+    {
+        parsed.errors.extend(e);
+    }
+    parsed
+}
+
+/// The YAML files of a resources directory, sorted by name.
+fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<ConfigError>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        vec![ConfigError::new(
+            dir,
+            "",
+            format!("cannot read the resources path: {e}"),
+        )]
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    paths.sort();
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match std::fs::read_to_string(&p) {
+            Ok(t) => files.push((p, t)),
+            Err(e) => errors.push(ConfigError::new(&p, "", format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Everything the component files say: the stores that are valid, every problem, every
+/// warning, and the names of the stores whose documents have problems (so that nothing
+/// else is reported against them as "not configured": one message per cause).
+#[derive(Default)]
+pub struct ParsedComponents {
+    /// The valid state stores, in load order.
+    pub components: Vec<LoadedComponent>,
+    /// Non-fatal findings.
+    pub warnings: Vec<ConfigError>,
+    /// Problems.
+    pub errors: Vec<ConfigError>,
+    /// Names of component documents that have problems.
+    pub failed: Vec<String>,
 }
 
 /// Resolves the `kind: Resiliency` documents of `files` onto `components`.
@@ -266,16 +295,28 @@ pub fn parse_components(
     files: &[(&Path, &str)],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Vec<LoadedComponent>, Vec<ConfigError>), Vec<ConfigError>> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    let mut out: Vec<LoadedComponent> = Vec::new();
+    let parsed = parse_all(files, env);
+    if parsed.errors.is_empty() {
+        Ok((parsed.components, parsed.warnings))
+    } else {
+        Err(parsed.errors)
+    }
+}
+
+/// As [`parse_components`], keeping the valid stores, the warnings and the failed names
+/// beside the problems.
+pub fn parse_all(
+    files: &[(&Path, &str)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> ParsedComponents {
+    let mut p = ParsedComponents::default();
     for (file, text) in files {
         for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let value = match Value::deserialize(doc) {
                 Ok(Value::Null) => continue,
                 Ok(v) => v,
                 Err(e) => {
-                    errors.push(ConfigError::new(
+                    p.errors.push(ConfigError::new(
                         file,
                         "",
                         format!("document {}: {e}", i + 1),
@@ -283,25 +324,36 @@ pub fn parse_components(
                     break;
                 }
             };
-            let raw: RawDoc = match serde_norway::from_value(value) {
-                Ok(r) => r,
+            let name = value
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match serde_norway::from_value::<RawDoc>(value) {
+                Ok(raw) => add_document(file, i, raw, env, &mut p),
                 Err(e) => {
-                    errors.push(ConfigError::new(
+                    p.errors.push(ConfigError::new(
                         file,
                         "",
                         format!("document {}: {e}", i + 1),
                     ));
-                    continue;
+                    p.failed.extend(name);
                 }
-            };
-            add_document(file, i, raw, env, &mut out, &mut errors, &mut warnings);
+            }
         }
     }
-    if errors.is_empty() {
-        Ok((out, warnings))
-    } else {
-        Err(errors)
-    }
+    p
+}
+
+/// The kinds Mecha reads in a resources directory.
+const KINDS: &[&str] = &["Component", "Resiliency"];
+
+/// A kind that is a misspelling of one Mecha reads (`Compnent`), if `kind` is one.
+fn misspelt_kind(kind: &str) -> Option<&'static str> {
+    KINDS.iter().copied().find(|k| {
+        let d = strsim::damerau_levenshtein(&kind.to_ascii_lowercase(), &k.to_ascii_lowercase());
+        d > 0 && d <= 2
+    })
 }
 
 /// One parsed document of a component file: a component is validated and added to `out`
@@ -311,22 +363,34 @@ fn add_document(
     i: usize,
     raw: RawDoc,
     env: &dyn Fn(&str) -> Option<String>,
-    out: &mut Vec<LoadedComponent>,
-    errors: &mut Vec<ConfigError>,
-    warnings: &mut Vec<ConfigError>,
+    p: &mut ParsedComponents,
 ) {
     match raw.kind.as_deref() {
         Some("Component") => {}
         // Read by `resiliency::parse_resiliency`.
         Some("Resiliency") => return,
-        other => {
-            warnings.push(ConfigError::new(
+        Some(other) if misspelt_kind(other).is_some() => {
+            let kind = misspelt_kind(other).unwrap_or_default();
+            p.errors.push(ConfigError::new(
                 file,
                 "kind",
                 format!(
-                    "document {} of kind {:?} skipped",
+                    "document {}: '{other}' is not a kind Mecha reads: did you mean `{kind}`?",
+                    i + 1
+                ),
+            ));
+            p.failed.extend(raw.metadata.and_then(|m| m.name));
+            return;
+        }
+        other => {
+            p.warnings.push(ConfigError::new(
+                file,
+                "kind",
+                format!(
+                    "document {} of kind {:?} skipped (Mecha reads {})",
                     i + 1,
-                    other.unwrap_or("<none>")
+                    other.unwrap_or("<none>"),
+                    KINDS.join(" and ")
                 ),
             ));
             return;
@@ -335,29 +399,29 @@ fn add_document(
     if let Some(v) = &raw.api_version
         && v != "dapr.io/v1alpha1"
     {
-        warnings.push(ConfigError::new(
+        p.warnings.push(ConfigError::new(
             file,
             "apiVersion",
             format!("unexpected apiVersion {v}"),
         ));
     }
-    let before = errors.len();
-    if let Some(c) = validate(file, raw, env, errors, warnings)
-        && errors.len() == before
-    {
-        if let Some(first) = out.iter().find(|o| o.name == c.name) {
-            errors.push(ConfigError::new(
-                file,
-                "metadata.name",
-                format!(
-                    "duplicate component name '{}' (also in {})",
-                    c.name,
-                    first.file.display()
-                ),
-            ));
-        } else {
-            out.push(c);
+    let before = p.errors.len();
+    let name = raw.metadata.as_ref().and_then(|m| m.name.clone());
+    let valid = validate(file, raw, env, &mut p.errors, &mut p.warnings);
+    match valid {
+        Some(c) if p.errors.len() == before => {
+            if let Some(first) = p.components.iter().find(|o| o.name == c.name) {
+                let also = first.file.display().to_string();
+                p.errors.push(ConfigError::new(
+                    file,
+                    "metadata.name",
+                    format!("duplicate component name '{}' (also in {also})", c.name),
+                ));
+            } else {
+                p.components.push(c);
+            }
         }
+        _ => p.failed.extend(name),
     }
 }
 
@@ -581,11 +645,14 @@ fn validate_metadata(
                 }
             }
             None => {
+                let near = nearest_field(desc, &name)
+                    .map(|f| format!(" (did you mean `{f}`?)"))
+                    .unwrap_or_default();
                 warnings.push(ConfigError::new(
                     file,
                     format!("{at}.name"),
                     format!(
-                        "'{name}' is not a metadata field of {}; it is ignored",
+                        "'{name}' is not a metadata field of {}{near}; it is ignored",
                         desc.component_type
                     ),
                 ));
@@ -593,6 +660,21 @@ fn validate_metadata(
         }
     }
     out
+}
+
+/// The metadata field of `desc` nearest to `name`, when close enough to be a typo.
+fn nearest_field(desc: &Descriptor, name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    crate::actors::backends::COMMON_FIELDS
+        .iter()
+        .chain(desc.metadata)
+        .map(|f| {
+            let d = strsim::damerau_levenshtein(&lower, &f.name.to_ascii_lowercase());
+            (d, f.name)
+        })
+        .filter(|(d, known)| *d <= (known.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, known)| known)
 }
 
 #[cfg(test)]
@@ -665,8 +747,38 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_component_is_named_and_a_misspelt_kind_is_an_error() {
+        let text = "kind: Compnent\nmetadata:\n  name: a\nspec:\n  type: state.in-memory\n---\nkind: Component\nmetadata:\n  name: b\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: h\n  - name: redisPasword\n    value: p\n  - name: redisDB\n    value: x\n---\nkind: Subscription\nmetadata:\n  name: s\n---\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: state.in-memory\n";
+        let p = parse_all(&[(Path::new("c.yaml"), text)], &|_| None);
+        let errors: Vec<String> = p.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("'Compnent' is not a kind Mecha reads: did you mean `Component`?"),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("'redisDB'"), "{errors:?}");
+        assert_eq!(p.failed, ["a", "b"]);
+        assert_eq!(p.components.len(), 1, "the valid store is kept");
+        let warnings: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warnings.iter().any(
+                |w| w.contains("'redisPasword'") && w.contains("did you mean `redisPassword`?")
+            ),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("\"Subscription\" skipped")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn embedded_default_is_one_in_memory_store() {
-        let (c, _) = load_components(&ComponentSource::Embedded).unwrap();
+        let parsed = load_components(&ComponentSource::Embedded);
+        assert!(parsed.errors.is_empty() && parsed.warnings.is_empty());
+        let c = parsed.components;
         assert_eq!(c.len(), 1);
         assert_eq!(
             (c[0].name.as_str(), c[0].component_type.as_str()),

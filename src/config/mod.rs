@@ -111,7 +111,7 @@ impl Config {
     /// ([`policy_problems`]) and every key namespace against the others
     /// ([`namespace_problems`]). All problems are returned at once.
     pub fn validate(self, file: &Path, app_id: &str) -> Result<ValidConfig, Vec<ConfigError>> {
-        let mut problems = policy_problems(file, &self.settings, &self.components);
+        let mut problems = policy_problems(file, &self.settings, &self.components, &[]);
         problems.extend(namespace_problems(
             file,
             &self.settings,
@@ -130,14 +130,17 @@ impl Config {
 
 /// Every policy of `settings` that names an unknown store or would break a guarantee on its
 /// store, each naming the store and the capability. Start-up and `mecha check` both refuse them.
+/// Stores named in `failed` (their component documents have problems of their own) are not
+/// reported as unknown: one message per cause.
 pub fn policy_problems(
     file: &Path,
     settings: &Settings,
     components: &[LoadedComponent],
+    failed: &[String],
 ) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for name in settings.policies.keys() {
-        if !components.iter().any(|c| &c.name == name) {
+        if !components.iter().any(|c| &c.name == name) && !failed.contains(name) {
             errors.push(ConfigError::new(
                 file,
                 format!("stores.{name}"),
@@ -145,7 +148,7 @@ pub fn policy_problems(
             ));
         }
     }
-    errors.extend(app_problems(file, settings, components));
+    errors.extend(app_problems(file, settings, components, failed));
     for c in components {
         if let Err(problems) = c.matrix(settings) {
             for p in problems {
@@ -267,11 +270,12 @@ fn app_problems(
     file: &Path,
     settings: &Settings,
     components: &[LoadedComponent],
+    failed: &[String],
 ) -> Vec<ConfigError> {
     use crate::capabilities::Status;
     let mut errors = Vec::new();
     for (i, app) in settings.apps.iter().enumerate() {
-        for (store, tight) in &app.stores {
+        for (store, tight) in app.stores.iter().filter(|(s, _)| !failed.contains(s)) {
             errors.extend(tightening_problems(
                 file, settings, components, i, app, store, tight,
             ));
@@ -395,43 +399,31 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/mecha.yaml";
 /// The default `--resources-path`.
 pub const DEFAULT_RESOURCES_PATH: &str = "config/components";
 
+/// What a load found: the configuration when there is no problem, every problem, and every
+/// warning (shown with the problems, never hidden by them).
+pub struct LoadReport {
+    /// The configuration, when `errors` is empty.
+    pub config: Option<Config>,
+    /// Every problem found.
+    pub errors: Vec<ConfigError>,
+    /// Every non-fatal finding.
+    pub warnings: Vec<ConfigError>,
+}
+
 impl Config {
     /// Reads and validates everything; on failure returns every problem found.
     pub fn load(sources: &ConfigSources) -> Result<Config, Vec<ConfigError>> {
-        let mut errors = Vec::new();
-        let env = |k: &str| std::env::var(k).ok();
-        let parse =
-            |path: &Path, text: &str| Settings::parse_full(path, text, &env, &sources.tls_flags);
-        let settings = match &sources.config_file {
-            Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => parse(path, &text),
-                Err(e) => Err(vec![ConfigError::new(
-                    path,
-                    "",
-                    format!("cannot read: {e}"),
-                )]),
-            },
-            None => {
-                let path = Path::new(DEFAULT_CONFIG_FILE);
-                match std::fs::read_to_string(path) {
-                    Ok(text) => parse(path, &text),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => parse(path, ""),
-                    Err(e) => Err(vec![ConfigError::new(
-                        path,
-                        "",
-                        format!("cannot read: {e}"),
-                    )]),
-                }
-            }
-        }
-        .unwrap_or_else(|e| {
-            errors.extend(e);
-            Settings::default()
-        });
-        let mut settings = settings;
-        // daprd's single-token mode, exactly as daprd reads it.
-        settings.api_token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        let report = Config::load_report(sources);
+        report.config.ok_or(report.errors)
+    }
 
+    /// Reads and validates everything, keeping the warnings beside the problems.
+    pub fn load_report(sources: &ConfigSources) -> LoadReport {
+        let config_file = sources
+            .config_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        let (settings, mut errors) = load_settings(sources);
         let source = match &sources.resources_path {
             Some(dir) => ComponentSource::Dir(dir.clone()),
             None if Path::new(DEFAULT_RESOURCES_PATH).is_dir() => {
@@ -439,18 +431,17 @@ impl Config {
             }
             None => ComponentSource::Embedded,
         };
-        let (components, warnings) = match load_components(&source) {
-            Ok(ok) => ok,
-            Err(e) => {
-                errors.extend(e);
-                (Vec::new(), Vec::new())
-            }
-        };
-        let config_file = sources
-            .config_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
-        errors.extend(policy_problems(&config_file, &settings, &components));
+        let parsed = load_components(&source);
+        errors.extend(parsed.errors);
+        if errors.is_empty() && parsed.components.is_empty() && parsed.failed.is_empty() {
+            errors.push(no_store(&source));
+        }
+        errors.extend(policy_problems(
+            &config_file,
+            &settings,
+            &parsed.components,
+            &parsed.failed,
+        ));
         if let Some(tls) = &settings.server.tls {
             errors.extend(
                 crate::tls::check(tls)
@@ -458,14 +449,53 @@ impl Config {
                     .map(|(field, msg)| ConfigError::new(&config_file, field, msg)),
             );
         }
-        if errors.is_empty() {
-            Ok(Config {
-                settings,
-                components,
-                warnings,
-            })
-        } else {
-            Err(errors)
+        let config = errors.is_empty().then(|| Config {
+            settings,
+            components: parsed.components,
+            warnings: parsed.warnings.clone(),
+        });
+        LoadReport {
+            config,
+            errors,
+            warnings: parsed.warnings,
         }
     }
+}
+
+/// Mecha's own file (absent at the default path: the defaults), with `DAPR_API_TOKEN`; on a
+/// problem, the defaults and every problem.
+fn load_settings(sources: &ConfigSources) -> (Settings, Vec<ConfigError>) {
+    let env = |k: &str| std::env::var(k).ok();
+    let parse =
+        |path: &Path, text: &str| Settings::parse_report(path, text, &env, &sources.tls_flags);
+    let (path, explicit) = match &sources.config_file {
+        Some(path) => (path.as_path(), true),
+        None => (Path::new(DEFAULT_CONFIG_FILE), false),
+    };
+    let (mut settings, errors) = match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => parse(path, ""),
+        Err(e) => (
+            Settings::default(),
+            vec![ConfigError::new(path, "", format!("cannot read: {e}"))],
+        ),
+    };
+    // daprd's single-token mode, exactly as daprd reads it.
+    settings.api_token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    (settings, errors)
+}
+
+/// The problem of a configuration without a state store.
+fn no_store(source: &ComponentSource) -> ConfigError {
+    let at = match source {
+        ComponentSource::Dir(dir) => dir.clone(),
+        ComponentSource::Embedded => PathBuf::from("<embedded default>"),
+    };
+    ConfigError::new(
+        &at,
+        "",
+        "no state store is configured: no `kind: Component` document of a state store type \
+         was found (Mecha serves state stores only; without --resources-path and without \
+         config/components, Mecha runs on its embedded in-memory store)",
+    )
 }

@@ -460,17 +460,31 @@ impl Settings {
     /// As [`Settings::parse_with_env`], with `server.tls` fields given by flags (`tls_flags`)
     /// replacing the file's.
     ///
-    /// A structural problem (an unknown field, a section of the wrong type) is reported
-    /// alone; otherwise every bad value and every failed check is reported, each under its
-    /// field's path.
+    /// Every problem is reported at once, each under its field's path: a structural problem
+    /// (an unknown field, a section of the wrong type) leaves its section at its defaults and
+    /// hides nothing in the other sections; bad values and failed checks follow.
     pub fn parse_full(
         file: &Path,
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
         tls_flags: &RawTls,
     ) -> Result<Settings, Vec<ConfigError>> {
-        let raw = file::read(file, text).map_err(|e| vec![e])?;
-        let mut errors = Vec::new();
+        match Self::parse_report(file, text, env, tls_flags) {
+            (s, errors) if errors.is_empty() => Ok(s),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    /// As [`Settings::parse_full`], returning what could be read beside every problem, so
+    /// that the checks against the components still run on it (an error in one section
+    /// hides no problem of another).
+    pub fn parse_report(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        tls_flags: &RawTls,
+    ) -> (Settings, Vec<ConfigError>) {
+        let (raw, mut errors) = file::read(file, text);
         let mut err = |field: &str, msg: String| errors.push(ConfigError::new(file, field, msg));
         let mut s = Settings::default();
         s.quota = quota(raw.quotas, "quotas", QuotaSettings::default(), &mut err);
@@ -495,11 +509,7 @@ impl Settings {
             s.policies.insert(store, policy);
         }
         body_budgets(&s, &mut err);
-        if errors.is_empty() {
-            Ok(s)
-        } else {
-            Err(errors)
-        }
+        (s, errors)
     }
 }
 

@@ -209,6 +209,154 @@ fn check_lists_every_problem_and_fails() {
     );
 }
 
+/// Runs `mecha check` on `files` (name, text) in a fresh directory, with `mecha.yaml` as
+/// `--config` when given; (exit success, stdout, stderr).
+fn check_files(
+    files: &[(&str, &str)],
+    mecha_yaml: Option<&str>,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("components");
+    std::fs::create_dir(&res).unwrap();
+    for (name, text) in files {
+        std::fs::write(res.join(name), text).unwrap();
+    }
+    let mut args = vec![
+        "check".to_owned(),
+        "--resources-path".into(),
+        res.to_str().unwrap().into(),
+    ];
+    if let Some(text) = mecha_yaml {
+        let cfg = dir.path().join("mecha.yaml");
+        std::fs::write(&cfg, text).unwrap();
+        args.extend(["--config".into(), cfg.to_str().unwrap().to_owned()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every mistake at once and one message per cause: a broken component does not also
+/// produce "no state store named" for its policy; an unknown field in one section of
+/// `mecha.yaml` hides no problem of another; warnings are shown with the errors; kinds,
+/// fields and component metadata names get a did-you-mean.
+#[test]
+fn check_reports_every_mistake_once_with_warnings_and_suggestions() {
+    let redis = "kind: Component\nmetadata:\n  name: cache\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n  - name: redisPasword\n    value: pw\n  - name: redisDB\n    value: abc\n";
+    let typo = "kind: Compnent\nmetadata:\n  name: mem\nspec:\n  type: state.in-memory\n";
+    let ok = "kind: Component\nmetadata:\n  name: ok\nspec:\n  type: state.in-memory\n";
+    let cfg = "apps:\n  - id: x\n    tokn: y\nstores:\n  cache:\n    ttl: emulate\n  mem:\n    bulk: emulate\n  ghost:\n    bulk: emulate\nlimits:\n  maxBodySize: 12 parsecs\nlimts: {}\n";
+    let (ok_exit, _, stderr) = check_files(
+        &[("a.yaml", redis), ("b.yaml", typo), ("c.yaml", ok)],
+        Some(cfg),
+        &[],
+    );
+    assert!(!ok_exit, "{stderr}");
+    let problems: Vec<&str> = stderr
+        .lines()
+        .take_while(|l| !l.starts_with("and "))
+        .filter(|l| l.starts_with("  - "))
+        .collect();
+    for expected in [
+        "mecha.yaml: apps[0].tokn: unknown field `tokn`",
+        "mecha.yaml: limts: unknown field `limts`",
+        "mecha.yaml: limits.maxBodySize: '12 parsecs' has an unknown unit",
+        "a.yaml: spec.metadata[2].value: 'redisDB': 'abc' is not an integer",
+        "b.yaml: kind: document 1: 'Compnent' is not a kind Mecha reads: did you mean `Component`?",
+        "mecha.yaml: stores.ghost: no state store named 'ghost' is configured",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{expected} not in\n{stderr}"
+        );
+    }
+    assert_eq!(problems.len(), 6, "one message per cause:\n{stderr}");
+    assert!(stderr.contains("did you mean `token`?"), "{stderr}");
+    assert!(stderr.contains("did you mean `limits`?"), "{stderr}");
+    assert!(stderr.contains("and 1 warning(s):"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "'redisPasword' is not a metadata field of state.redis (did you mean `redisPassword`?)"
+        ),
+        "{stderr}"
+    );
+}
+
+/// No store at all is an error, as is a Dapr `kind: Configuration` file given to `--config`
+/// (named as such, not as a list of unknown fields); `--strict` also fails on warnings.
+#[test]
+fn check_refuses_no_store_and_a_dapr_configuration_and_strict_fails_on_warnings() {
+    let (ok, _, stderr) = check_files(&[], None, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("no state store is configured"), "{stderr}");
+    let sub = "kind: Subscription\nmetadata:\n  name: s\n";
+    let (ok, _, stderr) = check_files(&[("s.yaml", sub)], None, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("no state store is configured"), "{stderr}");
+    assert!(
+        stderr.contains("\"Subscription\" skipped"),
+        "warnings shown: {stderr}"
+    );
+
+    let mem = "kind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n";
+    let dapr = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\nspec:\n  tracing:\n    samplingRate: \"1\"\n";
+    let (ok, _, stderr) = check_files(&[("s.yaml", mem)], Some(dapr), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("1 problem(s)"), "{stderr}");
+    assert!(
+        stderr.contains("this is a Dapr `kind: Configuration` file (daprd's --config)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unknown field `apiVersion`"), "{stderr}");
+
+    let warned = "kind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  metadata:\n  - name: sweepIntervl\n    value: 1s\n";
+    let (ok, stdout, _) = check_files(&[("s.yaml", warned)], None, &[]);
+    assert!(ok, "warnings alone pass without --strict");
+    assert!(stdout.contains("did you mean `sweepInterval`?"), "{stdout}");
+    let (ok, _, stderr) = check_files(&[("s.yaml", warned)], None, &["--strict"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("1 warning(s) and --strict was given"),
+        "{stderr}"
+    );
+    let (ok, _, _) = check_files(&[("s.yaml", mem)], None, &["--strict"]);
+    assert!(ok, "no warning, --strict passes");
+}
+
+/// A listen address that is not this machine's is blamed on `--listen-address`, not on a
+/// port flag.
+#[test]
+fn a_foreign_listen_address_is_blamed_on_its_flag() {
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--listen-address",
+            "192.0.2.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--resources-path",
+            "config/components",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(set with --listen-address: not an address of this machine)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("set with --grpc-port"), "{stderr}");
+}
+
 #[test]
 fn flags_come_from_the_environment_and_port_zero_is_reported() {
     let (mut child, addr) = spawn(

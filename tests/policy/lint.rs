@@ -675,8 +675,8 @@ async fn unmet_requirements_and_loosenings_stop_start_up() {
     let settings = APPS
         .replace("[ETAG, TTL]", "[ETAG, TTL, TRANSACTIONAL]")
         .replace(
-            "ttl: reject",
-            "ttl: reject\n        strongConsistency: ignore\n        lint: off",
+            "lint: reject\n        ttl: reject",
+            "lint: off\n        ttl: reject\n        strongConsistency: ignore",
         );
     let err = TestMecha::empty()
         .custom("kv", KvFactory::fresh().1)

@@ -262,17 +262,159 @@ impl FromStr for Size {
 /// Reads the file's structure. A structural problem (an unknown field, a section of the
 /// wrong type, an app without `id`) stops the read; it is reported under its path (such as
 /// `limits.maxBodySise`), an unknown field with the nearest valid name.
-pub(super) fn read(file: &Path, text: &str) -> Result<FileSettings, ConfigError> {
+pub(super) fn read(file: &Path, text: &str) -> (FileSettings, Vec<ConfigError>) {
     if text.trim().is_empty() {
-        return Ok(FileSettings::default());
+        return (FileSettings::default(), Vec::new());
     }
+    let value: serde_norway::Value = match serde_norway::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return (FileSettings::default(), vec![structural(file, "", &e)]),
+    };
+    if let Some(e) = dapr_configuration(file, &value) {
+        return (FileSettings::default(), vec![e]);
+    }
+    // The whole file at once: its first problem keeps serde's line and column.
     let de = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." { String::new() } else { path };
-        ConfigError::new(file, field.clone(), structural_message(&field, &inner))
-    })
+    let first = match serde_path_to_error::deserialize::<_, FileSettings>(de) {
+        Ok(s) => return (s, Vec::new()),
+        Err(e) => e,
+    };
+    let first_path = first.path().to_string();
+    let first = structural(file, &first_path, first.inner());
+    // Then section by section, so that a problem in one section hides none in another.
+    let serde_norway::Value::Mapping(map) = value else {
+        return (FileSettings::default(), vec![first]);
+    };
+    let mut s = FileSettings::default();
+    let mut errors = Vec::new();
+    for (key, v) in map {
+        let name = key.as_str().unwrap_or_default().to_owned();
+        let mut at = Section {
+            file,
+            name: &name,
+            first: &first,
+            errors: &mut errors,
+        };
+        match name.as_str() {
+            "apps" => s.apps = at.read(v),
+            "limits" => s.limits = at.read(v),
+            "actors" => s.actors = at.read(v),
+            "server" => s.server = at.read(v),
+            "stores" => s.stores = at.read(v),
+            "policy" => s.policy = at.read(v),
+            "quotas" => s.quotas = at.read(v),
+            "metrics" => s.metrics = at.read(v),
+            _ => at.unknown(),
+        }
+    }
+    if !errors.contains(&first) {
+        errors.insert(0, first);
+    }
+    (s, errors)
+}
+
+/// The top-level sections of `mecha.yaml`, as serde names them.
+const SECTIONS: &[&str] = &[
+    "apps", "limits", "actors", "server", "stores", "policy", "quotas", "metrics",
+];
+
+/// One top-level section read on its own.
+struct Section<'a> {
+    file: &'a Path,
+    name: &'a str,
+    /// The whole file's first problem, reported instead of this section's own when it is in
+    /// this section (it has the line and column).
+    first: &'a ConfigError,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Section<'_> {
+    fn owns_first(&self) -> bool {
+        let f = &self.first.field;
+        f == self.name
+            || f.strip_prefix(self.name)
+                .is_some_and(|rest| rest.starts_with(['.', '[']))
+    }
+
+    fn push(&mut self, e: ConfigError) {
+        let e = if self.owns_first() {
+            self.first.clone()
+        } else {
+            e
+        };
+        if !self.errors.contains(&e) {
+            self.errors.push(e);
+        }
+    }
+
+    /// The section's value, or its default with the problem recorded.
+    fn read<T: serde::de::DeserializeOwned + Default>(&mut self, v: serde_norway::Value) -> T {
+        match serde_path_to_error::deserialize::<_, T>(v) {
+            Ok(t) => t,
+            Err(e) => {
+                let rest = e.path().to_string();
+                let path = match rest.as_str() {
+                    "." => self.name.to_owned(),
+                    r if r.starts_with('[') => format!("{}{r}", self.name),
+                    r => format!("{}.{r}", self.name),
+                };
+                let e = structural(self.file, &path, e.inner());
+                self.push(e);
+                T::default()
+            }
+        }
+    }
+
+    /// A top-level name that is no section.
+    fn unknown(&mut self) {
+        let list = SECTIONS
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!("unknown field `{}`, expected one of {list}", self.name);
+        let message = match did_you_mean(&text) {
+            Some(s) => format!("{text}: did you mean `{s}`?"),
+            None => text,
+        };
+        let e = ConfigError::new(self.file, self.name, message);
+        self.push(e);
+    }
+}
+
+/// A Dapr `kind: Configuration` file given where Mecha's own file is expected: refused with
+/// what `--config` expects instead of a list of unknown fields.
+fn dapr_configuration(file: &Path, v: &serde_norway::Value) -> Option<ConfigError> {
+    let kind = v.get("kind")?.as_str()?;
+    let dapr = v
+        .get("apiVersion")
+        .and_then(|a| a.as_str())
+        .is_some_and(|a| a.starts_with("dapr.io/"));
+    if !dapr {
+        return None;
+    }
+    let what = if kind == "Configuration" {
+        "a Dapr `kind: Configuration` file (daprd's --config)".to_owned()
+    } else {
+        format!("a Dapr `kind: {kind}` file")
+    };
+    Some(ConfigError::new(
+        file,
+        "",
+        format!(
+            "this is {what}, not Mecha's configuration: --config expects Mecha's own mecha.yaml \
+             (top-level {}; see config/mecha.yaml in the README); component and `kind: Resiliency` \
+             files go in --resources-path, and Mecha reads no tracing or metrics settings from a \
+             Dapr Configuration",
+            SECTIONS.join(", ")
+        ),
+    ))
+}
+
+/// A structural problem at `path`.
+fn structural(file: &Path, path: &str, e: &serde_norway::Error) -> ConfigError {
+    let field = if path == "." { "" } else { path };
+    ConfigError::new(file, field, structural_message(field, e))
 }
 
 /// serde's message without the path it repeats, with a did-you-mean for an unknown field.
@@ -374,10 +516,70 @@ mod tests {
         assert_eq!(did_you_mean(msg).as_deref(), Some("limits"));
     }
 
+    /// The first problem `read` finds in `text`, if any.
+    fn first_problem(text: &str) -> Result<FileSettings, ConfigError> {
+        match read(Path::new("mecha.yaml"), text) {
+            (s, e) if e.is_empty() => Ok(s),
+            (_, mut e) => Err(e.remove(0)),
+        }
+    }
+
+    #[test]
+    fn a_problem_in_one_section_hides_none_in_another() {
+        let text = "apps:\n  - id: a\n    tokn: t\nlimits:\n  maxBodySise: 4Mi\nlimts: {}\nserver:\n  workers: 2\n";
+        let (s, e) = read(Path::new("mecha.yaml"), text);
+        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["apps[0].tokn", "limits.maxBodySise", "limts"],
+            "{e:?}"
+        );
+        assert!(
+            e[0].message.contains("line 3"),
+            "the first keeps its line: {}",
+            e[0]
+        );
+        assert!(
+            e[1].message.ends_with("did you mean `maxBodySize`?"),
+            "{}",
+            e[1]
+        );
+        assert!(e[2].message.ends_with("did you mean `limits`?"), "{}", e[2]);
+        assert_eq!(s.server.workers, Some(2), "a good section is read");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_not_overwritten() {
+        let e = first_problem("stores:\n  kv:\n    lint: reject\n    lint: off\n")
+            .err()
+            .expect("a duplicate key must not silently win");
+        assert!(
+            e.message.contains("duplicate entry with key \"lint\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_dapr_configuration_file_is_named_as_such() {
+        let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"1\"\n";
+        let e = first_problem(text).err().unwrap();
+        assert!(
+            e.message
+                .starts_with("this is a Dapr `kind: Configuration` file"),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .contains("--config expects Mecha's own mecha.yaml"),
+            "{e}"
+        );
+        let (_, all) = read(Path::new("mecha.yaml"), text);
+        assert_eq!(all.len(), 1, "one message for one cause: {all:?}");
+    }
+
     #[test]
     fn structural_problems_name_their_path() {
-        let file = Path::new("mecha.yaml");
-        let Err(e) = read(file, "limits:\n  maxBodySise: 4Mi\n") else {
+        let Err(e) = first_problem("limits:\n  maxBodySise: 4Mi\n") else {
             panic!("accepted a typo");
         };
         assert_eq!(e.field, "limits.maxBodySise");
@@ -392,16 +594,16 @@ mod tests {
                 .starts_with("mecha.yaml: limits.maxBodySise: unknown field"),
             "{e}"
         );
-        let Err(e) = read(file, "apps:\n  - id: a\n  - token: t\n") else {
+        let Err(e) = first_problem("apps:\n  - id: a\n  - token: t\n") else {
             panic!("accepted an app without id");
         };
         assert_eq!(e.field, "apps[1]");
         assert!(e.message.contains("missing field `id`"), "{e}");
-        let Err(e) = read(file, "server:\n  workers: many\n") else {
+        let Err(e) = first_problem("server:\n  workers: many\n") else {
             panic!("accepted a word as a number");
         };
         assert_eq!(e.field, "server.workers");
-        let Err(e) = read(file, "server: [1]\n") else {
+        let Err(e) = first_problem("server: [1]\n") else {
             panic!("accepted a list as a section");
         };
         assert_eq!(e.field, "server");
@@ -409,8 +611,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_kept_for_the_report_and_nulls_are_unset() {
-        let f = read(
-            Path::new("mecha.yaml"),
+        let f = first_problem(
             "limits:\n  maxBodySize: lots\n  headerTimeout: ~\n  bodyTimeout: 7\n  maxMetadataBytes: 2048\n",
         )
         .ok()
