@@ -461,12 +461,18 @@ fn validate(
         return None;
     };
     let (desc, version) = backend_of(file, &name, &type_name, spec.version, &mut err, warnings)?;
-    let metadata = validate_metadata(file, desc, spec.metadata, env, &mut err, warnings);
+    let given: Vec<String> = spec
+        .metadata
+        .iter()
+        .filter_map(|m| m.name.clone())
+        .collect();
+    let (metadata, bad) = validate_metadata(file, desc, spec.metadata, env, &mut err, warnings);
+    // One message per cause: a field given with a bad value is not also "required".
     for f in crate::actors::backends::COMMON_FIELDS
         .iter()
         .chain(desc.metadata)
     {
-        if f.required && !metadata.contains_key(f.name) {
+        if f.required && !metadata.contains_key(f.name) && !given.iter().any(|g| g == f.name) {
             err(
                 "spec.metadata",
                 format!("'{}' is required for {}", f.name, desc.component_type),
@@ -480,6 +486,10 @@ fn validate(
             return None;
         }
     };
+    if bad {
+        // The backend does not judge a configuration with a field left out for a problem.
+        return None;
+    }
     let definition = definition_digest(desc.component_type, &version, &metadata);
     let cfg = ComponentConfig {
         name: name.clone(),
@@ -596,8 +606,13 @@ fn validate_metadata(
     env: &dyn Fn(&str) -> Option<String>,
     err: &mut dyn FnMut(&str, String),
     warnings: &mut Vec<ConfigError>,
-) -> HashMap<String, String> {
+) -> (HashMap<String, String>, bool) {
     let mut out = HashMap::new();
+    let mut bad = false;
+    let mut err = |field: &str, msg: String| {
+        bad = true;
+        err(field, msg);
+    };
     for (i, item) in items.into_iter().enumerate() {
         let at = format!("spec.metadata[{i}]");
         let Some(name) = item.name.filter(|n| !n.is_empty()) else {
@@ -659,7 +674,7 @@ fn validate_metadata(
             }
         }
     }
-    out
+    (out, bad)
 }
 
 /// The metadata field of `desc` nearest to `name`, when close enough to be a typo.

@@ -250,9 +250,15 @@ fn check_reports_every_mistake_once_with_warnings_and_suggestions() {
     let redis = "kind: Component\nmetadata:\n  name: cache\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n  - name: redisPasword\n    value: pw\n  - name: redisDB\n    value: abc\n";
     let typo = "kind: Compnent\nmetadata:\n  name: mem\nspec:\n  type: state.in-memory\n";
     let ok = "kind: Component\nmetadata:\n  name: ok\nspec:\n  type: state.in-memory\n";
+    let unset = "kind: Component\nmetadata:\n  name: far\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    envRef: MECHA_TEST_NEVER_SET_HOST\n";
     let cfg = "apps:\n  - id: x\n    tokn: y\nstores:\n  cache:\n    ttl: emulate\n  mem:\n    bulk: emulate\n  ghost:\n    bulk: emulate\nlimits:\n  maxBodySize: 12 parsecs\nlimts: {}\n";
     let (ok_exit, _, stderr) = check_files(
-        &[("a.yaml", redis), ("b.yaml", typo), ("c.yaml", ok)],
+        &[
+            ("a.yaml", redis),
+            ("b.yaml", typo),
+            ("c.yaml", ok),
+            ("d.yaml", unset),
+        ],
         Some(cfg),
         &[],
     );
@@ -269,13 +275,14 @@ fn check_reports_every_mistake_once_with_warnings_and_suggestions() {
         "a.yaml: spec.metadata[2].value: 'redisDB': 'abc' is not an integer",
         "b.yaml: kind: document 1: 'Compnent' is not a kind Mecha reads: did you mean `Component`?",
         "mecha.yaml: stores.ghost: no state store named 'ghost' is configured",
+        "d.yaml: spec.metadata[0].envRef: 'redisHost': environment variable MECHA_TEST_NEVER_SET_HOST is not set",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(expected)),
             "{expected} not in\n{stderr}"
         );
     }
-    assert_eq!(problems.len(), 6, "one message per cause:\n{stderr}");
+    assert_eq!(problems.len(), 7, "one message per cause:\n{stderr}");
     assert!(stderr.contains("did you mean `token`?"), "{stderr}");
     assert!(stderr.contains("did you mean `limits`?"), "{stderr}");
     assert!(stderr.contains("and 1 warning(s):"), "{stderr}");
