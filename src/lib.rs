@@ -35,5 +35,6 @@ pub mod portability_client;
 pub mod redact;
 pub mod reload;
 pub mod resilience;
+pub mod telemetry;
 pub mod tls;
 pub mod watch;

@@ -199,6 +199,7 @@ fn check(args: &CheckArgs) -> ExitCode {
     print_app_targets(&config);
     print_resiliency(&config);
     print_tls(&config);
+    print_tracing(&config);
     for w in &config.warnings {
         println!("warning: {w}");
     }
@@ -319,6 +320,15 @@ fn print_resiliency(config: &Config) {
 }
 
 /// Whether the listeners serve TLS, and with which files.
+fn print_tracing(config: &Config) {
+    match &config.settings.tracing {
+        None => {
+            println!("Traces: not exported (set tracing.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)")
+        }
+        Some(t) => println!("Traces: {}", t.describe()),
+    }
+}
+
 fn print_tls(config: &Config) {
     match &config.settings.server.tls {
         None => println!("TLS: off (HTTP and gRPC serve plain TCP)"),
@@ -393,7 +403,13 @@ const TALKATIVE_TARGETS: &[&str] = &[
     "mio",
 ];
 
-fn init_logging(level: &str, format: LogFormat) {
+/// The log subscriber, with the OTLP trace exporter when `tracing` configures one; the
+/// exporter returned must live as long as the process (dropping it sends what is buffered).
+fn init_logging(
+    level: &str,
+    format: LogFormat,
+    tracing: Option<&mecha::telemetry::TracingSettings>,
+) -> Result<Option<mecha::telemetry::Exporter>, String> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
@@ -421,15 +437,38 @@ fn init_logging(level: &str, format: LogFormat) {
             .with_filter(filter.and(capped))
             .boxed(),
     };
-    tracing_subscriber::registry().with(layer).init();
+    // Exported: Mecha's own spans (request, state, store_call), whatever the log level.
+    let (otlp, exporter) = match tracing {
+        Some(t) => {
+            let (layer, exporter) = mecha::telemetry::otlp_layer(t)?;
+            let spans = Targets::new().with_target("mecha", LevelFilter::DEBUG);
+            (Some(layer.with_filter(spans)), Some(exporter))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(layer).with(otlp).init();
+    Ok(exporter)
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    init_logging(&args.log_level, args.log_format);
     let config = match load(&args) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let _exporter = match init_logging(
+        &args.log_level,
+        args.log_format,
+        config.settings.tracing.as_ref(),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("mecha: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(t) = &config.settings.tracing {
+        tracing::info!(export = %t.describe(), "exporting traces");
+    }
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

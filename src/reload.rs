@@ -307,6 +307,12 @@ const RESTART_ONLY: &[(&str, Shown)] = &[
     // The listeners are built with or without TLS at start; renewed certificate files (same
     // paths) are picked up without a reload (`server.tls.checkInterval`).
     ("server.tls", |s| tls(s.server.tls.as_ref())),
+    // The exporter is installed with the log subscriber, once per process.
+    ("tracing", |s| {
+        s.tracing
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), |t| t.describe())
+    }),
     ("actors.mailboxCapacity", |s| {
         s.actors.mailbox_capacity.to_string()
     }),

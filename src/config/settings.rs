@@ -256,6 +256,9 @@ pub struct Settings {
     pub baseline: Baseline,
     /// Per-store request-metadata lint mode (`stores.<name>.lint`); absent: `warn`.
     pub lint: BTreeMap<String, LintMode>,
+    /// Trace export (`tracing:`, a Dapr Configuration's `spec.tracing`, or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`); `None`: off.
+    pub tracing: Option<crate::telemetry::TracingSettings>,
 }
 
 /// One `stores.<name>` (or `apps[].stores.<name>`) entry: `lint` and per-capability actions.
@@ -508,6 +511,7 @@ impl Settings {
             }
             s.policies.insert(store, policy);
         }
+        s.tracing = tracing_settings(raw.tracing, env, &mut err);
         body_budgets(&s, &mut err);
         (s, errors)
     }
@@ -666,6 +670,72 @@ fn portable_to(
         }
     }
     types
+}
+
+/// `tracing:` (or a Dapr Configuration's `spec.tracing`), completed from the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_EXPORTER_OTLP_PROTOCOL`; `None` without an
+/// endpoint, or with a sampling rate of 0 (as Dapr's `samplingRate: "0"`).
+fn tracing_settings(
+    t: file::FileTracing,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(&str, String),
+) -> Option<crate::telemetry::TracingSettings> {
+    use crate::telemetry::{OtlpProtocol, TracingSettings};
+    let (endpoint_field, endpoint) = match t.endpoint {
+        Some(e) => ("tracing.endpoint", e),
+        None => (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| !e.trim().is_empty())?,
+        ),
+    };
+    let endpoint = endpoint.trim().to_owned();
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        err(
+            endpoint_field,
+            format!("'{endpoint}' must be an http:// or https:// URL"),
+        );
+        return None;
+    }
+    let (protocol_field, protocol) = match t.protocol {
+        Some(p) => ("tracing.protocol", Some(p)),
+        None => (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ),
+    };
+    let protocol = match protocol {
+        None => OtlpProtocol::Grpc,
+        Some(p) => match OtlpProtocol::parse(&p) {
+            Some(p) => p,
+            None => {
+                err(
+                    protocol_field,
+                    format!(
+                        "'{p}' is not an OTLP protocol Mecha speaks: use grpc or http/protobuf"
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let rate = match t.sampling_rate.as_deref().map(str::trim) {
+        None => 1.0,
+        Some(r) => match r.parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => v,
+            _ => {
+                err(
+                    "tracing.samplingRate",
+                    format!("'{r}' is not a rate from 0 to 1"),
+                );
+                return None;
+            }
+        },
+    };
+    (rate > 0.0).then_some(TracingSettings {
+        endpoint,
+        protocol,
+        sampling_rate: rate,
+    })
 }
 
 /// `apps[].portability`: `warn` (the default) or `reject`.

@@ -108,6 +108,7 @@ impl Gateway {
                 app = %app,
                 store = %store,
                 operation = op.metric_label(),
+                decisions = tracing::field::Empty,
             )
         } else {
             tracing::info_span!(
@@ -115,8 +116,10 @@ impl Gateway {
                 app = %app,
                 store = %store,
                 operation = op.metric_label(),
+                decisions = tracing::field::Empty,
             )
         };
+        let recorded = span.clone();
         let msg = StateCall::<O> {
             span,
             app,
@@ -126,7 +129,17 @@ impl Gateway {
             url_metadata,
         };
         match self.addr.send(msg).await {
-            Ok(r) => r,
+            Ok(r) => {
+                // What negotiation decided (the receipt), on the span: `native` when nothing
+                // was emulated, ignored or relaxed.
+                if let Ok(answer) = &r
+                    && !recorded.is_disabled()
+                {
+                    let decisions = answer.receipt.header_value();
+                    recorded.record("decisions", decisions.as_deref().unwrap_or("native"));
+                }
+                r
+            }
             Err(e) => {
                 Err(Error::new(ErrorKind::StoreFailure, op)
                     .detail(format!("gateway unavailable: {e}")))

@@ -60,15 +60,67 @@ pub fn parse_traceparent(value: &str) -> Option<TraceParent<'_>> {
 /// log level; an untraced request's span is `debug` level, so at the default level it is
 /// never created (an enabled span has its fields formatted on every request; the README's
 /// tracing section gives the measured cost).
+///
+/// When traces are exported ([`crate::telemetry`]), the span continues the caller's trace:
+/// its parent is the caller's span, so every span Mecha exports for the request is in the
+/// caller's trace.
 pub fn request_span(protocol: &'static str, traceparent: Option<&[u8]>) -> tracing::Span {
-    let trace_id = traceparent
+    let parent = traceparent
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(parse_traceparent)
-        .map(|t| t.trace_id);
-    match trace_id {
-        Some(id) => tracing::info_span!("request", protocol, trace_id = id),
+        .and_then(parse_traceparent);
+    match parent {
+        Some(t) => {
+            let span = tracing::info_span!("request", protocol, trace_id = t.trace_id);
+            if crate::telemetry::exporting() {
+                continue_trace(&span, t);
+            }
+            span
+        }
         None => tracing::debug_span!("request", protocol),
     }
+}
+
+/// Makes the caller's span (`traceparent`) the parent of `span`.
+fn continue_trace(span: &tracing::Span, t: TraceParent<'_>) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let (Ok(trace_id), Ok(span_id)) =
+        (TraceId::from_hex(t.trace_id), SpanId::from_hex(t.parent_id))
+    else {
+        return;
+    };
+    let remote = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(t.flags),
+        true,
+        TraceState::default(),
+    );
+    let cx = opentelemetry::Context::new().with_remote_span_context(remote);
+    // Fails only when the span is disabled or already started: then it has no parent to set.
+    let _ = span.set_parent(cx);
+}
+
+/// The `traceparent` naming Mecha's span of the current request, for the answer, when
+/// traces are exported (the caller can then find Mecha's spans in its trace).
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !crate::telemetry::exporting() {
+        return None;
+    }
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
 }
 
 #[cfg(test)]

@@ -294,10 +294,11 @@ fn check_reports_every_mistake_once_with_warnings_and_suggestions() {
     );
 }
 
-/// No store at all is an error, as is a Dapr `kind: Configuration` file given to `--config`
-/// (named as such, not as a list of unknown fields); `--strict` also fails on warnings.
+/// No store at all is an error; a Dapr `kind: Configuration` given to `--config` is read for
+/// its tracing, another Dapr kind there is named as such (not as a list of unknown fields);
+/// `--strict` also fails on warnings.
 #[test]
-fn check_refuses_no_store_and_a_dapr_configuration_and_strict_fails_on_warnings() {
+fn check_refuses_no_store_reads_a_dapr_configuration_and_strict_fails_on_warnings() {
     let (ok, _, stderr) = check_files(&[], None, &[]);
     assert!(!ok);
     assert!(stderr.contains("no state store is configured"), "{stderr}");
@@ -311,12 +312,29 @@ fn check_refuses_no_store_and_a_dapr_configuration_and_strict_fails_on_warnings(
     );
 
     let mem = "kind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n";
-    let dapr = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\nspec:\n  tracing:\n    samplingRate: \"1\"\n";
-    let (ok, _, stderr) = check_files(&[("s.yaml", mem)], Some(dapr), &[]);
+    // daprd's --config file: read for its tracing.
+    let dapr = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\nspec:\n  tracing:\n    samplingRate: \"0.5\"\n    otel:\n      endpointAddress: collector:4318\n      isSecure: false\n      protocol: http\n";
+    let (ok, stdout, stderr) = check_files(&[("s.yaml", mem)], Some(dapr), &[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "Traces: OTLP http/protobuf to http://collector:4318/v1/traces, sampling 0.5"
+        ),
+        "{stdout}"
+    );
+    // Another Dapr kind given to --config is named as such, not as unknown fields.
+    let (ok, _, stderr) = check_files(
+        &[("s.yaml", mem)],
+        Some(
+            mem.replace("kind:", "apiVersion: dapr.io/v1alpha1\nkind:")
+                .as_str(),
+        ),
+        &[],
+    );
     assert!(!ok);
     assert!(stderr.contains("1 problem(s)"), "{stderr}");
     assert!(
-        stderr.contains("this is a Dapr `kind: Configuration` file (daprd's --config)"),
+        stderr.contains("this is a Dapr `kind: Component` file, not Mecha's configuration"),
         "{stderr}"
     );
     assert!(!stderr.contains("unknown field `apiVersion`"), "{stderr}");

@@ -136,7 +136,7 @@ impl StoreHandle {
         }
         let call = Call {
             run: Box::new(f),
-            span: tracing::Span::current(),
+            span: store_call_span(self.store_name()),
             permit,
         };
         let left = limit.within.saturating_sub(start.elapsed());
@@ -236,5 +236,16 @@ impl StoreHandle {
             async move { s.query(req).await }.boxed()
         })
         .await
+    }
+}
+
+/// The span of one attempt on the store, a child of the request's: at the request span's
+/// level (info when the caller sent a `traceparent`, else debug), so an untraced request at
+/// the default log level creates none.
+fn store_call_span(store: &str) -> tracing::Span {
+    if tracing::Span::current().is_disabled() {
+        tracing::debug_span!("store_call", store)
+    } else {
+        tracing::info_span!("store_call", store)
     }
 }

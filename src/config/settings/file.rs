@@ -27,6 +27,28 @@ pub(super) struct FileSettings {
     pub policy: FilePolicy,
     pub quotas: FileQuota,
     pub metrics: FileToken,
+    pub tracing: FileTracing,
+}
+
+/// `tracing:`: trace export over OTLP.
+#[derive(Deserialize, Default, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct FileTracing {
+    pub endpoint: Option<String>,
+    pub protocol: Option<String>,
+    #[serde(deserialize_with = "scalar_text")]
+    pub sampling_rate: Option<String>,
+}
+
+/// A scalar read as text: Dapr writes `samplingRate: "1"`, YAML users `samplingRate: 0.5`.
+fn scalar_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<serde_norway::Value>::deserialize(d)?;
+    match v {
+        None | Some(serde_norway::Value::Null) => Ok(None),
+        Some(serde_norway::Value::String(s)) => Ok(Some(s)),
+        Some(serde_norway::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(de::Error::custom("expected a number or a string")),
+    }
 }
 
 /// `policy:`: what applies to every store where its own `stores:` entry says nothing.
@@ -270,8 +292,10 @@ pub(super) fn read(file: &Path, text: &str) -> (FileSettings, Vec<ConfigError>) 
         Ok(v) => v,
         Err(e) => return (FileSettings::default(), vec![structural(file, "", &e)]),
     };
-    if let Some(e) = dapr_configuration(file, &value) {
-        return (FileSettings::default(), vec![e]);
+    match dapr_file(file, &value) {
+        Some(Ok(s)) => return (s, Vec::new()),
+        Some(Err(e)) => return (FileSettings::default(), vec![e]),
+        None => {}
     }
     // The whole file at once: its first problem keeps serde's line and column.
     let de = serde_norway::Deserializer::from_str(text);
@@ -304,6 +328,7 @@ pub(super) fn read(file: &Path, text: &str) -> (FileSettings, Vec<ConfigError>) 
             "policy" => s.policy = at.read(v),
             "quotas" => s.quotas = at.read(v),
             "metrics" => s.metrics = at.read(v),
+            "tracing" => s.tracing = at.read(v),
             _ => at.unknown(),
         }
     }
@@ -315,7 +340,7 @@ pub(super) fn read(file: &Path, text: &str) -> (FileSettings, Vec<ConfigError>) 
 
 /// The top-level sections of `mecha.yaml`, as serde names them.
 const SECTIONS: &[&str] = &[
-    "apps", "limits", "actors", "server", "stores", "policy", "quotas", "metrics",
+    "apps", "limits", "actors", "server", "stores", "policy", "quotas", "metrics", "tracing",
 ];
 
 /// One top-level section read on its own.
@@ -382,9 +407,10 @@ impl Section<'_> {
     }
 }
 
-/// A Dapr `kind: Configuration` file given where Mecha's own file is expected: refused with
-/// what `--config` expects instead of a list of unknown fields.
-fn dapr_configuration(file: &Path, v: &serde_norway::Value) -> Option<ConfigError> {
+/// A Dapr file given where Mecha's own file is expected: a `kind: Configuration` (daprd's
+/// `--config`) is read for what Mecha supports, its `spec.tracing` (OTLP export); another
+/// kind is refused with what `--config` expects. `None`: not a Dapr file.
+fn dapr_file(file: &Path, v: &serde_norway::Value) -> Option<Result<FileSettings, ConfigError>> {
     let kind = v.get("kind")?.as_str()?;
     let dapr = v
         .get("apiVersion")
@@ -393,22 +419,61 @@ fn dapr_configuration(file: &Path, v: &serde_norway::Value) -> Option<ConfigErro
     if !dapr {
         return None;
     }
-    let what = if kind == "Configuration" {
-        "a Dapr `kind: Configuration` file (daprd's --config)".to_owned()
-    } else {
-        format!("a Dapr `kind: {kind}` file")
+    if kind != "Configuration" {
+        return Some(Err(ConfigError::new(
+            file,
+            "kind",
+            format!(
+                "this is a Dapr `kind: {kind}` file, not Mecha's configuration: --config expects \
+                 Mecha's own mecha.yaml (top-level {}) or a Dapr `kind: Configuration`; component \
+                 and `kind: Resiliency` files go in --resources-path",
+                SECTIONS.join(", ")
+            ),
+        )));
+    }
+    let tracing = v.get("spec").and_then(|s| s.get("tracing"));
+    Some(dapr_tracing(file, tracing).map(|tracing| FileSettings {
+        tracing,
+        ..FileSettings::default()
+    }))
+}
+
+/// A Dapr Configuration's `spec.tracing`: `samplingRate` and `otel` (`endpointAddress`,
+/// `isSecure`, `protocol`); Zipkin is refused (Mecha exports OTLP only).
+fn dapr_tracing(file: &Path, t: Option<&serde_norway::Value>) -> Result<FileTracing, ConfigError> {
+    let Some(t) = t else {
+        return Ok(FileTracing::default());
     };
-    Some(ConfigError::new(
-        file,
-        "",
-        format!(
-            "this is {what}, not Mecha's configuration: --config expects Mecha's own mecha.yaml \
-             (top-level {}; see config/mecha.yaml in the README); component and `kind: Resiliency` \
-             files go in --resources-path, and Mecha reads no tracing or metrics settings from a \
-             Dapr Configuration",
-            SECTIONS.join(", ")
-        ),
-    ))
+    if t.get("zipkin").is_some() {
+        return Err(ConfigError::new(
+            file,
+            "spec.tracing.zipkin",
+            "Mecha exports traces over OTLP only: use spec.tracing.otel (Zipkin and Jaeger \
+             both receive OTLP)",
+        ));
+    }
+    let text = |v: Option<&serde_norway::Value>| match v {
+        Some(serde_norway::Value::String(s)) => Some(s.clone()),
+        Some(serde_norway::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_norway::Value::Bool(b)) => Some(b.to_string()),
+        _ => None,
+    };
+    let otel = t.get("otel");
+    let secure = text(otel.and_then(|o| o.get("isSecure"))).is_some_and(|s| s == "true");
+    let endpoint = text(otel.and_then(|o| o.get("endpointAddress"))).map(|e| {
+        if e.contains("://") {
+            e
+        } else if secure {
+            format!("https://{e}")
+        } else {
+            format!("http://{e}")
+        }
+    });
+    Ok(FileTracing {
+        endpoint,
+        protocol: text(otel.and_then(|o| o.get("protocol"))),
+        sampling_rate: text(t.get("samplingRate")),
+    })
 }
 
 /// A structural problem at `path`.
@@ -560,20 +625,28 @@ mod tests {
     }
 
     #[test]
-    fn a_dapr_configuration_file_is_named_as_such() {
-        let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"1\"\n";
-        let e = first_problem(text).err().unwrap();
+    fn a_dapr_configuration_is_read_for_its_tracing_and_other_dapr_kinds_are_named() {
+        let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"0.5\"\n    otel:\n      endpointAddress: \"collector:4318\"\n      isSecure: false\n      protocol: http\n  metric:\n    enabled: true\n";
+        let s = first_problem(text).expect("a Dapr Configuration is read");
+        assert_eq!(
+            s.tracing,
+            FileTracing {
+                endpoint: Some("http://collector:4318".into()),
+                protocol: Some("http".into()),
+                sampling_rate: Some("0.5".into()),
+            }
+        );
+        let zipkin = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec:\n  tracing:\n    zipkin:\n      endpointAddress: http://z:9411/api/v2/spans\n";
+        let e = first_problem(zipkin).err().unwrap();
+        assert_eq!(e.field, "spec.tracing.zipkin");
+        let component = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n";
+        let e = first_problem(component).err().unwrap();
         assert!(
             e.message
-                .starts_with("this is a Dapr `kind: Configuration` file"),
+                .starts_with("this is a Dapr `kind: Component` file"),
             "{e}"
         );
-        assert!(
-            e.message
-                .contains("--config expects Mecha's own mecha.yaml"),
-            "{e}"
-        );
-        let (_, all) = read(Path::new("mecha.yaml"), text);
+        let (_, all) = read(Path::new("mecha.yaml"), component);
         assert_eq!(all.len(), 1, "one message for one cause: {all:?}");
     }
 

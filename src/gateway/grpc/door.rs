@@ -190,7 +190,8 @@ where
                 drop(permit);
                 drop(held);
                 drop(conn);
-                let (resp, code) = with_size_error(resp, catalog.limits.max_body_size, &method);
+                let (mut resp, code) = with_size_error(resp, catalog.limits.max_body_size, &method);
+                add_traceparent(resp.headers_mut());
                 let elapsed = start.elapsed();
                 metrics::record_grpc(&app, &method, code_name(code), elapsed);
                 door::log_request(Protocol::Grpc, &method, &app, &code_name(code), elapsed);
@@ -198,6 +199,15 @@ where
             }
             .instrument(call_span),
         )
+    }
+}
+
+/// Names Mecha's span of the call in the answer's `traceparent` metadata (traces exported).
+fn add_traceparent(headers: &mut http::HeaderMap) {
+    if let Some(tp) = trace::current_traceparent()
+        && let Ok(v) = http::HeaderValue::from_str(&tp)
+    {
+        headers.insert(trace::TRACEPARENT, v);
     }
 }
 

@@ -171,6 +171,7 @@ async fn serve_request(
             &format!("failed to unescape request parameter \"{name}\". Error: {why}"),
         ),
     };
+    let resp = with_traceparent(resp);
     let elapsed = start.elapsed();
     let catalog = gw.catalog();
     let app_label = app
@@ -185,6 +186,18 @@ async fn serve_request(
     );
     let status = resp.status().as_u16();
     door::log_request(Protocol::Http, route.name(), app_label, &status, elapsed);
+    resp
+}
+
+/// Names Mecha's span of the request in the answer's `traceparent` (traces exported).
+fn with_traceparent(mut resp: HttpResponse) -> HttpResponse {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    if let Some(tp) = trace::current_traceparent()
+        && let Ok(v) = HeaderValue::from_str(&tp)
+    {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(trace::TRACEPARENT), v);
+    }
     resp
 }
 
