@@ -322,7 +322,10 @@ pub fn emulation(traits: &StoreTraits, feature: Feature) -> Result<(), &'static 
         Feature::StrongConsistency => {
             Err("strong consistency cannot be emulated on top of the store")
         }
-        Feature::Query => Err("the query API cannot be emulated"),
+        Feature::Query if !traits.lists_keys => {
+            Err("emulated query needs a store that can list its keys (to scan the app's keys)")
+        }
+        Feature::Query => Ok(()),
         Feature::PartitionKey => Err("partitions cannot be emulated"),
     }
 }

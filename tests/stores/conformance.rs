@@ -5,6 +5,7 @@
 
 mod cases;
 mod harness;
+mod query_reference;
 
 use harness::Backend;
 
@@ -26,7 +27,8 @@ macro_rules! conformance {
                 racing_writers_with_one_etag_have_one_winner, keys_with_unusual_characters,
                 query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
                 query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
-                undeclared_ttl_is_refused_not_ignored,
+                query_answers_like_the_reference, query_pages_like_the_reference,
+                query_over_the_scan_limit_fails, undeclared_ttl_is_refused_not_ignored,
             );
         }
     };
@@ -64,7 +66,10 @@ mod redis_cluster_spread {
         bulk_set_keeps_good_items_when_one_etag_fails, bulk_delete_reports_per_key,
         transaction_sees_its_own_earlier_operations, concurrent_etag_increments_lose_nothing,
         racing_writers_with_one_etag_have_one_winner, keys_with_unusual_characters,
-        query_filters_like_dapr_conformance, undeclared_ttl_is_refused_not_ignored,
+        query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
+        query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
+        query_answers_like_the_reference, query_pages_like_the_reference,
+        query_over_the_scan_limit_fails, undeclared_ttl_is_refused_not_ignored,
     );
 }
 conformance!(jetstream, harness::jetstream());

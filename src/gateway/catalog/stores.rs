@@ -128,6 +128,7 @@ impl StoreInfo {
                 base_factory.clone(),
                 &matrix,
                 settings.actors.ttl_sweep_interval,
+                settings.limits.max_query_scan,
             ),
         };
         let resilience = match old.filter(|_| same_resiliency) {

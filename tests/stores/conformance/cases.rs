@@ -13,6 +13,10 @@ use mecha::model::{
 };
 
 use super::harness::Backend;
+pub use super::query_reference::{
+    query_answers_like_the_reference, query_over_the_scan_limit_fails,
+    query_pages_like_the_reference,
+};
 
 fn get_req(key: &str) -> GetRequest {
     GetRequest {

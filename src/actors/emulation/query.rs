@@ -1,0 +1,220 @@
+//! Emulated query (`QUERY_API`) for a store that can list keys but has no query engine.
+//!
+//! A query lists the calling app's keys (the request's key prefix) page by page, reads
+//! their values in batches through the store's bulk get (so an expired item, native or
+//! emulated TTL, is never seen), and filters, sorts and pages them with
+//! [`crate::capabilities::query_eval`], PostgreSQL's rules. Bounded:
+//!
+//! * at most `max_scan` keys are examined (`limits.maxQueryScan`); a query that would
+//!   examine more fails, naming the limit, before any result is returned;
+//! * at most one page (`limit + 1` items) and one batch of values are held at once (a
+//!   query without a page limit holds its matches, at most `max_scan`);
+//! * the scan yields between batches, and the caller's deadline cancels it.
+//!
+//! The scan is not a snapshot: a write made while a query runs, or between two pages, may
+//! or may not be seen. The page token is the position of the page's last item, so the next
+//! page resumes strictly after it whatever was written in between.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::actors::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
+use crate::capabilities::CapabilitySet;
+use crate::capabilities::query::Query;
+use crate::capabilities::query_eval::PageBuilder;
+use crate::model::{
+    DeleteRequest, GetRequest, Metadata, QueryItem, QueryRequest, QueryResponse, SetRequest,
+    StateEntry, TransactionRequest,
+};
+
+/// Keys listed, and values read, per batch.
+pub const QUERY_BATCH: usize = 256;
+/// Default `limits.maxQueryScan`.
+pub const DEFAULT_MAX_QUERY_SCAN: usize = 10_000;
+/// Values of one batch read at once by stores whose bulk get fans out.
+const READ_PARALLELISM: usize = 16;
+
+/// A store whose queries Mecha answers by scanning the app's keys.
+pub struct QueryEmulation {
+    inner: Arc<dyn StateStore>,
+    max_scan: usize,
+}
+
+impl QueryEmulation {
+    /// Wraps `inner`; a query examines at most `max_scan` keys.
+    pub fn new(inner: Arc<dyn StateStore>, max_scan: usize) -> QueryEmulation {
+        QueryEmulation { inner, max_scan }
+    }
+
+    /// Reads one batch of keys and offers the live ones to `page`.
+    async fn offer_batch(
+        &self,
+        keys: Vec<String>,
+        page: &mut PageBuilder<'_, QueryItem>,
+    ) -> Result<(), StoreError> {
+        let reqs = keys
+            .iter()
+            .map(|k| GetRequest {
+                key: k.clone(),
+                consistency: Default::default(),
+                metadata: Default::default(),
+            })
+            .collect();
+        let read = self.inner.bulk_get(reqs, READ_PARALLELISM).await;
+        for (key, entry) in keys.into_iter().zip(read) {
+            let Some(entry) = entry? else { continue };
+            let doc: Option<Value> = serde_json::from_slice(&entry.data).ok();
+            let item = QueryItem {
+                key: key.clone(),
+                data: entry.data,
+                etag: entry.etag,
+            };
+            page.offer(&key, doc.as_ref(), item);
+        }
+        Ok(())
+    }
+
+    fn too_many(&self) -> StoreError {
+        StoreError::InvalidQuery(format!(
+            "the query would examine more than {} items, the limit limits.maxQueryScan of \
+             Mecha's emulated query on this store; narrow the app's data or use a store with \
+             native query (PostgreSQL)",
+            self.max_scan
+        ))
+    }
+}
+
+#[async_trait]
+impl StateStore for QueryEmulation {
+    async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
+        self.inner.get(req).await
+    }
+
+    async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
+        self.inner.set(req).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
+        self.inner.delete(req).await
+    }
+
+    async fn bulk_get(&self, reqs: Vec<GetRequest>, parallelism: usize) -> Vec<BulkGetItem> {
+        self.inner.bulk_get(reqs, parallelism).await
+    }
+
+    async fn bulk_set(&self, reqs: Vec<SetRequest>) -> Vec<Result<(), StoreError>> {
+        self.inner.bulk_set(reqs).await
+    }
+
+    async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
+        self.inner.bulk_delete(reqs).await
+    }
+
+    async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
+        self.inner.transact(req).await
+    }
+
+    async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
+        let bad =
+            |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
+        let query = Query::parse(&req.query).map_err(|e| bad(e.0))?;
+        let mut page = PageBuilder::new(&query).map_err(|e| bad(e.0))?;
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut cursor = None;
+        loop {
+            let listed = self
+                .inner
+                .list_keys_with_prefix(&req.key_prefix, cursor, QUERY_BATCH)
+                .await?;
+            // A listing may repeat a key (Redis SCAN): each is read and counted once.
+            let fresh: Vec<String> = listed
+                .keys
+                .into_iter()
+                .filter(|k| k.starts_with(&req.key_prefix) && seen.insert(k.clone()))
+                .collect();
+            if seen.len() > self.max_scan {
+                return Err(self.too_many());
+            }
+            self.offer_batch(fresh, &mut page).await?;
+            cursor = listed.next;
+            if cursor.is_none() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let done = page.finish();
+        Ok(QueryResponse {
+            results: done.items,
+            token: done.token,
+            metadata: Metadata::new(),
+        })
+    }
+
+    async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        self.inner.list_keys(cursor, limit).await
+    }
+
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        self.inner
+            .list_keys_with_prefix(prefix, cursor, limit)
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    fn housekeeping_interval(&self) -> Option<Duration> {
+        self.inner.housekeeping_interval()
+    }
+
+    async fn housekeeping(&self) {
+        self.inner.housekeeping().await
+    }
+}
+
+/// Wraps a factory so every instance it builds answers queries by scanning.
+pub struct QueryEmulationFactory {
+    inner: Arc<dyn StoreFactory>,
+    max_scan: usize,
+}
+
+impl QueryEmulationFactory {
+    /// Wraps `inner`; a query examines at most `max_scan` keys.
+    pub fn new(inner: Arc<dyn StoreFactory>, max_scan: usize) -> QueryEmulationFactory {
+        QueryEmulationFactory { inner, max_scan }
+    }
+}
+
+impl StoreFactory for QueryEmulationFactory {
+    fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
+        Ok(Arc::new(QueryEmulation::new(
+            self.inner.create()?,
+            self.max_scan,
+        )))
+    }
+
+    fn capabilities(&self) -> CapabilitySet {
+        self.inner.capabilities()
+    }
+
+    fn max_transaction_ops(&self) -> Option<usize> {
+        self.inner.max_transaction_ops()
+    }
+
+    fn lists_keys(&self) -> bool {
+        self.inner.lists_keys()
+    }
+}
+
+#[cfg(test)]
+mod tests;
