@@ -503,8 +503,10 @@ async fn capability_refusals_for_transactions_and_query() {
         details[2]["reason"],
         "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED"
     );
+    // A store that cannot list its keys has no query (the default in-memory store's is
+    // emulated: tests/api/query.rs).
     let (status, code, msg, details) =
-        error_of(m.post("/v1.0-alpha1/state/statestore/query", "{}").await).await;
+        error_of(m.post("/v1.0-alpha1/state/plain/query", "{}").await).await;
     assert_eq!(
         (status, code.as_str(), msg.as_str()),
         (
@@ -668,7 +670,7 @@ async fn health_and_metadata_endpoints() {
     assert_eq!(md["id"], "testapp");
     assert_eq!(
         md["components"],
-        json!([{"name":"statestore","type":"state.in-memory","version":"v1","capabilities":["ETAG","TRANSACTIONAL","TTL","ACTOR"]}])
+        json!([{"name":"statestore","type":"state.in-memory","version":"v1","capabilities":["ETAG","TRANSACTIONAL","QUERY_API","TTL","ACTOR"]}])
     );
     assert_eq!(md["extended"]["myattr"], "hello");
     assert!(md["extended"]["daprRuntimeVersion"].is_string());
