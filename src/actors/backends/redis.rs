@@ -102,7 +102,8 @@
 //! * On a cluster, a transaction over keys of several hash slots is refused up front (Dapr's
 //!   store fails it with `CROSSSLOT` or, with older go-redis, runs it per slot, not
 //!   atomically); `redisDB` other than 0 is refused on a cluster (Dapr ignores it).
-//! * No RedisJSON query API, no Sentinel mode, and no TLS in this build.
+//! * No RedisJSON query API (Mecha emulates queries with `SCAN` over the app's prefix, see
+//!   `scan.rs`), no Sentinel mode, and no TLS in this build.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -8,7 +8,9 @@ mod ttl;
 
 use std::sync::Arc;
 
-pub use query::{DEFAULT_MAX_QUERY_SCAN, QUERY_BATCH, QueryEmulation, QueryEmulationFactory};
+pub use query::{
+    DEFAULT_MAX_QUERY_SCAN, QUERY_BATCH, QueryEmulation, QueryEmulationFactory, QueryLimits,
+};
 pub use ttl::{
     DEFAULT_SWEEP_INTERVAL, ENVELOPE_MAGIC, Envelope, TtlEmulation, TtlEmulationFactory,
 };
@@ -18,14 +20,14 @@ use crate::capabilities::{Feature, Matrix, Status};
 
 /// The factory a store runs with under its effective matrix: `factory` itself, or wrapped in
 /// every emulation the matrix decided: TTL (swept every `ttl_sweep_interval`), then query
-/// (examining at most `max_query_scan` keys) around it, so a query reads values through the
+/// (bounded by `query`) around it, so a query reads values through the
 /// emulated expiry. Bulk needs no wrapper: the [`StateStore`](super::StateStore) defaults
 /// fan out.
 pub fn wrap(
     factory: Arc<dyn StoreFactory>,
     matrix: &Matrix,
     ttl_sweep_interval: std::time::Duration,
-    max_query_scan: usize,
+    query: QueryLimits,
 ) -> Arc<dyn StoreFactory> {
     let factory: Arc<dyn StoreFactory> = if matrix.status(Feature::Ttl) == Status::Emulated {
         Arc::new(TtlEmulationFactory::new(factory).sweep_every(ttl_sweep_interval))
@@ -33,7 +35,7 @@ pub fn wrap(
         factory
     };
     if matrix.status(Feature::Query) == Status::Emulated {
-        Arc::new(QueryEmulationFactory::new(factory, max_query_scan))
+        Arc::new(QueryEmulationFactory::new(factory, query))
     } else {
         factory
     }

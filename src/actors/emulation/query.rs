@@ -9,7 +9,8 @@
 //!   examine more fails, naming the limit, before any result is returned;
 //! * at most one page (`limit + 1` items) and one batch of values are held at once (a
 //!   query without a page limit holds its matches, at most `max_scan`);
-//! * the scan yields between batches, and the caller's deadline cancels it.
+//! * the scan yields between batches and stops at `actors.requestTimeout`, the deadline its
+//!   caller has (the store call would otherwise outlive a caller that timed out).
 //!
 //! The scan is not a snapshot: a write made while a query runs, or between two pages, may
 //! or may not be seen. The page token is the position of the page's last item, so the next
@@ -38,16 +39,72 @@ pub const DEFAULT_MAX_QUERY_SCAN: usize = 10_000;
 /// Values of one batch read at once by stores whose bulk get fans out.
 const READ_PARALLELISM: usize = 16;
 
+/// The bounds of one emulated query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Most keys examined (`limits.maxQueryScan`).
+    pub max_scan: usize,
+    /// Longest a scan runs (`actors.requestTimeout`): the store call outlives a caller that
+    /// timed out, so the scan stops itself at the same deadline.
+    pub timeout: Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_scan: DEFAULT_MAX_QUERY_SCAN,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A store whose queries Mecha answers by scanning the app's keys.
 pub struct QueryEmulation {
     inner: Arc<dyn StateStore>,
-    max_scan: usize,
+    limits: QueryLimits,
 }
 
 impl QueryEmulation {
-    /// Wraps `inner`; a query examines at most `max_scan` keys.
-    pub fn new(inner: Arc<dyn StateStore>, max_scan: usize) -> QueryEmulation {
-        QueryEmulation { inner, max_scan }
+    /// Wraps `inner`, bounding every query by `limits`.
+    pub fn new(inner: Arc<dyn StateStore>, limits: QueryLimits) -> QueryEmulation {
+        QueryEmulation { inner, limits }
+    }
+
+    /// The query, without its time bound.
+    async fn scan(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
+        let bad =
+            |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
+        let query = Query::parse(&req.query).map_err(|e| bad(e.0))?;
+        let mut page = PageBuilder::new(&query).map_err(|e| bad(e.0))?;
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut cursor = None;
+        loop {
+            let listed = self
+                .inner
+                .list_keys_with_prefix(&req.key_prefix, cursor, QUERY_BATCH)
+                .await?;
+            // A listing may repeat a key (Redis SCAN): each is read and counted once.
+            let fresh: Vec<String> = listed
+                .keys
+                .into_iter()
+                .filter(|k| k.starts_with(&req.key_prefix) && seen.insert(k.clone()))
+                .collect();
+            if seen.len() > self.limits.max_scan {
+                return Err(self.too_many());
+            }
+            self.offer_batch(fresh, &mut page).await?;
+            cursor = listed.next;
+            if cursor.is_none() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let done = page.finish();
+        Ok(QueryResponse {
+            results: done.items,
+            token: done.token,
+            metadata: Metadata::new(),
+        })
     }
 
     /// Reads one batch of keys and offers the live ones to `page`.
@@ -83,7 +140,7 @@ impl QueryEmulation {
             "the query would examine more than {} items, the limit limits.maxQueryScan of \
              Mecha's emulated query on this store; narrow the app's data or use a store with \
              native query (PostgreSQL)",
-            self.max_scan
+            self.limits.max_scan
         ))
     }
 }
@@ -119,39 +176,10 @@ impl StateStore for QueryEmulation {
     }
 
     async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
-        let bad =
-            |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
-        let query = Query::parse(&req.query).map_err(|e| bad(e.0))?;
-        let mut page = PageBuilder::new(&query).map_err(|e| bad(e.0))?;
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut cursor = None;
-        loop {
-            let listed = self
-                .inner
-                .list_keys_with_prefix(&req.key_prefix, cursor, QUERY_BATCH)
-                .await?;
-            // A listing may repeat a key (Redis SCAN): each is read and counted once.
-            let fresh: Vec<String> = listed
-                .keys
-                .into_iter()
-                .filter(|k| k.starts_with(&req.key_prefix) && seen.insert(k.clone()))
-                .collect();
-            if seen.len() > self.max_scan {
-                return Err(self.too_many());
-            }
-            self.offer_batch(fresh, &mut page).await?;
-            cursor = listed.next;
-            if cursor.is_none() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        let done = page.finish();
-        Ok(QueryResponse {
-            results: done.items,
-            token: done.token,
-            metadata: Metadata::new(),
-        })
+        let t = self.limits.timeout;
+        tokio::time::timeout(t, self.scan(req))
+            .await
+            .unwrap_or(Err(StoreError::Timeout(t)))
     }
 
     async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
@@ -185,13 +213,13 @@ impl StateStore for QueryEmulation {
 /// Wraps a factory so every instance it builds answers queries by scanning.
 pub struct QueryEmulationFactory {
     inner: Arc<dyn StoreFactory>,
-    max_scan: usize,
+    limits: QueryLimits,
 }
 
 impl QueryEmulationFactory {
-    /// Wraps `inner`; a query examines at most `max_scan` keys.
-    pub fn new(inner: Arc<dyn StoreFactory>, max_scan: usize) -> QueryEmulationFactory {
-        QueryEmulationFactory { inner, max_scan }
+    /// Wraps `inner`, bounding every query by `limits`.
+    pub fn new(inner: Arc<dyn StoreFactory>, limits: QueryLimits) -> QueryEmulationFactory {
+        QueryEmulationFactory { inner, limits }
     }
 }
 
@@ -199,7 +227,7 @@ impl StoreFactory for QueryEmulationFactory {
     fn create(&self) -> Result<Arc<dyn StateStore>, StoreError> {
         Ok(Arc::new(QueryEmulation::new(
             self.inner.create()?,
-            self.max_scan,
+            self.limits,
         )))
     }
 

@@ -128,7 +128,10 @@ impl StoreInfo {
                 base_factory.clone(),
                 &matrix,
                 settings.actors.ttl_sweep_interval,
-                settings.limits.max_query_scan,
+                emulation::QueryLimits {
+                    max_scan: settings.limits.max_query_scan,
+                    timeout: settings.actors.request_timeout,
+                },
             ),
         };
         let resilience = match old.filter(|_| same_resiliency) {

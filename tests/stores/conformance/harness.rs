@@ -76,7 +76,10 @@ pub fn effective(factory: Arc<dyn StoreFactory>) -> Backend {
         factory,
         &matrix,
         emulation::DEFAULT_SWEEP_INTERVAL,
-        CONFORMANCE_MAX_QUERY_SCAN,
+        emulation::QueryLimits {
+            max_scan: CONFORMANCE_MAX_QUERY_SCAN,
+            ..emulation::QueryLimits::default()
+        },
     );
     let emulated_query = matrix.status(Feature::Query) == Status::Emulated;
     Backend {

@@ -17,10 +17,21 @@ impl Clock for ManualClock {
     }
 }
 
+fn limits(max_scan: usize) -> QueryLimits {
+    QueryLimits {
+        max_scan,
+        ..QueryLimits::default()
+    }
+}
+
 fn setup(max_scan: usize) -> (QueryEmulation, Arc<InMemoryStore>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
     let store = Arc::new(InMemoryStore::new(clock.clone(), Duration::from_secs(3600)));
-    (QueryEmulation::new(store.clone(), max_scan), store, clock)
+    (
+        QueryEmulation::new(store.clone(), limits(max_scan)),
+        store,
+        clock,
+    )
 }
 
 async fn put(s: &dyn StateStore, key: &str, value: String, ttl: Option<Ttl>) {
@@ -196,10 +207,48 @@ impl StateStore for Repeating {
 #[tokio::test]
 async fn a_key_listed_twice_is_returned_and_counted_once() {
     let (_, store, _) = setup(3);
-    let q = QueryEmulation::new(Arc::new(Repeating(store)), 3);
+    let q = QueryEmulation::new(Arc::new(Repeating(store)), limits(3));
     for i in 0..3 {
         put(&q, &format!("a||{i}"), "{}".into(), None).await;
     }
     let r = query(&q, "a||", "{}").await.unwrap();
     assert_eq!(keys(&r), ["a||0", "a||1", "a||2"]);
+}
+
+/// A store whose listing never ends in time.
+struct Stalled;
+
+#[async_trait]
+impl StateStore for Stalled {
+    async fn get(&self, _: GetRequest) -> Result<Option<StateEntry>, StoreError> {
+        Ok(None)
+    }
+    async fn set(&self, _: SetRequest) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn delete(&self, _: DeleteRequest) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn list_keys_with_prefix(
+        &self,
+        _: &str,
+        _: Option<String>,
+        _: usize,
+    ) -> Result<KeyPage, StoreError> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(KeyPage::default())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scan_stops_at_the_request_deadline() {
+    let limits = QueryLimits {
+        max_scan: 10,
+        timeout: Duration::from_secs(5),
+    };
+    let q = QueryEmulation::new(Arc::new(Stalled), limits);
+    let started = tokio::time::Instant::now();
+    let e = query(&q, "a||", "{}").await.unwrap_err();
+    assert_eq!(e, StoreError::Timeout(Duration::from_secs(5)));
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
 }
