@@ -534,7 +534,9 @@ function scenarios(proto, store) {
         assert.ok(first.token, JSON.stringify(first));
         const next = await client.state.query(store, { ...query, page: { limit: 2, token: first.token } });
         assert.deepEqual(next.results.map((r) => r.key), [keys[0]], JSON.stringify(next));
-        assert.deepEqual(next.results[0].data, { kind: tag, n: 0 }, JSON.stringify(next));
+        // The HTTP client parses the JSON value; the gRPC client hands over the stored bytes.
+        const data = http ? next.results[0].data : JSON.parse(Buffer.from(next.results[0].data).toString());
+        assert.deepEqual(data, { kind: tag, n: 0 }, JSON.stringify(next));
         assert.ok(!next.token, JSON.stringify(next));
         for (const key of keys) await client.state.delete(store, key);
       },
