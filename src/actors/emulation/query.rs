@@ -7,8 +7,9 @@
 //!
 //! * at most `max_scan` keys are examined (`limits.maxQueryScan`); a query that would
 //!   examine more fails, naming the limit, before any result is returned;
-//! * at most one page (`limit + 1` items) and one batch of values are held at once (a
-//!   query without a page limit holds its matches, at most `max_scan`);
+//! * at most one page (`limit + 1` items) and one batch of values ([`QUERY_BATCH`]) are held
+//!   at once, beside one listing of keys ([`KEY_PAGE`]); a query without a page limit holds
+//!   its matches, at most `max_scan`;
 //! * the scan yields between batches and stops at `actors.requestTimeout`, the deadline its
 //!   caller has (the store call would otherwise outlive a caller that timed out).
 //!
@@ -32,8 +33,11 @@ use crate::model::{
     StateEntry, TransactionRequest,
 };
 
-/// Keys listed, and values read, per batch.
+/// Values read per batch.
 pub const QUERY_BATCH: usize = 256;
+/// Keys listed per listing call (keys only: some stores, JetStream and the in-memory map
+/// among them, walk every key for each call, so fewer, larger listings cost less).
+pub const KEY_PAGE: usize = 2048;
 /// Default `limits.maxQueryScan`.
 pub const DEFAULT_MAX_QUERY_SCAN: usize = 10_000;
 /// Values of one batch read at once by stores whose bulk get fans out.
@@ -81,7 +85,7 @@ impl QueryEmulation {
         loop {
             let listed = self
                 .inner
-                .list_keys_with_prefix(&req.key_prefix, cursor, QUERY_BATCH)
+                .list_keys_with_prefix(&req.key_prefix, cursor, KEY_PAGE)
                 .await?;
             // A listing may repeat a key (Redis SCAN): each is read and counted once.
             let fresh: Vec<String> = listed
@@ -92,7 +96,11 @@ impl QueryEmulation {
             if seen.len() > self.limits.max_scan {
                 return Err(self.too_many());
             }
-            self.offer_batch(fresh, &mut page).await?;
+            let mut fresh = fresh.into_iter().peekable();
+            while fresh.peek().is_some() {
+                let batch: Vec<String> = fresh.by_ref().take(QUERY_BATCH).collect();
+                self.offer_batch(batch, &mut page).await?;
+            }
             cursor = listed.next;
             if cursor.is_none() {
                 break;

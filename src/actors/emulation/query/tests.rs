@@ -102,7 +102,7 @@ async fn only_the_apps_live_matching_items_in_order_with_etags() {
 #[tokio::test]
 async fn pages_over_many_batches_resume_after_their_token() {
     let (q, _, _) = setup(10_000);
-    let n = QUERY_BATCH * 3 + 7;
+    let n = KEY_PAGE + QUERY_BATCH + 7;
     for i in 0..n {
         put(
             &q,
