@@ -55,7 +55,7 @@ pub fn matches(filter: &Filter, doc: Option<&Value>) -> bool {
             match cmp {
                 Cmp::Eq => ord == Ordering::Equal,
                 Cmp::Neq => ord != Ordering::Equal,
-                _ if rank(field) != rank(want) => false,
+                _ if type_rank(field) != type_rank(want) => false,
                 Cmp::Gt => ord == Ordering::Greater,
                 Cmp::Gte => ord != Ordering::Less,
                 Cmp::Lt => ord == Ordering::Less,
@@ -71,7 +71,7 @@ pub fn matches(filter: &Filter, doc: Option<&Value>) -> bool {
 }
 
 /// `jsonb`'s rank of a value's type.
-fn rank(v: &Value) -> u8 {
+fn type_rank(v: &Value) -> u8 {
     match v {
         Value::Null => 0,
         Value::String(_) => 1,
@@ -111,7 +111,7 @@ pub fn jsonb_cmp(a: &Value, b: &Value) -> Ordering {
             }
             Ordering::Equal
         }),
-        _ => rank(a).cmp(&rank(b)),
+        _ => type_rank(a).cmp(&type_rank(b)),
     }
 }
 
@@ -252,6 +252,16 @@ impl<T> Ord for Ranked<T> {
     }
 }
 
+/// The position of the item `key` with the decoded value `doc` under `query`, if it passes
+/// the filter.
+pub fn rank(query: &Query, key: &str, doc: Option<&Value>) -> Option<Position> {
+    query
+        .filter
+        .as_ref()
+        .is_none_or(|f| matches(f, doc))
+        .then(|| Position::of(query, key, doc))
+}
+
 /// One page of a query, built from items offered in any order: keeps only the items after
 /// the token's position that could be on the page (at most `limit + 1`).
 pub struct PageBuilder<'q, T> {
@@ -290,18 +300,25 @@ impl<'q, T> PageBuilder<'q, T> {
     /// Offers the item `key` with the decoded value `doc` (`None`: not JSON). Returns whether
     /// it matches the filter.
     pub fn offer(&mut self, key: &str, doc: Option<&Value>, item: T) -> bool {
-        if !self.query.filter.as_ref().is_none_or(|f| matches(f, doc)) {
-            return false;
+        match rank(self.query, key, doc) {
+            Some(at) => {
+                self.offer_at(at, item);
+                true
+            }
+            None => false,
         }
-        let at = Position::of(self.query, key, doc);
+    }
+
+    /// Offers an item already ranked by [`rank`] (which may run elsewhere, e.g. on a
+    /// blocking thread).
+    pub fn offer_at(&mut self, at: Position, item: T) {
         if self.after.as_ref().is_some_and(|after| at <= *after) {
-            return true;
+            return;
         }
         self.best.push(Ranked { at, item });
         if self.limit > 0 && self.best.len() > self.limit.saturating_add(1) {
             self.best.pop();
         }
-        true
     }
 
     /// Items held now (at most `limit + 1`, or every match when there is no limit).

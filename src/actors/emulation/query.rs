@@ -10,7 +10,8 @@
 //! * at most one page (`limit + 1` items) and one batch of values ([`QUERY_BATCH`]) are held
 //!   at once, beside one listing of keys ([`KEY_PAGE`]); a query without a page limit holds
 //!   its matches, at most `max_scan`;
-//! * the scan yields between batches and stops at `actors.requestTimeout`, the deadline its
+//! * a batch of more than 256 KiB of values is decoded and filtered on a blocking thread,
+//!   off the serving thread; the scan yields between batches and stops at `actors.requestTimeout`, the deadline its
 //!   caller has (the store call would otherwise outlive a caller that timed out).
 //!
 //! The scan is not a snapshot: a write made while a query runs, or between two pages, may
@@ -27,7 +28,7 @@ use serde_json::Value;
 use crate::actors::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 use crate::capabilities::CapabilitySet;
 use crate::capabilities::query::Query;
-use crate::capabilities::query_eval::PageBuilder;
+use crate::capabilities::query_eval::{PageBuilder, Position, rank};
 use crate::model::{
     DeleteRequest, GetRequest, Metadata, QueryItem, QueryRequest, QueryResponse, SetRequest,
     StateEntry, TransactionRequest,
@@ -42,6 +43,27 @@ pub const KEY_PAGE: usize = 2048;
 pub const DEFAULT_MAX_QUERY_SCAN: usize = 10_000;
 /// Values of one batch read at once by stores whose bulk get fans out.
 const READ_PARALLELISM: usize = 16;
+/// A batch holding more value bytes than this is decoded and filtered on a blocking thread.
+const BLOCKING_BATCH_BYTES: usize = 256 * 1024;
+
+/// The matching items of a batch, each with its position.
+fn rank_all(query: &Query, entries: Vec<(String, StateEntry)>) -> Vec<(Position, QueryItem)> {
+    entries
+        .into_iter()
+        .filter_map(|(key, entry)| {
+            let doc: Option<Value> = serde_json::from_slice(&entry.data).ok();
+            let at = rank(query, &key, doc.as_ref())?;
+            Some((
+                at,
+                QueryItem {
+                    key,
+                    data: entry.data,
+                    etag: entry.etag,
+                },
+            ))
+        })
+        .collect()
+}
 
 /// The bounds of one emulated query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +100,7 @@ impl QueryEmulation {
     async fn scan(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {
         let bad =
             |e: String| StoreError::InvalidQuery(format!("failed to parse JSON query body: {e}"));
-        let query = Query::parse(&req.query).map_err(|e| bad(e.0))?;
+        let query = Arc::new(Query::parse(&req.query).map_err(|e| bad(e.0))?);
         let mut page = PageBuilder::new(&query).map_err(|e| bad(e.0))?;
         let mut seen: HashSet<String> = HashSet::new();
         let mut cursor = None;
@@ -99,7 +121,7 @@ impl QueryEmulation {
             let mut fresh = fresh.into_iter().peekable();
             while fresh.peek().is_some() {
                 let batch: Vec<String> = fresh.by_ref().take(QUERY_BATCH).collect();
-                self.offer_batch(batch, &mut page).await?;
+                self.offer_batch(&query, batch, &mut page).await?;
             }
             cursor = listed.next;
             if cursor.is_none() {
@@ -115,9 +137,11 @@ impl QueryEmulation {
         })
     }
 
-    /// Reads one batch of keys and offers the live ones to `page`.
+    /// Reads one batch of keys and offers the live matching ones to `page`. Decoding and
+    /// filtering a large batch runs on a blocking thread, off the serving thread.
     async fn offer_batch(
         &self,
+        query: &Arc<Query>,
         keys: Vec<String>,
         page: &mut PageBuilder<'_, QueryItem>,
     ) -> Result<(), StoreError> {
@@ -130,15 +154,24 @@ impl QueryEmulation {
             })
             .collect();
         let read = self.inner.bulk_get(reqs, READ_PARALLELISM).await;
+        let mut entries = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
         for (key, entry) in keys.into_iter().zip(read) {
-            let Some(entry) = entry? else { continue };
-            let doc: Option<Value> = serde_json::from_slice(&entry.data).ok();
-            let item = QueryItem {
-                key: key.clone(),
-                data: entry.data,
-                etag: entry.etag,
-            };
-            page.offer(&key, doc.as_ref(), item);
+            if let Some(entry) = entry? {
+                bytes += entry.data.len();
+                entries.push((key, entry));
+            }
+        }
+        let ranked = if bytes > BLOCKING_BATCH_BYTES {
+            let query = query.clone();
+            tokio::task::spawn_blocking(move || rank_all(&query, entries))
+                .await
+                .map_err(|e| StoreError::Internal(format!("query evaluation failed: {e}")))?
+        } else {
+            rank_all(query, entries)
+        };
+        for (at, item) in ranked {
+            page.offer_at(at, item);
         }
         Ok(())
     }

@@ -252,3 +252,27 @@ async fn a_scan_stops_at_the_request_deadline() {
     assert_eq!(e, StoreError::Timeout(Duration::from_secs(5)));
     assert_eq!(started.elapsed(), Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_large_batch_is_filtered_off_the_serving_thread_with_the_same_answer() {
+    let (q, _, _) = setup(100);
+    let pad = "x".repeat(100 * 1024);
+    for i in 0..4 {
+        put(
+            &q,
+            &format!("a||{i}"),
+            format!(r#"{{"n":{i},"pad":"{pad}"}}"#),
+            None,
+        )
+        .await;
+    }
+    let r = query(
+        &q,
+        "a||",
+        r#"{"filter":{"GTE":{"n":2}},"sort":[{"key":"n","order":"DESC"}]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(keys(&r), ["a||3", "a||2"]);
+    assert_eq!(r.results[0].data.len(), 100 * 1024 + 16);
+}
