@@ -73,7 +73,7 @@ fn build(name: &'static str, component_type: &str, metadata: &[(&str, String)]) 
 }
 
 fn item(prefix: &str, i: usize) -> SetRequest {
-    let group = if i % 100 == 0 { "hit" } else { "miss" };
+    let group = if i.is_multiple_of(100) { "hit" } else { "miss" };
     let value = serde_json::json!({"group": group, "n": i, "pad": "x".repeat(64)});
     SetRequest {
         key: format!("{prefix}{i:06}"),
