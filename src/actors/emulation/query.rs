@@ -8,8 +8,9 @@
 //! * at most `max_scan` keys are examined (`limits.maxQueryScan`); a query that would
 //!   examine more fails, naming the limit, before any result is returned;
 //! * at most one page (`limit + 1` items) and one batch of values ([`QUERY_BATCH`]) are held
-//!   at once, beside one listing of keys ([`KEY_PAGE`]); a query without a page limit holds
-//!   its matches, at most `max_scan`;
+//!   at once, beside one listing of keys ([`KEY_PAGE`]) and the keys already examined (at
+//!   most `max_scan`, so a key a listing repeats is read once); a query without a page limit
+//!   holds its matches, at most `max_scan`;
 //! * a batch of more than 256 KiB of values is decoded and filtered on a blocking thread,
 //!   off the serving thread; the scan yields between batches and stops at `actors.requestTimeout`, the deadline its
 //!   caller has (the store call would otherwise outlive a caller that timed out).
