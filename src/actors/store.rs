@@ -234,8 +234,9 @@ pub trait StoreFactory: Send + Sync + 'static {
         None
     }
 
-    /// Whether the store's instances implement [`StateStore::list_keys`] (required before
-    /// Mecha emulates TTL on the store, for the expiry sweep).
+    /// Whether the store's instances implement [`StateStore::list_keys`] and
+    /// [`StateStore::list_keys_with_prefix`] (required before Mecha emulates TTL on the
+    /// store, for the expiry sweep, or query, to scan an app's keys).
     fn lists_keys(&self) -> bool {
         false
     }

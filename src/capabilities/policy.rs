@@ -257,7 +257,8 @@ pub struct Policy {
 pub struct StoreTraits {
     /// Native capabilities (including those that depend on component metadata).
     pub native: CapabilitySet,
-    /// Whether the store can list its keys (needed by the sweep of emulated TTL).
+    /// Whether the store can list its keys (needed by the sweep of emulated TTL and by the
+    /// emulated query).
     pub lists_keys: bool,
     /// Effective maximum operations per transaction.
     pub max_transaction_ops: usize,
