@@ -72,6 +72,17 @@ mod redis_cluster_spread {
         query_over_the_scan_limit_fails, undeclared_ttl_is_refused_not_ignored,
     );
 }
+/// Redis Cluster with `clusterKeyPlacement: prefix`: the query cases (the listing maps the
+/// Redis keys `{prefix}||key` back to state keys).
+mod redis_cluster_by_prefix {
+    use super::*;
+    conformance!(@cases harness::redis_cluster_by_prefix();
+        query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
+        query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
+        query_answers_like_the_reference, query_pages_like_the_reference,
+        query_over_the_scan_limit_fails,
+    );
+}
 conformance!(jetstream, harness::jetstream());
 conformance!(etcd, harness::etcd());
 

@@ -136,6 +136,19 @@ pub async fn redis_cluster_spread() -> Backend {
     backend
 }
 
+/// A store on the test Redis Cluster with `clusterKeyPlacement: prefix`: the key prefix is
+/// the hash tag (`{conf-…}||key` in Redis), which listings must undo.
+pub async fn redis_cluster_by_prefix() -> Backend {
+    from_component(
+        "state.redis",
+        &[
+            ("redisHost", redis_cluster_nodes()),
+            ("redisType", "cluster".into()),
+            ("clusterKeyPlacement", "prefix".into()),
+        ],
+    )
+}
+
 /// The same store with every key of the test under one hash tag (`{conf-…}||key`), so the
 /// multi-key transaction cases run too: on Redis Cluster a transaction is atomic (and
 /// accepted) only within one hash slot.
