@@ -274,5 +274,49 @@ async fn over_the_scan_limit_and_malformed_queries_fail_cleanly() {
                 r#"state store {store} query failed: failed to parse JSON query body: unsupported filter "LIKE""#
             )
         );
+        let st = m
+            .grpc()
+            .await
+            .query_state_alpha1(Request::new(QueryStateRequest {
+                store_name: store.into(),
+                query: r#"{"page":{"token":"not-a-token","limit":1}}"#.into(),
+                metadata: Default::default(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), tonic::Code::InvalidArgument, "{store}");
+        assert!(
+            st.message().contains("invalid page token"),
+            "{}",
+            st.message()
+        );
+    }
+}
+
+/// An item whose TTL ran out is never returned, over either door, on every store.
+#[actix_rt::test]
+async fn expired_items_are_never_returned() {
+    let table = PgTable(unique("query_ttl").replace('-', "_"));
+    let m = start(&unique("qttl"), &table, "{}").await;
+    let q = r#"{"filter":{"EQ":{"t":1}}}"#;
+    for store in STORES {
+        let body = json!([
+            {"key": "short", "value": {"t": 1}, "metadata": {"ttlInSeconds": "1"}},
+            {"key": "long", "value": {"t": 1}}
+        ]);
+        let r = m.post_json(&format!("/v1.0/state/{store}"), body).await;
+        assert_eq!(r.status(), 204, "{store}");
+        let (pages, _) = http_pages(&m, store, &serde_json::from_str(q).unwrap()).await;
+        let keys: Vec<&str> = pages[0].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["long", "short"], "{store}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    for store in STORES {
+        let (pages, _) = http_pages(&m, store, &serde_json::from_str(q).unwrap()).await;
+        let keys: Vec<&str> = pages[0].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["long"], "{store} over HTTP");
+        let (pages, _) = grpc_pages(&m, store, &serde_json::from_str(q).unwrap()).await;
+        let keys: Vec<&str> = pages[0].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["long"], "{store} over gRPC");
     }
 }
