@@ -172,7 +172,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// Lists the stored keys that start with `prefix` (one app's keys, for the emulated
     /// query), as [`StateStore::list_keys`] does: `cursor` `None` for the first page, the
     /// answer's `next` `None` after the last; a page may hold fewer than `limit` keys (even
-    /// none) before the end. The default pages through `list_keys` and keeps the matching
+    /// none) before the end, and on Redis a few more (`SCAN`'s count is a hint). The default pages through `list_keys` and keeps the matching
     /// keys; stores that can read one prefix only do so.
     async fn list_keys_with_prefix(
         &self,

@@ -1,5 +1,6 @@
-//! The Query API on every store, over both doors: the embedded default, Redis and Redis
-//! Cluster answer with Mecha's emulated query, PostgreSQL with its native one, and the same
+//! The Query API on every store, over both doors: the embedded default, Redis, Redis
+//! Cluster, SQLite and MySQL answer with Mecha's emulated query, PostgreSQL with its native
+//! one, and the same
 //! corpus gives the same results, in the same order, with the same page boundaries, over
 //! HTTP and gRPC. Emulated answers carry `mecha-receipt: query=emulated`; `GET
 //! /v1.0/metadata` lists `QUERY_API` where query is native or emulated.
@@ -8,12 +9,13 @@ use serde_json::{Value, json};
 use tonic::Request;
 
 use crate::support::services::{database_url, drop_pg_table, redis_cluster_nodes, redis_url};
+use crate::support::sql::SqlScratch;
 use crate::support::{Mecha, TestMecha, component, error_of, grpc_receipt, receipt_of, unique};
 use mecha::gateway::grpc::proto::runtime::QueryStateRequest;
 
-const STORES: [&str; 4] = ["mem", "redis", "cluster", "pg"];
+const STORES: [&str; 6] = ["mem", "redis", "cluster", "sqlite", "mysql", "pg"];
 
-struct PgTable(String);
+struct PgTable(String, SqlScratch);
 
 impl Drop for PgTable {
     fn drop(&mut self) {
@@ -22,6 +24,7 @@ impl Drop for PgTable {
 }
 
 async fn start(app: &str, table: &PgTable, settings: &str) -> Mecha {
+    let sql = &table.1;
     TestMecha::empty()
         .app_id(app)
         .settings(settings)
@@ -39,6 +42,12 @@ async fn start(app: &str, table: &PgTable, settings: &str) -> Mecha {
                 ("redisType", "cluster".into()),
             ],
         ))
+        .yaml(&component(
+            "sqlite",
+            "state.sqlite",
+            &sql.sqlite("query.db", &table.0),
+        ))
+        .yaml(&component("mysql", "state.mysql", &sql.mysql(&table.0)))
         .yaml(&component(
             "pg",
             "state.postgresql",
@@ -174,7 +183,7 @@ async fn grpc_pages(
 /// keys never show.
 #[actix_rt::test]
 async fn every_store_answers_like_postgresql_over_both_doors() {
-    let table = PgTable(unique("query_parity").replace('-', "_"));
+    let table = PgTable(unique("query_parity").replace('-', "_"), SqlScratch::new());
     let app = unique("qapp");
     let m = start(&app, &table, "{}").await;
     let other = start(&unique("qother"), &table, "{}").await;
@@ -222,7 +231,7 @@ async fn every_store_answers_like_postgresql_over_both_doors() {
 /// emulated store as on PostgreSQL.
 #[actix_rt::test]
 async fn over_the_scan_limit_and_malformed_queries_fail_cleanly() {
-    let table = PgTable(unique("query_limit").replace('-', "_"));
+    let table = PgTable(unique("query_limit").replace('-', "_"), SqlScratch::new());
     let m = start(&unique("qlimit"), &table, "limits:\n  maxQueryScan: 4\n").await;
     for (k, v) in corpus() {
         m.save("mem", k, v.clone()).await;
@@ -296,7 +305,7 @@ async fn over_the_scan_limit_and_malformed_queries_fail_cleanly() {
 /// An item whose TTL ran out is never returned, over either door, on every store.
 #[actix_rt::test]
 async fn expired_items_are_never_returned() {
-    let table = PgTable(unique("query_ttl").replace('-', "_"));
+    let table = PgTable(unique("query_ttl").replace('-', "_"), SqlScratch::new());
     let m = start(&unique("qttl"), &table, "{}").await;
     let q = r#"{"filter":{"EQ":{"t":1}}}"#;
     for store in STORES {
