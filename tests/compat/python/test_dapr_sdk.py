@@ -8,7 +8,7 @@ configured app, so every call also carries the SDK's dapr-api-token (DAPR_API_TO
 HTTP health probe runs without one.
 
 The per-store tests (save/get, ETags, bulk, transactions, deletes, missing keys, query (emulated
-on the in-memory store, refused on the SQL stores),
+by Mecha),
 metadata, strong consistency) also run against a SQLite store (a file in the run's temporary
 directory) and a MySQL store (MYSQL_URL, default the local MariaDB root:@tcp(127.0.0.1:3306)/test;
 tables named after the run, so parallel runs never share one, and dropped at the end with the
@@ -279,15 +279,11 @@ def run_tests():
         assert details.bad_request and details.resource_info, details.as_dict()
 
     def t_query(d, store):
-        # The in-memory store answers queries (Mecha emulates them); SQLite and MySQL refuse.
+        # Every store here answers queries: Mecha emulates them (PostgreSQL's rules).
         import json
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if store in SQL_STORES:
-                expect_error("INTERNAL", "DAPR_STATE_QUERYING_NOT_SUPPORTED",
-                             d.query_state, store, '{"filter":{}}')
-                return
             tag = f"q-{os.getpid()}-{time.time_ns()}"
             keys = [f"{tag}-{i}" for i in range(3)]
             for i, k in enumerate(keys):
@@ -316,8 +312,8 @@ def run_tests():
         caps = set(c.capabilities)
         for want in ("ETAG", "TRANSACTIONAL", "TTL", "ACTOR"):
             assert want in caps, caps
-        # Query: emulated on the in-memory store, none on the SQL stores.
-        assert ("QUERY_API" in caps) == (store not in SQL_STORES), caps
+        # Query: emulated on the in-memory and SQL stores.
+        assert "QUERY_API" in caps, caps
         assert "daprRuntimeVersion" in md.extended_metadata, md.extended_metadata
 
     def t_no_token_is_unauthenticated(_d):
