@@ -331,6 +331,10 @@ const RESTART_ONLY: &[(&str, Shown)] = &[
     ("limits.maxTransactionOps", |s| {
         s.limits.max_transaction_ops.to_string()
     }),
+    // Baked into the emulated query's wrapper when the store is built.
+    ("limits.maxQueryScan", |s| {
+        s.limits.max_query_scan.to_string()
+    }),
     ("limits.maxConnections", |s| {
         s.limits.max_connections.to_string()
     }),

@@ -169,6 +169,29 @@ pub trait StateStore: Send + Sync + 'static {
         ))
     }
 
+    /// Lists the stored keys that start with `prefix` (one app's keys, for the emulated
+    /// query), as [`StateStore::list_keys`] does: `cursor` `None` for the first page, the
+    /// answer's `next` `None` after the last; a page may hold fewer than `limit` keys (even
+    /// none) before the end, and on Redis a few more (`SCAN`'s count is a hint). The default pages through `list_keys` and keeps the matching
+    /// keys; stores that can read one prefix only do so.
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let mut cursor = cursor;
+        let mut keys = Vec::new();
+        loop {
+            let page = self.list_keys(cursor, limit).await?;
+            keys.extend(page.keys.into_iter().filter(|k| k.starts_with(prefix)));
+            cursor = page.next;
+            if keys.len() >= limit.max(1) || cursor.is_none() {
+                return Ok(KeyPage { keys, next: cursor });
+            }
+        }
+    }
+
     /// Checks the backend is reachable.
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -211,8 +234,9 @@ pub trait StoreFactory: Send + Sync + 'static {
         None
     }
 
-    /// Whether the store's instances implement [`StateStore::list_keys`] (required before
-    /// Mecha emulates TTL on the store, for the expiry sweep).
+    /// Whether the store's instances implement [`StateStore::list_keys`] and
+    /// [`StateStore::list_keys_with_prefix`] (required before Mecha emulates TTL on the
+    /// store, for the expiry sweep, or query, to scan an app's keys).
     fn lists_keys(&self) -> bool {
         false
     }

@@ -15,6 +15,7 @@ mod matrix;
 mod policy;
 pub mod portability;
 pub mod query;
+pub mod query_eval;
 mod render;
 
 pub use capability::{Capability, CapabilitySet};

@@ -257,7 +257,8 @@ pub struct Policy {
 pub struct StoreTraits {
     /// Native capabilities (including those that depend on component metadata).
     pub native: CapabilitySet,
-    /// Whether the store can list its keys (needed by the sweep of emulated TTL).
+    /// Whether the store can list its keys (needed by the sweep of emulated TTL and by the
+    /// emulated query).
     pub lists_keys: bool,
     /// Effective maximum operations per transaction.
     pub max_transaction_ops: usize,
@@ -322,7 +323,10 @@ pub fn emulation(traits: &StoreTraits, feature: Feature) -> Result<(), &'static 
         Feature::StrongConsistency => {
             Err("strong consistency cannot be emulated on top of the store")
         }
-        Feature::Query => Err("the query API cannot be emulated"),
+        Feature::Query if !traits.lists_keys => {
+            Err("emulated query needs a store that can list its keys (to scan the app's keys)")
+        }
+        Feature::Query => Ok(()),
         Feature::PartitionKey => Err("partitions cannot be emulated"),
     }
 }

@@ -127,6 +127,9 @@ pub struct Limits {
     pub max_bulk_items: usize,
     /// Most operations in one transaction (a store's own lower maximum wins).
     pub max_transaction_ops: usize,
+    /// Most keys one emulated query examines (`limits.maxQueryScan`); a query that would
+    /// examine more fails before returning anything.
+    pub max_query_scan: usize,
     /// Default fan-out of a bulk get that does not say (`parallelism` ≤ 0).
     pub default_bulk_parallelism: usize,
     /// Most open connections per listener (HTTP and gRPC each); more are closed at once.
@@ -186,6 +189,7 @@ impl Default for Limits {
             max_key_length: 4096,
             max_bulk_items: 1000,
             max_transaction_ops: 1000,
+            max_query_scan: crate::actors::emulation::DEFAULT_MAX_QUERY_SCAN,
             default_bulk_parallelism: 16,
             max_connections: 1024,
             header_timeout: Duration::from_secs(5),
@@ -904,7 +908,7 @@ fn limit_sizes(l: &mut FileLimits, err: &mut dyn FnMut(&str, String)) -> Limits 
 
 /// The counts of `limits:`, each of which must be positive, set in `out`.
 fn limit_counts(l: &FileLimits, out: &mut Limits, err: &mut dyn FnMut(&str, String)) {
-    let counts: [(&str, Option<usize>, &mut usize); 8] = [
+    let counts: [(&str, Option<usize>, &mut usize); 9] = [
         (
             "limits.maxKeyLength",
             l.max_key_length,
@@ -919,6 +923,11 @@ fn limit_counts(l: &FileLimits, out: &mut Limits, err: &mut dyn FnMut(&str, Stri
             "limits.maxTransactionOps",
             l.max_transaction_ops,
             &mut out.max_transaction_ops,
+        ),
+        (
+            "limits.maxQueryScan",
+            l.max_query_scan,
+            &mut out.max_query_scan,
         ),
         (
             "limits.defaultBulkParallelism",

@@ -503,8 +503,10 @@ async fn capability_refusals_for_transactions_and_query() {
         details[2]["reason"],
         "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED"
     );
+    // A store that cannot list its keys has no query (the default in-memory store's is
+    // emulated: tests/api/query.rs).
     let (status, code, msg, details) =
-        error_of(m.post("/v1.0-alpha1/state/statestore/query", "{}").await).await;
+        error_of(m.post("/v1.0-alpha1/state/plain/query", "{}").await).await;
     assert_eq!(
         (status, code.as_str(), msg.as_str()),
         (
@@ -521,12 +523,12 @@ async fn capability_refusals_for_transactions_and_query() {
     assert!(r.headers().get("etag").is_none());
 }
 
-/// `state.sqlite` and `state.mysql` have no query API: a query is refused as on every store
-/// without `QUERY_API` (500 `ERR_STATE_STORE_NOT_SUPPORTED`, reason
-/// `DAPR_STATE_QUERYING_NOT_SUPPORTED`), on both verbs, whatever the body, and the stores keep
-/// serving. MySQL is the local MariaDB, in a schema of this test's own.
+/// `state.sqlite` and `state.mysql` have no query engine of their own: Mecha emulates the
+/// query over a range read of the app's keys, on both verbs, with the `query=emulated`
+/// receipt, and a query that does not parse is the client's 400. MySQL is the local MariaDB,
+/// in a schema of this test's own.
 #[actix_rt::test]
-async fn query_is_refused_on_sqlite_and_mysql() {
+async fn query_is_emulated_on_sqlite_and_mysql() {
     let sql = SqlScratch::new();
     let component = |name: &str, ty: &str, metadata: Vec<(&str, String)>| {
         format!(
@@ -538,48 +540,46 @@ async fn query_is_refused_on_sqlite_and_mysql() {
         .yaml(&component(
             "sqlite",
             "state.sqlite",
-            sql.sqlite("query.db", "query_refused"),
+            sql.sqlite("query.db", "query_emulated"),
         ))
         .yaml(&component(
             "mysql",
             "state.mysql",
-            sql.mysql("query_refused"),
+            sql.mysql("query_emulated"),
         ))
         .start()
         .await;
     let query = json!({"filter": {"EQ": {"name": "mecha"}}, "page": {"limit": 10}}).to_string();
     for store in ["sqlite", "mysql"] {
         m.save(store, "k", json!({"name": "mecha"})).await;
-        for (method, body) in [
-            ("POST", query.as_str()),
-            ("PUT", query.as_str()),
-            ("POST", "{}"),
-        ] {
+        m.save(store, "other", json!({"name": "other"})).await;
+        for method in ["POST", "PUT"] {
             let r = m
                 .client
                 .request(
                     method.parse().unwrap(),
                     m.url(&format!("/v1.0-alpha1/state/{store}/query")),
                 )
-                .body(body.to_owned())
+                .body(query.clone())
                 .send()
                 .await
                 .unwrap();
-            let (status, code, msg, details) = error_of(r).await;
-            assert_eq!(
-                (status, code.as_str(), msg.as_str()),
-                (
-                    500,
-                    "ERR_STATE_STORE_NOT_SUPPORTED",
-                    "state store does not support querying (capability query (QUERY_API), policy: reject (built-in default))"
-                ),
-                "{store} {method}"
-            );
-            assert_eq!(
-                details[1]["reason"], "DAPR_STATE_QUERYING_NOT_SUPPORTED",
-                "{store}"
-            );
+            assert_eq!(r.status(), 200, "{store} {method}");
+            assert_eq!(r.headers()["mecha-receipt"], "query=emulated", "{store}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["results"].as_array().unwrap().len(), 1, "{store}: {v}");
+            assert_eq!(v["results"][0]["key"], "k", "{store}: {v}");
+            assert_eq!(v["results"][0]["data"], json!({"name": "mecha"}), "{store}");
         }
+        let (status, code, _, _) = error_of(
+            m.post(
+                &format!("/v1.0-alpha1/state/{store}/query"),
+                r#"{"filter":{}}"#,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!((status, code.as_str()), (400, "ERR_STATE_QUERY"), "{store}");
         let r = m.get(&format!("/v1.0/state/{store}/k")).await;
         assert_eq!(r.status(), 200, "{store}");
     }
@@ -668,7 +668,7 @@ async fn health_and_metadata_endpoints() {
     assert_eq!(md["id"], "testapp");
     assert_eq!(
         md["components"],
-        json!([{"name":"statestore","type":"state.in-memory","version":"v1","capabilities":["ETAG","TRANSACTIONAL","TTL","ACTOR"]}])
+        json!([{"name":"statestore","type":"state.in-memory","version":"v1","capabilities":["ETAG","TRANSACTIONAL","QUERY_API","TTL","ACTOR"]}])
     );
     assert_eq!(md["extended"]["myattr"], "hello");
     assert!(md["extended"]["daprRuntimeVersion"].is_string());

@@ -6,5 +6,6 @@ mod etag_strict;
 mod fuzz_http;
 mod grpc;
 mod http_api;
+mod query;
 #[path = "../support/mod.rs"]
 mod support;

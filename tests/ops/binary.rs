@@ -65,7 +65,7 @@ fn check_prints_the_stores_and_their_capabilities() {
     );
     assert!(
         stdout.contains(
-            "| `statestore` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | ignored |"
+            "| `statestore` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | emulated | ignored |"
         ),
         "{stdout}"
     );
@@ -137,7 +137,7 @@ fn check_prints_the_effective_matrix_after_policy() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("| `mem` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | rejected | rejected |"),
+        stdout.contains("| `mem` | state.in-memory v1 | native | native | native (max 1000) | native | native | native | emulated | rejected |"),
         "{stdout}"
     );
 }
@@ -147,12 +147,12 @@ fn check_prints_the_effective_matrix_after_policy() {
 #[test]
 fn refused_policies_stop_check_and_start_up() {
     let (_dir, components, cfg) = policy_setup(
-        "stores:\n  cache:\n    query: emulate\n  mem:\n    query: ignore\n  ghost:\n    ttl: emulate\n",
+        "stores:\n  cache:\n    partitionKey: emulate\n  mem:\n    query: ignore\n  ghost:\n    ttl: emulate\n",
     );
     for stderr in check_and_run_fail(&components, &cfg) {
         assert!(stderr.contains("3 problem(s)"), "{stderr}");
         assert!(
-            stderr.contains("stores.cache.query: store 'cache' (state.redis): capability query (QUERY_API): policy 'emulate' is refused"),
+            stderr.contains("stores.cache.partitionKey: store 'cache' (state.redis): capability partitionKey (PARTITION_KEY): policy 'emulate' is refused"),
             "{stderr}"
         );
         assert!(
@@ -453,7 +453,7 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 #[test]
 fn unmet_app_requirements_stop_check_and_start_up() {
     let (_dir, components, cfg) = policy_setup(
-        "apps:\n  - id: orders\n    token: t1\n    requires: [ETAG, QUERY_API]\nstores:\n  mem:\n    lint: reject\n",
+        "apps:\n  - id: orders\n    token: t1\n    requires: [ETAG, QUERY_API]\nstores:\n  mem:\n    lint: reject\n    query: reject\n  cache:\n    query: reject\n",
     );
     for stderr in check_and_run_fail(&components, &cfg) {
         assert!(stderr.contains("2 problem(s)"), "{stderr}");

@@ -148,15 +148,21 @@ async fn http_warn_reports_every_map_and_proceeds() {
         lint_of(&r).as_deref(),
         Some("component-level-key;key=keyPrefix;at=request")
     );
-    // A query on a store without the query API is refused first (daprd's order), before
-    // its metadata is looked at (query metadata: see `query_metadata_on_postgresql`).
+    // A query (emulated on the in-memory store) has its metadata linted like any call;
+    // this one's filter is malformed, the client's 400.
     let r = m
         .post(
             "/v1.0-alpha1/state/statestore/query?metadata.queryIndexName=idx",
             r#"{"filter":{}}"#,
         )
         .await;
-    assert_eq!((r.status().as_u16(), lint_of(&r)), (500, None));
+    assert_eq!(
+        (r.status().as_u16(), lint_of(&r).as_deref()),
+        (
+            400,
+            Some("store-specific-key;key=queryIndexName;at=request")
+        )
+    );
     // Counted in the metrics, with finite labels only.
     let metrics = m.metrics().await;
     assert!(

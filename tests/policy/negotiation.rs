@@ -384,7 +384,7 @@ async fn metadata_lists_effective_capabilities() {
     assert_eq!(caps("kv"), json!(["ETAG", "TTL"]));
     assert_eq!(
         caps("cache"),
-        json!(["ETAG", "TRANSACTIONAL", "TTL", "ACTOR"])
+        json!(["ETAG", "TRANSACTIONAL", "QUERY_API", "TTL", "ACTOR"])
     );
     assert_eq!(
         meta["extended"]["mecha.matrix.kv"],
@@ -404,6 +404,7 @@ async fn metadata_lists_effective_capabilities() {
         .unwrap();
     assert_eq!(kv.capabilities, ["ETAG", "TTL"]);
     assert!(resp.extended_metadata["mecha.matrix.cache"].contains("consistency=native"));
+    assert!(resp.extended_metadata["mecha.matrix.cache"].contains("query=emulated"));
     m.running.stop(true).await;
 }
 

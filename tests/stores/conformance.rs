@@ -5,6 +5,7 @@
 
 mod cases;
 mod harness;
+mod query_reference;
 
 use harness::Backend;
 
@@ -26,7 +27,8 @@ macro_rules! conformance {
                 racing_writers_with_one_etag_have_one_winner, keys_with_unusual_characters,
                 query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
                 query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
-                undeclared_ttl_is_refused_not_ignored,
+                query_answers_like_the_reference, query_pages_like_the_reference,
+                query_over_the_scan_limit_fails, undeclared_ttl_is_refused_not_ignored,
             );
         }
     };
@@ -64,13 +66,29 @@ mod redis_cluster_spread {
         bulk_set_keeps_good_items_when_one_etag_fails, bulk_delete_reports_per_key,
         transaction_sees_its_own_earlier_operations, concurrent_etag_increments_lose_nothing,
         racing_writers_with_one_etag_have_one_winner, keys_with_unusual_characters,
-        query_filters_like_dapr_conformance, undeclared_ttl_is_refused_not_ignored,
+        query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
+        query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
+        query_answers_like_the_reference, query_pages_like_the_reference,
+        query_over_the_scan_limit_fails, undeclared_ttl_is_refused_not_ignored,
+    );
+}
+/// Redis Cluster with `clusterKeyPlacement: prefix`: the query cases (the listing maps the
+/// Redis keys `{prefix}||key` back to state keys).
+mod redis_cluster_by_prefix {
+    use super::*;
+    conformance!(@cases harness::redis_cluster_by_prefix();
+        query_filters_like_dapr_conformance, query_compares_by_json_type, query_sorts_and_pages,
+        query_sees_only_its_key_prefix, query_skips_expired_items, query_rejects_invalid_queries,
+        query_answers_like_the_reference, query_pages_like_the_reference,
+        query_over_the_scan_limit_fails,
     );
 }
 conformance!(jetstream, harness::jetstream());
 conformance!(etcd, harness::etcd());
 
-/// Key listing (`StateStore::list_keys`), on the stores that implement it.
+/// Key listing (`StateStore::list_keys`), on the stores that implement it with pages of at
+/// most `limit` keys (Redis pages follow `SCAN`, whose count is a hint: its listing is proven
+/// by the query cases).
 mod list_keys {
     use super::*;
 
@@ -87,5 +105,15 @@ mod list_keys {
     #[tokio::test]
     async fn jetstream() {
         cases::list_keys_pages_every_live_key(&harness::jetstream().await).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        cases::list_keys_pages_every_live_key(&harness::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn mysql() {
+        cases::list_keys_pages_every_live_key(&harness::mysql().await).await;
     }
 }

@@ -879,16 +879,27 @@ impl StateStore for EtcdStore {
     /// Lists the component's keys under `keyPrefixPath/`, in byte order, `limit` per page (a
     /// linearizable range read per page; the cursor is the last etcd key of the page).
     async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        self.list_keys_with_prefix("", cursor, limit).await
+    }
+
+    /// As [`StateStore::list_keys`], over the range of the keys that start with `prefix`
+    /// only (one range read per page).
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
         let limit = limit.max(1);
         let base = format!("{}/", self.settings().prefix);
-        let end = prefix_end(base.as_bytes());
+        let end = prefix_end(format!("{base}{prefix}").as_bytes());
         let start = match &cursor {
             Some(c) => {
                 let mut k = c.clone().into_bytes();
                 k.push(0);
                 k
             }
-            None => base.clone().into_bytes(),
+            None => format!("{base}{prefix}").into_bytes(),
         };
         let pool = self.shared.pool().await?;
         let read = |c: Client| {

@@ -347,12 +347,25 @@ impl StateStore for InMemoryStore {
     /// Live keys in byte order after the cursor (the last key of the previous page). Each page
     /// scans the map once under the read lock, keeping only the `limit + 1` smallest keys.
     async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        self.list_keys_with_prefix("", cursor, limit).await
+    }
+
+    /// As [`StateStore::list_keys`], keeping only the keys that start with `prefix`.
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
         let limit = limit.max(1);
         let now = self.clock.now();
         let inner = self.inner.read();
         let mut page: BTreeSet<&str> = BTreeSet::new();
         for (key, item) in &inner.items {
-            if cursor.as_deref().is_some_and(|c| key.as_str() <= c) || !item.live(now) {
+            if !key.starts_with(prefix)
+                || cursor.as_deref().is_some_and(|c| key.as_str() <= c)
+                || !item.live(now)
+            {
                 continue;
             }
             page.insert(key);

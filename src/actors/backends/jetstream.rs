@@ -926,6 +926,18 @@ impl StateStore for JetStreamStore {
     /// keys in pages of L costs about N²/L entries on the wire: it serves housekeeping, not
     /// requests. Keys not written by Mecha (not in canonical encoding) are left out.
     async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        self.list_keys_with_prefix("", cursor, limit).await
+    }
+
+    /// As [`StateStore::list_keys`], keeping the keys whose stored form starts with the
+    /// encoded `prefix` (an app prefix `app||` is the subject token `app.`).
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let stored_prefix = encoded_prefix(prefix);
         let limit = limit.max(1);
         let c = self.conn().await?;
         let t = self.shared.settings.list_timeout;
@@ -944,7 +956,9 @@ impl StateStore for JetStreamStore {
                 {
                     continue;
                 }
-                if page.len() > limit && page.last().is_some_and(|last| &k >= last) {
+                if !k.starts_with(stored_prefix.as_str())
+                    || (page.len() > limit && page.last().is_some_and(|last| &k >= last))
+                {
                     continue;
                 }
                 if decode_key(&k).is_none() {
@@ -984,6 +998,17 @@ impl StateStore for JetStreamStore {
         })
         .await
     }
+}
+
+/// The stored (encoded) form every key starting with `prefix` starts with: `app||` becomes
+/// `app.`, as in the encoded keys (empty for an empty prefix).
+fn encoded_prefix(prefix: &str) -> String {
+    if prefix.is_empty() {
+        return String::new();
+    }
+    let mut enc = encode_key(&format!("{prefix}x")).unwrap_or_default();
+    enc.pop();
+    enc
 }
 
 /// Every server the store's bucket is on (`host:port/bucket`).

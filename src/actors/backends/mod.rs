@@ -44,7 +44,8 @@ pub struct Descriptor {
     pub capabilities: CapabilitySet,
     /// Those of `capabilities` a store has only with some configuration (shown as `(✔)`).
     pub conditional: CapabilitySet,
-    /// Whether instances can list their keys (what the expiry sweep of emulated TTL needs).
+    /// Whether instances can list their keys (what the expiry sweep of emulated TTL and the
+    /// emulated query need).
     pub lists_keys: bool,
     /// Component metadata the backend reads (in addition to [`COMMON_FIELDS`]).
     pub metadata: &'static [Field],

@@ -41,7 +41,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
-    lists_keys: false,
+    lists_keys: true,
     per_process: false,
     variants: &[],
     metadata: &[
@@ -575,6 +575,40 @@ sql_rows::sql_state_store!(MySqlStore {
             .await
             .map_err(db_err)?;
             Ok(row.map(|r| entry(r.get(0), r.get(1), r.get(2))))
+        })
+        .await
+    }
+
+    async fn list_keys(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<crate::actors::KeyPage, StoreError> {
+        self.list_keys_with_prefix("", cursor, limit).await
+    }
+
+    /// One range read over the primary key (`VARBINARY`, compared by bytes).
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<crate::actors::KeyPage, StoreError> {
+        let limit = limit.max(1);
+        self.timed(async {
+            let rows = sqlx::query(&sql_rows::key_page_sql(&self.c.settings.table, "id"))
+                .bind(prefix.as_bytes())
+                .bind(cursor.as_deref().unwrap_or("").as_bytes())
+                .bind(now_ms())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
+                .fetch_all(&self.c.pool)
+                .await
+                .map_err(db_err)?;
+            let keys = rows
+                .iter()
+                .filter_map(|r| String::from_utf8(r.get::<Vec<u8>, _>(0)).ok())
+                .collect();
+            Ok(sql_rows::key_page(keys, prefix, limit))
         })
         .await
     }

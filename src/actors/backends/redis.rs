@@ -102,7 +102,8 @@
 //! * On a cluster, a transaction over keys of several hash slots is refused up front (Dapr's
 //!   store fails it with `CROSSSLOT` or, with older go-redis, runs it per slot, not
 //!   atomically); `redisDB` other than 0 is refused on a cluster (Dapr ignores it).
-//! * No RedisJSON query API, no Sentinel mode, and no TLS in this build.
+//! * No RedisJSON query API (Mecha emulates queries with `SCAN` over the app's prefix, see
+//!   `scan.rs`), no Sentinel mode, and no TLS in this build.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -122,8 +123,9 @@ use redis::{
 };
 
 use super::{ComponentConfig, Descriptor, Field, FieldKind, Variant};
-use crate::actors::{BulkGetItem, StateStore, StoreError, StoreFactory};
+use crate::actors::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 use crate::capabilities::{Capability, CapabilitySet};
+use crate::keys;
 use crate::model::{
     Concurrency, Consistency, DeleteRequest, GetRequest, SetRequest, StateEntry, TransactionOp,
     TransactionRequest, Ttl,
@@ -136,7 +138,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
-    lists_keys: false,
+    lists_keys: true,
     metadata: METADATA,
     per_process: false,
     variants: &[Variant {
@@ -362,6 +364,10 @@ impl StoreFactory for RedisFactory {
     fn max_transaction_ops(&self) -> Option<usize> {
         Some(self.shared.settings.max_transaction_ops)
     }
+
+    fn lists_keys(&self) -> bool {
+        true
+    }
 }
 
 /// One store instance: the shared settings plus this instance's multiplexed connection (on a
@@ -489,6 +495,21 @@ impl StateStore for RedisStore {
         }
     }
 
+    /// `SCAN` over every state key (see [`scan`]).
+    async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
+        self.scan_page("", cursor, limit).await
+    }
+
+    /// `SCAN ... MATCH <prefix>*`, on the node or on every primary of a cluster.
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        self.scan_page(prefix, cursor, limit).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let s = &self.shared.settings;
         let limit = (s.dial_timeout + s.read_timeout).min(PING_TIMEOUT);
@@ -529,6 +550,7 @@ mod commands;
 mod config;
 mod connection;
 mod reply;
+mod scan;
 mod topology;
 
 use config::*;

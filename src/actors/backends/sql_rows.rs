@@ -79,6 +79,33 @@ impl<DB: Database, T: Send + Sync + 'static> StoreFactory for RowsFactory<DB, T>
     fn capabilities(&self) -> CapabilitySet {
         self.capabilities
     }
+
+    fn lists_keys(&self) -> bool {
+        true
+    }
+}
+
+/// The `SELECT` of one page of keys: live rows at or after `prefix` and after the cursor, in
+/// byte order (the key column compares bytes on both stores), `limit + 1` of them.
+pub(super) fn key_page_sql(table: &str, key_column: &str) -> String {
+    format!(
+        "SELECT {key_column} FROM {table} WHERE {key_column} >= ? AND {key_column} > ? \
+         AND (expires_at IS NULL OR expires_at > ?) ORDER BY {key_column} LIMIT ?"
+    )
+}
+
+/// The page of [`StateStore::list_keys_with_prefix`] from the keys [`key_page_sql`] read: those
+/// that start with `prefix` (they come first: keys with a prefix are contiguous in byte
+/// order), and the cursor of the next page when more than `limit` of them came back.
+pub(super) fn key_page(rows: Vec<String>, prefix: &str, limit: usize) -> crate::actors::KeyPage {
+    let mut keys: Vec<String> = rows
+        .into_iter()
+        .take_while(|k| k.starts_with(prefix))
+        .collect();
+    let more = keys.len() > limit;
+    keys.truncate(limit);
+    let next = if more { keys.last().cloned() } else { None };
+    crate::actors::KeyPage { keys, next }
 }
 
 /// A store whose rows live in one table of a sqlx database.

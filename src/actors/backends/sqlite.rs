@@ -44,7 +44,7 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     versions: &["v1"],
     capabilities: CAPABILITIES,
     conditional: CapabilitySet::EMPTY,
-    lists_keys: false,
+    lists_keys: true,
     per_process: false,
     variants: &[],
     metadata: &[
@@ -429,6 +429,37 @@ impl SqlRows for SqliteStore {
 sql_rows::sql_state_store!(SqliteStore {
     async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
         self.timed(self.get_one(&req.key)).await
+    }
+
+    async fn list_keys(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<crate::actors::KeyPage, StoreError> {
+        self.list_keys_with_prefix("", cursor, limit).await
+    }
+
+    /// One range read over the primary key (`TEXT`, compared by bytes).
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<crate::actors::KeyPage, StoreError> {
+        let limit = limit.max(1);
+        self.timed(async {
+            let rows = sqlx::query(&sql_rows::key_page_sql(&self.c.settings.table, "key"))
+                .bind(prefix)
+                .bind(cursor.as_deref().unwrap_or(""))
+                .bind(now_ms())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
+                .fetch_all(&self.c.pool)
+                .await
+                .map_err(db_err)?;
+            let keys = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+            Ok(sql_rows::key_page(keys, prefix, limit))
+        })
+        .await
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {

@@ -295,6 +295,17 @@ impl StateStore for TtlEmulation {
         self.inner.list_keys(cursor, limit).await
     }
 
+    async fn list_keys_with_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        self.inner
+            .list_keys_with_prefix(prefix, cursor, limit)
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -31,7 +31,7 @@ fn no_policy_emulates_what_is_correct_and_rejects_the_rest() {
                 Status::Rejected,
                 Status::Rejected
             ),
-            (Feature::Query, Status::Rejected, Status::Rejected),
+            (Feature::Query, Status::Emulated, Status::Emulated),
             (Feature::PartitionKey, Status::Ignored, Status::Rejected),
         ]
     );
@@ -218,7 +218,7 @@ fn requirements_follow_the_matrix_and_app_tightenings() {
         ("FIRST_WRITE", Some(Status::Native)),
         ("TTL", Some(Status::Emulated)),
         ("TRANSACTIONAL", Some(Status::Rejected)),
-        ("QUERY_API", Some(Status::Rejected)),
+        ("QUERY_API", Some(Status::Emulated)),
         ("KEYS_LIKE", Some(Status::Rejected)),
         ("ACTOR", Some(Status::Rejected)),
         ("STRONG_CONSISTENCY", Some(Status::Ignored)),

@@ -109,6 +109,7 @@ pub(super) struct FileLimits {
     pub max_key_length: Option<usize>,
     pub max_bulk_items: Option<usize>,
     pub max_transaction_ops: Option<usize>,
+    pub max_query_scan: Option<usize>,
     pub default_bulk_parallelism: Option<usize>,
     pub max_connections: Option<usize>,
     pub header_timeout: Checked<Dur>,

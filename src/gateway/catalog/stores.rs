@@ -128,6 +128,10 @@ impl StoreInfo {
                 base_factory.clone(),
                 &matrix,
                 settings.actors.ttl_sweep_interval,
+                emulation::QueryLimits {
+                    max_scan: settings.limits.max_query_scan,
+                    timeout: settings.actors.request_timeout,
+                },
             ),
         };
         let resilience = match old.filter(|_| same_resiliency) {

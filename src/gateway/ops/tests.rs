@@ -100,7 +100,7 @@ fn carries(op: Operation, f: Feature) -> bool {
 fn producible(f: Feature, s: Status) -> bool {
     match s {
         Status::Native | Status::Rejected => true,
-        Status::Emulated => matches!(f, Feature::Bulk | Feature::Ttl),
+        Status::Emulated => matches!(f, Feature::Bulk | Feature::Ttl | Feature::Query),
         Status::Ignored => matches!(
             f,
             Feature::Ttl | Feature::StrongConsistency | Feature::PartitionKey

@@ -410,14 +410,18 @@ async fn too_many_transaction_operations() {
     m.stop().await;
 }
 
-/// Query on a store without QUERY_API: Internal, ResourceInfo + ErrorInfo.
+/// Query on a store without QUERY_API (one that cannot list its keys, so no emulation
+/// either): Internal, ResourceInfo + ErrorInfo.
 #[actix_rt::test]
 async fn query_not_supported_is_internal() {
-    let m = TestMecha::memory().start().await;
+    let m = TestMecha::memory()
+        .custom("plain", etag_only_store())
+        .start()
+        .await;
     let mut c = m.grpc().await;
     let st = c
         .query_state_alpha1(QueryStateRequest {
-            store_name: S.into(),
+            store_name: "plain".into(),
             query: "{}".into(),
             metadata: HashMap::new(),
         })

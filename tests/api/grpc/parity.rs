@@ -193,15 +193,19 @@ async fn transactions_not_supported_is_500_and_unimplemented() {
     m.stop().await;
 }
 
-/// Query on a store without QUERY_API: 500 over HTTP, Internal over gRPC.
+/// Query on a store without QUERY_API (one that cannot list its keys, so no emulation
+/// either): 500 over HTTP, Internal over gRPC.
 #[actix_rt::test]
 async fn query_not_supported_is_500_and_internal() {
-    let m = TestMecha::memory().start().await;
+    let m = TestMecha::memory()
+        .custom("plain", etag_only_store())
+        .start()
+        .await;
     let mut c = m.grpc().await;
     let (status, body) = http(
         &m,
         "POST",
-        "/v1.0-alpha1/state/statestore/query",
+        "/v1.0-alpha1/state/plain/query",
         Some(json!({"filter": {}})),
     )
     .await;
@@ -211,7 +215,7 @@ async fn query_not_supported_is_500_and_internal() {
     );
     let st = c
         .query_state_alpha1(QueryStateRequest {
-            store_name: "statestore".into(),
+            store_name: "plain".into(),
             query: r#"{"filter":{}}"#.into(),
             metadata: HashMap::new(),
         })

@@ -7,7 +7,8 @@ mecha-pycompat, created by Mecha, and every key written here is deleted again) a
 configured app, so every call also carries the SDK's dapr-api-token (DAPR_API_TOKEN) and the
 HTTP health probe runs without one.
 
-The per-store tests (save/get, ETags, bulk, transactions, deletes, missing keys, query refusal,
+The per-store tests (save/get, ETags, bulk, transactions, deletes, missing keys, query (emulated
+by Mecha),
 metadata, strong consistency) also run against a SQLite store (a file in the run's temporary
 directory) and a MySQL store (MYSQL_URL, default the local MariaDB root:@tcp(127.0.0.1:3306)/test;
 tables named after the run, so parallel runs never share one, and dropped at the end with the
@@ -277,12 +278,29 @@ def run_tests():
         details = e.status_details()
         assert details.bad_request and details.resource_info, details.as_dict()
 
-    def t_query_not_supported(d, store):
+    def t_query(d, store):
+        # Every store here answers queries: Mecha emulates them (PostgreSQL's rules).
+        import json
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            expect_error("INTERNAL", "DAPR_STATE_QUERYING_NOT_SUPPORTED",
-                         d.query_state, store, '{"filter":{}}')
+            tag = f"q-{os.getpid()}-{time.time_ns()}"
+            keys = [f"{tag}-{i}" for i in range(3)]
+            for i, k in enumerate(keys):
+                d.save_state(store, k, json.dumps({"kind": tag, "n": i}))
+            q = {"filter": {"EQ": {"kind": tag}}, "sort": [{"key": "n", "order": "DESC"}],
+                 "page": {"limit": 2}}
+            r = d.query_state(store, json.dumps(q))
+            assert [i.key for i in r.results] == [keys[2], keys[1]], r.results
+            assert r.token, "a next-page token"
+            q["page"]["token"] = r.token
+            r = d.query_state(store, json.dumps(q))
+            assert [i.key for i in r.results] == [keys[0]], r.results
+            assert json.loads(r.results[0].value) == {"kind": tag, "n": 0}, r.results[0].value
+            assert r.results[0].etag, r.results
+            assert not r.token, r.token
+            for k in keys:
+                d.delete_state(store, k)
 
     def t_metadata(d, store):
         md = d.get_metadata()
@@ -294,6 +312,8 @@ def run_tests():
         caps = set(c.capabilities)
         for want in ("ETAG", "TRANSACTIONAL", "TTL", "ACTOR"):
             assert want in caps, caps
+        # Query: emulated on the in-memory and SQL stores.
+        assert "QUERY_API" in caps, caps
         assert "daprRuntimeVersion" in md.extended_metadata, md.extended_metadata
 
     def t_no_token_is_unauthenticated(_d):
@@ -420,7 +440,7 @@ def run_tests():
     # Run on the in-memory store and on every SQL store.
     per_store = [
         t_save_get, t_etag_success_and_stale, t_bulk_save_and_get, t_transaction,
-        t_delete_with_etag, t_missing_key, t_query_not_supported, t_metadata,
+        t_delete_with_etag, t_missing_key, t_query, t_metadata,
     ]
 
     def on(t, store):

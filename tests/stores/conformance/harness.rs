@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use mecha::actors::emulation;
 use mecha::actors::{StateStore, StoreFactory};
-use mecha::capabilities::{Capability, CapabilitySet, Matrix, StoreTraits};
+use mecha::capabilities::{Capability, CapabilitySet, Feature, Matrix, Status, StoreTraits};
 use mecha::config::parse_components;
 
 use crate::support::KvFactory;
@@ -20,6 +20,8 @@ pub struct Backend {
     pub store: Arc<dyn StateStore>,
     pub caps: CapabilitySet,
     pub base: String,
+    /// The most keys an emulated query examines (`None`: native query, or none).
+    pub query_scan_limit: Option<usize>,
     /// Runs when the test ends (pass or panic), e.g. to drop the test's table.
     pub teardown: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -57,6 +59,9 @@ pub fn from_component(component_type: &str, metadata: &[(&str, String)]) -> Back
     effective(components[0].factory.clone())
 }
 
+/// `limits.maxQueryScan` of the suite's stores: low, so the over-the-limit case stays quick.
+pub const CONFORMANCE_MAX_QUERY_SCAN: usize = 300;
+
 /// A backend as Mecha runs it: wrapped in the emulations its effective matrix (no policy:
 /// emulate what is correct, reject the rest) decides, and judged by its effective
 /// capabilities (native or emulated), so the suite proves emulations as well.
@@ -67,8 +72,18 @@ pub fn effective(factory: Arc<dyn StoreFactory>) -> Backend {
         max_transaction_ops: factory.max_transaction_ops().unwrap_or(1000),
     };
     let matrix = Matrix::without_policy(traits, mecha::capabilities::Baseline::Compatible);
-    let factory = emulation::wrap(factory, &matrix, emulation::DEFAULT_SWEEP_INTERVAL);
+    let factory = emulation::wrap(
+        factory,
+        &matrix,
+        emulation::DEFAULT_SWEEP_INTERVAL,
+        emulation::QueryLimits {
+            max_scan: CONFORMANCE_MAX_QUERY_SCAN,
+            ..emulation::QueryLimits::default()
+        },
+    );
+    let emulated_query = matrix.status(Feature::Query) == Status::Emulated;
     Backend {
+        query_scan_limit: emulated_query.then_some(CONFORMANCE_MAX_QUERY_SCAN),
         store: factory.create().expect("store instance"),
         caps: matrix.effective(),
         base: format!("conf-{:016x}", rand::random::<u64>()),
@@ -119,6 +134,19 @@ pub async fn redis_cluster_spread() -> Backend {
         );
     }
     backend
+}
+
+/// A store on the test Redis Cluster with `clusterKeyPlacement: prefix`: the key prefix is
+/// the hash tag (`{conf-…}||key` in Redis), which listings must undo.
+pub async fn redis_cluster_by_prefix() -> Backend {
+    from_component(
+        "state.redis",
+        &[
+            ("redisHost", redis_cluster_nodes()),
+            ("redisType", "cluster".into()),
+            ("clusterKeyPlacement", "prefix".into()),
+        ],
+    )
 }
 
 /// The same store with every key of the test under one hash tag (`{conf-…}||key`), so the
