@@ -34,9 +34,17 @@ pub struct StoreResiliency {
     pub breaker: Option<BreakerSettings>,
     /// Where these came from (`file: document name`, and the scopes if any).
     pub source: Option<String>,
+    /// The `metadata.name` of every `kind: Resiliency` document read (in order); daprd's
+    /// `name` metric label is the last one, and `dapr_resiliency_loaded` counts each.
+    pub resources: Vec<String>,
 }
 
 impl StoreResiliency {
+    /// daprd's `name` label: the `metadata.name` of the last Resiliency decoded.
+    pub fn resource_name(&self) -> &str {
+        self.resources.last().map_or("", String::as_str)
+    }
+
     /// One line per policy kind, as `mecha check` prints them.
     pub fn describe(&self) -> String {
         let mut s = String::new();
@@ -160,6 +168,7 @@ pub fn parse_resiliency(
     let mut errors = Vec::new();
     let mut policies = Policies::default();
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
+    let mut resources = Vec::new();
     for (file, text) in files {
         for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let Ok(value) = <Value as serde::Deserialize>::deserialize(doc) else {
@@ -178,6 +187,13 @@ pub fn parse_resiliency(
                 ));
             };
             read_document(file, &m, &mut policies, &mut targets, &mut err);
+            resources.push(
+                m.get("metadata")
+                    .and_then(|x| x.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
     }
     // Resolve targets and defaults for every store.
@@ -192,10 +208,9 @@ pub fn parse_resiliency(
         }
     }
     for store in stores {
-        out.insert(
-            store.clone(),
-            resolve_store(store, &policies, &targets, &mut errors),
-        );
+        let mut r = resolve_store(store, &policies, &targets, &mut errors);
+        r.resources = resources.clone();
+        out.insert(store.clone(), r);
     }
     if errors.is_empty() {
         Ok(out)
