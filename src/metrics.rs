@@ -104,89 +104,138 @@ pub fn render(handle: &PrometheusHandle) -> String {
     handle.render()
 }
 
+/// A family's kind, for its HELP text.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
 /// The HELP text of every family Mecha records (`promtool check metrics` wants one each).
-fn describe_all() {
-    use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
-    process().describe();
-    g!(BUILD_INFO, "Mecha's version and git commit (always 1).");
-    c!(
+const HELP: &[(Kind, &str, &str)] = &[
+    (
+        Kind::Gauge,
+        BUILD_INFO,
+        "Mecha's version and git commit (always 1).",
+    ),
+    (
+        Kind::Counter,
         STATE_COUNT,
-        "State store calls by app, component, operation and success (daprd's)."
-    );
-    h!(
+        "State store calls by app, component, operation and success (daprd's).",
+    ),
+    (
+        Kind::Histogram,
         STATE_LATENCY,
-        "State store call latency in milliseconds (daprd's)."
-    );
-    c!(
+        "State store call latency in milliseconds (daprd's).",
+    ),
+    (
+        Kind::Counter,
         HTTP_COUNT,
-        "HTTP requests by app, method, path and status (daprd's)."
-    );
-    h!(
+        "HTTP requests by app, method, path and status (daprd's).",
+    ),
+    (
+        Kind::Histogram,
         HTTP_LATENCY,
-        "HTTP request latency in milliseconds (daprd's)."
-    );
-    c!(
+        "HTTP request latency in milliseconds (daprd's).",
+    ),
+    (
+        Kind::Counter,
         GRPC_COMPLETED,
-        "Completed gRPC calls by app, method and status (daprd's)."
-    );
-    h!(GRPC_LATENCY, "gRPC call latency in milliseconds (daprd's).");
-    c!(
+        "Completed gRPC calls by app, method and status (daprd's).",
+    ),
+    (
+        Kind::Histogram,
+        GRPC_LATENCY,
+        "gRPC call latency in milliseconds (daprd's).",
+    ),
+    (
+        Kind::Counter,
         CAPABILITY_DECISIONS,
-        "Capability decisions (native, emulated, ignored, rejected) per request."
-    );
-    h!(
+        "Capability decisions (native, emulated, ignored, rejected) per request.",
+    ),
+    (
+        Kind::Histogram,
         REQUEST_DURATION,
-        "State request duration in seconds, by protocol and whether it was all native."
-    );
-    g!(
+        "State request duration in seconds, by protocol and whether it was all native.",
+    ),
+    (
+        Kind::Gauge,
         STORE_UP,
-        "Whether the store answers its health pings (1) or not (0)."
-    );
-    c!(
+        "Whether the store answers its health pings (1) or not (0).",
+    ),
+    (
+        Kind::Counter,
         STORE_RESTARTS,
-        "Restarts of the store's actors since start."
-    );
-    g!(STORE_IN_FLIGHT, "State requests running on the store now.");
-    h!(
+        "Restarts of the store's actors since start.",
+    ),
+    (
+        Kind::Gauge,
+        STORE_IN_FLIGHT,
+        "State requests running on the store now.",
+    ),
+    (
+        Kind::Histogram,
         STORE_ROUND_TRIP,
-        "Round trip to the store (actor queue and backend) in seconds."
-    );
-    c!(
+        "Round trip to the store (actor queue and backend) in seconds.",
+    ),
+    (
+        Kind::Counter,
         CAPABILITY_USAGE,
-        "Requests per app, store and capability they needed."
-    );
-    c!(
+        "Requests per app, store and capability they needed.",
+    ),
+    (
+        Kind::Counter,
         METADATA_KEY_USAGE,
-        "Requests per app, store and request-metadata name they carried."
-    );
-    c!(
+        "Requests per app, store and request-metadata name they carried.",
+    ),
+    (
+        Kind::Counter,
         LINT_FINDINGS,
-        "Request-metadata lint findings by code and severity."
-    );
-    g!(
+        "Request-metadata lint findings by code and severity.",
+    ),
+    (
+        Kind::Gauge,
         RESILIENCY_CB_STATE,
-        "Circuit breaker state: 1 for the current status, 0 for the others (daprd's)."
-    );
-    c!(
+        "Circuit breaker state: 1 for the current status, 0 for the others (daprd's).",
+    ),
+    (
+        Kind::Counter,
         RESILIENCY_ACTIVATIONS,
-        "Resiliency activations: breaker changes and calls' first retries (daprd's)."
-    );
-    c!(
+        "Resiliency activations: breaker changes and calls' first retries (daprd's).",
+    ),
+    (
+        Kind::Counter,
         RESILIENCY_COUNT,
-        "Resiliency policy look-ups, one per store call and policy kind (daprd's)."
-    );
-    c!(
+        "Resiliency policy look-ups, one per store call and policy kind (daprd's).",
+    ),
+    (
+        Kind::Counter,
         RESILIENCY_LOADED,
-        "Resiliency resources loaded, per configuration applied (daprd's)."
-    );
-    g!(
+        "Resiliency resources loaded, per configuration applied (daprd's).",
+    ),
+    (
+        Kind::Gauge,
         CONFIG_VERSION,
-        "Version of the configuration serving new requests (1 at start, +1 per applied reload)."
-    );
-    c!(
+        "Version of the configuration serving new requests (1 at start, +1 per applied reload).",
+    ),
+    (
+        Kind::Counter,
         CONFIG_RELOADS,
-        "Configuration reloads by result (applied, refused)."
-    );
+        "Configuration reloads by result (applied, refused).",
+    ),
+];
+
+/// Gives every family its HELP text, the process families included.
+fn describe_all() {
+    process().describe();
+    for &(kind, name, help) in HELP {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
