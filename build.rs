@@ -30,5 +30,25 @@ fn main() -> io::Result<()> {
         .codec_path("crate::gateway::grpc::codec::BoundedCodec")
         .compile_with_config(config, &protos, &includes)?;
     println!("cargo:rerun-if-changed=proto");
+    git_commit();
     Ok(())
+}
+
+/// `MECHA_GIT_COMMIT` for `mecha_build_info`: the checkout's commit (12 hex digits), or
+/// `unknown` outside a git checkout (a source tarball, a container build without `.git`).
+/// Rebuilt when HEAD or the branch it names moves.
+fn git_commit() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git").args(args).output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MECHA_GIT_COMMIT={commit}");
+    let head = git(&["rev-parse", "--git-path", "HEAD"]);
+    let branch =
+        git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r]));
+    for path in [head, branch].into_iter().flatten() {
+        println!("cargo:rerun-if-changed={path}");
+    }
 }

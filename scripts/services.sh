@@ -226,6 +226,17 @@ ensure_node() {
   apt_install nodejs npm
 }
 
+# promtool (Debian's prometheus package), which tests/telemetry/promtool.rs runs on a scrape
+# of a running Mecha; the test fails when it is missing.
+ensure_promtool() {
+  if command -v promtool >/dev/null; then
+    log "promtool: $(promtool --version 2>&1 | head -n 1)"; return 0
+  fi
+  log "promtool: installing prometheus"
+  apt_install --no-install-recommends prometheus
+  command -v promtool >/dev/null || { log "promtool: not found after installing prometheus"; return 1; }
+}
+
 # The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
 # the clone (reused between runs), Redis, Redis Cluster, PostgreSQL, NATS (with JetStream) and etcd up, and their
 # URLs exported.

@@ -9,6 +9,7 @@ prepare_test_environment
 ensure_python_venv
 ensure_openssl
 ensure_node
+ensure_promtool
 
 # A test that hangs fails the run after a bound instead of holding CI to its own limit.
 bounded() { timeout --kill-after=30 "$@"; }

@@ -286,7 +286,7 @@ fn metrics_server(
                         );
                     }
                 }
-                let body = allowed.then(|| handle.render());
+                let body = allowed.then(|| crate::metrics::render(&handle));
                 async move {
                     match body {
                         Some(body) => HttpResponse::Ok()

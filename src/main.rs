@@ -90,11 +90,25 @@ struct RunArgs {
     /// Mecha's own configuration file [default: config/mecha.yaml, optional].
     #[arg(long, env = "MECHA_CONFIG")]
     config: Option<PathBuf>,
-    /// HTTP API port (0 picks a free port).
-    #[arg(long, env = "MECHA_HTTP_PORT", default_value_t = 3500)]
+    /// HTTP API port (0 picks a free port). daprd's `--dapr-http-port` and `DAPR_HTTP_PORT`
+    /// are accepted too; precedence: the flag (either name), `MECHA_HTTP_PORT`,
+    /// `DAPR_HTTP_PORT`, the default.
+    #[arg(
+        long,
+        visible_alias = "dapr-http-port",
+        env = "MECHA_HTTP_PORT",
+        default_value_t = 3500
+    )]
     http_port: u16,
-    /// gRPC API port (0 picks a free port).
-    #[arg(long, env = "MECHA_GRPC_PORT", default_value_t = 50001)]
+    /// gRPC API port (0 picks a free port). daprd's `--dapr-grpc-port` and `DAPR_GRPC_PORT`
+    /// are accepted too; precedence: the flag (either name), `MECHA_GRPC_PORT`,
+    /// `DAPR_GRPC_PORT`, the default.
+    #[arg(
+        long,
+        visible_alias = "dapr-grpc-port",
+        env = "MECHA_GRPC_PORT",
+        default_value_t = 50001
+    )]
     grpc_port: u16,
     /// Prometheus metrics port (0 picks a free port).
     #[arg(long, env = "MECHA_METRICS_PORT", default_value_t = 9090)]
@@ -112,6 +126,17 @@ struct RunArgs {
     /// request's span fields: protocol, trace_id, app, store, operation).
     #[arg(long, env = "MECHA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// daprd's `--log-as-json`: the same as `--log-format json`, and it wins over
+    /// `--log-format` and `MECHA_LOG_FORMAT` (`--log-as-json=false` changes nothing).
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value_t = false
+    )]
+    log_as_json: bool,
     /// PEM certificate chain for TLS on the HTTP and gRPC listeners (replaces
     /// `server.tls.certFile`); TLS needs `--tls-key-file` too.
     #[arg(long, env = "MECHA_TLS_CERT_FILE")]
@@ -138,7 +163,42 @@ enum LogFormat {
     Json,
 }
 
+/// daprd's environment variables for the ports, read when neither the flag nor Mecha's own
+/// variable set the port (the value still holds clap's default).
+const DAPR_PORT_VARS: [(&str, &str); 2] = [
+    ("http_port", "DAPR_HTTP_PORT"),
+    ("grpc_port", "DAPR_GRPC_PORT"),
+];
+
 impl RunArgs {
+    /// Applies daprd's conventions: `DAPR_HTTP_PORT` and `DAPR_GRPC_PORT` below the flags
+    /// and Mecha's variables, and `--log-as-json` over `--log-format`. `Err` names the
+    /// variable whose value is not a port.
+    fn apply_dapr_conventions(&mut self, matches: &clap::ArgMatches) -> Result<(), String> {
+        use clap::parser::ValueSource;
+        for (id, var) in DAPR_PORT_VARS {
+            if matches.value_source(id) != Some(ValueSource::DefaultValue) {
+                continue;
+            }
+            let Some(text) = std::env::var_os(var) else {
+                continue;
+            };
+            let text = text.to_string_lossy();
+            let port: u16 = text
+                .trim()
+                .parse()
+                .map_err(|e| format!("invalid value '{text}' for {var}: {e}"))?;
+            match id {
+                "http_port" => self.http_port = port,
+                _ => self.grpc_port = port,
+            }
+        }
+        if self.log_as_json {
+            self.log_format = LogFormat::Json;
+        }
+        Ok(())
+    }
+
     fn sources(&self) -> ConfigSources {
         ConfigSources {
             config_file: self.config.clone(),
@@ -159,13 +219,31 @@ fn main() -> ExitCode {
     // an idle process gives a burst's memory back instead of keeping it until the next
     // allocation. Without it (a build that cannot start threads) memory is still bounded.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Check(args)) => check(&args),
-        Some(Command::Run(args)) => run(args),
-        Some(Command::Portability(args)) => portability(&args),
-        None => run(cli.run),
-    }
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let run_matches = match matches.subcommand() {
+        Some((_, m)) => m,
+        None => &matches,
+    };
+    let with_conventions = |mut args: RunArgs| match args.apply_dapr_conventions(run_matches) {
+        Ok(()) => Ok(args),
+        Err(e) => {
+            eprintln!("mecha: {e}");
+            Err(ExitCode::from(2))
+        }
+    };
+    let outcome = match cli.command {
+        Some(Command::Check(CheckArgs { run, strict })) => {
+            with_conventions(run).map(|run| check(&CheckArgs { run, strict }))
+        }
+        Some(Command::Run(args)) => with_conventions(args).map(run),
+        Some(Command::Portability(args)) => Ok(portability(&args)),
+        None => with_conventions(cli.run).map(run),
+    };
+    outcome.unwrap_or_else(|code| code)
 }
 
 fn load(args: &RunArgs) -> Result<Config, ExitCode> {
@@ -377,7 +455,8 @@ fn portability(args: &PortabilityArgs) -> ExitCode {
 }
 
 /// Libraries whose debug and trace lines can carry keys, values, statement parameters or
-/// request headers (tokens): capped at `info` whatever `--log-level` says.
+/// request headers (tokens): capped at `info` whatever `--log-level` says (and, like every
+/// dependency, at `warn` unless the filter asks for debug).
 const TALKATIVE_TARGETS: &[&str] = &[
     "tokio_postgres",
     "postgres_protocol",
@@ -417,9 +496,22 @@ fn init_logging(
 
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Dependencies' own lines (a driver's `NOTICE: relation ... skipping`, a server's
+    // "starting workers") are chatter: shown only when the filter asks for debug somewhere;
+    // at `info` only their warnings and errors pass. Mecha's own lines follow the filter.
+    let verbose = filter
+        .max_level_hint()
+        .is_some_and(|l| l >= LevelFilter::DEBUG);
+    let deps = if verbose {
+        LevelFilter::TRACE
+    } else {
+        LevelFilter::WARN
+    };
     let capped = TALKATIVE_TARGETS.iter().fold(
-        Targets::new().with_default(LevelFilter::TRACE),
-        |t, name| t.with_target(*name, LevelFilter::INFO),
+        Targets::new()
+            .with_default(deps)
+            .with_target("mecha", LevelFilter::TRACE),
+        |t, name| t.with_target(*name, deps.min(LevelFilter::INFO)),
     );
     let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
@@ -490,9 +582,9 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::info!("mecha stopped");
             ExitCode::SUCCESS
         }
+        // Once, as a log line (in the chosen format): the error names what failed.
         Err(e) => {
             tracing::error!(error = %e, "mecha failed");
-            eprintln!("mecha: {e}");
             ExitCode::FAILURE
         }
     }

@@ -70,13 +70,172 @@ pub fn install() -> PrometheusHandle {
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
             }
+            // HELP text on every family, our recorder's whoever is global.
+            metrics::with_local_recorder(&recorder, describe_all);
             // Another recorder may already be installed by an embedding program; then ours
             // still renders (empty) and theirs receives the data.
             let _ = metrics::set_global_recorder(recorder);
+            metrics::gauge!(
+                BUILD_INFO,
+                "version" => env!("CARGO_PKG_VERSION"),
+                "commit" => env!("MECHA_GIT_COMMIT"),
+            )
+            .set(1.0);
             INSTALLED.store(true, std::sync::atomic::Ordering::Release);
             handle
         })
         .clone()
+}
+
+/// Mecha's build, always 1: `version` (the crate's) and `commit` (git's at build time, or
+/// `unknown` when built outside a git checkout).
+pub const BUILD_INFO: &str = "mecha_build_info";
+
+/// The process collector (`process_*` families: CPU, memory, descriptors, threads, start
+/// time), read at every scrape.
+fn process() -> &'static metrics_process::Collector {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
+
+/// The text of `/metrics`: the process metrics read now, then every family.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process().collect();
+    handle.render()
+}
+
+/// A family's kind, for its HELP text.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The HELP text of every family Mecha records (`promtool check metrics` wants one each).
+const HELP: &[(Kind, &str, &str)] = &[
+    (
+        Kind::Gauge,
+        BUILD_INFO,
+        "Mecha's version and git commit (always 1).",
+    ),
+    (
+        Kind::Counter,
+        STATE_COUNT,
+        "State store calls by app, component, operation and success (daprd's).",
+    ),
+    (
+        Kind::Histogram,
+        STATE_LATENCY,
+        "State store call latency in milliseconds (daprd's).",
+    ),
+    (
+        Kind::Counter,
+        HTTP_COUNT,
+        "HTTP requests by app, method, path and status (daprd's).",
+    ),
+    (
+        Kind::Histogram,
+        HTTP_LATENCY,
+        "HTTP request latency in milliseconds (daprd's).",
+    ),
+    (
+        Kind::Counter,
+        GRPC_COMPLETED,
+        "Completed gRPC calls by app, method and status (daprd's).",
+    ),
+    (
+        Kind::Histogram,
+        GRPC_LATENCY,
+        "gRPC call latency in milliseconds (daprd's).",
+    ),
+    (
+        Kind::Counter,
+        CAPABILITY_DECISIONS,
+        "Capability decisions (native, emulated, ignored, rejected) per request.",
+    ),
+    (
+        Kind::Histogram,
+        REQUEST_DURATION,
+        "State request duration in seconds, by protocol and whether it was all native.",
+    ),
+    (
+        Kind::Gauge,
+        STORE_UP,
+        "Whether the store answers its health pings (1) or not (0).",
+    ),
+    (
+        Kind::Counter,
+        STORE_RESTARTS,
+        "Restarts of the store's actors since start.",
+    ),
+    (
+        Kind::Gauge,
+        STORE_IN_FLIGHT,
+        "State requests running on the store now.",
+    ),
+    (
+        Kind::Histogram,
+        STORE_ROUND_TRIP,
+        "Round trip to the store (actor queue and backend) in seconds.",
+    ),
+    (
+        Kind::Counter,
+        CAPABILITY_USAGE,
+        "Requests per app, store and capability they needed.",
+    ),
+    (
+        Kind::Counter,
+        METADATA_KEY_USAGE,
+        "Requests per app, store and request-metadata name they carried.",
+    ),
+    (
+        Kind::Counter,
+        LINT_FINDINGS,
+        "Request-metadata lint findings by code and severity.",
+    ),
+    (
+        Kind::Gauge,
+        RESILIENCY_CB_STATE,
+        "Circuit breaker state: 1 for the current status, 0 for the others (daprd's).",
+    ),
+    (
+        Kind::Counter,
+        RESILIENCY_ACTIVATIONS,
+        "Resiliency activations: breaker changes and calls' first retries (daprd's).",
+    ),
+    (
+        Kind::Counter,
+        RESILIENCY_COUNT,
+        "Resiliency policy look-ups, one per store call and policy kind (daprd's).",
+    ),
+    (
+        Kind::Counter,
+        RESILIENCY_LOADED,
+        "Resiliency resources loaded, per configuration applied (daprd's).",
+    ),
+    (
+        Kind::Gauge,
+        CONFIG_VERSION,
+        "Version of the configuration serving new requests (1 at start, +1 per applied reload).",
+    ),
+    (
+        Kind::Counter,
+        CONFIG_RELOADS,
+        "Configuration reloads by result (applied, refused).",
+    ),
+];
+
+/// Gives every family its HELP text, the process families included.
+fn describe_all() {
+    process().describe();
+    for &(kind, name, help) in HELP {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -534,60 +693,131 @@ pub fn record_lint_finding(app: &str, store: &str, code: &'static str, severity:
     metrics::counter!(LINT_FINDINGS, &labels).increment(1);
 }
 
-/// Circuit breaker state per store, Dapr's gauge: `policy` (`circuitbreaker`),
-/// `flow_direction` (`outbound`), `target` (`Statestore_<store>`), `status` (`closed`,
-/// `half-open`, `open`); 1 for the current state, 0 for the others.
+/// Circuit breaker state per store, daprd's gauge: labels as [`ResiliencyTarget`] gives them
+/// plus `policy` (`circuitbreaker`) and `status` (`closed`, `half-open`, `open`, `unknown`);
+/// 1 for the current state, 0 for the others.
 pub const RESILIENCY_CB_STATE: &str = "dapr_resiliency_cb_state";
-/// Resiliency activations, Dapr's counter: a breaker changing state (`policy` =
-/// `circuitbreaker`, `status` = the new state) or a retry being scheduled (`policy` = `retry`).
+/// Resiliency activations, daprd's counter: a breaker changing state (`policy` =
+/// `circuitbreaker`, `status` = the new state) or a call's first retry being scheduled
+/// (`policy` = `retry`).
 pub const RESILIENCY_ACTIVATIONS: &str = "dapr_resiliency_activations_total";
+/// Policy look-ups, daprd's counter: once per store call for each kind of policy the store
+/// has (`timeout`, `retry`, `circuitbreaker`; `status` is the breaker's state, else empty).
+pub const RESILIENCY_COUNT: &str = "dapr_resiliency_count";
+/// Resiliency resources loaded, daprd's counter: `app_id`, `name`, `namespace`; once per
+/// `kind: Resiliency` document of each configuration applied (start and every reload).
+pub const RESILIENCY_LOADED: &str = "dapr_resiliency_loaded";
 
-fn resiliency_labels(store: &str, policy: &str, status: &str) -> [(&'static str, String); 5] {
-    [
-        ("policy", policy.to_owned()),
-        ("namespace", String::new()),
-        ("flow_direction", "outbound".to_owned()),
-        ("target", format!("Statestore_{store}")),
-        ("status", status.to_owned()),
-    ]
+/// Whose resiliency series these are, in daprd's labels: `app_id` is the process's
+/// `--app-id` (policies and breakers belong to the process and are shared by every app, as
+/// daprd's belong to its sidecar), `name` the `metadata.name` of the last Resiliency
+/// resource read (daprd's rule), and the store gives `target` (`Statestore_<store>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResiliencyTarget {
+    /// The process's app id.
+    pub app_id: String,
+    /// The Resiliency resource's name.
+    pub name: String,
+    /// The store's name.
+    pub store: String,
 }
 
-/// Sets the breaker-state gauge of `store` (a configured store name) to `state`.
-fn breaker_gauge(store: &str, state: crate::resilience::BreakerState) {
-    use crate::resilience::BreakerState as B;
-    for s in [B::Closed, B::HalfOpen, B::Open] {
-        let v = if s == state { 1.0 } else { 0.0 };
-        metrics::gauge!(
-            RESILIENCY_CB_STATE,
-            &resiliency_labels(store, "circuitbreaker", s.as_str())
+impl ResiliencyTarget {
+    fn labels(&self, policy: &str, status: &str) -> [(&'static str, String); 7] {
+        [
+            ("app_id", self.app_id.clone()),
+            ("name", self.name.clone()),
+            ("policy", policy.to_owned()),
+            ("namespace", String::new()),
+            ("flow_direction", "outbound".to_owned()),
+            ("target", format!("Statestore_{}", self.store)),
+            ("status", status.to_owned()),
+        ]
+    }
+
+    /// Sets the breaker-state gauges to `state` (`None`: unknown).
+    fn breaker_gauge(&self, state: Option<crate::resilience::BreakerState>) {
+        use crate::resilience::BreakerState as B;
+        for s in [Some(B::Closed), Some(B::HalfOpen), Some(B::Open), None] {
+            let v = if s == state { 1.0 } else { 0.0 };
+            let status = s.map_or("unknown", B::as_str);
+            metrics::gauge!(RESILIENCY_CB_STATE, &self.labels("circuitbreaker", status)).set(v);
+        }
+    }
+
+    /// Shows a new breaker as closed, so the gauge exists (and alerts on it work) before the
+    /// breaker ever changes state. Not an activation.
+    pub fn breaker_started(&self) {
+        self.breaker_gauge(Some(crate::resilience::BreakerState::Closed));
+    }
+
+    /// Records the breaker changing to `state`: the gauge and one activation.
+    pub fn breaker_state(&self, state: crate::resilience::BreakerState) {
+        self.breaker_gauge(Some(state));
+        metrics::counter!(
+            RESILIENCY_ACTIVATIONS,
+            &self.labels("circuitbreaker", state.as_str())
         )
-        .set(v);
+        .increment(1);
+    }
+
+    /// Counts a call's first retry being scheduled.
+    pub fn retry_scheduled(&self) {
+        metrics::counter!(RESILIENCY_ACTIVATIONS, &self.labels("retry", "")).increment(1);
+    }
+
+    /// The look-up counters of the policy kinds present (registered once per store).
+    pub fn lookups(&self, timeout: bool, retry: bool, breaker: bool) -> Lookups {
+        let counter = |policy: &str, status: &str| {
+            metrics::counter!(RESILIENCY_COUNT, &self.labels(policy, status))
+        };
+        use crate::resilience::BreakerState as B;
+        Lookups {
+            timeout: timeout.then(|| counter("timeout", "")),
+            retry: retry.then(|| counter("retry", "")),
+            breaker: breaker.then(|| {
+                [B::Closed, B::HalfOpen, B::Open].map(|s| counter("circuitbreaker", s.as_str()))
+            }),
+        }
     }
 }
 
-/// Shows a new breaker of `store` as closed, so the gauge exists (and alerts on it work)
-/// before the breaker ever changes state. Not an activation.
-pub fn breaker_started(store: &str) {
-    breaker_gauge(store, crate::resilience::BreakerState::Closed);
+/// A store's `dapr_resiliency_count` handles, one per policy kind it has.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    timeout: Option<metrics::Counter>,
+    retry: Option<metrics::Counter>,
+    breaker: Option<[metrics::Counter; 3]>,
 }
 
-/// Records a breaker of `store` changing to `state`: the gauge and one activation.
-pub fn breaker_state(store: &str, state: crate::resilience::BreakerState) {
-    breaker_gauge(store, state);
-    metrics::counter!(
-        RESILIENCY_ACTIVATIONS,
-        &resiliency_labels(store, "circuitbreaker", state.as_str())
-    )
-    .increment(1);
+impl Lookups {
+    /// Counts one store call's look-up of each policy (`breaker`: its state now).
+    pub fn record(&self, breaker: Option<crate::resilience::BreakerState>) {
+        use crate::resilience::BreakerState as B;
+        for c in [&self.timeout, &self.retry].into_iter().flatten() {
+            c.increment(1);
+        }
+        if let (Some(cs), Some(state)) = (&self.breaker, breaker) {
+            let i = match state {
+                B::Closed => 0,
+                B::HalfOpen => 1,
+                B::Open => 2,
+            };
+            cs[i].increment(1);
+        }
+    }
 }
 
-/// Counts one retry scheduled on `store` (a configured store name).
-pub fn store_retry(store: &str) {
-    metrics::counter!(
-        RESILIENCY_ACTIVATIONS,
-        &resiliency_labels(store, "retry", "")
-    )
-    .increment(1);
+/// Counts the Resiliency resources of a configuration just applied.
+pub fn resiliency_loaded(app_id: &str, names: &[String]) {
+    for name in names {
+        let labels = [
+            ("app_id", app_id.to_owned()),
+            ("name", name.clone()),
+            ("namespace", String::new()),
+        ];
+        metrics::counter!(RESILIENCY_LOADED, &labels).increment(1);
+    }
 }
 
 /// The version of the configuration that serves new requests (1 at start, +1 per applied

@@ -581,22 +581,41 @@ pub struct Resilience {
     pub retry: Option<RetryPolicy>,
     /// The per-attempt timeout, if one is configured (the request timeout bounds the whole).
     pub attempt_timeout: Option<Duration>,
+    /// daprd's labels of this store's resiliency series.
+    pub target: crate::metrics::ResiliencyTarget,
+    lookups: crate::metrics::Lookups,
 }
 
 impl Resilience {
-    /// Builds the run-time state from configured policies.
+    /// Builds the run-time state from configured policies; a breaker's gauge shows it
+    /// closed from now on.
     pub fn new(
-        store: &str,
+        target: crate::metrics::ResiliencyTarget,
         breaker: Option<BreakerSettings>,
         retry: Option<RetryPolicy>,
         attempt_timeout: Option<Duration>,
     ) -> Resilience {
+        if breaker.is_some() {
+            target.breaker_started();
+        }
         Resilience {
-            store: store.to_owned(),
+            store: target.store.clone(),
+            lookups: target.lookups(
+                attempt_timeout.is_some(),
+                retry.is_some(),
+                breaker.is_some(),
+            ),
             breaker: breaker.map(|b| Breaker::new(b, Instant::now())),
             retry,
             attempt_timeout,
+            target,
         }
+    }
+
+    /// Counts one store call's look-up of each policy the store has (daprd's
+    /// `dapr_resiliency_count`).
+    pub fn looked_up(&self) {
+        self.lookups.record(self.breaker_state());
     }
 
     /// The breaker's state now, if there is a breaker.

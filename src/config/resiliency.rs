@@ -24,7 +24,7 @@ use super::ConfigError;
 use crate::resilience::{Backoff, BreakerSettings, RetryPolicy, TripCondition};
 
 /// The effective resiliency of one store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreResiliency {
     /// Per-attempt timeout and its policy name.
     pub timeout: Option<(String, Duration)>,
@@ -34,9 +34,38 @@ pub struct StoreResiliency {
     pub breaker: Option<BreakerSettings>,
     /// Where these came from (`file: document name`, and the scopes if any).
     pub source: Option<String>,
+    /// The `metadata.name` of every `kind: Resiliency` document read (in order), the same
+    /// for every store: `dapr_resiliency_loaded` counts each. Not part of a store's
+    /// resiliency (equality ignores it): a document added for another store changes nothing
+    /// here.
+    pub resources: Vec<String>,
 }
 
+/// Two stores' resiliency are the same when their policies, where they came from, and the
+/// name their series carry are.
+impl PartialEq for StoreResiliency {
+    fn eq(&self, other: &Self) -> bool {
+        self.timeout == other.timeout
+            && self.retry == other.retry
+            && self.breaker == other.breaker
+            && self.source == other.source
+            && self.resource_name() == other.resource_name()
+    }
+}
+
+impl Eq for StoreResiliency {}
+
 impl StoreResiliency {
+    /// daprd's `name` label of this store's series: the `metadata.name` of the last
+    /// Resiliency decoded, or empty when the store has no policy (and so no series).
+    pub fn resource_name(&self) -> &str {
+        let any = self.timeout.is_some() || self.retry.is_some() || self.breaker.is_some();
+        match self.resources.last() {
+            Some(name) if any => name,
+            _ => "",
+        }
+    }
+
     /// One line per policy kind, as `mecha check` prints them.
     pub fn describe(&self) -> String {
         let mut s = String::new();
@@ -160,6 +189,7 @@ pub fn parse_resiliency(
     let mut errors = Vec::new();
     let mut policies = Policies::default();
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
+    let mut resources = Vec::new();
     for (file, text) in files {
         for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let Ok(value) = <Value as serde::Deserialize>::deserialize(doc) else {
@@ -178,6 +208,13 @@ pub fn parse_resiliency(
                 ));
             };
             read_document(file, &m, &mut policies, &mut targets, &mut err);
+            resources.push(
+                m.get("metadata")
+                    .and_then(|x| x.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
     }
     // Resolve targets and defaults for every store.
@@ -192,10 +229,9 @@ pub fn parse_resiliency(
         }
     }
     for store in stores {
-        out.insert(
-            store.clone(),
-            resolve_store(store, &policies, &targets, &mut errors),
-        );
+        let mut r = resolve_store(store, &policies, &targets, &mut errors);
+        r.resources = resources.clone();
+        out.insert(store.clone(), r);
     }
     if errors.is_empty() {
         Ok(out)

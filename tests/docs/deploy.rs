@@ -1,7 +1,9 @@
 //! The deployment on paper (`deploy/`) against the binary it deploys: every flag and variable
 //! the manifests and the Dockerfile use is one `mecha --help` lists, every port is the one the
-//! binary is told to use, the probes hit real routes, the selectors and names line up, and the
-//! mounted configuration loads with Mecha's own parsers.
+//! binary is told to use, the probes hit real routes (liveness never on a store), the pod is
+//! Pod Security "restricted" and drains within its grace period, tokens are files, the
+//! selectors and names line up, and the mounted configuration loads with Mecha's own parsers;
+//! the same for `docker-compose.yml`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -213,12 +215,18 @@ fn the_deployment_uses_only_real_flags_ports_and_routes() {
     assert_eq!(ports["grpc"], port_of("MECHA_GRPC_PORT"));
     assert_eq!(ports["metrics"], port_of("MECHA_METRICS_PORT"));
 
-    // Probes hit real routes on the HTTP port.
-    let ready = &c["readinessProbe"]["httpGet"];
-    assert_eq!(s(&ready["path"]), "/v1.0/healthz/outbound");
-    assert_eq!(s(&ready["port"]), "http");
-    let live = &c["livenessProbe"]["httpGet"];
-    assert_eq!(s(&live["path"]), "/v1.0/healthz");
+    // Probes on the HTTP port: liveness and start-up on the process-only route (a store
+    // outage never restarts Mecha), readiness on the stores' health (each route is served:
+    // `probes_answer_on_the_binary`).
+    for (probe, path) in [
+        ("startupProbe", "/livez"),
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(s(&get["path"]), path, "{probe}");
+        assert_eq!(s(&get["port"]), "http", "{probe}");
+    }
     assert!(
         c["resources"]["requests"]["cpu"].as_str().is_some(),
         "the HPA needs a CPU request"
@@ -315,6 +323,7 @@ fn the_mounted_configuration_loads_and_its_secrets_exist() {
         .as_sequence()
         .unwrap()
         .iter()
+        .filter(|v| v["configMap"].is_mapping())
         .map(|v| (s(&v["name"]), s(&v["configMap"]["name"])))
         .collect();
     let mount_of = |path: &str| -> &Value {
@@ -349,13 +358,261 @@ fn the_mounted_configuration_loads_and_its_secrets_exist() {
     );
     let config_path = env_values["MECHA_CONFIG"].clone().unwrap();
     let file = config_path.rsplit('/').next().unwrap();
-    let text = s(&mount_of(&config_path)[file]);
-    let settings = Settings::parse_with_env(Path::new(file), text, &env)
+    // The token files, as kubelet would write them from the Secret, in a scratch directory.
+    let (tokens_dir, mount_path) = token_files(d, secret);
+    let text = s(&mount_of(&config_path)[file]).replace(
+        &format!("{mount_path}/"),
+        &format!("{}/", tokens_dir.path().display()),
+    );
+    let settings = Settings::parse_with_env(Path::new(file), &text, &env)
         .unwrap_or_else(|e| panic!("mecha.yaml in the ConfigMap does not load: {e:?}"));
     assert!(
         !settings.apps.is_empty(),
         "replicas behind a Service should authenticate apps"
     );
+}
+
+/// The Deployment's token volume (a Secret's items) written out as files: the scratch
+/// directory and the mount path it stands for.
+fn token_files(d: &Value, secret: &Value) -> (tempfile::TempDir, String) {
+    let pod = &d["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"].is_mapping())
+        .expect("the tokens come from a Secret volume");
+    assert_eq!(volume["secret"]["secretName"], secret["metadata"]["name"]);
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the Secret volume is mounted");
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees a rotated Secret"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for item in volume["secret"]["items"].as_sequence().unwrap() {
+        let value = s(&secret["stringData"][s(&item["key"])]);
+        std::fs::write(dir.path().join(s(&item["path"])), value).unwrap();
+    }
+    (dir, s(&mount["mountPath"]).to_owned())
+}
+
+/// Pod Security "restricted", a read-only root filesystem, tokens as files, and a preStop
+/// delay that with `server.shutdownTimeout` fits in the grace period.
+#[test]
+fn the_pod_is_restricted_and_drains_within_its_grace_period() {
+    let m = manifests();
+    let d = one(&m, "Deployment");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    assert!(sc["capabilities"].get("add").is_none());
+    let either = |k: &str| {
+        c["securityContext"]
+            .get(k)
+            .or(pod["securityContext"].get(k))
+    };
+    assert_eq!(either("runAsNonRoot"), Some(&Value::Bool(true)));
+    assert_eq!(
+        either("seccompProfile").map(|p| &p["type"]),
+        Some(&Value::from("RuntimeDefault"))
+    );
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
+    // No token in the environment: every app's token is a file.
+    let env = container_env(c);
+    assert!(env.keys().all(|k| !k.starts_with("MECHA_TOKEN")), "{env:?}");
+    let config = m["ConfigMap"]
+        .iter()
+        .find_map(|cm| cm["data"]["mecha.yaml"].as_str())
+        .unwrap();
+    let yaml: Value = serde_norway::from_str(config).unwrap();
+    for app in yaml["apps"].as_sequence().unwrap() {
+        assert!(app["tokenFile"].is_string(), "{app:?}");
+    }
+    // preStop sleep, then SIGTERM and the drain: both within the grace period.
+    let pre_stop: Vec<&str> = c["lifecycle"]["preStop"]["exec"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    assert_eq!(pre_stop[0], "/bin/sleep", "{pre_stop:?}");
+    let delay: u64 = pre_stop[1].parse().unwrap();
+    let shutdown = humantime::parse_duration(s(&yaml["server"]["shutdownTimeout"]))
+        .unwrap()
+        .as_secs();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(delay > 0 && shutdown > 0);
+    assert!(delay + shutdown <= grace, "{delay} + {shutdown} > {grace}");
+    let startup = &c["startupProbe"];
+    let budget =
+        startup["periodSeconds"].as_u64().unwrap() * startup["failureThreshold"].as_u64().unwrap();
+    assert!(budget >= 30, "start-up gets {budget}s");
+}
+
+/// The probe routes on a running binary whose store is down: `/livez` 204 (never asks a
+/// store), `/readyz` 500 `ERR_HEALTH_NOT_READY` without naming the store, even with tokens
+/// configured and none sent (the platform's probes send none).
+#[test]
+fn probes_answer_on_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = dir.path().join("components");
+    std::fs::create_dir(&components).unwrap();
+    std::fs::write(
+        components.join("down.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: secretname\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:23996\n  - name: dialTimeout\n    value: 100ms\n",
+    )
+    .unwrap();
+    let token = dir.path().join("orders");
+    std::fs::write(&token, "probe-token\n").unwrap();
+    let cfg = dir.path().join("mecha.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "apps:\n  - id: orders\n    tokenFile: {}\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let p = crate::support::binary::Process::spawn(
+        &[
+            "run",
+            "--resources-path",
+            components.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&p.http).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ready = loop {
+        let a = get("/readyz");
+        if a.contains("ERR_HEALTH_NOT_READY") || std::time::Instant::now() > deadline {
+            break a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(ready.starts_with("HTTP/1.1 500"), "{ready}");
+    assert!(ready.contains("1 state store(s) not ready"), "{ready}");
+    assert!(!ready.contains("secretname"), "{ready}");
+    let live = get("/livez");
+    assert!(live.starts_with("HTTP/1.1 204"), "{live}");
+}
+
+/// `docker-compose.yml` (a local trial: Mecha with Redis, PostgreSQL and NATS JetStream):
+/// Mecha's variables are ones it reads, its ports are published, its mounted components
+/// and `mecha.yaml` load with Mecha's parsers, and each store points at a service of the
+/// file.
+#[test]
+fn the_compose_file_matches_the_binary() {
+    let h = help();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose: Value = serde_norway::from_str(&read("docker-compose.yml")).unwrap();
+    let services = compose["services"].as_mapping().unwrap();
+    let names: BTreeSet<&str> = services.keys().map(s).collect();
+    for want in ["mecha", "redis", "postgres", "nats"] {
+        assert!(names.contains(want), "no {want} service: {names:?}");
+    }
+    let nats_cmd = format!("{:?}", compose["services"]["nats"]["command"]);
+    assert!(
+        nats_cmd.contains("-js"),
+        "NATS without JetStream: {nats_cmd}"
+    );
+    let mecha = &compose["services"]["mecha"];
+    assert_eq!(s(&mecha["build"]["dockerfile"]), "deploy/Dockerfile");
+    let env: BTreeMap<String, String> = mecha["environment"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (s(k).to_owned(), s(v).to_owned()))
+        .collect();
+    for k in env.keys().filter(|k| k.starts_with("MECHA_")) {
+        assert!(h.env_defaults.contains_key(k), "{k} is not read by mecha");
+    }
+    assert_eq!(env["MECHA_LISTEN_ADDRESS"], "0.0.0.0");
+    let published: Vec<String> = mecha["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| s(p).rsplit(':').next().unwrap().to_owned())
+        .collect();
+    for var in ["MECHA_HTTP_PORT", "MECHA_GRPC_PORT", "MECHA_METRICS_PORT"] {
+        let port = env
+            .get(var)
+            .cloned()
+            .or_else(|| h.env_defaults[var].clone())
+            .unwrap();
+        assert!(
+            published.contains(&port),
+            "{var}={port} not published: {published:?}"
+        );
+    }
+    // The mounted host directories, by their path inside the container.
+    let mounts: BTreeMap<String, std::path::PathBuf> = mecha["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let (host, inside) = s(v).split_once(':').unwrap();
+            (inside.trim_end_matches(":ro").to_owned(), root.join(host))
+        })
+        .collect();
+    let components_dir = &mounts[&env["MECHA_RESOURCES_PATH"]];
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(components_dir).unwrap() {
+        let path = e.unwrap().path();
+        files.push((path.clone(), std::fs::read_to_string(&path).unwrap()));
+    }
+    let refs: Vec<(&Path, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_path(), t.as_str()))
+        .collect();
+    let lookup = |k: &str| env.get(k).cloned();
+    let (loaded, warnings) = parse_components(&refs, &lookup)
+        .unwrap_or_else(|e| panic!("the compose components do not load: {e:?}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let types: BTreeSet<&str> = loaded.iter().map(|c| c.component_type.as_str()).collect();
+    for t in ["state.redis", "state.postgresql", "state.jetstream"] {
+        assert!(types.contains(t), "no {t} store: {types:?}");
+    }
+    let all = files.iter().map(|(_, t)| t.as_str()).collect::<String>();
+    for host in ["redis:6379", "nats://nats:4222"] {
+        assert!(all.contains(host), "no store points at {host}");
+    }
+    let pg = &env["PG_CONNECTION_STRING"];
+    assert!(pg.contains("host=postgres "), "{pg}");
+    let password = s(&compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]);
+    assert!(pg.contains(&format!("password={password} ")), "{pg}");
+    let config = mounts
+        .iter()
+        .find_map(|(inside, host)| {
+            env["MECHA_CONFIG"]
+                .strip_prefix(&format!("{inside}/"))
+                .map(|f| host.join(f))
+        })
+        .expect("MECHA_CONFIG is mounted");
+    let text = std::fs::read_to_string(&config).unwrap();
+    Settings::parse_with_env(&config, &text, &lookup)
+        .unwrap_or_else(|e| panic!("the compose mecha.yaml does not load: {e:?}"));
 }
 
 #[test]

@@ -38,5 +38,5 @@ fn log_change(resilience: &Resilience, breaker: &Breaker, state: crate::resilien
         state = state.as_str(),
         "circuit breaker changed state"
     );
-    crate::metrics::breaker_state(&resilience.store, state);
+    resilience.target.breaker_state(state);
 }

@@ -92,10 +92,6 @@ impl StoreHandle {
         }
     }
 
-    fn store_name(&self) -> &str {
-        &self.shard.resilience.store
-    }
-
     /// Runs `run` through the layers; `repeat` says when a failed attempt may run again.
     async fn call<R: Send + 'static>(
         &self,
@@ -105,11 +101,12 @@ impl StoreHandle {
     ) -> Result<R, StoreError> {
         let shard = &*self.shard;
         let deadline = Deadline::start(shard.timeout);
+        shard.resilience.looked_up();
         retry::retrying(
             shard.resilience.retry.as_ref(),
             repeat,
             deadline,
-            self.store_name(),
+            &shard.resilience.target,
             || async {
                 let limit = deadline
                     .attempt(shard.resilience.attempt_timeout)
@@ -136,7 +133,7 @@ impl StoreHandle {
         }
         let call = Call {
             run: Box::new(f),
-            span: store_call_span(self.store_name()),
+            span: store_call_span(&shard.resilience.store),
             permit,
         };
         let left = limit.within.saturating_sub(start.elapsed());

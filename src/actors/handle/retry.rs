@@ -34,7 +34,7 @@ pub(super) async fn retrying<R, F, Fut>(
     policy: Option<&RetryPolicy>,
     repeat: Repeat,
     deadline: Deadline,
-    store: &str,
+    target: &crate::metrics::ResiliencyTarget,
     mut attempt: F,
 ) -> Result<R, StoreError>
 where
@@ -57,7 +57,10 @@ where
         if !deadline.leaves_time_after(wait) {
             return Err(err);
         }
-        crate::metrics::store_retry(store);
+        if retry == 1 {
+            // daprd counts one activation per call, when its first retry is scheduled.
+            target.retry_scheduled();
+        }
         tracing::debug!(retry, error = %err, wait_ms = wait.as_millis() as u64, "retrying a store call");
         tokio::time::sleep(wait).await;
     }

@@ -104,8 +104,11 @@ impl Catalog {
         let stores: Vec<StoreInfo> = config
             .components()
             .iter()
-            .map(|c| StoreInfo::build(c, settings, previous))
+            .map(|c| StoreInfo::build(c, settings, config.app_id(), previous))
             .collect();
+        if let Some(c) = config.components().first() {
+            crate::metrics::resiliency_loaded(config.app_id(), &c.resiliency.resources);
+        }
         let by_name = stores
             .iter()
             .enumerate()

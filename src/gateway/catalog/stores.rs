@@ -110,6 +110,7 @@ impl StoreInfo {
     pub(super) fn build(
         c: &LoadedComponent,
         settings: &Settings,
+        app_id: &str,
         previous: Option<&Catalog>,
     ) -> StoreInfo {
         let matrix = c
@@ -137,11 +138,13 @@ impl StoreInfo {
         let resilience = match old.filter(|_| same_resiliency) {
             Some(o) => o.resilience.clone(),
             None => {
-                if c.resiliency.breaker.is_some() {
-                    crate::metrics::breaker_started(&c.name);
-                }
+                let target = crate::metrics::ResiliencyTarget {
+                    app_id: app_id.to_owned(),
+                    name: c.resiliency.resource_name().to_owned(),
+                    store: c.name.clone(),
+                };
                 Arc::new(crate::resilience::Resilience::new(
-                    &c.name,
+                    target,
                     c.resiliency.breaker.clone(),
                     c.resiliency.retry.clone(),
                     c.resiliency.timeout.as_ref().map(|(_, d)| *d),

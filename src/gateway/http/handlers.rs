@@ -137,6 +137,10 @@ async fn serve_request(
         Route::Healthz => healthz(gw, &Query::parse(req.query_string()), token).into(),
         // Outbound readiness is the stores' readiness (an unreachable store is not ready).
         Route::HealthzOutbound => healthz(gw, &Query::parse(""), token).into(),
+        // The platform's probes, no token: liveness is the process answering, readiness
+        // every store's health (counted, never named).
+        Route::Livez => Outcome::Response(respond::no_content()),
+        Route::Readyz => readyz(gw).into(),
         Route::NotFound => Outcome::Error(Error::new(ErrorKind::RouteNotFound, Operation::Other)),
         // The operator (the metrics token) reads any app's report, outside the apps' quotas.
         Route::Portability if is_operator(gw, &req) => {
@@ -251,6 +255,8 @@ fn path_label<'c>(
         | Route::Query(s) => s,
         Route::Healthz => return Fixed("/v1.0/healthz"),
         Route::HealthzOutbound => return Fixed("/v1.0/healthz/outbound"),
+        Route::Livez => return Fixed("/livez"),
+        Route::Readyz => return Fixed("/readyz"),
         Route::GetMetadata => return Fixed("/v1.0/metadata"),
         Route::PutMetadata(_) => return Fixed("/v1.0/metadata/{key}"),
         Route::Portability => return Fixed("/v1.0-alpha1/mecha/portability"),
@@ -407,7 +413,11 @@ async fn serve_route(
             Reader::App(&app),
         )?),
         Route::PutMetadata(key) => put_metadata(gw, key, &app, &mut body).await,
-        Route::Healthz | Route::HealthzOutbound | Route::NotFound => {
+        Route::Healthz
+        | Route::HealthzOutbound
+        | Route::Livez
+        | Route::Readyz
+        | Route::NotFound => {
             unreachable!("handled in dispatch")
         }
     }
@@ -817,12 +827,42 @@ fn healthz(gw: &Gateway, q: &Query, token: Option<&str>) -> Result<HttpResponse,
     let HealthView::App { app, detailed } = view else {
         return Ok(respond::no_content());
     };
-    // A store is not ready when its last ping failed (pings run every `healthInterval`) or
-    // when its circuit breaker is open (read now, so the change shows at once).
-    let unhealthy: Vec<String> = catalog
+    let unhealthy = unhealthy_stores(gw, |s| s.visible_to(&app));
+    if unhealthy.is_empty() {
+        Ok(respond::no_content())
+    } else if detailed {
+        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other).detail(unhealthy.join(", ")))
+    } else {
+        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other)
+            .detail(format!("{} state store(s) not ready", unhealthy.len())))
+    }
+}
+
+/// `/readyz`: 204 while every configured store is healthy, else `ERR_HEALTH_NOT_READY`
+/// with how many are not (never which: anyone may call it). The platform's readiness
+/// probe: a replica whose stores are unreachable stops receiving traffic, and `/livez`
+/// keeps it from being restarted for it.
+fn readyz(gw: &Gateway) -> Result<HttpResponse, Error> {
+    let unhealthy = unhealthy_stores(gw, |_| true);
+    if unhealthy.is_empty() {
+        Ok(respond::no_content())
+    } else {
+        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other)
+            .detail(format!("{} state store(s) not ready", unhealthy.len())))
+    }
+}
+
+/// The stores `which` selects that are not ready, each named with why. A store is not
+/// ready when its last ping failed (pings run every `healthInterval`) or when its circuit
+/// breaker is open (read now, so the change shows at once).
+fn unhealthy_stores(
+    gw: &Gateway,
+    which: impl Fn(&crate::gateway::catalog::StoreInfo) -> bool,
+) -> Vec<String> {
+    gw.catalog()
         .stores()
         .iter()
-        .filter(|s| s.visible_to(&app))
+        .filter(|s| which(s))
         .filter_map(|s| {
             if s.resilience.breaker_state() == Some(BreakerState::Open) {
                 Some(format!("{} (circuit breaker open)", s.name))
@@ -836,15 +876,7 @@ fn healthz(gw: &Gateway, q: &Query, token: Option<&str>) -> Result<HttpResponse,
                 None
             }
         })
-        .collect();
-    if unhealthy.is_empty() {
-        Ok(respond::no_content())
-    } else if detailed {
-        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other).detail(unhealthy.join(", ")))
-    } else {
-        Err(Error::new(ErrorKind::HealthNotReady, Operation::Other)
-            .detail(format!("{} state store(s) not ready", unhealthy.len())))
-    }
+        .collect()
 }
 
 fn metadata(gw: &Gateway, app: &AppId) -> HttpResponse {

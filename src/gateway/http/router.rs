@@ -23,6 +23,10 @@ pub enum Route<'a> {
     Healthz,
     /// `GET /v1.0/healthz/outbound`.
     HealthzOutbound,
+    /// `GET /livez`: Mecha's process-only liveness (never looks at a store).
+    Livez,
+    /// `GET /readyz`: Mecha's readiness for the platform: every store healthy.
+    Readyz,
     /// `GET /v1.0/metadata`.
     GetMetadata,
     /// `PUT /v1.0/metadata/{key}`.
@@ -45,6 +49,8 @@ impl Route<'_> {
             Route::Query(_) => "QueryStateAlpha1",
             Route::Healthz => "Healthz",
             Route::HealthzOutbound => "HealthzOutbound",
+            Route::Livez => "Livez",
+            Route::Readyz => "Readyz",
             Route::GetMetadata => "GetMetadata",
             Route::PutMetadata(_) => "SetMetadata",
             Route::Portability => "Portability",
@@ -74,6 +80,8 @@ pub fn route<'a>(method: &Method, segments: &[&'a str]) -> Route<'a> {
     match segments {
         ["v1.0", "healthz"] if method == Method::GET => Route::Healthz,
         ["v1.0", "healthz", "outbound"] if method == Method::GET => Route::HealthzOutbound,
+        ["livez"] if method == Method::GET => Route::Livez,
+        ["readyz"] if method == Method::GET => Route::Readyz,
         ["v1.0", "metadata"] if method == Method::GET => Route::GetMetadata,
         ["v1.0", "metadata", key] if method == Method::PUT => Route::PutMetadata(key),
         ["v1.0", "state", store] if write => Route::Save(store),
@@ -177,6 +185,9 @@ mod tests {
                 Route::HealthzOutbound,
             ),
             (Method::GET, "/v1.0/metadata", Route::GetMetadata),
+            (Method::GET, "/livez", Route::Livez),
+            (Method::GET, "/readyz/", Route::Readyz),
+            (Method::POST, "/livez", Route::NotFound),
             (Method::PUT, "/v1.0/metadata/k", Route::PutMetadata("k")),
             (Method::GET, "/v2.0/state/s/k", Route::NotFound),
         ];

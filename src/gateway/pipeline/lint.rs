@@ -63,10 +63,12 @@ pub(super) fn judge(
     for f in &reported {
         metrics::record_lint_finding(app, &info.name, f.code.as_str(), f.severity().as_str());
         if catalog.lint_log_due(app, index, f.code) {
-            // Keys and codes only: values may be secrets.
+            // Keys and codes only: values may be secrets. Fields are values (an absent
+            // suggestion or detail is no field), never Rust debug output.
             tracing::warn!(
-                app_id = %app, store = %info.name, code = %f.code, key = ?f.key,
-                at = %f.location, suggestion = ?f.suggestion, detail = ?f.detail,
+                app_id = %app, store = %info.name, code = %f.code, key = %f.key,
+                at = %f.location, suggestion = f.suggestion.map(tracing::field::display),
+                detail = f.detail.as_deref(),
                 mode = mode.as_str(),
                 "request metadata lint finding (at most one line a minute per app, store and code)"
             );
