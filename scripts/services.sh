@@ -233,7 +233,9 @@ ensure_promtool() {
     log "promtool: $(promtool --version 2>&1 | head -n 1)"; return 0
   fi
   log "promtool: installing prometheus"
-  apt_install --no-install-recommends prometheus
+  # Only its promtool is wanted: RUNLEVEL=1 keeps the package's init script from starting a
+  # Prometheus server (which would take 9090, Mecha's default metrics port).
+  (export RUNLEVEL=1; apt_install --no-install-recommends prometheus)
   command -v promtool >/dev/null || { log "promtool: not found after installing prometheus"; return 1; }
 }
 
