@@ -239,6 +239,19 @@ ensure_promtool() {
   command -v promtool >/dev/null || { log "promtool: not found after installing prometheus"; return 1; }
 }
 
+# mdbook, to build the book (docs/): installed with cargo into ~/.cargo/bin once (a few minutes),
+# then reused.
+ensure_mdbook() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if command -v mdbook >/dev/null; then
+    log "mdbook: $(mdbook --version)"; return 0
+  fi
+  log "mdbook: installing with cargo (once)"
+  CARGO_TARGET_DIR="$HOME/.cache/mecha/mdbook-build" cargo install --locked --quiet mdbook
+  rm -rf "$HOME/.cache/mecha/mdbook-build"
+  command -v mdbook >/dev/null || { log "mdbook: not found after cargo install"; return 1; }
+}
+
 # The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
 # the clone (reused between runs), Redis, Redis Cluster, PostgreSQL, NATS (with JetStream) and etcd up, and their
 # URLs exported.

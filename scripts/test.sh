@@ -10,6 +10,7 @@ ensure_python_venv
 ensure_openssl
 ensure_node
 ensure_promtool
+ensure_mdbook
 
 # A test that hangs fails the run after a bound instead of holding CI to its own limit.
 bounded() { timeout --kill-after=30 "$@"; }
@@ -17,6 +18,8 @@ bounded() { timeout --kill-after=30 "$@"; }
 cargo build --bins
 bounded 600 cargo test --workspace --doc
 bounded 2400 cargo test --workspace --all-targets
+# The book builds (its reference pages are checked against the code by tests/docs/reference.rs).
+bounded 300 mdbook build docs --dest-dir "$CARGO_TARGET_DIR/book"
 
 # The red-team suites once more, against the release binary as it ships (the run above used
 # the debug build): the bounds the README's security model states hold for both.

@@ -203,6 +203,62 @@ pub enum ErrorKind {
     MetadataLimit,
 }
 
+impl ErrorKind {
+    /// One value of every kind (the capability rejection both as an option and as an
+    /// operation): what the error tests and the reference table walk through.
+    pub fn examples() -> Vec<ErrorKind> {
+        vec![
+            ErrorKind::StoreNotConfigured,
+            ErrorKind::StoreNotFound,
+            ErrorKind::IllegalKey,
+            ErrorKind::Malformed,
+            ErrorKind::BodyRead,
+            ErrorKind::BodyTooLarge { limit: 10 },
+            ErrorKind::BodyTimeout {
+                limit: std::time::Duration::from_secs(1),
+            },
+            ErrorKind::StoreBusy { capacity: 4 },
+            ErrorKind::InvalidOption,
+            ErrorKind::LimitExceeded,
+            ErrorKind::TransactionsNotSupported,
+            ErrorKind::QueryNotSupported,
+            ErrorKind::CapabilityRejected {
+                capability: crate::capabilities::Feature::Ttl,
+                client: true,
+            },
+            ErrorKind::CapabilityRejected {
+                capability: crate::capabilities::Feature::Bulk,
+                client: false,
+            },
+            ErrorKind::TooManyTransactionOps { count: 3, max: 2 },
+            ErrorKind::MetadataLint,
+            ErrorKind::NotPortable,
+            ErrorKind::UnsupportedOperation,
+            ErrorKind::EmptyKey,
+            ErrorKind::EtagMismatch,
+            ErrorKind::EtagInvalid,
+            ErrorKind::StoreTimeout,
+            ErrorKind::QueryFailed,
+            ErrorKind::QueryInvalid,
+            ErrorKind::StoreFailure,
+            ErrorKind::StoreUnavailable,
+            ErrorKind::Unauthorized,
+            ErrorKind::RouteNotFound,
+            ErrorKind::HealthNotReady,
+            ErrorKind::HealthAppIdMismatch,
+            ErrorKind::ValueNotJson,
+            ErrorKind::ResponseTooLarge {
+                size: 20,
+                limit: 10,
+            },
+            ErrorKind::TooManyRequests {
+                retry_after_secs: 2,
+            },
+            ErrorKind::MetadataLimit,
+        ]
+    }
+}
+
 /// A failure, with enough context to render it exactly as Dapr would.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod portability_client;
 pub mod redact;
+pub mod reference;
 pub mod reload;
 pub mod resilience;
 pub mod telemetry;

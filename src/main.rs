@@ -33,6 +33,17 @@ enum Command {
     Check(CheckArgs),
     /// Ask a running Mecha whether an app's traffic could move to another store type.
     Portability(PortabilityArgs),
+    /// Write the book's generated reference pages (CLI, stores, errors, metrics) to a
+    /// directory.
+    #[command(hide = true)]
+    Reference(ReferenceArgs),
+}
+
+#[derive(Args, Clone)]
+struct ReferenceArgs {
+    /// The directory (docs/src/reference in the repository).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -241,6 +252,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Run(args)) => with_conventions(args).map(run),
         Some(Command::Portability(args)) => Ok(portability(&args)),
+        Some(Command::Reference(args)) => Ok(reference(&args)),
         None => with_conventions(cli.run).map(run),
     };
     outcome.unwrap_or_else(|code| code)
@@ -422,6 +434,32 @@ fn print_tls(config: &Config) {
             humantime::format_duration(t.check_interval),
         ),
     }
+}
+
+/// `mecha reference --out DIR`: the generated pages of the book's reference.
+fn reference(args: &ReferenceArgs) -> ExitCode {
+    let cli = format!(
+        "{}\n\n{}",
+        mecha::reference::GENERATED,
+        clap_markdown::help_markdown::<Cli>()
+    );
+    let mut pages = vec![mecha::reference::Page {
+        path: "cli.md".into(),
+        text: cli,
+    }];
+    pages.extend(mecha::reference::pages());
+    for page in pages {
+        let path = args.out.join(&page.path);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, page.text));
+        if let Err(e) = written {
+            eprintln!("mecha reference: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `mecha portability`: exits 0 when portable, 1 when not, 2 when it could not tell.

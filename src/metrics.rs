@@ -112,6 +112,19 @@ enum Kind {
     Histogram,
 }
 
+/// Every family Mecha declares: its type (`counter`, `gauge`, `histogram`), name and HELP
+/// text, for the reference page.
+pub fn families() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    HELP.iter().map(|(kind, name, help)| {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        (kind, *name, *help)
+    })
+}
+
 /// The HELP text of every family Mecha records (`promtool check metrics` wants one each).
 const HELP: &[(Kind, &str, &str)] = &[
     (
