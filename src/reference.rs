@@ -38,6 +38,14 @@ pub fn pages() -> Vec<Page> {
             path: "stores.md".into(),
             text: stores_index(),
         },
+        Page {
+            path: "mecha.schema.json".into(),
+            text: crate::config::settings_schema(),
+        },
+        Page {
+            path: "mecha-yaml.md".into(),
+            text: settings_page(),
+        },
     ];
     out.extend(REGISTRY.iter().map(|d| Page {
         path: format!("stores/{}.md", d.component_type),
@@ -74,7 +82,7 @@ fn field_rows(out: &mut String, fields: &[Field]) {
             f.name,
             kind_text(f.kind),
             if f.required { "yes" } else { "no" },
-            f.description.replace('|', "\\|")
+            cell(f.description)
         );
     }
 }
@@ -129,6 +137,14 @@ pub fn store(d: &Descriptor) -> String {
     out.push_str("\nEvery store also reads:\n\n");
     field_rows(&mut out, COMMON_FIELDS);
     out
+}
+
+/// Text for a table cell: no column break, no HTML tag (`<key>` placeholders).
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\n', " ")
 }
 
 fn or_none(s: String) -> String {
@@ -206,7 +222,88 @@ pub fn metrics() -> String {
          | Family | Type | Meaning |\n| --- | --- | --- |\n"
     );
     for (kind, name, help) in crate::metrics::families() {
-        let _ = writeln!(out, "| `{name}` | {kind} | {} |", help.replace('|', "\\|"));
+        let _ = writeln!(out, "| `{name}` | {kind} | {} |", cell(help));
     }
     out
+}
+
+/// The `mecha.yaml` page: every section and field with its type and description, from the
+/// JSON Schema (`mecha.schema.json`, beside it, for editors).
+pub fn settings_page() -> String {
+    let schema: serde_json::Value =
+        serde_json::from_str(&crate::config::settings_schema()).unwrap_or_default();
+    let mut out = format!(
+        "{GENERATED}\n\n# `mecha.yaml`\n\nMecha's own configuration (`--config`, default \
+         `config/mecha.yaml`, optional). Every field is optional; unknown fields are refused with \
+         the nearest valid name. The JSON Schema is [mecha.schema.json](mecha.schema.json): point \
+         an editor's YAML language server at it (`# yaml-language-server: $schema=...`).\n"
+    );
+    let defs = &schema["$defs"];
+    let resolve = |v: &serde_json::Value| -> serde_json::Value {
+        let r = v["$ref"]
+            .as_str()
+            .or_else(|| v["items"]["$ref"].as_str())
+            .or_else(|| {
+                v["anyOf"]
+                    .as_array()
+                    .and_then(|a| a.iter().find_map(|x| x["$ref"].as_str()))
+            });
+        match r.and_then(|r| r.strip_prefix("#/$defs/")) {
+            Some(name) => defs[name].clone(),
+            None => v.clone(),
+        }
+    };
+    let Some(sections) = schema["properties"].as_object() else {
+        return out;
+    };
+    for (name, section) in sections {
+        let _ = writeln!(out, "\n## `{name}`\n");
+        let body = resolve(section);
+        if let Some(d) = body["description"]
+            .as_str()
+            .or(section["description"].as_str())
+        {
+            let _ = writeln!(out, "{}\n", d.replace('\n', " "));
+        }
+        match body["properties"].as_object() {
+            Some(fields) => {
+                out.push_str("| Field | Type | Meaning |\n| --- | --- | --- |\n");
+                for (f, v) in fields {
+                    let target = resolve(v);
+                    let desc = cell(
+                        v["description"]
+                            .as_str()
+                            .or(target["description"].as_str())
+                            .unwrap_or(""),
+                    );
+                    let _ = writeln!(out, "| `{f}` | {} | {desc} |", type_text(v, &target));
+                }
+            }
+            None => {
+                let _ = writeln!(out, "A map: {}.", type_text(section, &body));
+            }
+        }
+    }
+    out
+}
+
+/// A field's JSON type, as text.
+fn type_text(v: &serde_json::Value, target: &serde_json::Value) -> String {
+    let ty = |x: &serde_json::Value| match &x["type"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|t| t.as_str())
+                .filter(|t| *t != "null")
+                .collect::<Vec<_>>()
+                .join(" or "),
+        ),
+        _ => None,
+    };
+    if let Some(name) = target["title"].as_str() {
+        return name.to_owned();
+    }
+    ty(v)
+        .or_else(|| ty(target))
+        .unwrap_or_else(|| "object".to_owned())
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub use components::{ComponentSource, LoadedComponent, load_components, parse_components};
 pub use settings::{
     AppConfig, Limits, QuotaSettings, RawTls, ServerSettings, Settings, TlsSettings, TokenSource,
-    parse_size,
+    parse_size, settings_schema,
 };
 
 /// The component file used when the resources path does not exist and was not given

@@ -313,18 +313,18 @@ fn parse_store_entry(
 }
 
 /// `server.tls` as written; also filled from the `--tls-*` flags.
-#[derive(Deserialize, Default, Debug, Clone)]
+#[derive(Deserialize, Default, Debug, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawTls {
-    /// `certFile`.
+    /// `certFile`: the server certificate chain (PEM); renewed in place without a restart.
     pub cert_file: Option<PathBuf>,
-    /// `keyFile`.
+    /// `keyFile`: its private key (PEM).
     pub key_file: Option<PathBuf>,
-    /// `clientCaFile`.
+    /// `clientCaFile`: the authorities client certificates are verified against.
     pub client_ca_file: Option<PathBuf>,
-    /// `requireClientCert`.
+    /// `requireClientCert`: refuse clients without a certificate (needs `clientCaFile`).
     pub require_client_cert: Option<bool>,
-    /// `checkInterval`.
+    /// `checkInterval`: how often the files are checked for a renewal (default 1s).
     pub check_interval: Option<String>,
 }
 
@@ -740,6 +740,12 @@ fn tracing_settings(
         protocol,
         sampling_rate: rate,
     })
+}
+
+/// The JSON Schema of `mecha.yaml` (for editors and the book), from the types it is read
+/// into.
+pub fn settings_schema() -> String {
+    file::schema()
 }
 
 /// `apps[].portability`: `warn` (the default) or `reject`.

@@ -51,8 +51,18 @@ fn the_reference_pages_are_what_the_code_says() {
             "docs/src/reference/{path} differs from the code: run `mecha reference --out docs/src/reference`"
         );
     }
+    // The schema is valid JSON and names every section of mecha.yaml.
+    let schema: serde_json::Value = serde_json::from_str(&fresh["mecha.schema.json"]).unwrap();
+    for section in [
+        "apps", "limits", "actors", "server", "stores", "policy", "quotas", "metrics", "tracing",
+    ] {
+        assert!(
+            schema["properties"].get(section).is_some(),
+            "{section} missing from the schema"
+        );
+    }
     let summary = std::fs::read_to_string("docs/src/SUMMARY.md").unwrap();
-    for path in fresh.keys() {
+    for path in fresh.keys().filter(|p| p.ends_with(".md")) {
         assert!(
             summary.contains(&format!("(reference/{path})")),
             "docs/src/SUMMARY.md does not link reference/{path}"

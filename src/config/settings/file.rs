@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IntoDeserializer, Visitor};
 
@@ -16,27 +17,40 @@ use super::RawTls;
 use crate::config::ConfigError;
 
 /// The whole file.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileSettings {
+    /// The apps that call this Mecha, each with its token; none: every caller is the `--app-id` app.
     pub apps: Vec<FileApp>,
+    /// Request limits.
     pub limits: FileLimits,
+    /// Store actors: in-flight calls, timeouts, health checks.
     pub actors: FileActors,
+    /// The server: workers, shutdown, reloads, TLS.
     pub server: FileServer,
+    /// Per store: `lint` (off, warn, reject) and a decision per capability (`default`, `etag`, `ttl`, ... : native, emulate, ignore, reject).
     pub stores: BTreeMap<String, BTreeMap<String, String>>,
+    /// What applies to every store without its own decision.
     pub policy: FilePolicy,
+    /// Every app's quota (an app's own `quota` overrides it field by field).
     pub quotas: FileQuota,
+    /// The token `/metrics` and the operator's portability report require (one of token, tokenEnv, tokenFile).
     pub metrics: FileToken,
+    /// Trace export over OTLP (off unless an endpoint is set here, in a Dapr Configuration or in OTEL_EXPORTER_OTLP_ENDPOINT).
     pub tracing: FileTracing,
 }
 
 /// `tracing:`: trace export over OTLP.
-#[derive(Deserialize, Default, Debug, PartialEq)]
+#[derive(Deserialize, Default, Debug, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileTracing {
+    /// The collector, http:// or https:// (gRPC: port 4317; HTTP: port 4318, `/v1/traces` added).
     pub endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`.
     pub protocol: Option<String>,
+    /// Share of new traces sampled, 0 to 1 (default 1; 0: off); a caller's sampled flag wins.
     #[serde(deserialize_with = "scalar_text")]
+    #[schemars(with = "Option<f64>")]
     pub sampling_rate: Option<String>,
 }
 
@@ -52,100 +66,193 @@ fn scalar_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 }
 
 /// `policy:`: what applies to every store where its own `stores:` entry says nothing.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FilePolicy {
+    /// `compatible` (the default: emulate where correct, ignore what daprd ignores, else reject) or `strict`.
     pub default: Option<String>,
 }
 
 /// `quotas:` and `apps[].quota`: every field unset inherits (the defaults, or `quotas`).
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default, Clone, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileQuota {
+    /// Requests of the app in flight at once.
     pub max_concurrent: Option<usize>,
+    /// Sustained request rate of the app.
     pub requests_per_second: Option<u32>,
+    /// Requests allowed above the rate at once.
     pub burst: Option<u32>,
+    /// How long a refused request waits before its 429 (at most 1s).
     pub refusal_delay: Checked<Dur>,
+    /// Bytes of request bodies the app holds at once (default 16 MiB).
     pub max_body_bytes: Checked<Size>,
 }
 
 /// Where a token comes from: exactly one of the three is expected.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileToken {
+    /// The token itself.
     pub token: Option<String>,
+    /// The environment variable holding it.
     pub token_env: Option<String>,
+    /// The file holding it (re-read when it changes).
     pub token_file: Option<PathBuf>,
 }
 
 /// One `apps:` entry.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileApp {
+    /// The app id (what daprd calls the app id; a key prefix, so no `|`).
     pub id: String,
+    /// The app's API token, as sent in `dapr-api-token`.
     #[serde(default)]
     pub token: Option<String>,
+    /// The environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// The file holding the token (re-read when it changes).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// The app's own quota, field by field over `quotas`.
     #[serde(default)]
     pub quota: FileQuota,
+    /// Capabilities every store in the app's scope must serve (Dapr's names: ETAG, TRANSACTIONAL, TTL, QUERY_API, ...).
     #[serde(default)]
     pub requires: Vec<String>,
+    /// Store types the app must stay movable to: every call is checked against each.
     #[serde(default)]
     pub portable_to: Vec<String>,
+    /// `warn` (default: a `not-portable` finding) or `reject` (`ERR_NOT_PORTABLE`).
     #[serde(default)]
     pub portability: Option<String>,
+    /// The app's own tightenings per store: `lint` and capability decisions, stricter only.
     #[serde(default)]
     pub stores: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// `limits:`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileLimits {
+    /// Largest HTTP body or gRPC message (default 4 MiB).
     pub max_body_size: Checked<Size>,
+    /// Longest key in bytes (default 4096).
     pub max_key_length: Option<usize>,
+    /// Items of a save, keys of a bulk get or delete (default 1000).
     pub max_bulk_items: Option<usize>,
+    /// Operations of a transaction (default 1000; a store may allow fewer).
     pub max_transaction_ops: Option<usize>,
+    /// Keys one emulated query examines at most (default 10000; restart-only).
     pub max_query_scan: Option<usize>,
+    /// Store calls of one emulated bulk operation at once.
     pub default_bulk_parallelism: Option<usize>,
+    /// Connections per listener (default 1024).
     pub max_connections: Option<usize>,
+    /// From the accept to the first complete request, TLS handshake included (default 5s).
     pub header_timeout: Checked<Dur>,
+    /// A whole request body or gRPC message (default 10s).
     pub body_timeout: Checked<Dur>,
+    /// A connection on which the client sends nothing (default 60s).
     pub idle_timeout: Checked<Dur>,
+    /// gRPC streams per connection (default 100).
     pub max_concurrent_streams: Option<usize>,
+    /// Nesting of a JSON body (default 64).
     pub max_json_depth: Option<usize>,
+    /// Bodies larger than this are parsed on blocking threads (default 64 KiB).
     pub blocking_parse_threshold: Checked<Size>,
+    /// Entries of an app's extended metadata.
     pub max_metadata_entries: Option<usize>,
+    /// Longest extended-metadata key.
     pub max_metadata_key_length: Option<usize>,
+    /// Bytes of an app's extended metadata.
     pub max_metadata_bytes: Checked<Size>,
+    /// Bytes of request bodies all apps hold at once (default 32 MiB).
     pub max_body_bytes_in_flight: Checked<Size>,
+    /// How long a body waits for room under the body budgets before a 429.
     pub body_memory_wait: Checked<Dur>,
+    /// Connections per listener and client address (default 512).
     pub max_connections_per_peer: Option<usize>,
 }
 
 /// `actors:`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileActors {
+    /// Store calls in flight per store and serving thread (default 1024).
     pub mailbox_capacity: Option<usize>,
+    /// Queueing plus the store call (default 5s).
     pub request_timeout: Checked<Dur>,
+    /// How often each store is pinged.
     pub health_interval: Checked<Dur>,
+    /// Failed pings in a row after which a store's actor is restarted.
     pub restart_after_failed_pings: Option<u32>,
+    /// How often expired records of emulated TTL are deleted.
     pub ttl_sweep_interval: Checked<Dur>,
 }
 
 /// `server:`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FileServer {
+    /// How long calls in flight may finish after SIGTERM (default 10s).
     pub shutdown_timeout: Checked<Dur>,
+    /// Serving threads (default: one per CPU; restart-only).
     pub workers: Option<usize>,
+    /// How often token files are checked for a change (default 1s).
     pub token_file_check_interval: Checked<Dur>,
+    /// How often configuration files are checked for a change (default 2s; 0s: on SIGHUP only).
     pub reload_interval: Checked<Dur>,
+    /// TLS on the HTTP and gRPC listeners.
     pub tls: Option<RawTls>,
+}
+
+impl<T: JsonSchema> JsonSchema for Checked<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+impl JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "integer"],
+            "description": "A duration: 250ms, 10s, 1m30s, 2h, or a bare number of seconds."
+        })
+    }
+}
+
+impl JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "integer"],
+            "description": "A size in bytes, or with a binary unit: 512, 64K or 64KiB (1024 bytes each), 4M or 4MiB, 1G or 1GiB."
+        })
+    }
+}
+
+/// The JSON Schema of `mecha.yaml`, pretty-printed.
+pub(in crate::config) fn schema() -> String {
+    let schema = schemars::schema_for!(FileSettings);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }
 
 /// A scalar setting as read: absent (or `null`), its value, or why its text is not one.
