@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 prepare_test_environment
 
-# Both binaries: mecha-bench starts the release `mecha` next to it as a separate process.
+# Every binary: mecha-bench starts the release `mecha` next to it as a separate process.
 cargo build --release --workspace --bins
-exec "$CARGO_TARGET_DIR/release/mecha-bench" "$@"
+quick=()
+for arg in "$@"; do
+  case "$arg" in
+    --help | -h) exec "$CARGO_TARGET_DIR/release/mecha-bench" "$@" ;;
+    --quick) quick=(--quick) ;;
+  esac
+done
+"$CARGO_TARGET_DIR/release/mecha-bench" "$@"
+# Then the cost of a query, emulated (in-memory, Redis) against PostgreSQL's native one.
+exec "$CARGO_TARGET_DIR/release/mecha-query-bench" "${quick[@]}"

@@ -333,3 +333,21 @@ macro_rules! sql_state_store {
     };
 }
 pub(super) use sql_state_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_page_stops_at_the_prefix_and_its_limit() {
+        let rows = |ks: &[&str]| ks.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+        let page = key_page(rows(&["a||1", "a||2", "a||3"]), "a||", 2);
+        assert_eq!(page.keys, ["a||1", "a||2"]);
+        assert_eq!(page.next.as_deref(), Some("a||2"));
+        let page = key_page(rows(&["a||1", "b||1", "b||2"]), "a||", 2);
+        assert_eq!((page.keys, page.next), (vec!["a||1".to_owned()], None));
+        let page = key_page(rows(&["x", "y"]), "", 2);
+        assert_eq!((page.keys.len(), page.next), (2, None));
+        assert!(key_page_sql("t", "key").contains("ORDER BY key LIMIT ?"));
+    }
+}

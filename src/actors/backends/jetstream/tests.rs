@@ -815,3 +815,20 @@ async fn a_localhost_url_and_a_server_list_connect() {
     s.set(set("a||k", "1")).await.unwrap();
     assert_eq!(read(&s, "a||k").await.unwrap().0, "1");
 }
+
+#[test]
+fn an_app_prefix_encodes_to_the_start_of_its_keys() {
+    assert_eq!(encoded_prefix(""), "");
+    assert_eq!(encoded_prefix("app||"), "app.");
+    for (prefix, key) in [("app||", "k"), ("my.app||", "a b"), ("a_b||", "x||")] {
+        let enc = encoded_prefix(prefix);
+        let stored = encode_key(&format!("{prefix}{key}")).unwrap();
+        assert!(stored.starts_with(&enc), "{stored} lacks {enc}");
+    }
+    // Another app whose id starts like this one's is not under its prefix.
+    assert!(
+        !encode_key("app2||k")
+            .unwrap()
+            .starts_with(&encoded_prefix("app||"))
+    );
+}
