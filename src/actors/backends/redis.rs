@@ -495,7 +495,7 @@ impl StateStore for RedisStore {
         }
     }
 
-    /// `SCAN` over every state key (see [`scan`]).
+    /// `SCAN` over every state key (see the `scan` module).
     async fn list_keys(&self, cursor: Option<String>, limit: usize) -> Result<KeyPage, StoreError> {
         self.scan_page("", cursor, limit).await
     }
