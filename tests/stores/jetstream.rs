@@ -205,3 +205,66 @@ async fn a_key_too_long_once_encoded_is_a_400() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
 }
+
+/// An app's keys are listed by the server (a consumer filtered to the app's subject
+/// token): exactly the app's live keys, in order, deleted ones left out, across pages; an
+/// app without keys gets an empty page at once; another app's keys never appear.
+#[actix_rt::test]
+async fn an_apps_keys_are_listed_by_the_server_without_deleted_ones() {
+    use mecha::model::{DeleteRequest, SetRequest};
+    use std::path::Path;
+    let bucket = format!("list-{:016x}", rand::random::<u64>());
+    let yaml = support::component(
+        "kv",
+        "state.jetstream",
+        &[
+            ("natsURL", support::services::nats_url()),
+            ("bucket", bucket.clone()),
+        ],
+    );
+    let (c, _) =
+        mecha::config::parse_components(&[(Path::new("kv.yaml"), yaml.as_str())], &|_| None)
+            .expect("component");
+    let store = c[0].factory.create().expect("store");
+    let set = |key: &str| SetRequest {
+        key: key.into(),
+        value: bytes::Bytes::from_static(b"1"),
+        etag: None,
+        options: Default::default(),
+        ttl: None,
+        metadata: Default::default(),
+    };
+    for k in ["a||k1", "a||k2", "a||k3", "a||x||y", "b||k1", "ab||k1"] {
+        store.set(set(k)).await.unwrap();
+    }
+    store
+        .delete(DeleteRequest {
+            key: "a||k2".into(),
+            etag: None,
+            options: Default::default(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_keys_with_prefix("a||", cursor, 2).await.unwrap();
+        assert!(page.keys.len() <= 2);
+        keys.extend(page.keys);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["a||k1", "a||k3", "a||x||y"]);
+    let none = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.list_keys_with_prefix("nobody||", None, 10),
+    )
+    .await
+    .expect("an empty listing ends at once")
+    .unwrap();
+    assert!(none.keys.is_empty() && none.next.is_none());
+    support::services::delete_kv_bucket(&bucket);
+}

@@ -942,14 +942,11 @@ impl StateStore for JetStreamStore {
         let c = self.conn().await?;
         let t = self.shared.settings.list_timeout;
         let scan = async {
-            let mut keys =
-                c.kv.keys()
-                    .await
-                    .map_err(|e| Fail::Other(error_chain(&e)))?;
+            let mut keys = stored_keys(&c, &stored_prefix).await?;
             // The `limit + 1` smallest stored keys after the cursor.
             let mut page: BTreeSet<String> = BTreeSet::new();
             while let Some(k) = keys.next().await {
-                let k = k.map_err(|e| Fail::Other(error_chain(&e)))?;
+                let k = k?;
                 if cursor
                     .as_ref()
                     .is_some_and(|cur| k.as_str() <= cur.as_str())
@@ -998,6 +995,67 @@ impl StateStore for JetStreamStore {
         })
         .await
     }
+}
+
+/// The stored keys starting with `stored_prefix`. An app's prefix is a whole subject token
+/// (`app||` is stored as `app.`), so the server filters: an ordered consumer on
+/// `$KV.<bucket>.app.>`, last message per key, headers only, skipping deleted keys, ending
+/// when the server says nothing is pending. Another prefix (or none: the TTL sweep) lists
+/// the whole bucket.
+async fn stored_keys(
+    c: &Conn,
+    stored_prefix: &str,
+) -> Result<futures::stream::BoxStream<'static, Result<String, Fail>>, Fail> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push::OrderedConfig};
+    let fail = |e: &dyn std::error::Error| Fail::Other(error_chain(e));
+    if !stored_prefix.ends_with('.') {
+        let keys = c.kv.keys().await.map_err(|e| fail(&e))?;
+        return Ok(keys.map(move |k| k.map_err(|e| fail(&e))).boxed());
+    }
+    let subject_prefix = c.kv.prefix.clone();
+    let consumer =
+        c.kv.stream
+            .create_consumer(OrderedConfig {
+                deliver_subject: c.client.new_inbox(),
+                description: Some("mecha key listing".into()),
+                filter_subject: format!("{subject_prefix}{stored_prefix}>"),
+                headers_only: true,
+                replay_policy: ReplayPolicy::Instant,
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(&e))?;
+    let empty = consumer.cached_info().num_pending == 0;
+    let messages = consumer.messages().await.map_err(|e| fail(&e))?;
+    let state = (messages, empty);
+    Ok(futures::stream::unfold(state, move |(mut messages, done)| {
+        let subject_prefix = subject_prefix.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let m = match messages.next().await? {
+                    Ok(m) => m,
+                    Err(e) => return Some((Err(fail(&e)), (messages, true))),
+                };
+                let last = m.info().map_or(true, |i| i.pending == 0);
+                let deleted = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                let key = m.subject.as_str().strip_prefix(subject_prefix.as_str());
+                match key {
+                    Some(k) if !deleted => return Some((Ok(k.to_owned()), (messages, last))),
+                    _ if last => return None,
+                    _ => continue,
+                }
+            }
+        }
+    })
+    .boxed())
 }
 
 /// The stored (encoded) form every key starting with `prefix` starts with: `app||` becomes
