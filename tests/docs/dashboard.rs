@@ -1,4 +1,5 @@
-//! The Grafana dashboard in `deploy/grafana/mecha.json`, the README's metrics section and
+//! The Grafana dashboard in `deploy/grafana/mecha.json`, the book's metrics section
+//! (`docs/src/operations/observability.md`) and
 //! `/metrics` agree: after a traffic mix, every metric the dashboard queries and every Mecha
 //! family the README lists has samples in `/metrics`, and each panel's selectors and `by`
 //! clauses name labels those samples have. The dashboard's shape: import asks for the data
@@ -112,15 +113,9 @@ async fn dashboard_readme_and_metrics_agree() {
     let dashboard_names = metric_names(&qs.join("\n"));
     assert!(dashboard_names.len() >= 10, "{dashboard_names:?}");
 
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let start = readme
-        .find("### Metrics (port 9090")
-        .expect("metrics section");
-    let end = start
-        + readme[start..]
-            .find("\n### Portability")
-            .expect("section end");
-    let readme_names: Vec<String> = metric_names(&readme[start..end])
+    let readme =
+        std::fs::read_to_string(root.join("docs/src/operations/observability.md")).unwrap();
+    let readme_names: Vec<String> = metric_names(&readme)
         .into_iter()
         .filter(|n| n.starts_with("mecha_"))
         .collect();
@@ -154,7 +149,7 @@ async fn dashboard_readme_and_metrics_agree() {
             .unwrap_or(n);
         assert!(
             readme_names.iter().any(|r| r == family),
-            "{family} is not in the README"
+            "{family} is not in the observability chapter"
         );
     }
 }

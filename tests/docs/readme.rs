@@ -25,13 +25,14 @@ fn readme_capability_matrix_matches_the_registry() {
     );
 }
 
-/// The README's resiliency example is a Dapr file that loads unchanged, with a component.
+/// The book's resiliency example is a Dapr file that loads unchanged, with a component.
 #[test]
 fn readme_resiliency_example_loads() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/operations/resiliency.md");
+    let readme = std::fs::read_to_string(&path).expect("the resiliency chapter");
     let section = readme
-        .split("## Resiliency (Dapr `kind: Resiliency`)")
+        .split("# Resiliency (Dapr `kind: Resiliency`)")
         .nth(1)
         .expect("resiliency section");
     let yaml = section

@@ -1,5 +1,6 @@
-//! The README's pasted security configuration (`security-config` blocks) loads as written,
-//! and Mecha started with it isolates the two apps as the README says.
+//! The book's pasted security configuration (`security-config` blocks of
+//! `docs/src/operations/security.md`) loads as written, and Mecha started with it isolates
+//! the two apps as the chapter says.
 
 use std::path::Path;
 
@@ -11,15 +12,17 @@ fn block(readme: &str, name: &str) -> String {
     let end = format!("```\n<!-- security-config:{name}:end -->");
     let (_, rest) = readme
         .split_once(&start)
-        .unwrap_or_else(|| panic!("README has no {name} block"));
+        .unwrap_or_else(|| panic!("the security chapter has no {name} block"));
     let (body, _) = rest.split_once(&end).expect("block end");
     body.to_owned()
 }
 
 #[actix_rt::test]
 async fn the_pasted_configuration_loads_and_isolates_apps() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/operations/security.md"),
+    )
+    .expect("the security chapter");
     let env = |k: &str| match k {
         "ORDERS_TOKEN" => Some("orders-secret".to_owned()),
         "BILLING_TOKEN" => Some("billing-secret".to_owned()),
