@@ -252,6 +252,18 @@ ensure_mdbook() {
   command -v mdbook >/dev/null || { log "mdbook: not found after cargo install"; return 1; }
 }
 
+# cargo-deny, for the dependency checks of .ci/run (deny.toml): installed with cargo once.
+ensure_cargo_deny() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if command -v cargo-deny >/dev/null; then
+    log "cargo-deny: $(cargo-deny --version)"; return 0
+  fi
+  log "cargo-deny: installing with cargo (once)"
+  CARGO_TARGET_DIR="$HOME/.cache/mecha/cargo-deny-build" cargo install --locked --quiet cargo-deny
+  rm -rf "$HOME/.cache/mecha/cargo-deny-build"
+  command -v cargo-deny >/dev/null || { log "cargo-deny: not found after cargo install"; return 1; }
+}
+
 # The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
 # the clone (reused between runs), Redis, Redis Cluster, PostgreSQL, NATS (with JetStream) and etcd up, and their
 # URLs exported.
