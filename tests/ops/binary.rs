@@ -117,6 +117,21 @@ fn policy_setup(policy: &str) -> (tempfile::TempDir, String, String) {
     (dir, c, f)
 }
 
+/// `mecha check` on the two stores of [`policy_setup`] with `policy` as `mecha.yaml`:
+/// (exit success, stdout, stderr).
+fn check_policy(policy: &str) -> (bool, String, String) {
+    let (_dir, components, cfg) = policy_setup(policy);
+    let out = Command::new(BIN)
+        .args(["check", "--resources-path", &components, "--config", &cfg])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_prints_the_effective_matrix_after_policy() {
     let (_dir, components, cfg) = policy_setup(
@@ -471,19 +486,10 @@ fn unmet_app_requirements_stop_check_and_start_up() {
 /// Met requirements pass `mecha check`, which prints each app's lint mode and requirements.
 #[test]
 fn check_prints_met_app_requirements() {
-    let (_dir, components, cfg) = policy_setup(
+    let (ok, stdout, stderr) = check_policy(
         "apps:\n  - id: orders\n    token: t1\n    requires: [ETAG, TTL]\n    stores:\n      cache:\n        lint: reject\nstores:\n  mem:\n    lint: off\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--resources-path", &components, "--config", &cfg])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(ok, "{stdout}{stderr}");
     assert!(
         stdout.contains(
             "app 'orders' on store 'mem': lint off, requires ETAG=native, TTL=native (met)"
@@ -502,19 +508,10 @@ fn check_prints_met_app_requirements() {
 /// and refuses an unknown type, naming the field and the nearest known type.
 #[test]
 fn check_prints_portability_targets_and_refuses_unknown_types() {
-    let (_dir, components, cfg) = policy_setup(
+    let (ok, stdout, stderr) = check_policy(
         "apps:\n  - id: orders\n    token: t1\n    portableTo: [state.jetstream, state.redis]\n    portability: reject\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--resources-path", &components, "--config", &cfg])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(ok, "{stdout}{stderr}");
     assert!(
         stdout.contains(
             "app 'orders' must stay portable to state.jetstream, state.redis (portability: reject):"
@@ -530,15 +527,10 @@ fn check_prints_portability_targets_and_refuses_unknown_types() {
         "{js}"
     );
 
-    let (_dir, components, cfg) = policy_setup(
+    let (ok, _, stderr) = check_policy(
         "apps:\n  - id: orders\n    token: t1\n    portableTo: [state.redis, state.jetstrem]\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--resources-path", &components, "--config", &cfg])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    assert!(!ok, "{stderr}");
     assert!(
         stderr.contains("apps[0].portableTo[1]")
             && stderr.contains("did you mean 'state.jetstream'"),
