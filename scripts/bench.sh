@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks Mecha against direct Redis, PostgreSQL, MySQL and SQLite clients on this machine and
-# prints the results table (and writes mecha-bench.json). Starts the services it needs like test.sh.
+# prints the results table (and writes mecha-bench.json). Starts the services it needs like test.sh,
+# and installs the load generators (wrk, h2load) when missing.
 #   scripts/bench.sh            full run (a few minutes)
 #   scripts/bench.sh --quick    smoke run: completes without errors, timings not meaningful
 #   scripts/bench.sh --help     every option
@@ -8,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 prepare_test_environment
+ensure_load_generators
 
 # Every binary: mecha-bench starts the release `mecha` next to it as a separate process.
 cargo build --release --workspace --bins

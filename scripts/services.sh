@@ -264,6 +264,20 @@ ensure_cargo_deny() {
   command -v cargo-deny >/dev/null || { log "cargo-deny: not found after cargo install"; return 1; }
 }
 
+# The load generators of scripts/bench.sh: wrk (HTTP) and h2load (gRPC; Debian's
+# nghttp2-client), and redis-benchmark (with Redis's tools).
+ensure_load_generators() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v h2load >/dev/null || missing+=(nghttp2-client)
+  command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "load generators: wrk, h2load, redis-benchmark"; return 0
+  fi
+  log "load generators: installing ${missing[*]}"
+  apt_install "${missing[@]}"
+}
+
 # The environment both scripts/test.sh and scripts/bench.sh run in: a target directory outside
 # the clone (reused between runs), Redis, Redis Cluster, PostgreSQL, NATS (with JetStream) and etcd up, and their
 # URLs exported.

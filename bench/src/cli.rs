@@ -15,7 +15,8 @@ pub struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "mecha-bench.json")]
     pub json: PathBuf,
-    /// Concurrent requests in the throughput runs.
+    /// Connections of the throughput runs (`wrk`, `h2load`, `redis-benchmark`, and the
+    /// concurrent requests of the in-process clients).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Value size in bytes.
@@ -39,9 +40,13 @@ pub struct Args {
     /// Start-ups to time (the last one is benchmarked) [default: 5, quick 1].
     #[arg(long)]
     pub startups: Option<usize>,
-    /// gRPC channels (HTTP/2 connections) of the gRPC clients.
+    /// gRPC channels (HTTP/2 connections) of the in-process gRPC client (latency runs).
     #[arg(long, default_value_t = 4)]
     pub grpc_channels: usize,
+    /// Concurrent streams per HTTP/2 connection of `h2load` (gRPC throughput runs, on
+    /// `--concurrency` connections).
+    #[arg(long, default_value_t = 4)]
+    pub grpc_streams: usize,
     /// Multiplexed connections of the direct Redis client (Mecha: one per serving thread).
     #[arg(long, default_value_t = 2)]
     pub redis_connections: usize,

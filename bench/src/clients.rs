@@ -1,5 +1,5 @@
 //! The clients: Mecha over HTTP (hyper, keep-alive connections) and gRPC (tonic channels),
-//! Redis, PostgreSQL, MySQL and SQLite directly, and the empty tonic `Dapr` server (the framework ceiling).
+//! Redis, PostgreSQL, MySQL and SQLite directly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,16 +10,10 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use mecha::gateway::grpc::proto::runtime::dapr_client::DaprClient;
-use mecha::gateway::grpc::proto::runtime::dapr_server::{Dapr, DaprServer};
-use mecha::gateway::grpc::proto::runtime::{
-    DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
-    GetBulkStateRequest, GetBulkStateResponse, GetMetadataRequest, GetMetadataResponse,
-    GetStateRequest, GetStateResponse, QueryStateRequest, QueryStateResponse, SaveStateRequest,
-    SetMetadataRequest,
-};
+use mecha::gateway::grpc::proto::runtime::{GetStateRequest, GetStateResponse};
 use parking_lot::Mutex;
+use tonic::Response;
 use tonic::transport::Channel;
-use tonic::{Response, Status};
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
@@ -318,92 +312,6 @@ impl PgDirect {
             Err(format!("postgres: upsert touched {n} rows"))
         }
     }
-}
-
-/// A `Dapr` service that answers GetState with a canned response and does nothing else: the
-/// cost of tonic itself.
-struct EmptyDapr {
-    canned: GetStateResponse,
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl Dapr for EmptyDapr {
-    async fn get_state(&self, _: tonic::Request<GetStateRequest>) -> R<GetStateResponse> {
-        Ok(Response::new(self.canned.clone()))
-    }
-    async fn get_bulk_state(
-        &self,
-        _: tonic::Request<GetBulkStateRequest>,
-    ) -> R<GetBulkStateResponse> {
-        Err(Status::unimplemented("empty"))
-    }
-    async fn save_state(&self, _: tonic::Request<SaveStateRequest>) -> R<()> {
-        Err(Status::unimplemented("empty"))
-    }
-    async fn query_state_alpha1(
-        &self,
-        _: tonic::Request<QueryStateRequest>,
-    ) -> R<QueryStateResponse> {
-        Err(Status::unimplemented("empty"))
-    }
-    async fn delete_state(&self, _: tonic::Request<DeleteStateRequest>) -> R<()> {
-        Err(Status::unimplemented("empty"))
-    }
-    async fn delete_bulk_state(&self, _: tonic::Request<DeleteBulkStateRequest>) -> R<()> {
-        Err(Status::unimplemented("empty"))
-    }
-    async fn execute_state_transaction(
-        &self,
-        _: tonic::Request<ExecuteStateTransactionRequest>,
-    ) -> R<()> {
-        Err(Status::unimplemented("empty"))
-    }
-    async fn get_metadata(&self, _: tonic::Request<GetMetadataRequest>) -> R<GetMetadataResponse> {
-        Err(Status::unimplemented("empty"))
-    }
-    async fn set_metadata(&self, _: tonic::Request<SetMetadataRequest>) -> R<()> {
-        Err(Status::unimplemented("empty"))
-    }
-}
-
-/// Starts the empty server on `threads` threads, each a current-thread runtime accepting on a
-/// clone of one listener (the arrangement of Mecha's gRPC door), on a free loopback port.
-pub fn start_empty_tonic(value: Vec<u8>, threads: usize) -> Result<SocketAddr, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err("bind", e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| err("nonblocking", e))?;
-    let addr = listener.local_addr().map_err(|e| err("addr", e))?;
-    let canned = GetStateResponse {
-        data: value,
-        etag: "1".into(),
-        metadata: Default::default(),
-    };
-    for i in 0..threads.max(1) {
-        let listener = listener.try_clone().map_err(|e| err("clone listener", e))?;
-        let canned = canned.clone();
-        std::thread::Builder::new()
-            .name(format!("empty-tonic-{i}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
-                    let _ = tonic::transport::Server::builder()
-                        .add_service(DaprServer::new(EmptyDapr { canned }))
-                        .serve_with_incoming(incoming)
-                        .await;
-                });
-            })
-            .map_err(|e| err("thread", e))?;
-    }
-    Ok(addr)
 }
 
 /// A Go MySQL driver DSN (`user[:password]@tcp(host[:port])/dbname[?params]`, what

@@ -30,6 +30,7 @@
 
 mod cli;
 mod clients;
+mod external;
 mod load;
 mod measure;
 mod neighbour;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::cli::{Args, Plan};
+use crate::external::{H2load, Wrk};
 use crate::load::{self, Errors, Op, RedisBenchmark, closed_loop, median, open_loop};
 use crate::process::{self, CpuSnapshot, Mecha};
 use crate::report;
@@ -32,6 +33,10 @@ pub enum Load {
     Op(Op),
     /// `redis-benchmark` as a process of its own (throughput only).
     RedisBenchmark(RedisBenchmark),
+    /// `wrk` (HTTP throughput).
+    Wrk(Wrk),
+    /// `h2load` (gRPC throughput).
+    H2load(H2load),
 }
 
 impl Side {
@@ -39,7 +44,7 @@ impl Side {
     fn op(&self) -> Result<&Op, String> {
         match &self.load {
             Load::Op(op) => Ok(op),
-            Load::RedisBenchmark(_) => Err(format!("{}: not a latency side", self.label)),
+            _ => Err(format!("{}: not a latency side", self.label)),
         }
     }
 
@@ -48,6 +53,8 @@ impl Side {
         match &self.load {
             Load::Op(op) => closed_loop(op, concurrency, duration).await,
             Load::RedisBenchmark(rb) => rb.run(concurrency, duration).await,
+            Load::Wrk(w) => w.run(concurrency, duration).await,
+            Load::H2load(h) => h.run(concurrency, duration).await,
         }
     }
 }
@@ -139,10 +146,11 @@ pub struct Measured {
 fn ready(
     setup: &Setup,
     table: &'static [Scenario],
+    latency: bool,
 ) -> Result<Vec<(&'static Scenario, Vec<Side>)>, String> {
     let mut out = Vec::new();
     for sc in table {
-        if let Some(sides) = setup.sides(sc)? {
+        if let Some(sides) = setup.sides(sc, latency)? {
             out.push((sc, sides));
         }
     }
@@ -159,13 +167,15 @@ pub async fn measure(
     cleanup: &Cleanup,
 ) -> Result<Measured, String> {
     let setup = Setup::connect(args, plan, mecha, baseline, cleanup).await?;
-    let throughput_sides = ready(&setup, scenarios::THROUGHPUT)?;
-    let latency_sides = ready(&setup, scenarios::LATENCY)?;
+    let throughput_sides = ready(&setup, scenarios::THROUGHPUT, false)?;
+    let latency_sides = ready(&setup, scenarios::LATENCY, true)?;
     let conc = args.concurrency.max(1);
 
     let sampler = RssSampler::start(mecha.pid());
-    // CPU per request: both Mecha processes count as Mecha (only one serves at a time).
-    let mecha_pids: Vec<u32> = std::iter::once(mecha.pid())
+    // CPU per request: both Mecha processes and the empty tonic server count as the served
+    // side (only one serves at a time).
+    let mecha_pids: Vec<u32> = [mecha.pid(), setup.empty.pid()]
+        .into_iter()
         .chain(baseline.map(Mecha::pid))
         .collect();
     let mut ok = true;

@@ -195,6 +195,61 @@ impl Mecha {
     }
 }
 
+/// The empty tonic `Dapr` server (`mecha-empty-tonic`, next to this executable), a process
+/// of its own on a free loopback port; killed when dropped.
+pub struct EmptyTonic {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl EmptyTonic {
+    /// Starts it with `threads` serving threads, answering values of `value_size` bytes.
+    pub fn start(value_size: usize, threads: usize) -> Result<EmptyTonic, String> {
+        use std::io::BufRead;
+        let bin = std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("mecha-empty-tonic");
+        let mut child = Command::new(&bin)
+            .args([value_size.to_string(), threads.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "{}: {e} (run scripts/bench.sh, which builds it)",
+                    bin.display()
+                )
+            })?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok());
+        match addr {
+            Some(addr) => Ok(EmptyTonic { child, addr }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("mecha-empty-tonic did not start: {line:?}"))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EmptyTonic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
 pub fn status_mib(pid: u32, field: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -248,7 +303,7 @@ pub struct CpuSnapshot {
     /// SQLite has no server: its work is inside Mecha, or inside the direct client (the load
     /// generator).
     pub store: f64,
-    /// The load generators: this process and any `redis-benchmark`.
+    /// The load generators: this process, `wrk`, `h2load` and `redis-benchmark`.
     pub client: f64,
     /// Every CPU of the machine, busy time (user, nice, system, irq, softirq, steal).
     pub machine: f64,
@@ -288,14 +343,15 @@ pub fn cpu_snapshot(mecha: &[u32]) -> CpuSnapshot {
             .map_or("", |(c, _)| c);
         let slot = if mecha.contains(&pid) {
             &mut snap.mecha
-        } else if pid == me || comm == "redis-benchmark" {
+        } else if pid == me || matches!(comm, "redis-benchmark" | "wrk" | "h2load") {
             &mut snap.client
         } else if matches!(comm, "redis-server" | "postgres" | "mariadbd" | "mysqld") {
             &mut snap.store
         } else {
             continue;
         };
-        // This process also counts its children that ended (`redis-benchmark` runs).
+        // This process also counts its children that ended (`wrk`, `h2load` and
+        // `redis-benchmark` runs).
         *slot += if pid == me {
             stat_seconds(pid, &[14, 15, 16, 17])
         } else {

@@ -2,19 +2,24 @@
 //! through Mecha, and each [`Client`] of the scenario table turned into requests ([`Op`]s)
 //! that check every answer.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
 use hyper::{Method, StatusCode};
+use mecha::gateway::grpc::proto::runtime::GetStateRequest;
+use prost::Message;
 use serde_json::Value;
 use tokio_postgres::types::Json;
 
 use crate::cli::{Args, Plan};
-use crate::clients::{self, GrpcPool, HttpPool, MySqlDirect, PgDirect, RedisDirect, SqliteDirect};
+use crate::clients::{GrpcPool, HttpPool, MySqlDirect, PgDirect, RedisDirect, SqliteDirect};
+use crate::external::{H2load, Wrk, WrkRequests};
 use crate::load::{Op, RedisBenchmark};
 use crate::measure::{Load, Side};
-use crate::process::Mecha;
+use crate::process::{EmptyTonic, Mecha};
 use crate::scenarios::{Client, Direct, SEEDED_STORES, Scenario};
 use crate::session::{Cleanup, sqlite_file};
 
@@ -32,7 +37,16 @@ pub struct Setup {
     /// The `--baseline-mecha` build's HTTP door.
     baseline_http: Option<Arc<HttpPool>>,
     grpc: Arc<GrpcPool>,
-    empty: Arc<GrpcPool>,
+    /// Mecha's doors and the baseline build's HTTP door, for the external load generators.
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    baseline_addr: Option<SocketAddr>,
+    /// The empty tonic server (a process of its own).
+    pub empty: EmptyTonic,
+    /// Where the load generators' scripts and request files go.
+    dir: PathBuf,
+    /// Streams per connection of the gRPC load generator.
+    grpc_streams: usize,
     redis: Arc<RedisDirect>,
     pg: Arc<PgDirect>,
     mysql: Arc<MySqlDirect>,
@@ -75,9 +89,8 @@ impl Setup {
                 .unwrap_or(4)
                 .max(4)
         });
-        let empty_addr =
-            clients::start_empty_tonic(value.to_vec(), mecha::app::serving_threads(0))?;
-        let empty = GrpcPool::connect(empty_addr, args.grpc_channels).await?;
+        crate::external::check_tools()?;
+        let empty = EmptyTonic::start(args.value_size, mecha::app::serving_threads(args.workers))?;
         seed(&http, &value, nkeys, args.concurrency.max(1)).await?;
         let pg = PgDirect::connect(&args.database_url, &cleanup.table, pg_conns).await?;
         let mysql = MySqlDirect::connect(
@@ -100,7 +113,12 @@ impl Setup {
             http,
             baseline_http: baseline.map(|b| HttpPool::new(b.http)),
             grpc,
+            http_addr: mecha.http,
+            grpc_addr: mecha.grpc,
+            baseline_addr: baseline.map(|b| b.http),
             empty,
+            dir: cleanup.dir.join("load"),
+            grpc_streams: args.grpc_streams,
             redis,
             pg,
             mysql,
@@ -111,11 +129,18 @@ impl Setup {
     }
 
     /// The sides of `scenario`, or `None` when one needs a client this run has not (the
-    /// baseline build without `--baseline-mecha`).
-    pub fn sides(&self, scenario: &Scenario) -> Result<Option<Vec<Side>>, String> {
+    /// baseline build without `--baseline-mecha`). Throughput sides served by Mecha (or the
+    /// empty tonic server) run `wrk` or `h2load`; latency sides send from this process at a
+    /// fixed rate and check every answer.
+    pub fn sides(&self, scenario: &Scenario, latency: bool) -> Result<Option<Vec<Side>>, String> {
         let mut sides = Vec::new();
         for s in scenario.sides {
-            let Some(load) = self.load(s.client)? else {
+            let load = if latency {
+                self.op(s.client)?.map(Load::Op)
+            } else {
+                self.load(scenario.id, s.client)?
+            };
+            let Some(load) = load else {
                 return Ok(None);
             };
             sides.push(Side {
@@ -127,8 +152,91 @@ impl Setup {
         Ok(Some(sides))
     }
 
-    /// What `client` runs, or `None` when this run has no such client.
-    fn load(&self, client: Client) -> Result<Option<Load>, String> {
+    /// What `client` runs in the throughput scenario `scenario`, or `None` when this run
+    /// has no such client.
+    fn load(&self, scenario: &str, client: Client) -> Result<Option<Load>, String> {
+        let url = |addr: SocketAddr| format!("http://{addr}");
+        let name = format!("{scenario}-{}", self.side_name(client));
+        let value_len = self.value.len();
+        let wrk = |addr: SocketAddr, requests: WrkRequests, min: usize, keys: f64| {
+            Wrk::new(url(addr), &self.dir, &name, &requests, min as f64, keys).map(Load::Wrk)
+        };
+        let h2load = |addr: SocketAddr, store: &str| {
+            let message = GetStateRequest {
+                store_name: store.to_owned(),
+                key: "k0".to_owned(),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            // A correct answer's DATA: the 5-byte gRPC frame header, then at least the
+            // value's field (tag, 2-byte length, value) and an ETag field of 3 or more bytes.
+            let min = (value_len + 5 + 3 + 3) as f64;
+            H2load::new(
+                format!("{}/dapr.proto.runtime.v1.Dapr/GetState", url(addr)),
+                &self.dir,
+                &name,
+                &message,
+                self.grpc_streams,
+                min,
+            )
+            .map(Load::H2load)
+        };
+        let get = |store: &str| WrkRequests::Get {
+            store: store.to_owned(),
+            keys: self.nkeys,
+        };
+        let load = match client {
+            Client::HttpGet(store) => wrk(self.http_addr, get(store), value_len, 1.0)?,
+            Client::BaselineHttpGet(store) => match self.baseline_addr {
+                Some(addr) => wrk(addr, get(store), value_len, 1.0)?,
+                None => return Ok(None),
+            },
+            Client::HttpSave(store) => wrk(
+                self.http_addr,
+                WrkRequests::Save {
+                    store: store.to_owned(),
+                    keys: self.nkeys,
+                    value_len,
+                },
+                0,
+                1.0,
+            )?,
+            Client::HttpBulkGet(store) => wrk(
+                self.http_addr,
+                WrkRequests::BulkGet {
+                    store: store.to_owned(),
+                    keys: self.nkeys,
+                },
+                10 * value_len,
+                10.0,
+            )?,
+            Client::GrpcGet(store) => h2load(self.grpc_addr, store)?,
+            Client::EmptyTonicGet => h2load(self.empty.addr, "redis")?,
+            Client::RedisBenchmarkGet => {
+                let rb = RedisBenchmark::from_url(&self.redis_url, self.value_size)?;
+                Load::RedisBenchmark(rb)
+            }
+            Client::HttpReadThenSave { .. } | Client::DirectGet(_) | Client::DirectSave(_) => {
+                match self.op(client)? {
+                    Some(op) => Load::Op(op),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(load))
+    }
+
+    /// A file name for `client`'s script or request.
+    fn side_name(&self, client: Client) -> String {
+        format!("{client:?}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    }
+
+    /// `client`'s requests from this process (every answer checked), or `None` when this
+    /// run has no such client.
+    fn op(&self, client: Client) -> Result<Option<Op>, String> {
         let op = match client {
             Client::HttpGet(store) => http_get(&self.http, store, self.nkeys, self.value.len()),
             Client::BaselineHttpGet(store) => match &self.baseline_http {
@@ -139,15 +247,13 @@ impl Setup {
             Client::HttpBulkGet(store) => self.bulk_get(store),
             Client::HttpReadThenSave { store, etag } => self.read_then_save(store, etag),
             Client::GrpcGet(store) => self.grpc_get(&self.grpc, store),
-            Client::EmptyTonicGet => self.grpc_get(&self.empty, "redis"),
             Client::DirectGet(direct) => self.direct_get(direct),
             Client::DirectSave(direct) => self.direct_save(direct),
-            Client::RedisBenchmarkGet => {
-                let rb = RedisBenchmark::from_url(&self.redis_url, self.value_size)?;
-                return Ok(Some(Load::RedisBenchmark(rb)));
+            Client::EmptyTonicGet | Client::RedisBenchmarkGet => {
+                return Err(format!("{client:?} has no in-process requests"));
             }
         };
-        Ok(Some(Load::Op(op)))
+        Ok(Some(op))
     }
 
     fn direct_get(&self, direct: Direct) -> Op {
