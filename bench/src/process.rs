@@ -118,11 +118,26 @@ fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 impl Mecha {
-    /// Starts `bin` on free ports and waits (polling every 0.5 ms) until it is healthy.
+    /// Starts `bin` with `resources` and `config` on free ports and waits (polling every
+    /// 0.5 ms) until it is healthy.
     pub fn start(
         bin: &Path,
         resources: &Path,
         config: &Path,
+        log: PathBuf,
+    ) -> Result<Mecha, String> {
+        Mecha::start_with(bin, Some((resources, config)), log)
+    }
+
+    /// Starts `bin` on its embedded default configuration (one in-memory store; what
+    /// `mecha` runs with no arguments), on free ports.
+    pub fn start_default(bin: &Path, log: PathBuf) -> Result<Mecha, String> {
+        Mecha::start_with(bin, None, log)
+    }
+
+    fn start_with(
+        bin: &Path,
+        files: Option<(&Path, &Path)>,
         log: PathBuf,
     ) -> Result<Mecha, String> {
         let (h, g, m) = (
@@ -134,11 +149,15 @@ impl Mecha {
         let grpc = SocketAddr::from(([127, 0, 0, 1], g));
         let logfile = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let mut child = Command::new(bin)
-            .arg("--resources-path")
-            .arg(resources)
-            .arg("--config")
-            .arg(config)
+        let mut command = Command::new(bin);
+        if let Some((resources, config)) = files {
+            command
+                .arg("--resources-path")
+                .arg(resources)
+                .arg("--config")
+                .arg(config);
+        }
+        let mut child = command
             .args(["--http-port", &h.to_string()])
             .args(["--grpc-port", &g.to_string()])
             .args(["--metrics-port", &m.to_string()])

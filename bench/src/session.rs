@@ -182,6 +182,12 @@ pub async fn bench(
     probe_services(args, cleanup).await?;
     let dir = &cleanup.dir;
     let (resources, config) = write_run_files(args, cleanup)?;
+    // Idle memory on the embedded default configuration (the target's), then on the
+    // benchmark's five stores.
+    let default = Mecha::start_default(bin, dir.join("mecha-default.log"))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss_default = process::status_mib(default.pid(), "VmRSS");
+    default.stop();
     let (mecha, startup_ms) = start_timed(bin, &resources, &config, dir, plan.startups)?;
     let mpid = mecha.pid();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -209,6 +215,7 @@ pub async fn bench(
     let allocations = allocations()?;
     let footprint = Footprint {
         startup_ms,
+        idle_rss_default,
         idle_rss,
         idle_after,
         load_rss: measured.load_rss,
