@@ -31,7 +31,40 @@ fn main() -> io::Result<()> {
         .compile_with_config(config, &protos, &includes)?;
     println!("cargo:rerun-if-changed=proto");
     git_commit();
+    startup_layout();
     Ok(())
+}
+
+/// Link options of the release `mecha` binary that cut its idle resident memory (issue 27,
+/// BENCHMARKS.md): most of it was pages of the binary itself, because the kernel maps the
+/// 64 KiB (or the whole large folio) around every page a start-up fault touches, and the
+/// ~2,000 functions that run at start-up lay scattered over 16 MB of code.
+///
+/// * `--symbol-ordering-file=scripts/startup-order.txt`: those functions first and
+///   together in `.text` (the list is written by `scripts/startup-order.sh`; names no longer
+///   in the program are skipped, so a stale list only costs memory, never correctness);
+/// * `-z pack-relative-relocs` (RELR): the relative relocations in a few KiB instead of
+///   the 770 KiB `.rela.dyn` that the loader reads whole at every start (glibc 2.36+).
+///
+/// Only on x86_64 Linux (GNU), where rustc links with its own lld; `MECHA_PLAIN_LINK=1`
+/// turns both off (another linker, an older glibc).
+fn startup_layout() {
+    println!("cargo:rerun-if-env-changed=MECHA_PLAIN_LINK");
+    println!("cargo:rerun-if-changed=scripts/startup-order.txt");
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let linux_x86_64 = var("CARGO_CFG_TARGET_ARCH") == "x86_64"
+        && var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu";
+    if !linux_x86_64 || var("PROFILE") != "release" || var("MECHA_PLAIN_LINK") == "1" {
+        return;
+    }
+    let order = PathBuf::from(var("CARGO_MANIFEST_DIR")).join("scripts/startup-order.txt");
+    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    println!(
+        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+        order.display()
+    );
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
 }
 
 /// `MECHA_GIT_COMMIT` for `mecha_build_info`: the checkout's commit (12 hex digits), or

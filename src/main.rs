@@ -12,6 +12,8 @@ use mecha::config::{Config, ConfigSources};
 /// jemalloc instead of glibc's malloc: its background thread gives the memory of a burst of
 /// large request bodies back within seconds, where glibc's malloc keeps most of it
 /// (per-thread arenas, fragmentation) (README, "Security model"; `tests/limits/redteam_resources.rs`).
+/// Built with `percpu_arena:percpu` (`.cargo/config.toml`): one arena per CPU rather than
+/// four, which an idle process's scattered first allocations would each touch.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
