@@ -9,13 +9,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use actix::prelude::*;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use super::catalog::{Catalog, StoreInfo};
 use super::live::{Live, Refresh};
 use super::ops::StateOp;
-use crate::actors::{ActorSettings, StoreActor, StoreHandle};
+use crate::actors::{ActorSettings, Spawned, StoreActor, StoreHandle};
 use crate::capabilities::Receipt;
 use crate::capabilities::lint::Finding;
 use crate::error::Error;
@@ -150,25 +155,38 @@ impl GatewayActor {
 }
 
 impl<O: StateOp> Handler<StateCall<O>> for GatewayActor {
-    type Result = ResponseFuture<Result<Answer<O::Reply>, Error>>;
+    type Result = Spawned<Instrumented<Logged<O::Reply>>>;
 
     fn handle(&mut self, msg: StateCall<O>, _: &mut Context<Self>) -> Self::Result {
         self.refresh();
         let span = msg.span.clone();
         let start = Instant::now();
         let answer = span.in_scope(|| super::pipeline::start(&self.catalog, &self.stores, msg));
-        Box::pin(
-            async move {
-                let res = answer.await;
-                // Never the error's detail here (it may name a key): the door logs its summary.
-                tracing::debug!(
-                    ok = res.is_ok(),
-                    micros = start.elapsed().as_micros() as u64,
-                    "state call"
-                );
-                res
-            }
-            .instrument(span),
-        )
+        Spawned(Logged { answer, start }.instrument(span))
+    }
+}
+
+/// The task of one state call: the pipeline's future, and the debug line once it is done. A
+/// named future rather than an `async` block, so [`Spawned`] can spawn it without boxing
+/// it first.
+pub struct Logged<R> {
+    answer: ResponseFuture<Result<Answer<R>, Error>>,
+    start: Instant,
+}
+
+impl<R> Future for Logged<R> {
+    type Output = Result<Answer<R>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let Poll::Ready(res) = self.answer.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        // Never the error's detail here (it may name a key): the door logs its summary.
+        tracing::debug!(
+            ok = res.is_ok(),
+            micros = self.start.elapsed().as_micros() as u64,
+            "state call"
+        );
+        Poll::Ready(res)
     }
 }

@@ -33,6 +33,13 @@ use crate::model::{
     StateEntry, StateOptions,
 };
 
+/// The token header. Header names looked up by `&str` are parsed (and a name outside the
+/// standard set copied to the heap) on every lookup; a static name is not.
+pub(super) const API_TOKEN: HeaderName = HeaderName::from_static("dapr-api-token");
+
+/// The W3C trace context header, as a static name (see [`API_TOKEN`]).
+const TRACEPARENT: HeaderName = HeaderName::from_static(trace::TRACEPARENT);
+
 /// Per-worker state of the HTTP door.
 pub struct HttpState {
     /// This worker's gateway.
@@ -104,9 +111,7 @@ pub async fn dispatch(
 ) -> HttpResponse {
     let span = trace::request_span(
         "http",
-        req.headers()
-            .get(trace::TRACEPARENT)
-            .map(HeaderValue::as_bytes),
+        req.headers().get(TRACEPARENT).map(HeaderValue::as_bytes),
     );
     serve_request(req, payload, state).instrument(span).await
 }
@@ -117,13 +122,13 @@ async fn serve_request(
     state: web::Data<HttpState>,
 ) -> HttpResponse {
     let start = Instant::now();
-    let raw_path = req.uri().path().to_owned();
-    let segments = clean_segments(&raw_path);
+    // Borrowed from the request, which this function owns until it answers.
+    let segments = clean_segments(req.uri().path());
     let route = route(req.method(), &segments);
     let gw = &state.gateway;
     let token = req
         .headers()
-        .get("dapr-api-token")
+        .get(API_TOKEN)
         .and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
     let mut body_refused = false;
@@ -589,21 +594,23 @@ fn render_entry(entry: Option<StateEntry>) -> HttpResponse {
     let Some(entry) = entry else {
         return respond::no_content();
     };
-    let mut headers = Vec::with_capacity(1 + entry.metadata.len());
+    let mut resp = respond::json_bytes(entry.data, &[]);
+    let headers = resp.headers_mut();
+    // The ETag string becomes the header value without a copy (same validation as
+    // `HeaderValue::from_str`: an ETag a header cannot carry is left out).
     if let Some(etag) = entry
         .etag
-        .as_deref()
-        .and_then(|e| HeaderValue::from_str(e).ok())
+        .and_then(|e| HeaderValue::from_maybe_shared(Bytes::from(e)).ok())
     {
-        headers.push((HeaderName::from_static("etag"), etag));
+        headers.insert(actix_web::http::header::ETAG, etag);
     }
     for (k, v) in &entry.metadata {
         let name = HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
         if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
-            headers.push((n, v));
+            headers.insert(n, v);
         }
     }
-    respond::json_bytes(entry.data, &headers)
+    resp
 }
 
 /// A query's reply: 204 when nothing matched.
