@@ -48,7 +48,7 @@ pub struct StateCall<O: StateOp> {
     /// The calling app.
     pub app: AppId,
     /// The store name as the caller wrote it.
-    pub store: String,
+    pub store: StoreName,
     /// The front door it came through (for metrics).
     pub protocol: Protocol,
     /// The request, or why the door could not build it.
@@ -56,6 +56,40 @@ pub struct StateCall<O: StateOp> {
     /// Request-level metadata the door merged into the request's maps (HTTP `metadata.*`
     /// query parameters); linted once, at location `request`. Empty on gRPC.
     pub url_metadata: Metadata,
+}
+
+/// The store name a call gives: the catalog's own (shared) name when the door found one equal
+/// to the caller's, so naming a configured store copies nothing; otherwise the caller's text.
+/// The pipeline resolves it by name either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreName {
+    /// A configured store's name, shared with the catalog.
+    Shared(Arc<str>),
+    /// The caller's text (no store of that name, or none looked up).
+    Given(String),
+}
+
+impl std::ops::Deref for StoreName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            StoreName::Shared(s) => s,
+            StoreName::Given(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<String> for StoreName {
+    fn from(s: String) -> Self {
+        StoreName::Given(s)
+    }
 }
 
 impl<O: StateOp> Message for StateCall<O> {

@@ -60,9 +60,9 @@ impl Route<'_> {
     }
 }
 
-/// The cleaned segments of a path: inline up to eight (every route has at most four), so
-/// routing a request allocates nothing.
-pub type Segments<'a> = SmallVec<[&'a str; 8]>;
+/// The cleaned segments of a path: inline up to four (the most any route has), so routing a
+/// request allocates nothing; a longer path (never a route) spills to the heap.
+pub type Segments<'a> = SmallVec<[&'a str; 4]>;
 
 /// Go's `path.Clean` on an absolute path: returns the cleaned segments.
 pub fn clean_segments(path: &str) -> Segments<'_> {
