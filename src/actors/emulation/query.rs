@@ -198,7 +198,10 @@ type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 // around it on every call.
 #[async_trait]
 impl StateStore for QueryEmulation {
-    fn get<'s, 'f>(&'s self, req: GetRequest) -> StoreFuture<'f, Result<Option<StateEntry>, StoreError>>
+    fn get<'s, 'f>(
+        &'s self,
+        req: GetRequest,
+    ) -> StoreFuture<'f, Result<Option<StateEntry>, StoreError>>
     where
         's: 'f,
     {
@@ -250,7 +253,10 @@ impl StateStore for QueryEmulation {
         self.inner.bulk_delete(reqs)
     }
 
-    fn transact<'s, 'f>(&'s self, req: TransactionRequest) -> StoreFuture<'f, Result<(), StoreError>>
+    fn transact<'s, 'f>(
+        &'s self,
+        req: TransactionRequest,
+    ) -> StoreFuture<'f, Result<(), StoreError>>
     where
         's: 'f,
     {

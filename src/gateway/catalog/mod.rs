@@ -5,8 +5,8 @@
 //! [`Catalog::next`], which carries over the running parts of every store whose definition
 //! did not change, and publishes it through [`super::Live`].
 
-use std::sync::Arc;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 mod apps;
 mod stores;

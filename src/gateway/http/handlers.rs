@@ -126,10 +126,7 @@ async fn serve_request(
     let segments = clean_segments(req.uri().path());
     let route = route(req.method(), &segments);
     let gw = &state.gateway;
-    let token = req
-        .headers()
-        .get(API_TOKEN)
-        .and_then(|v| v.to_str().ok());
+    let token = req.headers().get(API_TOKEN).and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
     let mut body_refused = false;
     // The connection's stage: a request with a valid token marks it authenticated (kept
@@ -481,7 +478,12 @@ async fn save_input(
     Ok((store_name(catalog, store)?, request))
 }
 
-fn get_input(catalog: &Catalog, store: &str, key: &str, q: &Query) -> Result<StateInput<Get>, Outcome> {
+fn get_input(
+    catalog: &Catalog,
+    store: &str,
+    key: &str,
+    q: &Query,
+) -> Result<StateInput<Get>, Outcome> {
     let op = Operation::Get;
     let store = store_name(catalog, store)?;
     let key = unescape("key", key)?;
