@@ -25,9 +25,9 @@ pub const ROUNDS: u64 = 400;
 /// The budget per request of each measured kind, in [`measure`]'s order. When an
 /// optimisation lowers a count, lower its budget.
 pub const BUDGETS: [(&str, f64); 3] = [
-    ("GetState", 34.0),
-    ("SaveState", 42.0),
-    ("bulk get of 10", 102.0),
+    ("GetState", 20.0),
+    ("SaveState", 32.0),
+    ("bulk get of 10", 80.0),
 ];
 
 const STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n";

@@ -10,10 +10,12 @@ pub mod backends;
 pub mod emulation;
 mod handle;
 mod lazy;
+mod spawned;
 mod store;
 mod store_actor;
 
 pub use handle::StoreHandle;
 pub use lazy::LazyConnection;
+pub use spawned::Spawned;
 pub use store::{BulkGetItem, KeyPage, StateStore, StoreError, StoreFactory};
 pub use store_actor::{ActorSettings, StoreActor, StoreHealth};

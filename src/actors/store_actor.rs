@@ -1,22 +1,28 @@
 //! `StoreActor`: one supervised actor per store and serving thread.
 //!
-//! Each request becomes its own task (`ResponseFuture`), so the mailbox never serializes
+//! Each request becomes its own task ([`Spawned`]), so the mailbox never serializes
 //! requests; how many run at once is bounded by the handle (`mailboxCapacity`). The actor
 //! catches panics, pings the backend and lets its [`actix::Supervisor`] rebuild the store instance from its factory after a panic or after
 //! repeated failed pings.
 
 use std::any::Any;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use actix::prelude::*;
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, CatchUnwind};
 use parking_lot::Mutex;
 
+use super::spawned::Spawned;
 use super::store::{StateStore, StoreError, StoreFactory};
 
 /// Tunables of every store actor.
@@ -239,18 +245,25 @@ impl Supervised for StoreActor {
     }
 }
 
-/// A call into the store.
-pub(crate) struct Call<R: Send + 'static> {
+/// A call into the store, generic over its closure so sending it boxes nothing but actix's
+/// envelope.
+pub(crate) struct Call<R, F> {
     /// Receives the current store instance.
-    pub(crate) run: Box<dyn FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, R> + Send>,
+    pub(crate) run: F,
     /// The request's span, so what the store logs while serving it names the request.
     pub(crate) span: tracing::Span,
     /// The shard's in-flight slot, released when the store future ends (not when the caller
     /// gives up).
     pub(crate) permit: tokio::sync::OwnedSemaphorePermit,
+    /// What the store future gives.
+    pub(crate) reply: PhantomData<fn() -> R>,
 }
 
-impl<R: Send + 'static> Message for Call<R> {
+impl<R, F> Message for Call<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, R> + Send + 'static,
+{
     type Result = Result<R, StoreError>;
 }
 
@@ -267,38 +280,76 @@ impl Handler<Crashed> for StoreActor {
     }
 }
 
-impl<R: Send + 'static> Handler<Call<R>> for StoreActor {
-    type Result = ResponseFuture<Result<R, StoreError>>;
+impl<R, F> Handler<Call<R, F>> for StoreActor
+where
+    R: Send + 'static,
+    F: FnOnce(Arc<dyn StateStore>) -> BoxFuture<'static, R> + Send + 'static,
+{
+    type Result = Spawned<Instrumented<StoreCall<R>>>;
 
-    fn handle(&mut self, msg: Call<R>, _: &mut Context<Self>) -> Self::Result {
-        let store = match self.ensure_store() {
-            Ok(s) => s,
-            Err(e) => return Box::pin(async move { Err(e) }),
+    fn handle(&mut self, msg: Call<R, F>, _: &mut Context<Self>) -> Self::Result {
+        let Call {
+            run, span, permit, ..
+        } = msg;
+        let call = match self.ensure_store() {
+            // The slot is released at once: nothing runs on the store.
+            Err(e) => StoreCall {
+                fut: None,
+                permit: None,
+                failed: Some(e),
+                me: None,
+                name: self.name.clone(),
+            },
+            Ok(store) => StoreCall {
+                fut: Some(AssertUnwindSafe(span.in_scope(|| run(store))).catch_unwind()),
+                permit: Some(permit),
+                failed: None,
+                me: self.me.clone(),
+                name: self.name.clone(),
+            },
         };
-        let me = self.me.clone();
-        let name = self.name.clone();
-        let Call { run, span, permit } = msg;
-        let fut = span.in_scope(|| run(store));
-        Box::pin(
-            async move {
-            let r = AssertUnwindSafe(fut).catch_unwind().await;
-            drop(permit);
-            match r {
-                Ok(r) => Ok(r),
-                Err(panic) => {
-                    let why = panic_message(&panic);
-                    tracing::error!(store = %name, panic = %why, "store call panicked; restarting the shard");
-                    if let Some(me) = me.and_then(|m| m.upgrade()) {
-                        me.do_send(Crashed);
-                    }
-                    Err(StoreError::Internal(format!(
-                        "state store {name} failed: {why}"
-                    )))
-                }
+        Spawned(call.instrument(span))
+    }
+}
+
+/// One store call's task: the store future, with panics caught (the shard then restarts)
+/// and the in-flight slot held until it ends. A named future rather than an `async` block,
+/// so [`Spawned`] can spawn it without boxing it first.
+pub(crate) struct StoreCall<R> {
+    /// The store future; `None` once it ended, or when there was no store instance.
+    fut: Option<CatchUnwind<AssertUnwindSafe<BoxFuture<'static, R>>>>,
+    /// The shard's in-flight slot, released as the store future ends.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Why nothing ran (no store instance), until polled.
+    failed: Option<StoreError>,
+    me: Option<actix::WeakAddr<StoreActor>>,
+    name: Arc<str>,
+}
+
+impl<R> Future for StoreCall<R> {
+    type Output = Result<R, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(fut) = this.fut.as_mut() else {
+            let e = this.failed.take();
+            return Poll::Ready(Err(e.unwrap_or_else(|| {
+                StoreError::Internal("a store call was polled after its end".into())
+            })));
+        };
+        let Poll::Ready(result) = Pin::new(fut).poll(cx) else {
+            return Poll::Pending;
+        };
+        this.fut = None;
+        this.permit = None;
+        Poll::Ready(result.map_err(|panic| {
+            let (name, why) = (&this.name, panic_message(&panic));
+            tracing::error!(store = %name, panic = %why, "store call panicked; restarting the shard");
+            if let Some(me) = this.me.take().and_then(|m| m.upgrade()) {
+                me.do_send(Crashed);
             }
-        }
-        .instrument(span),
-        )
+            StoreError::Internal(format!("state store {name} failed: {why}"))
+        }))
     }
 }
 

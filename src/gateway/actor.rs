@@ -9,13 +9,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use actix::prelude::*;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use super::catalog::{Catalog, StoreInfo};
 use super::live::{Live, Refresh};
 use super::ops::StateOp;
-use crate::actors::{ActorSettings, StoreActor, StoreHandle};
+use crate::actors::{ActorSettings, Spawned, StoreActor, StoreHandle};
 use crate::capabilities::Receipt;
 use crate::capabilities::lint::Finding;
 use crate::error::Error;
@@ -43,7 +48,7 @@ pub struct StateCall<O: StateOp> {
     /// The calling app.
     pub app: AppId,
     /// The store name as the caller wrote it.
-    pub store: String,
+    pub store: StoreName,
     /// The front door it came through (for metrics).
     pub protocol: Protocol,
     /// The request, or why the door could not build it.
@@ -51,6 +56,40 @@ pub struct StateCall<O: StateOp> {
     /// Request-level metadata the door merged into the request's maps (HTTP `metadata.*`
     /// query parameters); linted once, at location `request`. Empty on gRPC.
     pub url_metadata: Metadata,
+}
+
+/// The store name a call gives: the catalog's own (shared) name when the door found one equal
+/// to the caller's, so naming a configured store copies nothing; otherwise the caller's text.
+/// The pipeline resolves it by name either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreName {
+    /// A configured store's name, shared with the catalog.
+    Shared(Arc<str>),
+    /// The caller's text (no store of that name, or none looked up).
+    Given(String),
+}
+
+impl std::ops::Deref for StoreName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            StoreName::Shared(s) => s,
+            StoreName::Given(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<String> for StoreName {
+    fn from(s: String) -> Self {
+        StoreName::Given(s)
+    }
 }
 
 impl<O: StateOp> Message for StateCall<O> {
@@ -150,25 +189,38 @@ impl GatewayActor {
 }
 
 impl<O: StateOp> Handler<StateCall<O>> for GatewayActor {
-    type Result = ResponseFuture<Result<Answer<O::Reply>, Error>>;
+    type Result = Spawned<Instrumented<Logged<O::Reply>>>;
 
     fn handle(&mut self, msg: StateCall<O>, _: &mut Context<Self>) -> Self::Result {
         self.refresh();
         let span = msg.span.clone();
         let start = Instant::now();
         let answer = span.in_scope(|| super::pipeline::start(&self.catalog, &self.stores, msg));
-        Box::pin(
-            async move {
-                let res = answer.await;
-                // Never the error's detail here (it may name a key): the door logs its summary.
-                tracing::debug!(
-                    ok = res.is_ok(),
-                    micros = start.elapsed().as_micros() as u64,
-                    "state call"
-                );
-                res
-            }
-            .instrument(span),
-        )
+        Spawned(Logged { answer, start }.instrument(span))
+    }
+}
+
+/// The task of one state call: the pipeline's future, and the debug line once it is done. A
+/// named future rather than an `async` block, so [`Spawned`] can spawn it without boxing
+/// it first.
+pub struct Logged<R> {
+    answer: ResponseFuture<Result<Answer<R>, Error>>,
+    start: Instant,
+}
+
+impl<R> Future for Logged<R> {
+    type Output = Result<Answer<R>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let Poll::Ready(res) = self.answer.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        // Never the error's detail here (it may name a key): the door logs its summary.
+        tracing::debug!(
+            ok = res.is_ok(),
+            micros = self.start.elapsed().as_micros() as u64,
+            "state call"
+        );
+        Poll::Ready(res)
     }
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 pub use crate::model::AppId;
-pub use actor::{Answer, GatewayActor, StateCall};
+pub use actor::{Answer, GatewayActor, StateCall, StoreName};
 pub use catalog::{AppView, Apps, Catalog, StoreInfo, TargetType, Targets, Turned};
 pub use live::{Live, Refresh};
 pub use ops::StateOp;
@@ -94,12 +94,13 @@ impl Gateway {
     pub async fn state<O: StateOp>(
         &self,
         app: AppId,
-        store: String,
+        store: impl Into<StoreName>,
         protocol: Protocol,
         request: Result<O::Request, Error>,
         url_metadata: crate::model::Metadata,
     ) -> Result<Answer<O::Reply>, Error> {
         let op = O::OP;
+        let store = store.into();
         // Inside the door's request span (protocol, trace id): never a key or a value. At
         // the door span's level (info when traced, else debug; see `trace::request_span`).
         let span = if tracing::Span::current().is_disabled() {

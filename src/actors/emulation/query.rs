@@ -20,6 +20,8 @@
 //! page resumes strictly after it whatever was written in between.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,34 +190,77 @@ impl QueryEmulation {
     }
 }
 
+/// The future of a store method as `async_trait` declares it.
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+// The data calls pass straight through: they hand back the inner store's future (already
+// boxed by `async_trait`) instead of an `async fn` here, which would box a second future
+// around it on every call.
 #[async_trait]
 impl StateStore for QueryEmulation {
-    async fn get(&self, req: GetRequest) -> Result<Option<StateEntry>, StoreError> {
-        self.inner.get(req).await
+    fn get<'s, 'f>(
+        &'s self,
+        req: GetRequest,
+    ) -> StoreFuture<'f, Result<Option<StateEntry>, StoreError>>
+    where
+        's: 'f,
+    {
+        self.inner.get(req)
     }
 
-    async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
-        self.inner.set(req).await
+    fn set<'s, 'f>(&'s self, req: SetRequest) -> StoreFuture<'f, Result<(), StoreError>>
+    where
+        's: 'f,
+    {
+        self.inner.set(req)
     }
 
-    async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
-        self.inner.delete(req).await
+    fn delete<'s, 'f>(&'s self, req: DeleteRequest) -> StoreFuture<'f, Result<(), StoreError>>
+    where
+        's: 'f,
+    {
+        self.inner.delete(req)
     }
 
-    async fn bulk_get(&self, reqs: Vec<GetRequest>, parallelism: usize) -> Vec<BulkGetItem> {
-        self.inner.bulk_get(reqs, parallelism).await
+    fn bulk_get<'s, 'f>(
+        &'s self,
+        reqs: Vec<GetRequest>,
+        parallelism: usize,
+    ) -> StoreFuture<'f, Vec<BulkGetItem>>
+    where
+        's: 'f,
+    {
+        self.inner.bulk_get(reqs, parallelism)
     }
 
-    async fn bulk_set(&self, reqs: Vec<SetRequest>) -> Vec<Result<(), StoreError>> {
-        self.inner.bulk_set(reqs).await
+    fn bulk_set<'s, 'f>(
+        &'s self,
+        reqs: Vec<SetRequest>,
+    ) -> StoreFuture<'f, Vec<Result<(), StoreError>>>
+    where
+        's: 'f,
+    {
+        self.inner.bulk_set(reqs)
     }
 
-    async fn bulk_delete(&self, reqs: Vec<DeleteRequest>) -> Vec<Result<(), StoreError>> {
-        self.inner.bulk_delete(reqs).await
+    fn bulk_delete<'s, 'f>(
+        &'s self,
+        reqs: Vec<DeleteRequest>,
+    ) -> StoreFuture<'f, Vec<Result<(), StoreError>>>
+    where
+        's: 'f,
+    {
+        self.inner.bulk_delete(reqs)
     }
 
-    async fn transact(&self, req: TransactionRequest) -> Result<(), StoreError> {
-        self.inner.transact(req).await
+    fn transact<'s, 'f>(
+        &'s self,
+        req: TransactionRequest,
+    ) -> StoreFuture<'f, Result<(), StoreError>>
+    where
+        's: 'f,
+    {
+        self.inner.transact(req)
     }
 
     async fn query(&self, req: QueryRequest) -> Result<QueryResponse, StoreError> {

@@ -102,19 +102,24 @@ impl StoreHandle {
         let shard = &*self.shard;
         let deadline = Deadline::start(shard.timeout);
         shard.resilience.looked_up();
-        retry::retrying(
-            shard.resilience.retry.as_ref(),
-            repeat,
-            deadline,
-            &shard.resilience.target,
-            || async {
-                let limit = deadline
-                    .attempt(shard.resilience.attempt_timeout)
-                    .ok_or(StoreError::Timeout(deadline.timeout()))?;
-                breaker::guarded(&shard.resilience, answered, self.send(run.clone(), limit)).await
-            },
-        )
-        .await
+        let attempt = |run| async move {
+            let limit = deadline
+                .attempt(shard.resilience.attempt_timeout)
+                .ok_or(StoreError::Timeout(deadline.timeout()))?;
+            breaker::guarded(&shard.resilience, answered, self.send(run, limit)).await
+        };
+        match shard.resilience.retry.as_ref() {
+            // Without a retry policy there is one attempt (what `retrying` would do with no
+            // policy): the request moves into it instead of being cloned.
+            None => attempt(run).await,
+            Some(policy) => {
+                let target = &shard.resilience.target;
+                retry::retrying(Some(policy), repeat, deadline, target, || {
+                    attempt(run.clone())
+                })
+                .await
+            }
+        }
     }
 
     /// One attempt: a slot on the shard, then the store actor, all within `limit`.
@@ -132,9 +137,10 @@ impl StoreHandle {
             return Err(StoreError::NotSent("the store actor is not running".into()));
         }
         let call = Call {
-            run: Box::new(f),
+            run: f,
             span: store_call_span(&shard.resilience.store),
             permit,
+            reply: std::marker::PhantomData,
         };
         let left = limit.within.saturating_sub(start.elapsed());
         match shard.addr.send(call).timeout(left).await {

@@ -6,6 +6,7 @@
 //! did not change, and publishes it through [`super::Live`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 mod apps;
 mod stores;
@@ -69,7 +70,8 @@ const LINT_LOG_MAX_ENTRIES: usize = 4096;
 pub struct Catalog {
     version: u64,
     stores: Vec<StoreInfo>,
-    by_name: HashMap<String, usize>,
+    /// Keyed by shared names: a door hands a call the catalog's own name ([`Catalog::shared_name`]).
+    by_name: HashMap<Arc<str>, usize>,
     apps: Apps,
     /// Request limits.
     pub limits: Limits,
@@ -112,7 +114,7 @@ impl Catalog {
         let by_name = stores
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
+            .map(|(i, s)| (Arc::from(s.name.as_str()), i))
             .collect();
         let apps = Apps::build(settings, config.app_id(), previous.map(|p| &p.apps));
         let app_ids = settings
@@ -150,6 +152,12 @@ impl Catalog {
     /// A configured store by name (scopes not applied).
     pub fn store_named(&self, name: &str) -> Option<&StoreInfo> {
         self.by_name.get(name).map(|i| &self.stores[*i])
+    }
+
+    /// The catalog's own copy of the store name `name`, shared (scopes not applied): a door
+    /// names a configured store in its call with it instead of a copy of the request's text.
+    pub fn shared_name(&self, name: &str) -> Option<Arc<str>> {
+        self.by_name.get_key_value(name).map(|(k, _)| k.clone())
     }
 
     /// The index of the store `name` (scopes not applied).

@@ -26,12 +26,19 @@ use crate::gateway::ops::{
     Transaction,
 };
 use crate::gateway::trace;
-use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateOp};
+use crate::gateway::{AppId, Catalog, Gateway, RUNTIME_VERSION, StateOp, StoreName};
 use crate::metrics;
 use crate::model::{
     Concurrency, Consistency, DeleteRequest, Metadata, Operation, Protocol, QueryResponse,
     StateEntry, StateOptions,
 };
+
+/// The token header. Header names looked up by `&str` are parsed (and a name outside the
+/// standard set copied to the heap) on every lookup; a static name is not.
+pub(super) const API_TOKEN: HeaderName = HeaderName::from_static("dapr-api-token");
+
+/// The W3C trace context header, as a static name (see [`API_TOKEN`]).
+const TRACEPARENT: HeaderName = HeaderName::from_static(trace::TRACEPARENT);
 
 /// Per-worker state of the HTTP door.
 pub struct HttpState {
@@ -104,9 +111,7 @@ pub async fn dispatch(
 ) -> HttpResponse {
     let span = trace::request_span(
         "http",
-        req.headers()
-            .get(trace::TRACEPARENT)
-            .map(HeaderValue::as_bytes),
+        req.headers().get(TRACEPARENT).map(HeaderValue::as_bytes),
     );
     serve_request(req, payload, state).instrument(span).await
 }
@@ -117,14 +122,11 @@ async fn serve_request(
     state: web::Data<HttpState>,
 ) -> HttpResponse {
     let start = Instant::now();
-    let raw_path = req.uri().path().to_owned();
-    let segments = clean_segments(&raw_path);
+    // Borrowed from the request, which this function owns until it answers.
+    let segments = clean_segments(req.uri().path());
     let route = route(req.method(), &segments);
     let gw = &state.gateway;
-    let token = req
-        .headers()
-        .get("dapr-api-token")
-        .and_then(|v| v.to_str().ok());
+    let token = req.headers().get(API_TOKEN).and_then(|v| v.to_str().ok());
     let mut app: Option<AppId> = None;
     let mut body_refused = false;
     // The connection's stage: a request with a valid token marks it authenticated (kept
@@ -306,6 +308,21 @@ fn unescape(name: &'static str, raw: &str) -> Result<String, Outcome> {
     query_unescape(raw).map_err(|e| Outcome::BadParam(name, e))
 }
 
+/// The store a state route names, unescaped: the catalog's shared name when a store has it
+/// (nothing is copied for a configured store named without escapes), else the caller's text.
+fn store_name(catalog: &Catalog, raw: &str) -> Result<StoreName, Outcome> {
+    let unescaped = if raw.contains(['%', '+']) {
+        std::borrow::Cow::Owned(unescape("storeName", raw)?)
+    } else {
+        // Nothing to unescape: `query_unescape` would return the same text.
+        std::borrow::Cow::Borrowed(raw)
+    };
+    Ok(match catalog.shared_name(&unescaped) {
+        Some(shared) => StoreName::Shared(shared),
+        None => StoreName::Given(unescaped.into_owned()),
+    })
+}
+
 impl From<Error> for Outcome {
     fn from(e: Error) -> Self {
         Outcome::Error(e)
@@ -315,7 +332,7 @@ impl From<Error> for Outcome {
 /// What a state route hands the pipeline: the store as the caller named it and the
 /// operation's request (or why it could not be read: the pipeline reports that in daprd's
 /// order, after the store lookup and the operation's capability check).
-type StateInput<O> = (String, Result<<O as StateOp>::Request, Error>);
+type StateInput<O> = (StoreName, Result<<O as StateOp>::Request, Error>);
 
 /// Where a route's body comes from and what it may cost.
 struct BodySource<'a> {
@@ -373,7 +390,8 @@ async fn serve_route(
     meter: &mut BodyMeter,
 ) -> Result<HttpResponse, Outcome> {
     let q = Query::parse(req.query_string());
-    let limits = gw.catalog().limits.clone();
+    let catalog = gw.catalog();
+    let limits = catalog.limits.clone();
     let mut body = BodySource {
         req,
         payload,
@@ -382,19 +400,19 @@ async fn serve_route(
     };
     match *route {
         Route::Save(store) => {
-            let input = save_input(store, &q, &mut body).await?;
+            let input = save_input(&catalog, store, &q, &mut body).await?;
             call::<Save>(gw, app, input, q.metadata, |()| respond::no_content()).await
         }
         Route::Get(store, key) => {
-            let input = get_input(store, key, &q)?;
+            let input = get_input(&catalog, store, key, &q)?;
             call::<Get>(gw, app, input, q.metadata, render_entry).await
         }
         Route::Delete(store, key) => {
-            let input = delete_input(store, key, &q, req)?;
+            let input = delete_input(&catalog, store, key, &q, req)?;
             call::<Delete>(gw, app, input, q.metadata, |()| respond::no_content()).await
         }
         Route::BulkGet(store) => {
-            let input = bulk_get_input(store, &q, &mut body).await?;
+            let input = bulk_get_input(&catalog, store, &q, &mut body).await?;
             let render = |items: Vec<BulkItem>| respond::json_bytes(bulk_json(&items), &[]);
             call::<BulkGet>(gw, app, input, q.metadata, render).await
         }
@@ -403,7 +421,7 @@ async fn serve_route(
             call::<Transaction>(gw, app, input, q.metadata, |()| respond::no_content()).await
         }
         Route::Query(store) => {
-            let input = query_input(store, &q, &mut body).await?;
+            let input = query_input(&catalog, store, &q, &mut body).await?;
             call::<StateQuery>(gw, app, input, q.metadata, render_query).await
         }
         Route::GetMetadata => Ok(metadata(gw, &app)),
@@ -442,6 +460,7 @@ async fn call<O: StateOp>(
 }
 
 async fn save_input(
+    catalog: &Catalog,
     store: &str,
     q: &Query,
     body: &mut BodySource<'_>,
@@ -456,12 +475,17 @@ async fn save_input(
             move |b| body::parse_save(b, &url),
         )
         .await;
-    Ok((unescape("storeName", store)?, request))
+    Ok((store_name(catalog, store)?, request))
 }
 
-fn get_input(store: &str, key: &str, q: &Query) -> Result<StateInput<Get>, Outcome> {
+fn get_input(
+    catalog: &Catalog,
+    store: &str,
+    key: &str,
+    q: &Query,
+) -> Result<StateInput<Get>, Outcome> {
     let op = Operation::Get;
-    let store = unescape("storeName", store)?;
+    let store = store_name(catalog, store)?;
     let key = unescape("key", key)?;
     let request = q.options(op).map(|o| GetInput {
         key,
@@ -472,13 +496,14 @@ fn get_input(store: &str, key: &str, q: &Query) -> Result<StateInput<Get>, Outco
 }
 
 fn delete_input(
+    catalog: &Catalog,
     store: &str,
     key: &str,
     q: &Query,
     req: &HttpRequest,
 ) -> Result<StateInput<Delete>, Outcome> {
     let op = Operation::Delete;
-    let store = unescape("storeName", store)?;
+    let store = store_name(catalog, store)?;
     let key = unescape("key", key)?;
     let etag = req
         .headers()
@@ -496,6 +521,7 @@ fn delete_input(
 }
 
 async fn bulk_get_input(
+    catalog: &Catalog,
     store: &str,
     q: &Query,
     body: &mut BodySource<'_>,
@@ -515,7 +541,7 @@ async fn bulk_get_input(
             parallelism: b.parallelism,
             metadata: b.metadata,
         });
-    Ok((unescape("storeName", store)?, request))
+    Ok((store_name(catalog, store)?, request))
 }
 
 async fn transaction_input(
@@ -525,12 +551,12 @@ async fn transaction_input(
     body: &mut BodySource<'_>,
 ) -> Result<StateInput<Transaction>, Outcome> {
     let op = Operation::Transaction;
-    let store = unescape("storeName", store)?;
+    let store = store_name(&gw.catalog(), store)?;
     // Counted before parsing, against the store's own limit when it has one.
     let (max, name) = gw
         .catalog()
         .store_named(&store)
-        .map_or((body.limits.max_transaction_ops, store.clone()), |s| {
+        .map_or((body.limits.max_transaction_ops, store.to_string()), |s| {
             (s.max_transaction_ops, s.name.clone())
         });
     let url = q.metadata.clone();
@@ -545,6 +571,7 @@ async fn transaction_input(
 }
 
 async fn query_input(
+    catalog: &Catalog,
     store: &str,
     q: &Query,
     body: &mut BodySource<'_>,
@@ -561,7 +588,7 @@ async fn query_input(
             query,
             metadata: q.metadata.clone(),
         });
-    Ok((unescape("storeName", store)?, request))
+    Ok((store_name(catalog, store)?, request))
 }
 
 async fn put_metadata(
@@ -589,21 +616,23 @@ fn render_entry(entry: Option<StateEntry>) -> HttpResponse {
     let Some(entry) = entry else {
         return respond::no_content();
     };
-    let mut headers = Vec::with_capacity(1 + entry.metadata.len());
+    let mut resp = respond::json_bytes(entry.data, &[]);
+    let headers = resp.headers_mut();
+    // The ETag string becomes the header value without a copy (same validation as
+    // `HeaderValue::from_str`: an ETag a header cannot carry is left out).
     if let Some(etag) = entry
         .etag
-        .as_deref()
-        .and_then(|e| HeaderValue::from_str(e).ok())
+        .and_then(|e| HeaderValue::from_maybe_shared(Bytes::from(e)).ok())
     {
-        headers.push((HeaderName::from_static("etag"), etag));
+        headers.insert(actix_web::http::header::ETAG, etag);
     }
     for (k, v) in &entry.metadata {
         let name = HeaderName::try_from(format!("metadata.{}", k.to_ascii_lowercase()));
         if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(v)) {
-            headers.push((n, v));
+            headers.insert(n, v);
         }
     }
-    respond::json_bytes(entry.data, &headers)
+    resp
 }
 
 /// A query's reply: 204 when nothing matched.

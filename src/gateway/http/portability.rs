@@ -28,7 +28,10 @@ pub fn operator_token(req: &HttpRequest) -> Option<&str> {
     h.get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| h.get("dapr-api-token").and_then(|v| v.to_str().ok()))
+        .or_else(|| {
+            h.get(super::handlers::API_TOKEN)
+                .and_then(|v| v.to_str().ok())
+        })
 }
 
 /// The report for `reader`, from the route's query string.

@@ -11,6 +11,10 @@ use crate::model::Protocol;
 
 const JSON: &str = "application/json";
 
+/// `Content-Type: application/json` as a static value: a `&str` given to a header builder is
+/// copied to the heap on every response.
+const JSON_VALUE: HeaderValue = HeaderValue::from_static(JSON);
+
 /// A JSON object for one rich-error detail (`google.rpc.*`, proto snake_case field names).
 fn detail_json(d: &Detail) -> Value {
     const T: &str = "type.googleapis.com/google.rpc.";
@@ -61,7 +65,7 @@ pub fn error(err: &Error) -> HttpResponse {
         return text(status, "invalid api token\n");
     }
     let mut b = HttpResponse::build(status);
-    b.insert_header((CONTENT_TYPE, JSON));
+    b.insert_header((CONTENT_TYPE, JSON_VALUE));
     for (name, value) in crate::gateway::annotations(err.receipt(), err.lint()) {
         if let Ok(v) = HeaderValue::from_str(&value) {
             b.insert_header((name, v));
@@ -105,7 +109,7 @@ pub fn json_bytes(
     headers: &[(HeaderName, HeaderValue)],
 ) -> HttpResponse {
     let mut b = HttpResponse::Ok();
-    b.insert_header((CONTENT_TYPE, JSON));
+    b.insert_header((CONTENT_TYPE, JSON_VALUE));
     for h in headers {
         b.insert_header(h.clone());
     }

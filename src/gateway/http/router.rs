@@ -3,6 +3,7 @@
 //! matched, and only then are path parameters query-unescaped (`%2F` → `/`, `+` → space).
 
 use actix_web::http::Method;
+use smallvec::SmallVec;
 
 /// A matched route, with parameters still escaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +60,13 @@ impl Route<'_> {
     }
 }
 
+/// The cleaned segments of a path: inline up to four (the most any route has), so routing a
+/// request allocates nothing; a longer path (never a route) spills to the heap.
+pub type Segments<'a> = SmallVec<[&'a str; 4]>;
+
 /// Go's `path.Clean` on an absolute path: returns the cleaned segments.
-pub fn clean_segments(path: &str) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
+pub fn clean_segments(path: &str) -> Segments<'_> {
+    let mut out = Segments::new();
     for seg in path.split('/') {
         match seg {
             "" | "." => {}
