@@ -440,7 +440,7 @@ pub const CHECKS: &[Check] = &[
         Some(7.0),
     ),
     check(
-        "GetState via Redis: this build / --baseline-mecha (recording costs a few %)",
+        "HTTP GetState via Redis: this build / the --baseline-mecha build (no regression)",
         "before_after",
         (0, 1),
         Some(0.95),
