@@ -24,6 +24,9 @@ bounded 300 mdbook build docs --dest-dir "$CARGO_TARGET_DIR/book"
 # The red-team suites once more, against the release binary as it ships (the run above used
 # the debug build): the bounds the README's security model states hold for both.
 cargo build --release --workspace --bins
+# The release binary's start-up functions are laid out from scripts/startup-order.txt (idle
+# memory, BENCHMARKS.md); a list the code has outgrown fails here: rerun scripts/startup-order.sh.
+scripts/startup-order.sh --check "$CARGO_TARGET_DIR/release/mecha"
 MECHA_BIN_UNDER_TEST="$CARGO_TARGET_DIR/release/mecha" \
     bounded 900 cargo test --test limits --test tenancy redteam_
 
