@@ -28,6 +28,19 @@ fn failed(e: String) -> Throughput {
     }
 }
 
+/// Runs `command` (the tool `tool`) to its end; its standard output, or what went wrong.
+async fn stdout_of(tool: &str, command: &mut tokio::process::Command) -> Result<String, String> {
+    match command.output().await {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => Err(format!(
+            "{tool}: {}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Err(e) => Err(format!("{tool}: {e}")),
+    }
+}
+
 /// The tools this run needs, found on `PATH` (`scripts/bench.sh` installs them).
 pub fn check_tools() -> Result<(), String> {
     for (tool, package) in [("wrk", "wrk"), ("h2load", "nghttp2-client")] {
@@ -146,25 +159,15 @@ impl Wrk {
     /// seconds, at least one: wrk's unit).
     pub async fn run(&self, connections: usize, duration: Duration) -> Throughput {
         let secs = duration.as_secs_f64().ceil().max(1.0) as u64;
-        let out = tokio::process::Command::new("wrk")
-            .args(["-t1", "-c", &connections.max(1).to_string()])
+        let mut wrk = tokio::process::Command::new("wrk");
+        wrk.args(["-t1", "-c", &connections.max(1).to_string()])
             .args(["-d", &format!("{secs}s"), "--timeout", "5s", "-s"])
             .arg(&self.script)
-            .arg(&self.url)
-            .output()
-            .await;
-        let out = match out {
-            Ok(o) if o.status.success() => o,
-            Ok(o) => {
-                return failed(format!(
-                    "wrk: {}: {}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr)
-                ));
-            }
-            Err(e) => return failed(format!("wrk: {e}")),
+            .arg(&self.url);
+        let text = match stdout_of("wrk", &mut wrk).await {
+            Ok(text) => text,
+            Err(e) => return failed(e),
         };
-        let text = String::from_utf8_lossy(&out.stdout);
         match parse_wrk(&text) {
             Some(s) => s.throughput(self.min_answer_bytes, self.keys_per_request),
             None => failed(format!("wrk printed no summary: {text}")),
@@ -271,28 +274,19 @@ impl H2load {
     /// One closed-loop run on `connections` HTTP/2 connections of `streams` streams each.
     pub async fn run(&self, connections: usize, duration: Duration) -> Throughput {
         let ms = duration.as_millis().max(100);
-        let out = tokio::process::Command::new("h2load")
+        let mut h2load = tokio::process::Command::new("h2load");
+        h2load
             .args(["-t1", "-c", &connections.max(1).to_string()])
             .args(["-m", &self.streams.max(1).to_string()])
             .args(["-D", &format!("{ms}ms")])
             .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
             .arg("-d")
             .arg(&self.body)
-            .arg(&self.url)
-            .output()
-            .await;
-        let out = match out {
-            Ok(o) if o.status.success() => o,
-            Ok(o) => {
-                return failed(format!(
-                    "h2load: {}: {}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr)
-                ));
-            }
-            Err(e) => return failed(format!("h2load: {e}")),
+            .arg(&self.url);
+        let text = match stdout_of("h2load", &mut h2load).await {
+            Ok(text) => text,
+            Err(e) => return failed(e),
         };
-        let text = String::from_utf8_lossy(&out.stdout);
         match parse_h2load(&text) {
             Some(s) => s.throughput(self.min_answer_data),
             None => failed(format!("h2load printed no summary: {text}")),
